@@ -1,0 +1,263 @@
+//! The messages replicas exchange.
+//!
+//! Every message carries its sender, its recipient and the sender's term; the body says what
+//! it is. The core validates every field of a message it receives before acting on it: a
+//! message is network input and may be stale, duplicated, reordered or malformed.
+
+use std::fmt;
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+
+use crate::types::{Entry, LogIndex, NodeId, ReadId, SnapshotMeta, Term};
+
+/// A message from one replica to another.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Message {
+    /// The sender.
+    pub from: NodeId,
+    /// The recipient.
+    pub to: NodeId,
+    /// The sender's term (for a pre-vote request: the term it would campaign in).
+    pub term: Term,
+    /// What the message says.
+    pub body: MessageBody,
+}
+
+/// The kinds of message.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum MessageBody {
+    /// Would you vote for me in `term`? Changes no state at the recipient.
+    PreVote(VoteRequest),
+    /// The answer to a pre-vote.
+    PreVoteResponse(VoteResponse),
+    /// Vote for me in `term`.
+    Vote(VoteRequest),
+    /// The answer to a vote request.
+    VoteResponse(VoteResponse),
+    /// Append entries after `prev_index` (the leader's replication message).
+    Append(AppendRequest),
+    /// The answer to an append.
+    AppendResponse(AppendResponse),
+    /// The leader is alive; carries the commit index and a read round to acknowledge.
+    Heartbeat(Heartbeat),
+    /// The answer to a heartbeat.
+    HeartbeatResponse(HeartbeatResponse),
+    /// Campaign now, without waiting for a timeout or asking for pre-votes (leadership
+    /// transfer).
+    TimeoutNow,
+    /// A follower asks the leader for a read index on behalf of a local read.
+    ReadIndex(ReadIndexRequest),
+    /// The leader's answer to a forwarded read.
+    ReadIndexResponse(ReadIndexResponse),
+    /// One chunk of a snapshot, for a follower whose next entry the leader has compacted.
+    InstallSnapshot(InstallSnapshot),
+    /// The answer to a snapshot chunk.
+    InstallSnapshotResponse(InstallSnapshotResponse),
+}
+
+/// A request for a vote or a pre-vote.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VoteRequest {
+    /// The index of the candidate's last entry.
+    pub last_log_index: LogIndex,
+    /// The term of the candidate's last entry.
+    pub last_log_term: Term,
+    /// The campaign was asked for by the leader (timeout-now), so voters that still hear
+    /// from that leader vote anyway.
+    pub leadership_transfer: bool,
+}
+
+/// The answer to a vote or pre-vote request.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VoteResponse {
+    /// Whether the vote was granted.
+    pub granted: bool,
+}
+
+/// The leader's replication message.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AppendRequest {
+    /// The index just before the first entry.
+    pub prev_index: LogIndex,
+    /// The term of the entry at `prev_index`.
+    pub prev_term: Term,
+    /// Consecutive entries starting at `prev_index + 1`.
+    pub entries: Vec<Entry>,
+    /// The leader's commit index.
+    pub commit: LogIndex,
+}
+
+/// The answer to an append.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum AppendResponse {
+    /// The follower's log matches the leader's up to `match_index` (and the follower has
+    /// made that durable).
+    Accepted {
+        /// The last index known to match.
+        match_index: LogIndex,
+    },
+    /// The follower's log does not contain an entry matching `(prev_index, prev_term)`.
+    Rejected {
+        /// The `prev_index` of the rejected append.
+        rejected_index: LogIndex,
+        /// Fast backtracking: the largest index at or below `rejected_index` whose term is
+        /// at most the append's `prev_term`, bounded by the follower's last index...
+        hint_index: LogIndex,
+        /// ...and the follower's term at `hint_index`. The leader skips straight to the last
+        /// index of its own log whose term is at most this.
+        hint_term: Term,
+    },
+}
+
+/// The leader's heartbeat.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Heartbeat {
+    /// The leader's commit index, capped at what the follower is known to hold.
+    pub commit: LogIndex,
+    /// The leader's read round when it sent this; echoed in the response.
+    pub read_round: u64,
+}
+
+/// The answer to a heartbeat.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HeartbeatResponse {
+    /// The read round of the heartbeat being answered.
+    pub read_round: u64,
+}
+
+/// A read forwarded from a follower to the leader.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReadIndexRequest {
+    /// The follower's id for the read.
+    pub id: ReadId,
+}
+
+/// The leader's answer to a forwarded read.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReadIndexResponse {
+    /// The follower's id for the read.
+    pub id: ReadId,
+    /// The index the follower must apply before serving the read, or `None` if the leader
+    /// could not confirm its leadership.
+    pub index: Option<LogIndex>,
+}
+
+/// One chunk of a snapshot.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InstallSnapshot {
+    /// What the snapshot covers.
+    pub meta: SnapshotMeta,
+    /// The byte offset of this chunk in the snapshot.
+    pub offset: u64,
+    /// The chunk's bytes.
+    pub data: Bytes,
+    /// Whether this is the last chunk.
+    pub done: bool,
+}
+
+/// The answer to a snapshot chunk.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InstallSnapshotResponse {
+    /// The snapshot's last index.
+    pub last_index: LogIndex,
+    /// Whether the chunk was accepted.
+    pub accepted: bool,
+}
+
+impl MessageBody {
+    /// A short name of the kind of message, for events and counters.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            MessageBody::PreVote(_) => "PreVote",
+            MessageBody::PreVoteResponse(_) => "PreVoteResponse",
+            MessageBody::Vote(_) => "Vote",
+            MessageBody::VoteResponse(_) => "VoteResponse",
+            MessageBody::Append(_) => "Append",
+            MessageBody::AppendResponse(_) => "AppendResponse",
+            MessageBody::Heartbeat(_) => "Heartbeat",
+            MessageBody::HeartbeatResponse(_) => "HeartbeatResponse",
+            MessageBody::TimeoutNow => "TimeoutNow",
+            MessageBody::ReadIndex(_) => "ReadIndex",
+            MessageBody::ReadIndexResponse(_) => "ReadIndexResponse",
+            MessageBody::InstallSnapshot(_) => "InstallSnapshot",
+            MessageBody::InstallSnapshotResponse(_) => "InstallSnapshotResponse",
+        }
+    }
+}
+
+impl fmt::Display for Message {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}->{} {} term={}", self.from, self.to, self.body.kind(), self.term)?;
+        match &self.body {
+            MessageBody::PreVote(request) | MessageBody::Vote(request) => {
+                write!(f, " last=({},{})", request.last_log_index, request.last_log_term)?;
+                if request.leadership_transfer {
+                    write!(f, " transfer")?;
+                }
+            }
+            MessageBody::PreVoteResponse(response) | MessageBody::VoteResponse(response) => {
+                write!(f, " {}", if response.granted { "granted" } else { "rejected" })?;
+            }
+            MessageBody::Append(append) => {
+                write!(
+                    f,
+                    " prev=({},{}) commit={} entries=[",
+                    append.prev_index, append.prev_term, append.commit
+                )?;
+                for (position, entry) in append.entries.iter().enumerate() {
+                    if position > 0 {
+                        write!(f, ", ")?;
+                    }
+                    write!(f, "{entry}")?;
+                }
+                write!(f, "]")?;
+            }
+            MessageBody::AppendResponse(AppendResponse::Accepted { match_index }) => {
+                write!(f, " accepted match={match_index}")?;
+            }
+            MessageBody::AppendResponse(AppendResponse::Rejected {
+                rejected_index,
+                hint_index,
+                hint_term,
+            }) => {
+                write!(f, " rejected index={rejected_index} hint=({hint_index},{hint_term})")?;
+            }
+            MessageBody::Heartbeat(heartbeat) => {
+                write!(f, " commit={} round={}", heartbeat.commit, heartbeat.read_round)?;
+            }
+            MessageBody::HeartbeatResponse(response) => {
+                write!(f, " round={}", response.read_round)?;
+            }
+            MessageBody::TimeoutNow => {}
+            MessageBody::ReadIndex(request) => write!(f, " id={}", request.id)?,
+            MessageBody::ReadIndexResponse(response) => {
+                write!(f, " id={} index=", response.id)?;
+                match response.index {
+                    Some(index) => write!(f, "{index}")?,
+                    None => write!(f, "none")?,
+                }
+            }
+            MessageBody::InstallSnapshot(chunk) => {
+                write!(
+                    f,
+                    " snapshot=({},{}) offset={} bytes={}{}",
+                    chunk.meta.last_index,
+                    chunk.meta.last_term,
+                    chunk.offset,
+                    chunk.data.len(),
+                    if chunk.done { " done" } else { "" }
+                )?;
+            }
+            MessageBody::InstallSnapshotResponse(response) => {
+                write!(
+                    f,
+                    " snapshot={} {}",
+                    response.last_index,
+                    if response.accepted { "accepted" } else { "rejected" }
+                )?;
+            }
+        }
+        Ok(())
+    }
+}

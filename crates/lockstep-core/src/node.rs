@@ -1,0 +1,748 @@
+//! One replica's protocol state and its inputs.
+//!
+//! [`Node`] is the whole protocol for one replica. The mechanisms live in their own files as
+//! further `impl Node` blocks: [`crate::election`] (timeouts, pre-vote, votes, roles,
+//! leadership transfer), [`crate::replication`] (appends, conflicts, commit) and
+//! [`crate::read`] (read-index and lease reads).
+
+use std::collections::{BTreeMap, VecDeque};
+
+use bytes::Bytes;
+
+use crate::config::Config;
+use crate::log::RaftLog;
+use crate::membership::Membership;
+use crate::message::{HeartbeatResponse, InstallSnapshotResponse, Message, MessageBody};
+use crate::output::{Event, Output, ProposeError, Proposed, ReadReady, RejectReason, Stats};
+use crate::progress::Progress;
+use crate::read::ReadState;
+use crate::rng::SeededRng;
+use crate::types::{
+    Command, Entry, EntryPayload, HardState, LogIndex, NodeId, ReadId, Role, SnapshotMeta, Term,
+};
+
+/// What a replica recovered from its disk (or, for a new cluster, how it starts).
+#[derive(Clone, Debug)]
+pub struct InitialState {
+    /// The durable hard state.
+    pub hard_state: HardState,
+    /// The latest snapshot, if any; the log continues after it.
+    pub snapshot: Option<SnapshotMeta>,
+    /// The durable log entries after the snapshot, consecutive.
+    pub entries: Vec<Entry>,
+    /// The configuration to use when neither the snapshot nor the log holds one (the
+    /// configuration a new cluster is bootstrapped with).
+    pub membership: Membership,
+    /// The index the state machine has already applied (at least the snapshot's index).
+    pub applied: LogIndex,
+}
+
+impl InitialState {
+    /// A replica of a brand-new cluster of `voters`, with an empty log.
+    pub fn new_cluster(voters: impl IntoIterator<Item = NodeId>) -> InitialState {
+        InitialState {
+            hard_state: HardState::default(),
+            snapshot: None,
+            entries: Vec::new(),
+            membership: Membership::with_voters(voters),
+            applied: LogIndex::ZERO,
+        }
+    }
+}
+
+/// The Raft protocol for one replica, as a pure state machine.
+///
+/// Feed it inputs ([`Node::step`], [`Node::tick`], [`Node::propose`], [`Node::read_index`],
+/// [`Node::persisted`], [`Node::applied`], [`Node::transfer_leadership`]), then drain what it
+/// asks for with [`Node::take_output`]. See [`crate::output`] for the order in which a driver
+/// must carry out an output.
+#[derive(Debug)]
+pub struct Node {
+    pub(crate) config: Config,
+    pub(crate) rng: SeededRng,
+
+    // Durable state (mirrors what the disk holds once the handed-out outputs are written).
+    pub(crate) term: Term,
+    pub(crate) vote: Option<NodeId>,
+    pub(crate) commit: LogIndex,
+    pub(crate) log: RaftLog,
+    /// The configuration from the snapshot or bootstrap; log entries override it.
+    pub(crate) base_membership: Membership,
+    pub(crate) membership: Membership,
+
+    /// The hard state last handed out for persisting.
+    pub(crate) hard_state_sent: HardState,
+    /// The log is durable up to here (reported by the driver).
+    pub(crate) persisted_index: LogIndex,
+
+    // Volatile state.
+    pub(crate) role: Role,
+    pub(crate) leader: Option<NodeId>,
+    /// The (role, term) last reported in an event.
+    pub(crate) role_reported: (Role, Term),
+    /// Ticks since boot; the core's only notion of time.
+    pub(crate) tick_count: u64,
+    /// Followers and candidates: ticks since the last election reset. Leaders: ticks since the
+    /// last check-quorum round.
+    pub(crate) election_elapsed: u64,
+    pub(crate) heartbeat_elapsed: u64,
+    pub(crate) randomized_election_timeout: u64,
+    pub(crate) votes: BTreeMap<NodeId, bool>,
+    pub(crate) progress: BTreeMap<NodeId, Progress>,
+    pub(crate) transfer_target: Option<NodeId>,
+    pub(crate) reads: ReadState,
+    /// Largest command timestamp in the log, so timestamps never go backwards.
+    pub(crate) timestamp_millis_max: u64,
+    /// Leader: bytes of entries proposed in this term and not yet committed.
+    pub(crate) uncommitted_bytes: u64,
+
+    /// Entries up to here have been handed out for applying.
+    pub(crate) handed_out_index: LogIndex,
+    /// The state machine has applied up to here (reported by the driver).
+    pub(crate) applied_index: LogIndex,
+
+    pub(crate) output: Output,
+    pub(crate) stats: Stats,
+}
+
+impl Node {
+    /// A replica starting from `initial`. Fails with a readable reason if the configuration
+    /// or the recovered state is inconsistent.
+    pub fn new(config: Config, initial: InitialState) -> Result<Node, String> {
+        config.validate()?;
+        let (snapshot_index, snapshot_term, base_membership) = match initial.snapshot {
+            Some(meta) => (meta.last_index, meta.last_term, meta.membership),
+            None => (LogIndex::ZERO, Term::ZERO, initial.membership),
+        };
+        base_membership.validate()?;
+        RaftLog::validate(snapshot_index, snapshot_term, &initial.entries)
+            .map_err(|reason| format!("recovered log is inconsistent: {reason}"))?;
+        let log = RaftLog::new(snapshot_index, snapshot_term, initial.entries);
+        let hard_state = initial.hard_state;
+        if hard_state.commit > log.last_index() {
+            return Err(format!(
+                "recovered commit index {} is beyond the last log index {}",
+                hard_state.commit,
+                log.last_index()
+            ));
+        }
+        if log.last_term() > hard_state.term {
+            return Err(format!(
+                "recovered log has term {} above the hard state's term {}",
+                log.last_term(),
+                hard_state.term
+            ));
+        }
+        let commit = hard_state.commit.max(snapshot_index);
+        let applied = initial.applied.max(snapshot_index);
+        if applied > commit {
+            return Err(format!("applied index {applied} is beyond the commit index {commit}"));
+        }
+        let mut rng = SeededRng::new(config.random_seed);
+        let randomized_election_timeout =
+            rng.range(config.election_timeout_ticks_min, config.election_timeout_ticks_max);
+        let timestamp_millis_max = log
+            .entries()
+            .filter_map(|entry| match &entry.payload {
+                EntryPayload::Command(command) => Some(command.timestamp_millis),
+                _ => None,
+            })
+            .max()
+            .unwrap_or(0);
+        let persisted_index = log.last_index();
+        let mut node = Node {
+            rng,
+            term: hard_state.term,
+            vote: hard_state.vote,
+            commit,
+            log,
+            membership: base_membership.clone(),
+            base_membership,
+            hard_state_sent: HardState { term: hard_state.term, vote: hard_state.vote, commit },
+            persisted_index,
+            role: Role::Follower,
+            leader: None,
+            role_reported: (Role::Follower, hard_state.term),
+            tick_count: 0,
+            election_elapsed: 0,
+            heartbeat_elapsed: 0,
+            randomized_election_timeout,
+            votes: BTreeMap::new(),
+            progress: BTreeMap::new(),
+            transfer_target: None,
+            reads: ReadState::default(),
+            timestamp_millis_max,
+            uncommitted_bytes: 0,
+            handed_out_index: applied,
+            applied_index: applied,
+            output: Output::default(),
+            stats: Stats::default(),
+            config,
+        };
+        node.membership = node.membership_from_log();
+        Ok(node)
+    }
+
+    // ----- inputs -------------------------------------------------------------------------
+
+    /// Handles a message from another replica. Invalid or stale messages change nothing and
+    /// are reported as [`Event::MessageRejected`].
+    pub fn step(&mut self, message: Message) {
+        if let Err(reason) = self.check_envelope(&message) {
+            self.reject(&message, reason);
+            return;
+        }
+        if message.term > self.term {
+            let transfer = match &message.body {
+                MessageBody::PreVote(request) | MessageBody::Vote(request) => {
+                    Some(request.leadership_transfer)
+                }
+                _ => None,
+            };
+            if transfer == Some(false) && self.in_lease() {
+                // A leader is still heard from: a candidate with a higher term is most likely a
+                // replica that was partitioned away. Ignoring it keeps the leader stable.
+                self.reject(&message, RejectReason::LeaderStillActive);
+                return;
+            }
+            match &message.body {
+                MessageBody::PreVote(_) => {}
+                MessageBody::PreVoteResponse(response) if response.granted => {}
+                MessageBody::Append(_)
+                | MessageBody::Heartbeat(_)
+                | MessageBody::InstallSnapshot(_) => {
+                    self.become_follower(message.term, Some(message.from));
+                }
+                _ => self.become_follower(message.term, None),
+            }
+        } else if message.term < self.term {
+            self.on_stale_term(message);
+            return;
+        }
+        let Message { from, term, body, .. } = message;
+        match body {
+            MessageBody::PreVote(request) => self.on_vote_request(from, term, &request, true),
+            MessageBody::Vote(request) => self.on_vote_request(from, term, &request, false),
+            MessageBody::PreVoteResponse(response) => {
+                self.on_vote_response(from, term, response.granted, true);
+            }
+            MessageBody::VoteResponse(response) => {
+                self.on_vote_response(from, term, response.granted, false);
+            }
+            MessageBody::Append(append) => self.on_append(from, append),
+            MessageBody::AppendResponse(response) => self.on_append_response(from, response),
+            MessageBody::Heartbeat(heartbeat) => self.on_heartbeat(from, heartbeat),
+            MessageBody::HeartbeatResponse(response) => {
+                self.on_heartbeat_response(from, response);
+            }
+            MessageBody::TimeoutNow => self.on_timeout_now(from),
+            MessageBody::ReadIndex(request) => self.on_read_index_request(from, request.id),
+            MessageBody::ReadIndexResponse(response) => {
+                self.on_read_index_response(from, response);
+            }
+            MessageBody::InstallSnapshot(chunk) => {
+                if !self.accept_leader_contact(from, "InstallSnapshot") {
+                    return;
+                }
+                // Installing snapshots arrives with state transfer; refuse the chunk so the
+                // leader knows, and say so.
+                self.reject_from(from, "InstallSnapshot", RejectReason::SnapshotUnsupported);
+                let response =
+                    InstallSnapshotResponse { last_index: chunk.meta.last_index, accepted: false };
+                self.send_after_persist(from, MessageBody::InstallSnapshotResponse(response));
+            }
+            MessageBody::InstallSnapshotResponse(_) => {
+                self.reject_from(from, "InstallSnapshotResponse", RejectReason::Unexpected);
+            }
+        }
+    }
+
+    /// Advances logical time by one tick: drives election timeouts, heartbeats, check-quorum
+    /// and the expiry of a leadership transfer.
+    pub fn tick(&mut self) {
+        self.tick_count += 1;
+        if self.role == Role::Leader {
+            self.tick_leader();
+        } else {
+            self.tick_election();
+        }
+    }
+
+    /// Proposes a batch of commands. On the leader they are appended to its log (one entry
+    /// each) and replicated in as few appends as the limits allow; the result says where they
+    /// landed. Anywhere else the batch is refused with the leader's id, never dropped
+    /// silently. `timestamp_millis` is the leader's wall clock, handed to the state machine
+    /// with each command; it is raised if needed so that timestamps never go backwards.
+    pub fn propose(
+        &mut self,
+        commands: Vec<Bytes>,
+        timestamp_millis: u64,
+    ) -> Result<Proposed, ProposeError> {
+        let result = self.try_propose(commands, timestamp_millis);
+        if let Err(error) = result {
+            self.stats.proposals_rejected += 1;
+            self.output.events.push(Event::ProposalRejected { error });
+        }
+        result
+    }
+
+    fn try_propose(
+        &mut self,
+        commands: Vec<Bytes>,
+        timestamp_millis: u64,
+    ) -> Result<Proposed, ProposeError> {
+        if commands.is_empty() {
+            return Err(ProposeError::Empty);
+        }
+        if self.role != Role::Leader {
+            return Err(ProposeError::NotLeader { leader: self.leader });
+        }
+        if let Some(target) = self.transfer_target {
+            return Err(ProposeError::LeadershipTransfer { target });
+        }
+        let timestamp_millis = timestamp_millis.max(self.timestamp_millis_max);
+        let first_index = self.log.last_index().next();
+        let entries: Vec<Entry> = commands
+            .into_iter()
+            .enumerate()
+            .map(|(position, data)| Entry {
+                term: self.term,
+                index: first_index.plus(position as u64),
+                payload: EntryPayload::Command(Command { data, timestamp_millis }),
+            })
+            .collect();
+        let bytes: u64 = entries.iter().map(Entry::size_bytes).sum();
+        if self.uncommitted_bytes > 0
+            && self.uncommitted_bytes.saturating_add(bytes) > self.config.uncommitted_bytes_max
+        {
+            return Err(ProposeError::Backpressure);
+        }
+        self.uncommitted_bytes += bytes;
+        let last_index = first_index.plus(entries.len() as u64 - 1);
+        for entry in entries {
+            self.append_to_log(entry);
+        }
+        if self.is_single_voter() {
+            // Nothing to wait for but our own disk.
+            self.maybe_commit();
+        }
+        Ok(Proposed { term: self.term, first_index, last_index })
+    }
+
+    /// Asks for a linearizable read. When it is safe to read the local state machine (this
+    /// replica has applied at least the read index, and the index was confirmed current by a
+    /// quorum or a lease), `id` appears in [`Output::reads`]; if it cannot be confirmed it
+    /// appears as [`Event::ReadRejected`].
+    pub fn read_index(&mut self, id: ReadId) {
+        self.start_read(id);
+    }
+
+    /// The driver reports that the log is durable up to `(index, term)`. A report for an entry
+    /// that has since been replaced is ignored.
+    pub fn persisted(&mut self, index: LogIndex, term: Term) {
+        if index <= self.persisted_index || !self.log.matches(index, term) {
+            return;
+        }
+        self.persisted_index = index;
+        if self.role == Role::Leader {
+            self.maybe_commit();
+        }
+    }
+
+    /// The driver reports that the state machine has applied every entry up to `index`.
+    ///
+    /// # Panics
+    /// If `index` was never handed out for applying: that is a bug in the driver.
+    pub fn applied(&mut self, index: LogIndex) {
+        assert!(
+            index <= self.handed_out_index,
+            "applied index {index} was never handed out (handed out up to {})",
+            self.handed_out_index
+        );
+        self.applied_index = self.applied_index.max(index);
+    }
+
+    /// Asks the leader to hand leadership to `target`. The leader stops taking proposals,
+    /// brings the target up to date, then tells it to campaign at once. Gives up after an
+    /// election timeout.
+    pub fn transfer_leadership(&mut self, target: NodeId) {
+        self.start_transfer(target);
+    }
+
+    /// Drains everything the core wants done since the last drain. See [`crate::output`] for
+    /// the order in which to do it.
+    pub fn take_output(&mut self) -> Output {
+        if self.role == Role::Leader {
+            self.flush_leader();
+        }
+        let hard_state = self.hard_state();
+        if hard_state != self.hard_state_sent {
+            self.output.persist.hard_state = Some(hard_state);
+            self.hard_state_sent = hard_state;
+        }
+        self.hand_out_committed();
+        self.release_reads();
+        std::mem::take(&mut self.output)
+    }
+
+    // ----- queries ------------------------------------------------------------------------
+
+    /// This replica's id.
+    pub fn id(&self) -> NodeId {
+        self.config.id
+    }
+
+    /// The configuration this replica runs with.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// The current term.
+    pub fn term(&self) -> Term {
+        self.term
+    }
+
+    /// The current role.
+    pub fn role(&self) -> Role {
+        self.role
+    }
+
+    /// The leader this replica knows of in the current term.
+    pub fn leader(&self) -> Option<NodeId> {
+        self.leader
+    }
+
+    /// The hard state as it stands (it is persisted through the outputs).
+    pub fn hard_state(&self) -> HardState {
+        HardState { term: self.term, vote: self.vote, commit: self.commit }
+    }
+
+    /// The highest committed index known here.
+    pub fn commit_index(&self) -> LogIndex {
+        self.commit
+    }
+
+    /// The index of the last log entry.
+    pub fn last_index(&self) -> LogIndex {
+        self.log.last_index()
+    }
+
+    /// The term of the last log entry.
+    pub fn last_term(&self) -> Term {
+        self.log.last_term()
+    }
+
+    /// The log is durable up to here.
+    pub fn persisted_index(&self) -> LogIndex {
+        self.persisted_index
+    }
+
+    /// The state machine has applied up to here.
+    pub fn applied_index(&self) -> LogIndex {
+        self.applied_index
+    }
+
+    /// The configuration in force (the latest in the log).
+    pub fn membership(&self) -> &Membership {
+        &self.membership
+    }
+
+    /// The entries held in memory (everything after the snapshot point).
+    pub fn log_entries(&self) -> impl Iterator<Item = &Entry> {
+        self.log.entries()
+    }
+
+    /// The term at `index`, if the log still holds it.
+    pub fn log_term(&self, index: LogIndex) -> Option<Term> {
+        self.log.term(index)
+    }
+
+    /// What the leader knows about `follower`.
+    pub fn progress(&self, follower: NodeId) -> Option<&Progress> {
+        self.progress.get(&follower)
+    }
+
+    /// The replica leadership is being handed to, if a transfer is under way.
+    pub fn transfer_target(&self) -> Option<NodeId> {
+        self.transfer_target
+    }
+
+    /// Counters for metrics.
+    pub fn stats(&self) -> Stats {
+        self.stats
+    }
+
+    /// Ticks since this replica started.
+    pub fn tick_count(&self) -> u64 {
+        self.tick_count
+    }
+
+    // ----- helpers shared by the mechanisms -----------------------------------------------
+
+    pub(crate) fn is_single_voter(&self) -> bool {
+        let voters = self.membership.all_voters();
+        voters.len() == 1 && voters.contains(&self.config.id)
+    }
+
+    /// A message that may leave at once.
+    pub(crate) fn send(&mut self, to: NodeId, body: MessageBody) {
+        let message = Message { from: self.config.id, to, term: self.term, body };
+        self.output.messages.push(message);
+    }
+
+    /// A message with an explicit term (pre-vote requests and grants).
+    pub(crate) fn send_with_term(&mut self, to: NodeId, term: Term, body: MessageBody) {
+        let message = Message { from: self.config.id, to, term, body };
+        self.output.messages.push(message);
+    }
+
+    /// A message that may leave only once this output's writes are durable.
+    pub(crate) fn send_after_persist(&mut self, to: NodeId, body: MessageBody) {
+        let message = Message { from: self.config.id, to, term: self.term, body };
+        self.output.messages_after_persist.push(message);
+    }
+
+    pub(crate) fn reject(&mut self, message: &Message, reason: RejectReason) {
+        self.reject_from(message.from, message.body.kind(), reason);
+    }
+
+    pub(crate) fn reject_from(&mut self, from: NodeId, kind: &'static str, reason: RejectReason) {
+        self.stats.messages_rejected += 1;
+        self.output.events.push(Event::MessageRejected { from, kind, reason });
+    }
+
+    fn check_envelope(&self, message: &Message) -> Result<(), RejectReason> {
+        if message.to != self.config.id {
+            return Err(RejectReason::WrongRecipient);
+        }
+        if message.from == self.config.id {
+            return Err(RejectReason::FromSelf);
+        }
+        if !self.membership.contains(message.from) {
+            return Err(RejectReason::UnknownSender);
+        }
+        if message.term == Term::ZERO {
+            return Err(RejectReason::ZeroTerm);
+        }
+        Ok(())
+    }
+
+    fn on_stale_term(&mut self, message: Message) {
+        match &message.body {
+            MessageBody::Append(_) | MessageBody::Heartbeat(_)
+                if self.config.check_quorum || self.config.pre_vote =>
+            {
+                // A leader from an older term that was cut off. With pre-vote it could never
+                // learn of the newer term through a vote request, so tell it: any message
+                // with our term makes it step down.
+                let response = HeartbeatResponse { read_round: 0 };
+                self.send(message.from, MessageBody::HeartbeatResponse(response));
+                self.reject(&message, RejectReason::StaleTerm);
+            }
+            MessageBody::PreVote(_) => {
+                let response = crate::message::VoteResponse { granted: false };
+                self.send(message.from, MessageBody::PreVoteResponse(response));
+                self.reject(&message, RejectReason::StaleTerm);
+            }
+            _ => self.reject(&message, RejectReason::StaleTerm),
+        }
+    }
+
+    /// Appends one entry to the log and to the pending writes.
+    pub(crate) fn append_to_log(&mut self, entry: Entry) {
+        if let EntryPayload::Command(command) = &entry.payload {
+            self.timestamp_millis_max = self.timestamp_millis_max.max(command.timestamp_millis);
+        }
+        let is_config = matches!(entry.payload, EntryPayload::Config(_));
+        self.log.push(entry.clone());
+        self.output.persist.entries.push(entry);
+        if is_config {
+            self.on_membership_changed();
+        }
+    }
+
+    /// Removes the log from `from` on, here and (through the pending writes) on disk.
+    pub(crate) fn truncate_log(&mut self, from: LogIndex) {
+        assert!(from > self.commit, "truncating committed entry {from} (commit {})", self.commit);
+        let had_config = self
+            .log
+            .entries()
+            .any(|entry| entry.index >= from && matches!(entry.payload, EntryPayload::Config(_)));
+        self.log.truncate_from(from);
+        self.persisted_index = self.persisted_index.min(from.prev());
+        let persist = &mut self.output.persist;
+        match persist.entries.first().map(|entry| entry.index) {
+            // Only pending (unwritten) entries are affected.
+            Some(first) if from > first => persist.entries.retain(|entry| entry.index < from),
+            _ => {
+                persist.entries.clear();
+                let truncate_from = persist.truncate_from.map_or(from, |index| index.min(from));
+                persist.truncate_from = Some(truncate_from);
+            }
+        }
+        if had_config {
+            self.on_membership_changed();
+        }
+    }
+
+    /// The configuration in force: the last one in the log, else the snapshot's or bootstrap.
+    fn membership_from_log(&self) -> Membership {
+        self.log
+            .entries()
+            .filter_map(|entry| match &entry.payload {
+                EntryPayload::Config(membership) => Some(membership),
+                _ => None,
+            })
+            .last()
+            .cloned()
+            .unwrap_or_else(|| self.base_membership.clone())
+    }
+
+    /// A configuration entry was appended or truncated: the new one takes effect now.
+    fn on_membership_changed(&mut self) {
+        self.membership = self.membership_from_log();
+        if self.role != Role::Leader {
+            return;
+        }
+        let members = self.membership.members();
+        self.progress.retain(|id, _| members.contains(id));
+        let next_index = self.log.last_index().next();
+        for id in members {
+            if id == self.config.id {
+                continue;
+            }
+            let is_voter = self.membership.is_voter(id);
+            self.progress
+                .entry(id)
+                .or_insert_with(|| Progress::new(next_index, is_voter))
+                .is_voter = is_voter;
+        }
+    }
+
+    /// Hands out committed, durable entries for applying, up to the byte limit.
+    fn hand_out_committed(&mut self) {
+        let ready_to = self.commit.min(self.persisted_index);
+        if ready_to <= self.handed_out_index {
+            return;
+        }
+        let entries =
+            self.log.slice(self.handed_out_index.next(), ready_to, self.config.apply_bytes_max);
+        if let Some(last) = entries.last() {
+            self.handed_out_index = last.index;
+        }
+        self.output.committed.extend(entries);
+    }
+
+    /// Serves confirmed reads whose index the state machine has reached.
+    fn release_reads(&mut self) {
+        let applied = self.applied_index;
+        let (ready, waiting): (VecDeque<ReadReady>, VecDeque<ReadReady>) =
+            self.reads.confirmed.drain(..).partition(|read| read.index <= applied);
+        self.reads.confirmed = waiting;
+        self.output.reads.extend(ready);
+    }
+
+    // ----- invariants ---------------------------------------------------------------------
+
+    /// Checks every invariant of this replica's state; tests call it after every step.
+    /// Returns a description of the first one broken.
+    pub fn check_invariants(&self) -> Result<(), String> {
+        let id = self.config.id;
+        let fail = |what: String| Err(format!("node {id}: {what}"));
+        RaftLog::validate(
+            self.log.snapshot_index(),
+            self.log.term(self.log.snapshot_index()).unwrap_or_default(),
+            &self.log.entries().cloned().collect::<Vec<_>>(),
+        )
+        .or_else(|reason| fail(format!("log: {reason}")))?;
+        if self.log.last_term() > self.term {
+            return fail(format!(
+                "last log term {} above term {}",
+                self.log.last_term(),
+                self.term
+            ));
+        }
+        if self.commit > self.log.last_index() {
+            return fail(format!(
+                "commit {} beyond last index {}",
+                self.commit,
+                self.log.last_index()
+            ));
+        }
+        if self.commit < self.log.snapshot_index() {
+            return fail("commit below the snapshot".to_string());
+        }
+        if self.persisted_index > self.log.last_index() {
+            return fail(format!("persisted {} beyond last index", self.persisted_index));
+        }
+        if !(self.applied_index <= self.handed_out_index && self.handed_out_index <= self.commit) {
+            return fail(format!(
+                "applied {} <= handed out {} <= commit {} does not hold",
+                self.applied_index, self.handed_out_index, self.commit
+            ));
+        }
+        if self.handed_out_index > self.persisted_index.max(self.log.snapshot_index()) {
+            return fail("handed out entries that are not durable".to_string());
+        }
+        if self.membership != self.membership_from_log() {
+            return fail("membership differs from the log's latest configuration".to_string());
+        }
+        match self.role {
+            Role::Leader => {
+                if self.leader != Some(id) || self.vote != Some(id) {
+                    return fail("a leader must lead and have voted for itself".to_string());
+                }
+                let expected: Vec<NodeId> =
+                    self.membership.members().into_iter().filter(|member| *member != id).collect();
+                let tracked: Vec<NodeId> = self.progress.keys().copied().collect();
+                if expected != tracked {
+                    return fail(format!("progress tracks {tracked:?}, members are {expected:?}"));
+                }
+                for (follower, progress) in &self.progress {
+                    if progress.match_index > self.log.last_index()
+                        || progress.next_index <= progress.match_index
+                        || progress.next_index > self.log.last_index().next()
+                    {
+                        return fail(format!(
+                            "progress of {follower}: match {} next {} last {}",
+                            progress.match_index,
+                            progress.next_index,
+                            self.log.last_index()
+                        ));
+                    }
+                    if progress.inflights.count() > self.config.messages_in_flight_max {
+                        return fail(format!("too many appends in flight to {follower}"));
+                    }
+                }
+                if self.log.term(self.commit).is_some_and(|term| term > self.term) {
+                    return fail("commit points at a future term".to_string());
+                }
+            }
+            Role::Candidate => {
+                if self.vote != Some(id) || self.leader.is_some() {
+                    return fail("a candidate votes for itself and knows no leader".to_string());
+                }
+            }
+            Role::PreCandidate | Role::Follower => {
+                if self.leader == Some(id) {
+                    return fail("a non-leader names itself leader".to_string());
+                }
+            }
+        }
+        if self.role != Role::Leader {
+            if !self.progress.is_empty() {
+                return fail("only a leader tracks progress".to_string());
+            }
+            if self.transfer_target.is_some() {
+                return fail("only a leader transfers leadership".to_string());
+            }
+            if !self.reads.pending.is_empty() || !self.reads.awaiting_commit.is_empty() {
+                return fail("only a leader confirms reads".to_string());
+            }
+        }
+        if self.reads.total() > self.config.pending_reads_max {
+            return fail("too many pending reads".to_string());
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,339 @@
+//! Log replication: the leader's appends and heartbeats, the follower's log repair, and the
+//! commit rule.
+//!
+//! See `docs/replication.md`. The rules, with the paper sections they follow:
+//! - an append carries the `(index, term)` of the entry before its first entry; a follower
+//!   accepts it only if its log holds that entry (the log matching property, §5.3);
+//! - on a conflict the follower removes the conflicting entry and everything after it, and
+//!   never a committed entry;
+//! - a rejection carries a hint (the follower's last index whose term is at most the probe's)
+//!   so the leader skips a whole term per round trip instead of one entry;
+//! - the leader commits an entry only by counting replicas of an entry of its own term (§5.4.2,
+//!   figure 8), and counts itself only for what its own disk has made durable;
+//! - appends are pipelined per follower, bounded by messages and bytes in flight; new
+//!   proposals are sent when the output is drained, so a burst of proposals leaves in one
+//!   append.
+
+use crate::message::{AppendRequest, AppendResponse, Heartbeat, HeartbeatResponse, MessageBody};
+use crate::node::Node;
+use crate::output::{Event, RejectReason};
+use crate::progress::ProgressState;
+use crate::types::{LogIndex, NodeId, Role};
+
+impl Node {
+    /// Sends whatever each follower is ready for: new entries, probes, commit updates and a
+    /// pending read round.
+    pub(crate) fn flush_leader(&mut self) {
+        let followers: Vec<NodeId> = self.progress.keys().copied().collect();
+        if self.reads.broadcast_needed {
+            self.broadcast_heartbeat();
+        }
+        for follower in followers {
+            self.flush_follower(follower);
+        }
+    }
+
+    fn flush_follower(&mut self, to: NodeId) {
+        let last_index = self.log.last_index();
+        let mut sent_any = false;
+        // Each pass sends one append; the in-flight limit bounds the loop.
+        for _ in 0..=self.config.messages_in_flight_max {
+            let Some(progress) = self.progress.get(&to) else { return };
+            if progress
+                .is_paused(self.config.messages_in_flight_max, self.config.bytes_in_flight_max)
+            {
+                break;
+            }
+            let must_send = match progress.state {
+                // A probe is worth sending while we do not know the follower holds everything.
+                ProgressState::Probe => progress.match_index < last_index,
+                ProgressState::Replicate => progress.next_index <= last_index,
+                ProgressState::Snapshot { .. } => false,
+            };
+            if !must_send {
+                break;
+            }
+            if !self.send_append(to) {
+                break;
+            }
+            sent_any = true;
+        }
+        if !sent_any {
+            self.maybe_send_commit(to);
+        }
+    }
+
+    /// Sends one append from the follower's next index. Returns whether one was sent.
+    fn send_append(&mut self, to: NodeId) -> bool {
+        let last_index = self.log.last_index();
+        let commit = self.commit;
+        let Some(progress) = self.progress.get(&to) else { return false };
+        let prev_index = progress.next_index.prev();
+        let Some(prev_term) = self.log.term(prev_index) else {
+            // The entries this follower needs are compacted: only a snapshot helps.
+            let snapshot_index = self.log.snapshot_index();
+            if let Some(progress) = self.progress.get_mut(&to) {
+                progress.become_snapshot(snapshot_index);
+            }
+            self.output.events.push(Event::SnapshotNeeded { to });
+            return false;
+        };
+        let entries = self.log.slice(progress.next_index, last_index, self.config.append_bytes_max);
+        let bytes: u64 = entries.iter().map(|entry| entry.size_bytes()).sum();
+        let last_sent = entries.last().map_or(prev_index, |entry| entry.index);
+        let Some(progress) = self.progress.get_mut(&to) else { return false };
+        match progress.state {
+            ProgressState::Replicate => {
+                progress.next_index = last_sent.next();
+                progress.inflights.add(last_sent, bytes);
+            }
+            ProgressState::Probe => progress.probe_sent = true,
+            ProgressState::Snapshot { .. } => return false,
+        }
+        progress.commit_sent = progress.commit_sent.max(commit.min(last_sent));
+        let append = AppendRequest { prev_index, prev_term, entries, commit };
+        self.send(to, MessageBody::Append(append));
+        true
+    }
+
+    /// Tells a follower about a commit index it has not heard of, with a heartbeat (which
+    /// cannot be rejected, unlike an empty append racing the pipeline).
+    fn maybe_send_commit(&mut self, to: NodeId) {
+        let commit = self.commit;
+        let read_round = self.reads.round;
+        let Some(progress) = self.progress.get_mut(&to) else { return };
+        let commit_for_follower = commit.min(progress.match_index);
+        if commit_for_follower <= progress.commit_sent {
+            return;
+        }
+        progress.commit_sent = commit_for_follower;
+        let heartbeat = Heartbeat { commit: commit_for_follower, read_round };
+        self.send(to, MessageBody::Heartbeat(heartbeat));
+    }
+
+    /// Sends a heartbeat to every follower, opening a new read round.
+    pub(crate) fn broadcast_heartbeat(&mut self) {
+        let round = self.reads.open_round(self.tick_count);
+        let commit = self.commit;
+        let followers: Vec<(NodeId, LogIndex)> = self
+            .progress
+            .iter_mut()
+            .map(|(id, progress)| {
+                // Never tell a follower to commit beyond what it is known to hold.
+                let commit_for_follower = commit.min(progress.match_index);
+                progress.commit_sent = progress.commit_sent.max(commit_for_follower);
+                (*id, commit_for_follower)
+            })
+            .collect();
+        for (follower, commit_for_follower) in followers {
+            let heartbeat = Heartbeat { commit: commit_for_follower, read_round: round };
+            self.send(follower, MessageBody::Heartbeat(heartbeat));
+        }
+        if self.progress.is_empty() {
+            // Nobody to ask: a single voter confirms its own rounds.
+            self.advance_reads();
+        }
+    }
+
+    pub(crate) fn on_append(&mut self, from: NodeId, append: AppendRequest) {
+        if !self.accept_leader_contact(from, "Append") {
+            return;
+        }
+        if !append_is_well_formed(&append, self.term) {
+            self.reject_from(from, "Append", RejectReason::MalformedEntries);
+            return;
+        }
+        let mut append = append;
+        if append.prev_index < self.commit {
+            // Our log matches every leader's up to our commit index (leader completeness), so
+            // only the entries after it are news. A duplicate or reordered append can start
+            // earlier; trim it to start at the commit index.
+            let last_in_message = append.prev_index.plus(append.entries.len() as u64);
+            if last_in_message <= self.commit {
+                let response = AppendResponse::Accepted { match_index: self.commit };
+                self.send_after_persist(from, MessageBody::AppendResponse(response));
+                return;
+            }
+            let skip = (self.commit.get() - append.prev_index.get()) as usize;
+            if !self.log.matches(self.commit, append.entries[skip - 1].term) {
+                self.reject_from(from, "Append", RejectReason::ConflictsWithCommitted);
+                return;
+            }
+            append.entries.drain(..skip);
+            append.prev_index = self.commit;
+            // The commit index is never below the snapshot point, so its term is known.
+            append.prev_term = self.log.term(self.commit).unwrap_or_default();
+        }
+        if !self.log.matches(append.prev_index, append.prev_term) {
+            let hint_index = self.log.last_index_with_term_at_most(
+                append.prev_index.min(self.log.last_index()),
+                append.prev_term,
+            );
+            let hint_term = self.log.term(hint_index).unwrap_or_default();
+            let response = AppendResponse::Rejected {
+                rejected_index: append.prev_index,
+                hint_index,
+                hint_term,
+            };
+            self.send_after_persist(from, MessageBody::AppendResponse(response));
+            return;
+        }
+        let last_new = append.prev_index.plus(append.entries.len() as u64);
+        let conflict = append
+            .entries
+            .iter()
+            .find(|entry| !self.log.matches(entry.index, entry.term))
+            .map(|entry| entry.index);
+        if let Some(conflict) = conflict {
+            if conflict <= self.commit {
+                self.reject_from(from, "Append", RejectReason::ConflictsWithCommitted);
+                return;
+            }
+            if conflict <= self.log.last_index() {
+                self.truncate_log(conflict);
+            }
+            let skip = (conflict.get() - append.prev_index.get() - 1) as usize;
+            for entry in append.entries.into_iter().skip(skip) {
+                self.append_to_log(entry);
+            }
+        }
+        self.commit_to(append.commit.min(last_new));
+        let response = AppendResponse::Accepted { match_index: last_new };
+        self.send_after_persist(from, MessageBody::AppendResponse(response));
+    }
+
+    pub(crate) fn on_append_response(&mut self, from: NodeId, response: AppendResponse) {
+        if self.role != Role::Leader {
+            // A late answer from a term we led; nothing to do with it now.
+            return;
+        }
+        let last_index = self.log.last_index();
+        match response {
+            AppendResponse::Accepted { match_index } => {
+                if match_index > last_index {
+                    self.reject_from(from, "AppendResponse", RejectReason::IndexOutOfRange);
+                    return;
+                }
+                let Some(progress) = self.progress.get_mut(&from) else { return };
+                progress.recent_active = true;
+                if !progress.maybe_update(match_index) {
+                    return;
+                }
+                match progress.state {
+                    ProgressState::Probe => progress.become_replicate(),
+                    ProgressState::Snapshot { pending_index } if match_index >= pending_index => {
+                        progress.become_probe();
+                        progress.become_replicate();
+                    }
+                    ProgressState::Snapshot { .. } => {}
+                    ProgressState::Replicate => progress.inflights.free_up_to(match_index),
+                }
+                self.maybe_commit();
+                self.maybe_send_timeout_now(from);
+            }
+            AppendResponse::Rejected { rejected_index, hint_index, hint_term } => {
+                if rejected_index > last_index || hint_index > rejected_index {
+                    self.reject_from(from, "AppendResponse", RejectReason::IndexOutOfRange);
+                    return;
+                }
+                let hint_next = self.log.last_index_with_term_at_most(hint_index, hint_term).next();
+                let Some(progress) = self.progress.get_mut(&from) else { return };
+                progress.recent_active = true;
+                if progress.maybe_decrease(rejected_index, hint_next)
+                    && progress.state == ProgressState::Replicate
+                {
+                    progress.become_probe();
+                }
+            }
+        }
+    }
+
+    pub(crate) fn on_heartbeat(&mut self, from: NodeId, heartbeat: Heartbeat) {
+        if !self.accept_leader_contact(from, "Heartbeat") {
+            return;
+        }
+        // The leader caps the commit index at what we hold; a log that lost its unsynced tail
+        // in a crash may hold less, so cap again.
+        self.commit_to(heartbeat.commit.min(self.log.last_index()));
+        let response = HeartbeatResponse { read_round: heartbeat.read_round };
+        self.send_after_persist(from, MessageBody::HeartbeatResponse(response));
+    }
+
+    pub(crate) fn on_heartbeat_response(&mut self, from: NodeId, response: HeartbeatResponse) {
+        if self.role != Role::Leader {
+            return;
+        }
+        if response.read_round > self.reads.round {
+            self.reject_from(from, "HeartbeatResponse", RejectReason::IndexOutOfRange);
+            return;
+        }
+        let Some(progress) = self.progress.get_mut(&from) else { return };
+        progress.recent_active = true;
+        progress.read_round_acked = progress.read_round_acked.max(response.read_round);
+        // The follower is alive: a lost probe may be retried.
+        if progress.state == ProgressState::Probe {
+            progress.probe_sent = false;
+        }
+        self.advance_reads();
+    }
+
+    /// Advances the commit index to what a quorum holds, if that entry is of this term.
+    pub(crate) fn maybe_commit(&mut self) {
+        let id = self.config.id;
+        let persisted = self.persisted_index;
+        let progress = &self.progress;
+        let acknowledged = |member: NodeId| {
+            if member == id {
+                persisted
+            } else {
+                progress.get(&member).map_or(LogIndex::ZERO, |p| p.match_index)
+            }
+        };
+        let quorum_index = self.membership.committed_index(&acknowledged);
+        if quorum_index <= self.commit {
+            return;
+        }
+        // Figure 8: an entry of an earlier term is never committed by counting replicas; it
+        // commits when an entry of this term after it does.
+        if self.log.term(quorum_index) != Some(self.term) {
+            return;
+        }
+        let previous = self.commit;
+        self.commit_to(quorum_index);
+        let committed_bytes: u64 = self
+            .log
+            .slice(previous.next(), quorum_index, u64::MAX)
+            .iter()
+            .map(|entry| entry.size_bytes())
+            .sum();
+        self.uncommitted_bytes = self.uncommitted_bytes.saturating_sub(committed_bytes);
+        if self.log.term(previous) != Some(self.term) {
+            // The first commit of this term: reads held back until now can proceed.
+            self.on_first_commit_in_term();
+        }
+    }
+
+    pub(crate) fn commit_to(&mut self, index: LogIndex) {
+        if index > self.commit {
+            assert!(index <= self.log.last_index(), "commit {index} beyond the log");
+            self.commit = index;
+        }
+    }
+}
+
+/// Checks an append's entries are consecutive after `prev_index`, with terms that never go
+/// backwards, start no lower than `prev_term` and never exceed the message's term.
+fn append_is_well_formed(append: &AppendRequest, message_term: crate::types::Term) -> bool {
+    if append.prev_term > message_term {
+        return false;
+    }
+    let mut previous = (append.prev_index, append.prev_term);
+    for entry in &append.entries {
+        if entry.index != previous.0.next() || entry.term < previous.1 || entry.term > message_term
+        {
+            return false;
+        }
+        previous = (entry.index, entry.term);
+    }
+    true
+}

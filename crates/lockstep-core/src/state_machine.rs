@@ -1,0 +1,61 @@
+//! The trait a user implements to be replicated.
+//!
+//! A state machine must be deterministic: replicas that start from the same state and apply
+//! the same inputs in the same order reach the same state and produce the same outputs. So it
+//! must not read a clock, a random source or anything else outside its inputs; what it needs
+//! to know about time comes in [`ApplyContext::timestamp_millis`], chosen once by the leader and
+//! replicated with the input.
+
+use std::io;
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::types::{LogIndex, Term};
+
+/// What a state machine learns about the entry it applies.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ApplyContext {
+    /// The entry's index in the log.
+    pub index: LogIndex,
+    /// The term of the leader that created it.
+    pub term: Term,
+    /// Milliseconds since the Unix epoch on the leader's clock when it proposed the entry;
+    /// never decreases from one entry to the next.
+    pub timestamp_millis: u64,
+}
+
+/// A digest of a state machine's state, compared across replicas to find one that diverged.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct StateDigest(pub [u8; 32]);
+
+/// A consistent, immutable view of a state machine's state, taken at one index and written out
+/// while the state machine goes on applying.
+pub trait StateSnapshot: Send + 'static {
+    /// Writes the view as bytes that [`StateMachine::restore`] reads back.
+    fn write_to(&self, out: &mut dyn io::Write) -> io::Result<()>;
+}
+
+/// A deterministic state machine that lockstep replicates.
+pub trait StateMachine {
+    /// What clients send.
+    type Input: Serialize + DeserializeOwned;
+    /// What clients receive.
+    type Output: Serialize + DeserializeOwned;
+    /// A consistent view of the state, cheap to take.
+    type Snapshot: StateSnapshot;
+
+    /// Applies one input and returns its output. Must be deterministic.
+    fn apply(&mut self, input: Self::Input, context: &ApplyContext) -> Self::Output;
+
+    /// Takes a consistent view of the current state. It should be cheap (a copy-on-write
+    /// clone, for example): the expensive part, writing it out, happens off the apply path.
+    fn snapshot(&self) -> Self::Snapshot;
+
+    /// Replaces the whole state with one written by [`StateSnapshot::write_to`]. Bytes that do
+    /// not decode are an error, never a panic.
+    fn restore(&mut self, input: &mut dyn io::Read) -> io::Result<()>;
+
+    /// A digest of the whole state. Replicas at the same index must have equal digests.
+    fn digest(&self) -> StateDigest;
+}

@@ -79,6 +79,7 @@ impl Node {
         }
         let (term, body): (Term, fn(VoteRequest) -> MessageBody) = if pre_vote {
             self.reset(self.term);
+            self.stats.pre_votes_started += 1;
             self.set_role(Role::PreCandidate);
             self.set_leader(None);
             (self.term.next(), MessageBody::PreVote)

@@ -191,7 +191,7 @@ impl fmt::Display for Message {
         write!(f, "{}->{} {} term={}", self.from, self.to, self.body.kind(), self.term)?;
         match &self.body {
             MessageBody::PreVote(request) | MessageBody::Vote(request) => {
-                write!(f, " last=({},{})", request.last_log_index, request.last_log_term)?;
+                write!(f, " last={}@{}", request.last_log_index, request.last_log_term)?;
                 if request.leadership_transfer {
                     write!(f, " transfer")?;
                 }
@@ -202,7 +202,7 @@ impl fmt::Display for Message {
             MessageBody::Append(append) => {
                 write!(
                     f,
-                    " prev=({},{}) commit={} entries=[",
+                    " prev={}@{} commit={} entries=[",
                     append.prev_index, append.prev_term, append.commit
                 )?;
                 for (position, entry) in append.entries.iter().enumerate() {
@@ -221,7 +221,7 @@ impl fmt::Display for Message {
                 hint_index,
                 hint_term,
             }) => {
-                write!(f, " rejected index={rejected_index} hint=({hint_index},{hint_term})")?;
+                write!(f, " rejected index={rejected_index} hint={hint_index}@{hint_term}")?;
             }
             MessageBody::Heartbeat(heartbeat) => {
                 write!(f, " commit={} round={}", heartbeat.commit, heartbeat.read_round)?;
@@ -241,7 +241,7 @@ impl fmt::Display for Message {
             MessageBody::InstallSnapshot(chunk) => {
                 write!(
                     f,
-                    " snapshot=({},{}) offset={} bytes={}{}",
+                    " snapshot={}@{} offset={} bytes={}{}",
                     chunk.meta.last_index,
                     chunk.meta.last_term,
                     chunk.offset,

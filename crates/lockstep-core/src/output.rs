@@ -257,6 +257,8 @@ pub struct Stats {
     pub proposals_rejected: u64,
     /// Reads refused.
     pub reads_rejected: u64,
+    /// Pre-vote rounds this replica started.
+    pub pre_votes_started: u64,
     /// Elections this replica started (real ones, not pre-votes).
     pub elections_started: u64,
     /// Times this replica became leader.

@@ -157,7 +157,7 @@ impl Entry {
 
 impl fmt::Display for Entry {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{} ", self.term, self.index)?;
+        write!(f, "{}@{} ", self.index, self.term)?;
         match &self.payload {
             EntryPayload::Command(command) => match std::str::from_utf8(&command.data) {
                 Ok(text) if text.chars().all(|c| c.is_ascii_graphic()) => write!(f, "{text}"),

@@ -302,18 +302,21 @@ impl Node {
         self.transfer_target = Some(target);
         // The transfer must finish within one election timeout.
         self.election_elapsed = 0;
-        self.maybe_send_timeout_now(target);
+        if !self.maybe_send_timeout_now(target) {
+            self.nudge_follower(target);
+        }
     }
 
     /// Sends timeout-now to the transfer target once its log matches ours.
-    pub(crate) fn maybe_send_timeout_now(&mut self, target: NodeId) {
+    pub(crate) fn maybe_send_timeout_now(&mut self, target: NodeId) -> bool {
         if self.transfer_target != Some(target) {
-            return;
+            return false;
         }
         let caught_up =
             self.progress.get(&target).is_some_and(|p| p.match_index == self.log.last_index());
         if caught_up {
             self.send(target, MessageBody::TimeoutNow);
         }
+        caught_up
     }
 }

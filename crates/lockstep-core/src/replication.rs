@@ -145,24 +145,27 @@ impl Node {
         }
         let mut append = append;
         if append.prev_index < self.commit {
-            // Our log matches every leader's up to our commit index (leader completeness), so
-            // only the entries after it are news. A duplicate or reordered append can start
-            // earlier; trim it to start at the commit index.
-            let last_in_message = append.prev_index.plus(append.entries.len() as u64);
-            if last_in_message <= self.commit {
+            // Our log matches every later leader's up to our commit index (leader
+            // completeness), so only entries after it are news. A duplicated or reordered
+            // append can start earlier: check its overlap agrees, then trim it.
+            let overlap_agrees = append
+                .entries
+                .iter()
+                .take_while(|entry| entry.index <= self.commit)
+                .all(|entry| self.log.term(entry.index).is_none_or(|term| term == entry.term));
+            if !overlap_agrees {
+                self.reject_from(from, "Append", RejectReason::ConflictsWithCommitted);
+                return;
+            }
+            append.entries.retain(|entry| entry.index > self.commit);
+            append.prev_index = self.commit;
+            // The commit index is never below the snapshot point, so its term is known.
+            append.prev_term = self.log.term(self.commit).unwrap_or_default();
+            if append.entries.is_empty() {
                 let response = AppendResponse::Accepted { match_index: self.commit };
                 self.send_after_persist(from, MessageBody::AppendResponse(response));
                 return;
             }
-            let skip = (self.commit.get() - append.prev_index.get()) as usize;
-            if !self.log.matches(self.commit, append.entries[skip - 1].term) {
-                self.reject_from(from, "Append", RejectReason::ConflictsWithCommitted);
-                return;
-            }
-            append.entries.drain(..skip);
-            append.prev_index = self.commit;
-            // The commit index is never below the snapshot point, so its term is known.
-            append.prev_term = self.log.term(self.commit).unwrap_or_default();
         }
         if !self.log.matches(append.prev_index, append.prev_term) {
             let hint_index = self.log.last_index_with_term_at_most(
@@ -270,11 +273,35 @@ impl Node {
         let Some(progress) = self.progress.get_mut(&from) else { return };
         progress.recent_active = true;
         progress.read_round_acked = progress.read_round_acked.max(response.read_round);
-        // The follower is alive: a lost probe may be retried.
-        if progress.state == ProgressState::Probe {
-            progress.probe_sent = false;
-        }
+        self.nudge_follower(from);
         self.advance_reads();
+    }
+
+    /// The follower is alive but may have lost appends: make sure it is caught up.
+    pub(crate) fn nudge_follower(&mut self, to: NodeId) {
+        let last_index = self.log.last_index();
+        let Some(progress) = self.progress.get_mut(&to) else { return };
+        match progress.state {
+            // A lost probe may be retried.
+            ProgressState::Probe => progress.probe_sent = false,
+            // An empty append after the last one sent costs little: the follower accepts it
+            // if it has everything, or rejects it and the leader falls back to probing from
+            // the last match.
+            ProgressState::Replicate if progress.match_index < last_index => {
+                self.send_empty_append(to);
+            }
+            _ => {}
+        }
+    }
+
+    /// Sends an append with no entries after the last index sent, outside flow control.
+    fn send_empty_append(&mut self, to: NodeId) {
+        let Some(progress) = self.progress.get(&to) else { return };
+        let prev_index = progress.next_index.prev();
+        let Some(prev_term) = self.log.term(prev_index) else { return };
+        let commit = self.commit;
+        let append = AppendRequest { prev_index, prev_term, entries: Vec::new(), commit };
+        self.send(to, MessageBody::Append(append));
     }
 
     /// Advances the commit index to what a quorum holds, if that entry is of this term.

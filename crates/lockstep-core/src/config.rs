@@ -24,6 +24,24 @@ pub enum ReadMode {
     },
 }
 
+/// Deliberately broken behaviours, for tests that show the safety checkers catch a broken
+/// build. Never set outside tests.
+#[doc(hidden)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Sabotage {
+    /// Behave correctly.
+    #[default]
+    None,
+    /// Grant every vote request, even after voting for someone else in the same term.
+    VoteTwice,
+    /// Grant votes without checking that the candidate's log is up to date.
+    IgnoreLogUpToDate,
+    /// Commit entries of earlier terms by counting replicas (the figure-8 bug).
+    CommitPreviousTerm,
+    /// Confirm reads without a heartbeat round.
+    ReadWithoutQuorum,
+}
+
 /// The configuration of one replica's consensus core.
 #[derive(Clone, Debug)]
 pub struct Config {
@@ -59,6 +77,8 @@ pub struct Config {
     pub pending_reads_max: usize,
     /// Seeds the generator for election timeouts. Give every replica a different seed.
     pub random_seed: u64,
+    #[doc(hidden)]
+    pub sabotage: Sabotage,
 }
 
 impl Config {
@@ -80,6 +100,7 @@ impl Config {
             uncommitted_bytes_max: 64 << 20,
             pending_reads_max: 64 << 10,
             random_seed: id.0,
+            sabotage: Sabotage::None,
         }
     }
 

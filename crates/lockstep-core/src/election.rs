@@ -11,6 +11,7 @@
 //!   timeout (dissertation §6.2 and §4.2.3);
 //! - leadership transfer brings the target up to date and sends it timeout-now (§3.10).
 
+use crate::config::Sabotage;
 use crate::membership::VoteResult;
 use crate::message::{MessageBody, VoteRequest, VoteResponse};
 use crate::node::Node;
@@ -129,9 +130,11 @@ impl Node {
     ) {
         let can_vote = self.vote == Some(from)
             || (self.vote.is_none() && self.leader.is_none())
-            || (pre_vote && term > self.term);
-        let granted =
-            can_vote && self.log.is_up_to_date(request.last_log_index, request.last_log_term);
+            || (pre_vote && term > self.term)
+            || self.config.sabotage == Sabotage::VoteTwice;
+        let up_to_date = self.log.is_up_to_date(request.last_log_index, request.last_log_term)
+            || self.config.sabotage == Sabotage::IgnoreLogUpToDate;
+        let granted = can_vote && up_to_date;
         let response = VoteResponse { granted };
         if pre_vote {
             // A granted pre-vote answers in the term it was asked about; a refusal in ours, so
@@ -139,7 +142,8 @@ impl Node {
             let reply_term = if granted { term } else { self.term };
             self.send_with_term(from, reply_term, MessageBody::PreVoteResponse(response));
         } else {
-            if granted {
+            // (The double-voting sabotage grants without recording a second vote.)
+            if granted && (self.vote.is_none() || self.config.sabotage != Sabotage::VoteTwice) {
                 self.vote = Some(from);
                 self.election_elapsed = 0;
             }

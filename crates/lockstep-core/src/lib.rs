@@ -67,7 +67,7 @@ pub mod rng;
 pub mod state_machine;
 pub mod types;
 
-pub use config::{Config, ReadMode};
+pub use config::{Config, ReadMode, Sabotage};
 pub use membership::Membership;
 pub use message::{Message, MessageBody};
 pub use node::{InitialState, Node};

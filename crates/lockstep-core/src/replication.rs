@@ -14,6 +14,7 @@
 //!   proposals are sent when the output is drained, so a burst of proposals leaves in one
 //!   append.
 
+use crate::config::Sabotage;
 use crate::message::{AppendRequest, AppendResponse, Heartbeat, HeartbeatResponse, MessageBody};
 use crate::node::Node;
 use crate::output::{Event, RejectReason};
@@ -322,7 +323,9 @@ impl Node {
         }
         // Figure 8: an entry of an earlier term is never committed by counting replicas; it
         // commits when an entry of this term after it does.
-        if self.log.term(quorum_index) != Some(self.term) {
+        if self.log.term(quorum_index) != Some(self.term)
+            && self.config.sabotage != Sabotage::CommitPreviousTerm
+        {
             return;
         }
         let previous = self.commit;

@@ -14,6 +14,28 @@ use std::collections::BTreeMap;
 
 use lockstep_core::{Entry, LogIndex, Node, NodeId, Role, Term};
 
+/// What the checker sees of one replica at one moment.
+#[derive(Clone, Debug)]
+pub struct NodeView {
+    pub id: NodeId,
+    pub role: Role,
+    pub term: Term,
+    pub commit: LogIndex,
+    pub entries: Vec<Entry>,
+}
+
+impl NodeView {
+    pub fn of(node: &Node) -> NodeView {
+        NodeView {
+            id: node.id(),
+            role: node.role(),
+            term: node.term(),
+            commit: node.commit_index(),
+            entries: node.log_entries().cloned().collect(),
+        }
+    }
+}
+
 #[derive(Debug, Default)]
 pub struct SafetyChecker {
     /// The leader seen in each term.
@@ -28,7 +50,7 @@ pub struct SafetyChecker {
 
 impl SafetyChecker {
     /// Checks every property against the replicas as they are now.
-    pub fn observe(&mut self, nodes: &[&Node]) -> Result<(), String> {
+    pub fn observe(&mut self, nodes: &[NodeView]) -> Result<(), String> {
         self.check_election_safety(nodes)?;
         self.check_leader_append_only(nodes)?;
         check_log_matching(nodes)?;
@@ -37,49 +59,49 @@ impl SafetyChecker {
         Ok(())
     }
 
-    fn check_election_safety(&mut self, nodes: &[&Node]) -> Result<(), String> {
-        for node in nodes.iter().filter(|node| node.role() == Role::Leader) {
-            let seen = *self.leaders.entry(node.term()).or_insert(node.id());
-            if seen != node.id() {
+    fn check_election_safety(&mut self, nodes: &[NodeView]) -> Result<(), String> {
+        for node in nodes.iter().filter(|node| node.role == Role::Leader) {
+            let seen = *self.leaders.entry(node.term).or_insert(node.id);
+            if seen != node.id {
                 return Err(format!(
                     "election safety: term {} has two leaders, {} and {}",
-                    node.term(),
+                    node.term,
                     seen,
-                    node.id()
+                    node.id
                 ));
             }
         }
         Ok(())
     }
 
-    fn check_leader_append_only(&mut self, nodes: &[&Node]) -> Result<(), String> {
+    fn check_leader_append_only(&mut self, nodes: &[NodeView]) -> Result<(), String> {
         for node in nodes {
-            if node.role() != Role::Leader {
-                self.leader_logs.remove(&node.id());
+            if node.role != Role::Leader {
+                self.leader_logs.remove(&node.id);
                 continue;
             }
-            let current: Vec<Entry> = node.log_entries().cloned().collect();
-            if let Some((term, previous)) = self.leader_logs.get(&node.id()) {
-                if *term == node.term() {
+            let current: Vec<Entry> = node.entries.clone();
+            if let Some((term, previous)) = self.leader_logs.get(&node.id) {
+                if *term == node.term {
                     let kept = previous.len() <= current.len()
                         && previous.iter().zip(&current).all(|(a, b)| a == b);
                     if !kept {
                         return Err(format!(
                             "leader append-only: leader {} of term {} changed its log",
-                            node.id(),
+                            node.id,
                             term
                         ));
                     }
                 }
             }
-            self.leader_logs.insert(node.id(), (node.term(), current));
+            self.leader_logs.insert(node.id, (node.term, current));
         }
         Ok(())
     }
 
-    fn record_committed(&mut self, nodes: &[&Node]) -> Result<(), String> {
+    fn record_committed(&mut self, nodes: &[NodeView]) -> Result<(), String> {
         for node in nodes {
-            for entry in node.log_entries().take_while(|entry| entry.index <= node.commit_index()) {
+            for entry in node.entries.iter().take_while(|entry| entry.index <= node.commit) {
                 match self.committed.get(&entry.index) {
                     Some((seen, _)) if seen != entry => {
                         return Err(format!(
@@ -87,12 +109,12 @@ impl SafetyChecker {
                             entry.index,
                             seen,
                             entry,
-                            node.id()
+                            node.id
                         ));
                     }
                     Some(_) => {}
                     None => {
-                        self.committed.insert(entry.index, (entry.clone(), node.term()));
+                        self.committed.insert(entry.index, (entry.clone(), node.term));
                     }
                 }
             }
@@ -100,18 +122,18 @@ impl SafetyChecker {
         Ok(())
     }
 
-    fn check_leader_completeness(&self, nodes: &[&Node]) -> Result<(), String> {
-        for leader in nodes.iter().filter(|node| node.role() == Role::Leader) {
+    fn check_leader_completeness(&self, nodes: &[NodeView]) -> Result<(), String> {
+        for leader in nodes.iter().filter(|node| node.role == Role::Leader) {
             for (index, (entry, seen_in_term)) in &self.committed {
-                if *seen_in_term > leader.term() {
+                if *seen_in_term > leader.term {
                     continue;
                 }
-                let held = leader.log_entries().find(|held| held.index == *index);
+                let held = leader.entries.iter().find(|held| held.index == *index);
                 if held != Some(entry) {
                     return Err(format!(
                         "leader completeness: leader {} of term {} lacks committed entry {}",
-                        leader.id(),
-                        leader.term(),
+                        leader.id,
+                        leader.term,
                         entry
                     ));
                 }
@@ -150,9 +172,9 @@ impl SafetyChecker {
 }
 
 /// Log matching: wherever two logs agree on an entry's term, they agree on everything before.
-fn check_log_matching(nodes: &[&Node]) -> Result<(), String> {
+fn check_log_matching(nodes: &[NodeView]) -> Result<(), String> {
     let logs: Vec<(NodeId, Vec<&Entry>)> =
-        nodes.iter().map(|node| (node.id(), node.log_entries().collect())).collect();
+        nodes.iter().map(|node| (node.id, node.entries.iter().collect())).collect();
     for (position, (a_id, a)) in logs.iter().enumerate() {
         for (b_id, b) in &logs[position + 1..] {
             let shared = a.len().min(b.len());

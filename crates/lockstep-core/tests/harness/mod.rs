@@ -17,7 +17,7 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use lockstep_core::{
     Config, Entry, HardState, InitialState, LogIndex, Membership, Message, Node, NodeId, Output,
-    Persist, ReadReady,
+    Persist, ReadId, ReadReady,
 };
 
 pub use checker::SafetyChecker;
@@ -84,6 +84,9 @@ pub struct Cluster {
     pub record_violations: bool,
     /// The first violation found, when recording.
     pub violation: Option<String>,
+    /// Reads asked for and not yet served: the highest commit index any replica knew when
+    /// the read was asked for. A linearizable read must reflect at least that.
+    pub reads_requested: BTreeMap<(NodeId, ReadId), LogIndex>,
 }
 
 impl Cluster {
@@ -119,6 +122,7 @@ impl Cluster {
             checks_enabled: true,
             record_violations: false,
             violation: None,
+            reads_requested: BTreeMap::new(),
         }
     }
 
@@ -169,7 +173,8 @@ impl Cluster {
         for replica in self.replicas.values() {
             replica.node.check_invariants()?;
         }
-        let nodes: Vec<&Node> = self.replicas.values().map(|replica| &replica.node).collect();
+        let nodes: Vec<checker::NodeView> =
+            self.replicas.values().map(|replica| checker::NodeView::of(&replica.node)).collect();
         self.checker.observe(&nodes)
     }
 
@@ -189,9 +194,45 @@ impl Cluster {
         for read in &output.reads {
             replica.reads_served.push((*read, applied_index));
         }
+        for read in &output.reads {
+            self.check_read(id, read, applied_index);
+        }
+        for event in &output.events {
+            if let lockstep_core::Event::ReadRejected { id: read, .. } = event {
+                self.reads_requested.remove(&(id, *read));
+            }
+        }
         self.network.extend(output.messages.iter().cloned());
         self.check();
         output
+    }
+
+    /// Asks replica `id` for a read, remembering what it must reflect.
+    pub fn read_index(&mut self, id: NodeId, read: ReadId) {
+        let known_commit =
+            self.replicas.values().map(|replica| replica.node.commit_index()).max().unwrap_or_default();
+        self.reads_requested.insert((id, read), known_commit);
+        self.node_mut(id).read_index(read);
+        self.check();
+    }
+
+    /// Read linearizability: a read served at index `read.index` must reflect every entry
+    /// committed anywhere before it was asked for, and the replica must have applied it.
+    fn check_read(&mut self, id: NodeId, read: &ReadReady, applied_index: LogIndex) {
+        let Some(required) = self.reads_requested.remove(&(id, read.id)) else { return };
+        if read.index < required {
+            self.report(format!(
+                "read linearizability: read {} at replica {id} has index {} but index {} was \
+                 committed before it was asked for",
+                read.id, read.index, required
+            ));
+        } else if applied_index < read.index {
+            self.report(format!(
+                "read linearizability: replica {id} served read {} at index {} having applied \
+                 only {applied_index}",
+                read.id, read.index
+            ));
+        }
     }
 
     /// Makes the oldest unsynced write of `id` durable, releases what waited for it and

@@ -34,6 +34,7 @@ impl Node {
     }
 
     pub(crate) fn tick_election(&mut self) {
+        self.expire_forwarded_reads();
         self.election_elapsed += 1;
         if self.election_elapsed >= self.randomized_election_timeout {
             self.election_elapsed = 0;
@@ -62,8 +63,13 @@ impl Node {
                     progress.recent_active = false;
                 }
             }
-            if let Some(target) = self.transfer_target.take() {
-                self.output.events.push(Event::TransferAborted { target, reason: "timed out" });
+        }
+        if self.transfer_target.is_some() {
+            self.transfer_elapsed += 1;
+            if self.transfer_elapsed >= self.config.election_timeout_ticks_min {
+                if let Some(target) = self.transfer_target.take() {
+                    self.output.events.push(Event::TransferAborted { target, reason: "timed out" });
+                }
             }
         }
         if self.heartbeat_elapsed >= self.config.heartbeat_interval_ticks {
@@ -179,7 +185,10 @@ impl Node {
     }
 
     pub(crate) fn on_timeout_now(&mut self, from: NodeId) {
-        if self.role == Role::Leader || !self.membership.is_voter(self.config.id) {
+        if self.role == Role::Leader
+            || self.leader != Some(from)
+            || !self.membership.is_voter(self.config.id)
+        {
             self.reject_from(from, "TimeoutNow", RejectReason::Unexpected);
             return;
         }
@@ -247,7 +256,10 @@ impl Node {
         if term > self.term {
             self.term = term;
             self.vote = None;
+            // Reads forwarded in an older term will get no answer.
+            self.fail_forwarded_reads();
         }
+        self.lease_revoked = false;
         let was_leader = self.role == Role::Leader;
         self.election_elapsed = 0;
         self.heartbeat_elapsed = 0;
@@ -305,7 +317,7 @@ impl Node {
         }
         self.transfer_target = Some(target);
         // The transfer must finish within one election timeout.
-        self.election_elapsed = 0;
+        self.transfer_elapsed = 0;
         if !self.maybe_send_timeout_now(target) {
             self.nudge_follower(target);
         }
@@ -320,6 +332,8 @@ impl Node {
             self.progress.get(&target).is_some_and(|p| p.match_index == self.log.last_index());
         if caught_up {
             self.send(target, MessageBody::TimeoutNow);
+            // Voters will now vote for the target even though they promised us not to.
+            self.lease_revoked = true;
         }
         caught_up
     }

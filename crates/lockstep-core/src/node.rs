@@ -50,6 +50,20 @@ impl InitialState {
     }
 }
 
+/// Messages carrying a term or index above this are refused: no real cluster gets near it,
+/// and it keeps every `next()` far from overflowing.
+pub const VALUE_MAX: u64 = u64::MAX / 2;
+
+/// A log write handed out to the driver and not yet reported durable.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct WriteInFlight {
+    /// The write's last entry, which the driver reports in `persisted`.
+    pub last_index: LogIndex,
+    pub last_term: Term,
+    /// Where the write truncates the log first, if it does.
+    pub truncate_from: Option<LogIndex>,
+}
+
 /// The Raft protocol for one replica, as a pure state machine.
 ///
 /// Feed it inputs ([`Node::step`], [`Node::tick`], [`Node::propose`], [`Node::read_index`],
@@ -72,7 +86,11 @@ pub struct Node {
 
     /// The hard state last handed out for persisting.
     pub(crate) hard_state_sent: HardState,
-    /// The log is durable up to here (reported by the driver).
+    /// Log writes handed out and not yet reported durable, oldest first.
+    pub(crate) writes_in_flight: VecDeque<WriteInFlight>,
+    /// The disk's log ends here as of the newest write reported durable.
+    pub(crate) durable_index: LogIndex,
+    /// The log is durable up to here and no write still under way will remove any of it.
     pub(crate) persisted_index: LogIndex,
 
     // Volatile state.
@@ -90,6 +108,11 @@ pub struct Node {
     pub(crate) votes: BTreeMap<NodeId, bool>,
     pub(crate) progress: BTreeMap<NodeId, Progress>,
     pub(crate) transfer_target: Option<NodeId>,
+    /// Ticks since the current leadership transfer started.
+    pub(crate) transfer_elapsed: u64,
+    /// This leader sent timeout-now in this term: another replica may be elected before the
+    /// lease would end, so lease reads are off until the term ends.
+    pub(crate) lease_revoked: bool,
     pub(crate) reads: ReadState,
     /// Largest command timestamp in the log, so timestamps never go backwards.
     pub(crate) timestamp_millis_max: u64,
@@ -159,6 +182,8 @@ impl Node {
             membership: base_membership.clone(),
             base_membership,
             hard_state_sent: HardState { term: hard_state.term, vote: hard_state.vote, commit },
+            writes_in_flight: VecDeque::new(),
+            durable_index: persisted_index,
             persisted_index,
             role: Role::Follower,
             leader: None,
@@ -170,6 +195,8 @@ impl Node {
             votes: BTreeMap::new(),
             progress: BTreeMap::new(),
             transfer_target: None,
+            transfer_elapsed: 0,
+            lease_revoked: false,
             reads: ReadState::default(),
             timestamp_millis_max,
             uncommitted_bytes: 0,
@@ -337,16 +364,39 @@ impl Node {
         self.start_read(id);
     }
 
-    /// The driver reports that the log is durable up to `(index, term)`. A report for an entry
-    /// that has since been replaced is ignored.
+    /// The driver reports that its log writes are durable up to and including the one whose
+    /// last entry is `(index, term)`. Writes complete in the order they were handed out; a
+    /// report that matches no write under way is ignored.
     pub fn persisted(&mut self, index: LogIndex, term: Term) {
-        if index <= self.persisted_index || !self.log.matches(index, term) {
+        let Some(position) = self
+            .writes_in_flight
+            .iter()
+            .position(|write| write.last_index == index && write.last_term == term)
+        else {
             return;
-        }
-        self.persisted_index = index;
+        };
+        self.writes_in_flight.drain(..=position);
+        self.durable_index = index;
+        self.update_persisted_index();
         if self.role == Role::Leader {
             self.maybe_commit();
         }
+    }
+
+    /// Recomputes how far the log is durable to stay: up to the newest durable write, but
+    /// below any truncation still to be written (until then the disk holds entries the log no
+    /// longer has, and a crash would bring them back).
+    pub(crate) fn update_persisted_index(&mut self) {
+        let pending_truncations = self
+            .writes_in_flight
+            .iter()
+            .filter_map(|write| write.truncate_from)
+            .chain(self.output.persist.truncate_from);
+        let mut persisted = self.durable_index.min(self.log.last_index());
+        for truncate_from in pending_truncations {
+            persisted = persisted.min(truncate_from.prev());
+        }
+        self.persisted_index = persisted;
     }
 
     /// The driver reports that the state machine has applied every entry up to `index`.
@@ -379,6 +429,17 @@ impl Node {
         if hard_state != self.hard_state_sent {
             self.output.persist.hard_state = Some(hard_state);
             self.hard_state_sent = hard_state;
+        }
+        let persist = &self.output.persist;
+        if let Some(last) = persist.entries.last() {
+            self.writes_in_flight.push_back(WriteInFlight {
+                last_index: last.index,
+                last_term: last.term,
+                truncate_from: persist.truncate_from,
+            });
+        } else {
+            // A truncation is always followed by the entries that replace what it removed.
+            assert!(persist.truncate_from.is_none(), "a write that only truncates");
         }
         self.hand_out_committed();
         self.release_reads();
@@ -524,6 +585,9 @@ impl Node {
         if message.term == Term::ZERO {
             return Err(RejectReason::ZeroTerm);
         }
+        if message.term.get() > VALUE_MAX {
+            return Err(RejectReason::OutOfRange);
+        }
         Ok(())
     }
 
@@ -542,6 +606,12 @@ impl Node {
             MessageBody::PreVote(_) => {
                 let response = crate::message::VoteResponse { granted: false };
                 self.send(message.from, MessageBody::PreVoteResponse(response));
+                self.reject(&message, RejectReason::StaleTerm);
+            }
+            MessageBody::ReadIndex(request) => {
+                // The follower fails the read over when it learns our newer term.
+                let response = crate::message::ReadIndexResponse { id: request.id, index: None };
+                self.send(message.from, MessageBody::ReadIndexResponse(response));
                 self.reject(&message, RejectReason::StaleTerm);
             }
             _ => self.reject(&message, RejectReason::StaleTerm),
@@ -569,7 +639,6 @@ impl Node {
             .entries()
             .any(|entry| entry.index >= from && matches!(entry.payload, EntryPayload::Config(_)));
         self.log.truncate_from(from);
-        self.persisted_index = self.persisted_index.min(from.prev());
         let persist = &mut self.output.persist;
         match persist.entries.first().map(|entry| entry.index) {
             // Only pending (unwritten) entries are affected.
@@ -580,6 +649,7 @@ impl Node {
                 persist.truncate_from = Some(truncate_from);
             }
         }
+        self.update_persisted_index();
         if had_config {
             self.on_membership_changed();
         }

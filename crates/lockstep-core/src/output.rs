@@ -7,7 +7,9 @@
 //!    `entries`, then store `hard_state`; make all of it durable;
 //! 3. only then send [`Output::messages_after_persist`] (votes and acknowledgements that
 //!    promise what was just written), and report `persisted(last index, last term)` for the
-//!    appended entries;
+//!    appended entries. Writes must become durable in the order the outputs were handed out
+//!    (a later output's messages may promise what an earlier output wrote); one report may
+//!    cover several writes by naming the last entry of the newest;
 //! 4. apply [`Output::committed`] to the state machine in order and report `applied(index)`;
 //! 5. serve [`Output::reads`] (each is already safe: the state machine has applied its index).
 //!
@@ -136,6 +138,8 @@ pub enum RejectReason {
     FromSelf,
     /// The message carries term zero, which no real message has.
     ZeroTerm,
+    /// A term or index is too large to be real.
+    OutOfRange,
     /// The message is from an older term.
     StaleTerm,
     /// A vote request arrived while this replica still hears from a leader.
@@ -165,6 +169,8 @@ pub enum ReadError {
     TooManyPending,
     /// The leader is transferring leadership.
     LeadershipTransfer,
+    /// The leader did not answer a forwarded read within an election timeout.
+    TimedOut,
 }
 
 /// Things that happened during an input.

@@ -12,7 +12,7 @@
 //! locally once it has applied that far. A lease read skips step 3 while the leader holds a
 //! lease: see [`crate::ReadMode::Lease`] for the clock assumption it rests on.
 
-use std::collections::{BTreeSet, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 
 use crate::config::{ReadMode, Sabotage};
 use crate::message::{MessageBody, ReadIndexRequest, ReadIndexResponse};
@@ -55,8 +55,8 @@ pub(crate) struct ReadState {
     pub pending: VecDeque<PendingRead>,
     /// Leader: reads waiting for the first commit of the term.
     pub awaiting_commit: Vec<(ReadId, ReadOrigin)>,
-    /// Follower: reads forwarded to the leader.
-    pub forwarded: BTreeSet<ReadId>,
+    /// Follower: reads forwarded to the leader, with the tick they were sent at.
+    pub forwarded: BTreeMap<ReadId, u64>,
     /// Confirmed reads waiting for the state machine to reach their index.
     pub confirmed: VecDeque<ReadReady>,
 }
@@ -90,7 +90,7 @@ impl Node {
         match (self.role, self.leader) {
             (Role::Leader, _) => self.leader_read(id, ReadOrigin::Local),
             (_, Some(leader)) => {
-                self.reads.forwarded.insert(id);
+                self.reads.forwarded.insert(id, self.tick_count);
                 self.send(leader, MessageBody::ReadIndex(ReadIndexRequest { id }));
             }
             (_, None) => self.reject_read(id, ReadOrigin::Local, ReadError::NoLeader),
@@ -129,7 +129,7 @@ impl Node {
     }
 
     pub(crate) fn on_read_index_response(&mut self, from: NodeId, response: ReadIndexResponse) {
-        if self.leader != Some(from) || !self.reads.forwarded.remove(&response.id) {
+        if self.leader != Some(from) || self.reads.forwarded.remove(&response.id).is_none() {
             // An answer for a read already failed over to a newer leader.
             return;
         }
@@ -175,7 +175,7 @@ impl Node {
         let ReadMode::Lease { clock_drift_ticks_max } = self.config.read_mode else {
             return false;
         };
-        if self.transfer_target.is_some() {
+        if self.transfer_target.is_some() || self.lease_revoked {
             return false;
         }
         let quorum_round = self.quorum_read_round();
@@ -240,8 +240,26 @@ impl Node {
     /// The leader changed: reads forwarded to the old one fail, to be retried.
     pub(crate) fn fail_forwarded_reads(&mut self) {
         let forwarded = std::mem::take(&mut self.reads.forwarded);
-        for id in forwarded {
+        for id in forwarded.into_keys() {
             self.reject_read(id, ReadOrigin::Local, ReadError::LeaderChanged);
+        }
+    }
+
+    /// Forwarded reads the leader has not answered within an election timeout fail, so a
+    /// lost message never leaves a client waiting.
+    pub(crate) fn expire_forwarded_reads(&mut self) {
+        let deadline = self.config.election_timeout_ticks_min;
+        let now = self.tick_count;
+        let expired: Vec<ReadId> = self
+            .reads
+            .forwarded
+            .iter()
+            .filter(|(_, sent)| now.saturating_sub(**sent) >= deadline)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in expired {
+            self.reads.forwarded.remove(&id);
+            self.reject_read(id, ReadOrigin::Local, ReadError::TimedOut);
         }
     }
 }

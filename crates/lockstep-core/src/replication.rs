@@ -357,6 +357,10 @@ fn append_is_well_formed(append: &AppendRequest, message_term: crate::types::Ter
     if append.prev_term > message_term {
         return false;
     }
+    let last_index = append.prev_index.get().checked_add(append.entries.len() as u64);
+    if last_index.is_none_or(|last| last > crate::node::VALUE_MAX) {
+        return false;
+    }
     let mut previous = (append.prev_index, append.prev_term);
     for entry in &append.entries {
         if entry.index != previous.0.next() || entry.term < previous.1 || entry.term > message_term

@@ -25,7 +25,13 @@ struct Scenario {
 
 impl Scenario {
     fn new(replicas: u64) -> Scenario {
-        Scenario { replicas, steps: 1500, pre_vote: true, check_quorum: true, sabotage: Sabotage::None }
+        Scenario {
+            replicas,
+            steps: 1500,
+            pre_vote: true,
+            check_quorum: true,
+            sabotage: Sabotage::None,
+        }
     }
 }
 
@@ -147,7 +153,8 @@ fn run(seed: u64, scenario: Scenario) -> Result<RunSummary, String> {
     }
     summary.terms_with_leader = cluster.checker.terms_with_leader();
     summary.committed = cluster.checker.committed_count();
-    summary.reads_served = cluster.replicas.values().map(|replica| replica.reads_served.len()).sum();
+    summary.reads_served =
+        cluster.replicas.values().map(|replica| replica.reads_served.len()).sum();
     Ok(summary)
 }
 
@@ -168,16 +175,15 @@ fn liveness_phase(cluster: &mut Cluster) -> Result<(), String> {
         let leaders = cluster.leaders();
         if proposed.is_none() {
             if let Some(leader) = leaders.first() {
-                if let Ok(result) = cluster.node_mut(*leader).propose(vec![Bytes::from("last")], 0) {
+                if let Ok(result) = cluster.node_mut(*leader).propose(vec![Bytes::from("last")], 0)
+                {
                     proposed = Some(result.last_index);
                 }
             }
         }
         if let Some(index) = proposed {
-            let everywhere = cluster
-                .replicas
-                .values()
-                .all(|replica| replica.node.applied_index() >= index);
+            let everywhere =
+                cluster.replicas.values().all(|replica| replica.node.applied_index() >= index);
             if everywhere {
                 return Ok(());
             }
@@ -245,8 +251,10 @@ fn without_pre_vote_or_check_quorum_every_property_still_holds() {
 /// Replays one seed given in `LOCKSTEP_SEED` (or seed 0), printing what it did.
 #[test]
 fn replay() {
-    let seed = std::env::var("LOCKSTEP_SEED").ok().and_then(|value| value.parse().ok()).unwrap_or(0);
-    let replicas = std::env::var("LOCKSTEP_REPLICAS").ok().and_then(|v| v.parse().ok()).unwrap_or(3);
+    let seed =
+        std::env::var("LOCKSTEP_SEED").ok().and_then(|value| value.parse().ok()).unwrap_or(0);
+    let replicas =
+        std::env::var("LOCKSTEP_REPLICAS").ok().and_then(|v| v.parse().ok()).unwrap_or(3);
     match run(seed, Scenario::new(replicas)) {
         Ok(summary) => println!("seed {seed}: {summary:?}"),
         Err(violation) => panic!("seed {seed}: {violation}"),
@@ -298,7 +306,8 @@ fn stale_leader_read(sabotage: Sabotage) -> Option<String> {
             cluster.node_mut(id).tick();
         }
         cluster.stabilize();
-        new_leader = [two, NodeId(3)].into_iter().find(|id| cluster.node(*id).role() == Role::Leader);
+        new_leader =
+            [two, NodeId(3)].into_iter().find(|id| cluster.node(*id).role() == Role::Leader);
         if new_leader.is_some() {
             break;
         }

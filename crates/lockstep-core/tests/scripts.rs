@@ -33,6 +33,7 @@ macro_rules! scripts {
 }
 
 scripts!(
+    async_persistence,
     backtracking,
     bad_input,
     check_quorum,

@@ -65,9 +65,7 @@ impl SafetyChecker {
             if seen != node.id {
                 return Err(format!(
                     "election safety: term {} has two leaders, {} and {}",
-                    node.term,
-                    seen,
-                    node.id
+                    node.term, seen, node.id
                 ));
             }
         }
@@ -88,8 +86,7 @@ impl SafetyChecker {
                     if !kept {
                         return Err(format!(
                             "leader append-only: leader {} of term {} changed its log",
-                            node.id,
-                            term
+                            node.id, term
                         ));
                     }
                 }
@@ -106,10 +103,7 @@ impl SafetyChecker {
                     Some((seen, _)) if seen != entry => {
                         return Err(format!(
                             "state machine safety: index {} committed as {} and as {} (at node {})",
-                            entry.index,
-                            seen,
-                            entry,
-                            node.id
+                            entry.index, seen, entry, node.id
                         ));
                     }
                     Some(_) => {}
@@ -132,9 +126,7 @@ impl SafetyChecker {
                 if held != Some(entry) {
                     return Err(format!(
                         "leader completeness: leader {} of term {} lacks committed entry {}",
-                        leader.id,
-                        leader.term,
-                        entry
+                        leader.id, leader.term, entry
                     ));
                 }
             }

@@ -97,8 +97,9 @@ impl Cluster {
         for id in ids {
             let mut config = Config::new(NodeId(*id));
             configure(&mut config);
-            let node = Node::new(config.clone(), InitialState::new_cluster(membership.voters.clone()))
-                .expect("valid configuration");
+            let node =
+                Node::new(config.clone(), InitialState::new_cluster(membership.voters.clone()))
+                    .expect("valid configuration");
             replicas.insert(
                 NodeId(*id),
                 Replica {
@@ -209,8 +210,12 @@ impl Cluster {
 
     /// Asks replica `id` for a read, remembering what it must reflect.
     pub fn read_index(&mut self, id: NodeId, read: ReadId) {
-        let known_commit =
-            self.replicas.values().map(|replica| replica.node.commit_index()).max().unwrap_or_default();
+        let known_commit = self
+            .replicas
+            .values()
+            .map(|replica| replica.node.commit_index())
+            .max()
+            .unwrap_or_default();
         self.reads_requested.insert((id, read), known_commit);
         self.node_mut(id).read_index(read);
         self.check();
@@ -288,7 +293,8 @@ impl Cluster {
 
     /// Delivers one message (dropping it if its link is cut). Returns whether it arrived.
     pub fn deliver(&mut self, message: Message) -> bool {
-        if self.cut.contains(&(message.from, message.to)) || !self.replicas.contains_key(&message.to)
+        if self.cut.contains(&(message.from, message.to))
+            || !self.replicas.contains_key(&message.to)
         {
             return false;
         }

@@ -55,7 +55,12 @@ fn parse(text: &str) -> Vec<Case> {
             expected.push('\n');
             lines.next();
         }
-        cases.push(Case { preamble: std::mem::take(&mut preamble), command, expected, line: number + 1 });
+        cases.push(Case {
+            preamble: std::mem::take(&mut preamble),
+            command,
+            expected,
+            line: number + 1,
+        });
     }
     cases
 }
@@ -172,7 +177,8 @@ fn parse_list(list: &str) -> Vec<u64> {
 
 /// Parses `index@term`.
 fn parse_position(text: &str) -> (LogIndex, Term) {
-    let (index, term) = text.split_once('@').unwrap_or_else(|| panic!("expected index@term: {text:?}"));
+    let (index, term) =
+        text.split_once('@').unwrap_or_else(|| panic!("expected index@term: {text:?}"));
     (LogIndex(parse_number(index)), Term(parse_number(term)))
 }
 
@@ -197,10 +203,9 @@ impl Runner {
                 let id = args.id(0);
                 let terms = parse_list(args.option("terms").unwrap_or(""));
                 let commit = LogIndex(args.option("commit").map_or(0, parse_number));
-                let term = Term(args.option("term").map_or(
-                    terms.last().copied().unwrap_or(0),
-                    parse_number,
-                ));
+                let term = Term(
+                    args.option("term").map_or(terms.last().copied().unwrap_or(0), parse_number),
+                );
                 self.set_log(id, &terms, term, commit);
                 out.push(format!("ok"));
             }
@@ -271,6 +276,43 @@ impl Runner {
                     out.extend(format_output(&output));
                 }
             }
+            "take-output" => {
+                // Hand the output to the driver without making its writes durable yet.
+                for id in args.ids() {
+                    let output = self.cluster().take_output(id);
+                    out.push(format!("> {id} handling output (not synced)"));
+                    out.extend(format_output(&output));
+                }
+            }
+            "sync" => {
+                let id = args.id(0);
+                let write = self.cluster().replicas[&id].unsynced.front().cloned();
+                match write {
+                    Some(write) => {
+                        self.cluster().sync_one(id);
+                        let last =
+                            write.persist.entries.last().map_or("no entries".to_string(), |e| {
+                                format!("last entry {}@{}", e.index, e.term)
+                            });
+                        out.push(format!("synced a write of {id} ({last})"));
+                        for message in &write.messages_after_persist {
+                            out.push(format!("  send after persist: {message}"));
+                        }
+                    }
+                    None => out.push(format!("{id} has no unsynced write")),
+                }
+                let node = self.cluster().node(id);
+                out.push(format!(
+                    "  persisted={} commit={}",
+                    node.persisted_index(),
+                    node.commit_index()
+                ));
+            }
+            "apply" => {
+                let id = args.id(0);
+                self.cluster().apply(id);
+                out.push(format!("applied={}", self.cluster().node(id).applied_index()));
+            }
             "deliver-msgs" => {
                 let targets = args.ids();
                 let filter = if targets.is_empty() { None } else { Some(targets.as_slice()) };
@@ -301,8 +343,10 @@ impl Runner {
             }
             "partition" => {
                 // partition 1,2 3,4,5
-                let a: Vec<NodeId> = parse_list(args.positional[0]).into_iter().map(NodeId).collect();
-                let b: Vec<NodeId> = parse_list(args.positional[1]).into_iter().map(NodeId).collect();
+                let a: Vec<NodeId> =
+                    parse_list(args.positional[0]).into_iter().map(NodeId).collect();
+                let b: Vec<NodeId> =
+                    parse_list(args.positional[1]).into_iter().map(NodeId).collect();
                 self.cluster().partition(&a, &b);
                 out.push("ok".to_string());
             }
@@ -458,9 +502,9 @@ fn parse_message(args: &Args) -> Message {
     let body = match kind {
         "Vote" => MessageBody::Vote(vote_request()),
         "PreVote" => MessageBody::PreVote(vote_request()),
-        "VoteResponse" => {
-            MessageBody::VoteResponse(VoteResponse { granted: args.option("granted") == Some("true") })
-        }
+        "VoteResponse" => MessageBody::VoteResponse(VoteResponse {
+            granted: args.option("granted") == Some("true"),
+        }),
         "PreVoteResponse" => MessageBody::PreVoteResponse(VoteResponse {
             granted: args.option("granted") == Some("true"),
         }),

@@ -5,6 +5,8 @@
 //! drivers (take the output, "write" it to an in-memory disk, deliver messages, apply) until
 //! the leader has applied the batch. Run with `cargo bench -p lockstep-core --bench commit`.
 
+// Tests and benchmarks may read files and clocks; the purity rules are for `src/` only.
+#![allow(clippy::disallowed_methods, clippy::disallowed_types)]
 #![allow(missing_docs)]
 
 #[path = "../tests/harness/mod.rs"]
@@ -53,25 +55,29 @@ fn commit_throughput(c: &mut Criterion) {
     for batch in [1usize, 64, 1024] {
         let commands: Vec<Bytes> = (0..batch).map(|_| Bytes::from(vec![7u8; 128])).collect();
         group.throughput(Throughput::Elements(batch as u64));
-        group.bench_with_input(BenchmarkId::new("3 replicas, 128-byte commands", batch), &batch, |b, _| {
-            b.iter_custom(|iterations| {
-                let (mut cluster, mut leader) = new_cluster();
-                let mut elapsed = Duration::ZERO;
-                for _ in 0..iterations {
-                    if cluster.node(leader).last_index().get() > ENTRIES_PER_CLUSTER_MAX {
-                        (cluster, leader) = new_cluster();
+        group.bench_with_input(
+            BenchmarkId::new("3 replicas, 128-byte commands", batch),
+            &batch,
+            |b, _| {
+                b.iter_custom(|iterations| {
+                    let (mut cluster, mut leader) = new_cluster();
+                    let mut elapsed = Duration::ZERO;
+                    for _ in 0..iterations {
+                        if cluster.node(leader).last_index().get() > ENTRIES_PER_CLUSTER_MAX {
+                            (cluster, leader) = new_cluster();
+                        }
+                        let start = Instant::now();
+                        let proposed = cluster
+                            .node_mut(leader)
+                            .propose(commands.clone(), 0)
+                            .expect("the leader accepts proposals");
+                        drive_until_applied(&mut cluster, leader, proposed.last_index);
+                        elapsed += start.elapsed();
                     }
-                    let start = Instant::now();
-                    let proposed = cluster
-                        .node_mut(leader)
-                        .propose(commands.clone(), 0)
-                        .expect("the leader accepts proposals");
-                    drive_until_applied(&mut cluster, leader, proposed.last_index);
-                    elapsed += start.elapsed();
-                }
-                elapsed
-            });
-        });
+                    elapsed
+                });
+            },
+        );
     }
     group.finish();
 }

@@ -3,6 +3,9 @@
 //! proptest prints the failing case (shrunk) and saves its seed under
 //! `proptest-regressions/`; `PROPTEST_CASES=<n>` runs more cases.
 
+// Tests and benchmarks may read files and clocks; the purity rules are for `src/` only.
+#![allow(clippy::disallowed_methods, clippy::disallowed_types)]
+
 use std::collections::VecDeque;
 
 use bytes::Bytes;
@@ -34,7 +37,10 @@ fn entries() -> impl Strategy<Value = Vec<Entry>> {
                 payload: if noop {
                     EntryPayload::Noop
                 } else {
-                    EntryPayload::Command(Command { data: Bytes::from_static(b"x"), timestamp_millis: 0 })
+                    EntryPayload::Command(Command {
+                        data: Bytes::from_static(b"x"),
+                        timestamp_millis: 0,
+                    })
                 },
             })
             .collect()
@@ -59,14 +65,16 @@ fn body() -> impl Strategy<Value = MessageBody> {
         vote().prop_map(MessageBody::Vote),
         prop::bool::ANY.prop_map(|granted| MessageBody::PreVoteResponse(VoteResponse { granted })),
         prop::bool::ANY.prop_map(|granted| MessageBody::VoteResponse(VoteResponse { granted })),
-        (number(), number(), entries(), number()).prop_map(|(prev_index, prev_term, entries, commit)| {
-            MessageBody::Append(AppendRequest {
-                prev_index: LogIndex(prev_index),
-                prev_term: Term(prev_term),
-                entries,
-                commit: LogIndex(commit),
-            })
-        }),
+        (number(), number(), entries(), number()).prop_map(
+            |(prev_index, prev_term, entries, commit)| {
+                MessageBody::Append(AppendRequest {
+                    prev_index: LogIndex(prev_index),
+                    prev_term: Term(prev_term),
+                    entries,
+                    commit: LogIndex(commit),
+                })
+            }
+        ),
         (consecutive_entries(), number()).prop_map(|((prev_index, prev_term, terms), commit)| {
             let mut term = prev_term;
             let entries = terms
@@ -102,22 +110,29 @@ fn body() -> impl Strategy<Value = MessageBody> {
             commit: LogIndex(commit),
             read_round: round
         })),
-        number().prop_map(|round| MessageBody::HeartbeatResponse(HeartbeatResponse { read_round: round })),
+        number().prop_map(|round| MessageBody::HeartbeatResponse(HeartbeatResponse {
+            read_round: round
+        })),
         Just(MessageBody::TimeoutNow),
         number().prop_map(|id| MessageBody::ReadIndex(ReadIndexRequest { id: ReadId(id) })),
         (number(), prop::option::of(number())).prop_map(|(id, index)| {
-            MessageBody::ReadIndexResponse(ReadIndexResponse { id: ReadId(id), index: index.map(LogIndex) })
+            MessageBody::ReadIndexResponse(ReadIndexResponse {
+                id: ReadId(id),
+                index: index.map(LogIndex),
+            })
         }),
-        (number(), number()).prop_map(|(index, term)| MessageBody::InstallSnapshot(InstallSnapshot {
-            meta: SnapshotMeta {
-                last_index: LogIndex(index),
-                last_term: Term(term),
-                membership: Membership::with_voters([NodeId(1), NodeId(2), NodeId(3)]),
-            },
-            offset: 0,
-            data: Bytes::new(),
-            done: true,
-        })),
+        (number(), number()).prop_map(|(index, term)| MessageBody::InstallSnapshot(
+            InstallSnapshot {
+                meta: SnapshotMeta {
+                    last_index: LogIndex(index),
+                    last_term: Term(term),
+                    membership: Membership::with_voters([NodeId(1), NodeId(2), NodeId(3)]),
+                },
+                offset: 0,
+                data: Bytes::new(),
+                done: true,
+            }
+        )),
         (number(), prop::bool::ANY).prop_map(|(index, accepted)| {
             MessageBody::InstallSnapshotResponse(InstallSnapshotResponse {
                 last_index: LogIndex(index),
@@ -154,7 +169,8 @@ fn action() -> impl Strategy<Value = Action> {
 /// Runs the actions against replica 1 of a three-replica cluster, checking invariants after
 /// every one.
 fn exercise(actions: Vec<Action>, single: bool) -> Result<(), TestCaseError> {
-    let voters: Vec<NodeId> = if single { vec![NodeId(1)] } else { vec![NodeId(1), NodeId(2), NodeId(3)] };
+    let voters: Vec<NodeId> =
+        if single { vec![NodeId(1)] } else { vec![NodeId(1), NodeId(2), NodeId(3)] };
     let mut config = Config::new(NodeId(1));
     config.messages_in_flight_max = 3;
     config.pending_reads_max = 8;

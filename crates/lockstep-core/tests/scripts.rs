@@ -1,6 +1,9 @@
 //! Runs the protocol scripts under `testdata/`: each command's output must match exactly.
 //! `LOCKSTEP_REWRITE=1 cargo test -p lockstep-core --test scripts` rewrites them.
 
+// Tests and benchmarks may read files and clocks; the purity rules are for `src/` only.
+#![allow(clippy::disallowed_methods, clippy::disallowed_types)]
+
 mod harness;
 
 use std::path::PathBuf;

@@ -207,7 +207,7 @@ impl Runner {
                     args.option("term").map_or(terms.last().copied().unwrap_or(0), parse_number),
                 );
                 self.set_log(id, &terms, term, commit);
-                out.push(format!("ok"));
+                out.push("ok".to_string());
             }
             "tick" => {
                 let id = args.id(0);

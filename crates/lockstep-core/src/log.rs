@@ -127,6 +127,16 @@ impl RaftLog {
         out
     }
 
+    /// The bytes (as counted for flow control) of the entries `from..=to` held in memory.
+    pub fn size_bytes_between(&self, from: LogIndex, to: LogIndex) -> u64 {
+        let from = from.max(self.first_index());
+        let to = to.min(self.last_index());
+        if from > to {
+            return 0;
+        }
+        self.entries.range(self.offset(from)..=self.offset(to)).map(Entry::size_bytes).sum()
+    }
+
     /// The largest index at or below `index` whose term is at most `term` (fast backtracking:
     /// entries above it cannot match a log whose entry at `index` has `term`). Returns the
     /// snapshot point if nothing in memory qualifies.

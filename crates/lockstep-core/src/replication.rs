@@ -330,12 +330,7 @@ impl Node {
         }
         let previous = self.commit;
         self.commit_to(quorum_index);
-        let committed_bytes: u64 = self
-            .log
-            .slice(previous.next(), quorum_index, u64::MAX)
-            .iter()
-            .map(|entry| entry.size_bytes())
-            .sum();
+        let committed_bytes = self.log.size_bytes_between(previous.next(), quorum_index);
         self.uncommitted_bytes = self.uncommitted_bytes.saturating_sub(committed_bytes);
         if self.log.term(previous) != Some(self.term) {
             // The first commit of this term: reads held back until now can proceed.

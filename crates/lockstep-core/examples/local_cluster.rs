@@ -26,7 +26,10 @@ fn run_tick(cluster: &mut Cluster) {
         for id in cluster.ids() {
             let output = cluster.process_ready(id);
             for event in &output.events {
-                if matches!(event, Event::RoleChanged { .. } | Event::LeaderChanged { leader: Some(_), .. }) {
+                if matches!(
+                    event,
+                    Event::RoleChanged { .. } | Event::LeaderChanged { leader: Some(_), .. }
+                ) {
                     println!("  replica {id}: {event}");
                 }
             }
@@ -46,7 +49,10 @@ fn run_until_leader(cluster: &mut Cluster, among: &[NodeId]) -> NodeId {
     for tick in 1..=500 {
         run_tick(cluster);
         if let Some(leader) = cluster.leaders().into_iter().find(|id| among.contains(id)) {
-            println!("  ... replica {leader} leads term {} after {tick} ticks", cluster.node(leader).term());
+            println!(
+                "  ... replica {leader} leads term {} after {tick} ticks",
+                cluster.node(leader).term()
+            );
             return leader;
         }
     }
@@ -56,7 +62,10 @@ fn run_until_leader(cluster: &mut Cluster, among: &[NodeId]) -> NodeId {
 fn propose(cluster: &mut Cluster, leader: NodeId, commands: &[&str]) {
     let batch = commands.iter().map(|command| Bytes::from(command.to_string())).collect();
     let proposed = cluster.node_mut(leader).propose(batch, 0).expect("the leader takes proposals");
-    println!("  proposed {:?} at indexes {}..{}", commands, proposed.first_index, proposed.last_index);
+    println!(
+        "  proposed {:?} at indexes {}..{}",
+        commands, proposed.first_index, proposed.last_index
+    );
     for _ in 0..3 {
         run_tick(cluster);
     }
@@ -102,7 +111,9 @@ fn main() {
     propose(&mut cluster, leader, &["x=1", "y=2", "z=3"]);
     show(&cluster);
 
-    println!("\nThe leader is cut off; the others elect a new leader (the old one, hearing from no");
+    println!(
+        "\nThe leader is cut off; the others elect a new leader (the old one, hearing from no"
+    );
     println!("quorum, steps down after two election timeouts):");
     cluster.isolate(leader);
     let others: Vec<NodeId> = all.iter().copied().filter(|id| *id != leader).collect();

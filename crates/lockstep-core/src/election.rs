@@ -34,7 +34,6 @@ impl Node {
     }
 
     pub(crate) fn tick_election(&mut self) {
-        self.expire_forwarded_reads();
         self.election_elapsed += 1;
         if self.election_elapsed >= self.randomized_election_timeout {
             self.election_elapsed = 0;
@@ -310,6 +309,11 @@ impl Node {
         if let Some(current) = self.transfer_target {
             if current == target {
                 return;
+            }
+            if self.lease_revoked {
+                // Timeout-now already went to `current`; a second target would only split
+                // the vote.
+                return abort(self, "another transfer is completing");
             }
             self.output
                 .events

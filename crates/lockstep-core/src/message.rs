@@ -9,7 +9,7 @@ use std::fmt;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
-use crate::types::{Entry, LogIndex, NodeId, ReadId, SnapshotMeta, Term};
+use crate::types::{Entry, LogIndex, NodeId, SnapshotMeta, Term};
 
 /// A message from one replica to another.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -129,15 +129,15 @@ pub struct HeartbeatResponse {
 /// A read forwarded from a follower to the leader.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ReadIndexRequest {
-    /// The follower's id for the read.
-    pub id: ReadId,
+    /// The follower's number for the request; never reused by that follower.
+    pub request: u64,
 }
 
 /// The leader's answer to a forwarded read.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ReadIndexResponse {
-    /// The follower's id for the read.
-    pub id: ReadId,
+    /// The follower's number for the request.
+    pub request: u64,
     /// The index the follower must apply before serving the read, or `None` if the leader
     /// could not confirm its leadership.
     pub index: Option<LogIndex>,
@@ -230,9 +230,9 @@ impl fmt::Display for Message {
                 write!(f, " round={}", response.read_round)?;
             }
             MessageBody::TimeoutNow => {}
-            MessageBody::ReadIndex(request) => write!(f, " id={}", request.id)?,
+            MessageBody::ReadIndex(request) => write!(f, " request={}", request.request)?,
             MessageBody::ReadIndexResponse(response) => {
-                write!(f, " id={} index=", response.id)?;
+                write!(f, " request={} index=", response.request)?;
                 match response.index {
                     Some(index) => write!(f, "{index}")?,
                     None => write!(f, "none")?,

@@ -13,9 +13,9 @@ use crate::config::Config;
 use crate::log::RaftLog;
 use crate::membership::Membership;
 use crate::message::{HeartbeatResponse, InstallSnapshotResponse, Message, MessageBody};
-use crate::output::{Event, Output, ProposeError, Proposed, ReadReady, RejectReason, Stats};
+use crate::output::{Event, Output, ProposeError, Proposed, RejectReason, Stats};
 use crate::progress::Progress;
-use crate::read::ReadState;
+use crate::read::{ConfirmedRead, ReadState};
 use crate::rng::SeededRng;
 use crate::types::{
     Command, Entry, EntryPayload, HardState, LogIndex, NodeId, ReadId, Role, SnapshotMeta, Term,
@@ -62,6 +62,44 @@ pub(crate) struct WriteInFlight {
     pub last_term: Term,
     /// Where the write truncates the log first, if it does.
     pub truncate_from: Option<LogIndex>,
+}
+
+/// Checks what a message's body claims before anything acts on it (its term included):
+/// entries must follow `prev_index` consecutively with sane terms, and no index may be absurd.
+fn check_body(message: &Message) -> Result<(), RejectReason> {
+    let in_range = |index: LogIndex| index.get() <= VALUE_MAX;
+    let ok = match &message.body {
+        MessageBody::PreVote(request) | MessageBody::Vote(request) => {
+            in_range(request.last_log_index) && request.last_log_term.get() <= VALUE_MAX
+        }
+        MessageBody::Append(append) => {
+            if !crate::replication::append_is_well_formed(append, message.term) {
+                return Err(RejectReason::MalformedEntries);
+            }
+            in_range(append.commit)
+        }
+        MessageBody::AppendResponse(crate::message::AppendResponse::Accepted { match_index }) => {
+            in_range(*match_index)
+        }
+        MessageBody::AppendResponse(crate::message::AppendResponse::Rejected {
+            rejected_index,
+            hint_index,
+            hint_term,
+        }) => {
+            in_range(*rejected_index)
+                && hint_index <= rejected_index
+                && hint_term.get() <= VALUE_MAX
+        }
+        MessageBody::Heartbeat(heartbeat) => in_range(heartbeat.commit),
+        MessageBody::ReadIndexResponse(response) => response.index.is_none_or(in_range),
+        MessageBody::InstallSnapshot(chunk) => in_range(chunk.meta.last_index),
+        _ => true,
+    };
+    if ok {
+        Ok(())
+    } else {
+        Err(RejectReason::OutOfRange)
+    }
 }
 
 /// The Raft protocol for one replica, as a pure state machine.
@@ -141,22 +179,19 @@ impl Node {
         RaftLog::validate(snapshot_index, snapshot_term, &initial.entries)
             .map_err(|reason| format!("recovered log is inconsistent: {reason}"))?;
         let log = RaftLog::new(snapshot_index, snapshot_term, initial.entries);
-        let hard_state = initial.hard_state;
-        if hard_state.commit > log.last_index() {
-            return Err(format!(
-                "recovered commit index {} is beyond the last log index {}",
-                hard_state.commit,
-                log.last_index()
-            ));
-        }
+        let mut hard_state = initial.hard_state;
+        // An output's entries and hard state are two writes; a crash between them leaves one
+        // without the other, in either order. Both cases are safe to repair:
+        // - entries of a newer term without the hard state that raised the term: adopt that
+        //   term with no vote. Any vote cast in it left only after the hard state was durable,
+        //   so it never left.
+        // - a commit index beyond the entries it was written with: commit is only what this
+        //   replica knew; the entries are committed on a quorum whatever it remembers.
         if log.last_term() > hard_state.term {
-            return Err(format!(
-                "recovered log has term {} above the hard state's term {}",
-                log.last_term(),
-                hard_state.term
-            ));
+            hard_state.term = log.last_term();
+            hard_state.vote = None;
         }
-        let commit = hard_state.commit.max(snapshot_index);
+        let commit = hard_state.commit.min(log.last_index()).max(snapshot_index);
         let applied = initial.applied.max(snapshot_index);
         if applied > commit {
             return Err(format!("applied index {applied} is beyond the commit index {commit}"));
@@ -173,6 +208,9 @@ impl Node {
             .max()
             .unwrap_or(0);
         let persisted_index = log.last_index();
+        // A stream of its own, so that drawing it leaves the election timeouts unchanged.
+        let first_read_request =
+            SeededRng::new(config.random_seed ^ 0x5EED_0F12_EAD5).next_u64() >> 1;
         let mut node = Node {
             rng,
             term: hard_state.term,
@@ -197,7 +235,7 @@ impl Node {
             transfer_target: None,
             transfer_elapsed: 0,
             lease_revoked: false,
-            reads: ReadState::default(),
+            reads: ReadState { next_request: first_read_request, ..ReadState::default() },
             timestamp_millis_max,
             uncommitted_bytes: 0,
             handed_out_index: applied,
@@ -215,7 +253,7 @@ impl Node {
     /// Handles a message from another replica. Invalid or stale messages change nothing and
     /// are reported as [`Event::MessageRejected`].
     pub fn step(&mut self, message: Message) {
-        if let Err(reason) = self.check_envelope(&message) {
+        if let Err(reason) = self.check_envelope(&message).and_then(|()| check_body(&message)) {
             self.reject(&message, reason);
             return;
         }
@@ -263,7 +301,7 @@ impl Node {
                 self.on_heartbeat_response(from, response);
             }
             MessageBody::TimeoutNow => self.on_timeout_now(from),
-            MessageBody::ReadIndex(request) => self.on_read_index_request(from, request.id),
+            MessageBody::ReadIndex(request) => self.on_read_index_request(from, request.request),
             MessageBody::ReadIndexResponse(response) => {
                 self.on_read_index_response(from, response);
             }
@@ -288,6 +326,7 @@ impl Node {
     /// and the expiry of a leadership transfer.
     pub fn tick(&mut self) {
         self.tick_count += 1;
+        self.expire_reads();
         if self.role == Role::Leader {
             self.tick_leader();
         } else {
@@ -364,9 +403,10 @@ impl Node {
         self.start_read(id);
     }
 
-    /// The driver reports that its log writes are durable up to and including the one whose
-    /// last entry is `(index, term)`. Writes complete in the order they were handed out; a
-    /// report that matches no write under way is ignored.
+    /// The driver reports that the write whose last entry is `(index, term)` is durable, and
+    /// with it every write handed out before it. Writes become durable in the order they were
+    /// handed out; report each one (a group commit reports every write of the group, in
+    /// order). A report that matches no write under way is ignored.
     pub fn persisted(&mut self, index: LogIndex, term: Term) {
         let Some(position) = self
             .writes_in_flight
@@ -610,7 +650,8 @@ impl Node {
             }
             MessageBody::ReadIndex(request) => {
                 // The follower fails the read over when it learns our newer term.
-                let response = crate::message::ReadIndexResponse { id: request.id, index: None };
+                let response =
+                    crate::message::ReadIndexResponse { request: request.request, index: None };
                 self.send(message.from, MessageBody::ReadIndexResponse(response));
                 self.reject(&message, RejectReason::StaleTerm);
             }
@@ -706,10 +747,10 @@ impl Node {
     /// Serves confirmed reads whose index the state machine has reached.
     fn release_reads(&mut self) {
         let applied = self.applied_index;
-        let (ready, waiting): (VecDeque<ReadReady>, VecDeque<ReadReady>) =
-            self.reads.confirmed.drain(..).partition(|read| read.index <= applied);
-        self.reads.confirmed = waiting;
-        self.output.reads.extend(ready);
+        let (ready, waiting): (Vec<ConfirmedRead>, Vec<ConfirmedRead>) =
+            self.reads.confirmed.drain(..).partition(|confirmed| confirmed.read.index <= applied);
+        self.reads.confirmed = waiting.into();
+        self.output.reads.extend(ready.into_iter().map(|confirmed| confirmed.read));
     }
 
     // ----- invariants ---------------------------------------------------------------------
@@ -814,5 +855,58 @@ impl Node {
             return fail("too many pending reads".to_string());
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(index: u64, term: u64) -> Entry {
+        Entry { term: Term(term), index: LogIndex(index), payload: EntryPayload::Noop }
+    }
+
+    fn recover(hard_state: HardState, entries: Vec<Entry>) -> Result<Node, String> {
+        let initial = InitialState {
+            hard_state,
+            snapshot: None,
+            entries,
+            membership: Membership::with_voters([NodeId(1), NodeId(2), NodeId(3)]),
+            applied: LogIndex::ZERO,
+        };
+        Node::new(Config::new(NodeId(1)), initial)
+    }
+
+    #[test]
+    fn entries_written_without_their_hard_state_raise_the_term_without_a_vote() {
+        let hard_state = HardState { term: Term(2), vote: Some(NodeId(2)), commit: LogIndex(1) };
+        let node = recover(hard_state, vec![entry(1, 1), entry(2, 3)]).expect("recoverable");
+        assert_eq!(node.term(), Term(3));
+        assert_eq!(node.hard_state().vote, None);
+        node.check_invariants().expect("consistent");
+    }
+
+    #[test]
+    fn a_hard_state_written_without_its_entries_keeps_commit_within_the_log() {
+        let hard_state = HardState { term: Term(1), vote: None, commit: LogIndex(5) };
+        let node = recover(hard_state, vec![entry(1, 1), entry(2, 1)]).expect("recoverable");
+        assert_eq!(node.commit_index(), LogIndex(2));
+        node.check_invariants().expect("consistent");
+    }
+
+    #[test]
+    fn a_log_with_a_gap_is_refused_with_a_reason() {
+        let error = recover(HardState::default(), vec![entry(1, 1), entry(3, 1)])
+            .expect_err("a gap is not recoverable here");
+        assert!(error.contains("does not follow"), "{error}");
+    }
+
+    #[test]
+    fn a_bad_configuration_is_refused_with_a_reason() {
+        let mut config = Config::new(NodeId(1));
+        config.election_timeout_ticks_max = config.election_timeout_ticks_min;
+        let error = Node::new(config, InitialState::new_cluster([NodeId(1)]))
+            .expect_err("an empty timeout range is refused");
+        assert!(error.contains("election_timeout_ticks_max"), "{error}");
     }
 }

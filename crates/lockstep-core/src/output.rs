@@ -5,11 +5,11 @@
 //! 1. send [`Output::messages`] at once (they depend on nothing unwritten);
 //! 2. write [`Output::persist`]: first remove the log from `truncate_from` on, then append
 //!    `entries`, then store `hard_state`; make all of it durable;
-//! 3. only then send [`Output::messages_after_persist`] (votes and acknowledgements that
-//!    promise what was just written), and report `persisted(last index, last term)` for the
-//!    appended entries. Writes must become durable in the order the outputs were handed out
-//!    (a later output's messages may promise what an earlier output wrote); one report may
-//!    cover several writes by naming the last entry of the newest;
+//! 3. only once this output's writes **and every earlier output's writes** are durable, send
+//!    [`Output::messages_after_persist`] (votes and acknowledgements that promise what was
+//!    written, possibly by an earlier output), and report `persisted(last index, last term)`
+//!    for each write that appended entries, in order. Writes become durable in the order
+//!    the outputs were handed out;
 //! 4. apply [`Output::committed`] to the state machine in order and report `applied(index)`;
 //! 5. serve [`Output::reads`] (each is already safe: the state machine has applied its index).
 //!

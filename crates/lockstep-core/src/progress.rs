@@ -96,6 +96,9 @@ pub struct Progress {
     pub read_round_acked: u64,
     /// The highest commit index sent to this follower.
     pub commit_sent: LogIndex,
+    /// `match_index` when the follower last answered a heartbeat: if it has not moved by the
+    /// next answer, appends were probably lost.
+    pub match_at_last_heartbeat: LogIndex,
     /// Whether this follower votes (learners do not).
     pub is_voter: bool,
 }
@@ -112,6 +115,7 @@ impl Progress {
             recent_active: false,
             read_round_acked: 0,
             commit_sent: LogIndex::ZERO,
+            match_at_last_heartbeat: LogIndex::ZERO,
             is_voter,
         }
     }

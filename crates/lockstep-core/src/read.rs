@@ -16,29 +16,53 @@ use std::collections::{BTreeMap, VecDeque};
 
 use crate::config::{ReadMode, Sabotage};
 use crate::message::{MessageBody, ReadIndexRequest, ReadIndexResponse};
-use crate::node::Node;
+use crate::node::{Node, VALUE_MAX};
 use crate::output::{Event, ReadError, ReadReady};
-use crate::types::{LogIndex, NodeId, ReadId, Role};
+use crate::types::{LogIndex, NodeId, ReadId, Role, Term};
 
 /// How many heartbeat rounds' send times a leader remembers for its lease.
 const ROUNDS_TRACKED_MAX: usize = 1024;
 
+/// A confirmed read fails if the state machine has not reached its index within this many
+/// election timeouts (the replica is cut off, or far behind).
+const APPLY_WAIT_ELECTION_TIMEOUTS_MAX: u64 = 4;
+
 /// Who asked for a read.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum ReadOrigin {
-    /// A client of this replica.
-    Local,
-    /// A follower that forwarded its client's read.
-    Remote(NodeId),
+    /// A client of this replica, with its id for the read.
+    Local(ReadId),
+    /// A follower that forwarded its client's read, with the follower's request number.
+    Remote {
+        /// The follower.
+        follower: NodeId,
+        /// The follower's number for the request.
+        request: u64,
+    },
 }
 
 /// A read waiting for its heartbeat round to be acknowledged by a quorum.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct PendingRead {
-    pub id: ReadId,
     pub origin: ReadOrigin,
     pub index: LogIndex,
     pub round: u64,
+}
+
+/// A read a follower forwarded to the leader.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct ForwardedRead {
+    pub id: ReadId,
+    /// The term it was sent in: an answer from another term is not for it.
+    pub term: Term,
+    pub sent_tick: u64,
+}
+
+/// A confirmed read waiting for the state machine to reach its index.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct ConfirmedRead {
+    pub read: ReadReady,
+    pub confirmed_tick: u64,
 }
 
 /// Every read the replica is working on.
@@ -54,11 +78,16 @@ pub(crate) struct ReadState {
     /// Leader: reads waiting for their round, in round order.
     pub pending: VecDeque<PendingRead>,
     /// Leader: reads waiting for the first commit of the term.
-    pub awaiting_commit: Vec<(ReadId, ReadOrigin)>,
-    /// Follower: reads forwarded to the leader, with the tick they were sent at.
-    pub forwarded: BTreeMap<ReadId, u64>,
+    pub awaiting_commit: Vec<ReadOrigin>,
+    /// Follower: the number of the next forwarded read. Numbers are never reused, so a late
+    /// answer can never be taken for another read, even one with the caller's same id. The
+    /// first number is drawn from the seed, so a restarted replica (given a new seed) does not
+    /// reuse its numbers either.
+    pub next_request: u64,
+    /// Follower: reads forwarded to the leader, by request number.
+    pub forwarded: BTreeMap<u64, ForwardedRead>,
     /// Confirmed reads waiting for the state machine to reach their index.
-    pub confirmed: VecDeque<ReadReady>,
+    pub confirmed: VecDeque<ConfirmedRead>,
 }
 
 impl ReadState {
@@ -85,26 +114,29 @@ impl ReadState {
 impl Node {
     pub(crate) fn start_read(&mut self, id: ReadId) {
         if self.reads.total() >= self.config.pending_reads_max {
-            return self.reject_read(id, ReadOrigin::Local, ReadError::TooManyPending);
+            return self.reject_read(ReadOrigin::Local(id), ReadError::TooManyPending);
         }
         match (self.role, self.leader) {
-            (Role::Leader, _) => self.leader_read(id, ReadOrigin::Local),
+            (Role::Leader, _) => self.leader_read(ReadOrigin::Local(id)),
             (_, Some(leader)) => {
-                self.reads.forwarded.insert(id, self.tick_count);
-                self.send(leader, MessageBody::ReadIndex(ReadIndexRequest { id }));
+                let request = self.reads.next_request;
+                self.reads.next_request = request.wrapping_add(1);
+                let forwarded = ForwardedRead { id, term: self.term, sent_tick: self.tick_count };
+                self.reads.forwarded.insert(request, forwarded);
+                self.send(leader, MessageBody::ReadIndex(ReadIndexRequest { request }));
             }
-            (_, None) => self.reject_read(id, ReadOrigin::Local, ReadError::NoLeader),
+            (_, None) => self.reject_read(ReadOrigin::Local(id), ReadError::NoLeader),
         }
     }
 
-    fn leader_read(&mut self, id: ReadId, origin: ReadOrigin) {
+    fn leader_read(&mut self, origin: ReadOrigin) {
         if self.transfer_target.is_some() {
-            return self.reject_read(id, origin, ReadError::LeadershipTransfer);
+            return self.reject_read(origin, ReadError::LeadershipTransfer);
         }
         if self.log.term(self.commit) != Some(self.term) {
             // Until an entry of this term commits, our commit index may lag an earlier
             // leader's: wait.
-            self.reads.awaiting_commit.push((id, origin));
+            self.reads.awaiting_commit.push(origin);
             return;
         }
         let index = self.commit;
@@ -112,30 +144,43 @@ impl Node {
             || self.lease_is_valid()
             || self.config.sabotage == Sabotage::ReadWithoutQuorum
         {
-            return self.confirm_read(id, origin, index);
+            return self.confirm_read(origin, index);
         }
         let round = self.reads.round + 1;
-        self.reads.pending.push_back(PendingRead { id, origin, index, round });
+        self.reads.pending.push_back(PendingRead { origin, index, round });
         self.reads.broadcast_needed = true;
     }
 
-    pub(crate) fn on_read_index_request(&mut self, from: NodeId, id: ReadId) {
-        if self.role != Role::Leader || self.reads.total() >= self.config.pending_reads_max {
-            let response = ReadIndexResponse { id, index: None };
-            self.send(from, MessageBody::ReadIndexResponse(response));
-            return;
+    pub(crate) fn on_read_index_request(&mut self, from: NodeId, request: u64) {
+        let origin = ReadOrigin::Remote { follower: from, request };
+        if self.role != Role::Leader {
+            return self.reject_read(origin, ReadError::LeaderChanged);
         }
-        self.leader_read(id, ReadOrigin::Remote(from));
+        if self.reads.total() >= self.config.pending_reads_max {
+            return self.reject_read(origin, ReadError::TooManyPending);
+        }
+        self.leader_read(origin);
     }
 
     pub(crate) fn on_read_index_response(&mut self, from: NodeId, response: ReadIndexResponse) {
-        if self.leader != Some(from) || self.reads.forwarded.remove(&response.id).is_none() {
-            // An answer for a read already failed over to a newer leader.
+        if self.leader != Some(from) {
+            // An answer from a former leader: the read was failed over when the leader changed.
             return;
         }
+        let Some(forwarded) = self.reads.forwarded.remove(&response.request) else {
+            // Already answered, timed out or failed over.
+            return;
+        };
+        if forwarded.term != self.term {
+            return self.reject_read(ReadOrigin::Local(forwarded.id), ReadError::LeaderChanged);
+        }
         match response.index {
-            Some(index) => self.reads.confirmed.push_back(ReadReady { id: response.id, index }),
-            None => self.reject_read(response.id, ReadOrigin::Local, ReadError::LeaderChanged),
+            Some(index) if index.get() <= VALUE_MAX => {
+                let read = ReadReady { id: forwarded.id, index };
+                let confirmed_tick = self.tick_count;
+                self.reads.confirmed.push_back(ConfirmedRead { read, confirmed_tick });
+            }
+            _ => self.reject_read(ReadOrigin::Local(forwarded.id), ReadError::LeaderChanged),
         }
     }
 
@@ -147,7 +192,7 @@ impl Node {
                 break;
             }
             self.reads.pending.pop_front();
-            self.confirm_read(read.id, read.origin, read.index);
+            self.confirm_read(read.origin, read.index);
         }
         // Rounds older than the quorum's are never needed again (the lease uses the newest).
         while self.reads.round_sent_ticks.len() > 1
@@ -193,30 +238,34 @@ impl Node {
 
     pub(crate) fn on_first_commit_in_term(&mut self) {
         let waiting = std::mem::take(&mut self.reads.awaiting_commit);
-        for (id, origin) in waiting {
-            self.leader_read(id, origin);
+        for origin in waiting {
+            self.leader_read(origin);
         }
     }
 
-    fn confirm_read(&mut self, id: ReadId, origin: ReadOrigin, index: LogIndex) {
+    fn confirm_read(&mut self, origin: ReadOrigin, index: LogIndex) {
         match origin {
-            ReadOrigin::Local => self.reads.confirmed.push_back(ReadReady { id, index }),
-            ReadOrigin::Remote(follower) => {
-                let response = ReadIndexResponse { id, index: Some(index) };
+            ReadOrigin::Local(id) => {
+                let read = ReadReady { id, index };
+                let confirmed_tick = self.tick_count;
+                self.reads.confirmed.push_back(ConfirmedRead { read, confirmed_tick });
+            }
+            ReadOrigin::Remote { follower, request } => {
+                let response = ReadIndexResponse { request, index: Some(index) };
                 self.send(follower, MessageBody::ReadIndexResponse(response));
             }
         }
     }
 
-    fn reject_read(&mut self, id: ReadId, origin: ReadOrigin, error: ReadError) {
+    pub(crate) fn reject_read(&mut self, origin: ReadOrigin, error: ReadError) {
         match origin {
-            ReadOrigin::Local => {
+            ReadOrigin::Local(id) => {
                 self.stats.reads_rejected += 1;
                 let leader = self.leader.filter(|leader| *leader != self.config.id);
                 self.output.events.push(Event::ReadRejected { id, error, leader });
             }
-            ReadOrigin::Remote(follower) => {
-                let response = ReadIndexResponse { id, index: None };
+            ReadOrigin::Remote { follower, request } => {
+                let response = ReadIndexResponse { request, index: None };
                 self.send(follower, MessageBody::ReadIndexResponse(response));
             }
         }
@@ -224,42 +273,53 @@ impl Node {
 
     /// The leader stepped down: reads it had not confirmed fail.
     pub(crate) fn fail_leader_reads(&mut self, error: ReadError) {
-        let pending: Vec<(ReadId, ReadOrigin)> = self
+        let pending: Vec<ReadOrigin> = self
             .reads
             .pending
             .drain(..)
-            .map(|read| (read.id, read.origin))
+            .map(|read| read.origin)
             .chain(self.reads.awaiting_commit.drain(..))
             .collect();
         self.reads.broadcast_needed = false;
-        for (id, origin) in pending {
-            self.reject_read(id, origin, error);
+        for origin in pending {
+            self.reject_read(origin, error);
         }
     }
 
-    /// The leader changed: reads forwarded to the old one fail, to be retried.
+    /// The leader or term changed: reads forwarded to the old leader fail, to be retried.
     pub(crate) fn fail_forwarded_reads(&mut self) {
         let forwarded = std::mem::take(&mut self.reads.forwarded);
-        for id in forwarded.into_keys() {
-            self.reject_read(id, ReadOrigin::Local, ReadError::LeaderChanged);
+        for read in forwarded.into_values() {
+            self.reject_read(ReadOrigin::Local(read.id), ReadError::LeaderChanged);
         }
     }
 
-    /// Forwarded reads the leader has not answered within an election timeout fail, so a
-    /// lost message never leaves a client waiting.
-    pub(crate) fn expire_forwarded_reads(&mut self) {
-        let deadline = self.config.election_timeout_ticks_min;
+    /// Reads that wait too long fail, so a lost message or a replica cut off never leaves a
+    /// client waiting: forwarded reads after an election timeout without an answer, confirmed
+    /// reads after a few election timeouts without the state machine reaching their index.
+    pub(crate) fn expire_reads(&mut self) {
         let now = self.tick_count;
-        let expired: Vec<ReadId> = self
+        let answer_deadline = self.config.election_timeout_ticks_min;
+        let apply_deadline =
+            self.config.election_timeout_ticks_max * APPLY_WAIT_ELECTION_TIMEOUTS_MAX;
+        let expired: Vec<u64> = self
             .reads
             .forwarded
             .iter()
-            .filter(|(_, sent)| now.saturating_sub(**sent) >= deadline)
-            .map(|(id, _)| *id)
+            .filter(|(_, read)| now.saturating_sub(read.sent_tick) >= answer_deadline)
+            .map(|(request, _)| *request)
             .collect();
-        for id in expired {
-            self.reads.forwarded.remove(&id);
-            self.reject_read(id, ReadOrigin::Local, ReadError::TimedOut);
+        for request in expired {
+            if let Some(read) = self.reads.forwarded.remove(&request) {
+                self.reject_read(ReadOrigin::Local(read.id), ReadError::TimedOut);
+            }
+        }
+        while let Some(oldest) = self.reads.confirmed.front().copied() {
+            if now.saturating_sub(oldest.confirmed_tick) < apply_deadline {
+                break;
+            }
+            self.reads.confirmed.pop_front();
+            self.reject_read(ReadOrigin::Local(oldest.read.id), ReadError::TimedOut);
         }
     }
 }

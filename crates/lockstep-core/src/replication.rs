@@ -140,10 +140,6 @@ impl Node {
         if !self.accept_leader_contact(from, "Append") {
             return;
         }
-        if !append_is_well_formed(&append, self.term) {
-            self.reject_from(from, "Append", RejectReason::MalformedEntries);
-            return;
-        }
         let mut append = append;
         if append.prev_index < self.commit {
             // Our log matches every later leader's up to our commit index (leader
@@ -236,7 +232,7 @@ impl Node {
                 self.maybe_send_timeout_now(from);
             }
             AppendResponse::Rejected { rejected_index, hint_index, hint_term } => {
-                if rejected_index > last_index || hint_index > rejected_index {
+                if rejected_index > last_index {
                     self.reject_from(from, "AppendResponse", RejectReason::IndexOutOfRange);
                     return;
                 }
@@ -274,8 +270,24 @@ impl Node {
         let Some(progress) = self.progress.get_mut(&from) else { return };
         progress.recent_active = true;
         progress.read_round_acked = progress.read_round_acked.max(response.read_round);
-        self.nudge_follower(from);
+        self.nudge_follower_on_heartbeat(from);
         self.advance_reads();
+    }
+
+    /// The follower answered a heartbeat: if it seems to have lost appends, catch it up.
+    fn nudge_follower_on_heartbeat(&mut self, to: NodeId) {
+        let (messages_max, bytes_max) =
+            (self.config.messages_in_flight_max, self.config.bytes_in_flight_max);
+        let Some(progress) = self.progress.get_mut(&to) else { return };
+        // Appends still in flight may simply be slower than the heartbeat: only when the
+        // follower has acknowledged nothing new since its last heartbeat answer, or the
+        // pipeline is full, is a loss likely enough to act on.
+        let stalled = progress.match_index == progress.match_at_last_heartbeat
+            || progress.inflights.is_full(messages_max, bytes_max);
+        progress.match_at_last_heartbeat = progress.match_index;
+        if stalled || progress.state != ProgressState::Replicate {
+            self.nudge_follower(to);
+        }
     }
 
     /// The follower is alive but may have lost appends: make sure it is caught up.
@@ -348,7 +360,10 @@ impl Node {
 
 /// Checks an append's entries are consecutive after `prev_index`, with terms that never go
 /// backwards, start no lower than `prev_term` and never exceed the message's term.
-fn append_is_well_formed(append: &AppendRequest, message_term: crate::types::Term) -> bool {
+pub(crate) fn append_is_well_formed(
+    append: &AppendRequest,
+    message_term: crate::types::Term,
+) -> bool {
     if append.prev_term > message_term {
         return false;
     }

@@ -114,10 +114,10 @@ fn body() -> impl Strategy<Value = MessageBody> {
             read_round: round
         })),
         Just(MessageBody::TimeoutNow),
-        number().prop_map(|id| MessageBody::ReadIndex(ReadIndexRequest { id: ReadId(id) })),
-        (number(), prop::option::of(number())).prop_map(|(id, index)| {
+        number().prop_map(|request| MessageBody::ReadIndex(ReadIndexRequest { request })),
+        (number(), prop::option::of(number())).prop_map(|(request, index)| {
             MessageBody::ReadIndexResponse(ReadIndexResponse {
-                id: ReadId(id),
+                request,
                 index: index.map(LogIndex),
             })
         }),

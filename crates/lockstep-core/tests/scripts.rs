@@ -46,6 +46,7 @@ scripts!(
     lease_read,
     pre_vote,
     read_index,
+    read_retry,
     rejected_proposals,
     single_node,
     transfer,

@@ -551,6 +551,9 @@ fn parse_message(args: &Args) -> Message {
             read_round: args.option("round").map_or(0, parse_number),
         }),
         "TimeoutNow" => MessageBody::TimeoutNow,
+        "ReadIndex" => MessageBody::ReadIndex(lockstep_core::message::ReadIndexRequest {
+            request: args.option("request").map_or(0, parse_number),
+        }),
         other => panic!("cannot inject {other:?}"),
     };
     Message { from, to, term, body }

@@ -212,8 +212,13 @@ fn exercise(actions: Vec<Action>, single: bool) -> Result<(), TestCaseError> {
     Ok(())
 }
 
+/// 512 cases by default; `PROPTEST_CASES` asks for more.
+fn cases() -> u32 {
+    std::env::var("PROPTEST_CASES").ok().and_then(|value| value.parse().ok()).unwrap_or(512)
+}
+
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: cases(), ..ProptestConfig::default() })]
 
     #[test]
     fn random_messages_never_break_a_replica(actions in prop::collection::vec(action(), 1..120)) {

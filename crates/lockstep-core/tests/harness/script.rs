@@ -209,28 +209,15 @@ impl Runner {
                 self.set_log(id, &terms, term, commit);
                 out.push("ok".to_string());
             }
-            "tick" => {
+            "tick" | "tick-heartbeat" | "tick-election" => {
                 let id = args.id(0);
-                let count = args.positional.get(1).map_or(1, |word| parse_number(word));
+                let config = self.cluster().node(id).config().clone();
+                let count = match *name {
+                    "tick-heartbeat" => config.heartbeat_interval_ticks,
+                    "tick-election" => config.election_timeout_ticks_min,
+                    _ => args.positional.get(1).map_or(1, |word| parse_number(word)),
+                };
                 for _ in 0..count {
-                    self.cluster().node_mut(id).tick();
-                    self.cluster().check();
-                }
-                out.push(state_line(self.cluster().node(id)));
-            }
-            "tick-heartbeat" => {
-                let id = args.id(0);
-                let interval = self.cluster().node(id).config().heartbeat_interval_ticks;
-                for _ in 0..interval {
-                    self.cluster().node_mut(id).tick();
-                    self.cluster().check();
-                }
-                out.push(state_line(self.cluster().node(id)));
-            }
-            "tick-election" => {
-                let id = args.id(0);
-                let timeout = self.cluster().node(id).config().election_timeout_ticks_min;
-                for _ in 0..timeout {
                     self.cluster().node_mut(id).tick();
                     self.cluster().check();
                 }

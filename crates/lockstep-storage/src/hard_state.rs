@@ -1,0 +1,221 @@
+//! The hard state file: term, vote, commit index and membership, in two checksummed copies.
+//!
+//! The file holds two slots. Each write goes to the slot not holding the newest copy and is
+//! synced; a reader takes the valid copy with the higher sequence number. A torn or failed
+//! write can damage only the slot being written, so the previous state always survives.
+
+use std::fmt;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use lockstep_core::{HardState, Membership};
+use serde::{Deserialize, Serialize};
+
+use crate::disk::{Disk, DiskFile};
+use crate::frame::{body_matches, decode_header, encode_frame, FrameKind, FRAME_HEADER_BYTES};
+
+/// Bytes per slot: a copy must fit in one.
+pub const SLOT_BYTES: u64 = 64 << 10;
+
+/// What the hard state file keeps.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DurableState {
+    /// Term, vote and commit index.
+    pub hard_state: HardState,
+    /// The configuration the replica was bootstrapped with (the log and snapshots carry later
+    /// ones).
+    pub membership: Membership,
+}
+
+/// What can go wrong with the hard state file.
+#[derive(Debug)]
+pub enum HardStateError {
+    /// An I/O operation failed.
+    Io {
+        /// What was being done.
+        operation: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// The error.
+        source: io::Error,
+    },
+    /// Neither copy is readable.
+    Corrupt {
+        /// The file.
+        path: PathBuf,
+    },
+    /// The state does not fit in a slot.
+    TooLarge {
+        /// Its encoded size.
+        bytes: usize,
+    },
+}
+
+impl fmt::Display for HardStateError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            HardStateError::Io { operation, path, source } => {
+                write!(f, "cannot {operation} the hard state file {}: {source}", path.display())
+            }
+            HardStateError::Corrupt { path } => write!(
+                f,
+                "both copies of the hard state in {} are damaged; this replica cannot know its \
+                 term or vote and must not rejoin under its id",
+                path.display()
+            ),
+            HardStateError::TooLarge { bytes } => {
+                write!(f, "the hard state needs {bytes} bytes, more than a {SLOT_BYTES}-byte slot")
+            }
+        }
+    }
+}
+
+impl std::error::Error for HardStateError {}
+
+/// The hard state file. See the module documentation.
+pub struct HardStateFile {
+    path: PathBuf,
+    file: Box<dyn DiskFile>,
+    /// The sequence number of the newest valid copy (0 if none).
+    sequence: u64,
+    state: DurableState,
+}
+
+impl HardStateFile {
+    /// Opens (creating if missing) the file at `path` and reads the newest valid copy. A new
+    /// file holds the default state.
+    pub fn open(disk: Arc<dyn Disk>, path: &Path) -> Result<HardStateFile, HardStateError> {
+        let io_error = |operation| {
+            let path = path.to_path_buf();
+            move |source| HardStateError::Io { operation, path, source }
+        };
+        let file = disk.open(path, true).map_err(io_error("open"))?;
+        let len = file.len().map_err(io_error("read"))?;
+        let mut best: Option<(u64, DurableState)> = None;
+        for slot in 0..2u64 {
+            let start = slot * SLOT_BYTES;
+            if start >= len {
+                continue;
+            }
+            let mut bytes = vec![0u8; (len - start).min(SLOT_BYTES) as usize];
+            file.read_at(start, &mut bytes).map_err(io_error("read"))?;
+            if let Some((sequence, state)) = decode_slot(&bytes) {
+                if best.as_ref().is_none_or(|(newest, _)| sequence > *newest) {
+                    best = Some((sequence, state));
+                }
+            }
+        }
+        let (sequence, state) = match best {
+            Some(found) => found,
+            None if len == 0 => (0, DurableState::default()),
+            None => return Err(HardStateError::Corrupt { path: path.to_path_buf() }),
+        };
+        Ok(HardStateFile { path: path.to_path_buf(), file, sequence, state })
+    }
+
+    /// The state as last stored.
+    pub fn state(&self) -> &DurableState {
+        &self.state
+    }
+
+    /// Stores `state` durably (written to the older slot and synced).
+    pub fn store(&mut self, state: &DurableState) -> Result<(), HardStateError> {
+        let body = postcard::to_stdvec(state).map_err(|_| HardStateError::TooLarge { bytes: 0 })?;
+        let sequence = self.sequence + 1;
+        let frame = encode_frame(FrameKind::HardState, sequence, &body);
+        if frame.len() as u64 > SLOT_BYTES {
+            return Err(HardStateError::TooLarge { bytes: frame.len() });
+        }
+        let slot = sequence % 2;
+        let io_error = |operation| {
+            let path = self.path.clone();
+            move |source| HardStateError::Io { operation, path, source }
+        };
+        self.file.write_at(slot * SLOT_BYTES, &frame).map_err(io_error("write"))?;
+        self.file.sync_data().map_err(io_error("sync"))?;
+        self.sequence = sequence;
+        self.state = state.clone();
+        Ok(())
+    }
+}
+
+fn decode_slot(bytes: &[u8]) -> Option<(u64, DurableState)> {
+    let header = decode_header(bytes)?;
+    if header.kind != FrameKind::HardState {
+        return None;
+    }
+    let body = bytes.get(FRAME_HEADER_BYTES..FRAME_HEADER_BYTES + header.body_len as usize)?;
+    if !body_matches(&header, body) {
+        return None;
+    }
+    postcard::from_bytes(body).ok().map(|state| (header.sequence, state))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::disk::{Faults, SimDisk};
+    use lockstep_core::{LogIndex, NodeId, Term};
+
+    fn state(term: u64) -> DurableState {
+        DurableState {
+            hard_state: HardState {
+                term: Term(term),
+                vote: Some(NodeId(2)),
+                commit: LogIndex(term),
+            },
+            membership: Membership::with_voters([NodeId(1), NodeId(2), NodeId(3)]),
+        }
+    }
+
+    #[test]
+    fn the_newest_copy_wins_and_survives_a_torn_write_of_the_next() {
+        for seed in 0..200 {
+            let disk = Arc::new(SimDisk::new(seed, Faults::default()));
+            let dir = Path::new("/r");
+            disk.create_dir_all(dir).expect("dir");
+            let path = dir.join("hard-state");
+            let mut file = HardStateFile::open(disk.clone(), &path).expect("open");
+            disk.sync_dir(dir).expect("sync dir");
+            file.store(&state(1)).expect("store");
+            file.store(&state(2)).expect("store");
+            // The third store's write is torn by a crash before its sync.
+            let frame = encode_frame(
+                FrameKind::HardState,
+                3,
+                &postcard::to_stdvec(&state(3)).expect("encode"),
+            );
+            let mut raw = disk.open(&path, false).expect("open");
+            raw.write_at(SLOT_BYTES, &frame).expect("write");
+            disk.crash();
+            let recovered = HardStateFile::open(disk.clone(), &path).expect("recover");
+            let term = recovered.state().hard_state.term;
+            assert!(term == Term(2) || term == Term(3), "seed {seed}: got term {term}");
+        }
+    }
+
+    #[test]
+    fn one_damaged_copy_is_survived_and_two_are_reported() {
+        let disk = Arc::new(SimDisk::new(1, Faults::default()));
+        disk.create_dir_all(Path::new("/r")).expect("dir");
+        let path = Path::new("/r/hard-state");
+        let mut file = HardStateFile::open(disk.clone(), path).expect("open");
+        file.store(&state(1)).expect("store");
+        file.store(&state(2)).expect("store");
+        disk.flip_bit(path, 30, 3).expect("flip in slot 0 (term 2)");
+        let recovered = HardStateFile::open(disk.clone(), path).expect("the other copy");
+        assert_eq!(recovered.state().hard_state.term, Term(1));
+        disk.flip_bit(path, SLOT_BYTES + 30, 3).expect("flip in slot 1 (term 1)");
+        let error = HardStateFile::open(disk, path).err().expect("both damaged");
+        assert!(error.to_string().contains("both copies"), "{error}");
+    }
+
+    #[test]
+    fn garbage_is_reported_not_trusted() {
+        let disk = Arc::new(SimDisk::new(1, Faults::default()));
+        disk.create_dir_all(Path::new("/r")).expect("dir");
+        disk.put(Path::new("/r/hard-state"), b"this is not a hard state file");
+        assert!(HardStateFile::open(disk, Path::new("/r/hard-state")).is_err());
+    }
+}

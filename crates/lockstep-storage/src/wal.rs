@@ -1,0 +1,803 @@
+//! The segmented write-ahead log.
+//!
+//! The log is a directory of fixed-size, zero-filled segment files `wal-<number>.seg`. Each
+//! starts with a header frame; then come record frames, one per [`Wal::append`], each holding
+//! the records of that append: an optional truncation, then entries. The log is append-only:
+//! a truncation is a record, and replaying the records in order rebuilds the log. Whole
+//! segments below a compaction index are deleted.
+//!
+//! **Recovery** reads every frame in order. A frame that fails its checks is either a torn
+//! tail (the last write before a crash, never acknowledged: it is cut off and zeroed) or
+//! corruption (a frame that had been synced was damaged). Every frame records the sequence
+//! number of the newest frame that was durable when it was written, and a segment is synced
+//! before the next one is started. So a bad frame is corruption if a later valid frame records
+//! it as synced, or if it lies in any segment but the last; then opening fails with an error
+//! naming the file, the offset and the entries affected. Otherwise it, and anything after it,
+//! was never synced, never acknowledged, and is cut off. The one case no log can tell apart is
+//! damage to the very last synced frame with nothing written after it; the hard state's commit
+//! index lets the replica notice when that loses committed entries.
+
+use std::collections::{BTreeSet, VecDeque};
+use std::fmt;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use lockstep_core::{Entry, LogIndex, Term};
+use serde::{Deserialize, Serialize};
+
+use crate::disk::{Disk, DiskFile};
+use crate::frame::{
+    align, body_matches, decode_header, decode_record, encode_frame, encode_record, is_zero,
+    FrameKind, FRAME_ALIGN, FRAME_HEADER_BYTES,
+};
+
+/// How the log is laid out and bounded.
+#[derive(Clone, Debug)]
+pub struct WalOptions {
+    /// The size of each segment file.
+    pub segment_bytes: u64,
+    /// At most this many record bytes in one frame; a larger append is split into several
+    /// frames (one record always fits).
+    pub frame_bytes_max: u64,
+    /// Recent entries kept in memory for reads, in bytes.
+    pub cache_bytes_max: u64,
+    /// Create the directory if it does not exist.
+    pub create_if_missing: bool,
+    /// Tests only: acknowledge syncs without syncing, so the crash tests can show they
+    /// catch a log that loses acknowledged writes.
+    #[doc(hidden)]
+    pub sabotage_skip_sync: bool,
+}
+
+impl Default for WalOptions {
+    fn default() -> WalOptions {
+        WalOptions {
+            segment_bytes: 16 << 20,
+            frame_bytes_max: 4 << 20,
+            cache_bytes_max: 64 << 20,
+            create_if_missing: true,
+            sabotage_skip_sync: false,
+        }
+    }
+}
+
+/// What can go wrong with the log. Every variant says what a person can act on.
+#[derive(Debug)]
+pub enum WalError {
+    /// An I/O operation failed.
+    Io {
+        /// What was being done.
+        operation: &'static str,
+        /// On which file or directory.
+        path: PathBuf,
+        /// The error.
+        source: io::Error,
+    },
+    /// Synced data is damaged. Nothing was dropped; the log must be repaired (from peers).
+    Corrupt {
+        /// The damaged file.
+        path: PathBuf,
+        /// Where in it.
+        offset: u64,
+        /// What is wrong.
+        detail: String,
+        /// Entries up to here read back intact.
+        intact_through: Option<LogIndex>,
+        /// Entries from here on were found after the damage, so the damage lies between.
+        found_again_from: Option<LogIndex>,
+    },
+    /// The caller asked for something the log cannot do (a gap, a truncation of nothing).
+    Invalid(String),
+    /// An earlier write or sync failed, so what is on disk is unknown: reopen the log.
+    Poisoned(String),
+}
+
+impl fmt::Display for WalError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            WalError::Io { operation, path, source } => {
+                write!(f, "cannot {operation} {}: {source}", path.display())
+            }
+            WalError::Corrupt { path, offset, detail, intact_through, found_again_from } => {
+                write!(
+                    f,
+                    "write-ahead log {} is corrupt at byte {offset}: {detail}",
+                    path.display()
+                )?;
+                match intact_through {
+                    Some(index) => write!(f, "; entries through {index} are intact")?,
+                    None => write!(f, "; no entry before it is affected")?,
+                }
+                if let Some(index) = found_again_from {
+                    write!(f, ", entries before {index} after that may be lost")?;
+                }
+                write!(f, ". Nothing was discarded; repair this replica's log from its peers")
+            }
+            WalError::Invalid(reason) => write!(f, "invalid log operation: {reason}"),
+            WalError::Poisoned(reason) => {
+                write!(f, "the log must be reopened after an earlier failure: {reason}")
+            }
+        }
+    }
+}
+
+impl std::error::Error for WalError {}
+
+fn io_error(operation: &'static str, path: &Path) -> impl FnOnce(io::Error) -> WalError {
+    let path = path.to_path_buf();
+    move |source| WalError::Io { operation, path, source }
+}
+
+/// A record of the log.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+enum Record {
+    /// Remove every entry at this index and above.
+    Truncate(LogIndex),
+    /// An entry.
+    Entry(Entry),
+}
+
+/// The body of a segment's header frame.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+struct SegmentHeader {
+    /// The segment's number, as in its name.
+    number: u64,
+    /// The sequence number of its first record frame.
+    first_sequence: u64,
+    /// The index the next entry had when the segment was started.
+    next_index: LogIndex,
+}
+
+/// Where an entry lives.
+#[derive(Clone, Copy, Debug)]
+struct Location {
+    term: Term,
+    segment: u64,
+    /// The record's offset in the segment file.
+    offset: u64,
+    /// The record's length, framing included.
+    len: u32,
+}
+
+struct Segment {
+    number: u64,
+    path: PathBuf,
+    file: Box<dyn DiskFile>,
+}
+
+/// The write-ahead log. See the module documentation.
+pub struct Wal {
+    disk: Arc<dyn Disk>,
+    dir: PathBuf,
+    options: WalOptions,
+    /// Oldest first; the last is the one being written.
+    segments: Vec<Segment>,
+    /// Where the next frame goes in the last segment.
+    write_offset: u64,
+    next_sequence: u64,
+    /// The index of `locations[0]` (or of the next entry, if there is none).
+    first_index: LogIndex,
+    locations: VecDeque<Location>,
+    /// The most recent entries, ending at the last index.
+    cache: VecDeque<Entry>,
+    cache_bytes: u64,
+    /// Segments written since their last sync.
+    unsynced: BTreeSet<u64>,
+    /// The sequence number of the newest frame known durable. Every frame records it, so
+    /// recovery can tell a frame that had been synced (damage) from one that had not (a torn
+    /// or lost write at a crash).
+    synced_through: u64,
+    poisoned: Option<String>,
+}
+
+fn segment_name(number: u64) -> String {
+    format!("wal-{number:020}.seg")
+}
+
+fn parse_segment_name(name: &str) -> Option<u64> {
+    name.strip_prefix("wal-")?.strip_suffix(".seg")?.parse().ok()
+}
+
+impl Wal {
+    /// Opens the log in `dir` (creating it if allowed and missing), recovering what is there.
+    pub fn open(disk: Arc<dyn Disk>, dir: &Path, options: WalOptions) -> Result<Wal, WalError> {
+        let minimum = 2 * FRAME_HEADER_BYTES as u64 + 256;
+        if options.segment_bytes < minimum || options.frame_bytes_max == 0 {
+            return Err(WalError::Invalid(format!(
+                "segment_bytes must be at least {minimum} and frame_bytes_max at least 1"
+            )));
+        }
+        let names = match disk.list(dir) {
+            Ok(names) => names,
+            Err(error) if error.kind() == io::ErrorKind::NotFound && options.create_if_missing => {
+                disk.create_dir_all(dir).map_err(io_error("create directory", dir))?;
+                Vec::new()
+            }
+            Err(error) => return Err(io_error("list the log directory", dir)(error)),
+        };
+        let mut numbers: Vec<u64> = Vec::new();
+        for name in &names {
+            if let Some(number) = parse_segment_name(name) {
+                numbers.push(number);
+            } else if name.ends_with(".seg.tmp") {
+                // A segment whose creation a crash interrupted: never part of the log.
+                let path = dir.join(name);
+                disk.remove(&path).map_err(io_error("remove", &path))?;
+            }
+        }
+        numbers.sort_unstable();
+        let mut wal = Wal {
+            disk,
+            dir: dir.to_path_buf(),
+            options,
+            segments: Vec::new(),
+            write_offset: 0,
+            next_sequence: 1,
+            first_index: LogIndex(1),
+            locations: VecDeque::new(),
+            cache: VecDeque::new(),
+            cache_bytes: 0,
+            unsynced: BTreeSet::new(),
+            synced_through: 0,
+            poisoned: None,
+        };
+        if numbers.is_empty() {
+            wal.start_segment(1)?;
+            return Ok(wal);
+        }
+        let count = numbers.len();
+        for (position, number) in numbers.into_iter().enumerate() {
+            wal.recover_segment(number, position == 0, position + 1 == count)?;
+        }
+        // What survived a process crash may still sit in the page cache: make it durable
+        // before anything counts it as synced.
+        for segment in &mut wal.segments {
+            segment.file.sync_data().map_err(io_error("sync", &segment.path))?;
+        }
+        wal.synced_through = wal.next_sequence - 1;
+        Ok(wal)
+    }
+
+    /// Reads one segment back, adding its records to the log.
+    fn recover_segment(&mut self, number: u64, first: bool, last: bool) -> Result<(), WalError> {
+        let path = self.dir.join(segment_name(number));
+        let file = self.disk.open(&path, false).map_err(io_error("open", &path))?;
+        let len = file.len().map_err(io_error("read the length of", &path))?;
+        let mut bytes = vec![0u8; len as usize];
+        file.read_at(0, &mut bytes).map_err(io_error("read", &path))?;
+        let corrupt =
+            |wal: &Wal, offset: u64, detail: String, found: Option<LogIndex>| WalError::Corrupt {
+                path: path.clone(),
+                offset,
+                detail,
+                intact_through: wal.last_index_if_any(),
+                found_again_from: found,
+            };
+        let header = decode_header(&bytes)
+            .filter(|header| header.kind == FrameKind::SegmentHeader)
+            .and_then(|header| {
+                let end = FRAME_HEADER_BYTES + header.body_len as usize;
+                let body = bytes.get(FRAME_HEADER_BYTES..end)?;
+                body_matches(&header, body).then_some((header, body))
+            })
+            .and_then(|(header, body)| {
+                postcard::from_bytes::<SegmentHeader>(body).ok().map(|parsed| (header, parsed))
+            });
+        let Some((frame, segment_header)) = header else {
+            return Err(corrupt(self, 0, "the segment header is unreadable".to_string(), None));
+        };
+        if segment_header.number != number {
+            return Err(corrupt(self, 0, "the segment header names another segment".into(), None));
+        }
+        if first {
+            self.next_sequence = segment_header.first_sequence;
+            self.first_index = segment_header.next_index;
+        } else if segment_header.first_sequence != self.next_sequence {
+            let detail = format!(
+                "frames {} to {} are missing before this segment",
+                self.next_sequence, segment_header.first_sequence
+            );
+            return Err(corrupt(self, 0, detail, None));
+        }
+        let mut offset = frame.frame_bytes();
+        let mut torn = false;
+        while offset + FRAME_HEADER_BYTES as u64 <= len {
+            if let Some((header, body)) = self.valid_frame_at(&bytes, offset) {
+                let body = body.to_vec();
+                self.replay_frame(number, offset, &body)
+                    .map_err(|detail| corrupt(self, offset, detail, None))?;
+                offset += header.frame_bytes();
+                self.next_sequence += 1;
+                continue;
+            }
+            // The log ends here, or something went wrong here. Only a write that had not been
+            // synced may be missing or torn; a later frame recording that this one was synced
+            // proves damage.
+            let evidence = self.find_synced_evidence(&bytes, offset + FRAME_ALIGN);
+            if evidence.is_some() || (!last && !is_zero(&bytes[offset as usize..])) {
+                let found_index = evidence.and_then(|body| first_entry_index(&body));
+                let detail = if last {
+                    "a frame is missing or fails its checksum, though a later frame records it \
+                     as synced"
+                        .to_string()
+                } else {
+                    "a frame fails its checksum in a segment that was complete".to_string()
+                };
+                return Err(corrupt(self, offset, detail, found_index));
+            }
+            torn = !is_zero(&bytes[offset as usize..]);
+            break;
+        }
+        self.segments.push(Segment { number, path: path.clone(), file });
+        self.write_offset = offset;
+        if last && torn {
+            // Cut off the torn write and zero what it left, so nothing of it is read again.
+            let zeros = vec![0u8; (len - offset) as usize];
+            let segment =
+                self.segments.last_mut().ok_or_else(|| WalError::Invalid("no segment".into()))?;
+            segment
+                .file
+                .write_at(offset, &zeros)
+                .map_err(io_error("zero the torn tail of", &path))?;
+            segment.file.sync_data().map_err(io_error("sync", &path))?;
+        }
+        Ok(())
+    }
+
+    /// The frame at `offset` if it is a complete, checksummed record frame with the expected
+    /// sequence number.
+    fn valid_frame_at<'a>(
+        &self,
+        bytes: &'a [u8],
+        offset: u64,
+    ) -> Option<(crate::frame::FrameHeader, &'a [u8])> {
+        let at = offset as usize;
+        let header = decode_header(bytes.get(at..)?)?;
+        if header.kind != FrameKind::Records || header.sequence != self.next_sequence {
+            return None;
+        }
+        let start = at + FRAME_HEADER_BYTES;
+        let body = bytes.get(start..start.checked_add(header.body_len as usize)?)?;
+        body_matches(&header, body).then_some((header, body))
+    }
+
+    /// Looks from `offset` on for a valid record frame that records the expected frame as
+    /// synced: proof that the frame expected here had been made durable. Returns its body.
+    fn find_synced_evidence(&self, bytes: &[u8], mut offset: u64) -> Option<Vec<u8>> {
+        while offset + FRAME_HEADER_BYTES as u64 <= bytes.len() as u64 {
+            let at = offset as usize;
+            if let Some(header) = decode_header(&bytes[at..]) {
+                let start = at + FRAME_HEADER_BYTES;
+                let end = start.saturating_add(header.body_len as usize);
+                if header.kind == FrameKind::Records
+                    && header.sequence > self.next_sequence
+                    && end <= bytes.len()
+                    && body_matches(&header, &bytes[start..end])
+                    && synced_through(&bytes[start..end])
+                        .is_some_and(|synced| synced >= self.next_sequence)
+                {
+                    return Some(bytes[start..end].to_vec());
+                }
+            }
+            offset += FRAME_ALIGN;
+        }
+        None
+    }
+
+    /// Applies the records of one frame to the in-memory log.
+    fn replay_frame(&mut self, segment: u64, frame_offset: u64, body: &[u8]) -> Result<(), String> {
+        if body.len() < SYNCED_THROUGH_BYTES {
+            return Err("a record frame is too short".to_string());
+        }
+        let mut position = SYNCED_THROUGH_BYTES;
+        while position < body.len() {
+            let (payload, used) = decode_record(&body[position..])
+                .map_err(|error| format!("a record in a checksummed frame is bad: {error:?}"))?;
+            let record: Record = postcard::from_bytes(payload)
+                .map_err(|error| format!("a record does not decode: {error}"))?;
+            let offset = frame_offset + (FRAME_HEADER_BYTES + position) as u64;
+            match record {
+                Record::Truncate(from) if from < self.first_index => {
+                    // The truncated entries lay in segments since compacted away: the log
+                    // restarts at `from`.
+                    self.locations.clear();
+                    self.first_index = from;
+                    self.cache.clear();
+                    self.cache_bytes = 0;
+                }
+                Record::Truncate(from) => self.truncate_in_memory(from)?,
+                Record::Entry(entry) => {
+                    self.check_next(&entry)?;
+                    let len = used as u32;
+                    self.locations.push_back(Location { term: entry.term, segment, offset, len });
+                    self.cache_push(entry);
+                }
+            }
+            position += used;
+        }
+        Ok(())
+    }
+
+    // ----- writing ------------------------------------------------------------------------
+
+    /// Appends, after removing every entry from `truncate_from` on (if given), the given
+    /// consecutive entries. Written, not yet durable: call [`Wal::sync`].
+    pub fn append(
+        &mut self,
+        truncate_from: Option<LogIndex>,
+        entries: &[Entry],
+    ) -> Result<(), WalError> {
+        if let Some(reason) = &self.poisoned {
+            return Err(WalError::Poisoned(reason.clone()));
+        }
+        // Check everything before writing anything.
+        let mut next = match truncate_from {
+            Some(from) => {
+                if from < self.first_index || from > self.next_index() {
+                    return Err(WalError::Invalid(format!(
+                        "cannot truncate from {from}: the log holds {}..{}",
+                        self.first_index,
+                        self.next_index()
+                    )));
+                }
+                from
+            }
+            None => self.next_index(),
+        };
+        for entry in entries {
+            let empty = truncate_from.is_none() && self.locations.is_empty();
+            if entry.index != next && !empty {
+                return Err(WalError::Invalid(format!(
+                    "entry {} does not follow index {}",
+                    entry.index,
+                    next.prev()
+                )));
+            }
+            next = entry.index.next();
+        }
+        let mut records: Vec<Vec<u8>> = Vec::with_capacity(entries.len() + 1);
+        if let Some(from) = truncate_from {
+            records.push(encode(&Record::Truncate(from))?);
+        }
+        for entry in entries {
+            records.push(encode(&Record::Entry(entry.clone()))?);
+        }
+        let mut pending: Vec<Vec<u8>> = Vec::new();
+        let mut pending_bytes = 0u64;
+        let mut record_iter = records.into_iter().peekable();
+        let mut entry_iter = entries.iter();
+        let mut truncation_pending = truncate_from;
+        while let Some(record) = record_iter.next() {
+            pending_bytes += record.len() as u64;
+            pending.push(record);
+            let full = record_iter.peek().is_some_and(|next| {
+                pending_bytes + next.len() as u64 > self.options.frame_bytes_max
+            });
+            if full || record_iter.peek().is_none() {
+                let batch = std::mem::take(&mut pending);
+                pending_bytes = 0;
+                self.write_frame(batch, &mut truncation_pending, &mut entry_iter)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes one frame of encoded records and applies them to the in-memory log.
+    fn write_frame(
+        &mut self,
+        records: Vec<Vec<u8>>,
+        truncation: &mut Option<LogIndex>,
+        entries: &mut std::slice::Iter<'_, Entry>,
+    ) -> Result<(), WalError> {
+        let mut body = Vec::new();
+        body.extend_from_slice(&self.synced_through.to_le_bytes());
+        // (offset in the body, framed length) of each record.
+        let mut offsets = Vec::with_capacity(records.len());
+        for record in &records {
+            let start = body.len();
+            encode_record(record, &mut body);
+            offsets.push((start, body.len() - start));
+        }
+        let frame = encode_frame(FrameKind::Records, self.next_sequence, &body);
+        let header_bytes = align(FRAME_HEADER_BYTES as u64 * 2);
+        if frame.len() as u64 > self.options.segment_bytes - header_bytes {
+            return Err(WalError::Invalid(format!(
+                "a {}-byte write does not fit in a {}-byte segment",
+                frame.len(),
+                self.options.segment_bytes
+            )));
+        }
+        if self.write_offset + frame.len() as u64 > self.options.segment_bytes {
+            let number = self.segments.last().map_or(1, |segment| segment.number + 1);
+            self.start_segment(number)?;
+        }
+        let offset = self.write_offset;
+        let segment =
+            self.segments.last_mut().ok_or_else(|| WalError::Invalid("no segment".into()))?;
+        if let Err(source) = segment.file.write_at(offset, &frame) {
+            let reason = format!("writing {} failed: {source}", segment.path.display());
+            self.poisoned = Some(reason);
+            return Err(WalError::Io { operation: "write", path: segment.path.clone(), source });
+        }
+        let segment_number = segment.number;
+        self.unsynced.insert(segment_number);
+        self.write_offset += frame.len() as u64;
+        self.next_sequence += 1;
+        for (position, (record_offset, record_len)) in offsets.into_iter().enumerate() {
+            if position == 0 {
+                if let Some(from) = truncation.take() {
+                    self.truncate_in_memory(from).map_err(WalError::Invalid)?;
+                    continue;
+                }
+            }
+            let Some(entry) = entries.next() else { break };
+            let location = Location {
+                term: entry.term,
+                segment: segment_number,
+                offset: offset + (FRAME_HEADER_BYTES + record_offset) as u64,
+                len: record_len as u32,
+            };
+            if self.locations.is_empty() {
+                self.first_index = entry.index;
+            }
+            self.locations.push_back(location);
+            self.cache_push(entry.clone());
+        }
+        Ok(())
+    }
+
+    /// Makes every write so far durable: one `fdatasync` per segment written since the last.
+    pub fn sync(&mut self) -> Result<(), WalError> {
+        if let Some(reason) = &self.poisoned {
+            return Err(WalError::Poisoned(reason.clone()));
+        }
+        let numbers: Vec<u64> = self.unsynced.iter().copied().collect();
+        for number in numbers.into_iter().filter(|_| !self.options.sabotage_skip_sync) {
+            let Some(segment) = self.segments.iter_mut().find(|segment| segment.number == number)
+            else {
+                continue;
+            };
+            if let Err(source) = segment.file.sync_data() {
+                // After a failed fsync the kernel may have dropped the dirty pages: what is on
+                // disk is unknown, so refuse to go on (the fsyncgate lesson).
+                let reason = format!("syncing {} failed: {source}", segment.path.display());
+                self.poisoned = Some(reason);
+                return Err(WalError::Io { operation: "sync", path: segment.path.clone(), source });
+            }
+        }
+        self.unsynced.clear();
+        self.synced_through = self.next_sequence - 1;
+        Ok(())
+    }
+
+    /// Starts segment `number`: written under a temporary name, zero-filled, its header
+    /// written and synced, then renamed into place and the directory synced. The segment
+    /// before it is synced first, so a bad frame in any segment but the last is corruption.
+    fn start_segment(&mut self, number: u64) -> Result<(), WalError> {
+        self.sync()?;
+        let path = self.dir.join(segment_name(number));
+        let temporary = self.dir.join(format!("{}.tmp", segment_name(number)));
+        let mut file = self.disk.open(&temporary, true).map_err(io_error("create", &temporary))?;
+        let zeros = vec![0u8; (1 << 20).min(self.options.segment_bytes as usize)];
+        let mut written = 0u64;
+        while written < self.options.segment_bytes {
+            let chunk = (self.options.segment_bytes - written).min(zeros.len() as u64) as usize;
+            file.write_at(written, &zeros[..chunk]).map_err(io_error("preallocate", &temporary))?;
+            written += chunk as u64;
+        }
+        let header = SegmentHeader {
+            number,
+            first_sequence: self.next_sequence,
+            next_index: self.next_index(),
+        };
+        let frame = encode_frame(FrameKind::SegmentHeader, 0, &encode(&header)?);
+        file.write_at(0, &frame).map_err(io_error("write the header of", &temporary))?;
+        file.sync_data().map_err(io_error("sync", &temporary))?;
+        self.disk.rename(&temporary, &path).map_err(io_error("rename", &temporary))?;
+        self.disk.sync_dir(&self.dir).map_err(io_error("sync", &self.dir))?;
+        self.segments.push(Segment { number, path, file });
+        self.write_offset = frame.len() as u64;
+        Ok(())
+    }
+
+    /// Deletes every segment all of whose entries are below `index` (never the one being
+    /// written). Only compact below what is committed and captured by a durable snapshot.
+    pub fn compact(&mut self, index: LogIndex) -> Result<(), WalError> {
+        let Some(active) = self.segments.last().map(|segment| segment.number) else {
+            return Ok(());
+        };
+        let keep_from = match self.location(index) {
+            Some(location) => location.segment,
+            None if index >= self.next_index() => active,
+            None => return Ok(()),
+        };
+        let doomed: Vec<usize> = self
+            .segments
+            .iter()
+            .enumerate()
+            .filter(|(_, segment)| segment.number < keep_from)
+            .map(|(position, _)| position)
+            .collect();
+        if doomed.is_empty() {
+            return Ok(());
+        }
+        while self.locations.front().is_some_and(|location| location.segment < keep_from) {
+            self.locations.pop_front();
+            self.first_index = self.first_index.next();
+        }
+        while self.cache.front().is_some_and(|entry| entry.index < self.first_index) {
+            self.cache_pop_front();
+        }
+        let removed: Vec<Segment> = self.segments.drain(..doomed.len()).collect();
+        for segment in &removed {
+            self.disk.remove(&segment.path).map_err(io_error("remove", &segment.path))?;
+            self.unsynced.remove(&segment.number);
+        }
+        self.disk.sync_dir(&self.dir).map_err(io_error("sync", &self.dir))?;
+        Ok(())
+    }
+
+    // ----- reading ------------------------------------------------------------------------
+
+    /// The index of the first entry held (or of the next entry, if none is held).
+    pub fn first_index(&self) -> LogIndex {
+        self.first_index
+    }
+
+    /// The index of the last entry held, or the one before `first_index` if none.
+    pub fn last_index(&self) -> LogIndex {
+        self.first_index.plus(self.locations.len() as u64).prev()
+    }
+
+    fn last_index_if_any(&self) -> Option<LogIndex> {
+        (!self.locations.is_empty()).then(|| self.last_index())
+    }
+
+    fn next_index(&self) -> LogIndex {
+        self.first_index.plus(self.locations.len() as u64)
+    }
+
+    /// The term of the entry at `index`, if held.
+    pub fn term(&self, index: LogIndex) -> Option<Term> {
+        self.location(index).map(|location| location.term)
+    }
+
+    fn location(&self, index: LogIndex) -> Option<&Location> {
+        let offset = index.get().checked_sub(self.first_index.get())?;
+        self.locations.get(usize::try_from(offset).ok()?)
+    }
+
+    /// The entries `from..=to` that are held, up to `bytes_max` of them (at least one),
+    /// from the cache or read back from disk and checked.
+    pub fn entries(
+        &self,
+        from: LogIndex,
+        to: LogIndex,
+        bytes_max: u64,
+    ) -> Result<Vec<Entry>, WalError> {
+        let mut out = Vec::new();
+        let mut bytes = 0u64;
+        let mut index = from.max(self.first_index);
+        let to = to.min(self.last_index());
+        let cache_first = self.cache.front().map(|entry| entry.index);
+        while index <= to {
+            let entry = match cache_first {
+                Some(first) if index >= first => {
+                    self.cache[(index.get() - first.get()) as usize].clone()
+                }
+                _ => self.read_entry(index)?,
+            };
+            bytes += entry.size_bytes();
+            if !out.is_empty() && bytes > bytes_max {
+                break;
+            }
+            out.push(entry);
+            index = index.next();
+        }
+        Ok(out)
+    }
+
+    fn read_entry(&self, index: LogIndex) -> Result<Entry, WalError> {
+        let location = *self
+            .location(index)
+            .ok_or_else(|| WalError::Invalid(format!("entry {index} is not in the log")))?;
+        let segment =
+            self.segments.iter().find(|segment| segment.number == location.segment).ok_or_else(
+                || WalError::Invalid(format!("entry {index} lies in a removed segment")),
+            )?;
+        let mut bytes = vec![0u8; location.len as usize];
+        segment
+            .file
+            .read_at(location.offset, &mut bytes)
+            .map_err(io_error("read", &segment.path))?;
+        let corrupt = |detail: String| WalError::Corrupt {
+            path: segment.path.clone(),
+            offset: location.offset,
+            detail,
+            intact_through: Some(index.prev()),
+            found_again_from: Some(index.next()),
+        };
+        let (payload, _) = decode_record(&bytes)
+            .map_err(|error| corrupt(format!("entry {index} fails its check: {error:?}")))?;
+        match postcard::from_bytes::<Record>(payload) {
+            Ok(Record::Entry(entry)) if entry.index == index => Ok(entry),
+            _ => Err(corrupt(format!("the record for entry {index} holds something else"))),
+        }
+    }
+
+    // ----- in-memory bookkeeping ----------------------------------------------------------
+
+    fn check_next(&mut self, entry: &Entry) -> Result<(), String> {
+        if self.locations.is_empty() {
+            self.first_index = entry.index;
+            return Ok(());
+        }
+        if entry.index != self.next_index() {
+            return Err(format!(
+                "entry {} does not follow index {}",
+                entry.index,
+                self.last_index()
+            ));
+        }
+        Ok(())
+    }
+
+    fn truncate_in_memory(&mut self, from: LogIndex) -> Result<(), String> {
+        if from < self.first_index || from > self.next_index() {
+            return Err(format!(
+                "a truncation from {from} lies outside the log {}..{}",
+                self.first_index,
+                self.next_index()
+            ));
+        }
+        let keep = (from.get() - self.first_index.get()) as usize;
+        self.locations.truncate(keep);
+        while self.cache.back().is_some_and(|entry| entry.index >= from) {
+            if let Some(entry) = self.cache.pop_back() {
+                self.cache_bytes -= entry.size_bytes();
+            }
+        }
+        Ok(())
+    }
+
+    fn cache_push(&mut self, entry: Entry) {
+        self.cache_bytes += entry.size_bytes();
+        self.cache.push_back(entry);
+        while self.cache_bytes > self.options.cache_bytes_max && self.cache.len() > 1 {
+            self.cache_pop_front();
+        }
+    }
+
+    fn cache_pop_front(&mut self) {
+        if let Some(entry) = self.cache.pop_front() {
+            self.cache_bytes -= entry.size_bytes();
+        }
+    }
+}
+
+/// A record frame's body starts with the `synced_through` its writer knew.
+const SYNCED_THROUGH_BYTES: usize = 8;
+
+fn synced_through(body: &[u8]) -> Option<u64> {
+    let mut raw = [0u8; SYNCED_THROUGH_BYTES];
+    raw.copy_from_slice(body.get(..SYNCED_THROUGH_BYTES)?);
+    Some(u64::from_le_bytes(raw))
+}
+
+fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, WalError> {
+    postcard::to_stdvec(value).map_err(|error| WalError::Invalid(format!("cannot encode: {error}")))
+}
+
+/// The index of the first entry in a frame body, if any.
+fn first_entry_index(body: &[u8]) -> Option<LogIndex> {
+    let mut position = SYNCED_THROUGH_BYTES;
+    while position < body.len() {
+        let (payload, used) = decode_record(&body[position..]).ok()?;
+        if let Ok(Record::Entry(entry)) = postcard::from_bytes::<Record>(payload) {
+            return Some(entry.index);
+        }
+        position += used;
+    }
+    None
+}

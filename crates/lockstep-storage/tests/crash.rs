@@ -1,0 +1,357 @@
+//! Crash tests of the write-ahead log on the simulated disk: random appends, truncations,
+//! compactions, syncs and crashes at random points. After every restart the log must hold
+//! exactly what the acknowledged operations left, in order: the state after the last
+//! acknowledged sync, possibly followed by some of the operations written after it (a crash
+//! keeps or loses unsynced writes, and tears at most the last one), and never anything that
+//! was truncated before.
+//!
+//! A failure prints its seed; replay it with
+//! `LOCKSTEP_SEED=<seed> cargo test -p lockstep-storage --test crash replay -- --nocapture`.
+//! `LOCKSTEP_SEEDS=<n>` sets how many seeds the sweep runs.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use lockstep_core::rng::SeededRng;
+use lockstep_core::{Command, Entry, EntryPayload, LogIndex, Term};
+use lockstep_storage::{Disk, Faults, SimDisk, Wal, WalError, WalOptions};
+
+fn options() -> WalOptions {
+    WalOptions {
+        segment_bytes: 4096,
+        frame_bytes_max: 4096,
+        cache_bytes_max: 600,
+        create_if_missing: true,
+        sabotage_skip_sync: false,
+    }
+}
+
+fn entry(index: u64, term: u64, size: usize, tag: u64) -> Entry {
+    let mut data = format!("{index}/{term}/{tag}:").into_bytes();
+    data.resize(data.len().max(size), b'.');
+    Entry {
+        term: Term(term),
+        index: LogIndex(index),
+        payload: EntryPayload::Command(Command { data: Bytes::from(data), timestamp_millis: tag }),
+    }
+}
+
+fn read_all(wal: &Wal) -> Vec<Entry> {
+    if wal.last_index() < wal.first_index() {
+        return Vec::new();
+    }
+    wal.entries(wal.first_index(), wal.last_index(), u64::MAX).expect("entries read back")
+}
+
+/// Runs one seeded schedule; returns a description of the first violation.
+fn run(seed: u64, steps: usize) -> Result<usize, String> {
+    run_with(seed, steps, options())
+}
+
+fn run_with(seed: u64, steps: usize, options: WalOptions) -> Result<usize, String> {
+    let disk = Arc::new(SimDisk::new(seed, Faults::default()));
+    let dir = Path::new("/replica/wal");
+    let mut rng = SeededRng::new(seed ^ 0xC0FFEE);
+    let mut wal = Wal::open(disk.clone(), dir, options.clone()).map_err(|e| e.to_string())?;
+    // The log as of the last acknowledged sync, and the states after each unsynced append.
+    let mut durable: Vec<Entry> = Vec::new();
+    let mut candidates: Vec<Vec<Entry>> = vec![Vec::new()];
+    let mut current: Vec<Entry> = Vec::new();
+    let mut term = 1u64;
+    let mut tag = 0u64;
+    let mut compacted_below = LogIndex(1);
+    let mut crashes = 0;
+    for _ in 0..steps {
+        match rng.range(0, 100) {
+            0..=49 => {
+                // Append a few entries, sometimes after truncating a suffix.
+                let next = current.last().map_or(compacted_below.get(), |e| e.index.get() + 1);
+                let truncate = if rng.range(0, 5) == 0 && !current.is_empty() {
+                    let low = compacted_below.get().max(current[0].index.get());
+                    let from = rng.range(low, next + 1);
+                    Some(LogIndex(from))
+                } else {
+                    None
+                };
+                if truncate.is_some() {
+                    term += 1;
+                }
+                let start = truncate.map_or(next, |from| from.get());
+                let count = rng.range(1, 5);
+                let batch: Vec<Entry> = (0..count)
+                    .map(|offset| {
+                        tag += 1;
+                        entry(start + offset, term, rng.range(1, 200) as usize, tag)
+                    })
+                    .collect();
+                wal.append(truncate, &batch).map_err(|e| format!("append: {e}"))?;
+                if let Some(from) = truncate {
+                    current.retain(|e| e.index < from);
+                }
+                current.extend(batch);
+                candidates.push(current.clone());
+            }
+            50..=74 => {
+                wal.sync().map_err(|e| format!("sync: {e}"))?;
+                durable = current.clone();
+                candidates = vec![durable.clone()];
+            }
+            75..=84 => {
+                let got = read_all(&wal);
+                if got != current {
+                    return Err(format!(
+                        "reads disagree before a crash: {} entries vs {}",
+                        got.len(),
+                        current.len()
+                    ));
+                }
+            }
+            85..=89 => {
+                // Compact below a synced index (the caller's contract: committed and snapshotted).
+                if let Some(last) = durable.last() {
+                    let below = LogIndex(rng.range(compacted_below.get(), last.index.get() + 1));
+                    wal.compact(below).map_err(|e| format!("compact: {e}"))?;
+                    compacted_below = compacted_below.max(LogIndex(wal.first_index().get()));
+                    let first = wal.first_index();
+                    for state in candidates.iter_mut().chain([&mut durable, &mut current]) {
+                        state.retain(|e| e.index >= first);
+                    }
+                }
+            }
+            _ => {
+                crashes += 1;
+                disk.crash();
+                wal = Wal::open(disk.clone(), dir, options.clone())
+                    .map_err(|e| format!("reopen after crash {crashes}: {e}"))?;
+                let recovered = read_all(&wal);
+                let first = wal.first_index();
+                let matches = candidates.iter().any(|candidate| {
+                    let trimmed: Vec<&Entry> =
+                        candidate.iter().filter(|e| e.index >= first).collect();
+                    trimmed.len() == recovered.len()
+                        && trimmed.iter().zip(&recovered).all(|(a, b)| *a == b)
+                });
+                if !matches {
+                    let last = |log: &[Entry]| log.last().map(|e| (e.index.get(), e.term.get()));
+                    return Err(format!(
+                        "after crash {crashes} the log holds {} entries ending at {:?}; acknowledged \
+                         state ends at {:?} with {} candidate states",
+                        recovered.len(),
+                        last(&recovered),
+                        last(&durable),
+                        candidates.len()
+                    ));
+                }
+                current = recovered;
+                durable = current.clone();
+                candidates = vec![durable.clone()];
+                compacted_below = compacted_below.max(first);
+                term += 1;
+            }
+        }
+    }
+    Ok(crashes)
+}
+
+fn seeds(default: u64) -> u64 {
+    std::env::var("LOCKSTEP_SEEDS").ok().and_then(|value| value.parse().ok()).unwrap_or(default)
+}
+
+#[test]
+fn the_log_survives_random_crashes_with_exactly_what_was_acknowledged() {
+    let mut crashes = 0;
+    for seed in 0..seeds(2000) {
+        match run(seed, 200) {
+            Ok(count) => crashes += count,
+            Err(violation) => panic!(
+                "seed {seed}: {violation}\nreplay: LOCKSTEP_SEED={seed} cargo test -p lockstep-storage \
+                 --test crash replay -- --nocapture"
+            ),
+        }
+    }
+    println!("{crashes} crashes recovered");
+    assert!(crashes > 1000, "the sweep must crash often: {crashes}");
+}
+
+#[test]
+fn the_crash_test_catches_a_log_that_acknowledges_unsynced_writes() {
+    let broken = WalOptions { sabotage_skip_sync: true, ..options() };
+    let caught = (0..200).find_map(|seed| run_with(seed, 200, broken.clone()).err());
+    let violation = caught.expect("a log that never syncs must be caught");
+    println!("{violation}");
+    assert!(violation.contains("after crash") || violation.contains("corrupt"), "{violation}");
+}
+
+#[test]
+fn replay() {
+    let seed =
+        std::env::var("LOCKSTEP_SEED").ok().and_then(|value| value.parse().ok()).unwrap_or(0);
+    match run(seed, 200) {
+        Ok(crashes) => println!("seed {seed}: {crashes} crashes, all recovered"),
+        Err(violation) => panic!("seed {seed}: {violation}"),
+    }
+}
+
+// ----- corruption is reported, not truncated away ---------------------------------------
+
+/// The offsets of every frame (anything starting with the frame magic) in a segment.
+fn frame_offsets(contents: &[u8]) -> Vec<usize> {
+    (0..contents.len())
+        .step_by(8)
+        .filter(|offset| contents[*offset..].starts_with(&0x4C4B_5354u32.to_le_bytes()))
+        .collect()
+}
+
+fn segment_path(number: u64) -> std::path::PathBuf {
+    Path::new("/replica/wal").join(format!("wal-{number:020}.seg"))
+}
+
+/// A log of `count` synced single-entry appends.
+fn synced_log(count: u64) -> (Arc<SimDisk>, Vec<Entry>) {
+    let disk = Arc::new(SimDisk::new(9, Faults::default()));
+    let mut wal = Wal::open(disk.clone(), Path::new("/replica/wal"), options()).expect("open");
+    let entries: Vec<Entry> = (1..=count).map(|index| entry(index, 1, 40, index)).collect();
+    for entry in &entries {
+        wal.append(None, std::slice::from_ref(entry)).expect("append");
+        wal.sync().expect("sync");
+    }
+    (disk, entries)
+}
+
+#[test]
+fn a_flipped_bit_inside_the_log_is_reported_with_file_offset_and_entries() {
+    let (disk, _) = synced_log(5);
+    // The second record frame of the first segment: past the header frame and one record frame.
+    let contents = disk.contents(&segment_path(1)).expect("segment");
+    let second_frame = *frame_offsets(&contents).get(2).expect("three frames");
+    disk.flip_bit(&segment_path(1), second_frame as u64 + 40, 2).expect("flip");
+    let error = Wal::open(disk, Path::new("/replica/wal"), options())
+        .err()
+        .expect("corruption is reported");
+    match &error {
+        WalError::Corrupt { offset, intact_through, found_again_from, .. } => {
+            assert_eq!(*offset, second_frame as u64);
+            assert_eq!(*intact_through, Some(LogIndex(1)));
+            assert_eq!(*found_again_from, Some(LogIndex(3)));
+        }
+        other => panic!("expected corruption, got {other}"),
+    }
+    let message = error.to_string();
+    assert!(
+        message.contains("wal-00000000000000000001.seg") && message.contains("intact"),
+        "{message}"
+    );
+}
+
+#[test]
+fn damage_in_a_complete_segment_is_reported() {
+    let (disk, _) = synced_log(200);
+    assert!(disk.contents(&segment_path(2)).is_some(), "the log spans several segments");
+    let contents = disk.contents(&segment_path(1)).expect("segment 1");
+    let last_frame = *frame_offsets(&contents).last().expect("frames");
+    disk.flip_bit(&segment_path(1), last_frame as u64 + 30, 0).expect("flip");
+    let error = Wal::open(disk, Path::new("/replica/wal"), options()).err().expect("reported");
+    assert!(matches!(error, WalError::Corrupt { .. }), "{error}");
+}
+
+#[test]
+fn a_bit_flipped_after_opening_is_caught_on_read() {
+    let (disk, entries) = synced_log(3);
+    let wal = Wal::open(
+        disk.clone(),
+        Path::new("/replica/wal"),
+        WalOptions { cache_bytes_max: 0, ..options() },
+    )
+    .expect("open");
+    let contents = disk.contents(&segment_path(1)).expect("segment");
+    let needle = b"2/1/2:";
+    let at = contents
+        .windows(needle.len())
+        .position(|window| window == needle)
+        .expect("entry 2 on disk");
+    disk.flip_bit(&segment_path(1), at as u64, 1).expect("flip");
+    assert_eq!(
+        wal.entries(LogIndex(1), LogIndex(1), u64::MAX).expect("entry 1"),
+        vec![entries[0].clone()]
+    );
+    let error = wal.entries(LogIndex(2), LogIndex(2), u64::MAX).expect_err("caught");
+    assert!(matches!(error, WalError::Corrupt { .. }), "{error}");
+}
+
+#[test]
+fn a_latent_bad_sector_is_an_error_naming_the_file() {
+    let (disk, _) = synced_log(3);
+    disk.add_bad_sector(&segment_path(1), 100).expect("bad sector");
+    let error = Wal::open(disk, Path::new("/replica/wal"), options()).err().expect("reported");
+    assert!(error.to_string().contains("wal-00000000000000000001.seg"), "{error}");
+}
+
+// ----- bad input ------------------------------------------------------------------------
+
+#[test]
+fn a_garbage_segment_is_reported() {
+    let disk = Arc::new(SimDisk::new(1, Faults::default()));
+    disk.create_dir_all(Path::new("/replica/wal")).expect("dir");
+    disk.put(&segment_path(1), &[0xAB; 5000]);
+    let error = Wal::open(disk, Path::new("/replica/wal"), options()).err().expect("reported");
+    assert!(error.to_string().contains("segment header"), "{error}");
+}
+
+#[test]
+fn a_segment_cut_short_loses_only_its_unacknowledged_tail() {
+    let (disk, entries) = synced_log(4);
+    let contents = disk.contents(&segment_path(1)).expect("segment");
+    let last_frame = *frame_offsets(&contents).last().expect("frames");
+    // The file ends in the middle of its last frame, as a torn write would leave it.
+    disk.put(&segment_path(1), &contents[..last_frame + 30]);
+    let wal =
+        Wal::open(disk, Path::new("/replica/wal"), options()).expect("a torn tail is cut off");
+    assert_eq!(read_all(&wal), entries[..3].to_vec());
+}
+
+#[test]
+fn a_missing_directory_is_an_error_when_not_asked_to_create_it() {
+    let disk = Arc::new(SimDisk::new(1, Faults::default()));
+    let options = WalOptions { create_if_missing: false, ..options() };
+    let error = Wal::open(disk, Path::new("/nowhere/wal"), options).err().expect("reported");
+    assert!(error.to_string().contains("/nowhere/wal"), "{error}");
+}
+
+#[test]
+fn a_full_disk_is_an_error_and_nothing_acknowledged_is_lost() {
+    let disk =
+        Arc::new(SimDisk::new(1, Faults { capacity_bytes: Some(3 * 4096), ..Faults::default() }));
+    let dir = Path::new("/replica/wal");
+    let mut wal = Wal::open(disk.clone(), dir, options()).expect("open");
+    let mut acknowledged = Vec::new();
+    let mut failure = None;
+    for index in 1..=500 {
+        let entry = entry(index, 1, 100, index);
+        match wal.append(None, std::slice::from_ref(&entry)).and_then(|()| wal.sync()) {
+            Ok(()) => acknowledged.push(entry),
+            Err(error) => {
+                failure = Some(error);
+                break;
+            }
+        }
+    }
+    let error = failure.expect("the disk fills up");
+    assert!(error.to_string().contains("no space left"), "{error}");
+    disk.crash();
+    let wal = Wal::open(disk, dir, options()).expect("reopen");
+    assert_eq!(read_all(&wal), acknowledged);
+}
+
+#[test]
+fn a_failed_sync_poisons_the_log_until_it_is_reopened() {
+    let disk = Arc::new(SimDisk::new(1, Faults::default()));
+    let dir = Path::new("/replica/wal");
+    let mut wal = Wal::open(disk.clone(), dir, options()).expect("open");
+    wal.append(None, &[entry(1, 1, 10, 1)]).expect("append");
+    disk.set_faults(Faults { sync_error_per_million: 1_000_000, ..Faults::default() });
+    assert!(wal.sync().is_err());
+    disk.set_faults(Faults::default());
+    let error = wal.append(None, &[entry(2, 1, 10, 2)]).expect_err("poisoned");
+    assert!(matches!(error, WalError::Poisoned(_)), "{error}");
+}

@@ -35,8 +35,12 @@
 pub mod disk;
 pub mod frame;
 pub mod hard_state;
+pub mod snapshot;
 pub mod wal;
 
 pub use disk::{Disk, DiskFile, Faults, RealDisk, SimDisk};
 pub use hard_state::{DurableState, HardStateError, HardStateFile};
+pub use snapshot::{
+    SnapshotError, SnapshotFooter, SnapshotReader, SnapshotStore, SnapshotWriter, StoredSnapshot,
+};
 pub use wal::{Wal, WalError, WalOptions};

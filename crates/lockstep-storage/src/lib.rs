@@ -34,11 +34,13 @@
 
 pub mod disk;
 pub mod frame;
+pub mod group;
 pub mod hard_state;
 pub mod snapshot;
 pub mod wal;
 
 pub use disk::{Disk, DiskFile, Faults, RealDisk, SimDisk};
+pub use group::{AppendResult, BatchLimits, GroupCommit, PendingAppend};
 pub use hard_state::{DurableState, HardStateError, HardStateFile};
 pub use snapshot::{
     SnapshotError, SnapshotFooter, SnapshotReader, SnapshotStore, SnapshotWriter, StoredSnapshot,

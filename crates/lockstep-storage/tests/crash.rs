@@ -44,16 +44,32 @@ fn read_all(wal: &Wal) -> Vec<Entry> {
     wal.entries(wal.first_index(), wal.last_index(), u64::MAX).expect("entries read back")
 }
 
-/// Runs one seeded schedule; returns a description of the first violation.
-fn run(seed: u64, steps: usize) -> Result<usize, String> {
-    run_with(seed, steps, options())
+/// Opens the log; an injected I/O error while opening is retried after another crash, as an
+/// operator would restart the replica. Anything else is a finding.
+fn open_retrying(disk: &Arc<SimDisk>, dir: &Path, options: &WalOptions) -> Result<Wal, String> {
+    let mut attempts = 0;
+    loop {
+        match Wal::open(disk.clone(), dir, options.clone()) {
+            Ok(wal) => return Ok(wal),
+            Err(WalError::Io { .. }) if attempts < 50 => {
+                attempts += 1;
+                disk.crash();
+            }
+            Err(error) => return Err(error.to_string()),
+        }
+    }
 }
 
-fn run_with(seed: u64, steps: usize, options: WalOptions) -> Result<usize, String> {
-    let disk = Arc::new(SimDisk::new(seed, Faults::default()));
+/// Runs one seeded schedule; returns a description of the first violation.
+fn run(seed: u64, steps: usize) -> Result<usize, String> {
+    run_with(seed, steps, options(), Faults::default())
+}
+
+fn run_with(seed: u64, steps: usize, options: WalOptions, faults: Faults) -> Result<usize, String> {
+    let disk = Arc::new(SimDisk::new(seed, faults));
     let dir = Path::new("/replica/wal");
     let mut rng = SeededRng::new(seed ^ 0xC0FFEE);
-    let mut wal = Wal::open(disk.clone(), dir, options.clone()).map_err(|e| e.to_string())?;
+    let mut wal = open_retrying(&disk, dir, &options)?;
     // The log as of the last acknowledged sync, and the states after each unsynced append.
     let mut durable: Vec<Entry> = Vec::new();
     let mut candidates: Vec<Vec<Entry>> = vec![Vec::new()];
@@ -63,7 +79,9 @@ fn run_with(seed: u64, steps: usize, options: WalOptions) -> Result<usize, Strin
     let mut compacted_below = LogIndex(1);
     let mut crashes = 0;
     for _ in 0..steps {
-        match rng.range(0, 100) {
+        let mut crash_now = false;
+        let roll = rng.range(0, 100);
+        match roll {
             0..=49 => {
                 // Append a few entries, sometimes after truncating a suffix.
                 let next = current.last().map_or(compacted_below.get(), |e| e.index.get() + 1);
@@ -85,17 +103,25 @@ fn run_with(seed: u64, steps: usize, options: WalOptions) -> Result<usize, Strin
                         entry(start + offset, term, rng.range(1, 200) as usize, tag)
                     })
                     .collect();
-                wal.append(truncate, &batch).map_err(|e| format!("append: {e}"))?;
-                if let Some(from) = truncate {
+                if wal.append(truncate, &batch).is_err() {
+                    // An injected write error: nothing was acknowledged; restart.
+                    crash_now = true;
+                } else if let Some(from) = truncate {
                     current.retain(|e| e.index < from);
                 }
-                current.extend(batch);
-                candidates.push(current.clone());
+                if !crash_now {
+                    current.extend(batch);
+                    candidates.push(current.clone());
+                }
             }
             50..=74 => {
-                wal.sync().map_err(|e| format!("sync: {e}"))?;
-                durable = current.clone();
-                candidates = vec![durable.clone()];
+                if wal.sync().is_err() {
+                    // An injected sync error: what is on disk is unknown; restart.
+                    crash_now = true;
+                } else {
+                    durable = current.clone();
+                    candidates = vec![durable.clone()];
+                }
             }
             75..=84 => {
                 let got = read_all(&wal);
@@ -111,19 +137,26 @@ fn run_with(seed: u64, steps: usize, options: WalOptions) -> Result<usize, Strin
                 // Compact below a synced index (the caller's contract: committed and snapshotted).
                 if let Some(last) = durable.last() {
                     let below = LogIndex(rng.range(compacted_below.get(), last.index.get() + 1));
-                    wal.compact(below).map_err(|e| format!("compact: {e}"))?;
-                    compacted_below = compacted_below.max(LogIndex(wal.first_index().get()));
-                    let first = wal.first_index();
-                    for state in candidates.iter_mut().chain([&mut durable, &mut current]) {
-                        state.retain(|e| e.index >= first);
+                    if wal.compact(below).is_err() {
+                        // Removals not made durable may come back at the crash.
+                        crash_now = true;
+                    } else {
+                        compacted_below = compacted_below.max(wal.first_index());
+                        let first = wal.first_index();
+                        for state in candidates.iter_mut().chain([&mut durable, &mut current]) {
+                            state.retain(|e| e.index >= first);
+                        }
                     }
                 }
             }
-            _ => {
+            _ => crash_now = true,
+        }
+        if crash_now {
+            {
                 crashes += 1;
                 disk.crash();
-                wal = Wal::open(disk.clone(), dir, options.clone())
-                    .map_err(|e| format!("reopen after crash {crashes}: {e}"))?;
+                wal = open_retrying(&disk, dir, &options)
+                    .map_err(|error| format!("reopen after crash {crashes}: {error}"))?;
                 let recovered = read_all(&wal);
                 let first = wal.first_index();
                 let matches = candidates.iter().any(|candidate| {
@@ -177,10 +210,25 @@ fn the_log_survives_random_crashes_with_exactly_what_was_acknowledged() {
 #[test]
 fn the_crash_test_catches_a_log_that_acknowledges_unsynced_writes() {
     let broken = WalOptions { sabotage_skip_sync: true, ..options() };
-    let caught = (0..200).find_map(|seed| run_with(seed, 200, broken.clone()).err());
+    let caught =
+        (0..200).find_map(|seed| run_with(seed, 200, broken.clone(), Faults::default()).err());
     let violation = caught.expect("a log that never syncs must be caught");
     println!("{violation}");
     assert!(violation.contains("after crash") || violation.contains("corrupt"), "{violation}");
+}
+
+#[test]
+fn the_log_survives_write_and_sync_errors_as_crashes() {
+    let faults = Faults {
+        write_error_per_million: 20_000,
+        sync_error_per_million: 20_000,
+        capacity_bytes: None,
+    };
+    for seed in 0..seeds(2000) / 4 {
+        if let Err(violation) = run_with(seed, 200, options(), faults) {
+            panic!("seed {seed} with I/O errors: {violation}");
+        }
+    }
 }
 
 #[test]

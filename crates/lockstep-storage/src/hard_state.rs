@@ -90,7 +90,11 @@ impl HardStateFile {
             let path = path.to_path_buf();
             move |source| HardStateError::Io { operation, path, source }
         };
-        let file = disk.open(path, true).map_err(io_error("open"))?;
+        let file = match disk.open(path, false) {
+            Ok(file) => file,
+            Err(error) if error.kind() == io::ErrorKind::NotFound => create(disk.as_ref(), path)?,
+            Err(error) => return Err(io_error("open")(error)),
+        };
         let len = file.len().map_err(io_error("read"))?;
         let mut best: Option<(u64, DurableState)> = None;
         for slot in 0..2u64 {
@@ -106,10 +110,8 @@ impl HardStateFile {
                 }
             }
         }
-        let (sequence, state) = match best {
-            Some(found) => found,
-            None if len == 0 => (0, DurableState::default()),
-            None => return Err(HardStateError::Corrupt { path: path.to_path_buf() }),
+        let Some((sequence, state)) = best else {
+            return Err(HardStateError::Corrupt { path: path.to_path_buf() });
         };
         Ok(HardStateFile { path: path.to_path_buf(), file, sequence, state })
     }
@@ -138,6 +140,27 @@ impl HardStateFile {
         self.state = state.clone();
         Ok(())
     }
+}
+
+/// Creates the file holding the default state (sequence 0): written under a temporary name,
+/// synced, renamed into place and the directory synced, so that neither a crash nor a torn
+/// first store can leave a file with no valid copy.
+fn create(disk: &dyn Disk, path: &Path) -> Result<Box<dyn DiskFile>, HardStateError> {
+    let temporary = path.with_extension("tmp");
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let io_error = |operation, path: &Path| {
+        let path = path.to_path_buf();
+        move |source| HardStateError::Io { operation, path, source }
+    };
+    let body = postcard::to_stdvec(&DurableState::default())
+        .map_err(|_| HardStateError::TooLarge { bytes: 0 })?;
+    let frame = encode_frame(FrameKind::HardState, 0, &body);
+    let mut file = disk.open(&temporary, true).map_err(io_error("create", &temporary))?;
+    file.write_at(0, &frame).map_err(io_error("write", &temporary))?;
+    file.sync_data().map_err(io_error("sync", &temporary))?;
+    disk.rename(&temporary, path).map_err(io_error("rename", &temporary))?;
+    disk.sync_dir(dir).map_err(io_error("sync", dir))?;
+    Ok(file)
 }
 
 fn decode_slot(bytes: &[u8]) -> Option<(u64, DurableState)> {
@@ -177,7 +200,6 @@ mod tests {
             disk.create_dir_all(dir).expect("dir");
             let path = dir.join("hard-state");
             let mut file = HardStateFile::open(disk.clone(), &path).expect("open");
-            disk.sync_dir(dir).expect("sync dir");
             file.store(&state(1)).expect("store");
             file.store(&state(2)).expect("store");
             // The third store's write is torn by a crash before its sync.
@@ -193,6 +215,41 @@ mod tests {
             let term = recovered.state().hard_state.term;
             assert!(term == Term(2) || term == Term(3), "seed {seed}: got term {term}");
         }
+    }
+
+    #[test]
+    fn a_crash_during_the_first_store_leaves_the_default_state() {
+        for seed in 0..100 {
+            let disk = Arc::new(SimDisk::new(seed, Faults::default()));
+            disk.create_dir_all(Path::new("/r")).expect("dir");
+            let path = Path::new("/r/hard-state");
+            let mut file = HardStateFile::open(disk.clone(), path).expect("open");
+            // The first store, torn or lost by a crash before its sync completes.
+            let frame = encode_frame(
+                FrameKind::HardState,
+                1,
+                &postcard::to_stdvec(&state(1)).expect("encode"),
+            );
+            let mut raw = disk.open(path, false).expect("open");
+            raw.write_at(SLOT_BYTES, &frame).expect("write");
+            drop(file.state());
+            disk.crash();
+            file = HardStateFile::open(disk.clone(), path).expect("a valid copy survives");
+            let term = file.state().hard_state.term;
+            assert!(term == Term(0) || term == Term(1), "seed {seed}: term {term}");
+        }
+    }
+
+    #[test]
+    fn a_stored_state_survives_a_crash_right_after_creation() {
+        let disk = Arc::new(SimDisk::new(3, Faults::default()));
+        disk.create_dir_all(Path::new("/r")).expect("dir");
+        let path = Path::new("/r/hard-state");
+        let mut file = HardStateFile::open(disk.clone(), path).expect("open");
+        file.store(&state(5)).expect("store");
+        disk.crash();
+        let file = HardStateFile::open(disk, path).expect("reopen");
+        assert_eq!(file.state().hard_state.term, Term(5), "the file's name was made durable");
     }
 
     #[test]

@@ -13,9 +13,10 @@
 //! before the next one is started. So a bad frame is corruption if a later valid frame records
 //! it as synced, or if it lies in any segment but the last; then opening fails with an error
 //! naming the file, the offset and the entries affected. Otherwise it, and anything after it,
-//! was never synced, never acknowledged, and is cut off. The one case no log can tell apart is
-//! damage to the very last synced frame with nothing written after it; the hard state's commit
-//! index lets the replica notice when that loses committed entries.
+//! was never synced, never acknowledged, and is cut off. What no log of this kind can tell
+//! apart from a torn write is damage to the frames of the last synced batch when nothing was
+//! written after them; [`Wal::open_holding`] takes the hard state's commit index so that such
+//! damage is reported, never silently cut, when it would lose committed entries.
 
 use std::collections::{BTreeSet, VecDeque};
 use std::fmt;
@@ -191,6 +192,21 @@ pub struct Wal {
     poisoned: Option<String>,
 }
 
+impl fmt::Debug for Wal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Wal")
+            .field("dir", &self.dir)
+            .field("first_index", &self.first_index)
+            .field("last_index", &self.last_index())
+            .field(
+                "segments",
+                &self.segments.iter().map(|segment| segment.number).collect::<Vec<_>>(),
+            )
+            .field("poisoned", &self.poisoned)
+            .finish()
+    }
+}
+
 fn segment_name(number: u64) -> String {
     format!("wal-{number:020}.seg")
 }
@@ -202,6 +218,19 @@ fn parse_segment_name(name: &str) -> Option<u64> {
 impl Wal {
     /// Opens the log in `dir` (creating it if allowed and missing), recovering what is there.
     pub fn open(disk: Arc<dyn Disk>, dir: &Path, options: WalOptions) -> Result<Wal, WalError> {
+        Wal::open_holding(disk, dir, options, LogIndex::ZERO)
+    }
+
+    /// Opens the log like [`Wal::open`], and fails with [`WalError::Corrupt`] (changing
+    /// nothing) if it would end below `must_hold_through`: pass the hard state's commit index,
+    /// so that damage recovery cannot tell from a torn write still never loses committed
+    /// entries silently.
+    pub fn open_holding(
+        disk: Arc<dyn Disk>,
+        dir: &Path,
+        options: WalOptions,
+        must_hold_through: LogIndex,
+    ) -> Result<Wal, WalError> {
         let minimum = 2 * FRAME_HEADER_BYTES as u64 + 256;
         if options.segment_bytes < minimum || options.frame_bytes_max == 0 {
             return Err(WalError::Invalid(format!(
@@ -212,6 +241,9 @@ impl Wal {
             Ok(names) => names,
             Err(error) if error.kind() == io::ErrorKind::NotFound && options.create_if_missing => {
                 disk.create_dir_all(dir).map_err(io_error("create directory", dir))?;
+                if let Some(parent) = dir.parent() {
+                    disk.sync_dir(parent).map_err(io_error("sync", parent))?;
+                }
                 Vec::new()
             }
             Err(error) => return Err(io_error("list the log directory", dir)(error)),
@@ -247,20 +279,55 @@ impl Wal {
             return Ok(wal);
         }
         let count = numbers.len();
+        let mut torn_tail = None;
         for (position, number) in numbers.into_iter().enumerate() {
-            wal.recover_segment(number, position == 0, position + 1 == count)?;
+            torn_tail = wal.recover_segment(number, position == 0, position + 1 == count)?;
+        }
+        if wal.last_index_if_any().unwrap_or(wal.first_index.prev()) < must_hold_through {
+            let (path, offset) = torn_tail.clone().unwrap_or_else(|| {
+                (wal.segments.last().map(|s| s.path.clone()).unwrap_or_default(), wal.write_offset)
+            });
+            return Err(WalError::Corrupt {
+                path,
+                offset,
+                detail: format!(
+                    "the log ends at {} but entries through {must_hold_through} were committed",
+                    wal.last_index()
+                ),
+                intact_through: wal.last_index_if_any(),
+                found_again_from: None,
+            });
+        }
+        if let Some((path, offset)) = torn_tail {
+            // Cut off the torn write and zero what it left, so nothing of it is read again.
+            let segment =
+                wal.segments.last_mut().ok_or_else(|| WalError::Invalid("no segment".into()))?;
+            let len = segment.file.len().map_err(io_error("read the length of", &path))?;
+            let zeros = vec![0u8; len.saturating_sub(offset) as usize];
+            segment
+                .file
+                .write_at(offset, &zeros)
+                .map_err(io_error("zero the torn tail of", &path))?;
         }
         // What survived a process crash may still sit in the page cache: make it durable
         // before anything counts it as synced.
         for segment in &mut wal.segments {
             segment.file.sync_data().map_err(io_error("sync", &segment.path))?;
         }
+        // Likewise a segment's name (a crash between its rename and the directory sync).
+        wal.disk.sync_dir(&wal.dir).map_err(io_error("sync", &wal.dir))?;
         wal.synced_through = wal.next_sequence - 1;
         Ok(wal)
     }
 
-    /// Reads one segment back, adding its records to the log.
-    fn recover_segment(&mut self, number: u64, first: bool, last: bool) -> Result<(), WalError> {
+    /// Reads one segment back, adding its records to the log. Returns where a torn tail
+    /// starts, if the segment has one.
+    fn recover_segment(
+        &mut self,
+        number: u64,
+        first: bool,
+        last: bool,
+    ) -> Result<Option<(PathBuf, u64)>, WalError> {
         let path = self.dir.join(segment_name(number));
         let file = self.disk.open(&path, false).map_err(io_error("open", &path))?;
         let len = file.len().map_err(io_error("read the length of", &path))?;
@@ -331,18 +398,7 @@ impl Wal {
         }
         self.segments.push(Segment { number, path: path.clone(), file });
         self.write_offset = offset;
-        if last && torn {
-            // Cut off the torn write and zero what it left, so nothing of it is read again.
-            let zeros = vec![0u8; (len - offset) as usize];
-            let segment =
-                self.segments.last_mut().ok_or_else(|| WalError::Invalid("no segment".into()))?;
-            segment
-                .file
-                .write_at(offset, &zeros)
-                .map_err(io_error("zero the torn tail of", &path))?;
-            segment.file.sync_data().map_err(io_error("sync", &path))?;
-        }
-        Ok(())
+        Ok((last && torn).then_some((path, offset)))
     }
 
     /// The frame at `offset` if it is a complete, checksummed record frame with the expected
@@ -445,9 +501,11 @@ impl Wal {
             }
             None => self.next_index(),
         };
-        for entry in entries {
-            let empty = truncate_from.is_none() && self.locations.is_empty();
-            if entry.index != next && !empty {
+        for (position, entry) in entries.iter().enumerate() {
+            // Only the first entry of an empty log may start anywhere.
+            let starts_empty_log =
+                position == 0 && truncate_from.is_none() && self.locations.is_empty();
+            if entry.index != next && !starts_empty_log {
                 return Err(WalError::Invalid(format!(
                     "entry {} does not follow index {}",
                     entry.index,
@@ -578,32 +636,57 @@ impl Wal {
         self.sync()?;
         let path = self.dir.join(segment_name(number));
         let temporary = self.dir.join(format!("{}.tmp", segment_name(number)));
-        let mut file = self.disk.open(&temporary, true).map_err(io_error("create", &temporary))?;
-        let zeros = vec![0u8; (1 << 20).min(self.options.segment_bytes as usize)];
-        let mut written = 0u64;
-        while written < self.options.segment_bytes {
-            let chunk = (self.options.segment_bytes - written).min(zeros.len() as u64) as usize;
-            file.write_at(written, &zeros[..chunk]).map_err(io_error("preallocate", &temporary))?;
-            written += chunk as u64;
-        }
         let header = SegmentHeader {
             number,
             first_sequence: self.next_sequence,
             next_index: self.next_index(),
         };
         let frame = encode_frame(FrameKind::SegmentHeader, 0, &encode(&header)?);
-        file.write_at(0, &frame).map_err(io_error("write the header of", &temporary))?;
-        file.sync_data().map_err(io_error("sync", &temporary))?;
-        self.disk.rename(&temporary, &path).map_err(io_error("rename", &temporary))?;
-        self.disk.sync_dir(&self.dir).map_err(io_error("sync", &self.dir))?;
+        let file = self.prepare_segment(&temporary, &frame).inspect_err(|_| {
+            // Best effort: a leftover temporary file is removed at the next open anyway.
+            let _ = self.disk.remove(&temporary);
+        })?;
+        // Once the name is in place the segment is part of the log: a failure from here on
+        // leaves the directory in an unknown state, so the log is poisoned.
+        let placed = self
+            .disk
+            .rename(&temporary, &path)
+            .map_err(io_error("rename", &temporary))
+            .and_then(|()| self.disk.sync_dir(&self.dir).map_err(io_error("sync", &self.dir)));
+        if let Err(error) = placed {
+            self.poisoned = Some(error.to_string());
+            return Err(error);
+        }
         self.segments.push(Segment { number, path, file });
         self.write_offset = frame.len() as u64;
         Ok(())
     }
 
+    /// Creates, zero-fills and writes the header of a new segment under a temporary name.
+    fn prepare_segment(
+        &self,
+        temporary: &Path,
+        header: &[u8],
+    ) -> Result<Box<dyn DiskFile>, WalError> {
+        let mut file = self.disk.open(temporary, true).map_err(io_error("create", temporary))?;
+        let zeros = vec![0u8; (1 << 20).min(self.options.segment_bytes as usize)];
+        let mut written = 0u64;
+        while written < self.options.segment_bytes {
+            let chunk = (self.options.segment_bytes - written).min(zeros.len() as u64) as usize;
+            file.write_at(written, &zeros[..chunk]).map_err(io_error("preallocate", temporary))?;
+            written += chunk as u64;
+        }
+        file.write_at(0, header).map_err(io_error("write the header of", temporary))?;
+        file.sync_data().map_err(io_error("sync", temporary))?;
+        Ok(file)
+    }
+
     /// Deletes every segment all of whose entries are below `index` (never the one being
     /// written). Only compact below what is committed and captured by a durable snapshot.
     pub fn compact(&mut self, index: LogIndex) -> Result<(), WalError> {
+        // Which segments hold live entries depends on truncations that may not be durable yet:
+        // make them durable first, or a crash could bring back entries whose segment is gone.
+        self.sync()?;
         let Some(active) = self.segments.last().map(|segment| segment.number) else {
             return Ok(());
         };
@@ -682,11 +765,13 @@ impl Wal {
         let to = to.min(self.last_index());
         let cache_first = self.cache.front().map(|entry| entry.index);
         while index <= to {
-            let entry = match cache_first {
-                Some(first) if index >= first => {
-                    self.cache[(index.get() - first.get()) as usize].clone()
-                }
-                _ => self.read_entry(index)?,
+            let cached = cache_first
+                .and_then(|first| index.get().checked_sub(first.get()))
+                .and_then(|offset| self.cache.get(offset as usize))
+                .filter(|entry| entry.index == index);
+            let entry = match cached {
+                Some(entry) => entry.clone(),
+                None => self.read_entry(index)?,
             };
             bytes += entry.size_bytes();
             if !out.is_empty() && bytes > bytes_max {

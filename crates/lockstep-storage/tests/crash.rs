@@ -159,6 +159,12 @@ fn run_with(seed: u64, steps: usize, options: WalOptions, faults: Faults) -> Res
                     .map_err(|error| format!("reopen after crash {crashes}: {error}"))?;
                 let recovered = read_all(&wal);
                 let first = wal.first_index();
+                if first > compacted_below {
+                    return Err(format!(
+                        "after crash {crashes} the log starts at {first}, but only entries below \
+                         {compacted_below} were compacted"
+                    ));
+                }
                 let matches = candidates.iter().any(|candidate| {
                     let trimmed: Vec<&Entry> =
                         candidate.iter().filter(|e| e.index >= first).collect();
@@ -229,6 +235,54 @@ fn the_log_survives_write_and_sync_errors_as_crashes() {
             panic!("seed {seed} with I/O errors: {violation}");
         }
     }
+}
+
+#[test]
+fn compaction_after_an_unsynced_truncation_keeps_the_synced_entries() {
+    // Entries 1..=60 synced across several segments; then a truncation back into an older
+    // segment, not yet synced, and a compaction below an index that now lives in the newest
+    // segment. A crash must not lose synced entries that were never compacted.
+    let disk = Arc::new(SimDisk::new(5, Faults::default()));
+    let dir = Path::new("/replica/wal");
+    let mut wal = Wal::open(disk.clone(), dir, options()).expect("open");
+    let entries: Vec<Entry> = (1..=60).map(|index| entry(index, 1, 150, index)).collect();
+    for chunk in entries.chunks(4) {
+        wal.append(None, chunk).expect("append");
+    }
+    wal.sync().expect("sync");
+    wal.append(Some(LogIndex(5)), &[entry(5, 2, 10, 1000), entry(6, 2, 10, 1001)])
+        .expect("truncate");
+    wal.compact(LogIndex(5)).expect("compact");
+    disk.crash();
+    let wal = Wal::open(disk, dir, options()).expect("reopen");
+    assert!(wal.first_index() <= LogIndex(5), "the log starts at {}", wal.first_index());
+    assert_eq!(wal.last_index(), LogIndex(6), "the truncation was made durable by the compaction");
+}
+
+#[test]
+fn opening_below_the_committed_index_is_reported_not_cut() {
+    let (disk, _) = synced_log(5);
+    // The last synced frame is damaged and nothing was written after it: alone, that looks
+    // like a torn write. The committed index says otherwise.
+    let contents = disk.contents(&segment_path(1)).expect("segment");
+    let last_frame = *frame_offsets(&contents).last().expect("frames");
+    disk.flip_bit(&segment_path(1), last_frame as u64 + 40, 4).expect("flip");
+    let error = Wal::open_holding(disk.clone(), Path::new("/replica/wal"), options(), LogIndex(5))
+        .expect_err("reported");
+    assert!(error.to_string().contains("committed"), "{error}");
+    // Nothing was cut: with the bit restored the log is whole again.
+    disk.flip_bit(&segment_path(1), last_frame as u64 + 40, 4).expect("flip back");
+    let wal =
+        Wal::open_holding(disk, Path::new("/replica/wal"), options(), LogIndex(5)).expect("whole");
+    assert_eq!(wal.last_index(), LogIndex(5));
+}
+
+#[test]
+fn entries_that_skip_an_index_are_refused_even_in_an_empty_log() {
+    let disk = Arc::new(SimDisk::new(1, Faults::default()));
+    let mut wal = Wal::open(disk, Path::new("/replica/wal"), options()).expect("open");
+    let error = wal.append(None, &[entry(1, 1, 10, 1), entry(3, 1, 10, 3)]).expect_err("a gap");
+    assert!(matches!(error, WalError::Invalid(_)), "{error}");
 }
 
 #[test]

@@ -27,7 +27,7 @@ pub trait Disk: Send + Sync {
 }
 
 /// An open file.
-pub trait DiskFile: Send {
+pub trait DiskFile: Send + std::fmt::Debug {
     /// Fills `buf` from `offset`; an error if the file ends first.
     fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<()>;
     /// Writes all of `data` at `offset`.
@@ -50,6 +50,7 @@ pub trait DiskFile: Send {
 #[derive(Clone, Copy, Debug, Default)]
 pub struct RealDisk;
 
+#[derive(Debug)]
 struct RealFile(File);
 
 impl Disk for RealDisk {
@@ -161,6 +162,7 @@ pub struct SimDisk {
     state: Arc<Mutex<SimState>>,
 }
 
+#[derive(Debug)]
 struct SimFile {
     state: Arc<Mutex<SimState>>,
     inode: u64,

@@ -74,6 +74,7 @@ impl fmt::Display for HardStateError {
 impl std::error::Error for HardStateError {}
 
 /// The hard state file. See the module documentation.
+#[derive(Debug)]
 pub struct HardStateFile {
     path: PathBuf,
     file: Box<dyn DiskFile>,
@@ -223,7 +224,7 @@ mod tests {
             let disk = Arc::new(SimDisk::new(seed, Faults::default()));
             disk.create_dir_all(Path::new("/r")).expect("dir");
             let path = Path::new("/r/hard-state");
-            let mut file = HardStateFile::open(disk.clone(), path).expect("open");
+            HardStateFile::open(disk.clone(), path).expect("open");
             // The first store, torn or lost by a crash before its sync completes.
             let frame = encode_frame(
                 FrameKind::HardState,
@@ -232,9 +233,8 @@ mod tests {
             );
             let mut raw = disk.open(path, false).expect("open");
             raw.write_at(SLOT_BYTES, &frame).expect("write");
-            drop(file.state());
             disk.crash();
-            file = HardStateFile::open(disk.clone(), path).expect("a valid copy survives");
+            let file = HardStateFile::open(disk.clone(), path).expect("a valid copy survives");
             let term = file.state().hard_state.term;
             assert!(term == Term(0) || term == Term(1), "seed {seed}: term {term}");
         }
@@ -264,7 +264,7 @@ mod tests {
         let recovered = HardStateFile::open(disk.clone(), path).expect("the other copy");
         assert_eq!(recovered.state().hard_state.term, Term(1));
         disk.flip_bit(path, SLOT_BYTES + 30, 3).expect("flip in slot 1 (term 1)");
-        let error = HardStateFile::open(disk, path).err().expect("both damaged");
+        let error = HardStateFile::open(disk, path).expect_err("both damaged");
         assert!(error.to_string().contains("both copies"), "{error}");
     }
 

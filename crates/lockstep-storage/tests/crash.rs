@@ -328,9 +328,8 @@ fn a_flipped_bit_inside_the_log_is_reported_with_file_offset_and_entries() {
     let contents = disk.contents(&segment_path(1)).expect("segment");
     let second_frame = *frame_offsets(&contents).get(2).expect("three frames");
     disk.flip_bit(&segment_path(1), second_frame as u64 + 40, 2).expect("flip");
-    let error = Wal::open(disk, Path::new("/replica/wal"), options())
-        .err()
-        .expect("corruption is reported");
+    let error =
+        Wal::open(disk, Path::new("/replica/wal"), options()).expect_err("corruption is reported");
     match &error {
         WalError::Corrupt { offset, intact_through, found_again_from, .. } => {
             assert_eq!(*offset, second_frame as u64);
@@ -353,7 +352,7 @@ fn damage_in_a_complete_segment_is_reported() {
     let contents = disk.contents(&segment_path(1)).expect("segment 1");
     let last_frame = *frame_offsets(&contents).last().expect("frames");
     disk.flip_bit(&segment_path(1), last_frame as u64 + 30, 0).expect("flip");
-    let error = Wal::open(disk, Path::new("/replica/wal"), options()).err().expect("reported");
+    let error = Wal::open(disk, Path::new("/replica/wal"), options()).expect_err("reported");
     assert!(matches!(error, WalError::Corrupt { .. }), "{error}");
 }
 
@@ -385,7 +384,7 @@ fn a_bit_flipped_after_opening_is_caught_on_read() {
 fn a_latent_bad_sector_is_an_error_naming_the_file() {
     let (disk, _) = synced_log(3);
     disk.add_bad_sector(&segment_path(1), 100).expect("bad sector");
-    let error = Wal::open(disk, Path::new("/replica/wal"), options()).err().expect("reported");
+    let error = Wal::open(disk, Path::new("/replica/wal"), options()).expect_err("reported");
     assert!(error.to_string().contains("wal-00000000000000000001.seg"), "{error}");
 }
 
@@ -396,7 +395,7 @@ fn a_garbage_segment_is_reported() {
     let disk = Arc::new(SimDisk::new(1, Faults::default()));
     disk.create_dir_all(Path::new("/replica/wal")).expect("dir");
     disk.put(&segment_path(1), &[0xAB; 5000]);
-    let error = Wal::open(disk, Path::new("/replica/wal"), options()).err().expect("reported");
+    let error = Wal::open(disk, Path::new("/replica/wal"), options()).expect_err("reported");
     assert!(error.to_string().contains("segment header"), "{error}");
 }
 
@@ -416,7 +415,7 @@ fn a_segment_cut_short_loses_only_its_unacknowledged_tail() {
 fn a_missing_directory_is_an_error_when_not_asked_to_create_it() {
     let disk = Arc::new(SimDisk::new(1, Faults::default()));
     let options = WalOptions { create_if_missing: false, ..options() };
-    let error = Wal::open(disk, Path::new("/nowhere/wal"), options).err().expect("reported");
+    let error = Wal::open(disk, Path::new("/nowhere/wal"), options).expect_err("reported");
     assert!(error.to_string().contains("/nowhere/wal"), "{error}");
 }
 

@@ -131,9 +131,21 @@ fn write_batch(wal: &mut Wal, batch: &[Request]) -> Vec<AppendResult> {
         if group.is_empty() {
             return;
         }
-        let result = wal.append(None, merged).map_err(Arc::new);
-        for position in group.drain(..) {
-            outcomes[position] = result.clone();
+        match wal.append(None, merged) {
+            // Validation happens before anything is written: append the requests one by one
+            // so that only the bad one fails.
+            Err(WalError::Invalid(_)) => {
+                for position in group.drain(..) {
+                    let entries = &batch[position].entries;
+                    outcomes[position] = wal.append(None, entries).map_err(Arc::new);
+                }
+            }
+            result => {
+                let result = result.map_err(Arc::new);
+                for position in group.drain(..) {
+                    outcomes[position] = result.clone();
+                }
+            }
         }
         merged.clear();
     };
@@ -219,9 +231,11 @@ mod tests {
         let writer = GroupCommit::start(wal, BatchLimits::default()).expect("start");
         let good = writer.submit(None, vec![entry(1)]);
         let gap = writer.submit(None, vec![entry(5)]);
+        let inner_gap = writer.submit(None, vec![entry(2), entry(4)]);
         let good_again = writer.submit(None, vec![entry(2)]);
         assert!(good.wait().is_ok());
         assert!(gap.wait().is_err());
+        assert!(inner_gap.wait().is_err(), "a gap inside one request fails that request");
         assert!(good_again.wait().is_ok());
     }
 }

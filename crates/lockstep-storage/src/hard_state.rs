@@ -84,16 +84,23 @@ pub struct HardStateFile {
 }
 
 impl HardStateFile {
-    /// Opens (creating if missing) the file at `path` and reads the newest valid copy. A new
-    /// file holds the default state.
-    pub fn open(disk: Arc<dyn Disk>, path: &Path) -> Result<HardStateFile, HardStateError> {
+    /// Opens the file at `path` and reads the newest valid copy. A missing file is created
+    /// holding the default state only if `create_if_missing`: a replica that has run before
+    /// must never silently forget its term and vote.
+    pub fn open(
+        disk: Arc<dyn Disk>,
+        path: &Path,
+        create_if_missing: bool,
+    ) -> Result<HardStateFile, HardStateError> {
         let io_error = |operation| {
             let path = path.to_path_buf();
             move |source| HardStateError::Io { operation, path, source }
         };
         let file = match disk.open(path, false) {
             Ok(file) => file,
-            Err(error) if error.kind() == io::ErrorKind::NotFound => create(disk.as_ref(), path)?,
+            Err(error) if error.kind() == io::ErrorKind::NotFound && create_if_missing => {
+                create(disk.as_ref(), path)?
+            }
             Err(error) => return Err(io_error("open")(error)),
         };
         let len = file.len().map_err(io_error("read"))?;
@@ -122,7 +129,9 @@ impl HardStateFile {
         &self.state
     }
 
-    /// Stores `state` durably (written to the older slot and synced).
+    /// Stores `state` durably: written to one slot and synced, then to the other and synced,
+    /// so that after it returns both copies hold it, and damage to either one (a bit flip, a
+    /// bad sector) can never bring back an older term or vote.
     pub fn store(&mut self, state: &DurableState) -> Result<(), HardStateError> {
         let body = postcard::to_stdvec(state).map_err(|_| HardStateError::TooLarge { bytes: 0 })?;
         let sequence = self.sequence + 1;
@@ -130,13 +139,16 @@ impl HardStateFile {
         if frame.len() as u64 > SLOT_BYTES {
             return Err(HardStateError::TooLarge { bytes: frame.len() });
         }
-        let slot = sequence % 2;
         let io_error = |operation| {
             let path = self.path.clone();
             move |source| HardStateError::Io { operation, path, source }
         };
-        self.file.write_at(slot * SLOT_BYTES, &frame).map_err(io_error("write"))?;
-        self.file.sync_data().map_err(io_error("sync"))?;
+        // A crash during the first write leaves the other slot with the previous state (this
+        // one was never acknowledged); during the second, the first slot already has it.
+        for slot in [sequence % 2, (sequence + 1) % 2] {
+            self.file.write_at(slot * SLOT_BYTES, &frame).map_err(io_error("write"))?;
+            self.file.sync_data().map_err(io_error("sync"))?;
+        }
         self.sequence = sequence;
         self.state = state.clone();
         Ok(())
@@ -148,7 +160,10 @@ impl HardStateFile {
 /// first store can leave a file with no valid copy.
 fn create(disk: &dyn Disk, path: &Path) -> Result<Box<dyn DiskFile>, HardStateError> {
     let temporary = path.with_extension("tmp");
-    let dir = path.parent().unwrap_or(Path::new("."));
+    let dir = match path.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => parent,
+        _ => Path::new("."),
+    };
     let io_error = |operation, path: &Path| {
         let path = path.to_path_buf();
         move |source| HardStateError::Io { operation, path, source }
@@ -200,7 +215,7 @@ mod tests {
             let dir = Path::new("/r");
             disk.create_dir_all(dir).expect("dir");
             let path = dir.join("hard-state");
-            let mut file = HardStateFile::open(disk.clone(), &path).expect("open");
+            let mut file = HardStateFile::open(disk.clone(), &path, true).expect("open");
             file.store(&state(1)).expect("store");
             file.store(&state(2)).expect("store");
             // The third store's write is torn by a crash before its sync.
@@ -212,7 +227,7 @@ mod tests {
             let mut raw = disk.open(&path, false).expect("open");
             raw.write_at(SLOT_BYTES, &frame).expect("write");
             disk.crash();
-            let recovered = HardStateFile::open(disk.clone(), &path).expect("recover");
+            let recovered = HardStateFile::open(disk.clone(), &path, true).expect("recover");
             let term = recovered.state().hard_state.term;
             assert!(term == Term(2) || term == Term(3), "seed {seed}: got term {term}");
         }
@@ -224,7 +239,7 @@ mod tests {
             let disk = Arc::new(SimDisk::new(seed, Faults::default()));
             disk.create_dir_all(Path::new("/r")).expect("dir");
             let path = Path::new("/r/hard-state");
-            HardStateFile::open(disk.clone(), path).expect("open");
+            HardStateFile::open(disk.clone(), path, true).expect("open");
             // The first store, torn or lost by a crash before its sync completes.
             let frame = encode_frame(
                 FrameKind::HardState,
@@ -234,7 +249,8 @@ mod tests {
             let mut raw = disk.open(path, false).expect("open");
             raw.write_at(SLOT_BYTES, &frame).expect("write");
             disk.crash();
-            let file = HardStateFile::open(disk.clone(), path).expect("a valid copy survives");
+            let file =
+                HardStateFile::open(disk.clone(), path, true).expect("a valid copy survives");
             let term = file.state().hard_state.term;
             assert!(term == Term(0) || term == Term(1), "seed {seed}: term {term}");
         }
@@ -245,27 +261,36 @@ mod tests {
         let disk = Arc::new(SimDisk::new(3, Faults::default()));
         disk.create_dir_all(Path::new("/r")).expect("dir");
         let path = Path::new("/r/hard-state");
-        let mut file = HardStateFile::open(disk.clone(), path).expect("open");
+        let mut file = HardStateFile::open(disk.clone(), path, true).expect("open");
         file.store(&state(5)).expect("store");
         disk.crash();
-        let file = HardStateFile::open(disk, path).expect("reopen");
+        let file = HardStateFile::open(disk, path, true).expect("reopen");
         assert_eq!(file.state().hard_state.term, Term(5), "the file's name was made durable");
     }
 
     #[test]
-    fn one_damaged_copy_is_survived_and_two_are_reported() {
+    fn one_damaged_copy_keeps_the_newest_state_and_two_are_reported() {
         let disk = Arc::new(SimDisk::new(1, Faults::default()));
         disk.create_dir_all(Path::new("/r")).expect("dir");
         let path = Path::new("/r/hard-state");
-        let mut file = HardStateFile::open(disk.clone(), path).expect("open");
+        let mut file = HardStateFile::open(disk.clone(), path, true).expect("open");
         file.store(&state(1)).expect("store");
         file.store(&state(2)).expect("store");
-        disk.flip_bit(path, 30, 3).expect("flip in slot 0 (term 2)");
-        let recovered = HardStateFile::open(disk.clone(), path).expect("the other copy");
-        assert_eq!(recovered.state().hard_state.term, Term(1));
-        disk.flip_bit(path, SLOT_BYTES + 30, 3).expect("flip in slot 1 (term 1)");
-        let error = HardStateFile::open(disk, path).expect_err("both damaged");
+        disk.flip_bit(path, 30, 3).expect("flip in slot 0");
+        let recovered = HardStateFile::open(disk.clone(), path, false).expect("the other copy");
+        assert_eq!(recovered.state().hard_state.term, Term(2), "never an older vote");
+        disk.flip_bit(path, SLOT_BYTES + 30, 3).expect("flip in slot 1");
+        let error = HardStateFile::open(disk, path, false).expect_err("both damaged");
         assert!(error.to_string().contains("both copies"), "{error}");
+    }
+
+    #[test]
+    fn a_missing_file_is_an_error_unless_creating() {
+        let disk = Arc::new(SimDisk::new(1, Faults::default()));
+        disk.create_dir_all(Path::new("/r")).expect("dir");
+        let error =
+            HardStateFile::open(disk, Path::new("/r/hard-state"), false).expect_err("missing");
+        assert!(error.to_string().contains("/r/hard-state"), "{error}");
     }
 
     #[test]
@@ -273,6 +298,6 @@ mod tests {
         let disk = Arc::new(SimDisk::new(1, Faults::default()));
         disk.create_dir_all(Path::new("/r")).expect("dir");
         disk.put(Path::new("/r/hard-state"), b"this is not a hard state file");
-        assert!(HardStateFile::open(disk, Path::new("/r/hard-state")).is_err());
+        assert!(HardStateFile::open(disk, Path::new("/r/hard-state"), true).is_err());
     }
 }

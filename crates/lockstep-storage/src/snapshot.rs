@@ -131,7 +131,9 @@ impl SnapshotStore {
     ) -> Result<SnapshotWriter, SnapshotError> {
         let path = self.dir.join(file_name(&meta));
         let temporary = self.dir.join(format!("{}.tmp", file_name(&meta)));
-        let file = self.disk.open(&temporary, true).map_err(io_error("create", &temporary))?;
+        let mut file = self.disk.open(&temporary, true).map_err(io_error("create", &temporary))?;
+        // A temporary file left by an earlier attempt must not lend this one its bytes.
+        file.set_len(0).map_err(io_error("truncate", &temporary))?;
         Ok(SnapshotWriter {
             disk: Arc::clone(&self.disk),
             dir: self.dir.clone(),
@@ -155,10 +157,16 @@ impl SnapshotStore {
             .filter_map(|name| parse_file_name(&name).map(|(index, term)| (index, term, name)))
             .collect();
         names.sort();
-        let Some((_, _, name)) = names.pop() else { return Ok(None) };
+        let Some((index, term, name)) = names.pop() else { return Ok(None) };
         let path = self.dir.join(name);
         let file = self.disk.open(&path, false).map_err(io_error("open", &path))?;
         let footer = read_footer(file.as_ref(), &path)?;
+        if (footer.meta.last_index.get(), footer.meta.last_term.get()) != (index, term) {
+            return Err(SnapshotError::Corrupt {
+                path,
+                detail: "its footer describes another snapshot than its name".to_string(),
+            });
+        }
         Ok(Some(StoredSnapshot { path, footer }))
     }
 
@@ -173,6 +181,7 @@ impl SnapshotStore {
             len: snapshot.footer.data_len,
             digest: snapshot.footer.digest,
             hasher: blake3::Hasher::new(),
+            failed: false,
         })
     }
 }
@@ -256,13 +265,17 @@ impl SnapshotWriter {
         tail.extend_from_slice(&self.written.to_le_bytes());
         let temporary = self.temporary.clone();
         self.file.write_at(self.written, &tail).map_err(io_error("write", &temporary))?;
+        self.file
+            .set_len(self.written + tail.len() as u64)
+            .map_err(io_error("truncate", &temporary))?;
         self.file.sync_data().map_err(io_error("sync", &temporary))?;
         self.disk.rename(&temporary, &self.path).map_err(io_error("rename", &temporary))?;
         self.disk.sync_dir(&self.dir).map_err(io_error("sync", &self.dir))?;
-        let keep = file_name(&self.meta);
+        let newest = (self.meta.last_index.get(), self.meta.last_term.get());
         let mut removed = false;
         for name in self.disk.list(&self.dir).map_err(io_error("list", &self.dir))? {
-            if parse_file_name(&name).is_some() && name != keep {
+            // Only older snapshots: a newer one (installed meanwhile) stays.
+            if parse_file_name(&name).is_some_and(|position| position < newest) {
                 let path = self.dir.join(&name);
                 self.disk.remove(&path).map_err(io_error("remove", &path))?;
                 removed = true;
@@ -283,10 +296,18 @@ pub struct SnapshotReader {
     len: u64,
     digest: [u8; 32],
     hasher: blake3::Hasher,
+    /// The digest did not match: every later read fails too.
+    failed: bool,
 }
 
 impl io::Read for SnapshotReader {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.failed {
+            return Err(io::Error::other(format!(
+                "snapshot {} is damaged: its data does not match its BLAKE3 digest",
+                self.path.display()
+            )));
+        }
         let remaining = self.len - self.position;
         if remaining == 0 {
             return Ok(0);
@@ -296,6 +317,7 @@ impl io::Read for SnapshotReader {
         self.hasher.update(&buf[..count]);
         self.position += count as u64;
         if self.position == self.len && *self.hasher.finalize().as_bytes() != self.digest {
+            self.failed = true;
             let error = SnapshotError::Corrupt {
                 path: self.path.clone(),
                 detail: "its data does not match its BLAKE3 digest".to_string(),
@@ -345,6 +367,19 @@ mod tests {
         let mut back = Vec::new();
         store.reader(&latest).expect("reader").read_to_end(&mut back).expect("intact");
         assert_eq!(back, data);
+    }
+
+    #[test]
+    fn a_retried_snapshot_does_not_inherit_a_failed_attempt_s_bytes() {
+        let disk = Arc::new(SimDisk::new(1, Faults::default()));
+        let store = SnapshotStore::open(disk.clone(), Path::new("/r/snapshots")).expect("open");
+        let mut abandoned = store.create(meta(10), Vec::new()).expect("create");
+        abandoned.write_all(&[1u8; 9000]).expect("write");
+        drop(abandoned);
+        let stored = write(&store, 10, &[2u8; 100]);
+        let mut back = Vec::new();
+        store.reader(&stored).expect("reader").read_to_end(&mut back).expect("intact");
+        assert_eq!(back, vec![2u8; 100]);
     }
 
     #[test]

@@ -30,7 +30,7 @@ use serde::{Deserialize, Serialize};
 use crate::disk::{Disk, DiskFile};
 use crate::frame::{
     align, body_matches, decode_header, decode_record, encode_frame, encode_record, is_zero,
-    FrameKind, FRAME_ALIGN, FRAME_HEADER_BYTES,
+    FrameKind, FRAME_ALIGN, FRAME_HEADER_BYTES, RECORD_HEADER_BYTES,
 };
 
 /// How the log is laid out and bounded.
@@ -212,7 +212,9 @@ fn segment_name(number: u64) -> String {
 }
 
 fn parse_segment_name(name: &str) -> Option<u64> {
-    name.strip_prefix("wal-")?.strip_suffix(".seg")?.parse().ok()
+    let number = name.strip_prefix("wal-")?.strip_suffix(".seg")?.parse().ok()?;
+    // Only the exact names this log writes.
+    (segment_name(number) == name).then_some(number)
 }
 
 impl Wal {
@@ -222,16 +224,18 @@ impl Wal {
     }
 
     /// Opens the log like [`Wal::open`], and fails with [`WalError::Corrupt`] (changing
-    /// nothing) if it would end below `must_hold_through`: pass the hard state's commit index,
-    /// so that damage recovery cannot tell from a torn write still never loses committed
-    /// entries silently.
+    /// nothing) if it would end below `must_hold_through`, so that damage recovery cannot
+    /// tell from a torn write never loses committed entries silently. Pass the highest index
+    /// this replica knows committed and not covered by a durable snapshot, from a hard state
+    /// stored only after the log writes it covers were synced (store the hard state after the
+    /// log's sync, not before).
     pub fn open_holding(
         disk: Arc<dyn Disk>,
         dir: &Path,
         options: WalOptions,
         must_hold_through: LogIndex,
     ) -> Result<Wal, WalError> {
-        let minimum = 2 * FRAME_HEADER_BYTES as u64 + 256;
+        let minimum = MINIMUM_SEGMENT_BYTES;
         if options.segment_bytes < minimum || options.frame_bytes_max == 0 {
             return Err(WalError::Invalid(format!(
                 "segment_bytes must be at least {minimum} and frame_bytes_max at least 1"
@@ -241,9 +245,11 @@ impl Wal {
             Ok(names) => names,
             Err(error) if error.kind() == io::ErrorKind::NotFound && options.create_if_missing => {
                 disk.create_dir_all(dir).map_err(io_error("create directory", dir))?;
-                if let Some(parent) = dir.parent() {
-                    disk.sync_dir(parent).map_err(io_error("sync", parent))?;
-                }
+                let parent = match dir.parent() {
+                    Some(parent) if !parent.as_os_str().is_empty() => parent,
+                    _ => Path::new("."),
+                };
+                disk.sync_dir(parent).map_err(io_error("sync", parent))?;
                 Vec::new()
             }
             Err(error) => return Err(io_error("list the log directory", dir)(error)),
@@ -275,6 +281,17 @@ impl Wal {
             poisoned: None,
         };
         if numbers.is_empty() {
+            if must_hold_through > LogIndex::ZERO {
+                return Err(WalError::Corrupt {
+                    path: dir.to_path_buf(),
+                    offset: 0,
+                    detail: format!(
+                        "the log is empty but entries through {must_hold_through} were committed"
+                    ),
+                    intact_through: None,
+                    found_again_from: None,
+                });
+            }
             wal.start_segment(1)?;
             return Ok(wal);
         }
@@ -331,6 +348,16 @@ impl Wal {
         let path = self.dir.join(segment_name(number));
         let file = self.disk.open(&path, false).map_err(io_error("open", &path))?;
         let len = file.len().map_err(io_error("read the length of", &path))?;
+        if len > self.options.segment_bytes.max(MINIMUM_SEGMENT_BYTES) * 2 {
+            let detail = format!("the segment is {len} bytes, far more than segments are");
+            return Err(WalError::Corrupt {
+                path,
+                offset: 0,
+                detail,
+                intact_through: self.last_index_if_any(),
+                found_again_from: None,
+            });
+        }
         let mut bytes = vec![0u8; len as usize];
         file.read_at(0, &mut bytes).map_err(io_error("read", &path))?;
         let corrupt =
@@ -354,6 +381,17 @@ impl Wal {
         let Some((frame, segment_header)) = header else {
             return Err(corrupt(self, 0, "the segment header is unreadable".to_string(), None));
         };
+        if segment_header.first_sequence == 0
+            || segment_header.first_sequence > VALUE_MAX
+            || segment_header.next_index.get() > VALUE_MAX
+        {
+            return Err(corrupt(
+                self,
+                0,
+                "the segment header holds impossible values".into(),
+                None,
+            ));
+        }
         if segment_header.number != number {
             return Err(corrupt(self, 0, "the segment header names another segment".into(), None));
         }
@@ -429,9 +467,10 @@ impl Wal {
                 if header.kind == FrameKind::Records
                     && header.sequence > self.next_sequence
                     && end <= bytes.len()
-                    && body_matches(&header, &bytes[start..end])
+                    // The cheap check first; the checksum only for a plausible candidate.
                     && synced_through(&bytes[start..end])
                         .is_some_and(|synced| synced >= self.next_sequence)
+                    && body_matches(&header, &bytes[start..end])
                 {
                     return Some(bytes[start..end].to_vec());
                 }
@@ -454,6 +493,9 @@ impl Wal {
                 .map_err(|error| format!("a record does not decode: {error}"))?;
             let offset = frame_offset + (FRAME_HEADER_BYTES + position) as u64;
             match record {
+                Record::Truncate(from) if from.get() > VALUE_MAX => {
+                    return Err(format!("a truncation from {from} is impossible"));
+                }
                 Record::Truncate(from) if from < self.first_index => {
                     // The truncated entries lay in segments since compacted away: the log
                     // restarts at `from`.
@@ -464,6 +506,9 @@ impl Wal {
                 }
                 Record::Truncate(from) => self.truncate_in_memory(from)?,
                 Record::Entry(entry) => {
+                    if entry.index.get() > VALUE_MAX || entry.term.get() > VALUE_MAX {
+                        return Err(format!("entry {} holds impossible values", entry.index));
+                    }
                     self.check_next(&entry)?;
                     let len = used as u32;
                     self.locations.push_back(Location { term: entry.term, segment, offset, len });
@@ -521,24 +566,58 @@ impl Wal {
         for entry in entries {
             records.push(encode(&Record::Entry(entry.clone()))?);
         }
+        // Group the records into frames, and check every frame fits in a segment, before
+        // writing any of them.
+        let mut frames: Vec<Vec<Vec<u8>>> = Vec::new();
         let mut pending: Vec<Vec<u8>> = Vec::new();
         let mut pending_bytes = 0u64;
-        let mut record_iter = records.into_iter().peekable();
-        let mut entry_iter = entries.iter();
-        let mut truncation_pending = truncate_from;
-        while let Some(record) = record_iter.next() {
+        for record in records {
+            if !pending.is_empty()
+                && pending_bytes + record.len() as u64 > self.options.frame_bytes_max
+            {
+                frames.push(std::mem::take(&mut pending));
+                pending_bytes = 0;
+            }
             pending_bytes += record.len() as u64;
             pending.push(record);
-            let full = record_iter.peek().is_some_and(|next| {
-                pending_bytes + next.len() as u64 > self.options.frame_bytes_max
-            });
-            if full || record_iter.peek().is_none() {
-                let batch = std::mem::take(&mut pending);
-                pending_bytes = 0;
-                self.write_frame(batch, &mut truncation_pending, &mut entry_iter)?;
+        }
+        if !pending.is_empty() {
+            frames.push(pending);
+        }
+        let room = self.options.segment_bytes - self.segment_header_bytes()?;
+        for frame in &frames {
+            let framed: u64 =
+                frame.iter().map(|record| (record.len() + RECORD_HEADER_BYTES) as u64).sum();
+            let bytes = align(FRAME_HEADER_BYTES as u64 + SYNCED_THROUGH_BYTES as u64 + framed);
+            if bytes > room {
+                return Err(WalError::Invalid(format!(
+                    "a {bytes}-byte write does not fit in a {}-byte segment",
+                    self.options.segment_bytes
+                )));
+            }
+        }
+        let mut entry_iter = entries.iter();
+        let mut truncation_pending = truncate_from;
+        for (position, frame) in frames.into_iter().enumerate() {
+            if let Err(error) = self.write_frame(frame, &mut truncation_pending, &mut entry_iter) {
+                if position > 0 && self.poisoned.is_none() {
+                    // Part of this append is written and applied: the caller cannot retry it.
+                    self.poisoned = Some(format!("an append failed half way: {error}"));
+                }
+                return Err(error);
             }
         }
         Ok(())
+    }
+
+    /// The bytes a segment's header frame takes, at most.
+    fn segment_header_bytes(&self) -> Result<u64, WalError> {
+        let header = SegmentHeader {
+            number: u64::MAX,
+            first_sequence: u64::MAX,
+            next_index: LogIndex(u64::MAX),
+        };
+        Ok(align((FRAME_HEADER_BYTES + encode(&header)?.len()) as u64))
     }
 
     /// Writes one frame of encoded records and applies them to the in-memory log.
@@ -558,14 +637,6 @@ impl Wal {
             offsets.push((start, body.len() - start));
         }
         let frame = encode_frame(FrameKind::Records, self.next_sequence, &body);
-        let header_bytes = align(FRAME_HEADER_BYTES as u64 * 2);
-        if frame.len() as u64 > self.options.segment_bytes - header_bytes {
-            return Err(WalError::Invalid(format!(
-                "a {}-byte write does not fit in a {}-byte segment",
-                frame.len(),
-                self.options.segment_bytes
-            )));
-        }
         if self.write_offset + frame.len() as u64 > self.options.segment_bytes {
             let number = self.segments.last().map_or(1, |segment| segment.number + 1);
             self.start_segment(number)?;
@@ -614,7 +685,7 @@ impl Wal {
         for number in numbers.into_iter().filter(|_| !self.options.sabotage_skip_sync) {
             let Some(segment) = self.segments.iter_mut().find(|segment| segment.number == number)
             else {
-                continue;
+                return Err(WalError::Invalid(format!("segment {number} was written but is gone")));
             };
             if let Err(source) = segment.file.sync_data() {
                 // After a failed fsync the kernel may have dropped the dirty pages: what is on
@@ -695,29 +766,25 @@ impl Wal {
             None if index >= self.next_index() => active,
             None => return Ok(()),
         };
-        let doomed: Vec<usize> = self
-            .segments
-            .iter()
-            .enumerate()
-            .filter(|(_, segment)| segment.number < keep_from)
-            .map(|(position, _)| position)
-            .collect();
-        if doomed.is_empty() {
-            return Ok(());
+        // Oldest first, one at a time, each removal made durable before the next: the log on
+        // disk never has a gap in its segments, and a failed removal is retried next time.
+        while self.segments.first().is_some_and(|segment| segment.number < keep_from) {
+            let (number, path) = match self.segments.first() {
+                Some(segment) => (segment.number, segment.path.clone()),
+                None => break,
+            };
+            self.disk.remove(&path).map_err(io_error("remove", &path))?;
+            self.disk.sync_dir(&self.dir).map_err(io_error("sync", &self.dir))?;
+            self.segments.remove(0);
+            self.unsynced.remove(&number);
+            while self.locations.front().is_some_and(|location| location.segment == number) {
+                self.locations.pop_front();
+                self.first_index = self.first_index.next();
+            }
+            while self.cache.front().is_some_and(|entry| entry.index < self.first_index) {
+                self.cache_pop_front();
+            }
         }
-        while self.locations.front().is_some_and(|location| location.segment < keep_from) {
-            self.locations.pop_front();
-            self.first_index = self.first_index.next();
-        }
-        while self.cache.front().is_some_and(|entry| entry.index < self.first_index) {
-            self.cache_pop_front();
-        }
-        let removed: Vec<Segment> = self.segments.drain(..doomed.len()).collect();
-        for segment in &removed {
-            self.disk.remove(&segment.path).map_err(io_error("remove", &segment.path))?;
-            self.unsynced.remove(&segment.number);
-        }
-        self.disk.sync_dir(&self.dir).map_err(io_error("sync", &self.dir))?;
         Ok(())
     }
 
@@ -860,6 +927,12 @@ impl Wal {
         }
     }
 }
+
+/// Segments smaller than this cannot hold a header and a useful frame.
+const MINIMUM_SEGMENT_BYTES: u64 = 2 * FRAME_HEADER_BYTES as u64 + 256;
+
+/// Sequence numbers, indexes and terms read from disk above this are impossible.
+const VALUE_MAX: u64 = u64::MAX / 2;
 
 /// A record frame's body starts with the `synced_through` its writer knew.
 const SYNCED_THROUGH_BYTES: usize = 8;

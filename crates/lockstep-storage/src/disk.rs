@@ -121,6 +121,11 @@ pub struct Faults {
     pub sync_error_per_million: u32,
     /// The disk holds at most this many bytes across all files (`None`: unbounded).
     pub capacity_bytes: Option<u64>,
+    /// At each crash, each file has this chance of one silently flipped bit in what it holds
+    /// (a disk that lies).
+    pub bit_flip_per_million: u32,
+    /// At each crash, each file has this chance of a sector that fails every later read.
+    pub bad_sector_per_million: u32,
 }
 
 const SECTOR_BYTES: u64 = 512;
@@ -136,6 +141,8 @@ struct Inode {
     unsynced: Vec<(u64, Vec<u8>)>,
     /// Sectors whose reads fail.
     bad_sectors: BTreeSet<u64>,
+    /// Bits flipped by injected faults.
+    flips: u64,
 }
 
 #[derive(Debug)]
@@ -230,6 +237,34 @@ impl SimDisk {
         state.names = state.durable_names.clone();
         let live: BTreeSet<u64> = state.names.values().copied().collect();
         state.inodes.retain(|id, _| live.contains(id));
+        // Latent faults surface at a crash, as if found by the restart.
+        let faults = state.faults;
+        let ids: Vec<u64> = state.inodes.keys().copied().collect();
+        for id in ids {
+            let flip = state.chance(faults.bit_flip_per_million);
+            let bad = state.chance(faults.bad_sector_per_million);
+            let len = state.inodes.get(&id).map_or(0, |inode| inode.current.len() as u64);
+            if len == 0 {
+                continue;
+            }
+            let offset = state.rng.range(0, len);
+            let bit = state.rng.range(0, 8) as u8;
+            if let Some(inode) = state.inodes.get_mut(&id) {
+                if flip {
+                    inode.current[offset as usize] ^= 1 << bit;
+                    inode.synced = inode.current.clone();
+                    inode.flips += 1;
+                }
+                if bad {
+                    inode.bad_sectors.insert(offset / SECTOR_BYTES);
+                }
+            }
+        }
+    }
+
+    /// How many bits the disk has flipped on its own so far.
+    pub fn bits_flipped(&self) -> u64 {
+        self.lock().inodes.values().map(|inode| inode.flips).sum()
     }
 
     /// Flips one bit of what `path` holds durably at `offset` (a disk that lies).

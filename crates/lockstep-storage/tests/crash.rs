@@ -232,6 +232,105 @@ fn the_crash_test_catches_a_log_that_acknowledges_unsynced_writes() {
     assert!(violation.contains("after crash") || violation.contains("corrupt"), "{violation}");
 }
 
+/// A run on a disk that lies: bits flip and sectors go bad at crashes. Reopening (bounded by
+/// the lowest last index any acceptable state has, as a replica bounds it by its commit index)
+/// and reading everything back must either report the damage or give a log that is a prefix
+/// of an acceptable state, never wrong entries. Returns whether damage was reported.
+fn run_on_a_lying_disk(seed: u64) -> Result<bool, String> {
+    let faults = Faults {
+        bit_flip_per_million: 40_000,
+        bad_sector_per_million: 10_000,
+        ..Faults::default()
+    };
+    let disk = Arc::new(SimDisk::new(seed, faults));
+    let dir = Path::new("/replica/wal");
+    let mut rng = SeededRng::new(seed ^ 0xBAD);
+    let mut wal = match Wal::open(disk.clone(), dir, options()) {
+        Ok(wal) => wal,
+        Err(_) => return Ok(true),
+    };
+    let mut current: Vec<Entry> = Vec::new();
+    let mut candidates: Vec<Vec<Entry>> = vec![Vec::new()];
+    let mut tag = 0;
+    for _ in 0..150 {
+        match rng.range(0, 10) {
+            0..=5 => {
+                let next = current.last().map_or(1, |e| e.index.get() + 1);
+                let batch: Vec<Entry> = (0..rng.range(1, 4))
+                    .map(|offset| {
+                        tag += 1;
+                        entry(next + offset, 1, rng.range(1, 150) as usize, tag)
+                    })
+                    .collect();
+                if wal.append(None, &batch).is_err() {
+                    return Ok(true);
+                }
+                for entry in batch {
+                    current.push(entry);
+                    candidates.push(current.clone());
+                }
+            }
+            6..=8 => {
+                if wal.sync().is_err() {
+                    return Ok(true);
+                }
+                candidates = vec![current.clone()];
+            }
+            _ => {
+                disk.crash();
+                let bound = candidates
+                    .iter()
+                    .map(|c| c.last().map_or(0, |e| e.index.get()))
+                    .min()
+                    .unwrap_or(0);
+                wal = match Wal::open_holding(disk.clone(), dir, options(), LogIndex(bound)) {
+                    Ok(wal) => wal,
+                    Err(WalError::Corrupt { .. } | WalError::Io { .. }) => return Ok(true),
+                    Err(error) => return Err(format!("unexpected error: {error}")),
+                };
+                let recovered = if wal.last_index() < wal.first_index() {
+                    Vec::new()
+                } else {
+                    match wal.entries(wal.first_index(), wal.last_index(), u64::MAX) {
+                        Ok(entries) => entries,
+                        Err(WalError::Corrupt { .. } | WalError::Io { .. }) => return Ok(true),
+                        Err(error) => return Err(format!("unexpected error: {error}")),
+                    }
+                };
+                let prefix_of_candidate = candidates.iter().any(|candidate| {
+                    recovered.len() <= candidate.len()
+                        && candidate.iter().zip(&recovered).all(|(a, b)| a == b)
+                });
+                if !prefix_of_candidate || (recovered.len() as u64) < bound {
+                    return Err(format!(
+                        "a lying disk went unnoticed: recovered {} entries, at least {bound} were synced",
+                        recovered.len()
+                    ));
+                }
+                current = recovered;
+                candidates = vec![current.clone()];
+            }
+        }
+    }
+    Ok(false)
+}
+
+#[test]
+fn a_lying_disk_is_reported_never_believed() {
+    let mut reported = 0;
+    for seed in 0..seeds(2000) / 4 {
+        match run_on_a_lying_disk(seed) {
+            Ok(true) => reported += 1,
+            Ok(false) => {}
+            Err(violation) => panic!("seed {seed} on a lying disk: {violation}"),
+        }
+    }
+    let runs = seeds(2000) / 4;
+    println!("damage reported in {reported} of {runs} runs");
+    assert!(reported > 0, "the faults must bite");
+    assert!(reported < runs, "some runs must recover through crashes despite the faults");
+}
+
 #[test]
 fn the_log_survives_crashes_with_appends_split_across_frames() {
     let small_frames = WalOptions { frame_bytes_max: 300, ..options() };
@@ -247,7 +346,7 @@ fn the_log_survives_write_and_sync_errors_as_crashes() {
     let faults = Faults {
         write_error_per_million: 20_000,
         sync_error_per_million: 20_000,
-        capacity_bytes: None,
+        ..Faults::default()
     };
     for seed in 0..seeds(2000) / 4 {
         if let Err(violation) = run_with(seed, 200, options(), faults) {

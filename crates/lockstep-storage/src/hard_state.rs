@@ -13,6 +13,7 @@ use lockstep_core::{HardState, Membership};
 use serde::{Deserialize, Serialize};
 
 use crate::disk::{Disk, DiskFile};
+use crate::error::{io_failure, IoFailure};
 use crate::frame::{body_matches, decode_header, encode_frame, FrameKind, FRAME_HEADER_BYTES};
 
 /// Bytes per slot: a copy must fit in one.
@@ -32,14 +33,7 @@ pub struct DurableState {
 #[derive(Debug)]
 pub enum HardStateError {
     /// An I/O operation failed.
-    Io {
-        /// What was being done.
-        operation: &'static str,
-        /// The file.
-        path: PathBuf,
-        /// The error.
-        source: io::Error,
-    },
+    Io(IoFailure),
     /// Neither copy is readable.
     Corrupt {
         /// The file.
@@ -55,9 +49,7 @@ pub enum HardStateError {
 impl fmt::Display for HardStateError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            HardStateError::Io { operation, path, source } => {
-                write!(f, "cannot {operation} the hard state file {}: {source}", path.display())
-            }
+            HardStateError::Io(failure) => write!(f, "hard state: {failure}"),
             HardStateError::Corrupt { path } => write!(
                 f,
                 "both copies of the hard state in {} are damaged; this replica cannot know its \
@@ -93,8 +85,8 @@ impl HardStateFile {
         create_if_missing: bool,
     ) -> Result<HardStateFile, HardStateError> {
         let io_error = |operation| {
-            let path = path.to_path_buf();
-            move |source| HardStateError::Io { operation, path, source }
+            let failure = io_failure(operation, path);
+            move |source| HardStateError::Io(failure(source))
         };
         let file = match disk.open(path, false) {
             Ok(file) => file,
@@ -140,8 +132,8 @@ impl HardStateFile {
             return Err(HardStateError::TooLarge { bytes: frame.len() });
         }
         let io_error = |operation| {
-            let path = self.path.clone();
-            move |source| HardStateError::Io { operation, path, source }
+            let failure = io_failure(operation, &self.path);
+            move |source| HardStateError::Io(failure(source))
         };
         // A crash during the first write leaves the other slot with the previous state (this
         // one was never acknowledged); during the second, the first slot already has it.
@@ -165,8 +157,8 @@ fn create(disk: &dyn Disk, path: &Path) -> Result<Box<dyn DiskFile>, HardStateEr
         _ => Path::new("."),
     };
     let io_error = |operation, path: &Path| {
-        let path = path.to_path_buf();
-        move |source| HardStateError::Io { operation, path, source }
+        let failure = io_failure(operation, path);
+        move |source| HardStateError::Io(failure(source))
     };
     let body = postcard::to_stdvec(&DurableState::default())
         .map_err(|_| HardStateError::TooLarge { bytes: 0 })?;

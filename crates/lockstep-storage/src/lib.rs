@@ -33,6 +33,7 @@
 #![deny(missing_docs)]
 
 pub mod disk;
+pub mod error;
 pub mod frame;
 pub mod group;
 pub mod hard_state;
@@ -40,6 +41,7 @@ pub mod snapshot;
 pub mod wal;
 
 pub use disk::{Disk, DiskFile, Faults, RealDisk, SimDisk};
+pub use error::IoFailure;
 pub use group::{AppendResult, BatchLimits, GroupCommit, PendingAppend};
 pub use hard_state::{DurableState, HardStateError, HardStateFile};
 pub use snapshot::{

@@ -19,6 +19,7 @@ use lockstep_core::SnapshotMeta;
 use serde::{Deserialize, Serialize};
 
 use crate::disk::{Disk, DiskFile};
+use crate::error::{io_failure, IoFailure};
 use crate::frame::{body_matches, decode_header, encode_frame, FrameKind, FRAME_HEADER_BYTES};
 
 /// A footer larger than this is not believed.
@@ -41,14 +42,7 @@ pub struct SnapshotFooter {
 #[derive(Debug)]
 pub enum SnapshotError {
     /// An I/O operation failed.
-    Io {
-        /// What was being done.
-        operation: &'static str,
-        /// The file or directory.
-        path: PathBuf,
-        /// The error.
-        source: io::Error,
-    },
+    Io(IoFailure),
     /// A snapshot file is damaged.
     Corrupt {
         /// The file.
@@ -61,9 +55,7 @@ pub enum SnapshotError {
 impl fmt::Display for SnapshotError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            SnapshotError::Io { operation, path, source } => {
-                write!(f, "cannot {operation} {}: {source}", path.display())
-            }
+            SnapshotError::Io(failure) => write!(f, "{failure}"),
             SnapshotError::Corrupt { path, detail } => {
                 write!(f, "snapshot {} is damaged: {detail}", path.display())
             }
@@ -80,8 +72,8 @@ impl From<SnapshotError> for io::Error {
 }
 
 fn io_error(operation: &'static str, path: &Path) -> impl FnOnce(io::Error) -> SnapshotError {
-    let path = path.to_path_buf();
-    move |source| SnapshotError::Io { operation, path, source }
+    let failure = io_failure(operation, path);
+    move |source| SnapshotError::Io(failure(source))
 }
 
 fn file_name(meta: &SnapshotMeta) -> String {

@@ -28,6 +28,7 @@ use lockstep_core::{Entry, LogIndex, Term};
 use serde::{Deserialize, Serialize};
 
 use crate::disk::{Disk, DiskFile};
+use crate::error::{io_failure, IoFailure};
 use crate::frame::{
     align, body_matches, decode_header, decode_record, encode_frame, encode_record, is_zero,
     FrameKind, FRAME_ALIGN, FRAME_HEADER_BYTES, RECORD_HEADER_BYTES,
@@ -67,14 +68,7 @@ impl Default for WalOptions {
 #[derive(Debug)]
 pub enum WalError {
     /// An I/O operation failed.
-    Io {
-        /// What was being done.
-        operation: &'static str,
-        /// On which file or directory.
-        path: PathBuf,
-        /// The error.
-        source: io::Error,
-    },
+    Io(IoFailure),
     /// Synced data is damaged. Nothing was dropped; the log must be repaired (from peers).
     Corrupt {
         /// The damaged file.
@@ -97,9 +91,7 @@ pub enum WalError {
 impl fmt::Display for WalError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            WalError::Io { operation, path, source } => {
-                write!(f, "cannot {operation} {}: {source}", path.display())
-            }
+            WalError::Io(failure) => write!(f, "{failure}"),
             WalError::Corrupt { path, offset, detail, intact_through, found_again_from } => {
                 write!(
                     f,
@@ -125,9 +117,15 @@ impl fmt::Display for WalError {
 
 impl std::error::Error for WalError {}
 
+impl From<IoFailure> for WalError {
+    fn from(failure: IoFailure) -> WalError {
+        WalError::Io(failure)
+    }
+}
+
 fn io_error(operation: &'static str, path: &Path) -> impl FnOnce(io::Error) -> WalError {
-    let path = path.to_path_buf();
-    move |source| WalError::Io { operation, path, source }
+    let failure = io_failure(operation, path);
+    move |source| WalError::Io(failure(source))
 }
 
 /// A record of the log.
@@ -647,7 +645,7 @@ impl Wal {
         if let Err(source) = segment.file.write_at(offset, &frame) {
             let reason = format!("writing {} failed: {source}", segment.path.display());
             self.poisoned = Some(reason);
-            return Err(WalError::Io { operation: "write", path: segment.path.clone(), source });
+            return Err(io_error("write", &segment.path)(source));
         }
         let segment_number = segment.number;
         self.unsynced.insert(segment_number);
@@ -692,7 +690,7 @@ impl Wal {
                 // disk is unknown, so refuse to go on (the fsyncgate lesson).
                 let reason = format!("syncing {} failed: {source}", segment.path.display());
                 self.poisoned = Some(reason);
-                return Err(WalError::Io { operation: "sync", path: segment.path.clone(), source });
+                return Err(io_error("sync", &segment.path)(source));
             }
         }
         self.unsynced.clear();

@@ -51,7 +51,7 @@ fn open_retrying(disk: &Arc<SimDisk>, dir: &Path, options: &WalOptions) -> Resul
     loop {
         match Wal::open(disk.clone(), dir, options.clone()) {
             Ok(wal) => return Ok(wal),
-            Err(WalError::Io { .. }) if attempts < 50 => {
+            Err(WalError::Io(_)) if attempts < 50 => {
                 attempts += 1;
                 disk.crash();
             }
@@ -285,7 +285,7 @@ fn run_on_a_lying_disk(seed: u64) -> Result<bool, String> {
                     .unwrap_or(0);
                 wal = match Wal::open_holding(disk.clone(), dir, options(), LogIndex(bound)) {
                     Ok(wal) => wal,
-                    Err(WalError::Corrupt { .. } | WalError::Io { .. }) => return Ok(true),
+                    Err(WalError::Corrupt { .. } | WalError::Io(_)) => return Ok(true),
                     Err(error) => return Err(format!("unexpected error: {error}")),
                 };
                 let recovered = if wal.last_index() < wal.first_index() {
@@ -293,7 +293,7 @@ fn run_on_a_lying_disk(seed: u64) -> Result<bool, String> {
                 } else {
                     match wal.entries(wal.first_index(), wal.last_index(), u64::MAX) {
                         Ok(entries) => entries,
-                        Err(WalError::Corrupt { .. } | WalError::Io { .. }) => return Ok(true),
+                        Err(WalError::Corrupt { .. } | WalError::Io(_)) => return Ok(true),
                         Err(error) => return Err(format!("unexpected error: {error}")),
                     }
                 };

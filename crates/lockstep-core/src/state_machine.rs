@@ -42,11 +42,16 @@ pub trait StateMachine {
     type Input: Serialize + DeserializeOwned;
     /// What clients receive.
     type Output: Serialize + DeserializeOwned;
+    /// A read-only question clients ask (served after a linearizable read index).
+    type Query: Serialize + DeserializeOwned;
     /// A consistent view of the state, cheap to take.
     type Snapshot: StateSnapshot;
 
     /// Applies one input and returns its output. Must be deterministic.
     fn apply(&mut self, input: Self::Input, context: &ApplyContext) -> Self::Output;
+
+    /// Answers a read-only question from the current state. Must not change the state.
+    fn query(&self, query: &Self::Query) -> Self::Output;
 
     /// Takes a consistent view of the current state. It should be cheap (a copy-on-write
     /// clone, for example): the expensive part, writing it out, happens off the apply path.

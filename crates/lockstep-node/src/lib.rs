@@ -5,10 +5,15 @@
 //! sessions so that a retried request is applied once. It is written against small traits so
 //! that the same code runs under the deterministic simulator and under tokio.
 //!
-//! So far this crate holds the client session table ([`sessions`]); the driver itself follows.
+//! [`driver`] holds the driver and the replicated state (state machine plus sessions);
+//! [`sessions`] the session table.
 
 #![deny(missing_docs)]
 
+pub mod driver;
 pub mod sessions;
 
+pub use driver::{
+    ClientRequest, Completion, Driver, Refusal, Replicated, RequestId, Storage, Transport,
+};
 pub use sessions::{ClientId, SessionCheck, SessionConfig, Sessions};

@@ -1,0 +1,390 @@
+//! The driver: one replica's core, storage, network and replicated state machine, glued in the
+//! order safety needs.
+//!
+//! For every output of the core, the driver:
+//! 1. sends the messages that may leave at once;
+//! 2. hands the writes to storage as one numbered write, and keeps the messages that promise
+//!    them until storage reports that write (and every earlier one) durable; then sends them
+//!    and tells the core `persisted`;
+//! 3. applies committed entries to the state machine in order, through the session table, and
+//!    answers the proposals they carried;
+//! 4. answers reads the core has confirmed, from the state machine.
+//!
+//! It reads no clock and starts no thread: time arrives as [`Driver::tick`], durability as
+//! [`Driver::write_durable`], so the same code runs under the simulator and under a runtime.
+
+use std::collections::{BTreeMap, VecDeque};
+
+use lockstep_core::{
+    ApplyContext, Config, Entry, EntryPayload, Event, InitialState, LogIndex, Message, Node,
+    NodeId, Persist, ProposeError, ReadError, ReadId, StateMachine, Term,
+};
+use serde::{Deserialize, Serialize};
+
+use crate::sessions::{ClientId, SessionCheck, SessionConfig, Sessions};
+
+/// Where the driver sends writes to be made durable.
+pub trait Storage {
+    /// Starts making `persist` durable as write number `write`. Writes must become durable in
+    /// the order submitted; the caller reports each with [`Driver::write_durable`].
+    fn submit(&mut self, write: u64, persist: Persist);
+}
+
+/// Where the driver sends messages to other replicas.
+pub trait Transport {
+    /// Sends `message` (best effort: the protocol tolerates loss).
+    fn send(&mut self, message: Message);
+}
+
+/// A client's request: its session, its number in that session, and its input.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClientRequest<I> {
+    /// The client's session.
+    pub client: ClientId,
+    /// The request's number in the session (1, 2, 3, ...; a retry keeps its number).
+    pub sequence: u64,
+    /// What the client asks.
+    pub input: I,
+}
+
+/// The driver's number for a request, returned when it is submitted and named in its answer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct RequestId(pub u64);
+
+/// Why a request was not answered with an output.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Refusal {
+    /// This replica does not lead; try `leader`.
+    NotLeader {
+        /// The leader, if known.
+        leader: Option<NodeId>,
+    },
+    /// The request could not be placed or confirmed now (a transfer, back-pressure, an
+    /// election); retry it with the same number.
+    Retry(String),
+    /// The entry carrying the request was replaced by another leader's: it was not applied;
+    /// retry it with the same number.
+    Lost,
+    /// The request is older than the client's last answered one, or its session expired.
+    Stale,
+    /// The command in the log could not be decoded (every replica refuses it alike).
+    Malformed,
+}
+
+/// An answer to a request.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Completion<O> {
+    /// The request was applied (or had been, for a retry) with this output, or the read
+    /// returned it.
+    Done {
+        /// The request.
+        request: RequestId,
+        /// Its output.
+        output: O,
+    },
+    /// The request was refused.
+    Refused {
+        /// The request.
+        request: RequestId,
+        /// Why.
+        refusal: Refusal,
+    },
+}
+
+/// What goes into the log for a client request.
+#[derive(Serialize, Deserialize)]
+struct LogCommand<I> {
+    version: u8,
+    client: ClientId,
+    sequence: u64,
+    input: I,
+}
+
+const LOG_COMMAND_VERSION: u8 = 1;
+
+/// The replicated state: the user's state machine and the session table, changed only by
+/// applying committed entries.
+pub struct Replicated<M: StateMachine> {
+    machine: M,
+    sessions: Sessions,
+    session_config: SessionConfig,
+}
+
+impl<M: StateMachine> Replicated<M> {
+    /// Wraps a state machine in its initial state.
+    pub fn new(machine: M, session_config: SessionConfig) -> Replicated<M> {
+        Replicated { machine, sessions: Sessions::new(), session_config }
+    }
+
+    /// The state machine.
+    pub fn machine(&self) -> &M {
+        &self.machine
+    }
+
+    /// The session table.
+    pub fn sessions(&self) -> &Sessions {
+        &self.sessions
+    }
+
+    /// Applies one committed entry. For a client command, returns the answer to give.
+    pub fn apply(&mut self, entry: &Entry) -> Option<Result<M::Output, Refusal>> {
+        let EntryPayload::Command(command) = &entry.payload else { return None };
+        let context = ApplyContext {
+            index: entry.index,
+            term: entry.term,
+            timestamp_millis: command.timestamp_millis,
+        };
+        self.sessions.expire(context.timestamp_millis, &self.session_config);
+        let Ok(decoded) = postcard::from_bytes::<LogCommand<M::Input>>(&command.data) else {
+            return Some(Err(Refusal::Malformed));
+        };
+        if decoded.version != LOG_COMMAND_VERSION {
+            return Some(Err(Refusal::Malformed));
+        }
+        Some(match self.sessions.check(decoded.client, decoded.sequence) {
+            SessionCheck::New => {
+                let output = self.machine.apply(decoded.input, &context);
+                let recorded = postcard::to_stdvec(&output).unwrap_or_default();
+                self.sessions.record(
+                    decoded.client,
+                    decoded.sequence,
+                    recorded,
+                    context.timestamp_millis,
+                );
+                Ok(output)
+            }
+            SessionCheck::Duplicate(recorded) => {
+                postcard::from_bytes(&recorded).map_err(|_| Refusal::Malformed)
+            }
+            SessionCheck::Stale { .. } => Err(Refusal::Stale),
+        })
+    }
+}
+
+/// A write handed to storage and not yet durable.
+struct PendingWrite {
+    id: u64,
+    /// Its last entry, reported to the core once durable.
+    last_entry: Option<(LogIndex, Term)>,
+    /// Messages that may leave only once it is durable.
+    messages: Vec<Message>,
+}
+
+/// One replica. See the module documentation.
+pub struct Driver<M: StateMachine, D: Storage, T: Transport> {
+    node: Node,
+    state: Replicated<M>,
+    storage: D,
+    transport: T,
+    next_write: u64,
+    writes: VecDeque<PendingWrite>,
+    /// Proposals waiting for their entry to apply: index -> (term, request).
+    proposals: BTreeMap<LogIndex, (Term, RequestId)>,
+    /// Reads waiting for the core to confirm them.
+    reads: BTreeMap<ReadId, (RequestId, M::Query)>,
+    next_request: u64,
+    completions: Vec<Completion<M::Output>>,
+}
+
+impl<M: StateMachine, D: Storage, T: Transport> Driver<M, D, T> {
+    /// A replica starting from `initial` (what storage recovered), with `machine` holding the
+    /// state as of `initial.applied`.
+    pub fn new(
+        config: Config,
+        initial: InitialState,
+        state: Replicated<M>,
+        storage: D,
+        transport: T,
+    ) -> Result<Driver<M, D, T>, String> {
+        Ok(Driver {
+            node: Node::new(config, initial)?,
+            state,
+            storage,
+            transport,
+            next_write: 1,
+            writes: VecDeque::new(),
+            proposals: BTreeMap::new(),
+            reads: BTreeMap::new(),
+            next_request: 1,
+            completions: Vec::new(),
+        })
+    }
+
+    /// The consensus core, to look at.
+    pub fn node(&self) -> &Node {
+        &self.node
+    }
+
+    /// The replicated state, to look at.
+    pub fn state(&self) -> &Replicated<M> {
+        &self.state
+    }
+
+    /// The storage, to look at or drive (the simulator completes its writes).
+    pub fn storage_mut(&mut self) -> &mut D {
+        &mut self.storage
+    }
+
+    /// The transport, to look at or drain.
+    pub fn transport_mut(&mut self) -> &mut T {
+        &mut self.transport
+    }
+
+    /// Answers ready since the last call.
+    pub fn take_completions(&mut self) -> Vec<Completion<M::Output>> {
+        std::mem::take(&mut self.completions)
+    }
+
+    /// One tick of logical time.
+    pub fn tick(&mut self) {
+        self.node.tick();
+        self.drain();
+    }
+
+    /// A message from another replica.
+    pub fn receive(&mut self, message: Message) {
+        self.node.step(message);
+        self.drain();
+    }
+
+    /// Proposes a client request; `timestamp_millis` is this replica's clock (used only if it
+    /// leads). The answer comes as a [`Completion`] naming the returned id.
+    pub fn propose(
+        &mut self,
+        request: ClientRequest<M::Input>,
+        timestamp_millis: u64,
+    ) -> RequestId {
+        let id = self.request_id();
+        let command = LogCommand {
+            version: LOG_COMMAND_VERSION,
+            client: request.client,
+            sequence: request.sequence,
+            input: request.input,
+        };
+        let bytes = match postcard::to_stdvec(&command) {
+            Ok(bytes) => bytes,
+            Err(_) => {
+                self.completions
+                    .push(Completion::Refused { request: id, refusal: Refusal::Malformed });
+                return id;
+            }
+        };
+        match self.node.propose(vec![bytes.into()], timestamp_millis) {
+            Ok(proposed) => {
+                self.proposals.insert(proposed.last_index, (proposed.term, id));
+            }
+            Err(error) => {
+                let refusal = match error {
+                    ProposeError::NotLeader { leader } => Refusal::NotLeader { leader },
+                    other => Refusal::Retry(other.to_string()),
+                };
+                self.completions.push(Completion::Refused { request: id, refusal });
+            }
+        }
+        self.drain();
+        id
+    }
+
+    /// Asks a linearizable read-only question.
+    pub fn read(&mut self, query: M::Query) -> RequestId {
+        let id = self.request_id();
+        self.reads.insert(ReadId(id.0), (id, query));
+        self.node.read_index(ReadId(id.0));
+        self.drain();
+        id
+    }
+
+    /// Storage reports write `write` (and so every earlier one) durable.
+    pub fn write_durable(&mut self, write: u64) {
+        while self.writes.front().is_some_and(|pending| pending.id <= write) {
+            let Some(pending) = self.writes.pop_front() else { break };
+            for message in pending.messages {
+                self.transport.send(message);
+            }
+            if let Some((index, term)) = pending.last_entry {
+                self.node.persisted(index, term);
+            }
+        }
+        self.drain();
+    }
+
+    fn request_id(&mut self) -> RequestId {
+        let id = RequestId(self.next_request);
+        self.next_request += 1;
+        id
+    }
+
+    /// Carries out everything the core asks, until it asks nothing more.
+    fn drain(&mut self) {
+        // Each pass either empties the core's output or applies entries and serves reads,
+        // which cannot produce new output forever; the bound is a safety net.
+        for _ in 0..1024 {
+            let output = self.node.take_output();
+            if output.is_empty() {
+                return;
+            }
+            for message in output.messages {
+                self.transport.send(message);
+            }
+            let last_entry = output.persist.entries.last().map(|entry| (entry.index, entry.term));
+            if !output.persist.is_empty() {
+                let id = self.next_write;
+                self.next_write += 1;
+                self.storage.submit(id, output.persist);
+                self.writes.push_back(PendingWrite {
+                    id,
+                    last_entry,
+                    messages: output.messages_after_persist,
+                });
+            } else if let Some(pending) = self.writes.back_mut() {
+                // Nothing new to write, but what these messages promise may still be on its
+                // way to disk: they wait for the writes before them.
+                pending.messages.extend(output.messages_after_persist);
+            } else {
+                for message in output.messages_after_persist {
+                    self.transport.send(message);
+                }
+            }
+            if let Some(last) = output.committed.last().map(|entry| entry.index) {
+                for entry in &output.committed {
+                    self.apply(entry);
+                }
+                self.node.applied(last);
+            }
+            for read in output.reads {
+                if let Some((request, query)) = self.reads.remove(&read.id) {
+                    let output = self.state.machine.query(&query);
+                    self.completions.push(Completion::Done { request, output });
+                }
+            }
+            for event in output.events {
+                if let Event::ReadRejected { id, error, leader } = event {
+                    if let Some((request, _)) = self.reads.remove(&id) {
+                        let refusal = match error {
+                            ReadError::NoLeader | ReadError::LeaderChanged => {
+                                Refusal::NotLeader { leader }
+                            }
+                            other => Refusal::Retry(format!("{other:?}")),
+                        };
+                        self.completions.push(Completion::Refused { request, refusal });
+                    }
+                }
+            }
+        }
+    }
+
+    fn apply(&mut self, entry: &Entry) {
+        let answer = self.state.apply(entry);
+        let Some((term, request)) = self.proposals.remove(&entry.index) else { return };
+        if term != entry.term {
+            // Another leader's entry took this index: ours was never applied.
+            self.completions.push(Completion::Refused { request, refusal: Refusal::Lost });
+            return;
+        }
+        match answer {
+            Some(Ok(output)) => self.completions.push(Completion::Done { request, output }),
+            Some(Err(refusal)) => self.completions.push(Completion::Refused { request, refusal }),
+            None => self.completions.push(Completion::Refused { request, refusal: Refusal::Lost }),
+        }
+    }
+}

@@ -80,6 +80,23 @@ impl Storage for MemoryStorage {
 #[derive(Clone, Default)]
 struct Network(Arc<Mutex<VecDeque<Message>>>);
 
+impl Network {
+    /// Everything in flight, removed from the network.
+    fn take(&self) -> Vec<Message> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).drain(..).collect()
+    }
+
+    /// How many messages in flight `node` sent.
+    fn sent_by(&self, node: u64) -> usize {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .filter(|m| m.from == NodeId(node))
+            .count()
+    }
+}
+
 impl Transport for Network {
     fn send(&mut self, message: Message) {
         self.0.lock().unwrap_or_else(|p| p.into_inner()).push_back(message);
@@ -132,9 +149,7 @@ impl Cluster {
                     self.completions.push((*id, completion));
                 }
             }
-            let messages: Vec<Message> =
-                self.network.0.lock().unwrap_or_else(|p| p.into_inner()).drain(..).collect();
-            for message in messages {
+            for message in self.network.take() {
                 moved = true;
                 if let Some(driver) = self.drivers.get_mut(&message.to) {
                     driver.receive(message);
@@ -244,30 +259,13 @@ fn acknowledgements_wait_for_the_write_they_promise() {
     cluster.elect(1);
     cluster.driver(1).propose(put(1, 1, "x", "1"), 1);
     // Deliver the leader's append to 2, but keep 2's write pending.
-    let messages: Vec<Message> =
-        cluster.network.0.lock().unwrap_or_else(|p| p.into_inner()).drain(..).collect();
-    for message in messages.into_iter().filter(|m| m.to == NodeId(2)) {
+    for message in cluster.network.take().into_iter().filter(|m| m.to == NodeId(2)) {
         cluster.driver(2).receive(message);
     }
     assert!(!cluster.driver(2).storage_mut().pending.is_empty(), "2 has a write pending");
-    let sent_by_2 = cluster
-        .network
-        .0
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .iter()
-        .filter(|m| m.from == NodeId(2))
-        .count();
-    assert_eq!(sent_by_2, 0, "2 acknowledges nothing before its write is durable");
+    assert_eq!(cluster.network.sent_by(2), 0, "2 acknowledges nothing before its write is durable");
     let (write, _) = cluster.driver(2).storage_mut().pending.pop_front().expect("pending");
     cluster.driver(2).write_durable(write);
-    let sent_by_2 = cluster
-        .network
-        .0
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .iter()
-        .filter(|m| m.from == NodeId(2))
-        .count();
+    let sent_by_2 = cluster.network.sent_by(2);
     assert_eq!(sent_by_2, 1, "then its acknowledgement leaves");
 }

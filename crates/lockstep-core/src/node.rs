@@ -553,6 +553,11 @@ impl Node {
         self.log.entries()
     }
 
+    /// The entry at `index`, if the log still holds it.
+    pub fn log_entry(&self, index: LogIndex) -> Option<&Entry> {
+        self.log.entry(index)
+    }
+
     /// The term at `index`, if the log still holds it.
     pub fn log_term(&self, index: LogIndex) -> Option<Term> {
         self.log.term(index)

@@ -177,7 +177,14 @@ impl Progress {
                 if self.next_index.prev() != rejected_index {
                     return false;
                 }
-                self.next_index = rejected_index.min(hint_next).max(self.match_index.next());
+                let next_index = rejected_index.min(hint_next).max(self.match_index.next());
+                if next_index == self.next_index {
+                    // The follower refuses what it acknowledged before (it lost entries it had
+                    // promised to keep: a wiped or lying disk). Probing the same index again at
+                    // once would only ping-pong; wait for the next heartbeat.
+                    return false;
+                }
+                self.next_index = next_index;
                 self.probe_sent = false;
                 true
             }

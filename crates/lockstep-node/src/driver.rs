@@ -108,12 +108,18 @@ pub struct Replicated<M: StateMachine> {
     machine: M,
     sessions: Sessions,
     session_config: SessionConfig,
+    sabotage_skip_sessions: bool,
 }
 
 impl<M: StateMachine> Replicated<M> {
     /// Wraps a state machine in its initial state.
     pub fn new(machine: M, session_config: SessionConfig) -> Replicated<M> {
-        Replicated { machine, sessions: Sessions::new(), session_config }
+        Replicated {
+            machine,
+            sessions: Sessions::new(),
+            session_config,
+            sabotage_skip_sessions: false,
+        }
     }
 
     /// The state machine.
@@ -126,9 +132,9 @@ impl<M: StateMachine> Replicated<M> {
         &self.sessions
     }
 
-    /// Applies one committed entry. For a client command, returns the answer to give.
-    pub fn apply(&mut self, entry: &Entry) -> Option<Result<M::Output, Refusal>> {
-        let EntryPayload::Command(command) = &entry.payload else { return None };
+    /// Applies one committed entry: what it was and, for a client command, the answer.
+    pub fn apply(&mut self, entry: &Entry) -> Applied<M::Output> {
+        let EntryPayload::Command(command) = &entry.payload else { return Applied::NotCommand };
         let context = ApplyContext {
             index: entry.index,
             term: entry.term,
@@ -136,29 +142,97 @@ impl<M: StateMachine> Replicated<M> {
         };
         self.sessions.expire(context.timestamp_millis, &self.session_config);
         let Ok(decoded) = postcard::from_bytes::<LogCommand<M::Input>>(&command.data) else {
-            return Some(Err(Refusal::Malformed));
+            return Applied::Malformed;
         };
         if decoded.version != LOG_COMMAND_VERSION {
-            return Some(Err(Refusal::Malformed));
+            return Applied::Malformed;
         }
-        Some(match self.sessions.check(decoded.client, decoded.sequence) {
+        let (client, sequence) = (decoded.client, decoded.sequence);
+        let check = if self.sabotage_skip_sessions {
+            SessionCheck::New
+        } else {
+            self.sessions.check(client, sequence)
+        };
+        match check {
             SessionCheck::New => {
                 let output = self.machine.apply(decoded.input, &context);
                 let recorded = postcard::to_stdvec(&output).unwrap_or_default();
-                self.sessions.record(
-                    decoded.client,
-                    decoded.sequence,
-                    recorded,
-                    context.timestamp_millis,
-                );
-                Ok(output)
+                self.sessions.record(client, sequence, recorded, context.timestamp_millis);
+                Applied::Fresh { client, sequence, output }
             }
-            SessionCheck::Duplicate(recorded) => {
-                postcard::from_bytes(&recorded).map_err(|_| Refusal::Malformed)
-            }
-            SessionCheck::Stale { .. } => Err(Refusal::Stale),
-        })
+            SessionCheck::Duplicate(recorded) => match postcard::from_bytes(&recorded) {
+                Ok(output) => Applied::Duplicate { client, sequence, output },
+                Err(_) => Applied::Malformed,
+            },
+            SessionCheck::Stale { .. } => Applied::Stale { client, sequence },
+        }
     }
+
+    /// Makes every request count as new, as if there were no session table: a retry of an
+    /// applied request is applied again. Only for showing that the simulator catches it.
+    #[doc(hidden)]
+    pub fn sabotage_skip_sessions(&mut self) {
+        self.sabotage_skip_sessions = true;
+    }
+}
+
+/// What applying one committed entry did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Applied<O> {
+    /// The entry was no client command (a leader's no-op or a configuration).
+    NotCommand,
+    /// The command does not decode (every replica refuses it alike).
+    Malformed,
+    /// A new request: applied to the state machine, with this output.
+    Fresh {
+        /// Its session.
+        client: ClientId,
+        /// Its number.
+        sequence: u64,
+        /// What the state machine returned.
+        output: O,
+    },
+    /// A retry of the session's last applied request: nothing applied; its recorded output.
+    Duplicate {
+        /// Its session.
+        client: ClientId,
+        /// Its number.
+        sequence: u64,
+        /// The output recorded when it was applied.
+        output: O,
+    },
+    /// Older than the session's last applied request, or its session expired: refused.
+    Stale {
+        /// Its session.
+        client: ClientId,
+        /// Its number.
+        sequence: u64,
+    },
+}
+
+impl<O> Applied<O> {
+    /// The answer to give the request this entry carried, if it carried one.
+    pub fn into_answer(self) -> Option<Result<O, Refusal>> {
+        match self {
+            Applied::NotCommand => None,
+            Applied::Malformed => Some(Err(Refusal::Malformed)),
+            Applied::Fresh { output, .. } | Applied::Duplicate { output, .. } => Some(Ok(output)),
+            Applied::Stale { .. } => Some(Err(Refusal::Stale)),
+        }
+    }
+}
+
+/// One applied entry as the driver reports it when asked to ([`Driver::record_applies`]): for
+/// checkers that compare what replicas applied.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AppliedRecord {
+    /// The entry's index.
+    pub index: LogIndex,
+    /// Its term.
+    pub term: Term,
+    /// The session request it carried and whether it was applied fresh (not a duplicate,
+    /// stale or malformed).
+    pub request: Option<(ClientId, u64, bool)>,
 }
 
 /// A write handed to storage and not yet durable.
@@ -184,6 +258,8 @@ pub struct Driver<M: StateMachine, D: Storage, T: Transport> {
     reads: BTreeMap<ReadId, (RequestId, M::Query)>,
     next_request: u64,
     completions: Vec<Completion<M::Output>>,
+    /// Applied entries, kept only when asked for.
+    applied: Option<Vec<AppliedRecord>>,
 }
 
 impl<M: StateMachine, D: Storage, T: Transport> Driver<M, D, T> {
@@ -207,6 +283,7 @@ impl<M: StateMachine, D: Storage, T: Transport> Driver<M, D, T> {
             reads: BTreeMap::new(),
             next_request: 1,
             completions: Vec::new(),
+            applied: None,
         })
     }
 
@@ -233,6 +310,16 @@ impl<M: StateMachine, D: Storage, T: Transport> Driver<M, D, T> {
     /// Answers ready since the last call.
     pub fn take_completions(&mut self) -> Vec<Completion<M::Output>> {
         std::mem::take(&mut self.completions)
+    }
+
+    /// Keeps a record of every entry applied from now on, for [`Driver::take_applied`].
+    pub fn record_applies(&mut self) {
+        self.applied.get_or_insert_with(Vec::new);
+    }
+
+    /// The entries applied since the last call (if [`Driver::record_applies`] was called).
+    pub fn take_applied(&mut self) -> Vec<AppliedRecord> {
+        self.applied.as_mut().map(std::mem::take).unwrap_or_default()
     }
 
     /// One tick of logical time.
@@ -374,14 +461,23 @@ impl<M: StateMachine, D: Storage, T: Transport> Driver<M, D, T> {
     }
 
     fn apply(&mut self, entry: &Entry) {
-        let answer = self.state.apply(entry);
+        let applied = self.state.apply(entry);
+        if let Some(records) = &mut self.applied {
+            let request = match &applied {
+                Applied::Fresh { client, sequence, .. } => Some((*client, *sequence, true)),
+                Applied::Duplicate { client, sequence, .. }
+                | Applied::Stale { client, sequence } => Some((*client, *sequence, false)),
+                Applied::NotCommand | Applied::Malformed => None,
+            };
+            records.push(AppliedRecord { index: entry.index, term: entry.term, request });
+        }
         let Some((term, request)) = self.proposals.remove(&entry.index) else { return };
         if term != entry.term {
             // Another leader's entry took this index: ours was never applied.
             self.completions.push(Completion::Refused { request, refusal: Refusal::Lost });
             return;
         }
-        match answer {
+        match applied.into_answer() {
             Some(Ok(output)) => self.completions.push(Completion::Done { request, output }),
             Some(Err(refusal)) => self.completions.push(Completion::Refused { request, refusal }),
             None => self.completions.push(Completion::Refused { request, refusal: Refusal::Lost }),

@@ -6,14 +6,18 @@
 //! that the same code runs under the deterministic simulator and under tokio.
 //!
 //! [`driver`] holds the driver and the replicated state (state machine plus sessions);
-//! [`sessions`] the session table.
+//! [`sessions`] the session table; [`store`] a replica's log and hard state on a disk, and
+//! recovery from them.
 
 #![deny(missing_docs)]
 
 pub mod driver;
 pub mod sessions;
+pub mod store;
 
 pub use driver::{
-    ClientRequest, Completion, Driver, Refusal, Replicated, RequestId, Storage, Transport,
+    Applied, AppliedRecord, ClientRequest, Completion, Driver, Refusal, Replicated, RequestId,
+    Storage, Transport,
 };
 pub use sessions::{ClientId, SessionCheck, SessionConfig, Sessions};
+pub use store::{LogStore, StoreError};

@@ -22,6 +22,8 @@
 use std::collections::{BTreeMap, HashSet};
 use std::fmt;
 
+use serde::{Deserialize, Serialize};
+
 /// A value stored under a key.
 pub type Value = u64;
 
@@ -29,7 +31,7 @@ pub type Value = u64;
 pub type Key = u64;
 
 /// What a client asked.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum Input {
     /// Set the key's value.
     Put(Value),
@@ -47,7 +49,7 @@ pub enum Input {
 }
 
 /// What the store answered.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum Output {
     /// A put or delete was applied.
     Done,

@@ -1,0 +1,80 @@
+//! Leader completeness: if a log entry is committed in a given term, that entry will be present
+//! in the logs of the leaders of all higher-numbered terms (Raft, §5.4 and Figure 3).
+//!
+//! The simulator records every entry it sees committed (below some replica's commit index) and
+//! checks each new leader's log against those of earlier terms.
+
+use std::collections::BTreeMap;
+
+use super::EntryId;
+
+/// Remembers committed entries.
+#[derive(Debug, Default)]
+pub struct LeaderCompleteness {
+    committed: BTreeMap<u64, EntryId>,
+}
+
+impl LeaderCompleteness {
+    /// A checker that has seen nothing committed.
+    pub fn new() -> LeaderCompleteness {
+        LeaderCompleteness::default()
+    }
+
+    /// Entry `index` is committed with `entry`. Two different committed entries at one index
+    /// are themselves a violation.
+    pub fn committed(&mut self, node: u64, index: u64, entry: EntryId) -> Result<(), String> {
+        match self.committed.insert(index, entry) {
+            Some(before) if before != entry => Err(format!(
+                "replica {node} has committed index {index} with term {} but term {} was \
+                 committed there before",
+                entry.term, before.term
+            )),
+            _ => Ok(()),
+        }
+    }
+
+    /// How many entries are known committed.
+    pub fn committed_count(&self) -> usize {
+        self.committed.len()
+    }
+
+    /// Replica `node` became leader of `term` with `log` (entries from index 1).
+    pub fn new_leader(&self, node: u64, term: u64, log: &[EntryId]) -> Result<(), String> {
+        for (&index, entry) in &self.committed {
+            if entry.term >= term {
+                continue;
+            }
+            let held = usize::try_from(index - 1).ok().and_then(|i| log.get(i));
+            if held != Some(entry) {
+                return Err(format!(
+                    "leader completeness: replica {node} leads term {term} without entry \
+                     {index} (term {}) committed earlier; it holds {}",
+                    entry.term,
+                    match held {
+                        Some(other) => format!("term {} there", other.term),
+                        None => format!("only {} entries", log.len()),
+                    }
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_leader_missing_a_committed_entry_is_caught() {
+        let mut checker = LeaderCompleteness::new();
+        let one = EntryId { term: 1, hash: 1 };
+        let two = EntryId { term: 1, hash: 2 };
+        checker.committed(1, 1, one).expect("first");
+        checker.committed(1, 2, two).expect("second");
+        assert!(checker.new_leader(2, 2, &[one, two]).is_ok());
+        assert!(checker.new_leader(2, 2, &[one]).is_err());
+        assert!(checker.new_leader(2, 2, &[one, EntryId { term: 1, hash: 3 }]).is_err());
+        assert!(checker.committed(3, 2, EntryId { term: 2, hash: 4 }).is_err());
+    }
+}

@@ -1,0 +1,1251 @@
+//! The simulation: replicas running the real node driver over simulated disks and a simulated
+//! network, clients with sessions, and a nemesis, all driven by one seeded random source.
+//!
+//! Time is simulated in microseconds. Everything that happens is an event in one queue ordered
+//! by (time, sequence number), so a seed fixes the run exactly; [`Report::trace_hash`] is a
+//! hash of every event in order, which two runs of one seed must share.
+//!
+//! A run has two phases:
+//! 1. **Safety**: the nemesis partitions the network (symmetric, one-way, isolating the
+//!    leader), drops, duplicates and delays messages, crashes replicas (one, or a majority at
+//!    once) and restarts them, and the disks fail writes and syncs now and then; clients keep
+//!    issuing requests and retrying.
+//! 2. **Liveness**: every fault heals, every replica restarts; within a bound the cluster
+//!    must elect a leader, answer every outstanding request and bring every replica to the
+//!    same commit index and state.
+//!
+//! The checkers watch throughout (see [`crate::checkers`]); the clients' history is checked
+//! for linearizability at the end.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::fmt;
+use std::path::Path;
+use std::sync::Arc;
+
+use lockstep_core::rng::SeededRng;
+use lockstep_core::{
+    Config, Entry, LogIndex, Membership, Message, NodeId, Persist, ReadMode, Role,
+    Sabotage as CoreSabotage,
+};
+use lockstep_node::{
+    ClientId, ClientRequest, Completion, Driver, Refusal, Replicated, RequestId, SessionConfig,
+    Storage, Transport,
+};
+use lockstep_node::StoreError;
+use lockstep_storage::{Faults, HardStateError, SimDisk, WalError, WalOptions};
+use xxhash_rust::xxh3::Xxh3;
+
+use crate::checkers::{
+    Durability, ElectionSafety, EntryId, ExactlyOnce, LeaderCompleteness, LogMatching,
+    StateMachineSafety,
+};
+use crate::kv::{KvInput, KvMachine};
+use crate::linearizability::{self, Input, Operation, Output, Verdict};
+
+/// Microseconds of simulated time.
+type Time = u64;
+
+const MILLIS: Time = 1_000;
+
+/// Deliberately broken builds, to show that the checkers catch them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Sabotage {
+    /// Nothing broken.
+    None,
+    /// Store the term but not the vote: a restarted replica can vote twice in one term.
+    VoteUnpersisted,
+    /// Grant every vote request, even a second one in the same term.
+    VoteTwice,
+    /// Commit an earlier term's entries by counting replicas (Raft's figure 8).
+    CommitPreviousTerm,
+    /// Serve reads from the local state machine, without read-index.
+    ReadWithoutReadIndex,
+    /// Report writes durable without syncing them.
+    AckBeforeSync,
+    /// Apply every request as new, as if there were no session table.
+    SkipSessions,
+}
+
+impl Sabotage {
+    /// Every switch that breaks something.
+    pub const ALL: [Sabotage; 6] = [
+        Sabotage::VoteUnpersisted,
+        Sabotage::VoteTwice,
+        Sabotage::CommitPreviousTerm,
+        Sabotage::ReadWithoutReadIndex,
+        Sabotage::AckBeforeSync,
+        Sabotage::SkipSessions,
+    ];
+
+    /// The switch's name on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            Sabotage::None => "none",
+            Sabotage::VoteUnpersisted => "vote-unpersisted",
+            Sabotage::VoteTwice => "vote-twice",
+            Sabotage::CommitPreviousTerm => "commit-previous-term",
+            Sabotage::ReadWithoutReadIndex => "read-without-read-index",
+            Sabotage::AckBeforeSync => "ack-before-sync",
+            Sabotage::SkipSessions => "skip-sessions",
+        }
+    }
+
+    /// The switch named `name`.
+    pub fn from_name(name: &str) -> Option<Sabotage> {
+        std::iter::once(Sabotage::None).chain(Sabotage::ALL).find(|switch| switch.name() == name)
+    }
+}
+
+impl fmt::Display for Sabotage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// What to simulate.
+#[derive(Clone, Debug)]
+pub struct SimConfig {
+    /// The seed that fixes the whole run.
+    pub seed: u64,
+    /// Replicas in the cluster.
+    pub replicas: usize,
+    /// Concurrent clients, each with its own session.
+    pub clients: usize,
+    /// Keys the clients touch.
+    pub keys: u64,
+    /// Simulated milliseconds of faults.
+    pub safety_millis: u64,
+    /// Simulated milliseconds within which the healed cluster must finish everything.
+    pub liveness_millis: u64,
+    /// What to break on purpose.
+    pub sabotage: Sabotage,
+    /// Print notable events (starts, crashes, leaders, faults, answers) as they happen.
+    pub trace: bool,
+}
+
+impl SimConfig {
+    /// A run of `seed` with the defaults: 3 replicas, 4 clients on 3 keys, 4 s of faults and
+    /// 10 s to recover.
+    pub fn new(seed: u64) -> SimConfig {
+        SimConfig {
+            seed,
+            replicas: 3,
+            clients: 4,
+            keys: 3,
+            safety_millis: 4_000,
+            liveness_millis: 10_000,
+            sabotage: Sabotage::None,
+            trace: false,
+        }
+    }
+}
+
+/// A property that failed.
+#[derive(Clone, Debug)]
+pub struct Violation {
+    /// The checker that caught it.
+    pub checker: &'static str,
+    /// What it found.
+    pub detail: String,
+    /// When (simulated microseconds).
+    pub time: u64,
+    /// The events just before it, oldest first.
+    pub around: Vec<String>,
+}
+
+impl fmt::Display for Violation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "[{}] at {} ms: {}", self.checker, self.time / MILLIS, self.detail)?;
+        if !self.around.is_empty() {
+            writeln!(f, "  the events before it:")?;
+            for line in &self.around {
+                writeln!(f, "    {line}")?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// What a run did and found.
+#[derive(Clone, Debug, Default)]
+pub struct Report {
+    /// The seed.
+    pub seed: u64,
+    /// Properties that failed (a run stops at the first).
+    pub violations: Vec<Violation>,
+    /// A hash of every event, in order.
+    pub trace_hash: u64,
+    /// Events processed.
+    pub events: u64,
+    /// Client requests answered.
+    pub requests_completed: u64,
+    /// Client requests never answered (a session expired; none in a passing run's end).
+    pub requests_unanswered: u64,
+    /// Writes acknowledged.
+    pub writes_acknowledged: u64,
+    /// Replica crashes.
+    pub crashes: u64,
+    /// Terms that had a leader.
+    pub terms_led: u64,
+    /// Entries committed.
+    pub entries_committed: u64,
+    /// Messages dropped by partitions and loss.
+    pub messages_dropped: u64,
+    /// Simulated milliseconds the run lasted.
+    pub simulated_millis: u64,
+}
+
+// ----- the world ---------------------------------------------------------------------------
+
+/// A client's request as it travels to a replica.
+#[derive(Clone, Debug)]
+struct Wire {
+    client: usize,
+    operation: usize,
+    session: ClientId,
+    sequence: u64,
+    request: KvInput,
+}
+
+#[derive(Debug)]
+enum Event {
+    Tick { node: usize, incarnation: u64 },
+    Deliver { to: usize, message: Message },
+    Request { node: usize, wire: Wire },
+    Reply { client: usize, operation: usize, answer: Result<Output, Refusal> },
+    Sync { node: usize, incarnation: u64 },
+    LateSync { node: usize, incarnation: u64 },
+    Timeout { client: usize, attempt: u64 },
+    Send { client: usize, attempt: u64 },
+    Think { client: usize },
+    Nemesis,
+    Restart { node: usize },
+    Heal,
+}
+
+impl Event {
+    fn code(&self) -> u8 {
+        match self {
+            Event::Tick { .. } => 1,
+            Event::Deliver { .. } => 2,
+            Event::Request { .. } => 3,
+            Event::Reply { .. } => 4,
+            Event::Sync { .. } => 5,
+            Event::Timeout { .. } => 6,
+            Event::Send { .. } => 7,
+            Event::Think { .. } => 8,
+            Event::Nemesis => 9,
+            Event::Restart { .. } => 10,
+            Event::Heal => 11,
+            Event::LateSync { .. } => 12,
+        }
+    }
+}
+
+/// The driver's transport: messages wait here until the simulator routes them.
+#[derive(Default)]
+struct Outbox(Vec<Message>);
+
+impl Transport for Outbox {
+    fn send(&mut self, message: Message) {
+        self.0.push(message);
+    }
+}
+
+/// The driver's storage: writes go to the replica's log on its simulated disk at once
+/// (written, not durable); a later `Sync` event makes them durable and reports them.
+struct SimStorage {
+    store: lockstep_node::LogStore,
+    submitted: u64,
+    failed: Option<String>,
+    sabotage: Sabotage,
+}
+
+impl Storage for SimStorage {
+    fn submit(&mut self, write: u64, mut persist: Persist) {
+        if self.failed.is_some() {
+            return;
+        }
+        if self.sabotage == Sabotage::VoteUnpersisted {
+            if let Some(hard_state) = &mut persist.hard_state {
+                hard_state.vote = None;
+            }
+        }
+        match self.store.write(&persist) {
+            Ok(()) => self.submitted = write,
+            Err(error) => self.failed = Some(error.to_string()),
+        }
+    }
+}
+
+type SimDriver = Driver<KvMachine, SimStorage, Outbox>;
+
+struct Replica {
+    id: NodeId,
+    disk: SimDisk,
+    driver: Option<SimDriver>,
+    incarnation: u64,
+    tick_micros: Time,
+    clock_offset_millis: u64,
+    sync_scheduled: bool,
+    /// Requests in the driver: which client operation each answers.
+    requests: BTreeMap<RequestId, (usize, usize)>,
+    /// Committed entries already given to the checkers.
+    checked_commit: u64,
+    was_leader_in: Option<u64>,
+}
+
+struct Client {
+    session: ClientId,
+    generation: u64,
+    next_sequence: u64,
+    /// The operation in flight: its index in the history and what travels.
+    current: Option<(usize, Wire)>,
+    target: usize,
+    attempt: u64,
+    next_value: u64,
+    stopping: bool,
+}
+
+/// The whole simulated world.
+struct World {
+    config: SimConfig,
+    rng: SeededRng,
+    now: Time,
+    queue: BTreeMap<(Time, u64), Event>,
+    next_event: u64,
+    replicas: Vec<Replica>,
+    clients: Vec<Client>,
+    membership: Membership,
+    core_config: Config,
+    // Network faults.
+    blocked: BTreeSet<(usize, usize)>,
+    loss_per_mille: u64,
+    duplicate_per_mille: u64,
+    delay_spread_micros: Time,
+    healed: Option<Time>,
+    // Records.
+    history: Vec<Operation>,
+    trace: Xxh3,
+    recent: VecDeque<String>,
+    report: Report,
+    // Checkers.
+    election_safety: ElectionSafety,
+    log_matching: LogMatching,
+    leader_completeness: LeaderCompleteness,
+    state_machine_safety: StateMachineSafety,
+    durability: Durability,
+    exactly_once: ExactlyOnce,
+}
+
+const RECENT_MAX: usize = 40;
+const DATA_DIR: &str = "/replica";
+
+/// Runs one simulation.
+pub fn run(config: SimConfig) -> Report {
+    let mut world = World::new(config);
+    world.run();
+    world.report.trace_hash = world.trace.digest();
+    world.report
+}
+
+fn entry_id(entry: &Entry) -> EntryId {
+    let bytes = postcard::to_stdvec(entry).unwrap_or_default();
+    EntryId { term: entry.term.get(), hash: xxhash_rust::xxh3::xxh3_64(&bytes) }
+}
+
+impl World {
+    fn new(config: SimConfig) -> World {
+        let mut rng = SeededRng::new(config.seed);
+        let ids: Vec<NodeId> = (1..=config.replicas as u64).map(NodeId).collect();
+        let membership = Membership::with_voters(ids.iter().copied());
+        let mut core_config = Config::new(NodeId(1));
+        // Vary the protocol's options across seeds, so each is exercised under faults.
+        core_config.pre_vote = rng.range(0, 4) != 0;
+        core_config.check_quorum = rng.range(0, 4) != 0;
+        if core_config.check_quorum && rng.range(0, 4) == 0 {
+            core_config.read_mode = ReadMode::Lease { clock_drift_ticks_max: 2 };
+        }
+        core_config.messages_in_flight_max = rng.range(1, 64) as usize;
+        core_config.append_bytes_max = rng.range(64, 4096);
+        core_config.sabotage = match config.sabotage {
+            Sabotage::VoteTwice => CoreSabotage::VoteTwice,
+            Sabotage::CommitPreviousTerm => CoreSabotage::CommitPreviousTerm,
+            _ => CoreSabotage::None,
+        };
+        let replicas = ids
+            .iter()
+            .map(|&id| {
+                // Clocks tick at rates up to 2% apart.
+                let tick_micros = 10 * MILLIS - 100 + rng.range(0, 200);
+                let disk = SimDisk::new(rng.next_u64(), Faults::default());
+                Replica {
+                    id,
+                    disk,
+                    driver: None,
+                    incarnation: 0,
+                    tick_micros,
+                    clock_offset_millis: 1_700_000_000_000 + rng.range(0, 2_000),
+                    sync_scheduled: false,
+                    requests: BTreeMap::new(),
+                    checked_commit: 0,
+                    was_leader_in: None,
+                }
+            })
+            .collect();
+        let clients = (0..config.clients)
+            .map(|index| Client {
+                session: ClientId(index as u64 * 1_000 + 1),
+                generation: 0,
+                next_sequence: 1,
+                current: None,
+                target: 0,
+                attempt: 0,
+                next_value: (index as u64 + 1) * 1_000_000,
+                stopping: false,
+            })
+            .collect();
+        let report = Report { seed: config.seed, ..Report::default() };
+        World {
+            config,
+            rng,
+            now: 0,
+            queue: BTreeMap::new(),
+            next_event: 0,
+            replicas,
+            clients,
+            membership,
+            core_config,
+            blocked: BTreeSet::new(),
+            loss_per_mille: 0,
+            duplicate_per_mille: 0,
+            delay_spread_micros: 2 * MILLIS,
+            healed: None,
+            history: Vec::new(),
+            trace: Xxh3::new(),
+            recent: VecDeque::new(),
+            report,
+            election_safety: ElectionSafety::new(),
+            log_matching: LogMatching,
+            leader_completeness: LeaderCompleteness::new(),
+            state_machine_safety: StateMachineSafety::new(),
+            durability: Durability::new(),
+            exactly_once: ExactlyOnce::new(),
+        }
+    }
+
+    fn schedule(&mut self, delay: Time, event: Event) {
+        let key = (self.now + delay, self.next_event);
+        self.next_event += 1;
+        self.queue.insert(key, event);
+    }
+
+    fn violation(&mut self, checker: &'static str, detail: String) {
+        if !self.report.violations.is_empty() {
+            return;
+        }
+        self.report.violations.push(Violation {
+            checker,
+            detail,
+            time: self.now,
+            around: self.recent.iter().cloned().collect(),
+        });
+    }
+
+    fn check(&mut self, checker: &'static str, result: Result<(), String>) {
+        if let Err(detail) = result {
+            self.violation(checker, detail);
+        }
+    }
+
+    fn note(&mut self, line: impl FnOnce() -> String) {
+        if self.recent.len() == RECENT_MAX {
+            self.recent.pop_front();
+        }
+        let line = line();
+        if self.config.trace {
+            eprintln!("{:>10.3} ms  {line}", self.now as f64 / MILLIS as f64);
+        }
+        self.recent.push_back(format!("{:>8.3} ms  {line}", self.now as f64 / MILLIS as f64));
+    }
+
+    // ----- the main loop -----------------------------------------------------------------
+
+    fn run(&mut self) {
+        for node in 0..self.replicas.len() {
+            self.start(node);
+        }
+        for client in 0..self.clients.len() {
+            let delay = self.rng.range(0, 50 * MILLIS);
+            self.schedule(delay, Event::Think { client });
+        }
+        let first_nemesis = self.rng.range(100 * MILLIS, 500 * MILLIS);
+        self.schedule(first_nemesis, Event::Nemesis);
+        self.schedule(self.config.safety_millis * MILLIS, Event::Heal);
+        let deadline = (self.config.safety_millis + self.config.liveness_millis) * MILLIS;
+        let mut since_log_check = 0u32;
+        while let Some(((time, _), event)) = self.queue.pop_first() {
+            self.now = time;
+            if time > deadline {
+                self.report_liveness_failure();
+                break;
+            }
+            self.report.events += 1;
+            self.trace_event(&event);
+            self.handle(event);
+            self.observe();
+            since_log_check += 1;
+            if since_log_check >= 512 {
+                since_log_check = 0;
+                self.check_logs();
+            }
+            if !self.report.violations.is_empty() {
+                break;
+            }
+            if self.healed.is_some() && self.finished() {
+                self.final_checks();
+                break;
+            }
+        }
+        self.report.simulated_millis = self.now / MILLIS;
+        self.report.terms_led = self.election_safety.terms_led() as u64;
+        self.report.entries_committed = self.leader_completeness.committed_count() as u64;
+        self.report.writes_acknowledged = self.durability.acknowledged_count() as u64;
+        self.report.requests_unanswered =
+            self.history.iter().filter(|operation| operation.returned.is_none()).count() as u64;
+    }
+
+    fn trace_event(&mut self, event: &Event) {
+        self.trace.update(&self.now.to_le_bytes());
+        self.trace.update(&[event.code()]);
+        match event {
+            Event::Deliver { to, message } => {
+                self.trace.update(&(*to as u64).to_le_bytes());
+                self.trace.update(&postcard::to_stdvec(message).unwrap_or_default());
+            }
+            Event::Tick { node, .. }
+            | Event::Sync { node, .. }
+            | Event::LateSync { node, .. }
+            | Event::Restart { node }
+            | Event::Request { node, .. } => self.trace.update(&(*node as u64).to_le_bytes()),
+            Event::Reply { client, operation, .. } => {
+                self.trace.update(&(*client as u64).to_le_bytes());
+                self.trace.update(&(*operation as u64).to_le_bytes());
+            }
+            Event::Timeout { client, attempt } | Event::Send { client, attempt } => {
+                self.trace.update(&(*client as u64).to_le_bytes());
+                self.trace.update(&attempt.to_le_bytes());
+            }
+            Event::Think { client } => self.trace.update(&(*client as u64).to_le_bytes()),
+            Event::Nemesis | Event::Heal => {}
+        }
+    }
+
+    fn handle(&mut self, event: Event) {
+        match event {
+            Event::Tick { node, incarnation } => {
+                if self.replicas[node].incarnation != incarnation {
+                    return;
+                }
+                if let Some(driver) = self.replicas[node].driver.as_mut() {
+                    driver.tick();
+                    let period = self.replicas[node].tick_micros;
+                    self.schedule(period, Event::Tick { node, incarnation });
+                    self.pump(node);
+                }
+            }
+            Event::Deliver { to, message } => {
+                if let Some(driver) = self.replicas[to].driver.as_mut() {
+                    driver.receive(message);
+                    self.pump(to);
+                }
+            }
+            Event::Request { node, wire } => self.request(node, wire),
+            Event::Reply { client, operation, answer } => self.reply(client, operation, answer),
+            Event::Sync { node, incarnation } => self.sync(node, incarnation),
+            Event::LateSync { node, incarnation } => self.late_sync(node, incarnation),
+            Event::Timeout { client, attempt } => {
+                if self.clients[client].attempt == attempt && self.clients[client].current.is_some()
+                {
+                    let target = self.rng.range(0, self.replicas.len() as u64) as usize;
+                    self.clients[client].target = target;
+                    self.send(client);
+                }
+            }
+            Event::Send { client, attempt } => {
+                if self.clients[client].attempt == attempt {
+                    self.send(client);
+                }
+            }
+            Event::Think { client } => self.next_operation(client),
+            Event::Nemesis => self.nemesis(),
+            Event::Restart { node } => {
+                if self.replicas[node].driver.is_none() {
+                    self.start(node);
+                }
+            }
+            Event::Heal => self.heal(),
+        }
+    }
+
+    // ----- replicas ----------------------------------------------------------------------
+
+    fn start(&mut self, node: usize) {
+        let replica = &mut self.replicas[node];
+        replica.incarnation += 1;
+        let disk: Arc<SimDisk> = Arc::new(replica.disk.clone());
+        let options = WalOptions { segment_bytes: 64 << 10, ..WalOptions::default() };
+        let opened = lockstep_node::LogStore::open(
+            disk,
+            Path::new(DATA_DIR),
+            Some(&self.membership),
+            options,
+        );
+        let (store, initial) = match opened {
+            Ok(opened) => opened,
+            Err(error) if is_injected_io_error(&error) => {
+                // The disk failed again while recovering: try later, as an operator would.
+                let id = replica.id;
+                self.note(|| format!("replica {id} cannot start yet: {error}"));
+                let delay = self.rng.range(10 * MILLIS, 300 * MILLIS);
+                self.schedule(delay, Event::Restart { node });
+                return;
+            }
+            Err(error) => {
+                let id = replica.id;
+                self.violation(
+                    "recovery",
+                    format!("replica {id} cannot recover from its disk after a crash: {error}"),
+                );
+                return;
+            }
+        };
+        let mut config = self.core_config.clone();
+        config.id = replica.id;
+        config.random_seed = self.rng.next_u64();
+        let storage =
+            SimStorage { store, submitted: 0, failed: None, sabotage: self.config.sabotage };
+        let mut state = Replicated::new(KvMachine::new(), SessionConfig::default());
+        if self.config.sabotage == Sabotage::SkipSessions {
+            state.sabotage_skip_sessions();
+        }
+        let mut driver = match Driver::new(config, initial, state, storage, Outbox::default()) {
+            Ok(driver) => driver,
+            Err(error) => {
+                let id = replica.id;
+                self.violation("recovery", format!("replica {id} refuses its recovered state: {error}"));
+                return;
+            }
+        };
+        driver.record_applies();
+        replica.driver = Some(driver);
+        replica.sync_scheduled = false;
+        replica.requests.clear();
+        replica.checked_commit = 0;
+        replica.was_leader_in = None;
+        let (id, incarnation) = (replica.id.get(), replica.incarnation);
+        self.exactly_once.restarted(id);
+        self.note(|| format!("replica {id} starts"));
+        let first_tick = self.rng.range(0, self.replicas[node].tick_micros);
+        self.schedule(first_tick, Event::Tick { node, incarnation });
+    }
+
+    fn crash(&mut self, node: usize, why: &str) {
+        let replica = &mut self.replicas[node];
+        if replica.driver.take().is_none() {
+            return;
+        }
+        replica.disk.crash();
+        replica.incarnation += 1;
+        replica.requests.clear();
+        self.report.crashes += 1;
+        let id = replica.id;
+        self.note(|| format!("replica {id} crashes ({why})"));
+    }
+
+    /// Routes what a replica's driver produced: messages, answers, applied entries, writes.
+    fn pump(&mut self, node: usize) {
+        let Some(driver) = self.replicas[node].driver.as_mut() else { return };
+        let messages = std::mem::take(&mut driver.transport_mut().0);
+        let completions = driver.take_completions();
+        let applied = driver.take_applied();
+        let failed = driver.storage_mut().failed.clone();
+        let needs_sync = driver.storage_mut().submitted > 0 && !self.replicas[node].sync_scheduled;
+        for message in messages {
+            self.route(node, message);
+        }
+        for completion in completions {
+            let (request, answer) = match completion {
+                Completion::Done { request, output } => (request, Ok(output)),
+                Completion::Refused { request, refusal } => (request, Err(refusal)),
+            };
+            if let Some((client, operation)) = self.replicas[node].requests.remove(&request) {
+                self.answer(client, operation, answer);
+            }
+        }
+        let id = self.replicas[node].id.get();
+        let last_applied = applied.last().map(|record| record.index);
+        for record in applied {
+            let entry = self.replicas[node]
+                .driver
+                .as_ref()
+                .and_then(|driver| driver.node().log_entry(record.index).map(entry_id));
+            if let Some(entry) = entry {
+                let result = self.state_machine_safety.applied(id, record.index.get(), entry);
+                self.check("state machine safety", result);
+            }
+            if let Some((client, sequence, true)) = record.request {
+                let result =
+                    self.exactly_once.applied(id, record.index.get(), client.0, sequence);
+                self.check("exactly-once", result);
+            }
+        }
+        // The state now is the state after the last entry applied.
+        if let Some(last) = last_applied {
+            if let Some(driver) = self.replicas[node].driver.as_ref() {
+                let digest = lockstep_core::StateMachine::digest(driver.state().machine());
+                let result = self.state_machine_safety.digest(id, last.get(), digest);
+                self.check("state machine safety", result);
+            }
+        }
+        if let Some(reason) = failed {
+            self.crash(node, &format!("disk failure: {reason}"));
+            let delay = self.rng.range(10 * MILLIS, 300 * MILLIS);
+            self.schedule(delay, Event::Restart { node });
+            return;
+        }
+        if needs_sync {
+            self.replicas[node].sync_scheduled = true;
+            let incarnation = self.replicas[node].incarnation;
+            let delay = self.rng.range(50, 2 * MILLIS);
+            self.schedule(delay, Event::Sync { node, incarnation });
+        }
+    }
+
+    fn sync(&mut self, node: usize, incarnation: u64) {
+        let sabotage = self.config.sabotage;
+        let replica = &mut self.replicas[node];
+        if replica.incarnation != incarnation {
+            return;
+        }
+        replica.sync_scheduled = false;
+        let Some(driver) = replica.driver.as_mut() else { return };
+        let storage = driver.storage_mut();
+        let write = std::mem::take(&mut storage.submitted);
+        if write == 0 {
+            return;
+        }
+        if sabotage == Sabotage::AckBeforeSync {
+            // Acknowledge now, sync a little later: a crash in between loses what was promised.
+            driver.write_durable(write);
+            self.pump(node);
+            let delay = self.rng.range(5 * MILLIS, 50 * MILLIS);
+            self.schedule(delay, Event::LateSync { node, incarnation });
+            return;
+        }
+        match storage.store.sync() {
+            Ok(()) => {
+                driver.write_durable(write);
+                self.pump(node);
+            }
+            Err(error) => {
+                self.crash(node, &format!("sync failed: {error}"));
+                let delay = self.rng.range(10 * MILLIS, 300 * MILLIS);
+                self.schedule(delay, Event::Restart { node });
+            }
+        }
+    }
+
+    fn late_sync(&mut self, node: usize, incarnation: u64) {
+        let replica = &mut self.replicas[node];
+        if replica.incarnation != incarnation {
+            return;
+        }
+        let Some(driver) = replica.driver.as_mut() else { return };
+        if let Err(error) = driver.storage_mut().store.sync() {
+            self.crash(node, &format!("sync failed: {error}"));
+            let delay = self.rng.range(10 * MILLIS, 300 * MILLIS);
+            self.schedule(delay, Event::Restart { node });
+        }
+    }
+
+    fn route(&mut self, from: usize, message: Message) {
+        let Some(to) = (message.to.get() as usize).checked_sub(1) else { return };
+        if to >= self.replicas.len() || self.blocked.contains(&(from, to)) {
+            self.report.messages_dropped += 1;
+            return;
+        }
+        if self.rng.range(0, 1000) < self.loss_per_mille {
+            self.report.messages_dropped += 1;
+            return;
+        }
+        let copies = if self.rng.range(0, 1000) < self.duplicate_per_mille { 2 } else { 1 };
+        for _ in 0..copies {
+            let delay = self.delay();
+            self.schedule(delay, Event::Deliver { to, message: message.clone() });
+        }
+    }
+
+    fn delay(&mut self) -> Time {
+        let base = self.rng.range(100, 100 + self.delay_spread_micros);
+        // Now and then a much slower message, which reorders it behind later ones.
+        if self.rng.range(0, 100) < 3 {
+            base + self.rng.range(0, 30 * MILLIS)
+        } else {
+            base
+        }
+    }
+
+    /// After every event: who leads, what is committed.
+    fn observe(&mut self) {
+        for node in 0..self.replicas.len() {
+            let replica = &self.replicas[node];
+            let Some(driver) = replica.driver.as_ref() else { continue };
+            let core = driver.node();
+            let id = core.id().get();
+            let term = core.term().get();
+            let commit = core.commit_index().get();
+            let leading = core.role() == Role::Leader;
+            let new_leader_log: Option<Vec<EntryId>> = (leading
+                && replica.was_leader_in != Some(term))
+            .then(|| core.log_entries().map(entry_id).collect());
+            let from = replica.checked_commit;
+            let newly: Vec<(u64, EntryId)> = (from + 1..=commit)
+                .filter_map(|index| core.log_entry(LogIndex(index)))
+                .map(|entry| (entry.index.get(), entry_id(entry)))
+                .collect();
+            if leading {
+                let result = self.election_safety.observe_leader(term, id);
+                self.check("election safety", result);
+            }
+            if let Some(log) = new_leader_log {
+                let result = self.leader_completeness.new_leader(id, term, &log);
+                self.check("leader completeness", result);
+                self.replicas[node].was_leader_in = Some(term);
+                self.note(|| format!("replica {id} leads term {term}"));
+            }
+            for (index, entry) in newly {
+                let result = self.leader_completeness.committed(id, index, entry);
+                self.check("leader completeness", result);
+            }
+            self.replicas[node].checked_commit = commit.max(from);
+        }
+    }
+
+    fn check_logs(&mut self) {
+        let logs: Vec<(u64, Vec<EntryId>)> = self
+            .replicas
+            .iter()
+            .filter_map(|replica| {
+                let driver = replica.driver.as_ref()?;
+                Some((replica.id.get(), driver.node().log_entries().map(entry_id).collect()))
+            })
+            .collect();
+        let result = self.log_matching.check(&logs);
+        self.check("log matching", result);
+    }
+
+    // ----- clients -----------------------------------------------------------------------
+
+    fn next_operation(&mut self, client: usize) {
+        if self.clients[client].stopping || self.clients[client].current.is_some() {
+            return;
+        }
+        let key = self.rng.range(0, self.config.keys);
+        let input = match self.rng.range(0, 20) {
+            0..=5 => Input::Put(self.fresh_value(client)),
+            6..=12 => Input::Get,
+            13..=17 => {
+                // Expect the value this client last saw, or another recent one, or absence.
+                let expected = self
+                    .history
+                    .iter()
+                    .rev()
+                    .filter(|operation| operation.key == key)
+                    .find_map(|operation| match (&operation.input, &operation.returned) {
+                        (Input::Put(value), _) => Some(Some(*value)),
+                        (Input::CompareAndSet { new, .. }, _) => Some(Some(*new)),
+                        (_, Some((_, Output::Value(value)))) => Some(*value),
+                        _ => None,
+                    })
+                    .unwrap_or(None);
+                Input::CompareAndSet { expected, new: self.fresh_value(client) }
+            }
+            _ => Input::Delete,
+        };
+        let operation = self.history.len();
+        self.history.push(Operation {
+            client: self.clients[client].session.0,
+            key,
+            input: input.clone(),
+            call: self.now,
+            returned: None,
+        });
+        let state = &mut self.clients[client];
+        let sequence = if input == Input::Get {
+            0
+        } else {
+            state.next_sequence += 1;
+            state.next_sequence - 1
+        };
+        let wire = Wire {
+            client,
+            operation,
+            session: state.session,
+            sequence,
+            request: KvInput { key, input },
+        };
+        state.current = Some((operation, wire));
+        self.send(client);
+    }
+
+    fn fresh_value(&mut self, client: usize) -> u64 {
+        self.clients[client].next_value += 1;
+        self.clients[client].next_value
+    }
+
+    fn send(&mut self, client: usize) {
+        let state = &mut self.clients[client];
+        let Some((_, wire)) = state.current.clone() else { return };
+        state.attempt += 1;
+        let (attempt, node) = (state.attempt, state.target);
+        let timeout = self.rng.range(100 * MILLIS, 400 * MILLIS);
+        self.schedule(timeout, Event::Timeout { client, attempt });
+        if self.rng.range(0, 1000) < self.loss_per_mille {
+            return;
+        }
+        let delay = self.delay();
+        self.schedule(delay, Event::Request { node, wire });
+    }
+
+    fn request(&mut self, node: usize, wire: Wire) {
+        let local_millis = self.local_millis(node);
+        let sabotage = self.config.sabotage;
+        let Some(driver) = self.replicas[node].driver.as_mut() else { return };
+        let (client, operation) = (wire.client, wire.operation);
+        if wire.request.input == Input::Get {
+            if sabotage == Sabotage::ReadWithoutReadIndex {
+                let output = driver.state().machine().get(wire.request.key);
+                self.answer(client, operation, Ok(Output::Value(output)));
+                return;
+            }
+            let request = driver.read(wire.request.key);
+            self.replicas[node].requests.insert(request, (client, operation));
+        } else {
+            let request = ClientRequest {
+                client: wire.session,
+                sequence: wire.sequence,
+                input: wire.request,
+            };
+            let request = driver.propose(request, local_millis);
+            self.replicas[node].requests.insert(request, (client, operation));
+        }
+        self.pump(node);
+    }
+
+    fn local_millis(&self, node: usize) -> u64 {
+        let replica = &self.replicas[node];
+        // A clock running at the replica's tick rate.
+        replica.clock_offset_millis + self.now * 10 / replica.tick_micros
+    }
+
+    /// Sends an answer back to the client, over the network.
+    fn answer(&mut self, client: usize, operation: usize, answer: Result<Output, Refusal>) {
+        if self.rng.range(0, 1000) < self.loss_per_mille {
+            return;
+        }
+        let delay = self.delay();
+        self.schedule(delay, Event::Reply { client, operation, answer });
+    }
+
+    fn reply(&mut self, client: usize, operation: usize, answer: Result<Output, Refusal>) {
+        let Some((current, wire)) = self.clients[client].current.clone() else { return };
+        if current != operation {
+            return;
+        }
+        match answer {
+            Ok(output) => {
+                let session = wire.session.0;
+                self.note(|| format!("session {session}: {:?} -> {output:?}", wire.request));
+                self.history[operation].returned = Some((self.now, output));
+                self.report.requests_completed += 1;
+                if wire.request.input != Input::Get {
+                    self.durability.acknowledged(wire.session.0, wire.sequence);
+                }
+                self.finish_operation(client);
+            }
+            Err(Refusal::NotLeader { leader }) => {
+                let target = match leader {
+                    Some(leader) => leader.get() as usize - 1,
+                    None => self.rng.range(0, self.replicas.len() as u64) as usize,
+                };
+                self.retry(client, target.min(self.replicas.len() - 1));
+            }
+            Err(Refusal::Retry(_) | Refusal::Lost) => {
+                let target = self.clients[client].target;
+                self.retry(client, target);
+            }
+            Err(Refusal::Stale) => {
+                // The session expired: whether the request applied is unknown. Start a new
+                // session; the operation stays unanswered in the history.
+                let state = &mut self.clients[client];
+                state.generation += 1;
+                state.session = ClientId(client as u64 * 1_000 + 1 + state.generation);
+                state.next_sequence = 1;
+                self.finish_operation(client);
+            }
+            Err(Refusal::Malformed) => {
+                self.violation("driver", format!("a well-formed request was refused: {wire:?}"));
+            }
+        }
+    }
+
+    fn retry(&mut self, client: usize, target: usize) {
+        let state = &mut self.clients[client];
+        state.target = target;
+        state.attempt += 1;
+        let attempt = state.attempt;
+        let backoff = self.rng.range(MILLIS, 10 * MILLIS);
+        self.schedule(backoff, Event::Send { client, attempt });
+    }
+
+    fn finish_operation(&mut self, client: usize) {
+        self.clients[client].current = None;
+        self.clients[client].attempt += 1;
+        let think = self.rng.range(0, 5 * MILLIS);
+        self.schedule(think, Event::Think { client });
+    }
+
+    // ----- the nemesis -------------------------------------------------------------------
+
+    fn leader(&self) -> Option<usize> {
+        let mut best: Option<(u64, usize)> = None;
+        for (node, replica) in self.replicas.iter().enumerate() {
+            let Some(driver) = replica.driver.as_ref() else { continue };
+            if driver.node().role() == Role::Leader {
+                let term = driver.node().term().get();
+                if best.is_none_or(|(best_term, _)| term > best_term) {
+                    best = Some((term, node));
+                }
+            }
+        }
+        best.map(|(_, node)| node)
+    }
+
+    fn nemesis(&mut self) {
+        if self.healed.is_some() {
+            return;
+        }
+        let n = self.replicas.len();
+        match self.rng.range(0, 16) {
+            0..=1 => {
+                // A symmetric partition into two sides.
+                self.blocked.clear();
+                let side: Vec<bool> = (0..n).map(|_| self.rng.range(0, 2) == 0).collect();
+                for a in 0..n {
+                    for b in 0..n {
+                        if side[a] != side[b] {
+                            self.blocked.insert((a, b));
+                        }
+                    }
+                }
+                self.note(|| format!("nemesis: partition {side:?}"));
+            }
+            2 => {
+                // One-way losses on a few links.
+                for _ in 0..self.rng.range(1, n as u64 + 1) {
+                    let a = self.rng.range(0, n as u64) as usize;
+                    let b = self.rng.range(0, n as u64) as usize;
+                    if a != b {
+                        self.blocked.insert((a, b));
+                    }
+                }
+                let blocked = self.blocked.clone();
+                self.note(|| format!("nemesis: one-way blocks {blocked:?}"));
+            }
+            3..=4 => {
+                if let Some(leader) = self.leader() {
+                    self.blocked.clear();
+                    for other in (0..n).filter(|&other| other != leader) {
+                        self.blocked.insert((leader, other));
+                        self.blocked.insert((other, leader));
+                    }
+                    let id = leader + 1;
+                    self.note(|| format!("nemesis: isolate the leader {id}"));
+                }
+            }
+            5..=7 => {
+                self.blocked.clear();
+                self.note(|| "nemesis: heal the network".to_string());
+            }
+            8..=10 => {
+                let node = self.rng.range(0, n as u64) as usize;
+                self.crash(node, "nemesis");
+                let delay = self.rng.range(10 * MILLIS, 1_000 * MILLIS);
+                self.schedule(delay, Event::Restart { node });
+            }
+            11 => {
+                // A majority at once: whatever was acknowledged must survive on their disks.
+                let leader = self.leader();
+                let mut nodes: Vec<usize> = (0..n).collect();
+                if let Some(leader) = leader {
+                    nodes.swap(0, leader);
+                }
+                for &node in nodes.iter().take(n / 2 + 1) {
+                    self.crash(node, "nemesis: majority");
+                    let delay = self.rng.range(10 * MILLIS, 500 * MILLIS);
+                    self.schedule(delay, Event::Restart { node });
+                }
+            }
+            12..=13 => {
+                self.loss_per_mille = [0, 0, 10, 50, 200][self.rng.range(0, 5) as usize];
+                self.duplicate_per_mille = [0, 10, 50][self.rng.range(0, 3) as usize];
+                self.delay_spread_micros = [MILLIS, 3 * MILLIS, 20 * MILLIS][self.rng.range(0, 3) as usize];
+                let (loss, duplicate) = (self.loss_per_mille, self.duplicate_per_mille);
+                self.note(|| format!("nemesis: loss {loss}‰ duplication {duplicate}‰"));
+            }
+            _ => {
+                // Disks that fail now and then (each failure crashes its replica).
+                let faulty = self.rng.range(0, n as u64) as usize;
+                for (node, replica) in self.replicas.iter().enumerate() {
+                    let faults = if node == faulty {
+                        Faults {
+                            write_error_per_million: 2_000,
+                            sync_error_per_million: 5_000,
+                            ..Faults::default()
+                        }
+                    } else {
+                        Faults::default()
+                    };
+                    replica.disk.set_faults(faults);
+                }
+                let id = faulty + 1;
+                self.note(|| format!("nemesis: replica {id}'s disk starts failing"));
+            }
+        }
+        let next = self.rng.range(50 * MILLIS, 600 * MILLIS);
+        self.schedule(next, Event::Nemesis);
+    }
+
+    fn heal(&mut self) {
+        self.healed = Some(self.now);
+        self.blocked.clear();
+        self.loss_per_mille = 0;
+        self.duplicate_per_mille = 0;
+        self.delay_spread_micros = 2 * MILLIS;
+        for replica in &self.replicas {
+            replica.disk.set_faults(Faults::default());
+        }
+        for node in 0..self.replicas.len() {
+            if self.replicas[node].driver.is_none() {
+                self.start(node);
+            }
+        }
+        for client in &mut self.clients {
+            client.stopping = true;
+        }
+        self.note(|| "heal: every fault ends; clients finish what they started".to_string());
+    }
+
+    // ----- the end -----------------------------------------------------------------------
+
+    /// Whether the healed cluster has finished: a leader, every request answered, every
+    /// replica up and applied through the leader's commit index, which covers its whole log.
+    fn finished(&self) -> bool {
+        if self.clients.iter().any(|client| client.current.is_some()) {
+            return false;
+        }
+        let Some(leader) = self.leader() else { return false };
+        let Some(driver) = self.replicas[leader].driver.as_ref() else { return false };
+        let commit = driver.node().commit_index();
+        if commit < driver.node().last_index() {
+            return false;
+        }
+        self.replicas.iter().all(|replica| {
+            replica.driver.as_ref().is_some_and(|driver| {
+                driver.node().applied_index() == commit && driver.node().last_index() == commit
+            })
+        })
+    }
+
+    fn report_liveness_failure(&mut self) {
+        let outstanding: Vec<String> = self
+            .clients
+            .iter()
+            .filter_map(|client| client.current.as_ref())
+            .map(|(_, wire)| format!("{:?} from session {}", wire.request, wire.session.0))
+            .collect();
+        let replicas: Vec<String> = self
+            .replicas
+            .iter()
+            .map(|replica| match replica.driver.as_ref() {
+                Some(driver) => {
+                    let core = driver.node();
+                    format!(
+                        "{} {} term {} commit {} applied {} last {}",
+                        replica.id,
+                        core.role(),
+                        core.term(),
+                        core.commit_index(),
+                        core.applied_index(),
+                        core.last_index()
+                    )
+                }
+                None => format!("{} down", replica.id),
+            })
+            .collect();
+        let healed = self.healed.unwrap_or(0) / MILLIS;
+        self.violation(
+            "liveness",
+            format!(
+                "{} ms after the faults healed (at {healed} ms) the cluster has not finished: \
+                 outstanding requests {outstanding:?}; replicas {replicas:?}",
+                self.config.liveness_millis
+            ),
+        );
+    }
+
+    fn final_checks(&mut self) {
+        self.check_logs();
+        let mut digests = Vec::new();
+        for replica in &self.replicas {
+            let Some(driver) = replica.driver.as_ref() else { continue };
+            let id = replica.id.get();
+            digests.push((
+                id,
+                driver.node().applied_index(),
+                lockstep_core::StateMachine::digest(driver.state().machine()),
+            ));
+        }
+        for (id, index, digest) in digests {
+            let result = self.state_machine_safety.digest(id, index.get(), digest);
+            self.check("state machine safety", result);
+            let applied = self.exactly_once.applied_by(id);
+            let result = self.durability.check_replica(id, &applied);
+            self.check("durability", result);
+        }
+        match linearizability::check(&self.history) {
+            Verdict::Linearizable => {}
+            Verdict::Violation(violation) => {
+                self.violation("linearizability", violation.to_string());
+            }
+            Verdict::Unknown { key } => {
+                self.violation(
+                    "linearizability",
+                    format!("the search for key {key} exceeded its budget: nothing concluded"),
+                );
+            }
+        }
+    }
+}
+
+
+/// Whether recovery failed on an I/O error the disk injected (as opposed to finding damage).
+fn is_injected_io_error(error: &StoreError) -> bool {
+    match error {
+        StoreError::Io(_) => true,
+        StoreError::Wal(WalError::Io(_) | WalError::Poisoned(_)) => true,
+        StoreError::HardState(HardStateError::Io(_)) => true,
+        _ => false,
+    }
+}

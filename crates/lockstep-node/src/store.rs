@@ -94,16 +94,16 @@ impl LogStore {
             let parent = dir.parent().filter(|parent| !parent.as_os_str().is_empty());
             disk.sync_dir(parent.unwrap_or(Path::new("."))).map_err(io("sync", dir))?;
         }
-        let mut hard_state = match HardStateFile::open(disk.clone(), &hard_state_path, bootstrap.is_some())
-        {
-            Ok(file) => file,
-            Err(HardStateError::Io(failure))
-                if failure.source.kind() == std::io::ErrorKind::NotFound =>
-            {
-                return Err(StoreError::NotBootstrapped(dir.to_path_buf()));
-            }
-            Err(error) => return Err(error.into()),
-        };
+        let mut hard_state =
+            match HardStateFile::open(disk.clone(), &hard_state_path, bootstrap.is_some()) {
+                Ok(file) => file,
+                Err(HardStateError::Io(failure))
+                    if failure.source.kind() == std::io::ErrorKind::NotFound =>
+                {
+                    return Err(StoreError::NotBootstrapped(dir.to_path_buf()));
+                }
+                Err(error) => return Err(error.into()),
+            };
         if let Some(membership) = bootstrap {
             // A file created but never stored (a crash during bootstrap) holds the default:
             // no term, no vote, so nothing was promised yet and bootstrapping again is safe.

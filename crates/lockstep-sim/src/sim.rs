@@ -27,11 +27,11 @@ use lockstep_core::{
     Config, Entry, LogIndex, Membership, Message, NodeId, Persist, ReadMode, Role,
     Sabotage as CoreSabotage,
 };
+use lockstep_node::StoreError;
 use lockstep_node::{
     ClientId, ClientRequest, Completion, Driver, Refusal, Replicated, RequestId, SessionConfig,
     Storage, Transport,
 };
-use lockstep_node::StoreError;
 use lockstep_storage::{Faults, HardStateError, SimDisk, WalError, WalOptions};
 use xxhash_rust::xxh3::Xxh3;
 
@@ -171,7 +171,7 @@ impl fmt::Display for Violation {
 pub struct Report {
     /// The seed.
     pub seed: u64,
-    /// Properties that failed (a run stops at the first).
+    /// Properties that failed: the first violation of each, in the order found.
     pub violations: Vec<Violation>,
     /// A hash of every event, in order.
     pub trace_hash: u64,
@@ -209,17 +209,54 @@ struct Wire {
 
 #[derive(Debug)]
 enum Event {
-    Tick { node: usize, incarnation: u64 },
-    Deliver { to: usize, message: Message },
-    Request { node: usize, wire: Wire },
-    Reply { client: usize, operation: usize, answer: Result<Output, Refusal> },
-    Sync { node: usize, incarnation: u64 },
-    LateSync { node: usize, incarnation: u64 },
-    Timeout { client: usize, attempt: u64 },
-    Send { client: usize, attempt: u64 },
-    Think { client: usize },
+    Tick {
+        node: usize,
+        incarnation: u64,
+    },
+    /// A message arrives, unless its sender crashed before it left (`departs`).
+    Deliver {
+        to: usize,
+        message: Message,
+        sender: (usize, u64),
+        departs: Time,
+    },
+    Request {
+        node: usize,
+        wire: Wire,
+    },
+    Reply {
+        client: usize,
+        operation: usize,
+        answer: Result<Output, Refusal>,
+    },
+    Sync {
+        node: usize,
+        incarnation: u64,
+    },
+    LateSync {
+        node: usize,
+        incarnation: u64,
+    },
+    Timeout {
+        client: usize,
+        attempt: u64,
+    },
+    Send {
+        client: usize,
+        attempt: u64,
+    },
+    Think {
+        client: usize,
+    },
     Nemesis,
-    Restart { node: usize },
+    Restart {
+        node: usize,
+    },
+    Kill {
+        node: usize,
+        incarnation: u64,
+        restart_after: Time,
+    },
     Heal,
 }
 
@@ -238,6 +275,7 @@ impl Event {
             Event::Restart { .. } => 10,
             Event::Heal => 11,
             Event::LateSync { .. } => 12,
+            Event::Kill { .. } => 13,
         }
     }
 }
@@ -293,6 +331,8 @@ struct Replica {
     /// Committed entries already given to the checkers.
     checked_commit: u64,
     was_leader_in: Option<u64>,
+    /// The last (term, vote) seen.
+    last_vote: Option<(u64, NodeId)>,
 }
 
 struct Client {
@@ -324,6 +364,12 @@ struct World {
     duplicate_per_mille: u64,
     delay_spread_micros: Time,
     healed: Option<Time>,
+    /// The chance that a new leader is killed soon after it wins, or a replica right after it
+    /// votes (varies by seed).
+    kill_per_mille: u64,
+    /// When each (replica, incarnation) crashed.
+    crashed_at: BTreeMap<(usize, u64), Time>,
+    first_violation_event: u64,
     // Records.
     history: Vec<Operation>,
     trace: Xxh3,
@@ -366,8 +412,12 @@ impl World {
         if core_config.check_quorum && rng.range(0, 4) == 0 {
             core_config.read_mode = ReadMode::Lease { clock_drift_ticks_max: 2 };
         }
-        core_config.messages_in_flight_max = rng.range(1, 64) as usize;
-        core_config.append_bytes_max = rng.range(64, 4096);
+        // Narrow timeout ranges make split votes and rival candidates in one term common.
+        core_config.election_timeout_ticks_max = rng.range(11, 21);
+        core_config.messages_in_flight_max =
+            if rng.range(0, 3) == 0 { 1 } else { rng.range(2, 64) as usize };
+        // Some seeds send one entry per append, which splits a new leader's first entries.
+        core_config.append_bytes_max = if rng.range(0, 3) == 0 { 1 } else { rng.range(64, 4096) };
         core_config.sabotage = match config.sabotage {
             Sabotage::VoteTwice => CoreSabotage::VoteTwice,
             Sabotage::CommitPreviousTerm => CoreSabotage::CommitPreviousTerm,
@@ -390,6 +440,7 @@ impl World {
                     requests: BTreeMap::new(),
                     checked_commit: 0,
                     was_leader_in: None,
+                    last_vote: None,
                 }
             })
             .collect();
@@ -405,6 +456,7 @@ impl World {
                 stopping: false,
             })
             .collect();
+        let kill_per_mille = [0, 100, 300, 600][rng.range(0, 4) as usize];
         let report = Report { seed: config.seed, ..Report::default() };
         World {
             config,
@@ -421,6 +473,9 @@ impl World {
             duplicate_per_mille: 0,
             delay_spread_micros: 2 * MILLIS,
             healed: None,
+            kill_per_mille,
+            crashed_at: BTreeMap::new(),
+            first_violation_event: 0,
             history: Vec::new(),
             trace: Xxh3::new(),
             recent: VecDeque::new(),
@@ -441,8 +496,13 @@ impl World {
     }
 
     fn violation(&mut self, checker: &'static str, detail: String) {
-        if !self.report.violations.is_empty() {
+        // The first violation of each property is kept; the run goes on so that every checker
+        // a fault trips gets to say so.
+        if self.report.violations.iter().any(|violation| violation.checker == checker) {
             return;
+        }
+        if self.report.violations.is_empty() {
+            self.first_violation_event = self.report.events;
         }
         self.report.violations.push(Violation {
             checker,
@@ -499,7 +559,10 @@ impl World {
                 since_log_check = 0;
                 self.check_logs();
             }
-            if !self.report.violations.is_empty() {
+            // A broken run can spin: give it a while to trip other checkers, then stop.
+            if !self.report.violations.is_empty()
+                && self.report.events > self.first_violation_event + 200_000
+            {
                 break;
             }
             if self.healed.is_some() && self.finished() {
@@ -519,13 +582,14 @@ impl World {
         self.trace.update(&self.now.to_le_bytes());
         self.trace.update(&[event.code()]);
         match event {
-            Event::Deliver { to, message } => {
+            Event::Deliver { to, message, .. } => {
                 self.trace.update(&(*to as u64).to_le_bytes());
                 self.trace.update(&postcard::to_stdvec(message).unwrap_or_default());
             }
             Event::Tick { node, .. }
             | Event::Sync { node, .. }
             | Event::LateSync { node, .. }
+            | Event::Kill { node, .. }
             | Event::Restart { node }
             | Event::Request { node, .. } => self.trace.update(&(*node as u64).to_le_bytes()),
             Event::Reply { client, operation, .. } => {
@@ -554,7 +618,12 @@ impl World {
                     self.pump(node);
                 }
             }
-            Event::Deliver { to, message } => {
+            Event::Deliver { to, message, sender, departs } => {
+                if self.crashed_at.get(&sender).is_some_and(|&crashed| crashed < departs) {
+                    // Still in the sender's buffers when it crashed.
+                    self.report.messages_dropped += 1;
+                    return;
+                }
                 if let Some(driver) = self.replicas[to].driver.as_mut() {
                     driver.receive(message);
                     self.pump(to);
@@ -582,6 +651,12 @@ impl World {
             Event::Restart { node } => {
                 if self.replicas[node].driver.is_none() {
                     self.start(node);
+                }
+            }
+            Event::Kill { node, incarnation, restart_after } => {
+                if self.replicas[node].incarnation == incarnation && self.healed.is_none() {
+                    self.crash(node, "nemesis: at a fragile moment");
+                    self.schedule(restart_after, Event::Restart { node });
                 }
             }
             Event::Heal => self.heal(),
@@ -633,7 +708,10 @@ impl World {
             Ok(driver) => driver,
             Err(error) => {
                 let id = replica.id;
-                self.violation("recovery", format!("replica {id} refuses its recovered state: {error}"));
+                self.violation(
+                    "recovery",
+                    format!("replica {id} refuses its recovered state: {error}"),
+                );
                 return;
             }
         };
@@ -656,6 +734,7 @@ impl World {
             return;
         }
         replica.disk.crash();
+        self.crashed_at.insert((node, replica.incarnation), self.now);
         replica.incarnation += 1;
         replica.requests.clear();
         self.report.crashes += 1;
@@ -695,8 +774,7 @@ impl World {
                 self.check("state machine safety", result);
             }
             if let Some((client, sequence, true)) = record.request {
-                let result =
-                    self.exactly_once.applied(id, record.index.get(), client.0, sequence);
+                let result = self.exactly_once.applied(id, record.index.get(), client.0, sequence);
                 self.check("exactly-once", result);
             }
         }
@@ -780,9 +858,13 @@ impl World {
             return;
         }
         let copies = if self.rng.range(0, 1000) < self.duplicate_per_mille { 2 } else { 1 };
+        // A message spends a moment in the sender's buffers: a crash then loses it.
+        let departs = self.now + self.rng.range(0, 300);
+        let sender = (from, self.replicas[from].incarnation);
         for _ in 0..copies {
-            let delay = self.delay();
-            self.schedule(delay, Event::Deliver { to, message: message.clone() });
+            let delay = departs - self.now + self.delay();
+            let message = message.clone();
+            self.schedule(delay, Event::Deliver { to, message, sender, departs });
         }
     }
 
@@ -806,6 +888,7 @@ impl World {
             let term = core.term().get();
             let commit = core.commit_index().get();
             let leading = core.role() == Role::Leader;
+            let vote = core.hard_state().vote.map(|candidate| (term, candidate));
             let new_leader_log: Option<Vec<EntryId>> = (leading
                 && replica.was_leader_in != Some(term))
             .then(|| core.log_entries().map(entry_id).collect());
@@ -823,6 +906,38 @@ impl World {
                 self.check("leader completeness", result);
                 self.replicas[node].was_leader_in = Some(term);
                 self.note(|| format!("replica {id} leads term {term}"));
+                // New leaders are the most fragile moment: kill some soon after they win, with
+                // their first entries half replicated.
+                if self.healed.is_none() && self.rng.range(0, 1000) < self.kill_per_mille {
+                    let incarnation = self.replicas[node].incarnation;
+                    let delay = match self.rng.range(0, 3) {
+                        0 => self.rng.range(0, MILLIS / 2),
+                        1 => self.rng.range(0, 5 * MILLIS),
+                        _ => self.rng.range(0, 30 * MILLIS),
+                    };
+                    let restart_after = self.rng.range(5 * MILLIS, 200 * MILLIS);
+                    self.schedule(delay, Event::Kill { node, incarnation, restart_after });
+                }
+            }
+            if vote.is_some() && vote != self.replicas[node].last_vote {
+                self.replicas[node].last_vote = vote;
+                // A replica that just voted, killed and back at once, must remember its vote.
+                if self.healed.is_none() && self.rng.range(0, 1000) < self.kill_per_mille / 2 {
+                    let incarnation = self.replicas[node].incarnation;
+                    let delay = self.rng.range(0, 2 * MILLIS);
+                    let restart_after = self.rng.range(MILLIS, 10 * MILLIS);
+                    self.schedule(delay, Event::Kill { node, incarnation, restart_after });
+                }
+            }
+            if leading && commit > from && self.healed.is_none() {
+                // A leader that just advanced its commit index, killed before it tells anyone:
+                // what it committed must survive on the others.
+                if self.rng.range(0, 4000) < self.kill_per_mille {
+                    let incarnation = self.replicas[node].incarnation;
+                    let delay = self.rng.range(0, MILLIS / 2);
+                    let restart_after = self.rng.range(5 * MILLIS, 200 * MILLIS);
+                    self.schedule(delay, Event::Kill { node, incarnation, restart_after });
+                }
             }
             for (index, entry) in newly {
                 let result = self.leader_completeness.committed(id, index, entry);
@@ -1100,7 +1215,8 @@ impl World {
             12..=13 => {
                 self.loss_per_mille = [0, 0, 10, 50, 200][self.rng.range(0, 5) as usize];
                 self.duplicate_per_mille = [0, 10, 50][self.rng.range(0, 3) as usize];
-                self.delay_spread_micros = [MILLIS, 3 * MILLIS, 20 * MILLIS][self.rng.range(0, 3) as usize];
+                self.delay_spread_micros =
+                    [MILLIS, 3 * MILLIS, 20 * MILLIS][self.rng.range(0, 3) as usize];
                 let (loss, duplicate) = (self.loss_per_mille, self.duplicate_per_mille);
                 self.note(|| format!("nemesis: loss {loss}‰ duplication {duplicate}‰"));
             }
@@ -1123,7 +1239,7 @@ impl World {
                 self.note(|| format!("nemesis: replica {id}'s disk starts failing"));
             }
         }
-        let next = self.rng.range(50 * MILLIS, 600 * MILLIS);
+        let next = self.rng.range(50 * MILLIS, 400 * MILLIS);
         self.schedule(next, Event::Nemesis);
     }
 
@@ -1239,13 +1355,12 @@ impl World {
     }
 }
 
-
 /// Whether recovery failed on an I/O error the disk injected (as opposed to finding damage).
 fn is_injected_io_error(error: &StoreError) -> bool {
-    match error {
-        StoreError::Io(_) => true,
-        StoreError::Wal(WalError::Io(_) | WalError::Poisoned(_)) => true,
-        StoreError::HardState(HardStateError::Io(_)) => true,
-        _ => false,
-    }
+    matches!(
+        error,
+        StoreError::Io(_)
+            | StoreError::Wal(WalError::Io(_) | WalError::Poisoned(_))
+            | StoreError::HardState(HardStateError::Io(_))
+    )
 }

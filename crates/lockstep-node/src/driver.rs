@@ -14,10 +14,11 @@
 //! [`Driver::write_durable`], so the same code runs under the simulator and under a runtime.
 
 use std::collections::{BTreeMap, VecDeque};
+use std::io::{self, Read};
 
 use lockstep_core::{
     ApplyContext, Config, Entry, EntryPayload, Event, InitialState, LogIndex, Message, Node,
-    NodeId, Persist, ProposeError, ReadError, ReadId, StateMachine, Term,
+    NodeId, Persist, ProposeError, ReadError, ReadId, StateMachine, StateSnapshot, Term,
 };
 use serde::{Deserialize, Serialize};
 
@@ -168,11 +169,71 @@ impl<M: StateMachine> Replicated<M> {
         }
     }
 
+    /// Takes a consistent view of the replicated state — the session table and the state
+    /// machine — for a snapshot. Cheap: the state machine's own snapshot is a cheap view, and
+    /// the session table is encoded now; the writing happens later, off the apply path.
+    pub fn snapshot(&self) -> ReplicatedSnapshot<M::Snapshot> {
+        ReplicatedSnapshot { sessions: self.sessions.encode(), machine: self.machine.snapshot() }
+    }
+
+    /// Replaces the replicated state with one written by a [`ReplicatedSnapshot`]. Bytes that
+    /// do not decode are an error, never a panic; the session table is replaced only if the
+    /// whole snapshot was read.
+    pub fn restore(&mut self, input: &mut dyn io::Read) -> io::Result<()> {
+        let invalid = |detail: String| io::Error::new(io::ErrorKind::InvalidData, detail);
+        let mut header = [0u8; 9];
+        input.read_exact(&mut header)?;
+        if header[0] != SNAPSHOT_VERSION {
+            return Err(invalid(format!(
+                "replicated-state snapshot version {} is not {SNAPSHOT_VERSION}",
+                header[0]
+            )));
+        }
+        let mut length = [0u8; 8];
+        length.copy_from_slice(&header[1..]);
+        let length = u64::from_le_bytes(length);
+        if length > SESSIONS_BYTES_MAX {
+            return Err(invalid(format!("a session table of {length} bytes is not plausible")));
+        }
+        let mut encoded = Vec::new();
+        Read::take(&mut *input, length).read_to_end(&mut encoded)?;
+        if encoded.len() as u64 != length {
+            return Err(invalid("the snapshot ends inside its session table".to_string()));
+        }
+        let sessions = Sessions::decode(&encoded).map_err(invalid)?;
+        self.machine.restore(input)?;
+        self.sessions = sessions;
+        Ok(())
+    }
+
     /// Makes every request count as new, as if there were no session table: a retry of an
     /// applied request is applied again. Only for showing that the simulator catches it.
     #[doc(hidden)]
     pub fn sabotage_skip_sessions(&mut self) {
         self.sabotage_skip_sessions = true;
+    }
+}
+
+/// The version byte that starts a replicated-state snapshot.
+const SNAPSHOT_VERSION: u8 = 1;
+
+/// A session table larger than this in a snapshot is refused as damage.
+const SESSIONS_BYTES_MAX: u64 = 1 << 32;
+
+/// A consistent view of the replicated state: the session table (encoded) and the state
+/// machine's own snapshot. Written as a version byte, the session table's length (8 bytes,
+/// little-endian), the table, then the state machine's bytes.
+pub struct ReplicatedSnapshot<S> {
+    sessions: Vec<u8>,
+    machine: S,
+}
+
+impl<S: StateSnapshot> StateSnapshot for ReplicatedSnapshot<S> {
+    fn write_to(&self, out: &mut dyn io::Write) -> io::Result<()> {
+        out.write_all(&[SNAPSHOT_VERSION])?;
+        out.write_all(&(self.sessions.len() as u64).to_le_bytes())?;
+        out.write_all(&self.sessions)?;
+        self.machine.write_to(out)
     }
 }
 

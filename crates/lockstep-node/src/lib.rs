@@ -16,8 +16,8 @@ pub mod sessions;
 pub mod store;
 
 pub use driver::{
-    Applied, AppliedRecord, ClientRequest, Completion, Driver, Refusal, Replicated, RequestId,
-    Storage, Transport,
+    Applied, AppliedRecord, ClientRequest, Completion, Driver, Refusal, Replicated,
+    ReplicatedSnapshot, RequestId, Storage, Transport,
 };
 pub use sessions::{ClientId, SessionCheck, SessionConfig, Sessions};
 pub use store::{LogStore, StoreError};

@@ -25,10 +25,19 @@ use serde::{Deserialize, Serialize};
 use crate::sessions::{ClientId, SessionCheck, SessionConfig, Sessions};
 
 /// Where the driver sends writes to be made durable.
+///
+/// A write that fails leaves what is on disk unknown: the replica must stop (fail-stop) and
+/// recover from its disk, never go on as if the write had happened.
 pub trait Storage {
     /// Starts making `persist` durable as write number `write`. Writes must become durable in
     /// the order submitted; the caller reports each with [`Driver::write_durable`].
     fn submit(&mut self, write: u64, persist: Persist);
+
+    /// The largest command one log entry may carry; the driver refuses bigger proposals
+    /// rather than hand storage a write it cannot make.
+    fn command_bytes_max(&self) -> u64 {
+        u64::MAX
+    }
 }
 
 /// Where the driver sends messages to other replicas.
@@ -70,6 +79,13 @@ pub enum Refusal {
     Stale,
     /// The command in the log could not be decoded (every replica refuses it alike).
     Malformed,
+    /// The request is larger than one log entry may be.
+    TooLarge {
+        /// Its encoded size.
+        bytes: u64,
+        /// The largest allowed.
+        max: u64,
+    },
 }
 
 /// An answer to a request.
@@ -417,9 +433,21 @@ impl<M: StateMachine, D: Storage, T: Transport> Driver<M, D, T> {
                 return id;
             }
         };
+        let max = self.storage.command_bytes_max();
+        if bytes.len() as u64 > max {
+            let refusal = Refusal::TooLarge { bytes: bytes.len() as u64, max };
+            self.completions.push(Completion::Refused { request: id, refusal });
+            return id;
+        }
         match self.node.propose(vec![bytes.into()], timestamp_millis) {
             Ok(proposed) => {
-                self.proposals.insert(proposed.last_index, (proposed.term, id));
+                let replaced = self.proposals.insert(proposed.last_index, (proposed.term, id));
+                if let Some((_, earlier)) = replaced {
+                    // An earlier proposal at this index was truncated away (another leader's
+                    // entry replaced it, and now ours has): it can never be applied.
+                    self.completions
+                        .push(Completion::Refused { request: earlier, refusal: Refusal::Lost });
+                }
             }
             Err(error) => {
                 let refusal = match error {

@@ -14,6 +14,12 @@
 //! timestamps the leader stamps on log entries, so every replica expires the same sessions at the
 //! same index; and when there are more than [`SessionConfig::sessions_max`], the least recently
 //! active go first. Nothing here reads a clock.
+//!
+//! A request from an expired session is refused, never taken for new: the table remembers up to
+//! `sessions_max` expired clients, and refuses any unknown client whose request is numbered
+//! above 1. The one case it cannot tell apart is a client whose session expired *and* was
+//! forgotten, retrying its very first request: keep `expiry_millis` far above how long clients
+//! retry.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -107,6 +113,9 @@ impl Sessions {
             // A client whose session expired may have had requests applied that it never heard
             // about; taking its next one as new could apply a retry twice.
             None if self.expired.contains(&client) => SessionCheck::Stale { last_applied: None },
+            // A client starts at 1: an unknown one further on had a session that expired and
+            // was forgotten, and this may be a retry of something applied then.
+            None if sequence > 1 => SessionCheck::Stale { last_applied: None },
             None => SessionCheck::New,
         }
     }
@@ -214,6 +223,8 @@ mod tests {
         assert_eq!(sessions.check(ClientId(1), 2), SessionCheck::Stale { last_applied: None });
         assert_eq!(sessions.check(ClientId(2), 2), SessionCheck::New);
         assert_eq!(sessions.check(ClientId(3), 1), SessionCheck::New);
+        // An unknown client further on than its first request had a session before.
+        assert_eq!(sessions.check(ClientId(4), 2), SessionCheck::Stale { last_applied: None });
     }
 
     #[test]

@@ -32,6 +32,23 @@ pub enum StoreError {
     Io(IoFailure),
     /// The directory holds no replica and none was asked to be created.
     NotBootstrapped(PathBuf),
+    /// The directory holds part of a replica (a log without a hard state, or a hard state
+    /// without a log): it was damaged or partly restored, and must not be trusted.
+    Incomplete {
+        /// The directory.
+        dir: PathBuf,
+        /// What is missing.
+        detail: String,
+    },
+    /// The replica was bootstrapped with other members than the ones given now.
+    MembersDiffer {
+        /// The members stored at bootstrap.
+        stored: Box<Membership>,
+        /// The members given now.
+        given: Box<Membership>,
+    },
+    /// An earlier write or sync failed, so what is on disk is unknown: reopen the store.
+    Failed(String),
 }
 
 impl fmt::Display for StoreError {
@@ -45,6 +62,20 @@ impl fmt::Display for StoreError {
                 "{} holds no replica: start it with the cluster's initial members to create one",
                 dir.display()
             ),
+            StoreError::Incomplete { dir, detail } => write!(
+                f,
+                "{} holds part of a replica ({detail}): it was damaged or partly restored; this \
+                 replica cannot know what it promised and must not rejoin under its id",
+                dir.display()
+            ),
+            StoreError::MembersDiffer { stored, given } => write!(
+                f,
+                "this replica was created as a member of {stored}, not {given}: leave the initial \
+                 members as they were (later changes go through the log)"
+            ),
+            StoreError::Failed(reason) => {
+                write!(f, "the store must be reopened after an earlier failure: {reason}")
+            }
         }
     }
 }
@@ -72,6 +103,10 @@ pub struct LogStore {
     pending_hard_state: Option<HardState>,
     /// Whether anything was written since the last sync.
     dirty: bool,
+    /// Set after any failure: what is on disk is unknown, so nothing more is accepted.
+    failed: Option<String>,
+    /// The largest command a single entry may carry (see [`LogStore::command_bytes_max`]).
+    command_bytes_max: u64,
 }
 
 impl LogStore {
@@ -85,41 +120,75 @@ impl LogStore {
         options: WalOptions,
     ) -> Result<(LogStore, InitialState), StoreError> {
         let hard_state_path = dir.join("hard-state");
-        if bootstrap.is_some() {
-            let io = |operation: &'static str, path: &Path| {
-                let path = path.to_path_buf();
-                move |source| StoreError::Io(IoFailure { operation, path, source })
-            };
+        let wal_dir = dir.join("wal");
+        let io = |operation: &'static str, path: &Path| {
+            let path = path.to_path_buf();
+            move |source| StoreError::Io(IoFailure { operation, path, source })
+        };
+        let has_hard_state = match disk.list(dir) {
+            Ok(names) => names.iter().any(|name| name == "hard-state"),
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => false,
+            Err(error) => return Err(io("list", dir)(error)),
+        };
+        let has_log = match disk.list(&wal_dir) {
+            Ok(names) => !names.is_empty(),
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => false,
+            Err(error) => return Err(io("list", &wal_dir)(error)),
+        };
+        if has_log && !has_hard_state {
+            return Err(StoreError::Incomplete {
+                dir: dir.to_path_buf(),
+                detail: "a log but no hard state".to_string(),
+            });
+        }
+        let creating = !has_hard_state;
+        if creating {
+            if bootstrap.is_none() {
+                return Err(StoreError::NotBootstrapped(dir.to_path_buf()));
+            }
             disk.create_dir_all(dir).map_err(io("create directory", dir))?;
             let parent = dir.parent().filter(|parent| !parent.as_os_str().is_empty());
             disk.sync_dir(parent.unwrap_or(Path::new("."))).map_err(io("sync", dir))?;
         }
-        let mut hard_state =
-            match HardStateFile::open(disk.clone(), &hard_state_path, bootstrap.is_some()) {
-                Ok(file) => file,
-                Err(HardStateError::Io(failure))
-                    if failure.source.kind() == std::io::ErrorKind::NotFound =>
-                {
-                    return Err(StoreError::NotBootstrapped(dir.to_path_buf()));
-                }
-                Err(error) => return Err(error.into()),
-            };
+        let mut hard_state = HardStateFile::open(disk.clone(), &hard_state_path, creating)?;
         if let Some(membership) = bootstrap {
             // A file created but never stored (a crash during bootstrap) holds the default:
-            // no term, no vote, so nothing was promised yet and bootstrapping again is safe.
-            if *hard_state.state() == DurableState::default() {
+            // no term, no vote, no log, so nothing was promised yet and bootstrapping again is
+            // safe.
+            if *hard_state.state() == DurableState::default() && !has_log {
                 hard_state.store(&DurableState {
                     hard_state: HardState::default(),
                     membership: membership.clone(),
                 })?;
+            }
+            let stored = &hard_state.state().membership;
+            if stored != membership {
+                return Err(StoreError::MembersDiffer {
+                    stored: Box::new(stored.clone()),
+                    given: Box::new(membership.clone()),
+                });
             }
         }
         let durable = hard_state.state().clone();
         if durable.membership.members().is_empty() {
             return Err(StoreError::NotBootstrapped(dir.to_path_buf()));
         }
-        let options = WalOptions { create_if_missing: bootstrap.is_some(), ..options };
-        let wal = Wal::open_holding(disk, &dir.join("wal"), options, durable.hard_state.commit)?;
+        // The log directory is created (and its parent synced) by the first open; a hard
+        // state that was stored means that open completed, unless nothing was ever written.
+        let wal_exists = match disk.list(&wal_dir) {
+            Ok(_) => true,
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => false,
+            Err(error) => return Err(io("list", &wal_dir)(error)),
+        };
+        if !wal_exists && durable.hard_state != HardState::default() {
+            return Err(StoreError::Incomplete {
+                dir: dir.to_path_buf(),
+                detail: format!("a hard state ({}) but no log directory", durable.hard_state),
+            });
+        }
+        let command_bytes_max = options.segment_bytes / 2;
+        let options = WalOptions { create_if_missing: true, ..options };
+        let wal = Wal::open_holding(disk, &wal_dir, options, durable.hard_state.commit)?;
         let entries = if wal.last_index() >= wal.first_index() {
             wal.entries(wal.first_index(), wal.last_index(), u64::MAX)?
         } else {
@@ -132,15 +201,24 @@ impl LogStore {
             membership: durable.membership,
             applied: LogIndex::ZERO,
         };
-        let store = LogStore { wal, hard_state, pending_hard_state: None, dirty: false };
+        let store = LogStore {
+            wal,
+            hard_state,
+            pending_hard_state: None,
+            dirty: false,
+            failed: None,
+            command_bytes_max,
+        };
         Ok((store, initial))
     }
 
     /// Writes `persist`'s log changes (not yet durable) and holds back its hard state for the
-    /// next [`LogStore::sync`].
+    /// next [`LogStore::sync`]. After any failure the store refuses everything: reopen it.
     pub fn write(&mut self, persist: &Persist) -> Result<(), StoreError> {
+        self.check_usable()?;
         if persist.truncate_from.is_some() || !persist.entries.is_empty() {
-            self.wal.append(persist.truncate_from, &persist.entries)?;
+            let written = self.wal.append(persist.truncate_from, &persist.entries);
+            self.note_failure(written)?;
             self.dirty = true;
         }
         if let Some(hard_state) = persist.hard_state {
@@ -150,18 +228,47 @@ impl LogStore {
         Ok(())
     }
 
-    /// Makes every write so far durable: the log first, then the hard state.
+    /// Makes every write so far durable: the log first, then the hard state. After any
+    /// failure the store refuses everything: reopen it.
     pub fn sync(&mut self) -> Result<(), StoreError> {
+        self.check_usable()?;
         if !self.dirty {
             return Ok(());
         }
-        self.wal.sync()?;
-        if let Some(hard_state) = self.pending_hard_state.take() {
+        let synced = self.wal.sync();
+        self.note_failure(synced)?;
+        if let Some(hard_state) = self.pending_hard_state {
             let membership = self.hard_state.state().membership.clone();
-            self.hard_state.store(&DurableState { hard_state, membership })?;
+            let stored = self.hard_state.store(&DurableState { hard_state, membership });
+            self.note_failure(stored)?;
+            self.pending_hard_state = None;
         }
         self.dirty = false;
         Ok(())
+    }
+
+    /// The largest command one entry may carry: a bigger one could never be written, so the
+    /// driver refuses it before it reaches the log.
+    pub fn command_bytes_max(&self) -> u64 {
+        self.command_bytes_max
+    }
+
+    fn check_usable(&self) -> Result<(), StoreError> {
+        match &self.failed {
+            Some(reason) => Err(StoreError::Failed(reason.clone())),
+            None => Ok(()),
+        }
+    }
+
+    fn note_failure<E: Into<StoreError>>(
+        &mut self,
+        result: Result<(), E>,
+    ) -> Result<(), StoreError> {
+        result.map_err(|error| {
+            let error = error.into();
+            self.failed = Some(error.to_string());
+            error
+        })
     }
 
     /// The log.

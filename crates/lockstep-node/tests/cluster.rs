@@ -75,6 +75,10 @@ impl Storage for MemoryStorage {
     fn submit(&mut self, write: u64, persist: Persist) {
         self.pending.push_back((write, persist));
     }
+
+    fn command_bytes_max(&self) -> u64 {
+        1024
+    }
 }
 
 #[derive(Clone, Default)]
@@ -268,4 +272,18 @@ fn acknowledgements_wait_for_the_write_they_promise() {
     cluster.driver(2).write_durable(write);
     let sent_by_2 = cluster.network.sent_by(2);
     assert_eq!(sent_by_2, 1, "then its acknowledgement leaves");
+}
+
+#[test]
+fn a_request_too_large_for_the_log_is_refused_before_it_is_proposed() {
+    let mut cluster = Cluster::new();
+    cluster.elect(1);
+    let last = cluster.driver(1).node().last_index();
+    let request = cluster.driver(1).propose(put(1, 1, "x", &"v".repeat(2000)), 1);
+    assert_eq!(cluster.driver(1).node().last_index(), last, "nothing was appended");
+    cluster.settle();
+    assert!(matches!(
+        cluster.answer(1, request),
+        Some(Completion::Refused { refusal: Refusal::TooLarge { max: 1024, .. }, .. })
+    ));
 }

@@ -202,3 +202,58 @@ fn a_failing_disk_is_an_error_not_a_panic() {
         .write(&Persist { truncate_from: None, entries: vec![noop(2, 1)], hard_state: None })
         .is_err());
 }
+
+#[test]
+fn a_failed_sync_is_never_reported_durable_later() {
+    let disk = SimDisk::new(6, Faults::default());
+    let (mut store, _) = open(&disk, true).expect("bootstraps");
+    let voted = HardState { term: Term(7), vote: Some(NodeId(2)), commit: LogIndex::ZERO };
+    store
+        .write(&Persist { truncate_from: None, entries: Vec::new(), hard_state: Some(voted) })
+        .expect("writes");
+    disk.set_faults(Faults { sync_error_per_million: 1_000_000, ..Faults::default() });
+    assert!(store.sync().is_err(), "the hard state could not be stored");
+    disk.set_faults(Faults::default());
+    // A retry must not pretend the vote is durable now.
+    assert!(matches!(store.sync(), Err(StoreError::Failed(_))));
+    drop(store);
+    disk.crash();
+    let (_, initial) = open(&disk, false).expect("recovers");
+    assert_ne!(initial.hard_state, voted);
+}
+
+#[test]
+fn a_damaged_or_foreign_directory_is_refused() {
+    let disk = SimDisk::new(7, Faults::default());
+    let (mut store, _) = open(&disk, true).expect("bootstraps");
+    store
+        .write(&Persist {
+            truncate_from: None,
+            entries: vec![noop(1, 1)],
+            hard_state: Some(HardState {
+                term: Term(1),
+                vote: Some(NodeId(1)),
+                commit: LogIndex(1),
+            }),
+        })
+        .expect("writes");
+    store.sync().expect("syncs");
+    drop(store);
+
+    // Started again with other initial members: refused, not silently rebuilt.
+    let others = Membership::with_voters([NodeId(1), NodeId(2)]);
+    let refused = LogStore::open(
+        Arc::new(disk.clone()),
+        Path::new("/data/replica"),
+        Some(&others),
+        WalOptions { segment_bytes: 4096, ..WalOptions::default() },
+    );
+    assert!(matches!(refused, Err(StoreError::MembersDiffer { .. })));
+
+    // The hard state lost but the log still there: bootstrapping again would forget the vote.
+    use lockstep_storage::Disk;
+    disk.remove(Path::new("/data/replica/hard-state")).expect("removes");
+    let error = open(&disk, true).expect_err("refused");
+    assert!(matches!(error, StoreError::Incomplete { .. }), "{error}");
+    assert!(error.to_string().contains("must not rejoin"), "{error}");
+}

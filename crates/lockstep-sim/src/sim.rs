@@ -314,6 +314,10 @@ impl Storage for SimStorage {
             Err(error) => self.failed = Some(error.to_string()),
         }
     }
+
+    fn command_bytes_max(&self) -> u64 {
+        self.store.command_bytes_max()
+    }
 }
 
 type SimDriver = Driver<KvMachine, SimStorage, Outbox>;
@@ -370,6 +374,9 @@ struct World {
     /// When each (replica, incarnation) crashed.
     crashed_at: BTreeMap<(usize, u64), Time>,
     first_violation_event: u64,
+    /// The highest term any replica has been seen in: an entry first seen committed now was
+    /// committed in this term or an earlier one.
+    max_term: u64,
     // Records.
     history: Vec<Operation>,
     trace: Xxh3,
@@ -476,6 +483,7 @@ impl World {
             kill_per_mille,
             crashed_at: BTreeMap::new(),
             first_violation_event: 0,
+            max_term: 0,
             history: Vec::new(),
             trace: Xxh3::new(),
             recent: VecDeque::new(),
@@ -548,6 +556,7 @@ impl World {
             self.now = time;
             if time > deadline {
                 self.report_liveness_failure();
+                self.check_linearizability();
                 break;
             }
             self.report.events += 1;
@@ -590,11 +599,17 @@ impl World {
             | Event::Sync { node, .. }
             | Event::LateSync { node, .. }
             | Event::Kill { node, .. }
-            | Event::Restart { node }
-            | Event::Request { node, .. } => self.trace.update(&(*node as u64).to_le_bytes()),
-            Event::Reply { client, operation, .. } => {
+            | Event::Restart { node } => self.trace.update(&(*node as u64).to_le_bytes()),
+            Event::Request { node, wire } => {
+                self.trace.update(&(*node as u64).to_le_bytes());
+                self.trace.update(&postcard::to_stdvec(&wire.request).unwrap_or_default());
+                self.trace.update(&wire.session.0.to_le_bytes());
+                self.trace.update(&wire.sequence.to_le_bytes());
+            }
+            Event::Reply { client, operation, answer } => {
                 self.trace.update(&(*client as u64).to_le_bytes());
                 self.trace.update(&(*operation as u64).to_le_bytes());
+                self.trace.update(format!("{answer:?}").as_bytes());
             }
             Event::Timeout { client, attempt } | Event::Send { client, attempt } => {
                 self.trace.update(&(*client as u64).to_le_bytes());
@@ -667,15 +682,13 @@ impl World {
 
     fn start(&mut self, node: usize) {
         let replica = &mut self.replicas[node];
+        // The initial members are given at the first start only; a restart must find its
+        // replica on disk.
+        let bootstrap = (replica.incarnation == 0).then_some(&self.membership);
         replica.incarnation += 1;
         let disk: Arc<SimDisk> = Arc::new(replica.disk.clone());
         let options = WalOptions { segment_bytes: 64 << 10, ..WalOptions::default() };
-        let opened = lockstep_node::LogStore::open(
-            disk,
-            Path::new(DATA_DIR),
-            Some(&self.membership),
-            options,
-        );
+        let opened = lockstep_node::LogStore::open(disk, Path::new(DATA_DIR), bootstrap, options);
         let (store, initial) = match opened {
             Ok(opened) => opened,
             Err(error) if is_injected_io_error(&error) => {
@@ -729,10 +742,14 @@ impl World {
     }
 
     fn crash(&mut self, node: usize, why: &str) {
-        let replica = &mut self.replicas[node];
-        if replica.driver.take().is_none() {
+        if self.replicas[node].driver.is_none() {
             return;
         }
+        // Let the checkers see the replica as it was, before its memory is gone.
+        self.observe();
+        self.check_logs();
+        let replica = &mut self.replicas[node];
+        replica.driver = None;
         replica.disk.crash();
         self.crashed_at.insert((node, replica.incarnation), self.now);
         replica.incarnation += 1;
@@ -886,6 +903,7 @@ impl World {
             let core = driver.node();
             let id = core.id().get();
             let term = core.term().get();
+            self.max_term = self.max_term.max(term);
             let commit = core.commit_index().get();
             let leading = core.role() == Role::Leader;
             let vote = core.hard_state().vote.map(|candidate| (term, candidate));
@@ -940,7 +958,8 @@ impl World {
                 }
             }
             for (index, entry) in newly {
-                let result = self.leader_completeness.committed(id, index, entry);
+                let bound = self.max_term;
+                let result = self.leader_completeness.committed(id, index, entry, bound);
                 self.check("leader completeness", result);
             }
             self.replicas[node].checked_commit = commit.max(from);
@@ -1108,6 +1127,9 @@ impl World {
                 state.session = ClientId(client as u64 * 1_000 + 1 + state.generation);
                 state.next_sequence = 1;
                 self.finish_operation(client);
+            }
+            Err(Refusal::TooLarge { bytes, max }) => {
+                self.violation("driver", format!("a {bytes}-byte request refused (max {max})"));
             }
             Err(Refusal::Malformed) => {
                 self.violation("driver", format!("a well-formed request was refused: {wire:?}"));
@@ -1340,6 +1362,12 @@ impl World {
             let result = self.durability.check_replica(id, &applied);
             self.check("durability", result);
         }
+        self.check_linearizability();
+    }
+
+    /// The clients' history (an operation without an answer may or may not have happened, so
+    /// this holds whether or not the cluster finished).
+    fn check_linearizability(&mut self) {
         match linearizability::check(&self.history) {
             Verdict::Linearizable => {}
             Verdict::Violation(violation) => {

@@ -1,8 +1,10 @@
 //! Leader completeness: if a log entry is committed in a given term, that entry will be present
 //! in the logs of the leaders of all higher-numbered terms (Raft, §5.4 and Figure 3).
 //!
-//! The simulator records every entry it sees committed (below some replica's commit index) and
-//! checks each new leader's log against those of earlier terms.
+//! The simulator records every entry it sees committed (below some replica's commit index),
+//! with a bound on the term it was committed in (the highest term any replica had reached when
+//! the commit was first seen), and checks each new leader of a later term. A leader of an
+//! older term can still be elected after an entry commits (a slow vote), and need not hold it.
 
 use std::collections::BTreeMap;
 
@@ -11,7 +13,8 @@ use super::EntryId;
 /// Remembers committed entries.
 #[derive(Debug, Default)]
 pub struct LeaderCompleteness {
-    committed: BTreeMap<u64, EntryId>,
+    /// Index -> (entry, the latest term it can have been committed in).
+    committed: BTreeMap<u64, (EntryId, u64)>,
 }
 
 impl LeaderCompleteness {
@@ -20,11 +23,18 @@ impl LeaderCompleteness {
         LeaderCompleteness::default()
     }
 
-    /// Entry `index` is committed with `entry`. Two different committed entries at one index
-    /// are themselves a violation.
-    pub fn committed(&mut self, node: u64, index: u64, entry: EntryId) -> Result<(), String> {
-        match self.committed.insert(index, entry) {
-            Some(before) if before != entry => Err(format!(
+    /// Entry `index` is committed with `entry`, in term `committed_by` or earlier. Two
+    /// different committed entries at one index are themselves a violation.
+    pub fn committed(
+        &mut self,
+        node: u64,
+        index: u64,
+        entry: EntryId,
+        committed_by: u64,
+    ) -> Result<(), String> {
+        let before = self.committed.entry(index).or_insert((entry, committed_by));
+        match *before {
+            (before, _) if before != entry => Err(format!(
                 "replica {node} has committed index {index} with term {} but term {} was \
                  committed there before",
                 entry.term, before.term
@@ -40,8 +50,8 @@ impl LeaderCompleteness {
 
     /// Replica `node` became leader of `term` with `log` (entries from index 1).
     pub fn new_leader(&self, node: u64, term: u64, log: &[EntryId]) -> Result<(), String> {
-        for (&index, entry) in &self.committed {
-            if entry.term >= term {
+        for (&index, (entry, committed_by)) in &self.committed {
+            if *committed_by >= term {
                 continue;
             }
             let held = usize::try_from(index - 1).ok().and_then(|i| log.get(i));
@@ -70,11 +80,15 @@ mod tests {
         let mut checker = LeaderCompleteness::new();
         let one = EntryId { term: 1, hash: 1 };
         let two = EntryId { term: 1, hash: 2 };
-        checker.committed(1, 1, one).expect("first");
-        checker.committed(1, 2, two).expect("second");
+        checker.committed(1, 1, one, 1).expect("first");
+        checker.committed(1, 2, two, 1).expect("second");
         assert!(checker.new_leader(2, 2, &[one, two]).is_ok());
         assert!(checker.new_leader(2, 2, &[one]).is_err());
         assert!(checker.new_leader(2, 2, &[one, EntryId { term: 1, hash: 3 }]).is_err());
-        assert!(checker.committed(3, 2, EntryId { term: 2, hash: 4 }).is_err());
+        assert!(checker.committed(3, 2, EntryId { term: 2, hash: 4 }, 2).is_err());
+        // Committed as late as term 3: a leader of term 3 elected later need not hold it.
+        checker.committed(1, 3, EntryId { term: 1, hash: 5 }, 3).expect("third");
+        assert!(checker.new_leader(3, 3, &[one, two]).is_ok());
+        assert!(checker.new_leader(3, 4, &[one, two]).is_err());
     }
 }

@@ -463,7 +463,9 @@ impl World {
                 stopping: false,
             })
             .collect();
-        let kill_per_mille = [0, 100, 300, 600][rng.range(0, 4) as usize];
+        // The last profile is churn: leaders come and go every few tens of milliseconds, which
+        // is what it takes to build rare histories like Raft's figure 8.
+        let kill_per_mille = [0, 100, 300, 600, 900][rng.range(0, 5) as usize];
         let report = Report { seed: config.seed, ..Report::default() };
         World {
             config,
@@ -933,7 +935,7 @@ impl World {
                         1 => self.rng.range(0, 5 * MILLIS),
                         _ => self.rng.range(0, 30 * MILLIS),
                     };
-                    let restart_after = self.rng.range(5 * MILLIS, 200 * MILLIS);
+                    let restart_after = self.restart_delay();
                     self.schedule(delay, Event::Kill { node, incarnation, restart_after });
                 }
             }
@@ -953,7 +955,7 @@ impl World {
                 if self.rng.range(0, 4000) < self.kill_per_mille {
                     let incarnation = self.replicas[node].incarnation;
                     let delay = self.rng.range(0, MILLIS / 2);
-                    let restart_after = self.rng.range(5 * MILLIS, 200 * MILLIS);
+                    let restart_after = self.restart_delay();
                     self.schedule(delay, Event::Kill { node, incarnation, restart_after });
                 }
             }
@@ -1169,6 +1171,15 @@ impl World {
         best.map(|(_, node)| node)
     }
 
+    /// How long a replica killed at a fragile moment stays down.
+    fn restart_delay(&mut self) -> Time {
+        if self.kill_per_mille >= 900 {
+            self.rng.range(2 * MILLIS, 40 * MILLIS)
+        } else {
+            self.rng.range(5 * MILLIS, 200 * MILLIS)
+        }
+    }
+
     fn nemesis(&mut self) {
         if self.healed.is_some() {
             return;
@@ -1261,7 +1272,11 @@ impl World {
                 self.note(|| format!("nemesis: replica {id}'s disk starts failing"));
             }
         }
-        let next = self.rng.range(50 * MILLIS, 400 * MILLIS);
+        let next = if self.kill_per_mille >= 900 {
+            self.rng.range(20 * MILLIS, 150 * MILLIS)
+        } else {
+            self.rng.range(50 * MILLIS, 400 * MILLIS)
+        };
         self.schedule(next, Event::Nemesis);
     }
 

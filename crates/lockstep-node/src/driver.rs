@@ -47,6 +47,11 @@ pub trait Transport {
 }
 
 /// A client's request: its session, its number in that session, and its input.
+///
+/// A client numbers its requests 1, 2, 3, ... and sends a number again (with the same input)
+/// until it is answered with an output or refused `Stale`; after any other refusal it may
+/// retry, or give the number to its next request instead. A session's first request is
+/// number 1.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ClientRequest<I> {
     /// The client's session.
@@ -329,8 +334,8 @@ pub struct Driver<M: StateMachine, D: Storage, T: Transport> {
     transport: T,
     next_write: u64,
     writes: VecDeque<PendingWrite>,
-    /// Proposals waiting for their entry to apply: index -> (term, request).
-    proposals: BTreeMap<LogIndex, (Term, RequestId)>,
+    /// Proposals waiting for their entry to apply: index -> (term, request) for each.
+    proposals: BTreeMap<LogIndex, Vec<(Term, RequestId)>>,
     /// Reads waiting for the core to confirm them.
     reads: BTreeMap<ReadId, (RequestId, M::Query)>,
     next_request: u64,
@@ -441,13 +446,10 @@ impl<M: StateMachine, D: Storage, T: Transport> Driver<M, D, T> {
         }
         match self.node.propose(vec![bytes.into()], timestamp_millis) {
             Ok(proposed) => {
-                let replaced = self.proposals.insert(proposed.last_index, (proposed.term, id));
-                if let Some((_, earlier)) = replaced {
-                    // An earlier proposal at this index was truncated away (another leader's
-                    // entry replaced it, and now ours has): it can never be applied.
-                    self.completions
-                        .push(Completion::Refused { request: earlier, refusal: Refusal::Lost });
-                }
+                // An earlier proposal may wait at this index too (its entry was cut from this
+                // log, yet another replica may still commit it): each is settled when the
+                // index is applied, by the term of the entry applied there.
+                self.proposals.entry(proposed.last_index).or_default().push((proposed.term, id));
             }
             Err(error) => {
                 let refusal = match error {
@@ -560,16 +562,20 @@ impl<M: StateMachine, D: Storage, T: Transport> Driver<M, D, T> {
             };
             records.push(AppliedRecord { index: entry.index, term: entry.term, request });
         }
-        let Some((term, request)) = self.proposals.remove(&entry.index) else { return };
-        if term != entry.term {
-            // Another leader's entry took this index: ours was never applied.
-            self.completions.push(Completion::Refused { request, refusal: Refusal::Lost });
-            return;
-        }
-        match applied.into_answer() {
-            Some(Ok(output)) => self.completions.push(Completion::Done { request, output }),
-            Some(Err(refusal)) => self.completions.push(Completion::Refused { request, refusal }),
-            None => self.completions.push(Completion::Refused { request, refusal: Refusal::Lost }),
+        let Some(waiting) = self.proposals.remove(&entry.index) else { return };
+        let mut answer = applied.into_answer();
+        for (term, request) in waiting {
+            if term != entry.term {
+                // Another leader's entry took this index: this proposal was never applied.
+                self.completions.push(Completion::Refused { request, refusal: Refusal::Lost });
+                continue;
+            }
+            let completion = match answer.take() {
+                Some(Ok(output)) => Completion::Done { request, output },
+                Some(Err(refusal)) => Completion::Refused { request, refusal },
+                None => Completion::Refused { request, refusal: Refusal::Lost },
+            };
+            self.completions.push(completion);
         }
     }
 }

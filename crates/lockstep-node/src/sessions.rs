@@ -72,8 +72,11 @@ pub struct Sessions {
     /// (last active, client): the expiry order.
     by_activity: BTreeSet<(u64, ClientId)>,
     /// Clients whose sessions expired, so a late request from one is refused rather than taken
-    /// for a new client's first request (bounded like the sessions themselves).
-    expired: BTreeSet<ClientId>,
+    /// for a new client's first request (bounded like the sessions themselves): client ->
+    /// the log time it expired.
+    expired: BTreeMap<ClientId, u64>,
+    /// (expiry time, client): the order in which expired clients are forgotten.
+    expired_order: BTreeSet<(u64, ClientId)>,
 }
 
 /// The encoded form of the table, for snapshots.
@@ -81,10 +84,10 @@ pub struct Sessions {
 struct Encoded {
     version: u8,
     sessions: Vec<(ClientId, Session)>,
-    expired: Vec<ClientId>,
+    expired: Vec<(ClientId, u64)>,
 }
 
-const ENCODING_VERSION: u8 = 1;
+const ENCODING_VERSION: u8 = 2;
 
 impl Sessions {
     /// An empty table.
@@ -112,7 +115,9 @@ impl Sessions {
             Some(session) => SessionCheck::Stale { last_applied: Some(session.last_sequence) },
             // A client whose session expired may have had requests applied that it never heard
             // about; taking its next one as new could apply a retry twice.
-            None if self.expired.contains(&client) => SessionCheck::Stale { last_applied: None },
+            None if self.expired.contains_key(&client) => {
+                SessionCheck::Stale { last_applied: None }
+            }
             // A client starts at 1: an unknown one further on had a session that expired and
             // was forgotten, and this may be a retry of something applied then.
             None if sequence > 1 => SessionCheck::Stale { last_applied: None },
@@ -126,7 +131,9 @@ impl Sessions {
         if let Some(previous) = self.by_client.get(&client) {
             self.by_activity.remove(&(previous.last_active_millis, client));
         }
-        self.expired.remove(&client);
+        if let Some(expired_at) = self.expired.remove(&client) {
+            self.expired_order.remove(&(expired_at, client));
+        }
         let session = Session {
             last_sequence: sequence,
             last_output: output,
@@ -150,12 +157,14 @@ impl Sessions {
             }
             self.by_activity.pop_first();
             self.by_client.remove(&client);
-            self.expired.insert(client);
+            self.expired.insert(client, now_millis);
+            self.expired_order.insert((now_millis, client));
             expired += 1;
         }
         // Remember expired clients no longer than live ones: the oldest are forgotten first.
         while self.expired.len() > config.sessions_max {
-            self.expired.pop_first();
+            let Some((_, client)) = self.expired_order.pop_first() else { break };
+            self.expired.remove(&client);
         }
         expired
     }
@@ -169,7 +178,7 @@ impl Sessions {
                 .iter()
                 .map(|(client, session)| (*client, session.clone()))
                 .collect(),
-            expired: self.expired.iter().copied().collect(),
+            expired: self.expired.iter().map(|(client, at)| (*client, *at)).collect(),
         };
         postcard::to_stdvec(&encoded).unwrap_or_default()
     }
@@ -189,7 +198,10 @@ impl Sessions {
             sessions.by_activity.insert((session.last_active_millis, client));
             sessions.by_client.insert(client, session);
         }
-        sessions.expired = encoded.expired.into_iter().collect();
+        for (client, at) in encoded.expired {
+            sessions.expired.insert(client, at);
+            sessions.expired_order.insert((at, client));
+        }
         Ok(sessions)
     }
 }

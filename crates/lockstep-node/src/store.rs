@@ -146,9 +146,24 @@ impl LogStore {
             if bootstrap.is_none() {
                 return Err(StoreError::NotBootstrapped(dir.to_path_buf()));
             }
-            disk.create_dir_all(dir).map_err(io("create directory", dir))?;
-            let parent = dir.parent().filter(|parent| !parent.as_os_str().is_empty());
-            disk.sync_dir(parent.unwrap_or(Path::new("."))).map_err(io("sync", dir))?;
+            // One level at a time, each made durable in its parent, so no ancestor created
+            // here can vanish in a crash and take the replica with it.
+            let mut levels: Vec<&Path> = dir.ancestors().collect();
+            levels.reverse();
+            for level in levels.into_iter().filter(|level| !level.as_os_str().is_empty()) {
+                let Some(parent) = level.parent() else { continue };
+                let exists = match disk.list(level) {
+                    Ok(_) => true,
+                    Err(error) if error.kind() == std::io::ErrorKind::NotFound => false,
+                    Err(error) => return Err(io("list", level)(error)),
+                };
+                if !exists {
+                    disk.create_dir_all(level).map_err(io("create directory", level))?;
+                    let parent =
+                        if parent.as_os_str().is_empty() { Path::new(".") } else { parent };
+                    disk.sync_dir(parent).map_err(io("sync", parent))?;
+                }
+            }
         }
         let mut hard_state = HardStateFile::open(disk.clone(), &hard_state_path, creating)?;
         if let Some(membership) = bootstrap {
@@ -180,10 +195,12 @@ impl LogStore {
             Err(error) if error.kind() == std::io::ErrorKind::NotFound => false,
             Err(error) => return Err(io("list", &wal_dir)(error)),
         };
-        if !wal_exists && durable.hard_state != HardState::default() {
+        // The log's first segment is durable before any hard state is stored: a stored term
+        // with no log at all means the log was lost.
+        if (!wal_exists || !has_log) && durable.hard_state != HardState::default() {
             return Err(StoreError::Incomplete {
                 dir: dir.to_path_buf(),
-                detail: format!("a hard state ({}) but no log directory", durable.hard_state),
+                detail: format!("a hard state ({}) but no log", durable.hard_state),
             });
         }
         let command_bytes_max = options.segment_bytes / 2;

@@ -374,9 +374,6 @@ struct World {
     /// When each (replica, incarnation) crashed.
     crashed_at: BTreeMap<(usize, u64), Time>,
     first_violation_event: u64,
-    /// The highest term any replica has been seen in: an entry first seen committed now was
-    /// committed in this term or an earlier one.
-    max_term: u64,
     // Records.
     history: Vec<Operation>,
     trace: Xxh3,
@@ -485,7 +482,6 @@ impl World {
             kill_per_mille,
             crashed_at: BTreeMap::new(),
             first_violation_event: 0,
-            max_term: 0,
             history: Vec::new(),
             trace: Xxh3::new(),
             recent: VecDeque::new(),
@@ -905,7 +901,6 @@ impl World {
             let core = driver.node();
             let id = core.id().get();
             let term = core.term().get();
-            self.max_term = self.max_term.max(term);
             let commit = core.commit_index().get();
             let leading = core.role() == Role::Leader;
             let vote = core.hard_state().vote.map(|candidate| (term, candidate));
@@ -960,7 +955,9 @@ impl World {
                 }
             }
             for (index, entry) in newly {
-                let bound = self.max_term;
+                // The replica that sees the commit is in the committing leader's term or a
+                // later one: the entry was committed in `term` at the latest.
+                let bound = term;
                 let result = self.leader_completeness.committed(id, index, entry, bound);
                 self.check("leader completeness", result);
             }

@@ -566,23 +566,32 @@ impl Wal {
         }
         // Group the records into frames, and check every frame fits in a segment, before
         // writing any of them.
+        // A frame holds at most `frame_bytes_max` of records and must fit in an empty segment,
+        // so a batch of entries that each fit never fails for being a batch.
+        let room = self.options.segment_bytes - self.segment_header_bytes()?;
+        let frame_overhead = FRAME_HEADER_BYTES as u64 + SYNCED_THROUGH_BYTES as u64;
+        let frame_room = room.saturating_sub(frame_overhead + crate::frame::FRAME_ALIGN);
         let mut frames: Vec<Vec<Vec<u8>>> = Vec::new();
         let mut pending: Vec<Vec<u8>> = Vec::new();
+        let mut pending_framed = 0u64;
         let mut pending_bytes = 0u64;
         for record in records {
+            let framed = (record.len() + RECORD_HEADER_BYTES) as u64;
             if !pending.is_empty()
-                && pending_bytes + record.len() as u64 > self.options.frame_bytes_max
+                && (pending_bytes + record.len() as u64 > self.options.frame_bytes_max
+                    || pending_framed + framed > frame_room)
             {
                 frames.push(std::mem::take(&mut pending));
                 pending_bytes = 0;
+                pending_framed = 0;
             }
             pending_bytes += record.len() as u64;
+            pending_framed += framed;
             pending.push(record);
         }
         if !pending.is_empty() {
             frames.push(pending);
         }
-        let room = self.options.segment_bytes - self.segment_header_bytes()?;
         for frame in &frames {
             let framed: u64 =
                 frame.iter().map(|record| (record.len() + RECORD_HEADER_BYTES) as u64).sum();

@@ -574,3 +574,19 @@ fn a_failed_sync_poisons_the_log_until_it_is_reopened() {
     let error = wal.append(None, &[entry(2, 1, 10, 2)]).expect_err("poisoned");
     assert!(matches!(error, WalError::Poisoned(_)), "{error}");
 }
+
+#[test]
+fn a_batch_larger_than_a_segment_is_split_across_segments() {
+    let disk = Arc::new(SimDisk::new(11, Faults::default()));
+    let dir = Path::new("/wal");
+    let options = WalOptions { segment_bytes: 4096, frame_bytes_max: 1 << 20, ..options() };
+    let mut wal = Wal::open(disk.clone(), dir, options.clone()).expect("opens");
+    // Ten entries of 1,500 bytes: each fits in a segment, the batch does not.
+    let entries: Vec<Entry> = (1..=10).map(|index| entry(index, 1, 1500, index)).collect();
+    wal.append(None, &entries).expect("a batch of entries that each fit is written");
+    wal.sync().expect("syncs");
+    drop(wal);
+    disk.crash();
+    let wal = Wal::open(disk, dir, options).expect("reopens");
+    assert_eq!(read_all(&wal), entries);
+}

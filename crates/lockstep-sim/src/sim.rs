@@ -757,6 +757,13 @@ impl World {
         self.note(|| format!("replica {id} crashes ({why})"));
     }
 
+    /// A replica whose disk failed stops, and an operator restarts it a little later.
+    fn fail_stop(&mut self, node: usize, why: &str) {
+        self.crash(node, why);
+        let delay = self.rng.range(10 * MILLIS, 300 * MILLIS);
+        self.schedule(delay, Event::Restart { node });
+    }
+
     /// Routes what a replica's driver produced: messages, answers, applied entries, writes.
     fn pump(&mut self, node: usize) {
         let Some(driver) = self.replicas[node].driver.as_mut() else { return };
@@ -802,9 +809,7 @@ impl World {
             }
         }
         if let Some(reason) = failed {
-            self.crash(node, &format!("disk failure: {reason}"));
-            let delay = self.rng.range(10 * MILLIS, 300 * MILLIS);
-            self.schedule(delay, Event::Restart { node });
+            self.fail_stop(node, &format!("disk failure: {reason}"));
             return;
         }
         if needs_sync {
@@ -842,9 +847,7 @@ impl World {
                 self.pump(node);
             }
             Err(error) => {
-                self.crash(node, &format!("sync failed: {error}"));
-                let delay = self.rng.range(10 * MILLIS, 300 * MILLIS);
-                self.schedule(delay, Event::Restart { node });
+                self.fail_stop(node, &format!("sync failed: {error}"));
             }
         }
     }
@@ -856,9 +859,7 @@ impl World {
         }
         let Some(driver) = replica.driver.as_mut() else { return };
         if let Err(error) = driver.storage_mut().store.sync() {
-            self.crash(node, &format!("sync failed: {error}"));
-            let delay = self.rng.range(10 * MILLIS, 300 * MILLIS);
-            self.schedule(delay, Event::Restart { node });
+            self.fail_stop(node, &format!("sync failed: {error}"));
         }
     }
 

@@ -69,10 +69,11 @@ pub mod types;
 
 pub use config::{Config, ReadMode, Sabotage};
 pub use membership::Membership;
-pub use message::{Message, MessageBody};
+pub use message::{InstallSnapshot, InstallSnapshotResponse, Message, MessageBody};
 pub use node::{InitialState, Node};
 pub use output::{
-    Event, Output, Persist, ProposeError, Proposed, ReadError, ReadReady, RejectReason, Stats,
+    Event, Output, Persist, ProposeError, Proposed, ReadError, ReadReady, RejectReason,
+    SnapshotAnswer, SnapshotChunk, Stats,
 };
 pub use state_machine::{ApplyContext, StateDigest, StateMachine, StateSnapshot};
 pub use types::{

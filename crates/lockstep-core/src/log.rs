@@ -165,6 +165,33 @@ impl RaftLog {
         self.entries.truncate(keep);
     }
 
+    /// Forgets every entry up to `index`, which a durable snapshot covers: the log now starts
+    /// after it. Does nothing for an index at or below the current start; `index` must be
+    /// held.
+    pub fn compact(&mut self, index: LogIndex) {
+        if index <= self.snapshot_index {
+            return;
+        }
+        let term = self.term(index).expect("compacting to an index the log holds");
+        let drop = self.offset(index) + 1;
+        self.entries.drain(..drop);
+        self.snapshot_index = index;
+        self.snapshot_term = term;
+    }
+
+    /// Replaces the whole log with a snapshot point: no entries, continuing after
+    /// `(index, term)`.
+    pub fn restart_after(&mut self, index: LogIndex, term: Term) {
+        self.entries.clear();
+        self.snapshot_index = index;
+        self.snapshot_term = term;
+    }
+
+    /// The term of the entry the snapshot point covers.
+    pub fn snapshot_term(&self) -> Term {
+        self.snapshot_term
+    }
+
     /// The entries held in memory, in order.
     pub fn entries(&self) -> impl Iterator<Item = &Entry> {
         self.entries.iter()
@@ -218,6 +245,22 @@ mod tests {
         assert_eq!(log.slice(LogIndex(1), LogIndex(4), 1).len(), 1);
         assert_eq!(log.slice(LogIndex(1), LogIndex(4), u64::MAX).len(), 4);
         assert_eq!(log.slice(LogIndex(3), LogIndex(9), u64::MAX).len(), 2);
+    }
+
+    #[test]
+    fn compaction_and_restart_move_the_start() {
+        let mut log = log_with_terms(&[1, 1, 2, 3]);
+        log.compact(LogIndex(2));
+        assert_eq!(log.first_index(), LogIndex(3));
+        assert_eq!(log.term(LogIndex(2)), Some(Term(1)));
+        assert_eq!(log.term(LogIndex(1)), None);
+        assert_eq!(log.last_index(), LogIndex(4));
+        log.compact(LogIndex(1));
+        assert_eq!(log.first_index(), LogIndex(3));
+        log.restart_after(LogIndex(9), Term(4));
+        assert_eq!(log.last_index(), LogIndex(9));
+        assert_eq!(log.last_term(), Term(4));
+        assert_eq!(log.entries().count(), 0);
     }
 
     #[test]

@@ -143,25 +143,39 @@ pub struct ReadIndexResponse {
     pub index: Option<LogIndex>,
 }
 
-/// One chunk of a snapshot.
+/// One chunk of a snapshot the leader streams to a follower whose entries it compacted away.
+///
+/// The core only routes chunks: the driver on each side reads and writes the snapshot's bytes
+/// (see [`crate::output::Output::snapshot_chunks`]).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct InstallSnapshot {
     /// What the snapshot covers.
     pub meta: SnapshotMeta,
+    /// The snapshot's whole length in bytes.
+    pub total_bytes: u64,
+    /// A digest of the whole snapshot, naming it: a transfer resumes only into the same one.
+    pub digest: [u8; 32],
     /// The byte offset of this chunk in the snapshot.
     pub offset: u64,
-    /// The chunk's bytes.
+    /// The chunk's bytes (empty in the first message of a transfer, which asks the follower
+    /// where to start).
     pub data: Bytes,
-    /// Whether this is the last chunk.
-    pub done: bool,
+    /// CRC32C of `data`.
+    pub checksum: u32,
 }
 
-/// The answer to a snapshot chunk.
+/// The largest chunk a snapshot message may carry.
+pub const SNAPSHOT_CHUNK_BYTES_MAX: u64 = 16 << 20;
+
+/// A follower's answer to a snapshot chunk.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct InstallSnapshotResponse {
     /// The snapshot's last index.
     pub last_index: LogIndex,
-    /// Whether the chunk was accepted.
+    /// The follower holds the snapshot's bytes up to here: send from here on.
+    pub next_offset: u64,
+    /// Whether the chunk was taken (false: it was refused, see the follower's events; the
+    /// leader resumes from `next_offset`).
     pub accepted: bool,
 }
 
@@ -241,19 +255,20 @@ impl fmt::Display for Message {
             MessageBody::InstallSnapshot(chunk) => {
                 write!(
                     f,
-                    " snapshot={}@{} offset={} bytes={}{}",
+                    " snapshot={}@{} offset={} bytes={} of {}",
                     chunk.meta.last_index,
                     chunk.meta.last_term,
                     chunk.offset,
                     chunk.data.len(),
-                    if chunk.done { " done" } else { "" }
+                    chunk.total_bytes
                 )?;
             }
             MessageBody::InstallSnapshotResponse(response) => {
                 write!(
                     f,
-                    " snapshot={} {}",
+                    " snapshot={} next={} {}",
                     response.last_index,
+                    response.next_offset,
                     if response.accepted { "accepted" } else { "rejected" }
                 )?;
             }

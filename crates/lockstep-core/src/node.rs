@@ -12,8 +12,13 @@ use bytes::Bytes;
 use crate::config::Config;
 use crate::log::RaftLog;
 use crate::membership::Membership;
-use crate::message::{HeartbeatResponse, InstallSnapshotResponse, Message, MessageBody};
-use crate::output::{Event, Output, ProposeError, Proposed, RejectReason, Stats};
+use crate::message::{
+    AppendResponse, HeartbeatResponse, InstallSnapshot, InstallSnapshotResponse, Message,
+    MessageBody,
+};
+use crate::output::{
+    Event, Output, ProposeError, Proposed, RejectReason, SnapshotAnswer, SnapshotChunk, Stats,
+};
 use crate::progress::Progress;
 use crate::read::{ConfirmedRead, ReadState};
 use crate::rng::SeededRng;
@@ -92,7 +97,15 @@ fn check_body(message: &Message) -> Result<(), RejectReason> {
         }
         MessageBody::Heartbeat(heartbeat) => in_range(heartbeat.commit),
         MessageBody::ReadIndexResponse(response) => response.index.is_none_or(in_range),
-        MessageBody::InstallSnapshot(chunk) => in_range(chunk.meta.last_index),
+        MessageBody::InstallSnapshot(chunk) => {
+            let length = chunk.data.len() as u64;
+            in_range(chunk.meta.last_index)
+                && chunk.meta.last_term.get() <= VALUE_MAX
+                && length <= crate::message::SNAPSHOT_CHUNK_BYTES_MAX
+                && chunk.offset.checked_add(length).is_some_and(|end| end <= chunk.total_bytes)
+                && chunk.meta.membership.validate().is_ok()
+        }
+        MessageBody::InstallSnapshotResponse(response) => in_range(response.last_index),
         _ => true,
     };
     if ok {
@@ -309,15 +322,32 @@ impl Node {
                 if !self.accept_leader_contact(from, "InstallSnapshot") {
                     return;
                 }
-                // Installing snapshots arrives with state transfer; refuse the chunk so the
-                // leader knows, and say so.
-                self.reject_from(from, "InstallSnapshot", RejectReason::SnapshotUnsupported);
-                let response =
-                    InstallSnapshotResponse { last_index: chunk.meta.last_index, accepted: false };
-                self.send_after_persist(from, MessageBody::InstallSnapshotResponse(response));
+                if chunk.meta.last_index <= self.commit {
+                    // Everything it covers is committed here already: tell the leader how far
+                    // this log matches, and it goes back to appending.
+                    let response = AppendResponse::Accepted { match_index: self.commit };
+                    self.send_after_persist(from, MessageBody::AppendResponse(response));
+                    return;
+                }
+                self.output.snapshot_chunks.push(SnapshotChunk { from, chunk });
             }
-            MessageBody::InstallSnapshotResponse(_) => {
-                self.reject_from(from, "InstallSnapshotResponse", RejectReason::Unexpected);
+            MessageBody::InstallSnapshotResponse(answer) => {
+                let expected = self.role == Role::Leader
+                    && self.progress.get(&from).is_some_and(|progress| {
+                        matches!(progress.state, crate::progress::ProgressState::Snapshot { .. })
+                    });
+                if !expected {
+                    self.reject_from(
+                        from,
+                        "InstallSnapshotResponse",
+                        RejectReason::SnapshotUnexpected,
+                    );
+                    return;
+                }
+                if let Some(progress) = self.progress.get_mut(&from) {
+                    progress.recent_active = true;
+                }
+                self.output.snapshot_answers.push(SnapshotAnswer { from, answer });
             }
         }
     }
@@ -431,7 +461,8 @@ impl Node {
             .writes_in_flight
             .iter()
             .filter_map(|write| write.truncate_from)
-            .chain(self.output.persist.truncate_from);
+            .chain(self.output.persist.truncate_from)
+            .chain(self.output.persist.snapshot.as_ref().map(|meta| meta.last_index.next()));
         let mut persisted = self.durable_index.min(self.log.last_index());
         for truncate_from in pending_truncations {
             persisted = persisted.min(truncate_from.prev());
@@ -450,6 +481,86 @@ impl Node {
             self.handed_out_index
         );
         self.applied_index = self.applied_index.max(index);
+    }
+
+    /// A durable snapshot of the state machine covers the log through `index`: forget the
+    /// entries up to it (at most up to what was applied). A follower that needs them later
+    /// gets the snapshot instead ([`Event::SnapshotNeeded`]).
+    pub fn compact(&mut self, index: LogIndex) {
+        let index = index.min(self.applied_index);
+        if index <= self.log.snapshot_index() {
+            return;
+        }
+        self.base_membership = self.membership_at(index);
+        self.log.compact(index);
+    }
+
+    /// Whether a snapshot through `meta` would bring this replica forward: it follows a
+    /// leader and has not committed that far. Check before restoring the state machine.
+    pub fn wants_snapshot(&self, meta: &SnapshotMeta) -> bool {
+        self.role == Role::Follower
+            && meta.last_index > self.commit
+            && meta.last_index.get() <= VALUE_MAX
+            && meta.membership.validate().is_ok()
+    }
+
+    /// The driver has made the snapshot `meta` from leader `from` durable and restored the
+    /// state machine from it: the log continues after it (keeping the entries after it if
+    /// this log holds its last entry, else starting over), and the leader is told. Ignored
+    /// unless [`Node::wants_snapshot`] holds. Returns whether it was installed.
+    pub fn install_snapshot(&mut self, from: NodeId, meta: SnapshotMeta) -> bool {
+        if !self.wants_snapshot(&meta) {
+            return false;
+        }
+        let (index, term) = (meta.last_index, meta.last_term);
+        if self.log.term(index) == Some(term) {
+            self.log.compact(index);
+        } else {
+            self.log.restart_after(index, term);
+            // Whatever this log was about to write is gone with it, and writes still under
+            // way hold entries of the old log: their reports no longer count.
+            self.output.persist.entries.clear();
+            self.output.persist.truncate_from = None;
+            self.output.persist.snapshot = Some(meta.clone());
+            self.writes_in_flight.clear();
+            self.durable_index = index;
+        }
+        self.base_membership = meta.membership;
+        self.on_membership_changed();
+        self.commit = self.commit.max(index);
+        self.applied_index = index;
+        self.handed_out_index = index;
+        self.update_persisted_index();
+        self.stats.snapshots_installed += 1;
+        let response = AppendResponse::Accepted { match_index: index };
+        self.send_after_persist(from, MessageBody::AppendResponse(response));
+        true
+    }
+
+    /// Leader: sends a chunk of a snapshot to follower `to`, which waits for one. Returns
+    /// false (sending nothing) if this replica no longer leads or `to` no longer waits.
+    pub fn send_snapshot_chunk(&mut self, to: NodeId, chunk: InstallSnapshot) -> bool {
+        let waiting = self.role == Role::Leader
+            && self.progress.get(&to).is_some_and(|progress| {
+                matches!(progress.state, crate::progress::ProgressState::Snapshot { .. })
+            });
+        if waiting {
+            self.send(to, MessageBody::InstallSnapshot(chunk));
+        }
+        waiting
+    }
+
+    /// Follower: answers a snapshot chunk from leader `to` (see [`Output::snapshot_chunks`]).
+    pub fn answer_snapshot_chunk(&mut self, to: NodeId, answer: InstallSnapshotResponse) {
+        self.send(to, MessageBody::InstallSnapshotResponse(answer));
+    }
+
+    /// Leader: the snapshot transfer to `to` failed or stalled; go back to probing it, which
+    /// asks for a snapshot again if it still needs one.
+    pub fn snapshot_aborted(&mut self, to: NodeId) {
+        if let Some(progress) = self.progress.get_mut(&to) {
+            progress.snapshot_aborted();
+        }
     }
 
     /// Asks the leader to hand leadership to `target`. The leader stops taking proposals,
@@ -471,11 +582,18 @@ impl Node {
             self.hard_state_sent = hard_state;
         }
         let persist = &self.output.persist;
-        if let Some(last) = persist.entries.last() {
+        let last_written = persist
+            .entries
+            .last()
+            .map(|last| (last.index, last.term))
+            .or(persist.snapshot.as_ref().map(|meta| (meta.last_index, meta.last_term)));
+        if let Some((last_index, last_term)) = last_written {
+            // A restart after a snapshot removes everything after it, like a truncation.
+            let restart = persist.snapshot.as_ref().map(|meta| meta.last_index.next());
             self.writes_in_flight.push_back(WriteInFlight {
-                last_index: last.index,
-                last_term: last.term,
-                truncate_from: persist.truncate_from,
+                last_index,
+                last_term,
+                truncate_from: restart.or(persist.truncate_from),
             });
         } else {
             // A truncation is always followed by the entries that replace what it removed.
@@ -705,6 +823,21 @@ impl Node {
     fn membership_from_log(&self) -> Membership {
         self.log
             .entries()
+            .filter_map(|entry| match &entry.payload {
+                EntryPayload::Config(membership) => Some(membership),
+                _ => None,
+            })
+            .last()
+            .cloned()
+            .unwrap_or_else(|| self.base_membership.clone())
+    }
+
+    /// The configuration in force at `index`: the last one in the log up to it, else the
+    /// snapshot's or bootstrap.
+    fn membership_at(&self, index: LogIndex) -> Membership {
+        self.log
+            .entries()
+            .take_while(|entry| entry.index <= index)
             .filter_map(|entry| match &entry.payload {
                 EntryPayload::Config(membership) => Some(membership),
                 _ => None,

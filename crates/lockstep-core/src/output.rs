@@ -18,8 +18,8 @@
 
 use std::fmt;
 
-use crate::message::Message;
-use crate::types::{Entry, HardState, LogIndex, NodeId, ReadId, Role, Term};
+use crate::message::{InstallSnapshot, InstallSnapshotResponse, Message};
+use crate::types::{Entry, HardState, LogIndex, NodeId, ReadId, Role, SnapshotMeta, Term};
 
 /// Everything the core produced since the last drain.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -34,8 +34,32 @@ pub struct Output {
     pub committed: Vec<Entry>,
     /// Reads that are now safe to serve from the local state machine.
     pub reads: Vec<ReadReady>,
+    /// Follower: snapshot chunks from the leader, for the driver to write (then answer with
+    /// [`crate::Node::answer_snapshot_chunk`], and once whole and checked, restore the state
+    /// machine from it and call [`crate::Node::install_snapshot`]).
+    pub snapshot_chunks: Vec<SnapshotChunk>,
+    /// Leader: followers' answers to snapshot chunks, for the driver streaming them.
+    pub snapshot_answers: Vec<SnapshotAnswer>,
     /// Things that happened, for the driver, clients, logs and metrics.
     pub events: Vec<Event>,
+}
+
+/// A snapshot chunk that arrived from the leader.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SnapshotChunk {
+    /// The leader.
+    pub from: NodeId,
+    /// The chunk.
+    pub chunk: InstallSnapshot,
+}
+
+/// A follower's answer to a snapshot chunk.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SnapshotAnswer {
+    /// The follower.
+    pub from: NodeId,
+    /// Its answer.
+    pub answer: InstallSnapshotResponse,
 }
 
 impl Output {
@@ -46,13 +70,19 @@ impl Output {
             && self.messages_after_persist.is_empty()
             && self.committed.is_empty()
             && self.reads.is_empty()
+            && self.snapshot_chunks.is_empty()
+            && self.snapshot_answers.is_empty()
             && self.events.is_empty()
     }
 }
 
-/// Writes to make durable, in this order: truncate, append, hard state.
+/// Writes to make durable, in this order: restart after a snapshot, truncate, append, hard
+/// state.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Persist {
+    /// A snapshot (already durable: the driver installed it) replaces the whole log through
+    /// its last index; the log restarts after it, whatever it held before.
+    pub snapshot: Option<SnapshotMeta>,
     /// Remove every log entry at this index or above before appending.
     pub truncate_from: Option<LogIndex>,
     /// Entries to append, consecutive, continuing the log after the truncation.
@@ -64,7 +94,10 @@ pub struct Persist {
 impl Persist {
     /// Whether there is nothing to write.
     pub fn is_empty(&self) -> bool {
-        self.truncate_from.is_none() && self.entries.is_empty() && self.hard_state.is_none()
+        self.snapshot.is_none()
+            && self.truncate_from.is_none()
+            && self.entries.is_empty()
+            && self.hard_state.is_none()
     }
 }
 
@@ -154,8 +187,8 @@ pub enum RejectReason {
     /// A message that this role does not expect in this term (for example an append from a
     /// second leader of the same term).
     Unexpected,
-    /// Snapshot installation arrives in a later version of the core.
-    SnapshotUnsupported,
+    /// A snapshot chunk or answer that does not belong to a transfer under way.
+    SnapshotUnexpected,
 }
 
 /// Why a read could not be confirmed.
@@ -220,10 +253,13 @@ pub enum Event {
         /// Why.
         reason: &'static str,
     },
-    /// The leader must send a snapshot to `to`: the entries it needs are compacted.
+    /// The leader must send a snapshot to `to`: the entries it needs are compacted. Send one
+    /// whose last index is at least `index` with [`crate::Node::send_snapshot_chunk`].
     SnapshotNeeded {
         /// The follower.
         to: NodeId,
+        /// The log is compacted through here.
+        index: LogIndex,
     },
 }
 
@@ -249,7 +285,9 @@ impl fmt::Display for Event {
             Event::TransferAborted { target, reason } => {
                 write!(f, "transfer to {target} aborted: {reason}")
             }
-            Event::SnapshotNeeded { to } => write!(f, "snapshot needed for {to}"),
+            Event::SnapshotNeeded { to, index } => {
+                write!(f, "snapshot through at least {index} needed for {to}")
+            }
         }
     }
 }
@@ -269,4 +307,6 @@ pub struct Stats {
     pub elections_started: u64,
     /// Times this replica became leader.
     pub terms_led: u64,
+    /// Snapshots this replica installed from a leader.
+    pub snapshots_installed: u64,
 }

@@ -140,6 +140,16 @@ impl Progress {
         self.inflights.clear();
     }
 
+    /// The snapshot transfer failed: probe again from the last known match.
+    pub fn snapshot_aborted(&mut self) {
+        if matches!(self.state, ProgressState::Snapshot { .. }) {
+            self.next_index = self.match_index.next();
+            self.state = ProgressState::Probe;
+            self.probe_sent = false;
+            self.inflights.clear();
+        }
+    }
+
     /// Waits for a snapshot ending at `pending_index`.
     pub fn become_snapshot(&mut self, pending_index: LogIndex) {
         self.state = ProgressState::Snapshot { pending_index };

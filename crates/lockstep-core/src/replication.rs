@@ -76,7 +76,7 @@ impl Node {
             if let Some(progress) = self.progress.get_mut(&to) {
                 progress.become_snapshot(snapshot_index);
             }
-            self.output.events.push(Event::SnapshotNeeded { to });
+            self.output.events.push(Event::SnapshotNeeded { to, index: snapshot_index });
             return false;
         };
         let entries = self.log.slice(progress.next_index, last_index, self.config.append_bytes_max);

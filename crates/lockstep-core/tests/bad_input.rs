@@ -121,21 +121,26 @@ fn body() -> impl Strategy<Value = MessageBody> {
                 index: index.map(LogIndex),
             })
         }),
-        (number(), number()).prop_map(|(index, term)| MessageBody::InstallSnapshot(
-            InstallSnapshot {
-                meta: SnapshotMeta {
-                    last_index: LogIndex(index),
-                    last_term: Term(term),
-                    membership: Membership::with_voters([NodeId(1), NodeId(2), NodeId(3)]),
-                },
-                offset: 0,
-                data: Bytes::new(),
-                done: true,
-            }
-        )),
-        (number(), prop::bool::ANY).prop_map(|(index, accepted)| {
+        (number(), number(), number(), number(), 0usize..64).prop_map(
+            |(index, term, offset, total_bytes, length)| MessageBody::InstallSnapshot(
+                InstallSnapshot {
+                    meta: SnapshotMeta {
+                        last_index: LogIndex(index),
+                        last_term: Term(term),
+                        membership: Membership::with_voters([NodeId(1), NodeId(2), NodeId(3)]),
+                    },
+                    total_bytes,
+                    digest: [7; 32],
+                    offset,
+                    data: Bytes::from(vec![1u8; length]),
+                    checksum: 0,
+                }
+            )
+        ),
+        (number(), number(), prop::bool::ANY).prop_map(|(index, next_offset, accepted)| {
             MessageBody::InstallSnapshotResponse(InstallSnapshotResponse {
                 last_index: LogIndex(index),
+                next_offset,
                 accepted,
             })
         }),

@@ -504,7 +504,12 @@ impl<M: StateMachine, D: Storage, T: Transport> Driver<M, D, T> {
             for message in output.messages {
                 self.transport.send(message);
             }
-            let last_entry = output.persist.entries.last().map(|entry| (entry.index, entry.term));
+            let last_entry = output
+                .persist
+                .entries
+                .last()
+                .map(|entry| (entry.index, entry.term))
+                .or(output.persist.snapshot.as_ref().map(|meta| (meta.last_index, meta.last_term)));
             if !output.persist.is_empty() {
                 let id = self.next_write;
                 self.next_write += 1;

@@ -233,6 +233,11 @@ impl LogStore {
     /// next [`LogStore::sync`]. After any failure the store refuses everything: reopen it.
     pub fn write(&mut self, persist: &Persist) -> Result<(), StoreError> {
         self.check_usable()?;
+        if let Some(meta) = &persist.snapshot {
+            let restarted = self.wal.restart_at(meta.last_index.next());
+            self.note_failure(restarted)?;
+            self.dirty = true;
+        }
         if persist.truncate_from.is_some() || !persist.entries.is_empty() {
             let written = self.wal.append(persist.truncate_from, &persist.entries);
             self.note_failure(written)?;

@@ -137,6 +137,7 @@ fn the_store_recovers_what_was_synced_and_nothing_else() {
     let voted = HardState { term: Term(2), vote: Some(NodeId(2)), commit: LogIndex(2) };
     store
         .write(&Persist {
+            snapshot: None,
             truncate_from: None,
             entries: vec![noop(1, 1), noop(2, 2)],
             hard_state: Some(voted),
@@ -146,7 +147,12 @@ fn the_store_recovers_what_was_synced_and_nothing_else() {
     // Written, never synced: a crash may lose it, and the stored hard state must not name it.
     let later = HardState { term: Term(3), vote: Some(NodeId(3)), commit: LogIndex(3) };
     store
-        .write(&Persist { truncate_from: None, entries: vec![noop(3, 3)], hard_state: Some(later) })
+        .write(&Persist {
+            snapshot: None,
+            truncate_from: None,
+            entries: vec![noop(3, 3)],
+            hard_state: Some(later),
+        })
         .expect("writes");
     drop(store);
     disk.crash();
@@ -166,6 +172,7 @@ fn a_truncation_survives_a_crash_once_synced() {
     let (mut store, _) = open(&disk, true).expect("bootstraps");
     store
         .write(&Persist {
+            snapshot: None,
             truncate_from: None,
             entries: vec![noop(1, 1), noop(2, 1), noop(3, 1)],
             hard_state: Some(HardState { term: Term(1), vote: None, commit: LogIndex(1) }),
@@ -173,6 +180,7 @@ fn a_truncation_survives_a_crash_once_synced() {
         .expect("writes");
     store
         .write(&Persist {
+            snapshot: None,
             truncate_from: Some(LogIndex(2)),
             entries: vec![noop(2, 2)],
             hard_state: Some(HardState { term: Term(2), vote: None, commit: LogIndex(1) }),
@@ -194,12 +202,22 @@ fn a_failing_disk_is_an_error_not_a_panic() {
     let (mut store, _) = open(&disk, true).expect("bootstraps");
     disk.set_faults(Faults { sync_error_per_million: 1_000_000, ..Faults::default() });
     store
-        .write(&Persist { truncate_from: None, entries: vec![noop(1, 1)], hard_state: None })
+        .write(&Persist {
+            snapshot: None,
+            truncate_from: None,
+            entries: vec![noop(1, 1)],
+            hard_state: None,
+        })
         .expect("writes");
     assert!(store.sync().is_err());
     // The log refuses to go on after a failed sync (what is on disk is unknown).
     assert!(store
-        .write(&Persist { truncate_from: None, entries: vec![noop(2, 1)], hard_state: None })
+        .write(&Persist {
+            snapshot: None,
+            truncate_from: None,
+            entries: vec![noop(2, 1)],
+            hard_state: None
+        })
         .is_err());
 }
 
@@ -209,7 +227,12 @@ fn a_failed_sync_is_never_reported_durable_later() {
     let (mut store, _) = open(&disk, true).expect("bootstraps");
     let voted = HardState { term: Term(7), vote: Some(NodeId(2)), commit: LogIndex::ZERO };
     store
-        .write(&Persist { truncate_from: None, entries: Vec::new(), hard_state: Some(voted) })
+        .write(&Persist {
+            snapshot: None,
+            truncate_from: None,
+            entries: Vec::new(),
+            hard_state: Some(voted),
+        })
         .expect("writes");
     disk.set_faults(Faults { sync_error_per_million: 1_000_000, ..Faults::default() });
     assert!(store.sync().is_err(), "the hard state could not be stored");
@@ -228,6 +251,7 @@ fn a_damaged_or_foreign_directory_is_refused() {
     let (mut store, _) = open(&disk, true).expect("bootstraps");
     store
         .write(&Persist {
+            snapshot: None,
             truncate_from: None,
             entries: vec![noop(1, 1)],
             hard_state: Some(HardState {

@@ -135,6 +135,9 @@ enum Record {
     Truncate(LogIndex),
     /// An entry.
     Entry(Entry),
+    /// Drop every entry: the log restarts at this index (after a snapshot installed from a
+    /// leader replaced it).
+    Restart(LogIndex),
 }
 
 /// The body of a segment's header frame.
@@ -503,6 +506,10 @@ impl Wal {
                     self.cache_bytes = 0;
                 }
                 Record::Truncate(from) => self.truncate_in_memory(from)?,
+                Record::Restart(from) if from.get() > VALUE_MAX || from == LogIndex::ZERO => {
+                    return Err(format!("a restart at {from} is impossible"));
+                }
+                Record::Restart(from) => self.restart_in_memory(from),
                 Record::Entry(entry) => {
                     if entry.index.get() > VALUE_MAX || entry.term.get() > VALUE_MAX {
                         return Err(format!("entry {} holds impossible values", entry.index));
@@ -680,6 +687,22 @@ impl Wal {
             self.locations.push_back(location);
             self.cache_push(entry.clone());
         }
+        Ok(())
+    }
+
+    /// Drops every entry: the log restarts at `from` (the next entry appended must be `from`),
+    /// after a snapshot through `from - 1` replaced it. Written, not yet durable: call
+    /// [`Wal::sync`]. The dropped entries' segments go at the next [`Wal::compact`].
+    pub fn restart_at(&mut self, from: LogIndex) -> Result<(), WalError> {
+        if let Some(reason) = &self.poisoned {
+            return Err(WalError::Poisoned(reason.clone()));
+        }
+        if from == LogIndex::ZERO || from.get() > VALUE_MAX {
+            return Err(WalError::Invalid(format!("cannot restart the log at {from}")));
+        }
+        let record = encode(&Record::Restart(from))?;
+        self.write_frame(vec![record], &mut None, &mut [].iter())?;
+        self.restart_in_memory(from);
         Ok(())
     }
 
@@ -900,6 +923,13 @@ impl Wal {
             ));
         }
         Ok(())
+    }
+
+    fn restart_in_memory(&mut self, from: LogIndex) {
+        self.locations.clear();
+        self.first_index = from;
+        self.cache.clear();
+        self.cache_bytes = 0;
     }
 
     fn truncate_in_memory(&mut self, from: LogIndex) -> Result<(), String> {

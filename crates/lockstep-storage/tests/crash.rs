@@ -590,3 +590,48 @@ fn a_batch_larger_than_a_segment_is_split_across_segments() {
     let wal = Wal::open(disk, dir, options).expect("reopens");
     assert_eq!(read_all(&wal), entries);
 }
+
+#[test]
+fn a_restart_after_a_snapshot_drops_the_old_log_and_survives_a_crash() {
+    let disk = Arc::new(SimDisk::new(12, Faults::default()));
+    let dir = Path::new("/wal");
+    let options = WalOptions { segment_bytes: 4096, ..options() };
+    let mut wal = Wal::open(disk.clone(), dir, options.clone()).expect("opens");
+    let old: Vec<Entry> = (1..=5).map(|index| entry(index, 1, 300, index)).collect();
+    wal.append(None, &old).expect("appends");
+    wal.sync().expect("syncs");
+    // A snapshot through 9 (term 2) arrives from the leader: the log restarts at 10.
+    wal.restart_at(LogIndex(10)).expect("restarts");
+    assert_eq!(wal.first_index(), LogIndex(10));
+    assert!(read_all(&wal).is_empty());
+    let new: Vec<Entry> = (10..=12).map(|index| entry(index, 2, 300, index)).collect();
+    wal.append(None, &new).expect("appends after the restart");
+    wal.sync().expect("syncs");
+    drop(wal);
+    disk.crash();
+    let mut wal = Wal::open(disk.clone(), dir, options.clone()).expect("reopens");
+    assert_eq!(wal.first_index(), LogIndex(10));
+    assert_eq!(read_all(&wal), new);
+    // Compaction then removes the old log's segments; what remains still reads back.
+    wal.compact(LogIndex(11)).expect("compacts");
+    drop(wal);
+    disk.crash();
+    let wal = Wal::open(disk, dir, options).expect("reopens");
+    assert_eq!(read_all(&wal), new);
+}
+
+#[test]
+fn an_unsynced_restart_lost_in_a_crash_leaves_the_old_log() {
+    let disk = Arc::new(SimDisk::new(13, Faults::default()));
+    let dir = Path::new("/wal");
+    let mut wal = Wal::open(disk.clone(), dir, options()).expect("opens");
+    let old: Vec<Entry> = (1..=3).map(|index| entry(index, 1, 10, index)).collect();
+    wal.append(None, &old).expect("appends");
+    wal.sync().expect("syncs");
+    wal.restart_at(LogIndex(8)).expect("restarts");
+    drop(wal);
+    disk.crash();
+    let wal = Wal::open(disk, dir, options()).expect("reopens");
+    let after = read_all(&wal);
+    assert!(after == old || after.is_empty(), "either the old log or the restart: {after:?}");
+}

@@ -26,17 +26,24 @@ pub use checker::SafetyChecker;
 #[derive(Clone, Debug, Default)]
 pub struct Disk {
     pub hard_state: HardState,
+    /// The snapshot the log continues after, if any.
+    pub snapshot: Option<lockstep_core::SnapshotMeta>,
     pub entries: Vec<Entry>,
 }
 
 impl Disk {
     /// Writes `persist` in the order the output contract gives.
     pub fn write(&mut self, persist: &Persist) {
+        if let Some(meta) = &persist.snapshot {
+            self.entries.clear();
+            self.snapshot = Some(meta.clone());
+        }
         if let Some(from) = persist.truncate_from {
             self.entries.retain(|entry| entry.index < from);
         }
         for entry in &persist.entries {
-            let expected = self.entries.last().map_or(LogIndex(1), |last| last.index.next());
+            let start = self.snapshot.as_ref().map_or(LogIndex(1), |meta| meta.last_index.next());
+            let expected = self.entries.last().map_or(start, |last| last.index.next());
             assert_eq!(entry.index, expected, "appended entries must continue the disk's log");
             self.entries.push(entry.clone());
         }
@@ -246,8 +253,13 @@ impl Cluster {
         let replica = self.replica_mut(id);
         let Some(write) = replica.unsynced.pop_front() else { return false };
         replica.disk.write(&write.persist);
-        if let Some(last) = write.persist.entries.last() {
-            let (index, term) = (last.index, last.term);
+        let last_written = write
+            .persist
+            .entries
+            .last()
+            .map(|last| (last.index, last.term))
+            .or(write.persist.snapshot.as_ref().map(|meta| (meta.last_index, meta.last_term)));
+        if let Some((index, term)) = last_written {
             replica.node.persisted(index, term);
         }
         self.network.extend(write.messages_after_persist);
@@ -370,7 +382,7 @@ impl Cluster {
         config.random_seed = config.random_seed.wrapping_add(replica.restarts.wrapping_mul(7919));
         let initial = InitialState {
             hard_state: replica.disk.hard_state,
-            snapshot: None,
+            snapshot: replica.disk.snapshot.clone(),
             entries: replica.disk.entries.clone(),
             membership,
             applied: LogIndex::ZERO,

@@ -107,7 +107,7 @@ impl SnapshotStore {
     pub fn open(disk: Arc<dyn Disk>, dir: &Path) -> Result<SnapshotStore, SnapshotError> {
         disk.create_dir_all(dir).map_err(io_error("create", dir))?;
         for name in disk.list(dir).map_err(io_error("list", dir))? {
-            if name.ends_with(".snap.tmp") {
+            if name.ends_with(".tmp") {
                 let path = dir.join(&name);
                 disk.remove(&path).map_err(io_error("remove", &path))?;
             }
@@ -160,6 +160,51 @@ impl SnapshotStore {
             });
         }
         Ok(Some(StoredSnapshot { path, footer }))
+    }
+
+    /// The length of `snapshot`'s file (data, footer and footer offset): what a transfer to
+    /// another replica sends.
+    pub fn file_len(&self, snapshot: &StoredSnapshot) -> Result<u64, SnapshotError> {
+        let file =
+            self.disk.open(&snapshot.path, false).map_err(io_error("open", &snapshot.path))?;
+        file.len().map_err(io_error("read", &snapshot.path))
+    }
+
+    /// Reads `buf.len()` bytes of `snapshot`'s file at `offset`, to send them.
+    pub fn read_file_at(
+        &self,
+        snapshot: &StoredSnapshot,
+        offset: u64,
+        buf: &mut [u8],
+    ) -> Result<(), SnapshotError> {
+        let file =
+            self.disk.open(&snapshot.path, false).map_err(io_error("open", &snapshot.path))?;
+        file.read_at(offset, buf).map_err(io_error("read", &snapshot.path))
+    }
+
+    /// Starts receiving the file of snapshot `meta`, `total_bytes` long, from another replica:
+    /// write its bytes in order, then [`SnapshotReceiver::finish`]. Nothing is visible, and
+    /// the current snapshot stays, until the whole file is written and checked.
+    pub fn receive(
+        &self,
+        meta: SnapshotMeta,
+        total_bytes: u64,
+    ) -> Result<SnapshotReceiver, SnapshotError> {
+        let path = self.dir.join(file_name(&meta));
+        // Apart from a snapshot this replica may be writing of the same index itself.
+        let temporary = self.dir.join(format!("{}.recv.tmp", file_name(&meta)));
+        let mut file = self.disk.open(&temporary, true).map_err(io_error("create", &temporary))?;
+        file.set_len(0).map_err(io_error("truncate", &temporary))?;
+        Ok(SnapshotReceiver {
+            disk: Arc::clone(&self.disk),
+            dir: self.dir.clone(),
+            path,
+            temporary,
+            file,
+            meta,
+            total_bytes,
+            received: 0,
+        })
     }
 
     /// A reader of `snapshot`'s data that fails at the end if the digest does not match.
@@ -263,21 +308,128 @@ impl SnapshotWriter {
         self.file.sync_data().map_err(io_error("sync", &temporary))?;
         self.disk.rename(&temporary, &self.path).map_err(io_error("rename", &temporary))?;
         self.disk.sync_dir(&self.dir).map_err(io_error("sync", &self.dir))?;
-        let newest = (self.meta.last_index.get(), self.meta.last_term.get());
-        let mut removed = false;
-        for name in self.disk.list(&self.dir).map_err(io_error("list", &self.dir))? {
-            // Only older snapshots: a newer one (installed meanwhile) stays.
-            if parse_file_name(&name).is_some_and(|position| position < newest) {
-                let path = self.dir.join(&name);
-                self.disk.remove(&path).map_err(io_error("remove", &path))?;
-                removed = true;
-            }
-        }
-        if removed {
-            self.disk.sync_dir(&self.dir).map_err(io_error("sync", &self.dir))?;
-        }
+        remove_older(self.disk.as_ref(), &self.dir, &self.meta)?;
         Ok(StoredSnapshot { path: self.path.clone(), footer })
     }
+}
+
+/// Receives a snapshot file sent by another replica, in order, into a temporary file.
+pub struct SnapshotReceiver {
+    disk: Arc<dyn Disk>,
+    dir: PathBuf,
+    path: PathBuf,
+    temporary: PathBuf,
+    file: Box<dyn DiskFile>,
+    meta: SnapshotMeta,
+    total_bytes: u64,
+    received: u64,
+}
+
+impl SnapshotReceiver {
+    /// The snapshot being received.
+    pub fn meta(&self) -> &SnapshotMeta {
+        &self.meta
+    }
+
+    /// The file's whole length.
+    pub fn total_bytes(&self) -> u64 {
+        self.total_bytes
+    }
+
+    /// How many bytes have been written: the offset the next chunk must start at.
+    pub fn received(&self) -> u64 {
+        self.received
+    }
+
+    /// Writes the chunk at `offset`, which must be [`SnapshotReceiver::received`], and must not
+    /// run past the end.
+    pub fn write(&mut self, offset: u64, data: &[u8]) -> Result<(), SnapshotError> {
+        let corrupt = |detail: String| SnapshotError::Corrupt {
+            path: self.temporary.clone(),
+            detail,
+        };
+        if offset != self.received {
+            return Err(corrupt(format!(
+                "a chunk at byte {offset} arrived while {} bytes were written",
+                self.received
+            )));
+        }
+        let end = offset.checked_add(data.len() as u64).filter(|end| *end <= self.total_bytes);
+        let Some(end) = end else {
+            return Err(corrupt(format!(
+                "a {}-byte chunk at byte {offset} runs past the {}-byte snapshot",
+                data.len(),
+                self.total_bytes
+            )));
+        };
+        let temporary = self.temporary.clone();
+        self.file.write_at(offset, data).map_err(io_error("write", &temporary))?;
+        self.received = end;
+        Ok(())
+    }
+
+    /// Checks the whole file (its footer must describe the snapshot announced, its data must
+    /// match the footer's BLAKE3 digest), makes it durable under its final name, and removes
+    /// older snapshots. A file that fails a check is removed and never used.
+    pub fn finish(mut self) -> Result<StoredSnapshot, SnapshotError> {
+        let temporary = self.temporary.clone();
+        let checked = self.check();
+        if checked.is_err() {
+            let _ = self.disk.remove(&temporary);
+        }
+        let footer = checked?;
+        self.file.sync_data().map_err(io_error("sync", &temporary))?;
+        self.disk.rename(&temporary, &self.path).map_err(io_error("rename", &temporary))?;
+        self.disk.sync_dir(&self.dir).map_err(io_error("sync", &self.dir))?;
+        remove_older(self.disk.as_ref(), &self.dir, &self.meta)?;
+        Ok(StoredSnapshot { path: self.path.clone(), footer })
+    }
+
+    fn check(&mut self) -> Result<SnapshotFooter, SnapshotError> {
+        let corrupt = |detail: &str| SnapshotError::Corrupt {
+            path: self.temporary.clone(),
+            detail: detail.to_string(),
+        };
+        if self.received != self.total_bytes {
+            return Err(corrupt("the transfer ended before the whole snapshot arrived"));
+        }
+        let footer = read_footer(self.file.as_ref(), &self.temporary)?;
+        if footer.meta != self.meta {
+            return Err(corrupt("its footer describes another snapshot than the one announced"));
+        }
+        let mut hasher = blake3::Hasher::new();
+        let mut buf = vec![0u8; 1 << 20];
+        let mut position = 0u64;
+        while position < footer.data_len {
+            let count = (footer.data_len - position).min(buf.len() as u64) as usize;
+            self.file
+                .read_at(position, &mut buf[..count])
+                .map_err(io_error("read", &self.temporary))?;
+            hasher.update(&buf[..count]);
+            position += count as u64;
+        }
+        if *hasher.finalize().as_bytes() != footer.digest {
+            return Err(corrupt("its data does not match its BLAKE3 digest"));
+        }
+        Ok(footer)
+    }
+}
+
+/// Removes every snapshot in `dir` older than `meta` (a newer one installed meanwhile stays).
+fn remove_older(disk: &dyn Disk, dir: &Path, meta: &SnapshotMeta) -> Result<(), SnapshotError> {
+    let newest = (meta.last_index.get(), meta.last_term.get());
+    let mut removed = false;
+    for name in disk.list(dir).map_err(io_error("list", dir))? {
+        if parse_file_name(&name).is_some_and(|position| position < newest) {
+            let path = dir.join(&name);
+            disk.remove(&path).map_err(io_error("remove", &path))?;
+            removed = true;
+        }
+    }
+    if removed {
+        disk.sync_dir(dir).map_err(io_error("sync", dir))?;
+    }
+    Ok(())
 }
 
 /// Streams a snapshot's data back, checking its digest when the end is reached.
@@ -397,6 +549,55 @@ mod tests {
         assert!(error.to_string().contains("damaged"), "{error}");
         disk.put(&stored.path, b"short");
         assert!(store.latest().is_err());
+    }
+
+    #[test]
+    fn a_snapshot_file_sent_in_chunks_arrives_whole_and_damage_is_refused() {
+        let disk = Arc::new(SimDisk::new(1, Faults::default()));
+        let sender = SnapshotStore::open(disk.clone(), Path::new("/a/snapshots")).expect("open");
+        let data: Vec<u8> = (0..50_000u32).map(|i| (i * 7) as u8).collect();
+        let stored = write(&sender, 30, &data);
+        let total = sender.file_len(&stored).expect("length");
+        let receiver_store =
+            SnapshotStore::open(disk.clone(), Path::new("/b/snapshots")).expect("open");
+        write(&receiver_store, 10, &[1u8; 10]);
+        let send = |receiver: &mut SnapshotReceiver, flip: Option<u64>| {
+            let mut offset = 0;
+            while offset < total {
+                let mut chunk = vec![0u8; 4096.min(total - offset) as usize];
+                sender.read_file_at(&stored, offset, &mut chunk).expect("reads");
+                if let Some(at) = flip.filter(|at| (offset..offset + 4096).contains(at)) {
+                    chunk[(at - offset) as usize] ^= 1;
+                }
+                receiver.write(offset, &chunk).expect("writes");
+                offset += chunk.len() as u64;
+            }
+        };
+        // A chunk out of order is refused.
+        let mut receiver = receiver_store.receive(meta(30), total).expect("receive");
+        assert!(receiver.write(4096, &[0u8; 10]).is_err());
+        assert!(receiver.write(0, &vec![0u8; total as usize + 1]).is_err());
+        // A flipped bit is caught at the end and nothing is installed.
+        send(&mut receiver, Some(20_000));
+        assert!(receiver.finish().is_err());
+        assert_eq!(receiver_store.latest().expect("ok").expect("present").footer.meta, meta(10));
+        // Announced as another snapshot than its footer says: refused.
+        let mut receiver = receiver_store.receive(meta(31), total).expect("receive");
+        send(&mut receiver, None);
+        assert!(receiver.finish().is_err());
+        // Whole and intact: installed, and the older one removed.
+        let mut receiver = receiver_store.receive(meta(30), total).expect("receive");
+        send(&mut receiver, None);
+        let installed = receiver.finish().expect("installed");
+        disk.crash();
+        let receiver_store =
+            SnapshotStore::open(disk.clone(), Path::new("/b/snapshots")).expect("reopen");
+        let latest = receiver_store.latest().expect("ok").expect("present");
+        assert_eq!(latest, installed);
+        let mut back = Vec::new();
+        receiver_store.reader(&latest).expect("reader").read_to_end(&mut back).expect("intact");
+        assert_eq!(back, data);
+        assert_eq!(disk.list(Path::new("/b/snapshots")).expect("list").len(), 1);
     }
 
     #[test]

@@ -100,7 +100,7 @@ fn check_body(message: &Message) -> Result<(), RejectReason> {
         MessageBody::InstallSnapshot(chunk) => {
             let length = chunk.data.len() as u64;
             in_range(chunk.meta.last_index)
-                && chunk.meta.last_term.get() <= VALUE_MAX
+                && chunk.meta.last_term <= message.term
                 && length <= crate::message::SNAPSHOT_CHUNK_BYTES_MAX
                 && chunk.offset.checked_add(length).is_some_and(|end| end <= chunk.total_bytes)
                 && chunk.meta.membership.validate().is_ok()
@@ -500,6 +500,7 @@ impl Node {
     pub fn wants_snapshot(&self, meta: &SnapshotMeta) -> bool {
         self.role == Role::Follower
             && meta.last_index > self.commit
+            && meta.last_term <= self.term
             && meta.last_index.get() <= VALUE_MAX
             && meta.membership.validate().is_ok()
     }
@@ -513,7 +514,10 @@ impl Node {
             return false;
         }
         let (index, term) = (meta.last_index, meta.last_term);
-        if self.log.term(index) == Some(term) {
+        // Keep the entries after the snapshot only if this log holds its last entry durably,
+        // with no write still under way that would truncate it: otherwise a crash could
+        // leave the disk's log disagreeing with the snapshot.
+        if self.log.term(index) == Some(term) && self.persisted_index >= index {
             self.log.compact(index);
         } else {
             self.log.restart_after(index, term);
@@ -522,6 +526,14 @@ impl Node {
             self.output.persist.entries.clear();
             self.output.persist.truncate_from = None;
             self.output.persist.snapshot = Some(meta.clone());
+            // Acknowledgements of entries that will now never be written must not leave.
+            self.output.messages_after_persist.retain(|message| {
+                !matches!(
+                    message.body,
+                    MessageBody::AppendResponse(AppendResponse::Accepted { match_index })
+                        if match_index > index
+                )
+            });
             self.writes_in_flight.clear();
             self.durable_index = index;
         }
@@ -541,8 +553,11 @@ impl Node {
     /// false (sending nothing) if this replica no longer leads or `to` no longer waits.
     pub fn send_snapshot_chunk(&mut self, to: NodeId, chunk: InstallSnapshot) -> bool {
         let waiting = self.role == Role::Leader
-            && self.progress.get(&to).is_some_and(|progress| {
-                matches!(progress.state, crate::progress::ProgressState::Snapshot { .. })
+            && self.progress.get(&to).is_some_and(|progress| match progress.state {
+                crate::progress::ProgressState::Snapshot { pending_index } => {
+                    chunk.meta.last_index >= pending_index
+                }
+                _ => false,
             });
         if waiting {
             self.send(to, MessageBody::InstallSnapshot(chunk));
@@ -553,6 +568,16 @@ impl Node {
     /// Follower: answers a snapshot chunk from leader `to` (see [`Output::snapshot_chunks`]).
     pub fn answer_snapshot_chunk(&mut self, to: NodeId, answer: InstallSnapshotResponse) {
         self.send(to, MessageBody::InstallSnapshotResponse(answer));
+    }
+
+    /// Leader: follower `to` holds the whole snapshot (and has installed it, or had no use
+    /// for it): probe it from after the snapshot, and it answers how far its log matches.
+    pub fn snapshot_sent(&mut self, to: NodeId) {
+        if let Some(progress) = self.progress.get_mut(&to) {
+            if matches!(progress.state, crate::progress::ProgressState::Snapshot { .. }) {
+                progress.become_probe();
+            }
+        }
     }
 
     /// Leader: the snapshot transfer to `to` failed or stalled; go back to probing it, which
@@ -834,7 +859,7 @@ impl Node {
 
     /// The configuration in force at `index`: the last one in the log up to it, else the
     /// snapshot's or bootstrap.
-    fn membership_at(&self, index: LogIndex) -> Membership {
+    pub fn membership_at(&self, index: LogIndex) -> Membership {
         self.log
             .entries()
             .take_while(|entry| entry.index <= index)

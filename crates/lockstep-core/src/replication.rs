@@ -71,12 +71,7 @@ impl Node {
         let Some(progress) = self.progress.get(&to) else { return false };
         let prev_index = progress.next_index.prev();
         let Some(prev_term) = self.log.term(prev_index) else {
-            // The entries this follower needs are compacted: only a snapshot helps.
-            let snapshot_index = self.log.snapshot_index();
-            if let Some(progress) = self.progress.get_mut(&to) {
-                progress.become_snapshot(snapshot_index);
-            }
-            self.output.events.push(Event::SnapshotNeeded { to, index: snapshot_index });
+            self.need_snapshot(to);
             return false;
         };
         let entries = self.log.slice(progress.next_index, last_index, self.config.append_bytes_max);
@@ -308,10 +303,22 @@ impl Node {
     }
 
     /// Sends an append with no entries after the last index sent, outside flow control.
+    /// The entries follower `to` needs are compacted: only a snapshot helps.
+    fn need_snapshot(&mut self, to: NodeId) {
+        let snapshot_index = self.log.snapshot_index();
+        if let Some(progress) = self.progress.get_mut(&to) {
+            progress.become_snapshot(snapshot_index);
+        }
+        self.output.events.push(Event::SnapshotNeeded { to, index: snapshot_index });
+    }
+
     fn send_empty_append(&mut self, to: NodeId) {
         let Some(progress) = self.progress.get(&to) else { return };
         let prev_index = progress.next_index.prev();
-        let Some(prev_term) = self.log.term(prev_index) else { return };
+        let Some(prev_term) = self.log.term(prev_index) else {
+            self.need_snapshot(to);
+            return;
+        };
         let commit = self.commit;
         let append = AppendRequest { prev_index, prev_term, entries: Vec::new(), commit };
         self.send(to, MessageBody::Append(append));

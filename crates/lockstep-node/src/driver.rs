@@ -17,9 +17,12 @@ use std::collections::{BTreeMap, VecDeque};
 use std::io::{self, Read};
 
 use lockstep_core::{
-    ApplyContext, Config, Entry, EntryPayload, Event, InitialState, LogIndex, Message, Node,
-    NodeId, Persist, ProposeError, ReadError, ReadId, StateMachine, StateSnapshot, Term,
+    ApplyContext, Config, Entry, EntryPayload, Event, InitialState, InstallSnapshot, LogIndex,
+    Message, Node, NodeId, Persist, ProposeError, ReadError, ReadId, SnapshotMeta, StateMachine,
+    StateSnapshot, Term,
 };
+
+use crate::checkpoint::{Checkpoint, Checkpoints};
 use serde::{Deserialize, Serialize};
 
 use crate::sessions::{ClientId, SessionCheck, SessionConfig, Sessions};
@@ -37,6 +40,54 @@ pub trait Storage {
     /// rather than hand storage a write it cannot make.
     fn command_bytes_max(&self) -> u64 {
         u64::MAX
+    }
+
+    /// Starts saving `state` as a checkpoint through `meta`, off the apply path; the caller
+    /// reports the outcome with [`Driver::checkpoint_saved`] or [`Driver::checkpoint_failed`].
+    /// The default keeps no checkpoints.
+    fn start_checkpoint(&mut self, meta: SnapshotMeta, state: Box<dyn StateSnapshot>) {
+        let _ = (meta, state);
+    }
+
+    /// The latest durable checkpoint (taken here or received from a leader), to send to
+    /// followers that need it.
+    fn latest_checkpoint(&self) -> Option<Checkpoint> {
+        None
+    }
+
+    /// `len` bytes of `checkpoint`'s file at `offset`.
+    fn read_checkpoint(
+        &mut self,
+        checkpoint: &Checkpoint,
+        offset: u64,
+        len: u64,
+    ) -> Result<Vec<u8>, String> {
+        let _ = (checkpoint, offset, len);
+        Err("this storage keeps no checkpoints".to_string())
+    }
+
+    /// Drops the log through `index`: a durable checkpoint covers it.
+    fn compact(&mut self, index: LogIndex) {
+        let _ = index;
+    }
+
+    /// Writes a chunk of a snapshot file sent by the leader (a chunk of another snapshot than
+    /// the one being received starts it over); returns how many bytes of it are held. A chunk
+    /// not at that offset, or past the end, is an error.
+    fn receive_snapshot_chunk(&mut self, chunk: &InstallSnapshot) -> Result<u64, String> {
+        let _ = chunk;
+        Err("this storage cannot receive snapshots".to_string())
+    }
+
+    /// How many bytes of the snapshot being received are held.
+    fn snapshot_bytes_received(&self) -> u64 {
+        0
+    }
+
+    /// Checks the received snapshot whole (removing it if damaged), makes it durable as the
+    /// latest, and returns a reader of its data.
+    fn finish_snapshot(&mut self) -> Result<Box<dyn io::Read>, String> {
+        Err("this storage cannot receive snapshots".to_string())
     }
 }
 
@@ -328,20 +379,23 @@ struct PendingWrite {
 
 /// One replica. See the module documentation.
 pub struct Driver<M: StateMachine, D: Storage, T: Transport> {
-    node: Node,
-    state: Replicated<M>,
-    storage: D,
+    pub(crate) node: Node,
+    pub(crate) state: Replicated<M>,
+    pub(crate) storage: D,
     transport: T,
     next_write: u64,
     writes: VecDeque<PendingWrite>,
     /// Proposals waiting for their entry to apply: index -> (term, request) for each.
-    proposals: BTreeMap<LogIndex, Vec<(Term, RequestId)>>,
+    pub(crate) proposals: BTreeMap<LogIndex, Vec<(Term, RequestId)>>,
     /// Reads waiting for the core to confirm them.
     reads: BTreeMap<ReadId, (RequestId, M::Query)>,
     next_request: u64,
-    completions: Vec<Completion<M::Output>>,
+    pub(crate) completions: Vec<Completion<M::Output>>,
     /// Applied entries, kept only when asked for.
     applied: Option<Vec<AppliedRecord>>,
+    pub(crate) checkpoints: Checkpoints,
+    /// Set when this replica can no longer go on (see [`Driver::failure`]).
+    pub(crate) failure: Option<String>,
 }
 
 impl<M: StateMachine, D: Storage, T: Transport> Driver<M, D, T> {
@@ -366,6 +420,8 @@ impl<M: StateMachine, D: Storage, T: Transport> Driver<M, D, T> {
             next_request: 1,
             completions: Vec::new(),
             applied: None,
+            checkpoints: Checkpoints::default(),
+            failure: None,
         })
     }
 
@@ -404,9 +460,16 @@ impl<M: StateMachine, D: Storage, T: Transport> Driver<M, D, T> {
         self.applied.as_mut().map(std::mem::take).unwrap_or_default()
     }
 
+    /// Why this replica must stop, if it must: its state is no longer known good (a snapshot
+    /// that passed its checksums could not be restored). Stop it and recover from disk.
+    pub fn failure(&self) -> Option<&str> {
+        self.failure.as_deref()
+    }
+
     /// One tick of logical time.
     pub fn tick(&mut self) {
         self.node.tick();
+        self.tick_transfers();
         self.drain();
     }
 
@@ -493,7 +556,7 @@ impl<M: StateMachine, D: Storage, T: Transport> Driver<M, D, T> {
     }
 
     /// Carries out everything the core asks, until it asks nothing more.
-    fn drain(&mut self) {
+    pub(crate) fn drain(&mut self) {
         // Each pass either empties the core's output or applies entries and serves reads,
         // which cannot produce new output forever; the bound is a safety net.
         for _ in 0..1024 {
@@ -529,10 +592,25 @@ impl<M: StateMachine, D: Storage, T: Transport> Driver<M, D, T> {
                 }
             }
             if let Some(last) = output.committed.last().map(|entry| entry.index) {
+                let bytes: u64 = output.committed.iter().map(Entry::size_bytes).sum();
+                self.count_applied(output.committed.len() as u64, bytes);
+                let early = self.checkpoints.sabotage_off_by_one && self.checkpoint_due();
                 for entry in &output.committed {
+                    if early && entry.index == last {
+                        self.start_checkpoint(last);
+                    }
                     self.apply(entry);
                 }
                 self.node.applied(last);
+                if self.checkpoint_due() {
+                    self.start_checkpoint(last);
+                }
+            }
+            for chunk in output.snapshot_chunks {
+                self.on_snapshot_chunk(chunk);
+            }
+            for answer in output.snapshot_answers {
+                self.on_snapshot_answer(answer);
             }
             for read in output.reads {
                 if let Some((request, query)) = self.reads.remove(&read.id) {
@@ -541,6 +619,10 @@ impl<M: StateMachine, D: Storage, T: Transport> Driver<M, D, T> {
                 }
             }
             for event in output.events {
+                if let Event::SnapshotNeeded { to, index } = event {
+                    self.on_snapshot_needed(to, index);
+                    continue;
+                }
                 if let Event::ReadRejected { id, error, leader } = event {
                     if let Some((request, _)) = self.reads.remove(&id) {
                         let refusal = match error {

@@ -11,10 +11,12 @@
 
 #![deny(missing_docs)]
 
+pub mod checkpoint;
 pub mod driver;
 pub mod sessions;
 pub mod store;
 
+pub use checkpoint::{Checkpoint, CheckpointPolicy, CheckpointStats};
 pub use driver::{
     Applied, AppliedRecord, ClientRequest, Completion, Driver, Refusal, Replicated,
     ReplicatedSnapshot, RequestId, Storage, Transport,

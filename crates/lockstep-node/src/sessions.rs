@@ -105,6 +105,11 @@ impl Sessions {
         self.by_client.is_empty()
     }
 
+    /// The highest request number applied for `client`, if its session is alive.
+    pub fn last_applied(&self, client: ClientId) -> Option<u64> {
+        self.by_client.get(&client).map(|session| session.last_sequence)
+    }
+
     /// What to do with request `sequence` of `client`.
     pub fn check(&self, client: ClientId, sequence: u64) -> SessionCheck {
         match self.by_client.get(&client) {

@@ -10,15 +10,23 @@
 //!    it a valid bound for [`Wal::open_holding`] at recovery.
 //!
 //! Layout under the replica's directory: `hard-state` (two checksummed copies, see
-//! `docs/storage.md`) and `wal/` (the log's segments).
+//! `docs/storage.md`), `wal/` (the log's segments) and `snapshots/` (the latest snapshot:
+//! a checkpoint taken here or one received from a leader).
+//!
+//! Recovery starts from the latest snapshot and the log entries after it. If the log does
+//! not continue the snapshot (a snapshot from a leader replaced the log, and the crash came
+//! before the log's restart was durable), the log is restarted after the snapshot.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use lockstep_core::{HardState, InitialState, LogIndex, Membership, Persist};
+use lockstep_core::{
+    HardState, InitialState, LogIndex, Membership, Persist, SnapshotMeta, StateSnapshot, Term,
+};
 use lockstep_storage::{
-    Disk, DurableState, HardStateError, HardStateFile, IoFailure, Wal, WalError, WalOptions,
+    Disk, DurableState, HardStateError, HardStateFile, IoFailure, SnapshotError, SnapshotReader,
+    SnapshotReceiver, SnapshotStore, StoredSnapshot, Wal, WalError, WalOptions,
 };
 
 /// What can go wrong with a replica's durable state.
@@ -47,8 +55,16 @@ pub enum StoreError {
         /// The members given now.
         given: Box<Membership>,
     },
+    /// A snapshot file failed or is damaged.
+    Snapshot(SnapshotError),
     /// An earlier write or sync failed, so what is on disk is unknown: reopen the store.
     Failed(String),
+}
+
+impl From<SnapshotError> for StoreError {
+    fn from(error: SnapshotError) -> StoreError {
+        StoreError::Snapshot(error)
+    }
 }
 
 impl fmt::Display for StoreError {
@@ -73,6 +89,7 @@ impl fmt::Display for StoreError {
                 "this replica was created as a member of {stored}, not {given}: leave the initial \
                  members as they were (later changes go through the log)"
             ),
+            StoreError::Snapshot(error) => write!(f, "{error}"),
             StoreError::Failed(reason) => {
                 write!(f, "the store must be reopened after an earlier failure: {reason}")
             }
@@ -95,10 +112,13 @@ impl From<HardStateError> for StoreError {
 }
 
 /// A replica's log and hard state. See the module documentation.
-#[derive(Debug)]
 pub struct LogStore {
     wal: Wal,
     hard_state: HardStateFile,
+    snapshots: SnapshotStore,
+    latest: Option<StoredSnapshot>,
+    /// The snapshot file being received from a leader, with its digest.
+    receiving: Option<(SnapshotReceiver, [u8; 32])>,
     /// The newest hard state written and not yet stored (it is stored after the next sync).
     pending_hard_state: Option<HardState>,
     /// Whether anything was written since the last sync.
@@ -107,6 +127,16 @@ pub struct LogStore {
     failed: Option<String>,
     /// The largest command a single entry may carry (see [`LogStore::command_bytes_max`]).
     command_bytes_max: u64,
+}
+
+impl std::fmt::Debug for LogStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LogStore")
+            .field("wal", &self.wal)
+            .field("latest_snapshot", &self.latest.as_ref().map(|stored| &stored.footer.meta))
+            .field("failed", &self.failed)
+            .finish()
+    }
 }
 
 impl LogStore {
@@ -204,29 +234,157 @@ impl LogStore {
             });
         }
         let command_bytes_max = options.segment_bytes / 2;
+        let snapshots = SnapshotStore::open(disk.clone(), &dir.join("snapshots"))?;
+        let latest = snapshots.latest()?;
+        let (snapshot_index, snapshot_term) =
+            latest.as_ref().map_or((LogIndex::ZERO, Term::ZERO), |stored| {
+                (stored.footer.meta.last_index, stored.footer.meta.last_term)
+            });
+        // The log must hold what was committed beyond the snapshot; below it, the snapshot does.
+        let commit = durable.hard_state.commit;
+        let must_hold = if commit > snapshot_index { commit } else { LogIndex::ZERO };
         let options = WalOptions { create_if_missing: true, ..options };
-        let wal = Wal::open_holding(disk, &wal_dir, options, durable.hard_state.commit)?;
-        let entries = if wal.last_index() >= wal.first_index() {
-            wal.entries(wal.first_index(), wal.last_index(), u64::MAX)?
+        let mut wal = Wal::open_holding(disk, &wal_dir, options, must_hold)?;
+        let continues_snapshot = snapshot_index == LogIndex::ZERO
+            || wal.term(snapshot_index) == Some(snapshot_term)
+            || (wal.first_index() == snapshot_index.next());
+        if !continues_snapshot {
+            // A snapshot installed from a leader replaced this log, and the crash came before
+            // the log's restart was durable: what the log holds after the snapshot belongs to
+            // the old history. Restart it now.
+            wal.restart_at(snapshot_index.next())?;
+            wal.sync()?;
+        }
+        if wal.first_index() > snapshot_index.next() && wal.last_index() >= wal.first_index() {
+            // The log starts after a gap: entries between the snapshot and it are gone.
+            return Err(StoreError::Incomplete {
+                dir: dir.to_path_buf(),
+                detail: format!(
+                    "the log starts at {} but the snapshot ends at {snapshot_index}",
+                    wal.first_index()
+                ),
+            });
+        }
+        let first = wal.first_index().max(snapshot_index.next());
+        let entries = if wal.last_index() >= first {
+            wal.entries(first, wal.last_index(), u64::MAX)?
         } else {
             Vec::new()
         };
         let initial = InitialState {
             hard_state: durable.hard_state,
-            snapshot: None,
+            snapshot: latest.as_ref().map(|stored| stored.footer.meta.clone()),
             entries,
             membership: durable.membership,
-            applied: LogIndex::ZERO,
+            applied: snapshot_index,
         };
         let store = LogStore {
             wal,
             hard_state,
+            snapshots,
+            latest,
+            receiving: None,
             pending_hard_state: None,
             dirty: false,
             failed: None,
             command_bytes_max,
         };
         Ok((store, initial))
+    }
+
+    /// The latest durable snapshot (a checkpoint this replica took, or one it received), from
+    /// which the state machine must be restored at recovery.
+    pub fn latest_snapshot(&self) -> Option<&StoredSnapshot> {
+        self.latest.as_ref()
+    }
+
+    /// A reader of `snapshot`'s data (checked against its digest at the end).
+    pub fn snapshot_reader(&self, snapshot: &StoredSnapshot) -> Result<SnapshotReader, StoreError> {
+        Ok(self.snapshots.reader(snapshot)?)
+    }
+
+    /// Writes a checkpoint of `state` through `meta` durably; it becomes the latest snapshot.
+    pub fn save_checkpoint(
+        &mut self,
+        meta: SnapshotMeta,
+        state: &dyn StateSnapshot,
+    ) -> Result<&StoredSnapshot, StoreError> {
+        let mut writer = self.snapshots.create(meta, Vec::new())?;
+        state.write_to(&mut writer).map_err(|source| {
+            StoreError::Io(IoFailure {
+                operation: "write a checkpoint to",
+                path: PathBuf::new(),
+                source,
+            })
+        })?;
+        let stored = writer.finish()?;
+        Ok(self.latest.insert(stored))
+    }
+
+    /// Deletes the log's segments wholly below `index` (a durable snapshot covers them).
+    pub fn compact(&mut self, index: LogIndex) -> Result<(), StoreError> {
+        self.check_usable()?;
+        let compacted = self.wal.compact(index);
+        self.note_failure(compacted)
+    }
+
+    /// The length of the latest snapshot's file, what a transfer sends.
+    pub fn snapshot_file_len(&self, snapshot: &StoredSnapshot) -> Result<u64, StoreError> {
+        Ok(self.snapshots.file_len(snapshot)?)
+    }
+
+    /// `len` bytes of `snapshot`'s file at `offset`.
+    pub fn read_snapshot_file(
+        &self,
+        snapshot: &StoredSnapshot,
+        offset: u64,
+        len: u64,
+    ) -> Result<Vec<u8>, StoreError> {
+        let mut buf = vec![0u8; len as usize];
+        self.snapshots.read_file_at(snapshot, offset, &mut buf)?;
+        Ok(buf)
+    }
+
+    /// Takes a chunk of a snapshot file sent by the leader: a chunk of another snapshot than
+    /// the one being received starts over. Returns how many bytes of it are held.
+    pub fn receive_snapshot_chunk(
+        &mut self,
+        meta: &SnapshotMeta,
+        total_bytes: u64,
+        digest: [u8; 32],
+        offset: u64,
+        data: &[u8],
+    ) -> Result<u64, StoreError> {
+        let same = self.receiving.as_ref().is_some_and(|(receiver, receiving_digest)| {
+            receiver.meta() == meta
+                && receiver.total_bytes() == total_bytes
+                && *receiving_digest == digest
+        });
+        if !same {
+            self.receiving = Some((self.snapshots.receive(meta.clone(), total_bytes)?, digest));
+        }
+        let Some((receiver, _)) = self.receiving.as_mut() else { return Ok(0) };
+        if !data.is_empty() {
+            receiver.write(offset, data)?;
+        }
+        Ok(receiver.received())
+    }
+
+    /// How many bytes of the snapshot being received are held.
+    pub fn snapshot_bytes_received(&self) -> u64 {
+        self.receiving.as_ref().map_or(0, |(receiver, _)| receiver.received())
+    }
+
+    /// Checks the received snapshot whole and makes it the latest; returns it.
+    pub fn finish_snapshot(&mut self) -> Result<&StoredSnapshot, StoreError> {
+        let Some((receiver, _)) = self.receiving.take() else {
+            return Err(StoreError::Snapshot(lockstep_storage::SnapshotError::Corrupt {
+                path: PathBuf::new(),
+                detail: "no snapshot is being received".to_string(),
+            }));
+        };
+        let stored = receiver.finish()?;
+        Ok(self.latest.insert(stored))
     }
 
     /// Writes `persist`'s log changes (not yet durable) and holds back its hard state for the

@@ -89,7 +89,7 @@ fn main() -> ExitCode {
                 if args.verbose {
                     println!(
                         "seed {}: {} simulated ms, {} events, {} requests, {} crashes, {} terms, \
-                         {} committed, {} violations",
+                         {} committed, {} checkpoints, {} transfers, {} violations",
                         report.seed,
                         report.simulated_millis,
                         report.events,
@@ -97,6 +97,8 @@ fn main() -> ExitCode {
                         report.crashes,
                         report.terms_led,
                         report.entries_committed,
+                        report.checkpoints,
+                        report.state_transfers,
                         report.violations.len()
                     );
                 }
@@ -127,14 +129,18 @@ fn main() -> ExitCode {
     }
     let requests: u64 = reports.iter().map(|report| report.requests_completed).sum();
     let crashes: u64 = reports.iter().map(|report| report.crashes).sum();
+    let checkpoints: u64 = reports.iter().map(|report| report.checkpoints).sum();
+    let transfers: u64 = reports.iter().map(|report| report.state_transfers).sum();
     let simulated: u64 = reports.iter().map(|report| report.simulated_millis).sum();
     println!(
-        "{} replicas, sabotage {}: {} requests completed, {} crashes, {:.0} simulated s in \
-         {elapsed:.1} s ({:.0} requests/s, {:.0} seeds/hour)",
+        "{} replicas, sabotage {}: {} requests completed, {} crashes, {} checkpoints, {} state \
+         transfers, {:.0} simulated s in {elapsed:.1} s ({:.0} requests/s, {:.0} seeds/hour)",
         args.replicas,
         args.sabotage,
         requests,
         crashes,
+        checkpoints,
+        transfers,
         simulated as f64 / 1000.0,
         requests as f64 / elapsed,
         reports.len() as f64 * 3600.0 / elapsed

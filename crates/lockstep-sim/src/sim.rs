@@ -24,13 +24,13 @@ use std::sync::Arc;
 
 use lockstep_core::rng::SeededRng;
 use lockstep_core::{
-    Config, Entry, LogIndex, Membership, Message, NodeId, Persist, ReadMode, Role,
-    Sabotage as CoreSabotage,
+    Config, Entry, InstallSnapshot, LogIndex, Membership, Message, NodeId, Persist, ReadMode, Role,
+    Sabotage as CoreSabotage, SnapshotMeta, StateSnapshot,
 };
 use lockstep_node::StoreError;
 use lockstep_node::{
-    ClientId, ClientRequest, Completion, Driver, Refusal, Replicated, RequestId, SessionConfig,
-    Storage, Transport,
+    Checkpoint, CheckpointPolicy, ClientId, ClientRequest, Completion, Driver, Refusal, Replicated,
+    RequestId, SessionConfig, Storage, Transport,
 };
 use lockstep_storage::{Faults, HardStateError, SimDisk, WalError, WalOptions};
 use xxhash_rust::xxh3::Xxh3;
@@ -64,17 +64,20 @@ pub enum Sabotage {
     AckBeforeSync,
     /// Apply every request as new, as if there were no session table.
     SkipSessions,
+    /// Take checkpoints one entry early, labelled as if after that entry.
+    CheckpointOffByOne,
 }
 
 impl Sabotage {
     /// Every switch that breaks something.
-    pub const ALL: [Sabotage; 6] = [
+    pub const ALL: [Sabotage; 7] = [
         Sabotage::VoteUnpersisted,
         Sabotage::VoteTwice,
         Sabotage::CommitPreviousTerm,
         Sabotage::ReadWithoutReadIndex,
         Sabotage::AckBeforeSync,
         Sabotage::SkipSessions,
+        Sabotage::CheckpointOffByOne,
     ];
 
     /// The switch's name on the command line.
@@ -87,6 +90,7 @@ impl Sabotage {
             Sabotage::ReadWithoutReadIndex => "read-without-read-index",
             Sabotage::AckBeforeSync => "ack-before-sync",
             Sabotage::SkipSessions => "skip-sessions",
+            Sabotage::CheckpointOffByOne => "checkpoint-off-by-one",
         }
     }
 
@@ -193,6 +197,10 @@ pub struct Report {
     pub messages_dropped: u64,
     /// Simulated milliseconds the run lasted.
     pub simulated_millis: u64,
+    /// Checkpoints made durable.
+    pub checkpoints: u64,
+    /// Snapshots sent whole to a follower and installed there.
+    pub state_transfers: u64,
 }
 
 // ----- the world ---------------------------------------------------------------------------
@@ -210,6 +218,10 @@ struct Wire {
 #[derive(Debug)]
 enum Event {
     Tick {
+        node: usize,
+        incarnation: u64,
+    },
+    CheckpointDone {
         node: usize,
         incarnation: u64,
     },
@@ -276,6 +288,7 @@ impl Event {
             Event::Heal => 11,
             Event::LateSync { .. } => 12,
             Event::Kill { .. } => 13,
+            Event::CheckpointDone { .. } => 14,
         }
     }
 }
@@ -297,6 +310,8 @@ struct SimStorage {
     submitted: u64,
     failed: Option<String>,
     sabotage: Sabotage,
+    /// A checkpoint the driver handed over, written at a later event (off the apply path).
+    pending_checkpoint: Option<(SnapshotMeta, Box<dyn StateSnapshot>)>,
 }
 
 impl Storage for SimStorage {
@@ -318,6 +333,64 @@ impl Storage for SimStorage {
     fn command_bytes_max(&self) -> u64 {
         self.store.command_bytes_max()
     }
+
+    fn start_checkpoint(&mut self, meta: SnapshotMeta, state: Box<dyn StateSnapshot>) {
+        self.pending_checkpoint = Some((meta, state));
+    }
+
+    fn latest_checkpoint(&self) -> Option<Checkpoint> {
+        let stored = self.store.latest_snapshot()?;
+        let total_bytes = self.store.snapshot_file_len(stored).ok()?;
+        Some(Checkpoint {
+            meta: stored.footer.meta.clone(),
+            total_bytes,
+            digest: stored.footer.digest,
+        })
+    }
+
+    fn read_checkpoint(
+        &mut self,
+        checkpoint: &Checkpoint,
+        offset: u64,
+        len: u64,
+    ) -> Result<Vec<u8>, String> {
+        let stored = self
+            .store
+            .latest_snapshot()
+            .filter(|stored| {
+                stored.footer.meta == checkpoint.meta && stored.footer.digest == checkpoint.digest
+            })
+            .ok_or_else(|| "the checkpoint was replaced".to_string())?;
+        self.store.read_snapshot_file(stored, offset, len).map_err(|error| error.to_string())
+    }
+
+    fn compact(&mut self, index: LogIndex) {
+        if let Err(error) = self.store.compact(index) {
+            self.failed = Some(error.to_string());
+        }
+    }
+
+    fn receive_snapshot_chunk(&mut self, chunk: &InstallSnapshot) -> Result<u64, String> {
+        self.store
+            .receive_snapshot_chunk(
+                &chunk.meta,
+                chunk.total_bytes,
+                chunk.digest,
+                chunk.offset,
+                &chunk.data,
+            )
+            .map_err(|error| error.to_string())
+    }
+
+    fn snapshot_bytes_received(&self) -> u64 {
+        self.store.snapshot_bytes_received()
+    }
+
+    fn finish_snapshot(&mut self) -> Result<Box<dyn std::io::Read>, String> {
+        let stored = self.store.finish_snapshot().map_err(|error| error.to_string())?.clone();
+        let reader = self.store.snapshot_reader(&stored).map_err(|error| error.to_string())?;
+        Ok(Box::new(reader))
+    }
 }
 
 type SimDriver = Driver<KvMachine, SimStorage, Outbox>;
@@ -337,6 +410,9 @@ struct Replica {
     was_leader_in: Option<u64>,
     /// The last (term, vote) seen.
     last_vote: Option<(u64, NodeId)>,
+    /// Snapshots this incarnation installed from a leader (as last seen).
+    installed: u64,
+    checkpoint_scheduled: bool,
 }
 
 struct Client {
@@ -371,6 +447,8 @@ struct World {
     /// The chance that a new leader is killed soon after it wins, or a replica right after it
     /// votes (varies by seed).
     kill_per_mille: u64,
+    /// How replicas take checkpoints and send them (varies by seed; none in some).
+    checkpoint_policy: Option<CheckpointPolicy>,
     /// When each (replica, incarnation) crashed.
     crashed_at: BTreeMap<(usize, u64), Time>,
     first_violation_event: u64,
@@ -445,6 +523,8 @@ impl World {
                     checked_commit: 0,
                     was_leader_in: None,
                     last_vote: None,
+                    installed: 0,
+                    checkpoint_scheduled: false,
                 }
             })
             .collect();
@@ -463,6 +543,18 @@ impl World {
         // The last profile is churn: leaders come and go every few tens of milliseconds, which
         // is what it takes to build rare histories like Raft's figure 8.
         let kill_per_mille = [0, 100, 300, 600, 900][rng.range(0, 5) as usize];
+        // Checkpoints every few dozen entries, small chunks, a short trailing log: followers
+        // that fall behind need state transfers.
+        let checkpoint_policy = (config.sabotage == Sabotage::CheckpointOffByOne
+            || rng.range(0, 5) != 0)
+            .then(|| CheckpointPolicy {
+                entries: rng.range(16, 64),
+                bytes: 1 << 20,
+                trailing_entries: rng.range(0, 16),
+                chunk_bytes: rng.range(32, 512),
+                chunks_in_flight: rng.range(1, 5),
+                transfer_timeout_ticks: 20,
+            });
         let report = Report { seed: config.seed, ..Report::default() };
         World {
             config,
@@ -480,6 +572,7 @@ impl World {
             delay_spread_micros: 2 * MILLIS,
             healed: None,
             kill_per_mille,
+            checkpoint_policy,
             crashed_at: BTreeMap::new(),
             first_violation_event: 0,
             history: Vec::new(),
@@ -597,6 +690,7 @@ impl World {
             | Event::Sync { node, .. }
             | Event::LateSync { node, .. }
             | Event::Kill { node, .. }
+            | Event::CheckpointDone { node, .. }
             | Event::Restart { node } => self.trace.update(&(*node as u64).to_le_bytes()),
             Event::Request { node, wire } => {
                 self.trace.update(&(*node as u64).to_le_bytes());
@@ -672,6 +766,7 @@ impl World {
                     self.schedule(restart_after, Event::Restart { node });
                 }
             }
+            Event::CheckpointDone { node, incarnation } => self.checkpoint_done(node, incarnation),
             Event::Heal => self.heal(),
         }
     }
@@ -709,12 +804,32 @@ impl World {
         let mut config = self.core_config.clone();
         config.id = replica.id;
         config.random_seed = self.rng.next_u64();
-        let storage =
-            SimStorage { store, submitted: 0, failed: None, sabotage: self.config.sabotage };
         let mut state = Replicated::new(KvMachine::new(), SessionConfig::default());
         if self.config.sabotage == Sabotage::SkipSessions {
             state.sabotage_skip_sessions();
         }
+        // Recovery starts from the latest snapshot, then replays the log after it.
+        if let Some(stored) = store.latest_snapshot().cloned() {
+            let restored = store
+                .snapshot_reader(&stored)
+                .map_err(|error| error.to_string())
+                .and_then(|mut reader| state.restore(&mut reader).map_err(|e| e.to_string()));
+            if let Err(error) = restored {
+                let id = replica.id;
+                self.violation(
+                    "recovery",
+                    format!("replica {id} cannot restore its snapshot: {error}"),
+                );
+                return;
+            }
+        }
+        let storage = SimStorage {
+            store,
+            submitted: 0,
+            failed: None,
+            sabotage: self.config.sabotage,
+            pending_checkpoint: None,
+        };
         let mut driver = match Driver::new(config, initial, state, storage, Outbox::default()) {
             Ok(driver) => driver,
             Err(error) => {
@@ -727,8 +842,16 @@ impl World {
             }
         };
         driver.record_applies();
+        if let Some(policy) = self.checkpoint_policy {
+            driver.set_checkpoint_policy(policy);
+        }
+        if self.config.sabotage == Sabotage::CheckpointOffByOne {
+            driver.sabotage_checkpoint_off_by_one();
+        }
         replica.driver = Some(driver);
         replica.sync_scheduled = false;
+        replica.checkpoint_scheduled = false;
+        replica.installed = 0;
         replica.requests.clear();
         replica.checked_commit = 0;
         replica.was_leader_in = None;
@@ -770,7 +893,9 @@ impl World {
         let messages = std::mem::take(&mut driver.transport_mut().0);
         let completions = driver.take_completions();
         let applied = driver.take_applied();
-        let failed = driver.storage_mut().failed.clone();
+        let failed = driver.storage_mut().failed.clone().or(driver.failure().map(String::from));
+        let checkpoint_pending = driver.storage_mut().pending_checkpoint.is_some();
+        let installed = driver.checkpoint_stats().transfers_received;
         let needs_sync = driver.storage_mut().submitted > 0 && !self.replicas[node].sync_scheduled;
         for message in messages {
             self.route(node, message);
@@ -800,6 +925,20 @@ impl World {
                 self.check("exactly-once", result);
             }
         }
+        if installed > self.replicas[node].installed {
+            // A snapshot from the leader replaced this replica's state: from here on it
+            // applies only what follows it, and its state there must be everyone's.
+            self.replicas[node].installed = installed;
+            self.report.state_transfers += 1;
+            self.exactly_once.restarted(id);
+            if let Some(driver) = self.replicas[node].driver.as_ref() {
+                let index = driver.node().applied_index().get();
+                let digest = lockstep_core::StateMachine::digest(driver.state().machine());
+                self.note(|| format!("replica {id} installs a snapshot through {index}"));
+                let result = self.state_machine_safety.digest(id, index, digest);
+                self.check("state machine safety", result);
+            }
+        }
         // The state now is the state after the last entry applied.
         if let Some(last) = last_applied {
             if let Some(driver) = self.replicas[node].driver.as_ref() {
@@ -811,6 +950,12 @@ impl World {
         if let Some(reason) = failed {
             self.fail_stop(node, &format!("disk failure: {reason}"));
             return;
+        }
+        if checkpoint_pending && !self.replicas[node].checkpoint_scheduled {
+            self.replicas[node].checkpoint_scheduled = true;
+            let incarnation = self.replicas[node].incarnation;
+            let delay = self.rng.range(MILLIS, 20 * MILLIS);
+            self.schedule(delay, Event::CheckpointDone { node, incarnation });
         }
         if needs_sync {
             self.replicas[node].sync_scheduled = true;
@@ -850,6 +995,26 @@ impl World {
                 self.fail_stop(node, &format!("sync failed: {error}"));
             }
         }
+    }
+
+    /// Writes the checkpoint the driver handed over (it was taken earlier; applying went on).
+    fn checkpoint_done(&mut self, node: usize, incarnation: u64) {
+        let replica = &mut self.replicas[node];
+        if replica.incarnation != incarnation {
+            return;
+        }
+        replica.checkpoint_scheduled = false;
+        let Some(driver) = replica.driver.as_mut() else { return };
+        let Some((meta, state)) = driver.storage_mut().pending_checkpoint.take() else { return };
+        let saved =
+            driver.storage_mut().store.save_checkpoint(meta.clone(), state.as_ref()).is_ok();
+        if saved {
+            driver.checkpoint_saved(&meta);
+            self.report.checkpoints += 1;
+        } else {
+            driver.checkpoint_failed();
+        }
+        self.pump(node);
     }
 
     fn late_sync(&mut self, node: usize, incarnation: u64) {
@@ -905,6 +1070,8 @@ impl World {
             let commit = core.commit_index().get();
             let leading = core.role() == Role::Leader;
             let vote = core.hard_state().vote.map(|candidate| (term, candidate));
+            let first =
+                core.log_entries().next().map_or(core.last_index().get() + 1, |e| e.index.get());
             let new_leader_log: Option<Vec<EntryId>> = (leading
                 && replica.was_leader_in != Some(term))
             .then(|| core.log_entries().map(entry_id).collect());
@@ -918,7 +1085,7 @@ impl World {
                 self.check("election safety", result);
             }
             if let Some(log) = new_leader_log {
-                let result = self.leader_completeness.new_leader(id, term, &log);
+                let result = self.leader_completeness.new_leader(id, term, first, &log);
                 self.check("leader completeness", result);
                 self.replicas[node].was_leader_in = Some(term);
                 self.note(|| format!("replica {id} leads term {term}"));
@@ -967,12 +1134,16 @@ impl World {
     }
 
     fn check_logs(&mut self) {
-        let logs: Vec<(u64, Vec<EntryId>)> = self
+        let logs: Vec<(u64, u64, Vec<EntryId>)> = self
             .replicas
             .iter()
             .filter_map(|replica| {
-                let driver = replica.driver.as_ref()?;
-                Some((replica.id.get(), driver.node().log_entries().map(entry_id).collect()))
+                let core = replica.driver.as_ref()?.node();
+                let first = core
+                    .log_entries()
+                    .next()
+                    .map_or(core.last_index().get() + 1, |e| e.index.get());
+                Some((replica.id.get(), first, core.log_entries().map(entry_id).collect()))
             })
             .collect();
         let result = self.log_matching.check(&logs);
@@ -1332,14 +1503,32 @@ impl World {
             .map(|replica| match replica.driver.as_ref() {
                 Some(driver) => {
                     let core = driver.node();
+                    let progress: Vec<String> = self
+                        .replicas
+                        .iter()
+                        .filter_map(|other| {
+                            core.progress(other.id).map(|p| {
+                                format!(
+                                    "{}:{:?} match {} next {} inflight-full {}",
+                                    other.id,
+                                    p.state,
+                                    p.match_index,
+                                    p.next_index,
+                                    p.is_paused(256, 16 << 20)
+                                )
+                            })
+                        })
+                        .collect();
                     format!(
-                        "{} {} term {} commit {} applied {} last {}",
+                        "{} {} term {} commit {} applied {} last {} first {:?} {:?} {progress:?}",
                         replica.id,
                         core.role(),
                         core.term(),
                         core.commit_index(),
                         core.applied_index(),
-                        core.last_index()
+                        core.last_index(),
+                        core.log_entries().next().map(|entry| entry.index),
+                        driver.checkpoint_stats(),
                     )
                 }
                 None => format!("{} down", replica.id),
@@ -1371,8 +1560,15 @@ impl World {
         for (id, index, digest) in digests {
             let result = self.state_machine_safety.digest(id, index.get(), digest);
             self.check("state machine safety", result);
-            let applied = self.exactly_once.applied_by(id);
-            let result = self.durability.check_replica(id, &applied);
+            let Some(driver) =
+                self.replicas.iter().find(|r| r.id.get() == id).and_then(|r| r.driver.as_ref())
+            else {
+                continue;
+            };
+            let sessions = driver.state().sessions();
+            let result = self.durability.check_replica(id, |client, sequence| {
+                sessions.last_applied(ClientId(client)).is_some_and(|last| last >= sequence)
+            });
             self.check("durability", result);
         }
         self.check_linearizability();

@@ -45,7 +45,7 @@ pub use error::IoFailure;
 pub use group::{AppendResult, BatchLimits, GroupCommit, PendingAppend};
 pub use hard_state::{DurableState, HardStateError, HardStateFile};
 pub use snapshot::{
-    SnapshotError, SnapshotFooter, SnapshotReader, SnapshotReceiver, SnapshotStore,
-    SnapshotWriter, StoredSnapshot,
+    SnapshotError, SnapshotFooter, SnapshotReader, SnapshotReceiver, SnapshotStore, SnapshotWriter,
+    StoredSnapshot,
 };
 pub use wal::{Wal, WalError, WalOptions};

@@ -344,10 +344,8 @@ impl SnapshotReceiver {
     /// Writes the chunk at `offset`, which must be [`SnapshotReceiver::received`], and must not
     /// run past the end.
     pub fn write(&mut self, offset: u64, data: &[u8]) -> Result<(), SnapshotError> {
-        let corrupt = |detail: String| SnapshotError::Corrupt {
-            path: self.temporary.clone(),
-            detail,
-        };
+        let corrupt =
+            |detail: String| SnapshotError::Corrupt { path: self.temporary.clone(), detail };
         if offset != self.received {
             return Err(corrupt(format!(
                 "a chunk at byte {offset} arrived while {} bytes were written",

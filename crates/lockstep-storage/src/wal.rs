@@ -180,6 +180,9 @@ pub struct Wal {
     next_sequence: u64,
     /// The index of `locations[0]` (or of the next entry, if there is none).
     first_index: LogIndex,
+    /// The log was restarted (after a snapshot) and holds no entry since: the next entry must
+    /// be `first_index`.
+    restarted: bool,
     locations: VecDeque<Location>,
     /// The most recent entries, ending at the last index.
     cache: VecDeque<Entry>,
@@ -274,6 +277,7 @@ impl Wal {
             write_offset: 0,
             next_sequence: 1,
             first_index: LogIndex(1),
+            restarted: false,
             locations: VecDeque::new(),
             cache: VecDeque::new(),
             cache_bytes: 0,
@@ -517,6 +521,7 @@ impl Wal {
                     self.check_next(&entry)?;
                     let len = used as u32;
                     self.locations.push_back(Location { term: entry.term, segment, offset, len });
+                    self.restarted = false;
                     self.cache_push(entry);
                 }
             }
@@ -552,9 +557,12 @@ impl Wal {
             None => self.next_index(),
         };
         for (position, entry) in entries.iter().enumerate() {
-            // Only the first entry of an empty log may start anywhere.
-            let starts_empty_log =
-                position == 0 && truncate_from.is_none() && self.locations.is_empty();
+            // Only the first entry of a new, empty log may start anywhere; after a restart
+            // the log continues exactly where the restart says.
+            let starts_empty_log = position == 0
+                && truncate_from.is_none()
+                && self.locations.is_empty()
+                && !self.restarted;
             if entry.index != next && !starts_empty_log {
                 return Err(WalError::Invalid(format!(
                     "entry {} does not follow index {}",
@@ -685,6 +693,7 @@ impl Wal {
                 self.first_index = entry.index;
             }
             self.locations.push_back(location);
+            self.restarted = false;
             self.cache_push(entry.clone());
         }
         Ok(())
@@ -911,6 +920,9 @@ impl Wal {
     // ----- in-memory bookkeeping ----------------------------------------------------------
 
     fn check_next(&mut self, entry: &Entry) -> Result<(), String> {
+        if self.locations.is_empty() && self.restarted && entry.index != self.first_index {
+            return Err(format!("entry {} follows a restart at {}", entry.index, self.first_index));
+        }
         if self.locations.is_empty() {
             self.first_index = entry.index;
             return Ok(());
@@ -928,6 +940,7 @@ impl Wal {
     fn restart_in_memory(&mut self, from: LogIndex) {
         self.locations.clear();
         self.first_index = from;
+        self.restarted = true;
         self.cache.clear();
         self.cache_bytes = 0;
     }

@@ -7,6 +7,9 @@ use std::collections::{BTreeMap, BTreeSet};
 #[derive(Debug, Default)]
 pub struct ExactlyOnce {
     applied: BTreeMap<u64, BTreeSet<(u64, u64)>>,
+    /// Where each request was applied fresh, on any replica: a request applied at two
+    /// indexes was applied twice (a replica restored from a snapshot cannot tell alone).
+    applied_at: BTreeMap<(u64, u64), u64>,
 }
 
 impl ExactlyOnce {
@@ -28,19 +31,19 @@ impl ExactlyOnce {
         client: u64,
         sequence: u64,
     ) -> Result<(), String> {
-        if self.applied.entry(node).or_default().insert((client, sequence)) {
-            Ok(())
-        } else {
-            Err(format!(
+        if !self.applied.entry(node).or_default().insert((client, sequence)) {
+            return Err(format!(
                 "exactly-once: replica {node} applied request {sequence} of session {client} a \
                  second time, at index {index}"
-            ))
+            ));
         }
-    }
-
-    /// What replica `node` applied since it last started.
-    pub fn applied_by(&self, node: u64) -> BTreeSet<(u64, u64)> {
-        self.applied.get(&node).cloned().unwrap_or_default()
+        match self.applied_at.insert((client, sequence), index) {
+            Some(before) if before != index => Err(format!(
+                "exactly-once: request {sequence} of session {client} was applied at index \
+                 {before} and again at index {index} (replica {node})"
+            )),
+            _ => Ok(()),
+        }
     }
 }
 
@@ -56,5 +59,8 @@ mod tests {
         assert!(checker.applied(1, 2, 7, 1).is_err());
         checker.restarted(2);
         checker.applied(2, 1, 7, 1).expect("after a restart");
+        // Applied fresh at another index, even by a replica that forgot (a snapshot restore).
+        checker.restarted(1);
+        assert!(checker.applied(1, 5, 7, 1).is_err());
     }
 }

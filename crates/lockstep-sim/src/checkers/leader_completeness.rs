@@ -48,13 +48,20 @@ impl LeaderCompleteness {
         self.committed.len()
     }
 
-    /// Replica `node` became leader of `term` with `log` (entries from index 1).
-    pub fn new_leader(&self, node: u64, term: u64, log: &[EntryId]) -> Result<(), String> {
-        for (&index, (entry, committed_by)) in &self.committed {
+    /// Replica `node` became leader of `term` with `log`, entries from index `first` (those
+    /// below are in its snapshot, which holds only committed entries, and are not compared).
+    pub fn new_leader(
+        &self,
+        node: u64,
+        term: u64,
+        first: u64,
+        log: &[EntryId],
+    ) -> Result<(), String> {
+        for (&index, (entry, committed_by)) in self.committed.range(first..) {
             if *committed_by >= term {
                 continue;
             }
-            let held = usize::try_from(index - 1).ok().and_then(|i| log.get(i));
+            let held = usize::try_from(index - first).ok().and_then(|i| log.get(i));
             if held != Some(entry) {
                 return Err(format!(
                     "leader completeness: replica {node} leads term {term} without entry \
@@ -82,13 +89,14 @@ mod tests {
         let two = EntryId { term: 1, hash: 2 };
         checker.committed(1, 1, one, 1).expect("first");
         checker.committed(1, 2, two, 1).expect("second");
-        assert!(checker.new_leader(2, 2, &[one, two]).is_ok());
-        assert!(checker.new_leader(2, 2, &[one]).is_err());
-        assert!(checker.new_leader(2, 2, &[one, EntryId { term: 1, hash: 3 }]).is_err());
+        assert!(checker.new_leader(2, 2, 1, &[one, two]).is_ok());
+        assert!(checker.new_leader(2, 2, 1, &[one]).is_err());
+        assert!(checker.new_leader(2, 2, 1, &[one, EntryId { term: 1, hash: 3 }]).is_err());
+        assert!(checker.new_leader(2, 2, 2, &[two]).is_ok());
         assert!(checker.committed(3, 2, EntryId { term: 2, hash: 4 }, 2).is_err());
         // Committed as late as term 3: a leader of term 3 elected later need not hold it.
         checker.committed(1, 3, EntryId { term: 1, hash: 5 }, 3).expect("third");
-        assert!(checker.new_leader(3, 3, &[one, two]).is_ok());
-        assert!(checker.new_leader(3, 4, &[one, two]).is_err());
+        assert!(checker.new_leader(3, 3, 1, &[one, two]).is_ok());
+        assert!(checker.new_leader(3, 4, 1, &[one, two]).is_err());
     }
 }

@@ -435,6 +435,11 @@ impl<M: StateMachine, D: Storage, T: Transport> Driver<M, D, T> {
         &self.state
     }
 
+    /// The storage, to look at.
+    pub fn storage(&self) -> &D {
+        &self.storage
+    }
+
     /// The storage, to look at or drive (the simulator completes its writes).
     pub fn storage_mut(&mut self) -> &mut D {
         &mut self.storage

@@ -13,6 +13,7 @@
 
 pub mod checkpoint;
 pub mod driver;
+pub mod local;
 pub mod sessions;
 pub mod store;
 
@@ -21,5 +22,6 @@ pub use driver::{
     Applied, AppliedRecord, ClientRequest, Completion, Driver, Refusal, Replicated,
     ReplicatedSnapshot, RequestId, Storage, Transport,
 };
+pub use local::LocalStorage;
 pub use sessions::{ClientId, SessionCheck, SessionConfig, Sessions};
 pub use store::{LogStore, StoreError};

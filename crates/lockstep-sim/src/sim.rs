@@ -24,13 +24,12 @@ use std::sync::Arc;
 
 use lockstep_core::rng::SeededRng;
 use lockstep_core::{
-    Config, Entry, InstallSnapshot, LogIndex, Membership, Message, NodeId, Persist, ReadMode, Role,
-    Sabotage as CoreSabotage, SnapshotMeta, StateSnapshot,
+    Config, Entry, LogIndex, Membership, Message, NodeId, ReadMode, Role, Sabotage as CoreSabotage,
 };
 use lockstep_node::StoreError;
 use lockstep_node::{
-    Checkpoint, CheckpointPolicy, ClientId, ClientRequest, Completion, Driver, Refusal, Replicated,
-    RequestId, SessionConfig, Storage, Transport,
+    CheckpointPolicy, ClientId, ClientRequest, Completion, Driver, LocalStorage, Refusal,
+    Replicated, RequestId, SessionConfig, Transport,
 };
 use lockstep_storage::{Faults, HardStateError, SimDisk, WalError, WalOptions};
 use xxhash_rust::xxh3::Xxh3;
@@ -303,97 +302,7 @@ impl Transport for Outbox {
     }
 }
 
-/// The driver's storage: writes go to the replica's log on its simulated disk at once
-/// (written, not durable); a later `Sync` event makes them durable and reports them.
-struct SimStorage {
-    store: lockstep_node::LogStore,
-    submitted: u64,
-    failed: Option<String>,
-    sabotage: Sabotage,
-    /// A checkpoint the driver handed over, written at a later event (off the apply path).
-    pending_checkpoint: Option<(SnapshotMeta, Box<dyn StateSnapshot>)>,
-}
-
-impl Storage for SimStorage {
-    fn submit(&mut self, write: u64, mut persist: Persist) {
-        if self.failed.is_some() {
-            return;
-        }
-        if self.sabotage == Sabotage::VoteUnpersisted {
-            if let Some(hard_state) = &mut persist.hard_state {
-                hard_state.vote = None;
-            }
-        }
-        match self.store.write(&persist) {
-            Ok(()) => self.submitted = write,
-            Err(error) => self.failed = Some(error.to_string()),
-        }
-    }
-
-    fn command_bytes_max(&self) -> u64 {
-        self.store.command_bytes_max()
-    }
-
-    fn start_checkpoint(&mut self, meta: SnapshotMeta, state: Box<dyn StateSnapshot>) {
-        self.pending_checkpoint = Some((meta, state));
-    }
-
-    fn latest_checkpoint(&self) -> Option<Checkpoint> {
-        let stored = self.store.latest_snapshot()?;
-        let total_bytes = self.store.snapshot_file_len(stored).ok()?;
-        Some(Checkpoint {
-            meta: stored.footer.meta.clone(),
-            total_bytes,
-            digest: stored.footer.digest,
-        })
-    }
-
-    fn read_checkpoint(
-        &mut self,
-        checkpoint: &Checkpoint,
-        offset: u64,
-        len: u64,
-    ) -> Result<Vec<u8>, String> {
-        let stored = self
-            .store
-            .latest_snapshot()
-            .filter(|stored| {
-                stored.footer.meta == checkpoint.meta && stored.footer.digest == checkpoint.digest
-            })
-            .ok_or_else(|| "the checkpoint was replaced".to_string())?;
-        self.store.read_snapshot_file(stored, offset, len).map_err(|error| error.to_string())
-    }
-
-    fn compact(&mut self, index: LogIndex) {
-        if let Err(error) = self.store.compact(index) {
-            self.failed = Some(error.to_string());
-        }
-    }
-
-    fn receive_snapshot_chunk(&mut self, chunk: &InstallSnapshot) -> Result<u64, String> {
-        self.store
-            .receive_snapshot_chunk(
-                &chunk.meta,
-                chunk.total_bytes,
-                chunk.digest,
-                chunk.offset,
-                &chunk.data,
-            )
-            .map_err(|error| error.to_string())
-    }
-
-    fn snapshot_bytes_received(&self) -> u64 {
-        self.store.snapshot_bytes_received()
-    }
-
-    fn finish_snapshot(&mut self) -> Result<Box<dyn std::io::Read>, String> {
-        let stored = self.store.finish_snapshot().map_err(|error| error.to_string())?.clone();
-        let reader = self.store.snapshot_reader(&stored).map_err(|error| error.to_string())?;
-        Ok(Box::new(reader))
-    }
-}
-
-type SimDriver = Driver<KvMachine, SimStorage, Outbox>;
+type SimDriver = Driver<KvMachine, LocalStorage, Outbox>;
 
 struct Replica {
     id: NodeId,
@@ -823,13 +732,10 @@ impl World {
                 return;
             }
         }
-        let storage = SimStorage {
-            store,
-            submitted: 0,
-            failed: None,
-            sabotage: self.config.sabotage,
-            pending_checkpoint: None,
-        };
+        let mut storage = LocalStorage::new(store);
+        if self.config.sabotage == Sabotage::VoteUnpersisted {
+            storage.sabotage_drop_votes();
+        }
         let mut driver = match Driver::new(config, initial, state, storage, Outbox::default()) {
             Ok(driver) => driver,
             Err(error) => {
@@ -893,10 +799,11 @@ impl World {
         let messages = std::mem::take(&mut driver.transport_mut().0);
         let completions = driver.take_completions();
         let applied = driver.take_applied();
-        let failed = driver.storage_mut().failed.clone().or(driver.failure().map(String::from));
-        let checkpoint_pending = driver.storage_mut().pending_checkpoint.is_some();
+        let failed = driver.storage().failure().or(driver.failure()).map(String::from);
+        let checkpoint_pending = driver.storage_mut().checkpoint_pending();
         let installed = driver.checkpoint_stats().transfers_received;
-        let needs_sync = driver.storage_mut().submitted > 0 && !self.replicas[node].sync_scheduled;
+        let needs_sync =
+            driver.storage_mut().submitted() > 0 && !self.replicas[node].sync_scheduled;
         for message in messages {
             self.route(node, message);
         }
@@ -974,7 +881,7 @@ impl World {
         replica.sync_scheduled = false;
         let Some(driver) = replica.driver.as_mut() else { return };
         let storage = driver.storage_mut();
-        let write = std::mem::take(&mut storage.submitted);
+        let write = storage.take_submitted();
         if write == 0 {
             return;
         }
@@ -986,7 +893,7 @@ impl World {
             self.schedule(delay, Event::LateSync { node, incarnation });
             return;
         }
-        match storage.store.sync() {
+        match storage.sync() {
             Ok(()) => {
                 driver.write_durable(write);
                 self.pump(node);
@@ -1005,9 +912,8 @@ impl World {
         }
         replica.checkpoint_scheduled = false;
         let Some(driver) = replica.driver.as_mut() else { return };
-        let Some((meta, state)) = driver.storage_mut().pending_checkpoint.take() else { return };
-        let saved =
-            driver.storage_mut().store.save_checkpoint(meta.clone(), state.as_ref()).is_ok();
+        let Some((meta, state)) = driver.storage_mut().take_checkpoint() else { return };
+        let saved = driver.storage_mut().save_checkpoint(meta.clone(), state.as_ref()).is_ok();
         if saved {
             driver.checkpoint_saved(&meta);
             self.report.checkpoints += 1;
@@ -1023,7 +929,7 @@ impl World {
             return;
         }
         let Some(driver) = replica.driver.as_mut() else { return };
-        if let Err(error) = driver.storage_mut().store.sync() {
+        if let Err(error) = driver.storage_mut().sync() {
             self.fail_stop(node, &format!("sync failed: {error}"));
         }
     }

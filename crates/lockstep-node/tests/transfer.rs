@@ -1,0 +1,469 @@
+//! Checkpoints, compaction and state transfer through real drivers and `LogStore`s: a follower
+//! left behind while the others compacted past it receives a checkpoint in chunks, installs it
+//! and catches up; after a restart it recovers from that checkpoint; bad chunks are refused and
+//! never installed. One test runs a 200 MB state machine on the real file system and measures
+//! the memory the transfer takes on both sides.
+
+// Tests may read files and clocks.
+#![allow(clippy::disallowed_methods, clippy::disallowed_types)]
+
+use std::collections::{BTreeMap, VecDeque};
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use lockstep_core::{
+    ApplyContext, Config, InstallSnapshot, LogIndex, Membership, Message, MessageBody, NodeId,
+    Role, SnapshotMeta, StateDigest, StateMachine, StateSnapshot,
+};
+use lockstep_node::{
+    CheckpointPolicy, ClientId, ClientRequest, Completion, Driver, LocalStorage, LogStore,
+    Replicated, SessionConfig, Transport,
+};
+use lockstep_storage::{Disk, Faults, RealDisk, SimDisk, WalOptions};
+
+// ----- memory accounting ---------------------------------------------------------------------
+
+/// A field of /proc/self/status, in bytes (Linux).
+fn status_bytes(field: &str) -> Option<usize> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|line| line.starts_with(field))?;
+    let kib: usize = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib << 10)
+}
+
+/// Resets the process's peak resident size to its current one (Linux: clear_refs 5).
+fn reset_peak() -> bool {
+    std::fs::write("/proc/self/clear_refs", "5").is_ok()
+}
+
+// ----- a blob store ---------------------------------------------------------------------------
+
+/// Keys to values; values are shared, so a snapshot view is a cheap copy of the map.
+#[derive(Default)]
+struct Blobs {
+    values: BTreeMap<u64, Bytes>,
+}
+
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+struct Put {
+    key: u64,
+    value: Bytes,
+}
+
+struct BlobsView(BTreeMap<u64, Bytes>);
+
+impl StateSnapshot for BlobsView {
+    fn write_to(&self, out: &mut dyn io::Write) -> io::Result<()> {
+        out.write_all(&(self.0.len() as u64).to_le_bytes())?;
+        for (key, value) in &self.0 {
+            out.write_all(&key.to_le_bytes())?;
+            out.write_all(&(value.len() as u64).to_le_bytes())?;
+            out.write_all(value)?;
+        }
+        Ok(())
+    }
+}
+
+fn read_u64(input: &mut dyn io::Read) -> io::Result<u64> {
+    let mut bytes = [0u8; 8];
+    input.read_exact(&mut bytes)?;
+    Ok(u64::from_le_bytes(bytes))
+}
+
+impl StateMachine for Blobs {
+    type Input = Put;
+    type Output = u64;
+    type Query = u64;
+    type Snapshot = BlobsView;
+
+    fn apply(&mut self, input: Put, _: &ApplyContext) -> u64 {
+        self.values.insert(input.key, input.value);
+        self.values.len() as u64
+    }
+
+    fn query(&self, key: &u64) -> u64 {
+        self.values.get(key).map_or(0, |value| value.len() as u64)
+    }
+
+    fn snapshot(&self) -> BlobsView {
+        BlobsView(self.values.clone())
+    }
+
+    fn restore(&mut self, input: &mut dyn io::Read) -> io::Result<()> {
+        let count = read_u64(input)?;
+        let mut values = BTreeMap::new();
+        for _ in 0..count {
+            let key = read_u64(input)?;
+            let len = read_u64(input)?;
+            if len > 1 << 30 {
+                return Err(io::Error::new(io::ErrorKind::InvalidData, "value too large"));
+            }
+            let mut value = vec![0u8; len as usize];
+            input.read_exact(&mut value)?;
+            values.insert(key, Bytes::from(value));
+        }
+        self.values = values;
+        Ok(())
+    }
+
+    fn digest(&self) -> StateDigest {
+        let mut hasher = blake3::Hasher::new();
+        for (key, value) in &self.values {
+            hasher.update(&key.to_le_bytes());
+            hasher.update(value);
+        }
+        StateDigest(*hasher.finalize().as_bytes())
+    }
+}
+
+// ----- a cluster of drivers -------------------------------------------------------------------
+
+#[derive(Default)]
+struct Outbox(VecDeque<Message>);
+
+impl Transport for Outbox {
+    fn send(&mut self, message: Message) {
+        self.0.push_back(message);
+    }
+}
+
+type BlobDriver = Driver<Blobs, LocalStorage, Outbox>;
+
+struct Cluster {
+    disk: Arc<dyn Disk>,
+    root: PathBuf,
+    ids: Vec<NodeId>,
+    drivers: BTreeMap<NodeId, BlobDriver>,
+    /// Replicas cut off from everyone.
+    isolated: Vec<NodeId>,
+    policy: CheckpointPolicy,
+    options: WalOptions,
+    /// Largest message delivered (bytes of chunk data), to show chunks stay small.
+    largest_chunk: usize,
+    next_sequence: u64,
+}
+
+impl Cluster {
+    fn new(disk: Arc<dyn Disk>, root: &Path, policy: CheckpointPolicy) -> Cluster {
+        let ids = vec![NodeId(1), NodeId(2), NodeId(3)];
+        let mut cluster = Cluster {
+            disk,
+            root: root.to_path_buf(),
+            ids: ids.clone(),
+            drivers: BTreeMap::new(),
+            isolated: Vec::new(),
+            policy,
+            options: WalOptions { segment_bytes: 8 << 20, ..WalOptions::default() },
+            largest_chunk: 0,
+            next_sequence: 1,
+        };
+        for id in ids {
+            cluster.start(id, true);
+        }
+        cluster
+    }
+
+    fn start(&mut self, id: NodeId, bootstrap: bool) {
+        let membership = Membership::with_voters(self.ids.iter().copied());
+        let dir = self.root.join(format!("replica-{}", id.0));
+        let (store, initial) = LogStore::open(
+            self.disk.clone(),
+            &dir,
+            bootstrap.then_some(&membership),
+            self.options.clone(),
+        )
+        .expect("the replica opens");
+        let mut state = Replicated::new(Blobs::default(), SessionConfig::default());
+        if let Some(stored) = store.latest_snapshot().cloned() {
+            let mut reader = store.snapshot_reader(&stored).expect("reader");
+            state.restore(&mut reader).expect("the replica restores its snapshot");
+        }
+        let mut config = Config::new(id);
+        config.append_bytes_max = 4 << 20;
+        let mut driver =
+            Driver::new(config, initial, state, LocalStorage::new(store), Outbox::default())
+                .expect("a valid replica");
+        driver.set_checkpoint_policy(self.policy);
+        self.drivers.insert(id, driver);
+    }
+
+    fn driver(&mut self, id: NodeId) -> &mut BlobDriver {
+        self.drivers.get_mut(&id).expect("a replica of the cluster")
+    }
+
+    /// Runs every replica until nothing moves: messages delivered (except to or from isolated
+    /// replicas), writes synced and reported, checkpoints written and reported.
+    fn settle(&mut self) {
+        for _ in 0..100_000 {
+            let mut moved = false;
+            for id in self.ids.clone() {
+                let driver = self.driver(id);
+                let write = driver.storage_mut().take_submitted();
+                if write > 0 {
+                    driver.storage_mut().sync().expect("the disk syncs");
+                    driver.write_durable(write);
+                    moved = true;
+                }
+                if let Some((meta, state)) = driver.storage_mut().take_checkpoint() {
+                    driver
+                        .storage_mut()
+                        .save_checkpoint(meta.clone(), state.as_ref())
+                        .expect("the checkpoint is written");
+                    driver.checkpoint_saved(&meta);
+                    moved = true;
+                }
+                let messages: Vec<Message> = driver.transport_mut().0.drain(..).collect();
+                for message in messages {
+                    moved = true;
+                    if self.isolated.contains(&message.from) || self.isolated.contains(&message.to)
+                    {
+                        continue;
+                    }
+                    if let MessageBody::InstallSnapshot(chunk) = &message.body {
+                        self.largest_chunk = self.largest_chunk.max(chunk.data.len());
+                    }
+                    let to = message.to;
+                    self.driver(to).receive(message);
+                }
+            }
+            if !moved {
+                return;
+            }
+        }
+        panic!("the cluster did not settle");
+    }
+
+    fn tick(&mut self, ticks: usize) {
+        for _ in 0..ticks {
+            for id in self.ids.clone() {
+                self.driver(id).tick();
+            }
+            self.settle();
+        }
+    }
+
+    fn leader(&self) -> Option<NodeId> {
+        self.drivers
+            .iter()
+            .find(|(_, driver)| driver.node().role() == Role::Leader)
+            .map(|(id, _)| *id)
+    }
+
+    fn elect(&mut self) -> NodeId {
+        for _ in 0..100 {
+            if let Some(leader) = self.leader() {
+                return leader;
+            }
+            self.tick(1);
+        }
+        panic!("no leader was elected");
+    }
+
+    /// Puts `value` under `key` through the leader and waits for the answer.
+    fn put(&mut self, key: u64, value: Bytes) {
+        let leader = self.elect();
+        let sequence = self.next_sequence;
+        self.next_sequence += 1;
+        let request = ClientRequest { client: ClientId(7), sequence, input: Put { key, value } };
+        let id = self.driver(leader).propose(request, 0);
+        self.settle();
+        let answered = self.driver(leader).take_completions().into_iter().any(
+            |completion| matches!(completion, Completion::Done { request, .. } if request == id),
+        );
+        assert!(answered, "put {key} was answered");
+    }
+
+    fn digest(&self, id: NodeId) -> (LogIndex, StateDigest) {
+        let driver = &self.drivers[&id];
+        (driver.node().applied_index(), driver.state().machine().digest())
+    }
+}
+
+fn small_policy() -> CheckpointPolicy {
+    CheckpointPolicy {
+        entries: 20,
+        bytes: 1 << 30,
+        trailing_entries: 5,
+        chunk_bytes: 512,
+        chunks_in_flight: 2,
+        transfer_timeout_ticks: 10,
+    }
+}
+
+/// Writes `count` values of `size` bytes with replica 3 cut off, so the others checkpoint and
+/// compact past it; returns the cluster with 3 still cut off.
+fn leave_three_behind(cluster: &mut Cluster, count: u64, size: usize) {
+    cluster.elect();
+    cluster.put(0, Bytes::from_static(b"before"));
+    cluster.isolated.push(NodeId(3));
+    // Make sure replica 3 is not the leader.
+    while cluster.leader().is_none_or(|leader| leader == NodeId(3)) {
+        cluster.tick(1);
+    }
+    for key in 1..=count {
+        let value: Vec<u8> = (0..size).map(|i| (i as u64 * 31 + key) as u8).collect();
+        cluster.put(key, Bytes::from(value));
+    }
+    let leader = cluster.elect();
+    let first_held = cluster.drivers[&leader].node().log_entries().next().map(|e| e.index);
+    let behind = cluster.drivers[&NodeId(3)].node().last_index();
+    assert!(
+        first_held.is_some_and(|first| first > behind.next()),
+        "the leader compacted past replica 3 ({first_held:?} vs {behind})"
+    );
+}
+
+#[test]
+fn a_follower_left_behind_receives_a_checkpoint_and_recovers_from_it() {
+    let disk: Arc<dyn Disk> = Arc::new(SimDisk::new(1, Faults::default()));
+    let mut cluster = Cluster::new(disk, Path::new("/cluster"), small_policy());
+    leave_three_behind(&mut cluster, 100, 200);
+    cluster.isolated.clear();
+    cluster.tick(60);
+    let leader = cluster.elect();
+    assert!(cluster.drivers[&leader].checkpoint_stats().transfers_sent >= 1);
+    let stats = cluster.drivers[&NodeId(3)].checkpoint_stats();
+    assert_eq!(stats.transfers_received, 1, "{stats:?}");
+    assert!(cluster.largest_chunk <= 512, "chunks of at most the policy's size");
+    cluster.put(1000, Bytes::from_static(b"after"));
+    let expected = cluster.digest(leader);
+    for id in [NodeId(1), NodeId(2), NodeId(3)] {
+        assert_eq!(cluster.digest(id), expected, "replica {id} agrees");
+    }
+    // Replica 3 restarts from its disk: the received checkpoint plus the log after it.
+    cluster.drivers.remove(&NodeId(3));
+    cluster.start(NodeId(3), false);
+    cluster.tick(30);
+    cluster.put(1001, Bytes::from_static(b"after the restart"));
+    let leader = cluster.elect();
+    let expected = cluster.digest(leader);
+    assert_eq!(cluster.digest(NodeId(3)), expected);
+}
+
+#[test]
+fn bad_chunks_are_refused_and_never_installed() {
+    let disk: Arc<dyn Disk> = Arc::new(SimDisk::new(2, Faults::default()));
+    let mut cluster = Cluster::new(disk, Path::new("/cluster"), small_policy());
+    leave_three_behind(&mut cluster, 60, 50);
+    let leader = cluster.elect();
+    let term = cluster.drivers[&leader].node().term();
+    let commit = cluster.drivers[&leader].node().commit_index();
+    let meta = SnapshotMeta {
+        last_index: commit,
+        last_term: cluster.drivers[&leader].node().log_term(commit).expect("held"),
+        membership: cluster.drivers[&leader].node().membership().clone(),
+    };
+    let chunk = |offset: u64, data: &'static [u8], checksum: u32| InstallSnapshot {
+        meta: meta.clone(),
+        total_bytes: 100,
+        digest: [1; 32],
+        offset,
+        data: Bytes::from_static(data),
+        checksum,
+    };
+    let send = |cluster: &mut Cluster, chunk: InstallSnapshot| {
+        let message = Message {
+            from: leader,
+            to: NodeId(3),
+            term,
+            body: MessageBody::InstallSnapshot(chunk),
+        };
+        cluster.driver(NodeId(3)).receive(message);
+        cluster.driver(NodeId(3)).transport_mut().0.drain(..).collect::<Vec<Message>>()
+    };
+    let refused = |answers: &[Message]| {
+        answers.iter().any(|message| {
+            matches!(&message.body, MessageBody::InstallSnapshotResponse(answer) if !answer.accepted)
+        })
+    };
+    // A chunk whose checksum does not match its bytes.
+    let answers = send(&mut cluster, chunk(0, b"0123456789", 12345));
+    assert!(refused(&answers), "{answers:?}");
+    // A chunk out of order (nothing was received yet, so it must start at 0).
+    let good = crc32c::crc32c(b"0123456789");
+    let answers = send(&mut cluster, chunk(50, b"0123456789", good));
+    assert!(refused(&answers), "{answers:?}");
+    // A whole "snapshot" whose bytes are no snapshot file: refused at the end.
+    let body: &'static [u8] = &[7u8; 100];
+    let mut whole = chunk(0, body, crc32c::crc32c(body));
+    whole.total_bytes = 100;
+    let answers = send(&mut cluster, whole);
+    assert!(refused(&answers), "{answers:?}");
+    let stats = cluster.drivers[&NodeId(3)].checkpoint_stats();
+    assert_eq!(stats.transfers_received, 0);
+    assert_eq!(stats.chunks_refused, 3, "{stats:?}");
+    // A snapshot older than what replica 3 has committed never reaches its driver: its core
+    // answers with how far its log matches.
+    let old = SnapshotMeta { last_index: LogIndex(1), ..meta.clone() };
+    let mut stale = chunk(0, b"", crc32c::crc32c(b""));
+    stale.meta = old;
+    let answers = send(&mut cluster, stale);
+    assert!(answers.iter().all(|m| !matches!(m.body, MessageBody::InstallSnapshotResponse(_))));
+    // The cluster still heals by a real transfer.
+    cluster.isolated.clear();
+    cluster.tick(60);
+    assert_eq!(cluster.drivers[&NodeId(3)].checkpoint_stats().transfers_received, 1);
+    let leader = cluster.elect();
+    let expected = cluster.digest(leader);
+    assert_eq!(cluster.digest(NodeId(3)), expected);
+}
+
+/// 200 MB of state on the real file system: the transfer runs in 1 MiB chunks with 4 in
+/// flight, and its peak memory beyond the replicas' own state stays under a stated bound.
+#[test]
+fn a_200_mb_state_is_transferred_in_chunks_within_a_memory_bound() {
+    let root = std::env::temp_dir().join(format!("lockstep-transfer-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&root);
+    std::fs::create_dir_all(&root).expect("a temporary directory");
+    let policy = CheckpointPolicy {
+        entries: 50,
+        bytes: 150 << 20,
+        trailing_entries: 2,
+        chunk_bytes: 1 << 20,
+        chunks_in_flight: 4,
+        transfer_timeout_ticks: 50,
+    };
+    let mut cluster = Cluster::new(Arc::new(RealDisk), &root, policy);
+    cluster.options = WalOptions { segment_bytes: 64 << 20, ..WalOptions::default() };
+    const VALUE: usize = 1 << 20;
+    const VALUES: u64 = 200;
+    leave_three_behind(&mut cluster, VALUES, VALUE);
+    let measured = reset_peak();
+    let before = status_bytes("VmRSS:").unwrap_or(0);
+    cluster.isolated.clear();
+    cluster.tick(40);
+    let peak = status_bytes("VmHWM:").unwrap_or(0);
+    let after = status_bytes("VmRSS:").unwrap_or(0);
+    let stats = cluster.drivers[&NodeId(3)].checkpoint_stats();
+    assert_eq!(stats.transfers_received, 1, "{stats:?}");
+    let leader = cluster.elect();
+    let expected = cluster.digest(leader);
+    assert_eq!(cluster.digest(NodeId(3)), expected, "replica 3 caught up");
+    let state_bytes = VALUES as usize * VALUE;
+    // Replica 3 now holds the whole state (it held almost none before); whatever else the
+    // process grew by while the transfer ran, on both sides, is the transfer's overhead.
+    let overhead = peak.saturating_sub(before).saturating_sub(state_bytes);
+    println!(
+        "200 MB transfer: resident before {} MiB, peak {} MiB, after {} MiB; beyond the \
+         received state the transfer took {} MiB; largest chunk {} KiB",
+        before >> 20,
+        peak >> 20,
+        after >> 20,
+        overhead >> 20,
+        cluster.largest_chunk >> 10
+    );
+    assert!(cluster.largest_chunk <= 1 << 20);
+    const OVERHEAD_MAX: usize = 64 << 20;
+    if measured {
+        assert!(
+            overhead < OVERHEAD_MAX,
+            "the transfer took {} MiB beyond the state it moved (bound {} MiB)",
+            overhead >> 20,
+            OVERHEAD_MAX >> 20
+        );
+    }
+    drop(cluster);
+    let _ = std::fs::remove_dir_all(&root);
+}

@@ -200,6 +200,11 @@ impl<M: StateMachine> Replicated<M> {
         &self.machine
     }
 
+    /// The state machine and the session table, taken apart.
+    pub fn into_parts(self) -> (M, Sessions) {
+        (self.machine, self.sessions)
+    }
+
     /// The session table.
     pub fn sessions(&self) -> &Sessions {
         &self.sessions

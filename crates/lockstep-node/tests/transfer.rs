@@ -8,14 +8,13 @@
 #![allow(clippy::disallowed_methods, clippy::disallowed_types)]
 
 use std::collections::{BTreeMap, VecDeque};
-use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use bytes::Bytes;
 use lockstep_core::{
-    ApplyContext, Config, InstallSnapshot, LogIndex, Membership, Message, MessageBody, NodeId,
-    Role, SnapshotMeta, StateDigest, StateMachine, StateSnapshot,
+    Config, InstallSnapshot, LogIndex, Membership, Message, MessageBody, NodeId, Role,
+    SnapshotMeta, StateDigest, StateMachine,
 };
 use lockstep_node::{
     CheckpointPolicy, ClientId, ClientRequest, Completion, Driver, LocalStorage, LogStore,
@@ -38,85 +37,9 @@ fn reset_peak() -> bool {
     std::fs::write("/proc/self/clear_refs", "5").is_ok()
 }
 
-// ----- a blob store ---------------------------------------------------------------------------
-
-/// Keys to values; values are shared, so a snapshot view is a cheap copy of the map.
-#[derive(Default)]
-struct Blobs {
-    values: BTreeMap<u64, Bytes>,
-}
-
-#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
-struct Put {
-    key: u64,
-    value: Bytes,
-}
-
-struct BlobsView(BTreeMap<u64, Bytes>);
-
-impl StateSnapshot for BlobsView {
-    fn write_to(&self, out: &mut dyn io::Write) -> io::Result<()> {
-        out.write_all(&(self.0.len() as u64).to_le_bytes())?;
-        for (key, value) in &self.0 {
-            out.write_all(&key.to_le_bytes())?;
-            out.write_all(&(value.len() as u64).to_le_bytes())?;
-            out.write_all(value)?;
-        }
-        Ok(())
-    }
-}
-
-fn read_u64(input: &mut dyn io::Read) -> io::Result<u64> {
-    let mut bytes = [0u8; 8];
-    input.read_exact(&mut bytes)?;
-    Ok(u64::from_le_bytes(bytes))
-}
-
-impl StateMachine for Blobs {
-    type Input = Put;
-    type Output = u64;
-    type Query = u64;
-    type Snapshot = BlobsView;
-
-    fn apply(&mut self, input: Put, _: &ApplyContext) -> u64 {
-        self.values.insert(input.key, input.value);
-        self.values.len() as u64
-    }
-
-    fn query(&self, key: &u64) -> u64 {
-        self.values.get(key).map_or(0, |value| value.len() as u64)
-    }
-
-    fn snapshot(&self) -> BlobsView {
-        BlobsView(self.values.clone())
-    }
-
-    fn restore(&mut self, input: &mut dyn io::Read) -> io::Result<()> {
-        let count = read_u64(input)?;
-        let mut values = BTreeMap::new();
-        for _ in 0..count {
-            let key = read_u64(input)?;
-            let len = read_u64(input)?;
-            if len > 1 << 30 {
-                return Err(io::Error::new(io::ErrorKind::InvalidData, "value too large"));
-            }
-            let mut value = vec![0u8; len as usize];
-            input.read_exact(&mut value)?;
-            values.insert(key, Bytes::from(value));
-        }
-        self.values = values;
-        Ok(())
-    }
-
-    fn digest(&self) -> StateDigest {
-        let mut hasher = blake3::Hasher::new();
-        for (key, value) in &self.values {
-            hasher.update(&key.to_le_bytes());
-            hasher.update(value);
-        }
-        StateDigest(*hasher.finalize().as_bytes())
-    }
-}
+#[path = "common/blobs.rs"]
+mod blobs;
+use blobs::{Blobs, Put};
 
 // ----- a cluster of drivers -------------------------------------------------------------------
 

@@ -325,6 +325,7 @@ impl Node {
                 if chunk.meta.last_index <= self.commit {
                     // Everything it covers is committed here already: tell the leader how far
                     // this log matches, and it goes back to appending.
+                    self.reject_from(from, "InstallSnapshot", RejectReason::SnapshotOutdated);
                     let response = AppendResponse::Accepted { match_index: self.commit };
                     self.send_after_persist(from, MessageBody::AppendResponse(response));
                     return;

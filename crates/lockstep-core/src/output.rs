@@ -189,6 +189,9 @@ pub enum RejectReason {
     Unexpected,
     /// A snapshot chunk or answer that does not belong to a transfer under way.
     SnapshotUnexpected,
+    /// A snapshot no newer than what this replica has committed (answered with how far its
+    /// log matches instead).
+    SnapshotOutdated,
 }
 
 /// Why a read could not be confirmed.

@@ -99,6 +99,9 @@ pub(crate) struct Outgoing {
     retries: u32,
 }
 
+/// How many refusal reasons are kept.
+pub const REFUSALS_KEPT: usize = 16;
+
 /// Transfers are abandoned after this many stalls in a row.
 const TRANSFER_RETRIES_MAX: u32 = 3;
 
@@ -113,6 +116,8 @@ pub(crate) struct Checkpoints {
     last_index: LogIndex,
     outgoing: BTreeMap<NodeId, Outgoing>,
     pub(crate) stats: CheckpointStats,
+    /// Why recent chunks were refused, newest last (at most [`REFUSALS_KEPT`]).
+    pub(crate) refusals: std::collections::VecDeque<String>,
     /// Test-only: checkpoints are taken one entry early but labelled as if after it.
     pub(crate) sabotage_off_by_one: bool,
 }
@@ -127,6 +132,12 @@ impl<M: StateMachine, D: Storage, T: Transport> Driver<M, D, T> {
     /// What the driver did with checkpoints and transfers.
     pub fn checkpoint_stats(&self) -> CheckpointStats {
         self.checkpoints.stats
+    }
+
+    /// Why recent snapshot chunks were refused (bad checksum, out of order, damaged file),
+    /// newest last.
+    pub fn snapshot_refusals(&self) -> impl Iterator<Item = &str> {
+        self.checkpoints.refusals.iter().map(String::as_str)
     }
 
     /// Storage made the checkpoint through `meta` durable: compact the log below it.
@@ -307,13 +318,17 @@ impl<M: StateMachine, D: Storage, T: Transport> Driver<M, D, T> {
         let SnapshotChunk { from, chunk } = chunk;
         let last_index = chunk.meta.last_index;
         if crc32c::crc32c(&chunk.data) != chunk.checksum {
-            self.refuse_chunk(from, last_index);
+            let reason = format!(
+                "chunk at byte {} of snapshot {last_index} fails its CRC32C checksum",
+                chunk.offset
+            );
+            self.refuse_chunk(from, last_index, reason);
             return;
         }
         let received = match self.storage.receive_snapshot_chunk(&chunk) {
             Ok(received) => received,
-            Err(_) => {
-                self.refuse_chunk(from, last_index);
+            Err(error) => {
+                self.refuse_chunk(from, last_index, error);
                 return;
             }
         };
@@ -326,8 +341,12 @@ impl<M: StateMachine, D: Storage, T: Transport> Driver<M, D, T> {
         self.install(from, chunk.meta, chunk.total_bytes);
     }
 
-    fn refuse_chunk(&mut self, to: NodeId, last_index: LogIndex) {
+    fn refuse_chunk(&mut self, to: NodeId, last_index: LogIndex, reason: String) {
         self.checkpoints.stats.chunks_refused += 1;
+        if self.checkpoints.refusals.len() == REFUSALS_KEPT {
+            self.checkpoints.refusals.pop_front();
+        }
+        self.checkpoints.refusals.push_back(reason);
         let next_offset = self.storage.snapshot_bytes_received();
         let answer = InstallSnapshotResponse { last_index, next_offset, accepted: false };
         self.node.answer_snapshot_chunk(to, answer);
@@ -344,12 +363,9 @@ impl<M: StateMachine, D: Storage, T: Transport> Driver<M, D, T> {
         }
         let restored = match self.storage.finish_snapshot() {
             Ok(mut reader) => self.state.restore(&mut reader),
-            Err(_) => {
-                // Damaged in transit or on disk: it was removed; start over.
-                self.checkpoints.stats.chunks_refused += 1;
-                let answer =
-                    InstallSnapshotResponse { last_index, next_offset: 0, accepted: false };
-                self.node.answer_snapshot_chunk(from, answer);
+            Err(error) => {
+                // Damaged in transit or on disk: it was removed; start over from byte 0.
+                self.refuse_chunk(from, last_index, error);
                 return;
             }
         };

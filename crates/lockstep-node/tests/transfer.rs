@@ -317,6 +317,10 @@ fn bad_chunks_are_refused_and_never_installed() {
     let stats = cluster.drivers[&NodeId(3)].checkpoint_stats();
     assert_eq!(stats.transfers_received, 0);
     assert_eq!(stats.chunks_refused, 3, "{stats:?}");
+    let reasons: Vec<&str> = cluster.drivers[&NodeId(3)].snapshot_refusals().collect();
+    assert!(reasons[0].contains("CRC32C"), "{reasons:?}");
+    assert!(reasons[1].contains("arrived while 0 bytes were written"), "{reasons:?}");
+    assert!(reasons[2].contains("footer"), "{reasons:?}");
     // A snapshot older than what replica 3 has committed never reaches its driver: its core
     // answers with how far its log matches.
     let old = SnapshotMeta { last_index: LogIndex(1), ..meta.clone() };
@@ -324,6 +328,8 @@ fn bad_chunks_are_refused_and_never_installed() {
     stale.meta = old;
     let answers = send(&mut cluster, stale);
     assert!(answers.iter().all(|m| !matches!(m.body, MessageBody::InstallSnapshotResponse(_))));
+    assert_eq!(cluster.drivers[&NodeId(3)].checkpoint_stats().chunks_refused, 3);
+    assert_eq!(cluster.drivers[&NodeId(3)].node().stats().snapshots_installed, 0);
     // The cluster still heals by a real transfer.
     cluster.isolated.clear();
     cluster.tick(60);

@@ -80,8 +80,7 @@ impl StateMachine for Blobs {
 
     fn restore(&mut self, input: &mut dyn io::Read) -> io::Result<()> {
         let count = read_u64(input)?;
-        let mut shards: Vec<BTreeMap<u64, Bytes>> =
-            (0..SHARDS).map(|_| BTreeMap::new()).collect();
+        let mut shards: Vec<BTreeMap<u64, Bytes>> = (0..SHARDS).map(|_| BTreeMap::new()).collect();
         for _ in 0..count {
             let key = read_u64(input)?;
             let len = read_u64(input)?;

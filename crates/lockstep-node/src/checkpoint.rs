@@ -97,6 +97,9 @@ pub(crate) struct Outgoing {
     sent: u64,
     idle_ticks: u64,
     retries: u32,
+    /// The offset last resent from after a refusal: further refusals naming it are answers to
+    /// chunks sent before the resend, not news.
+    rewound_to: Option<u64>,
 }
 
 /// How many refusal reasons are kept.
@@ -115,6 +118,9 @@ pub(crate) struct Checkpoints {
     /// The index of the last checkpoint started.
     last_index: LogIndex,
     outgoing: BTreeMap<NodeId, Outgoing>,
+    /// Followers that need a snapshot through at least this index, newer than any checkpoint
+    /// held: tried again each tick.
+    waiting: BTreeMap<NodeId, LogIndex>,
     pub(crate) stats: CheckpointStats,
     /// Why recent chunks were refused, newest last (at most [`REFUSALS_KEPT`]).
     pub(crate) refusals: std::collections::VecDeque<String>,
@@ -168,7 +174,9 @@ impl<M: StateMachine, D: Storage, T: Transport> Driver<M, D, T> {
     /// Whether the policy asks for a checkpoint now.
     pub(crate) fn checkpoint_due(&self) -> bool {
         let Some(policy) = self.checkpoints.policy else { return false };
+        // A new checkpoint would replace the file a transfer is reading: wait for it.
         !self.checkpoints.in_progress
+            && self.checkpoints.outgoing.is_empty()
             && self.node.applied_index() > self.checkpoints.last_index
             && (self.checkpoints.entries_since >= policy.entries
                 || self.checkpoints.bytes_since >= policy.bytes)
@@ -199,16 +207,41 @@ impl<M: StateMachine, D: Storage, T: Transport> Driver<M, D, T> {
 
     // ----- sending --------------------------------------------------------------------------
 
+    /// How to send: the policy's settings, or the defaults on a replica that takes no
+    /// checkpoints itself (it may still hold one it received), kept within what messages allow.
+    fn transfer_policy(&self) -> CheckpointPolicy {
+        let policy = self.checkpoints.policy.unwrap_or_default();
+        CheckpointPolicy {
+            chunk_bytes: policy
+                .chunk_bytes
+                .clamp(1, lockstep_core::message::SNAPSHOT_CHUNK_BYTES_MAX),
+            chunks_in_flight: policy.chunks_in_flight.max(1),
+            transfer_timeout_ticks: policy.transfer_timeout_ticks.max(1),
+            ..policy
+        }
+    }
+
     /// The core asks for a snapshot through at least `index` for `to`.
     pub(crate) fn on_snapshot_needed(&mut self, to: NodeId, index: LogIndex) {
+        self.checkpoints.waiting.remove(&to);
         match self.storage.latest_checkpoint() {
             Some(checkpoint) if checkpoint.meta.last_index >= index => {
-                let outgoing =
-                    Outgoing { checkpoint, acked: 0, sent: 0, idle_ticks: 0, retries: 0 };
+                let outgoing = Outgoing {
+                    checkpoint,
+                    acked: 0,
+                    sent: 0,
+                    idle_ticks: 0,
+                    retries: 0,
+                    rewound_to: None,
+                };
                 self.checkpoints.outgoing.insert(to, outgoing);
                 self.offer(to);
             }
-            _ => self.node.snapshot_aborted(to),
+            // No checkpoint covers it yet (one is being written): the follower waits in
+            // snapshot state, and the next tick tries again.
+            _ => {
+                self.checkpoints.waiting.insert(to, index);
+            }
         }
     }
 
@@ -229,13 +262,21 @@ impl<M: StateMachine, D: Storage, T: Transport> Driver<M, D, T> {
             return;
         }
         let total = outgoing.checkpoint.total_bytes;
+        let held = answer.next_offset.min(total);
         outgoing.idle_ticks = 0;
         outgoing.retries = 0;
-        outgoing.acked = answer.next_offset.min(total);
-        if !answer.accepted || outgoing.sent < outgoing.acked {
-            // Refused, or the follower holds another amount than we thought: go on from
-            // where it says.
-            outgoing.sent = outgoing.acked;
+        if answer.accepted {
+            // Answers may arrive late or twice: the follower holds at least the most it said.
+            outgoing.acked = outgoing.acked.max(held);
+            outgoing.sent = outgoing.sent.max(outgoing.acked);
+        } else if outgoing.rewound_to != Some(held) {
+            // Refused (a chunk lost or damaged on the way): resend from what it holds, once
+            // per such point; the refusals of chunks already on their way say nothing new.
+            outgoing.acked = held;
+            outgoing.sent = held;
+            outgoing.rewound_to = Some(held);
+        } else {
+            return;
         }
         if outgoing.acked >= total && answer.accepted {
             // The follower has it all and installed it before answering: append from there.
@@ -249,8 +290,8 @@ impl<M: StateMachine, D: Storage, T: Transport> Driver<M, D, T> {
 
     /// Sends chunks to `to` up to the window.
     fn send_chunks(&mut self, to: NodeId) {
-        let Some(policy) = self.checkpoints.policy else { return };
-        let window = policy.chunk_bytes.saturating_mul(policy.chunks_in_flight.max(1));
+        let policy = self.transfer_policy();
+        let window = policy.chunk_bytes.saturating_mul(policy.chunks_in_flight);
         loop {
             let Some(outgoing) = self.checkpoints.outgoing.get(&to) else { return };
             let total = outgoing.checkpoint.total_bytes;
@@ -258,7 +299,7 @@ impl<M: StateMachine, D: Storage, T: Transport> Driver<M, D, T> {
                 return;
             }
             let offset = outgoing.sent;
-            let len = policy.chunk_bytes.max(1).min(total - offset);
+            let len = policy.chunk_bytes.min(total - offset);
             let data = match self.storage.read_checkpoint(&outgoing.checkpoint, offset, len) {
                 Ok(data) => Bytes::from(data),
                 Err(_) => {
@@ -284,9 +325,14 @@ impl<M: StateMachine, D: Storage, T: Transport> Driver<M, D, T> {
     pub(crate) fn tick_transfers(&mut self) {
         if self.node.role() != Role::Leader {
             self.checkpoints.outgoing.clear();
+            self.checkpoints.waiting.clear();
             return;
         }
-        let timeout = self.checkpoints.policy.map_or(u64::MAX, |p| p.transfer_timeout_ticks);
+        let waiting = std::mem::take(&mut self.checkpoints.waiting);
+        for (to, index) in waiting {
+            self.on_snapshot_needed(to, index);
+        }
+        let timeout = self.transfer_policy().transfer_timeout_ticks;
         let stalled: Vec<NodeId> = self
             .checkpoints
             .outgoing
@@ -375,7 +421,16 @@ impl<M: StateMachine, D: Storage, T: Transport> Driver<M, D, T> {
             self.failure = Some(format!("restoring snapshot {last_index} failed: {error}"));
             return;
         }
-        self.node.install_snapshot(from, meta);
+        if !self.node.install_snapshot(from, meta) {
+            self.failure = Some(format!(
+                "snapshot {last_index} was restored but the consensus core refused it"
+            ));
+            return;
+        }
+        // Acknowledgements of entries after the snapshot, still waiting for their writes, may
+        // name entries the log no longer has: they must not leave (the leader learns how far
+        // this log matches from the answer to the snapshot).
+        self.withhold_acknowledgements_above(last_index);
         self.checkpoints.stats.transfers_received += 1;
         self.checkpoints.last_index = last_index;
         self.checkpoints.entries_since = 0;

@@ -16,10 +16,11 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::io::{self, Read};
 
+use lockstep_core::message::AppendResponse;
 use lockstep_core::{
     ApplyContext, Config, Entry, EntryPayload, Event, InitialState, InstallSnapshot, LogIndex,
-    Message, Node, NodeId, Persist, ProposeError, ReadError, ReadId, SnapshotMeta, StateMachine,
-    StateSnapshot, Term,
+    Message, MessageBody, Node, NodeId, Persist, ProposeError, ReadError, ReadId, SnapshotMeta,
+    StateMachine, StateSnapshot, Term,
 };
 
 use crate::checkpoint::{Checkpoint, Checkpoints};
@@ -279,6 +280,12 @@ impl<M: StateMachine> Replicated<M> {
         }
         let sessions = Sessions::decode(&encoded).map_err(invalid)?;
         self.machine.restore(input)?;
+        // Read to the end: a snapshot reader checks its digest there, and bytes the state
+        // machine left unread mean it read something else than was written.
+        let mut rest = [0u8; 1];
+        if input.read(&mut rest)? != 0 {
+            return Err(invalid("the state machine left bytes of the snapshot unread".into()));
+        }
         self.sessions = sessions;
         Ok(())
     }
@@ -478,6 +485,9 @@ impl<M: StateMachine, D: Storage, T: Transport> Driver<M, D, T> {
 
     /// One tick of logical time.
     pub fn tick(&mut self) {
+        if self.failure.is_some() {
+            return;
+        }
         self.node.tick();
         self.tick_transfers();
         self.drain();
@@ -485,6 +495,9 @@ impl<M: StateMachine, D: Storage, T: Transport> Driver<M, D, T> {
 
     /// A message from another replica.
     pub fn receive(&mut self, message: Message) {
+        if self.failure.is_some() {
+            return;
+        }
         self.node.step(message);
         self.drain();
     }
@@ -497,6 +510,11 @@ impl<M: StateMachine, D: Storage, T: Transport> Driver<M, D, T> {
         timestamp_millis: u64,
     ) -> RequestId {
         let id = self.request_id();
+        if let Some(failure) = &self.failure {
+            let refusal = Refusal::Retry(format!("this replica has stopped: {failure}"));
+            self.completions.push(Completion::Refused { request: id, refusal });
+            return id;
+        }
         let command = LogCommand {
             version: LOG_COMMAND_VERSION,
             client: request.client,
@@ -539,6 +557,11 @@ impl<M: StateMachine, D: Storage, T: Transport> Driver<M, D, T> {
     /// Asks a linearizable read-only question.
     pub fn read(&mut self, query: M::Query) -> RequestId {
         let id = self.request_id();
+        if let Some(failure) = &self.failure {
+            let refusal = Refusal::Retry(format!("this replica has stopped: {failure}"));
+            self.completions.push(Completion::Refused { request: id, refusal });
+            return id;
+        }
         self.reads.insert(ReadId(id.0), (id, query));
         self.node.read_index(ReadId(id.0));
         self.drain();
@@ -559,6 +582,19 @@ impl<M: StateMachine, D: Storage, T: Transport> Driver<M, D, T> {
         self.drain();
     }
 
+    /// Drops, from messages waiting for writes, acknowledgements of entries above `index`.
+    pub(crate) fn withhold_acknowledgements_above(&mut self, index: LogIndex) {
+        for pending in &mut self.writes {
+            pending.messages.retain(|message| {
+                !matches!(
+                    message.body,
+                    MessageBody::AppendResponse(AppendResponse::Accepted { match_index })
+                        if match_index > index
+                )
+            });
+        }
+    }
+
     fn request_id(&mut self) -> RequestId {
         let id = RequestId(self.next_request);
         self.next_request += 1;
@@ -567,6 +603,9 @@ impl<M: StateMachine, D: Storage, T: Transport> Driver<M, D, T> {
 
     /// Carries out everything the core asks, until it asks nothing more.
     pub(crate) fn drain(&mut self) {
+        if self.failure.is_some() {
+            return;
+        }
         // Each pass either empties the core's output or applies entries and serves reads,
         // which cannot produce new output forever; the bound is a safety net.
         for _ in 0..1024 {

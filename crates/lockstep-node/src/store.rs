@@ -245,17 +245,9 @@ impl LogStore {
         let must_hold = if commit > snapshot_index { commit } else { LogIndex::ZERO };
         let options = WalOptions { create_if_missing: true, ..options };
         let mut wal = Wal::open_holding(disk, &wal_dir, options, must_hold)?;
-        let continues_snapshot = snapshot_index == LogIndex::ZERO
-            || wal.term(snapshot_index) == Some(snapshot_term)
-            || (wal.first_index() == snapshot_index.next());
-        if !continues_snapshot {
-            // A snapshot installed from a leader replaced this log, and the crash came before
-            // the log's restart was durable: what the log holds after the snapshot belongs to
-            // the old history. Restart it now.
-            wal.restart_at(snapshot_index.next())?;
-            wal.sync()?;
-        }
-        if wal.first_index() > snapshot_index.next() && wal.last_index() >= wal.first_index() {
+        let holds_entries = wal.last_index() >= wal.first_index();
+        let after_gap = wal.first_index() > snapshot_index.next();
+        if after_gap && (holds_entries || snapshot_index > LogIndex::ZERO) {
             // The log starts after a gap: entries between the snapshot and it are gone.
             return Err(StoreError::Incomplete {
                 dir: dir.to_path_buf(),
@@ -264,6 +256,25 @@ impl LogStore {
                     wal.first_index()
                 ),
             });
+        }
+        let disagrees = snapshot_index > LogIndex::ZERO
+            && wal.first_index() <= snapshot_index
+            && wal.term(snapshot_index) != Some(snapshot_term);
+        if disagrees {
+            if wal.term(snapshot_index).is_some() && commit > snapshot_index {
+                // Committed entries that contradict the snapshot: one of them is damaged.
+                return Err(StoreError::Incomplete {
+                    dir: dir.to_path_buf(),
+                    detail: format!(
+                        "the log's entry {snapshot_index} disagrees with the snapshot through \
+                         it, yet entries through {commit} are committed"
+                    ),
+                });
+            }
+            // A snapshot installed from a leader replaced this log, and the crash came before
+            // the log's restart was durable: what the log holds belongs to the old history.
+            wal.restart_at(snapshot_index.next())?;
+            wal.sync()?;
         }
         let first = wal.first_index().max(snapshot_index.next());
         let entries = if wal.last_index() >= first {
@@ -309,6 +320,11 @@ impl LogStore {
         meta: SnapshotMeta,
         state: &dyn StateSnapshot,
     ) -> Result<&StoredSnapshot, StoreError> {
+        // A snapshot at least as new (received from a leader meanwhile) makes this one moot.
+        let newer = |latest: &StoredSnapshot| latest.footer.meta.last_index >= meta.last_index;
+        if self.latest.as_ref().is_some_and(newer) {
+            return self.latest.as_ref().ok_or(StoreError::Failed(String::new()));
+        }
         let mut writer = self.snapshots.create(meta, Vec::new())?;
         state.write_to(&mut writer).map_err(|source| {
             StoreError::Io(IoFailure {
@@ -361,6 +377,9 @@ impl LogStore {
                 && *receiving_digest == digest
         });
         if !same {
+            if let Some((previous, _)) = self.receiving.take() {
+                previous.abandon();
+            }
             self.receiving = Some((self.snapshots.receive(meta.clone(), total_bytes)?, digest));
         }
         let Some((receiver, _)) = self.receiving.as_mut() else { return Ok(0) };
@@ -377,13 +396,13 @@ impl LogStore {
 
     /// Checks the received snapshot whole and makes it the latest; returns it.
     pub fn finish_snapshot(&mut self) -> Result<&StoredSnapshot, StoreError> {
-        let Some((receiver, _)) = self.receiving.take() else {
+        let Some((receiver, digest)) = self.receiving.take() else {
             return Err(StoreError::Snapshot(lockstep_storage::SnapshotError::Corrupt {
                 path: PathBuf::new(),
                 detail: "no snapshot is being received".to_string(),
             }));
         };
-        let stored = receiver.finish()?;
+        let stored = receiver.finish(Some(digest))?;
         Ok(self.latest.insert(stored))
     }
 

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use lockstep_core::{
     ApplyContext, Command, Entry, EntryPayload, HardState, LogIndex, Membership, NodeId, Persist,
-    StateDigest, StateMachine, StateSnapshot, Term,
+    SnapshotMeta, StateDigest, StateMachine, StateSnapshot, Term,
 };
 use lockstep_node::{Applied, ClientId, LogStore, Replicated, SessionConfig, StoreError};
 use lockstep_storage::{Faults, SimDisk, WalOptions};
@@ -280,4 +280,58 @@ fn a_damaged_or_foreign_directory_is_refused() {
     let error = open(&disk, true).expect_err("refused");
     assert!(matches!(error, StoreError::Incomplete { .. }), "{error}");
     assert!(error.to_string().contains("must not rejoin"), "{error}");
+}
+
+/// A state with nothing in it, for checkpoints in these tests.
+struct Empty;
+
+impl StateSnapshot for Empty {
+    fn write_to(&self, _: &mut dyn io::Write) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+#[test]
+fn a_log_compacted_past_a_lost_snapshot_is_refused() {
+    let disk = SimDisk::new(8, Faults::default());
+    let (mut store, _) = open(&disk, true).expect("bootstraps");
+    let entries: Vec<Entry> = (1..=200)
+        .map(|index| Entry {
+            term: Term(1),
+            index: LogIndex(index),
+            payload: EntryPayload::Command(Command {
+                data: Bytes::from(vec![0u8; 200]),
+                timestamp_millis: 0,
+            }),
+        })
+        .collect();
+    store
+        .write(&Persist {
+            snapshot: None,
+            truncate_from: None,
+            entries,
+            hard_state: Some(HardState { term: Term(1), vote: None, commit: LogIndex(200) }),
+        })
+        .expect("writes");
+    store.sync().expect("syncs");
+    let meta =
+        SnapshotMeta { last_index: LogIndex(150), last_term: Term(1), membership: members() };
+    store.save_checkpoint(meta.clone(), &Empty).expect("checkpoint");
+    store.compact(LogIndex(150)).expect("compacts");
+    assert!(store.wal().first_index() > LogIndex(1), "segments were removed");
+    let snapshot = store.latest_snapshot().expect("held").path.clone();
+    drop(store);
+    // Restarted normally: the snapshot and the log after it.
+    let (_, initial) = open(&disk, false).expect("recovers");
+    assert_eq!(initial.snapshot, Some(meta));
+    assert_eq!(initial.applied, LogIndex(150));
+    assert_eq!(initial.entries.first().map(|entry| entry.index), Some(LogIndex(151)));
+    // The snapshot file lost: the log starts after a gap, and the store says so.
+    use lockstep_storage::Disk;
+    disk.remove(&snapshot).expect("removes");
+    let error = open(&disk, false).expect_err("refused");
+    assert!(
+        error.to_string().contains("gap") || error.to_string().contains("starts at"),
+        "{error}"
+    );
 }

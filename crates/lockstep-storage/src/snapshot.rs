@@ -346,6 +346,10 @@ impl SnapshotReceiver {
     pub fn write(&mut self, offset: u64, data: &[u8]) -> Result<(), SnapshotError> {
         let corrupt =
             |detail: String| SnapshotError::Corrupt { path: self.temporary.clone(), detail };
+        if offset < self.received && offset.saturating_add(data.len() as u64) <= self.received {
+            // A duplicate of what is held (a resent or duplicated chunk): nothing to do.
+            return Ok(());
+        }
         if offset != self.received {
             return Err(corrupt(format!(
                 "a chunk at byte {offset} arrived while {} bytes were written",
@@ -366,12 +370,27 @@ impl SnapshotReceiver {
         Ok(())
     }
 
+    /// Gives up on this snapshot: its temporary file is removed.
+    pub fn abandon(self) {
+        let _ = self.disk.remove(&self.temporary);
+    }
+
     /// Checks the whole file (its footer must describe the snapshot announced, its data must
-    /// match the footer's BLAKE3 digest), makes it durable under its final name, and removes
-    /// older snapshots. A file that fails a check is removed and never used.
-    pub fn finish(mut self) -> Result<StoredSnapshot, SnapshotError> {
+    /// match the footer's BLAKE3 digest, and that digest must be `expected_digest` when given),
+    /// makes it durable under its final name, and removes older snapshots. A file that fails a
+    /// check is removed and never used.
+    pub fn finish(
+        mut self,
+        expected_digest: Option<[u8; 32]>,
+    ) -> Result<StoredSnapshot, SnapshotError> {
         let temporary = self.temporary.clone();
-        let checked = self.check();
+        let checked = self.check().and_then(|footer| match expected_digest {
+            Some(digest) if digest != footer.digest => Err(SnapshotError::Corrupt {
+                path: temporary.clone(),
+                detail: "its digest is not the one announced by the sender".to_string(),
+            }),
+            _ => Ok(footer),
+        });
         if checked.is_err() {
             let _ = self.disk.remove(&temporary);
         }
@@ -574,19 +593,21 @@ mod tests {
         // A chunk out of order is refused.
         let mut receiver = receiver_store.receive(meta(30), total).expect("receive");
         assert!(receiver.write(4096, &[0u8; 10]).is_err());
+        // A duplicate of what is held is taken and changes nothing.
+        assert!(receiver.write(0, &[]).is_ok());
         assert!(receiver.write(0, &vec![0u8; total as usize + 1]).is_err());
         // A flipped bit is caught at the end and nothing is installed.
         send(&mut receiver, Some(20_000));
-        assert!(receiver.finish().is_err());
+        assert!(receiver.finish(None).is_err());
         assert_eq!(receiver_store.latest().expect("ok").expect("present").footer.meta, meta(10));
         // Announced as another snapshot than its footer says: refused.
         let mut receiver = receiver_store.receive(meta(31), total).expect("receive");
         send(&mut receiver, None);
-        assert!(receiver.finish().is_err());
+        assert!(receiver.finish(None).is_err());
         // Whole and intact: installed, and the older one removed.
         let mut receiver = receiver_store.receive(meta(30), total).expect("receive");
         send(&mut receiver, None);
-        let installed = receiver.finish().expect("installed");
+        let installed = receiver.finish(None).expect("installed");
         disk.crash();
         let receiver_store =
             SnapshotStore::open(disk.clone(), Path::new("/b/snapshots")).expect("reopen");

@@ -40,6 +40,9 @@ pub enum Sabotage {
     CommitPreviousTerm,
     /// Confirm reads without a heartbeat round.
     ReadWithoutQuorum,
+    /// In a joint configuration, let the incoming voters decide alone (the old and the new
+    /// configuration can then decide independently).
+    JointNewOnly,
 }
 
 /// The configuration of one replica's consensus core.
@@ -75,6 +78,8 @@ pub struct Config {
     pub uncommitted_bytes_max: u64,
     /// At most this many reads waiting for confirmation or for the state machine to catch up.
     pub pending_reads_max: usize,
+    /// A learner is promoted to voter only within this many entries of the leader's log.
+    pub promotion_lag_max: u64,
     /// Seeds the generator for election timeouts. Give every replica a different seed.
     pub random_seed: u64,
     #[doc(hidden)]
@@ -98,6 +103,7 @@ impl Config {
             append_bytes_max: 1 << 20,
             apply_bytes_max: 4 << 20,
             uncommitted_bytes_max: 64 << 20,
+            promotion_lag_max: 1_000,
             pending_reads_max: 64 << 10,
             random_seed: id.0,
             sabotage: Sabotage::None,

@@ -54,7 +54,7 @@ impl Node {
                 let active = |member: NodeId| {
                     member == id || progress.get(&member).is_some_and(|p| p.recent_active)
                 };
-                if !self.membership.is_quorum(&active) {
+                if !self.deciding_membership().is_quorum(&active) {
                     self.become_follower(self.term, None);
                     return;
                 }
@@ -98,7 +98,7 @@ impl Node {
             (self.term, MessageBody::Vote)
         };
         self.votes.insert(self.config.id, true);
-        if self.membership.vote_result(&self.votes) == VoteResult::Won {
+        if self.deciding_membership().vote_result(&self.votes) == VoteResult::Won {
             // A single voter wins at once.
             if pre_vote {
                 self.campaign(false, transfer);
@@ -175,7 +175,7 @@ impl Node {
             return;
         }
         self.votes.insert(from, granted);
-        match self.membership.vote_result(&self.votes) {
+        match self.deciding_membership().vote_result(&self.votes) {
             VoteResult::Won if pre_vote => self.campaign(false, false),
             VoteResult::Won => self.become_leader(),
             VoteResult::Lost => self.become_follower(self.term, None),

@@ -49,6 +49,7 @@
 //! - [`replication`]: pipelined appends, fast backtracking, the commit rule;
 //! - [`read`]: read-index and lease reads;
 //! - [`membership`]: configurations and (joint) quorums;
+//! - [`reconfigure`]: membership changes (learners, joint consensus, safe promotion);
 //! - [`output`]: the order in which a driver must carry out an output.
 
 #![deny(missing_docs)]
@@ -62,6 +63,7 @@ pub mod node;
 pub mod output;
 pub mod progress;
 pub mod read;
+pub mod reconfigure;
 pub mod replication;
 pub mod rng;
 pub mod state_machine;
@@ -75,6 +77,7 @@ pub use output::{
     Event, Output, Persist, ProposeError, Proposed, ReadError, ReadReady, RejectReason,
     SnapshotAnswer, SnapshotChunk, Stats,
 };
+pub use reconfigure::{ConfigError, MembershipChange};
 pub use state_machine::{ApplyContext, StateDigest, StateMachine, StateSnapshot};
 pub use types::{
     Command, Entry, EntryPayload, HardState, LogIndex, NodeId, ReadId, Role, SnapshotMeta, Term,

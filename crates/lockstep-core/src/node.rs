@@ -858,6 +858,19 @@ impl Node {
             .unwrap_or_else(|| self.base_membership.clone())
     }
 
+    /// The configuration whose quorums decide: the one in force (but see the sabotage).
+    pub(crate) fn deciding_membership(&self) -> std::borrow::Cow<'_, Membership> {
+        if self.config.sabotage == crate::config::Sabotage::JointNewOnly
+            && self.membership.is_joint()
+        {
+            let mut alone = self.membership.clone();
+            alone.voters_outgoing.clear();
+            std::borrow::Cow::Owned(alone)
+        } else {
+            std::borrow::Cow::Borrowed(&self.membership)
+        }
+    }
+
     /// The configuration in force at `index`: the last one in the log up to it, else the
     /// snapshot's or bootstrap.
     pub fn membership_at(&self, index: LogIndex) -> Membership {

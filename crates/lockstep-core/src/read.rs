@@ -206,7 +206,7 @@ impl Node {
     fn quorum_read_round(&self) -> u64 {
         let id = self.config.id;
         let progress = &self.progress;
-        self.membership.quorum_value(&|member| {
+        self.deciding_membership().quorum_value(&|member| {
             if member == id {
                 u64::MAX
             } else {

@@ -336,7 +336,7 @@ impl Node {
                 progress.get(&member).map_or(LogIndex::ZERO, |p| p.match_index)
             }
         };
-        let quorum_index = self.membership.committed_index(&acknowledged);
+        let quorum_index = self.deciding_membership().committed_index(&acknowledged);
         if quorum_index <= self.commit {
             return;
         }
@@ -355,6 +355,7 @@ impl Node {
             // The first commit of this term: reads held back until now can proceed.
             self.on_first_commit_in_term();
         }
+        self.after_commit_advanced();
     }
 
     pub(crate) fn commit_to(&mut self, index: LogIndex) {

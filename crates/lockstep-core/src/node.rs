@@ -768,7 +768,18 @@ impl Node {
         if message.from == self.config.id {
             return Err(RejectReason::FromSelf);
         }
-        if !self.membership.contains(message.from) {
+        // A leader may be a member this replica does not know of yet (it was added by a
+        // configuration entry this replica has not received): its appends, heartbeats,
+        // snapshots and hand-overs are how this replica learns of it. Anything else from a
+        // stranger (votes for a removed replica, say) is refused.
+        let from_leader = matches!(
+            message.body,
+            MessageBody::Append(_)
+                | MessageBody::Heartbeat(_)
+                | MessageBody::InstallSnapshot(_)
+                | MessageBody::TimeoutNow
+        );
+        if !from_leader && !self.membership.contains(message.from) {
             return Err(RejectReason::UnknownSender);
         }
         if message.term == Term::ZERO {

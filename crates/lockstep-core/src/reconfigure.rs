@@ -56,6 +56,9 @@ pub enum ConfigError {
     },
     /// A leadership transfer is under way.
     LeadershipTransfer,
+    /// The leader has not yet committed an entry of its own term, so it cannot know whether an
+    /// earlier leader's change is still in flight.
+    NotReady,
     /// The replica is already a member.
     AlreadyMember(NodeId),
     /// The replica is not a member.
@@ -96,6 +99,10 @@ impl fmt::Display for ConfigError {
             ConfigError::LeadershipTransfer => {
                 write!(f, "a leadership transfer is under way; try again when it ends")
             }
+            ConfigError::NotReady => write!(
+                f,
+                "the leader has not committed an entry of its term yet; try again in a moment"
+            ),
             ConfigError::AlreadyMember(id) => write!(f, "replica {id} is already a member"),
             ConfigError::NotMember(id) => write!(f, "replica {id} is not a member"),
             ConfigError::NotLearner(id) => write!(f, "replica {id} is not a learner"),
@@ -133,6 +140,12 @@ impl Node {
         if self.transfer_target.is_some() {
             return Err(ConfigError::LeadershipTransfer);
         }
+        // Until an entry of this term commits, a change an earlier leader appended may yet
+        // commit, unseen here: a second change could then decide with a disjoint majority
+        // (the single-server change bug, Ongaro's raft-dev erratum).
+        if self.log.term(self.commit) != Some(self.term) {
+            return Err(ConfigError::NotReady);
+        }
         if let Some(index) = self.config_in_flight() {
             return Err(ConfigError::InProgress { index });
         }
@@ -164,7 +177,7 @@ impl Node {
     }
 
     /// The index of the last configuration entry in the log (the snapshot point if none).
-    fn last_config_index(&self) -> LogIndex {
+    pub fn last_config_index(&self) -> LogIndex {
         self.log
             .entries()
             .filter(|entry| matches!(entry.payload, EntryPayload::Config(_)))
@@ -221,13 +234,20 @@ impl Node {
         Ok(target)
     }
 
-    /// A learner may become a voter only within `promotion_lag_max` entries of the leader.
+    /// A learner may become a voter only when it is alive, replicating, past the snapshot, and
+    /// within `promotion_lag_max` entries of the leader.
     fn check_caught_up(&self, id: NodeId) -> Result<(), ConfigError> {
-        let matched =
-            self.progress.get(&id).map_or(LogIndex::ZERO, |progress| progress.match_index);
-        let behind = self.log.last_index().get().saturating_sub(matched.get());
         let allowed = self.config.promotion_lag_max;
-        if behind > allowed {
+        let last = self.log.last_index().get();
+        let Some(progress) = self.progress.get(&id) else {
+            return Err(ConfigError::LearnerBehind { id, behind: last, allowed });
+        };
+        let behind = last.saturating_sub(progress.match_index.get());
+        let replicating = progress.state == crate::progress::ProgressState::Replicate
+            && progress.recent_active
+            && progress.match_index > LogIndex::ZERO
+            && progress.match_index >= self.log.snapshot_index();
+        if behind > allowed || !replicating {
             return Err(ConfigError::LearnerBehind { id, behind, allowed });
         }
         Ok(())
@@ -273,6 +293,9 @@ impl Node {
             .iter()
             .filter_map(|id| self.progress.get(id).map(|progress| (progress.match_index, *id)))
             .max();
+        // Tell everyone the commit index first: the configuration that removed this leader is
+        // committed, and followers should know it.
+        self.broadcast_heartbeat();
         if let Some((matched, id)) = best {
             if matched == last_index {
                 self.send(id, MessageBody::TimeoutNow);

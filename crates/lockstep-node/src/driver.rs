@@ -18,9 +18,9 @@ use std::io::{self, Read};
 
 use lockstep_core::message::AppendResponse;
 use lockstep_core::{
-    ApplyContext, Config, Entry, EntryPayload, Event, InitialState, InstallSnapshot, LogIndex,
-    Message, MessageBody, Node, NodeId, Persist, ProposeError, ReadError, ReadId, SnapshotMeta,
-    StateMachine, StateSnapshot, Term,
+    ApplyContext, Config, ConfigError, Entry, EntryPayload, Event, InitialState, InstallSnapshot,
+    LogIndex, MembershipChange, Message, MessageBody, Node, NodeId, Persist, ProposeError,
+    ReadError, ReadId, SnapshotMeta, StateMachine, StateSnapshot, Term,
 };
 
 use crate::checkpoint::{Checkpoint, Checkpoints};
@@ -566,6 +566,39 @@ impl<M: StateMachine, D: Storage, T: Transport> Driver<M, D, T> {
         self.node.read_index(ReadId(id.0));
         self.drain();
         id
+    }
+
+    /// Proposes a membership change (on the leader). It is in force once appended and done
+    /// once its entry (for a joint change, the final one the leader appends after it) commits.
+    pub fn change_membership(&mut self, change: MembershipChange) -> Result<LogIndex, ConfigError> {
+        let proposed = self.node.propose_membership(change);
+        self.drain();
+        proposed.map(|proposed| proposed.last_index)
+    }
+
+    /// Hands leadership to voter `target`, which must be caught up (within the promotion lag
+    /// of the leader's log); the leader stops taking proposals until the transfer ends.
+    pub fn transfer_leadership(&mut self, target: NodeId) -> Result<(), String> {
+        if self.node.role() != lockstep_core::Role::Leader {
+            return Err("this replica does not lead".to_string());
+        }
+        if target == self.node.id() {
+            return Err("this replica already leads".to_string());
+        }
+        if !self.node.membership().voters.contains(&target) {
+            return Err(format!("replica {target} is not a voter"));
+        }
+        let matched = self.node.progress(target).map_or(LogIndex::ZERO, |p| p.match_index);
+        let behind = self.node.last_index().get().saturating_sub(matched.get());
+        let allowed = self.node.config().promotion_lag_max;
+        if behind > allowed {
+            return Err(format!(
+                "replica {target} is {behind} entries behind (at most {allowed} to lead)"
+            ));
+        }
+        self.node.transfer_leadership(target);
+        self.drain();
+        Ok(())
     }
 
     /// Storage reports write `write` (and so every earlier one) durable.

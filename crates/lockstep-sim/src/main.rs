@@ -50,6 +50,10 @@ struct Args {
     /// Print each run's notable events as they happen (use with one seed).
     #[arg(long)]
     trace: bool,
+    /// Change the membership during the faults (add, promote, remove, replace, remove the
+    /// leader).
+    #[arg(long)]
+    membership: bool,
 }
 
 fn parse_sabotage(name: &str) -> Result<Sabotage, String> {
@@ -83,6 +87,7 @@ fn main() -> ExitCode {
                     liveness_millis: args.liveness_millis,
                     sabotage: args.sabotage,
                     trace: args.trace,
+                    membership: args.membership,
                     ..SimConfig::new(0)
                 };
                 let report = run(config);
@@ -123,14 +128,31 @@ fn main() -> ExitCode {
         };
         println!(
             "  replay: cargo run -p lockstep-sim --release -- --seed {} --seeds 1 --replicas {} \
-             --clients {} --safety-millis {} --liveness-millis {}{sabotage} --verbose\n",
-            report.seed, args.replicas, args.clients, args.safety_millis, args.liveness_millis
+             --clients {} --safety-millis {} --liveness-millis {}{sabotage}{} --verbose\n",
+            report.seed,
+            args.replicas,
+            args.clients,
+            args.safety_millis,
+            args.liveness_millis,
+            if args.membership { " --membership" } else { "" }
         );
     }
     let requests: u64 = reports.iter().map(|report| report.requests_completed).sum();
     let crashes: u64 = reports.iter().map(|report| report.crashes).sum();
     let checkpoints: u64 = reports.iter().map(|report| report.checkpoints).sum();
     let transfers: u64 = reports.iter().map(|report| report.state_transfers).sum();
+    if args.membership {
+        let sum = |kind: fn(&Report) -> u64| reports.iter().map(kind).sum::<u64>();
+        println!(
+            "membership changes committed: {} learners added, {} promotions, {} removals, {} \
+             joint replacements, {} removing the leader",
+            sum(|r| r.changes.learners_added),
+            sum(|r| r.changes.promotions),
+            sum(|r| r.changes.removals),
+            sum(|r| r.changes.replacements),
+            sum(|r| r.changes.leaders_removed)
+        );
+    }
     let simulated: u64 = reports.iter().map(|report| report.simulated_millis).sum();
     println!(
         "{} replicas, sabotage {}: {} requests completed, {} crashes, {} checkpoints, {} state \

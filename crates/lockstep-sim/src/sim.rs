@@ -24,7 +24,8 @@ use std::sync::Arc;
 
 use lockstep_core::rng::SeededRng;
 use lockstep_core::{
-    Config, Entry, LogIndex, Membership, Message, NodeId, ReadMode, Role, Sabotage as CoreSabotage,
+    Config, Entry, LogIndex, Membership, MembershipChange, Message, NodeId, ReadMode, Role,
+    Sabotage as CoreSabotage,
 };
 use lockstep_node::StoreError;
 use lockstep_node::{
@@ -65,11 +66,13 @@ pub enum Sabotage {
     SkipSessions,
     /// Take checkpoints one entry early, labelled as if after that entry.
     CheckpointOffByOne,
+    /// In a joint configuration, let the new voters decide alone.
+    JointNewOnly,
 }
 
 impl Sabotage {
     /// Every switch that breaks something.
-    pub const ALL: [Sabotage; 7] = [
+    pub const ALL: [Sabotage; 8] = [
         Sabotage::VoteUnpersisted,
         Sabotage::VoteTwice,
         Sabotage::CommitPreviousTerm,
@@ -77,6 +80,7 @@ impl Sabotage {
         Sabotage::AckBeforeSync,
         Sabotage::SkipSessions,
         Sabotage::CheckpointOffByOne,
+        Sabotage::JointNewOnly,
     ];
 
     /// The switch's name on the command line.
@@ -90,6 +94,7 @@ impl Sabotage {
             Sabotage::AckBeforeSync => "ack-before-sync",
             Sabotage::SkipSessions => "skip-sessions",
             Sabotage::CheckpointOffByOne => "checkpoint-off-by-one",
+            Sabotage::JointNewOnly => "joint-new-only",
         }
     }
 
@@ -124,6 +129,9 @@ pub struct SimConfig {
     pub sabotage: Sabotage,
     /// Print notable events (starts, crashes, leaders, faults, answers) as they happen.
     pub trace: bool,
+    /// Change the membership during the faults: add learners, promote them, remove voters (the
+    /// leader too), replace voters through joint configurations.
+    pub membership: bool,
 }
 
 impl SimConfig {
@@ -139,6 +147,7 @@ impl SimConfig {
             liveness_millis: 10_000,
             sabotage: Sabotage::None,
             trace: false,
+            membership: false,
         }
     }
 }
@@ -200,6 +209,23 @@ pub struct Report {
     pub checkpoints: u64,
     /// Snapshots sent whole to a follower and installed there.
     pub state_transfers: u64,
+    /// Committed membership changes, by kind.
+    pub changes: MembershipCounts,
+}
+
+/// Committed membership changes of each kind.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MembershipCounts {
+    /// Learners added.
+    pub learners_added: u64,
+    /// Learners promoted to voters (one at a time).
+    pub promotions: u64,
+    /// Voters removed (one at a time).
+    pub removals: u64,
+    /// Voters replaced in one joint change (a new one in, an old one out).
+    pub replacements: u64,
+    /// Changes that removed the leader that proposed them.
+    pub leaders_removed: u64,
 }
 
 // ----- the world ---------------------------------------------------------------------------
@@ -224,6 +250,7 @@ enum Event {
         node: usize,
         incarnation: u64,
     },
+    Membership,
     /// A message arrives, unless its sender crashed before it left (`departs`).
     Deliver {
         to: usize,
@@ -288,6 +315,7 @@ impl Event {
             Event::LateSync { .. } => 12,
             Event::Kill { .. } => 13,
             Event::CheckpointDone { .. } => 14,
+            Event::Membership => 15,
         }
     }
 }
@@ -322,6 +350,12 @@ struct Replica {
     /// Snapshots this incarnation installed from a leader (as last seen).
     installed: u64,
     checkpoint_scheduled: bool,
+    /// Started and not removed: crashes restart it.
+    active: bool,
+    /// The configuration a joining replica starts with (it names it as a learner).
+    bootstrap: Option<Membership>,
+    /// Its store was created on its disk.
+    created: bool,
 }
 
 struct Client {
@@ -360,6 +394,12 @@ struct World {
     checkpoint_policy: Option<CheckpointPolicy>,
     /// When each (replica, incarnation) crashed.
     crashed_at: BTreeMap<(usize, u64), Time>,
+    /// Membership changes: the configuration last seen committed, the voter a replacement
+    /// will remove once its learner is ready, and the leader a change removed.
+    committed_membership: Membership,
+    committed_config_index: LogIndex,
+    replacing: Option<NodeId>,
+    removed_leader: Option<NodeId>,
     first_violation_event: u64,
     // Records.
     history: Vec<Operation>,
@@ -394,8 +434,12 @@ fn entry_id(entry: &Entry) -> EntryId {
 impl World {
     fn new(config: SimConfig) -> World {
         let mut rng = SeededRng::new(config.seed);
-        let ids: Vec<NodeId> = (1..=config.replicas as u64).map(NodeId).collect();
-        let membership = Membership::with_voters(ids.iter().copied());
+        // With membership changes, spare ids for replicas that join later (never reused: a
+        // replica that left does not come back under its id).
+        let spare = if config.membership { 4 } else { 0 };
+        let ids: Vec<NodeId> = (1..=(config.replicas + spare) as u64).map(NodeId).collect();
+        let membership = Membership::with_voters(ids[..config.replicas].iter().copied());
+        let initial_membership = membership.clone();
         let mut core_config = Config::new(NodeId(1));
         // Vary the protocol's options across seeds, so each is exercised under faults.
         core_config.pre_vote = rng.range(0, 4) != 0;
@@ -412,6 +456,7 @@ impl World {
         core_config.sabotage = match config.sabotage {
             Sabotage::VoteTwice => CoreSabotage::VoteTwice,
             Sabotage::CommitPreviousTerm => CoreSabotage::CommitPreviousTerm,
+            Sabotage::JointNewOnly => CoreSabotage::JointNewOnly,
             _ => CoreSabotage::None,
         };
         let replicas = ids
@@ -434,6 +479,9 @@ impl World {
                     last_vote: None,
                     installed: 0,
                     checkpoint_scheduled: false,
+                    active: id.get() <= config.replicas as u64,
+                    bootstrap: None,
+                    created: false,
                 }
             })
             .collect();
@@ -483,6 +531,10 @@ impl World {
             kill_per_mille,
             checkpoint_policy,
             crashed_at: BTreeMap::new(),
+            committed_membership: initial_membership,
+            committed_config_index: LogIndex::ZERO,
+            replacing: None,
+            removed_leader: None,
             first_violation_event: 0,
             history: Vec::new(),
             trace: Xxh3::new(),
@@ -541,7 +593,9 @@ impl World {
 
     fn run(&mut self) {
         for node in 0..self.replicas.len() {
-            self.start(node);
+            if self.replicas[node].active {
+                self.start(node);
+            }
         }
         for client in 0..self.clients.len() {
             let delay = self.rng.range(0, 50 * MILLIS);
@@ -549,6 +603,10 @@ impl World {
         }
         let first_nemesis = self.rng.range(100 * MILLIS, 500 * MILLIS);
         self.schedule(first_nemesis, Event::Nemesis);
+        if self.config.membership {
+            let first = self.rng.range(200 * MILLIS, 400 * MILLIS);
+            self.schedule(first, Event::Membership);
+        }
         self.schedule(self.config.safety_millis * MILLIS, Event::Heal);
         let deadline = (self.config.safety_millis + self.config.liveness_millis) * MILLIS;
         let mut since_log_check = 0u32;
@@ -563,6 +621,9 @@ impl World {
             self.trace_event(&event);
             self.handle(event);
             self.observe();
+            if self.config.membership {
+                self.observe_membership();
+            }
             since_log_check += 1;
             if since_log_check >= 512 {
                 since_log_check = 0;
@@ -617,7 +678,7 @@ impl World {
                 self.trace.update(&attempt.to_le_bytes());
             }
             Event::Think { client } => self.trace.update(&(*client as u64).to_le_bytes()),
-            Event::Nemesis | Event::Heal => {}
+            Event::Nemesis | Event::Heal | Event::Membership => {}
         }
     }
 
@@ -665,7 +726,7 @@ impl World {
             Event::Think { client } => self.next_operation(client),
             Event::Nemesis => self.nemesis(),
             Event::Restart { node } => {
-                if self.replicas[node].driver.is_none() {
+                if self.replicas[node].driver.is_none() && self.replicas[node].active {
                     self.start(node);
                 }
             }
@@ -676,6 +737,7 @@ impl World {
                 }
             }
             Event::CheckpointDone { node, incarnation } => self.checkpoint_done(node, incarnation),
+            Event::Membership => self.change_membership(),
             Event::Heal => self.heal(),
         }
     }
@@ -686,13 +748,19 @@ impl World {
         let replica = &mut self.replicas[node];
         // The initial members are given at the first start only; a restart must find its
         // replica on disk.
-        let bootstrap = (replica.incarnation == 0).then_some(&self.membership);
+        // The initial members are given until the replica has been created on its disk once; a
+        // restart after that must find it there.
+        let bootstrap =
+            (!replica.created).then(|| replica.bootstrap.as_ref().unwrap_or(&self.membership));
         replica.incarnation += 1;
         let disk: Arc<SimDisk> = Arc::new(replica.disk.clone());
         let options = WalOptions { segment_bytes: 64 << 10, ..WalOptions::default() };
         let opened = lockstep_node::LogStore::open(disk, Path::new(DATA_DIR), bootstrap, options);
         let (store, initial) = match opened {
-            Ok(opened) => opened,
+            Ok(opened) => {
+                replica.created = true;
+                opened
+            }
             Err(error) if is_injected_io_error(&error) => {
                 // The disk failed again while recovering: try later, as an operator would.
                 let id = replica.id;
@@ -1193,7 +1261,13 @@ impl World {
                 self.retry(client, target.min(self.replicas.len() - 1));
             }
             Err(Refusal::Retry(_) | Refusal::Lost) => {
-                let target = self.clients[client].target;
+                // Usually the same replica again; now and then another, as a client that
+                // rotates does (the one it asks may be cut off from the cluster for good).
+                let target = if self.rng.range(0, 4) == 0 {
+                    self.rng.range(0, self.replicas.len() as u64) as usize
+                } else {
+                    self.clients[client].target
+                };
                 self.retry(client, target);
             }
             Err(Refusal::Stale) => {
@@ -1355,6 +1429,163 @@ impl World {
         self.schedule(next, Event::Nemesis);
     }
 
+    /// One step of the membership plan, on the leader: promote a learner (completing a
+    /// replacement if one is pending), or add a learner, remove a voter, or start a
+    /// replacement.
+    fn change_membership(&mut self) {
+        let next = self.rng.range(100 * MILLIS, 400 * MILLIS);
+        if self.healed.is_some() {
+            return;
+        }
+        self.schedule(next, Event::Membership);
+        let Some(leader) = self.leader() else { return };
+        let Some(driver) = self.replicas[leader].driver.as_ref() else { return };
+        if driver.node().config_in_flight().is_some() {
+            return;
+        }
+        let leader_id = self.replicas[leader].id;
+        let current = driver.node().membership().clone();
+        let voters: Vec<NodeId> = current.voters.iter().copied().collect();
+        let change = if let Some(&learner) = current.learners.iter().next() {
+            match self.replacing {
+                Some(old) if current.voters.contains(&old) => {
+                    let mut voters = current.voters.clone();
+                    voters.remove(&old);
+                    voters.insert(learner);
+                    MembershipChange::SetVoters(voters)
+                }
+                _ => MembershipChange::Promote(learner),
+            }
+        } else {
+            let spare = self.replicas.iter().position(|replica| {
+                !replica.active && !replica.created && replica.bootstrap.is_none()
+            });
+            match (self.rng.range(0, 3), spare) {
+                (1, _) if voters.len() > self.config.replicas => {
+                    // Shrink, the leader itself one time in three.
+                    let pick = if self.rng.range(0, 3) == 0 {
+                        leader_id
+                    } else {
+                        voters[self.rng.range(0, voters.len() as u64) as usize]
+                    };
+                    MembershipChange::Remove(pick)
+                }
+                (2, Some(spare)) if voters.len() >= self.config.replicas => {
+                    let old = if self.rng.range(0, 3) == 0 {
+                        leader_id
+                    } else {
+                        voters[self.rng.range(0, voters.len() as u64) as usize]
+                    };
+                    self.replacing = Some(old);
+                    MembershipChange::AddLearner(self.replicas[spare].id)
+                }
+                (_, Some(spare)) => MembershipChange::AddLearner(self.replicas[spare].id),
+                _ => return,
+            }
+        };
+        let removes_leader = match &change {
+            MembershipChange::Remove(id) => *id == leader_id,
+            MembershipChange::SetVoters(voters) => !voters.contains(&leader_id),
+            _ => false,
+        };
+        let Some(driver) = self.replicas[leader].driver.as_mut() else { return };
+        let described = format!("{change:?}");
+        match driver.change_membership(change.clone()) {
+            Ok(index) => {
+                let membership = driver.node().membership().clone();
+                self.note(|| format!("membership: {described} at {index} -> {membership}"));
+                if removes_leader {
+                    self.removed_leader = Some(leader_id);
+                }
+                if membership.is_joint() && self.rng.range(0, 2) == 0 {
+                    // The fragile moment of a joint change: before the entry reaches them, cut
+                    // the voters that stay (the leader aside) and those that leave off from the
+                    // leader and the voters that arrive. Only joint consensus keeps the two
+                    // sides from deciding alone.
+                    let incoming: BTreeSet<usize> = membership
+                        .voters
+                        .difference(&membership.voters_outgoing)
+                        .chain(std::iter::once(&leader_id))
+                        .map(|id| (id.get() - 1) as usize)
+                        .collect();
+                    self.blocked.clear();
+                    for a in 0..self.replicas.len() {
+                        for b in 0..self.replicas.len() {
+                            if incoming.contains(&a) != incoming.contains(&b) {
+                                self.blocked.insert((a, b));
+                            }
+                        }
+                    }
+                    self.note(|| format!("nemesis: partition the joint change along {incoming:?}"));
+                }
+                if let MembershipChange::AddLearner(id) = change {
+                    // The new replica starts empty, knowing the configuration that names it.
+                    let node = (id.get() - 1) as usize;
+                    self.replicas[node].bootstrap = Some(membership);
+                    self.replicas[node].active = true;
+                    self.start(node);
+                }
+                self.pump(leader);
+            }
+            Err(error) => {
+                self.note(|| format!("membership: {described} refused: {error}"));
+            }
+        }
+    }
+
+    /// Counts the changes that committed, and stops replicas that were removed.
+    fn observe_membership(&mut self) {
+        let Some(leader) = self.leader() else { return };
+        let Some(driver) = self.replicas[leader].driver.as_ref() else { return };
+        if driver.node().config_in_flight().is_some() {
+            return;
+        }
+        // Committed configurations only move forward; a leader cut off in an old term may still
+        // show an older one.
+        let index = driver.node().last_config_index();
+        if index <= self.committed_config_index {
+            return;
+        }
+        self.committed_config_index = index;
+        let now = driver.node().membership().clone();
+        let before = std::mem::replace(&mut self.committed_membership, now.clone());
+        if before == now {
+            return;
+        }
+        let added_learners = now.learners.difference(&before.learners).count() as u64;
+        let new_voters: Vec<NodeId> = now.voters.difference(&before.voters).copied().collect();
+        let gone_voters: Vec<NodeId> = before.voters.difference(&now.voters).copied().collect();
+        let counts = &mut self.report.changes;
+        counts.learners_added += added_learners;
+        match (new_voters.len(), gone_voters.len()) {
+            (0, 0) => {}
+            (1, 0) => counts.promotions += 1,
+            (0, _) => counts.removals += gone_voters.len() as u64,
+            _ => counts.replacements += 1,
+        }
+        if let Some(removed) = self.removed_leader {
+            if gone_voters.contains(&removed) {
+                counts.leaders_removed += 1;
+                self.removed_leader = None;
+            }
+        }
+        if self.replacing.is_some_and(|old| gone_voters.contains(&old)) {
+            self.replacing = None;
+        }
+        self.note(|| format!("membership committed: {now}"));
+        // Replicas no longer members stop for good.
+        let removed: Vec<usize> = (0..self.replicas.len())
+            .filter(|&node| {
+                let replica = &self.replicas[node];
+                replica.active && before.contains(replica.id) && !now.contains(replica.id)
+            })
+            .collect();
+        for node in removed {
+            self.replicas[node].active = false;
+            self.crash(node, "removed from the cluster");
+        }
+    }
+
     fn heal(&mut self) {
         self.healed = Some(self.now);
         self.blocked.clear();
@@ -1365,7 +1596,7 @@ impl World {
             replica.disk.set_faults(Faults::default());
         }
         for node in 0..self.replicas.len() {
-            if self.replicas[node].driver.is_none() {
+            if self.replicas[node].driver.is_none() && self.replicas[node].active {
                 self.start(node);
             }
         }
@@ -1389,7 +1620,8 @@ impl World {
         if commit < driver.node().last_index() {
             return false;
         }
-        self.replicas.iter().all(|replica| {
+        let members = driver.node().membership().members();
+        self.replicas.iter().filter(|replica| members.contains(&replica.id)).all(|replica| {
             replica.driver.as_ref().is_some_and(|driver| {
                 driver.node().applied_index() == commit && driver.node().last_index() == commit
             })
@@ -1454,7 +1686,12 @@ impl World {
     fn final_checks(&mut self) {
         self.check_logs();
         let mut digests = Vec::new();
-        for replica in &self.replicas {
+        let members = self
+            .leader()
+            .and_then(|leader| self.replicas[leader].driver.as_ref())
+            .map(|driver| driver.node().membership().members())
+            .unwrap_or_default();
+        for replica in self.replicas.iter().filter(|replica| members.contains(&replica.id)) {
             let Some(driver) = replica.driver.as_ref() else { continue };
             let id = replica.id.get();
             digests.push((

@@ -31,6 +31,10 @@ fn describe(report: &Report, replicas: usize) -> String {
 }
 
 fn sweep(replicas: usize, default_seeds: u64, first_seed: u64) {
+    sweep_with(replicas, default_seeds, first_seed, false);
+}
+
+fn sweep_with(replicas: usize, default_seeds: u64, first_seed: u64, membership: bool) {
     let seeds: Vec<u64> = match env("LOCKSTEP_SEED") {
         Some(seed) => vec![seed],
         None => {
@@ -42,7 +46,7 @@ fn sweep(replicas: usize, default_seeds: u64, first_seed: u64) {
     let mut crashes = 0;
     let mut transfers = 0;
     for &seed in &seeds {
-        let report = run(SimConfig { replicas, ..SimConfig::new(seed) });
+        let report = run(SimConfig { replicas, membership, ..SimConfig::new(seed) });
         assert!(report.violations.is_empty(), "{}", describe(&report, replicas));
         assert!(report.requests_completed > 0, "seed {seed}: no request completed");
         requests += report.requests_completed;
@@ -71,6 +75,31 @@ fn five_replicas_survive_the_nemesis() {
 }
 
 #[test]
+fn membership_changes_keep_every_property() {
+    let seeds: Vec<u64> = match env("LOCKSTEP_SEED") {
+        Some(seed) => vec![seed],
+        None => (2_000_000..2_000_000 + env("LOCKSTEP_SEEDS").unwrap_or(100)).collect(),
+    };
+    let mut counts = lockstep_sim::sim::MembershipCounts::default();
+    for &seed in &seeds {
+        let report = run(SimConfig { membership: true, ..SimConfig::new(seed) });
+        assert!(report.violations.is_empty(), "{}", describe(&report, 3));
+        let c = report.changes;
+        counts.learners_added += c.learners_added;
+        counts.promotions += c.promotions;
+        counts.removals += c.removals;
+        counts.replacements += c.replacements;
+        counts.leaders_removed += c.leaders_removed;
+    }
+    println!("{} seeds with membership changes: {counts:?}", seeds.len());
+    if seeds.len() > 20 {
+        assert!(counts.learners_added > 0 && counts.promotions > 0, "{counts:?}");
+        assert!(counts.removals > 0 && counts.replacements > 0, "{counts:?}");
+        assert!(counts.leaders_removed > 0, "{counts:?}");
+    }
+}
+
+#[test]
 fn the_same_seed_gives_the_same_run() {
     let config = SimConfig { safety_millis: 2_000, ..SimConfig::new(42) };
     let first = run(config.clone());
@@ -96,8 +125,10 @@ fn every_sabotage_switch_is_caught() {
             // one that does; the core's scripted `figure8` test shows it deterministically.
             continue;
         }
+        // A sabotage of joint consensus needs membership changes to show.
+        let membership = sabotage == Sabotage::JointNewOnly;
         let caught = (0..SABOTAGE_SEEDS).find_map(|seed| {
-            let report = run(SimConfig { sabotage, ..SimConfig::new(seed) });
+            let report = run(SimConfig { sabotage, membership, ..SimConfig::new(seed) });
             (!report.violations.is_empty()).then_some(report)
         });
         let Some(report) = caught else {

@@ -7,19 +7,12 @@
 // Tests may read files and clocks.
 #![allow(clippy::disallowed_methods, clippy::disallowed_types)]
 
-use std::collections::{BTreeMap, VecDeque};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use lockstep_core::{
-    Config, InstallSnapshot, LogIndex, Membership, Message, MessageBody, NodeId, Role,
-    SnapshotMeta, StateDigest, StateMachine,
-};
-use lockstep_node::{
-    CheckpointPolicy, ClientId, ClientRequest, Completion, Driver, LocalStorage, LogStore,
-    Replicated, SessionConfig, Transport,
-};
+use lockstep_core::{InstallSnapshot, LogIndex, Message, MessageBody, NodeId, SnapshotMeta};
+use lockstep_node::CheckpointPolicy;
 use lockstep_storage::{Disk, Faults, RealDisk, SimDisk, WalOptions};
 
 // ----- memory accounting ---------------------------------------------------------------------
@@ -39,170 +32,10 @@ fn reset_peak() -> bool {
 
 #[path = "common/blobs.rs"]
 mod blobs;
-use blobs::{Blobs, Put};
 
-// ----- a cluster of drivers -------------------------------------------------------------------
-
-#[derive(Default)]
-struct Outbox(VecDeque<Message>);
-
-impl Transport for Outbox {
-    fn send(&mut self, message: Message) {
-        self.0.push_back(message);
-    }
-}
-
-type BlobDriver = Driver<Blobs, LocalStorage, Outbox>;
-
-struct Cluster {
-    disk: Arc<dyn Disk>,
-    root: PathBuf,
-    ids: Vec<NodeId>,
-    drivers: BTreeMap<NodeId, BlobDriver>,
-    /// Replicas cut off from everyone.
-    isolated: Vec<NodeId>,
-    policy: CheckpointPolicy,
-    options: WalOptions,
-    /// Largest message delivered (bytes of chunk data), to show chunks stay small.
-    largest_chunk: usize,
-    next_sequence: u64,
-}
-
-impl Cluster {
-    fn new(disk: Arc<dyn Disk>, root: &Path, policy: CheckpointPolicy) -> Cluster {
-        let ids = vec![NodeId(1), NodeId(2), NodeId(3)];
-        let mut cluster = Cluster {
-            disk,
-            root: root.to_path_buf(),
-            ids: ids.clone(),
-            drivers: BTreeMap::new(),
-            isolated: Vec::new(),
-            policy,
-            options: WalOptions { segment_bytes: 8 << 20, ..WalOptions::default() },
-            largest_chunk: 0,
-            next_sequence: 1,
-        };
-        for id in ids {
-            cluster.start(id, true);
-        }
-        cluster
-    }
-
-    fn start(&mut self, id: NodeId, bootstrap: bool) {
-        let membership = Membership::with_voters(self.ids.iter().copied());
-        let dir = self.root.join(format!("replica-{}", id.0));
-        let (store, initial) = LogStore::open(
-            self.disk.clone(),
-            &dir,
-            bootstrap.then_some(&membership),
-            self.options.clone(),
-        )
-        .expect("the replica opens");
-        let mut state = Replicated::new(Blobs::default(), SessionConfig::default());
-        if let Some(stored) = store.latest_snapshot().cloned() {
-            let mut reader = store.snapshot_reader(&stored).expect("reader");
-            state.restore(&mut reader).expect("the replica restores its snapshot");
-        }
-        let mut config = Config::new(id);
-        config.append_bytes_max = 4 << 20;
-        let mut driver =
-            Driver::new(config, initial, state, LocalStorage::new(store), Outbox::default())
-                .expect("a valid replica");
-        driver.set_checkpoint_policy(self.policy);
-        self.drivers.insert(id, driver);
-    }
-
-    fn driver(&mut self, id: NodeId) -> &mut BlobDriver {
-        self.drivers.get_mut(&id).expect("a replica of the cluster")
-    }
-
-    /// Runs every replica until nothing moves: messages delivered (except to or from isolated
-    /// replicas), writes synced and reported, checkpoints written and reported.
-    fn settle(&mut self) {
-        for _ in 0..100_000 {
-            let mut moved = false;
-            for id in self.ids.clone() {
-                let driver = self.driver(id);
-                let write = driver.storage_mut().take_submitted();
-                if write > 0 {
-                    driver.storage_mut().sync().expect("the disk syncs");
-                    driver.write_durable(write);
-                    moved = true;
-                }
-                if let Some((meta, state)) = driver.storage_mut().take_checkpoint() {
-                    driver
-                        .storage_mut()
-                        .save_checkpoint(meta.clone(), state.as_ref())
-                        .expect("the checkpoint is written");
-                    driver.checkpoint_saved(&meta);
-                    moved = true;
-                }
-                let messages: Vec<Message> = driver.transport_mut().0.drain(..).collect();
-                for message in messages {
-                    moved = true;
-                    if self.isolated.contains(&message.from) || self.isolated.contains(&message.to)
-                    {
-                        continue;
-                    }
-                    if let MessageBody::InstallSnapshot(chunk) = &message.body {
-                        self.largest_chunk = self.largest_chunk.max(chunk.data.len());
-                    }
-                    let to = message.to;
-                    self.driver(to).receive(message);
-                }
-            }
-            if !moved {
-                return;
-            }
-        }
-        panic!("the cluster did not settle");
-    }
-
-    fn tick(&mut self, ticks: usize) {
-        for _ in 0..ticks {
-            for id in self.ids.clone() {
-                self.driver(id).tick();
-            }
-            self.settle();
-        }
-    }
-
-    fn leader(&self) -> Option<NodeId> {
-        self.drivers
-            .iter()
-            .find(|(_, driver)| driver.node().role() == Role::Leader)
-            .map(|(id, _)| *id)
-    }
-
-    fn elect(&mut self) -> NodeId {
-        for _ in 0..100 {
-            if let Some(leader) = self.leader() {
-                return leader;
-            }
-            self.tick(1);
-        }
-        panic!("no leader was elected");
-    }
-
-    /// Puts `value` under `key` through the leader and waits for the answer.
-    fn put(&mut self, key: u64, value: Bytes) {
-        let leader = self.elect();
-        let sequence = self.next_sequence;
-        self.next_sequence += 1;
-        let request = ClientRequest { client: ClientId(7), sequence, input: Put { key, value } };
-        let id = self.driver(leader).propose(request, 0);
-        self.settle();
-        let answered = self.driver(leader).take_completions().into_iter().any(
-            |completion| matches!(completion, Completion::Done { request, .. } if request == id),
-        );
-        assert!(answered, "put {key} was answered");
-    }
-
-    fn digest(&self, id: NodeId) -> (LogIndex, StateDigest) {
-        let driver = &self.drivers[&id];
-        (driver.node().applied_index(), driver.state().machine().digest())
-    }
-}
+#[path = "common/cluster.rs"]
+mod cluster;
+use cluster::Cluster;
 
 fn small_policy() -> CheckpointPolicy {
     CheckpointPolicy {

@@ -34,12 +34,15 @@ impl Node {
     }
 
     pub(crate) fn tick_election(&mut self) {
-        self.election_elapsed += 1;
-        if self.election_elapsed >= self.randomized_election_timeout {
+        self.election_elapsed = self.election_elapsed.saturating_add(1);
+        // Only a voter campaigns. A learner, or a replica that does not know yet that it was
+        // made a voter, keeps counting: once it has not heard from a leader for an election
+        // timeout it no longer holds the leader's lease, and grants votes that may be needed.
+        if self.election_elapsed >= self.randomized_election_timeout
+            && self.membership.is_voter(self.config.id)
+        {
             self.election_elapsed = 0;
-            if self.membership.is_voter(self.config.id) {
-                self.campaign(self.config.pre_vote, false);
-            }
+            self.campaign(self.config.pre_vote, false);
         }
     }
 

@@ -265,13 +265,16 @@ impl<M: StateMachine, D: Storage, T: Transport> Driver<M, D, T> {
         let held = answer.next_offset.min(total);
         outgoing.idle_ticks = 0;
         outgoing.retries = 0;
-        if answer.accepted {
-            // Answers may arrive late or twice: the follower holds at least the most it said.
-            outgoing.acked = outgoing.acked.max(held);
-            outgoing.sent = outgoing.sent.max(outgoing.acked);
+        if answer.accepted && held >= outgoing.acked {
+            outgoing.acked = held;
+            outgoing.sent = outgoing.sent.max(held);
+            if outgoing.rewound_to.is_some_and(|point| point < held) {
+                outgoing.rewound_to = None;
+            }
         } else if outgoing.rewound_to != Some(held) {
-            // Refused (a chunk lost or damaged on the way): resend from what it holds, once
-            // per such point; the refusals of chunks already on their way say nothing new.
+            // Refused (a chunk lost or damaged on the way), or the follower holds less than it
+            // said before (it restarted): resend from what it holds, once per such point; the
+            // answers to chunks already on their way say nothing new.
             outgoing.acked = held;
             outgoing.sent = held;
             outgoing.rewound_to = Some(held);

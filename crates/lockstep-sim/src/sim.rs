@@ -1658,16 +1658,23 @@ impl World {
                         })
                         .collect();
                     format!(
-                        "{} {} term {} commit {} applied {} last {} first {:?} {:?} {progress:?}",
+                        "{} {} term {} leader {:?} {} commit {} applied {} last {} first {:?} {:?} \
+                         {progress:?}",
                         replica.id,
                         core.role(),
                         core.term(),
+                        core.leader(),
+                        core.membership(),
                         core.commit_index(),
                         core.applied_index(),
                         core.last_index(),
                         core.log_entries().next().map(|entry| entry.index),
                         driver.checkpoint_stats(),
-                    )
+                    ) + &driver
+                        .snapshot_refusals()
+                        .last()
+                        .map(|reason| format!(" last refusal: {reason}"))
+                        .unwrap_or_default()
                 }
                 None => format!("{} down", replica.id),
             })

@@ -1,0 +1,296 @@
+//! The store's semantics, as etcd defines them, and its determinism.
+
+use bytes::Bytes;
+use lockstep_core::{ApplyContext, LogIndex, StateMachine, StateSnapshot, Term};
+use lockstep_kv::{
+    Compare, CompareOp, CompareTarget, DeleteRequest, KeyRange, Kv, KvError, Operation, PutRequest,
+    RangeRequest, Request, Response, TxnRequest,
+};
+use proptest::prelude::*;
+
+fn range(kv: &mut Kv, request: RangeRequest) -> lockstep_kv::RangeResponse {
+    match kv.execute(Request::Range(request)) {
+        Response::Range(range) => range,
+        other => panic!("not a range: {other:?}"),
+    }
+}
+
+fn keys(response: &lockstep_kv::RangeResponse) -> Vec<&[u8]> {
+    response.kvs.iter().map(|kv| kv.key.as_ref()).collect()
+}
+
+#[test]
+fn revisions_versions_and_recreation() {
+    let mut kv = Kv::new();
+    assert_eq!(kv.revision(), 1);
+    kv.execute(Request::put("a", "1"));
+    kv.execute(Request::put("a", "2"));
+    kv.execute(Request::put("b", "1"));
+    let a =
+        &range(&mut kv, RangeRequest { range: KeyRange::key("a"), ..Default::default() }).kvs[0];
+    assert_eq!((a.create_revision, a.mod_revision, a.version), (2, 3, 2));
+    assert_eq!(kv.revision(), 4);
+    // Deleting nothing changes nothing, not even the revision.
+    kv.execute(Request::delete("zzz"));
+    assert_eq!(kv.revision(), 4);
+    kv.execute(Request::delete("a"));
+    assert_eq!(kv.revision(), 5);
+    kv.execute(Request::put("a", "3"));
+    let a =
+        &range(&mut kv, RangeRequest { range: KeyRange::key("a"), ..Default::default() }).kvs[0];
+    assert_eq!((a.create_revision, a.mod_revision, a.version), (6, 6, 1), "recreated");
+}
+
+#[test]
+fn ranges_as_etcd_spells_them() {
+    let mut kv = Kv::new();
+    for key in ["a", "ab", "abc", "b", "c"] {
+        kv.execute(Request::put(key, key));
+    }
+    let prefix =
+        range(&mut kv, RangeRequest { range: KeyRange::prefix("ab"), ..Default::default() });
+    assert_eq!(keys(&prefix), [b"ab".as_ref(), b"abc"]);
+    let from = KeyRange { key: Bytes::from("b"), range_end: Bytes::from_static(&[0]) };
+    assert_eq!(
+        keys(&range(&mut kv, RangeRequest { range: from, ..Default::default() })),
+        [b"b".as_ref(), b"c"]
+    );
+    let half_open = KeyRange { key: Bytes::from("a"), range_end: Bytes::from("b") };
+    let limited =
+        range(&mut kv, RangeRequest { range: half_open.clone(), limit: 2, ..Default::default() });
+    assert_eq!((keys(&limited).len(), limited.count, limited.more), (2, 3, true));
+    let counted = range(
+        &mut kv,
+        RangeRequest { range: half_open.clone(), count_only: true, ..Default::default() },
+    );
+    assert_eq!((counted.kvs.len(), counted.count), (0, 3));
+    let bare =
+        range(&mut kv, RangeRequest { range: half_open, keys_only: true, ..Default::default() });
+    assert!(bare.kvs.iter().all(|kv| kv.value.is_empty()));
+    let backwards = KeyRange { key: Bytes::from("c"), range_end: Bytes::from("a") };
+    assert_eq!(range(&mut kv, RangeRequest { range: backwards, ..Default::default() }).count, 0);
+    assert_eq!(lockstep_kv::prefix_end(&[0x61, 0xff]), Bytes::from_static(&[0x62]));
+    assert_eq!(lockstep_kv::prefix_end(&[0xff]), Bytes::from_static(&[0]));
+}
+
+#[test]
+fn deletes_puts_and_their_previous_values() {
+    let mut kv = Kv::new();
+    kv.execute(Request::put("k", "v1"));
+    let Response::Put(put) = kv.execute(Request::Put(PutRequest {
+        key: Bytes::from("k"),
+        value: Bytes::from("v2"),
+        prev_kv: true,
+        ignore_value: false,
+    })) else {
+        panic!()
+    };
+    assert_eq!(put.prev_kv.map(|kv| kv.value), Some(Bytes::from("v1")));
+    let Response::Put(_) = kv.execute(Request::Put(PutRequest {
+        key: Bytes::from("k"),
+        ignore_value: true,
+        ..Default::default()
+    })) else {
+        panic!()
+    };
+    let k =
+        &range(&mut kv, RangeRequest { range: KeyRange::key("k"), ..Default::default() }).kvs[0];
+    assert_eq!(
+        (k.value.as_ref(), k.version),
+        (b"v2".as_ref(), 3),
+        "the value kept, the version raised"
+    );
+    let before = kv.revision();
+    let missing = kv.execute(Request::Put(PutRequest {
+        key: Bytes::from("nope"),
+        ignore_value: true,
+        ..Default::default()
+    }));
+    assert_eq!(missing, Response::Error(KvError::KeyNotFound));
+    assert_eq!(kv.revision(), before);
+    kv.execute(Request::put("k2", "x"));
+    let Response::Delete(deleted) =
+        kv.execute(Request::Delete(DeleteRequest { range: KeyRange::prefix("k"), prev_kv: true }))
+    else {
+        panic!()
+    };
+    assert_eq!((deleted.deleted, deleted.prev_kvs.len()), (2, 2));
+    assert!(kv.is_empty());
+}
+
+#[test]
+fn transactions_compare_then_act_at_one_revision() {
+    let mut kv = Kv::new();
+    kv.execute(Request::put("x", "1"));
+    let revision = kv.revision();
+    let swap = |expected: &str, new: &str| TxnRequest {
+        compare: vec![Compare {
+            range: KeyRange::key("x"),
+            op: CompareOp::Equal,
+            target: CompareTarget::Value(Bytes::from(expected.to_string())),
+        }],
+        success: vec![
+            Operation::Put(PutRequest {
+                key: Bytes::from("x"),
+                value: Bytes::from(new.to_string()),
+                ..Default::default()
+            }),
+            Operation::Put(PutRequest {
+                key: Bytes::from("y"),
+                value: Bytes::from(new.to_string()),
+                ..Default::default()
+            }),
+        ],
+        failure: vec![Operation::Range(RangeRequest {
+            range: KeyRange::key("x"),
+            ..Default::default()
+        })],
+    };
+    let Response::Txn(done) = kv.execute(Request::Txn(swap("1", "2"))) else { panic!() };
+    assert!(done.succeeded);
+    assert_eq!(kv.revision(), revision + 1, "two puts, one revision");
+    let Response::Txn(failed) = kv.execute(Request::Txn(swap("1", "3"))) else { panic!() };
+    assert!(!failed.succeeded);
+    assert_eq!(kv.revision(), revision + 1, "a failed compare with a read changes nothing");
+    let Response::Range(read) = &failed.responses[0] else { panic!() };
+    assert_eq!(read.kvs[0].value, Bytes::from("2"));
+    // Comparisons on metadata, and on an absent key.
+    let holds = |kv: &mut Kv, compare: Compare| {
+        let Response::Txn(txn) =
+            kv.execute(Request::Txn(TxnRequest { compare: vec![compare], ..Default::default() }))
+        else {
+            panic!()
+        };
+        txn.succeeded
+    };
+    let x = |op, target| Compare { range: KeyRange::key("x"), op, target };
+    assert!(holds(&mut kv, x(CompareOp::Equal, CompareTarget::Version(2))));
+    assert!(holds(&mut kv, x(CompareOp::Equal, CompareTarget::CreateRevision(revision))));
+    assert!(holds(&mut kv, x(CompareOp::Greater, CompareTarget::ModRevision(revision))));
+    let absent = Compare {
+        range: KeyRange::key("none"),
+        op: CompareOp::Equal,
+        target: CompareTarget::CreateRevision(0),
+    };
+    assert!(holds(&mut kv, absent));
+    let absent_value = Compare {
+        range: KeyRange::key("none"),
+        op: CompareOp::Equal,
+        target: CompareTarget::Value(Bytes::new()),
+    };
+    assert!(!holds(&mut kv, absent_value));
+    // Writing one key twice in a transaction is refused, and changes nothing.
+    let twice = TxnRequest {
+        success: vec![
+            Operation::Put(PutRequest {
+                key: Bytes::from("z"),
+                value: Bytes::from("1"),
+                ..Default::default()
+            }),
+            Operation::Put(PutRequest {
+                key: Bytes::from("z"),
+                value: Bytes::from("2"),
+                ..Default::default()
+            }),
+        ],
+        ..Default::default()
+    };
+    let before = kv.clone();
+    assert_eq!(kv.execute(Request::Txn(twice)), Response::Error(KvError::DuplicateKey));
+    assert_eq!(kv, before);
+}
+
+#[test]
+fn only_the_current_revision_can_be_read() {
+    let mut kv = Kv::new();
+    kv.execute(Request::put("a", "1"));
+    kv.execute(Request::put("a", "2"));
+    let old = kv.execute(Request::Range(RangeRequest {
+        range: KeyRange::key("a"),
+        revision: 2,
+        ..Default::default()
+    }));
+    assert_eq!(old, Response::Error(KvError::Compacted { requested: 2, current: 3 }));
+    let future = kv.execute(Request::Range(RangeRequest {
+        range: KeyRange::key("a"),
+        revision: 9,
+        ..Default::default()
+    }));
+    assert_eq!(future, Response::Error(KvError::FutureRevision { requested: 9, current: 3 }));
+    let now = kv.execute(Request::Range(RangeRequest {
+        range: KeyRange::key("a"),
+        revision: 3,
+        ..Default::default()
+    }));
+    assert!(matches!(now, Response::Range(_)));
+    // A write sent as a read is refused.
+    assert_eq!(kv.query(&Request::put("a", "x")).response, Response::Error(KvError::NotReadOnly));
+}
+
+const CONTEXT: ApplyContext =
+    ApplyContext { index: LogIndex(1), term: Term(1), timestamp_millis: 0 };
+
+fn request() -> impl Strategy<Value = Request> {
+    let key = prop::sample::select(vec!["a", "ab", "b", "ba", "c"]).prop_map(Bytes::from);
+    let value = prop::sample::select(vec!["1", "2", "3"]).prop_map(Bytes::from);
+    prop_oneof![
+        (key.clone(), value.clone()).prop_map(|(key, value)| Request::Put(PutRequest {
+            key,
+            value,
+            ..Default::default()
+        })),
+        key.clone().prop_map(|key| Request::Delete(DeleteRequest {
+            range: KeyRange::prefix(key),
+            prev_kv: false
+        })),
+        (key.clone(), value.clone(), value).prop_map(|(key, expected, new)| Request::Txn(
+            TxnRequest {
+                compare: vec![Compare {
+                    range: KeyRange::key(key.clone()),
+                    op: CompareOp::Equal,
+                    target: CompareTarget::Value(expected)
+                }],
+                success: vec![Operation::Put(PutRequest { key, value: new, ..Default::default() })],
+                failure: vec![],
+            }
+        )),
+        key.prop_map(|key| Request::Range(RangeRequest {
+            range: KeyRange::prefix(key),
+            ..Default::default()
+        })),
+    ]
+}
+
+proptest! {
+    /// Two replicas applying the same requests agree on every answer and their digests, and a
+    /// snapshot taken midway restores a replica that then agrees too.
+    #[test]
+    fn replicas_agree_and_snapshots_round_trip(requests in prop::collection::vec(request(), 1..60), cut in 0usize..60) {
+        let mut a = Kv::new();
+        let mut b = Kv::new();
+        let mut restored: Option<Kv> = None;
+        for (position, request) in requests.into_iter().enumerate() {
+            if position == cut {
+                let mut bytes = Vec::new();
+                a.snapshot().write_to(&mut bytes).expect("writes");
+                let mut copy = Kv::new();
+                copy.restore(&mut bytes.as_slice()).expect("restores");
+                prop_assert_eq!(copy.digest(), a.digest());
+                restored = Some(copy);
+            }
+            let answer = a.apply(request.clone(), &CONTEXT);
+            prop_assert_eq!(&b.apply(request.clone(), &CONTEXT), &answer);
+            if let Some(copy) = restored.as_mut() {
+                prop_assert_eq!(&copy.apply(request, &CONTEXT), &answer);
+            }
+        }
+        prop_assert_eq!(a.digest(), b.digest());
+    }
+}
+
+#[test]
+fn a_damaged_snapshot_is_an_error() {
+    let mut kv = Kv::new();
+    assert!(kv.restore(&mut &b"\\x07\\xff\\xff"[..]).is_err());
+    assert!(kv.restore(&mut &b""[..]).is_err());
+}

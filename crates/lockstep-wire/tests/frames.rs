@@ -1,9 +1,8 @@
 //! Frames round-trip whatever the pieces they arrive in, and garbage is refused with a reason,
 //! never a panic.
 
-use bytes::Bytes;
 use lockstep_core::{Message, MessageBody, NodeId, Term};
-use lockstep_wire::{decode, encode, Decoder, Kind, WireError, HEADER_BYTES, VERSION};
+use lockstep_wire::{decode, encode, Decoder, Kind, WireError, VERSION};
 use proptest::prelude::*;
 
 fn message(term: u64) -> Message {
@@ -52,7 +51,6 @@ fn bad_frames_are_refused_with_reasons() {
     decoder.extend(&number);
     let (_, body) = decoder.next_frame().expect("valid").expect("whole");
     assert!(matches!(decode::<Message>(&body), Err(WireError::Undecodable(_))));
-    assert!(HEADER_BYTES == 10);
 }
 
 proptest! {
@@ -92,6 +90,5 @@ proptest! {
                 Ok(None) | Err(_) => break,
             }
         }
-        let _ = Bytes::new();
     }
 }

@@ -7,7 +7,8 @@
 //! length (u32 LE, of what follows) | version (u8) | kind (u8) | crc32c (u32 LE, of the body) | body
 //! ```
 //!
-//! The body is a postcard encoding of the frame's content. A frame that is too large, has an
+//! The body is a postcard encoding of the frame's content ([`protocol`] defines the peer
+//! handshake and the native client protocol). A frame that is too large, has an
 //! unknown version or kind, fails its checksum or does not decode is an error with a reason —
 //! never a panic — and the connection that sent it should be closed: after a bad frame nothing
 //! later on it can be trusted.
@@ -27,6 +28,8 @@
 //! ```
 
 #![deny(missing_docs)]
+
+pub mod protocol;
 
 use std::fmt;
 

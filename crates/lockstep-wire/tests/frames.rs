@@ -92,3 +92,49 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn protocol_messages_round_trip_and_strangers_are_refused() {
+    use lockstep_wire::protocol::{
+        ClientError, ClientMessage, PeerHello, PeerStream, ReadConsistency, ServerMessage,
+    };
+    let hello = PeerHello { cluster_id: 9, from: 1, to: 2, stream: PeerStream::Snapshots };
+    let frame = encode(Kind::Hello, &hello).expect("encodes");
+    let mut decoder = Decoder::new(1 << 20);
+    decoder.extend(&frame);
+    let (kind, body) = decoder.next_frame().expect("valid").expect("whole");
+    assert_eq!(kind, Kind::Hello);
+    assert_eq!(decode::<PeerHello>(&body).expect("decodes"), hello);
+
+    type Request = ClientMessage<(String, u64), String>;
+    let requests: Vec<Request> = vec![
+        ClientMessage::Write { id: 1, client: 7, sequence: 3, input: ("deposit".into(), 5) },
+        ClientMessage::Read { id: 2, query: "alice".into(), consistency: ReadConsistency::Lease },
+        ClientMessage::Status { id: 3 },
+    ];
+    for request in requests {
+        let frame = encode(Kind::Client, &request).expect("encodes");
+        let mut decoder = Decoder::new(1 << 20);
+        decoder.extend(&frame);
+        let (_, body) = decoder.next_frame().expect("valid").expect("whole");
+        assert_eq!(decode::<Request>(&body).expect("decodes"), request);
+    }
+    let answer: ServerMessage<u64> = ServerMessage::Refused {
+        id: 4,
+        error: ClientError::NotLeader { leader: Some(2), address: Some("127.0.0.1:7002".into()) },
+    };
+    let frame = encode(Kind::Client, &answer).expect("encodes");
+    let mut decoder = Decoder::new(1 << 20);
+    decoder.extend(&frame);
+    let (_, body) = decoder.next_frame().expect("valid").expect("whole");
+    let back: ServerMessage<u64> = decode(&body).expect("decodes");
+    assert_eq!(back.id(), 4);
+    assert_eq!(back, answer);
+    // A client message where a peer hello is expected does not decode as one.
+    let stranger =
+        encode(Kind::Hello, &ClientMessage::<u8, u8>::Status { id: 1 }).expect("encodes");
+    let mut decoder = Decoder::new(1 << 20);
+    decoder.extend(&stranger);
+    let (_, body) = decoder.next_frame().expect("valid").expect("whole");
+    assert!(decode::<PeerHello>(&body).is_err());
+}

@@ -1,0 +1,159 @@
+//! What travels inside frames: the peer handshake and the native client protocol.
+//!
+//! The client protocol is generic over a state machine's input, output and query types, so a
+//! user's state machine gets a network service and a typed client without writing RPC code.
+//! Requests carry an id chosen by the client, so many can be in flight on one connection
+//! (multiplexed and pipelined); answers name it and may come in any order.
+
+use serde::{Deserialize, Serialize};
+
+/// The first frame on a connection between replicas ([`crate::Kind::Hello`]): who is calling,
+/// for which cluster, on which stream.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeerHello {
+    /// The cluster: a replica of another cluster is refused.
+    pub cluster_id: u64,
+    /// The calling replica.
+    pub from: u64,
+    /// The replica called.
+    pub to: u64,
+    /// Which stream: consensus messages, or snapshot chunks (kept apart so a big snapshot
+    /// never delays a heartbeat).
+    pub stream: PeerStream,
+}
+
+/// The two streams between a pair of replicas.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PeerStream {
+    /// Consensus messages.
+    Consensus,
+    /// Snapshot chunks and their answers.
+    Snapshots,
+}
+
+/// How a read is served.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ReadConsistency {
+    /// Linearizable, confirmed by a quorum round (read-index). The default.
+    #[default]
+    Linearizable,
+    /// Linearizable under the clock assumption of leader leases (no round trip).
+    Lease,
+    /// From whichever replica answers, possibly stale.
+    Follower,
+}
+
+/// A client's message to a replica.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ClientMessage<I, Q> {
+    /// A request that goes through the log, in the client's session.
+    Write {
+        /// The client's id for this request on this connection.
+        id: u64,
+        /// The session.
+        client: u64,
+        /// The request's number in the session (a retry keeps it).
+        sequence: u64,
+        /// What to apply.
+        input: I,
+    },
+    /// A read-only question.
+    Read {
+        /// The client's id for this request on this connection.
+        id: u64,
+        /// The question.
+        query: Q,
+        /// How to serve it.
+        consistency: ReadConsistency,
+    },
+    /// The replica's status.
+    Status {
+        /// The client's id for this request on this connection.
+        id: u64,
+    },
+}
+
+/// Why a request was not answered with an output.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ClientError {
+    /// This replica does not lead: ask the leader (at its client address, if known).
+    NotLeader {
+        /// The leader's id, if known.
+        leader: Option<u64>,
+        /// The leader's client address, if known.
+        address: Option<String>,
+    },
+    /// Not done now (an election, a transfer, back-pressure); retry with the same number.
+    Retry(String),
+    /// The request is older than the session's last answered one, or the session expired.
+    Stale,
+    /// The request is larger than a log entry may be.
+    TooLarge {
+        /// Its size.
+        bytes: u64,
+        /// The most allowed.
+        max: u64,
+    },
+    /// The request does not decode as this service's input.
+    Malformed(String),
+    /// The replica cannot serve (stopping, failed).
+    Unavailable(String),
+}
+
+/// A replica's status, for `lockstep status`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReplicaStatus {
+    /// Its id.
+    pub id: u64,
+    /// Its role ("leader", "follower", ...).
+    pub role: String,
+    /// Its term.
+    pub term: u64,
+    /// The leader it knows of.
+    pub leader: Option<u64>,
+    /// Its commit index.
+    pub commit: u64,
+    /// Its applied index.
+    pub applied: u64,
+    /// The last index its latest checkpoint covers.
+    pub checkpoint: u64,
+    /// The digest of its state, hex.
+    pub digest: String,
+}
+
+/// A replica's answer to a client.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ServerMessage<O> {
+    /// Done, with the output.
+    Done {
+        /// The request's id.
+        id: u64,
+        /// The output.
+        output: O,
+    },
+    /// Refused.
+    Refused {
+        /// The request's id.
+        id: u64,
+        /// Why.
+        error: ClientError,
+    },
+    /// The replica's status.
+    Status {
+        /// The request's id.
+        id: u64,
+        /// The status.
+        status: ReplicaStatus,
+    },
+}
+
+impl<O> ServerMessage<O> {
+    /// The id of the request this answers.
+    pub fn id(&self) -> u64 {
+        match self {
+            ServerMessage::Done { id, .. }
+            | ServerMessage::Refused { id, .. }
+            | ServerMessage::Status { id, .. } => *id,
+        }
+    }
+}

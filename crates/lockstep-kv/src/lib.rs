@@ -14,7 +14,9 @@
 //!   success or the failure branch of puts, deletes and ranges, all at one revision.
 //!
 //! It keeps only the current state (no history): a range at a past revision is refused as
-//! compacted, one at a future revision as not yet reached.
+//! compacted, one at a future revision as not yet reached. Not yet modelled (the etcd API
+//! issue adds them): history and compaction, leases, range sorting and revision filters,
+//! nested transactions.
 //!
 //! ```
 //! use lockstep_kv::{Kv, Request, Response};
@@ -88,10 +90,38 @@ impl KeyRange {
         }
     }
 
+    /// Whether `key` lies in the range.
+    pub fn contains(&self, key: &[u8]) -> bool {
+        if self.range_end.is_empty() {
+            return self.key.as_ref() == key;
+        }
+        if self.range_end.as_ref() == [0] {
+            return key >= self.key.as_ref();
+        }
+        key >= self.key.as_ref() && key < self.range_end.as_ref()
+    }
+
     /// Whether the range is empty by construction (an end at or before the start).
     fn is_backwards(&self) -> bool {
         !self.range_end.is_empty() && self.range_end.as_ref() != [0] && self.range_end <= self.key
     }
+}
+
+fn check_range(range: &KeyRange) -> Result<(), KvError> {
+    if range.key.is_empty() {
+        return Err(KvError::EmptyKey);
+    }
+    Ok(())
+}
+
+fn check_put(put: &PutRequest) -> Result<(), KvError> {
+    if put.key.is_empty() {
+        return Err(KvError::EmptyKey);
+    }
+    if put.ignore_value && !put.value.is_empty() {
+        return Err(KvError::ValueProvided);
+    }
+    Ok(())
 }
 
 /// The end of the range of keys starting with `prefix` (etcd's `GetPrefixRangeEnd`): the
@@ -147,7 +177,7 @@ pub struct DeleteRequest {
 /// What a comparison looks at.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum CompareTarget {
-    /// The value (an absent key compares as no value: only `NotEqual` holds).
+    /// The value (a comparison of the value of an absent key never holds, as in etcd).
     Value(Bytes),
     /// The version (0 for an absent key).
     Version(u64),
@@ -170,8 +200,9 @@ pub enum CompareOp {
     Less,
 }
 
-/// One comparison of a transaction: it holds if it holds for every key of the range (for a
-/// single key that is absent, the absent key is compared).
+/// One comparison of a transaction: it holds if it holds for every key of the range; a single
+/// absent key, or a range holding no key, is compared as an absent key (version, create and
+/// modification revision 0; a value comparison never holds).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Compare {
     /// Which keys.
@@ -306,7 +337,21 @@ pub enum KvError {
     DuplicateKey,
     /// A request that writes was sent as a read.
     NotReadOnly,
+    /// A request names the empty key.
+    EmptyKey,
+    /// A put with `ignore_value` also gives a value.
+    ValueProvided,
+    /// A transaction branch has more operations than allowed.
+    TooManyOps {
+        /// How many.
+        ops: usize,
+        /// The most allowed.
+        max: usize,
+    },
 }
+
+/// The most operations in one branch of a transaction (etcd's default).
+pub const TXN_OPS_MAX: usize = 128;
 
 /// The answer to a request.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -365,8 +410,14 @@ impl Kv {
     pub fn execute(&mut self, request: Request) -> Response {
         match request {
             Request::Range(range) => self.range(&range),
-            Request::Put(put) => self.write(|kv, revision| kv.put(put, revision)),
-            Request::Delete(delete) => self.write(|kv, revision| kv.delete(&delete, revision)),
+            Request::Put(put) => match check_put(&put) {
+                Ok(()) => self.write(|kv, revision| kv.put(put, revision)),
+                Err(error) => Response::Error(error),
+            },
+            Request::Delete(delete) => match check_range(&delete.range) {
+                Ok(()) => self.write(|kv, revision| kv.delete(&delete, revision)),
+                Err(error) => Response::Error(error),
+            },
             Request::Txn(txn) => self.txn(txn),
         }
     }
@@ -382,6 +433,9 @@ impl Kv {
     }
 
     fn range(&self, request: &RangeRequest) -> Response {
+        if let Err(error) = check_range(&request.range) {
+            return Response::Error(error);
+        }
         let current = self.revision();
         if request.revision != 0 && request.revision < current {
             return Response::Error(KvError::Compacted { requested: request.revision, current });
@@ -470,7 +524,7 @@ impl Kv {
     fn compare(&self, compare: &Compare) -> bool {
         let holds = |kv: Option<&KeyValue>| {
             let ordering = match (&compare.target, kv) {
-                (CompareTarget::Value(_), None) => return compare.op == CompareOp::NotEqual,
+                (CompareTarget::Value(_), None) => return false,
                 (CompareTarget::Value(value), Some(kv)) => kv.value.cmp(value),
                 (CompareTarget::Version(version), kv) => kv.map_or(0, |kv| kv.version).cmp(version),
                 (CompareTarget::CreateRevision(revision), kv) => {
@@ -491,28 +545,103 @@ impl Kv {
             return holds(self.keys.get(&compare.range.key));
         }
         if compare.range.is_backwards() {
-            return true;
+            return holds(None);
         }
-        self.keys.range(compare.range.bounds()).all(|(_, kv)| holds(Some(kv)))
+        let mut any = false;
+        for (_, kv) in self.keys.range(compare.range.bounds()) {
+            any = true;
+            if !holds(Some(kv)) {
+                return false;
+            }
+        }
+        any || holds(None)
+    }
+
+    /// Checks a transaction before comparing anything, as etcd does: no empty keys, no branch
+    /// too long, and in each branch no key put twice nor put inside a range it deletes.
+    fn check_txn(txn: &TxnRequest) -> Result<(), KvError> {
+        for compare in &txn.compare {
+            if compare.range.key.is_empty() {
+                return Err(KvError::EmptyKey);
+            }
+        }
+        for branch in [&txn.success, &txn.failure] {
+            if branch.len() > TXN_OPS_MAX {
+                return Err(KvError::TooManyOps { ops: branch.len(), max: TXN_OPS_MAX });
+            }
+            let mut puts: Vec<&Bytes> = Vec::new();
+            let mut deletes: Vec<&KeyRange> = Vec::new();
+            for operation in branch {
+                match operation {
+                    Operation::Range(range) => check_range(&range.range)?,
+                    Operation::Put(put) => {
+                        check_put(put)?;
+                        puts.push(&put.key);
+                    }
+                    Operation::Delete(delete) => {
+                        check_range(&delete.range)?;
+                        deletes.push(&delete.range);
+                    }
+                }
+            }
+            puts.sort();
+            if puts.windows(2).any(|pair| pair[0] == pair[1]) {
+                return Err(KvError::DuplicateKey);
+            }
+            if puts.iter().any(|key| deletes.iter().any(|range| range.contains(key))) {
+                return Err(KvError::DuplicateKey);
+            }
+        }
+        Ok(())
+    }
+
+    /// Checks the revisions the ranges of a branch ask for.
+    fn check_branch_reads(&self, branch: &[Operation]) -> Result<(), KvError> {
+        let current = self.revision();
+        for operation in branch {
+            if let Operation::Range(range) = operation {
+                if range.revision != 0 && range.revision < current {
+                    return Err(KvError::Compacted { requested: range.revision, current });
+                }
+                if range.revision > current {
+                    return Err(KvError::FutureRevision { requested: range.revision, current });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// A transaction that only reads, answered without changing anything.
+    fn read_txn(&self, txn: &TxnRequest) -> Response {
+        if let Err(error) = Kv::check_txn(txn) {
+            return Response::Error(error);
+        }
+        let succeeded = txn.compare.iter().all(|compare| self.compare(compare));
+        let branch = if succeeded { &txn.success } else { &txn.failure };
+        if let Err(error) = self.check_branch_reads(branch) {
+            return Response::Error(error);
+        }
+        let mut responses = Vec::with_capacity(branch.len());
+        for operation in branch {
+            match operation {
+                Operation::Range(range) => responses.push(Response::Range(self.read(range))),
+                _ => return Response::Error(KvError::NotReadOnly),
+            }
+        }
+        Response::Txn(TxnResponse { succeeded, responses })
     }
 
     fn txn(&mut self, txn: TxnRequest) -> Response {
+        if let Err(error) = Kv::check_txn(&txn) {
+            return Response::Error(error);
+        }
         let succeeded = txn.compare.iter().all(|compare| self.compare(compare));
         let branch = if succeeded { txn.success } else { txn.failure };
-        // etcd refuses a transaction that writes one key twice.
-        let mut written: Vec<&Bytes> = branch
-            .iter()
-            .filter_map(|operation| match operation {
-                Operation::Put(put) => Some(&put.key),
-                _ => None,
-            })
-            .collect();
-        written.sort();
-        if written.windows(2).any(|pair| pair[0] == pair[1]) {
-            return Response::Error(KvError::DuplicateKey);
+        if let Err(error) = self.check_branch_reads(&branch) {
+            return Response::Error(error);
         }
-        // Check the puts that could fail before changing anything: a transaction is all or
-        // nothing.
+        // A put that keeps an absent key's value fails: check before changing anything, so a
+        // transaction is all or nothing (no put lies inside a delete of the same branch).
         let missing = branch.iter().any(|operation| {
             matches!(operation, Operation::Put(put) if put.ignore_value && !self.keys.contains_key(&put.key))
         });
@@ -587,11 +716,7 @@ impl StateMachine for Kv {
     fn query(&self, query: &Request) -> Answer {
         let response = match query {
             Request::Range(range) => self.range(range),
-            other if other.is_read_only() => {
-                // A read-only transaction: evaluate it on a copy (nothing changes).
-                let mut copy = self.clone();
-                copy.execute(other.clone())
-            }
+            Request::Txn(txn) if query.is_read_only() => self.read_txn(txn),
             _ => Response::Error(KvError::NotReadOnly),
         };
         Answer { revision: self.revision(), response }

@@ -294,3 +294,87 @@ fn a_damaged_snapshot_is_an_error() {
     assert!(kv.restore(&mut &b"\\x07\\xff\\xff"[..]).is_err());
     assert!(kv.restore(&mut &b""[..]).is_err());
 }
+
+#[test]
+fn etcd_rules_for_transactions_and_bad_requests() {
+    let mut kv = Kv::new();
+    kv.execute(Request::put("x", "1"));
+    let succeeds = |kv: &mut Kv, txn: TxnRequest| match kv.execute(Request::Txn(txn)) {
+        Response::Txn(txn) => Ok(txn.succeeded),
+        Response::Error(error) => Err(error),
+        other => panic!("{other:?}"),
+    };
+    let compare = |range: KeyRange, op, target| TxnRequest {
+        compare: vec![Compare { range, op, target }],
+        ..Default::default()
+    };
+    // A value comparison on an absent key never holds, whatever the operator.
+    let absent =
+        compare(KeyRange::key("none"), CompareOp::NotEqual, CompareTarget::Value(Bytes::from("x")));
+    assert_eq!(succeeds(&mut kv, absent), Ok(false));
+    // A range holding no key compares as one absent key.
+    let empty = compare(KeyRange::prefix("zz"), CompareOp::Greater, CompareTarget::Version(0));
+    assert_eq!(succeeds(&mut kv, empty), Ok(false));
+    let empty = compare(KeyRange::prefix("zz"), CompareOp::Equal, CompareTarget::Version(0));
+    assert_eq!(succeeds(&mut kv, empty), Ok(true));
+    // A put inside a range the same branch deletes, or a key put twice in the branch not
+    // taken: refused before anything is compared, and nothing changes.
+    let before = kv.clone();
+    let put = |key: &str| {
+        Operation::Put(PutRequest {
+            key: Bytes::from(key.to_string()),
+            value: Bytes::from("v"),
+            ..Default::default()
+        })
+    };
+    let overlap = TxnRequest {
+        success: vec![
+            Operation::Delete(DeleteRequest { range: KeyRange::prefix("a"), prev_kv: false }),
+            put("ab"),
+        ],
+        ..Default::default()
+    };
+    assert_eq!(succeeds(&mut kv, overlap), Err(KvError::DuplicateKey));
+    let twice_elsewhere = TxnRequest { failure: vec![put("q"), put("q")], ..Default::default() };
+    assert_eq!(succeeds(&mut kv, twice_elsewhere), Err(KvError::DuplicateKey));
+    // A range in a transaction at a past revision is refused like a plain one.
+    let old = TxnRequest {
+        success: vec![Operation::Range(RangeRequest {
+            range: KeyRange::key("x"),
+            revision: 1,
+            ..Default::default()
+        })],
+        ..Default::default()
+    };
+    assert!(matches!(succeeds(&mut kv, old), Err(KvError::Compacted { .. })));
+    // Bad requests.
+    assert_eq!(kv.execute(Request::put("", "v")), Response::Error(KvError::EmptyKey));
+    let provided = Request::Put(PutRequest {
+        key: Bytes::from("x"),
+        value: Bytes::from("v"),
+        ignore_value: true,
+        ..Default::default()
+    });
+    assert_eq!(kv.execute(provided), Response::Error(KvError::ValueProvided));
+    let long = TxnRequest {
+        success: (0..200).map(|i| put(&format!("k{i}"))).collect(),
+        ..Default::default()
+    };
+    assert!(matches!(succeeds(&mut kv, long), Err(KvError::TooManyOps { ops: 200, .. })));
+    assert_eq!(kv, before, "nothing refused changed anything");
+    // A read-only transaction served as a query changes nothing and answers like a write would.
+    let read = TxnRequest {
+        compare: vec![Compare {
+            range: KeyRange::key("x"),
+            op: CompareOp::Equal,
+            target: CompareTarget::Value(Bytes::from("1")),
+        }],
+        success: vec![Operation::Range(RangeRequest {
+            range: KeyRange::key("x"),
+            ..Default::default()
+        })],
+        failure: vec![],
+    };
+    let answer = kv.query(&Request::Txn(read.clone()));
+    assert_eq!(answer.response, kv.execute(Request::Txn(read)));
+}

@@ -858,15 +858,7 @@ impl Node {
 
     /// The configuration in force: the last one in the log, else the snapshot's or bootstrap.
     fn membership_from_log(&self) -> Membership {
-        self.log
-            .entries()
-            .filter_map(|entry| match &entry.payload {
-                EntryPayload::Config(membership) => Some(membership),
-                _ => None,
-            })
-            .last()
-            .cloned()
-            .unwrap_or_else(|| self.base_membership.clone())
+        self.membership_at(self.log.last_index())
     }
 
     /// The configuration whose quorums decide: the one in force (but see the sabotage).

@@ -7,13 +7,11 @@
 
 mod harness;
 
-use std::collections::{BTreeSet, VecDeque};
+use std::collections::BTreeSet;
 
 use bytes::Bytes;
-use harness::{Cluster, Disk, Replica};
-use lockstep_core::{
-    Config, ConfigError, InitialState, LogIndex, MembershipChange, Node, NodeId, Role,
-};
+use harness::Cluster;
+use lockstep_core::{Config, ConfigError, LogIndex, MembershipChange, NodeId, Role};
 
 fn id(raw: u64) -> NodeId {
     NodeId(raw)
@@ -27,23 +25,7 @@ fn ids(raw: &[u64]) -> BTreeSet<NodeId> {
 fn start_replica(cluster: &mut Cluster, new: u64, configure: impl Fn(&mut Config)) {
     let leader = cluster.leaders()[0];
     let membership = cluster.node(leader).membership().clone();
-    let mut config = Config::new(id(new));
-    configure(&mut config);
-    let initial = InitialState { membership, ..InitialState::new_cluster([id(1)]) };
-    let node = Node::new(config.clone(), initial).expect("a valid replica");
-    cluster.replicas.insert(
-        id(new),
-        Replica {
-            node,
-            config,
-            disk: Disk::default(),
-            unsynced: VecDeque::new(),
-            applied: Vec::new(),
-            reads_served: Vec::new(),
-            to_apply: VecDeque::new(),
-            restarts: 0,
-        },
-    );
+    cluster.add_replica(id(new), membership, &configure);
 }
 
 fn propose(cluster: &mut Cluster, leader: NodeId, count: usize) {

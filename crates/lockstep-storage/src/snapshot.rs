@@ -121,11 +121,7 @@ impl SnapshotStore {
         meta: SnapshotMeta,
         extra: Vec<u8>,
     ) -> Result<SnapshotWriter, SnapshotError> {
-        let path = self.dir.join(file_name(&meta));
-        let temporary = self.dir.join(format!("{}.tmp", file_name(&meta)));
-        let mut file = self.disk.open(&temporary, true).map_err(io_error("create", &temporary))?;
-        // A temporary file left by an earlier attempt must not lend this one its bytes.
-        file.set_len(0).map_err(io_error("truncate", &temporary))?;
+        let (path, temporary, file) = self.fresh_temporary(&meta, "tmp")?;
         Ok(SnapshotWriter {
             disk: Arc::clone(&self.disk),
             dir: self.dir.clone(),
@@ -137,6 +133,21 @@ impl SnapshotStore {
             written: 0,
             hasher: blake3::Hasher::new(),
         })
+    }
+
+    /// The final path of snapshot `meta`, and an empty temporary file beside it (named with
+    /// `suffix`) to write it in.
+    fn fresh_temporary(
+        &self,
+        meta: &SnapshotMeta,
+        suffix: &str,
+    ) -> Result<(PathBuf, PathBuf, Box<dyn DiskFile>), SnapshotError> {
+        let path = self.dir.join(file_name(meta));
+        let temporary = self.dir.join(format!("{}.{suffix}", file_name(meta)));
+        let mut file = self.disk.open(&temporary, true).map_err(io_error("create", &temporary))?;
+        // A temporary file left by an earlier attempt must not lend this one its bytes.
+        file.set_len(0).map_err(io_error("truncate", &temporary))?;
+        Ok((path, temporary, file))
     }
 
     /// The newest snapshot, checked as far as its footer (its data is checked as it is read).
@@ -190,11 +201,8 @@ impl SnapshotStore {
         meta: SnapshotMeta,
         total_bytes: u64,
     ) -> Result<SnapshotReceiver, SnapshotError> {
-        let path = self.dir.join(file_name(&meta));
         // Apart from a snapshot this replica may be writing of the same index itself.
-        let temporary = self.dir.join(format!("{}.recv.tmp", file_name(&meta)));
-        let mut file = self.disk.open(&temporary, true).map_err(io_error("create", &temporary))?;
-        file.set_len(0).map_err(io_error("truncate", &temporary))?;
+        let (path, temporary, file) = self.fresh_temporary(&meta, "recv.tmp")?;
         Ok(SnapshotReceiver {
             disk: Arc::clone(&self.disk),
             dir: self.dir.clone(),

@@ -100,29 +100,8 @@ impl Cluster {
     /// A new cluster of `ids`, each configured by `configure`.
     pub fn new(ids: &[u64], configure: impl Fn(&mut Config)) -> Cluster {
         let membership = Membership::with_voters(ids.iter().map(|id| NodeId(*id)));
-        let mut replicas = BTreeMap::new();
-        for id in ids {
-            let mut config = Config::new(NodeId(*id));
-            configure(&mut config);
-            let node =
-                Node::new(config.clone(), InitialState::new_cluster(membership.voters.clone()))
-                    .expect("valid configuration");
-            replicas.insert(
-                NodeId(*id),
-                Replica {
-                    node,
-                    config,
-                    disk: Disk::default(),
-                    unsynced: VecDeque::new(),
-                    applied: Vec::new(),
-                    reads_served: Vec::new(),
-                    to_apply: VecDeque::new(),
-                    restarts: 0,
-                },
-            );
-        }
-        Cluster {
-            replicas,
+        let mut cluster = Cluster {
+            replicas: BTreeMap::new(),
             membership,
             network: VecDeque::new(),
             cut: BTreeSet::new(),
@@ -131,7 +110,36 @@ impl Cluster {
             record_violations: false,
             violation: None,
             reads_requested: BTreeMap::new(),
+        };
+        for id in ids {
+            let membership = cluster.membership.clone();
+            cluster.add_replica(NodeId(*id), membership, &configure);
         }
+        cluster
+    }
+
+    /// Starts replica `id` with an empty log, knowing the configuration `membership`.
+    pub fn add_replica(
+        &mut self,
+        id: NodeId,
+        membership: Membership,
+        configure: &dyn Fn(&mut Config),
+    ) {
+        let mut config = Config::new(id);
+        configure(&mut config);
+        let initial = InitialState { membership, ..InitialState::new_cluster([id]) };
+        let node = Node::new(config.clone(), initial).expect("valid configuration");
+        let replica = Replica {
+            node,
+            config,
+            disk: Disk::default(),
+            unsynced: VecDeque::new(),
+            applied: Vec::new(),
+            reads_served: Vec::new(),
+            to_apply: VecDeque::new(),
+            restarts: 0,
+        };
+        self.replicas.insert(id, replica);
     }
 
     pub fn ids(&self) -> Vec<NodeId> {

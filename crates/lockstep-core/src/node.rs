@@ -170,6 +170,8 @@ pub struct Node {
     /// Leader: bytes of entries proposed in this term and not yet committed.
     pub(crate) uncommitted_bytes: u64,
 
+    /// The index of the last configuration entry in the log (zero if none is held).
+    pub(crate) last_config: LogIndex,
     /// Entries up to here have been handed out for applying.
     pub(crate) handed_out_index: LogIndex,
     /// The state machine has applied up to here (reported by the driver).
@@ -251,6 +253,7 @@ impl Node {
             reads: ReadState { next_request: first_read_request, ..ReadState::default() },
             timestamp_millis_max,
             uncommitted_bytes: 0,
+            last_config: LogIndex::ZERO,
             handed_out_index: applied,
             applied_index: applied,
             output: Output::default(),
@@ -258,6 +261,7 @@ impl Node {
             config,
         };
         node.membership = node.membership_from_log();
+        node.find_last_config();
         Ok(node)
     }
 
@@ -539,6 +543,7 @@ impl Node {
             self.durable_index = index;
         }
         self.base_membership = meta.membership;
+        self.find_last_config();
         self.on_membership_changed();
         self.commit = self.commit.max(index);
         self.applied_index = index;
@@ -825,6 +830,9 @@ impl Node {
             self.timestamp_millis_max = self.timestamp_millis_max.max(command.timestamp_millis);
         }
         let is_config = matches!(entry.payload, EntryPayload::Config(_));
+        if is_config {
+            self.last_config = entry.index;
+        }
         self.log.push(entry.clone());
         self.output.persist.entries.push(entry);
         if is_config {
@@ -852,6 +860,7 @@ impl Node {
         }
         self.update_persisted_index();
         if had_config {
+            self.find_last_config();
             self.on_membership_changed();
         }
     }
@@ -974,6 +983,19 @@ impl Node {
         }
         if self.handed_out_index > self.persisted_index.max(self.log.snapshot_index()) {
             return fail("handed out entries that are not durable".to_string());
+        }
+        let scanned = self
+            .log
+            .entries()
+            .filter(|entry| matches!(entry.payload, EntryPayload::Config(_)))
+            .map(|entry| entry.index)
+            .last()
+            .unwrap_or(self.log.snapshot_index());
+        if self.last_config_index() != scanned {
+            return fail(format!(
+                "the last configuration entry is {scanned}, not {} as recorded",
+                self.last_config_index()
+            ));
         }
         if self.membership != self.membership_from_log() {
             return fail("membership differs from the log's latest configuration".to_string());

@@ -178,12 +178,19 @@ impl Node {
 
     /// The index of the last configuration entry in the log (the snapshot point if none).
     pub fn last_config_index(&self) -> LogIndex {
-        self.log
+        self.last_config.max(self.log.snapshot_index())
+    }
+
+    /// Finds the last configuration entry in the log again (after a truncation or a snapshot
+    /// replaced entries); appends keep it current without a scan.
+    pub(crate) fn find_last_config(&mut self) {
+        self.last_config = self
+            .log
             .entries()
             .filter(|entry| matches!(entry.payload, EntryPayload::Config(_)))
             .map(|entry| entry.index)
             .last()
-            .unwrap_or(self.log.snapshot_index())
+            .unwrap_or(LogIndex::ZERO);
     }
 
     fn target_of(

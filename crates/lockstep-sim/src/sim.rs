@@ -1122,6 +1122,15 @@ impl World {
             .collect();
         let result = self.log_matching.check(&logs);
         self.check("log matching", result);
+        // Each replica's own invariants (the core's self-check), now and then.
+        let broken: Vec<String> = self
+            .replicas
+            .iter()
+            .filter_map(|replica| replica.driver.as_ref()?.node().check_invariants().err())
+            .collect();
+        if let Some(reason) = broken.into_iter().next() {
+            self.violation("invariants", reason);
+        }
     }
 
     // ----- clients -----------------------------------------------------------------------

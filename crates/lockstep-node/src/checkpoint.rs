@@ -140,6 +140,27 @@ impl<M: StateMachine, D: Storage, T: Transport> Driver<M, D, T> {
         self.checkpoints.stats
     }
 
+    /// Transfers this leader is sending: (follower, snapshot index, bytes acknowledged, bytes
+    /// sent, total), and followers waiting for a checkpoint that covers them.
+    pub fn transfers(&self) -> (Vec<(NodeId, LogIndex, u64, u64, u64)>, Vec<NodeId>) {
+        let sending = self
+            .checkpoints
+            .outgoing
+            .iter()
+            .map(|(to, outgoing)| {
+                let checkpoint = &outgoing.checkpoint;
+                (
+                    *to,
+                    checkpoint.meta.last_index,
+                    outgoing.acked,
+                    outgoing.sent,
+                    checkpoint.total_bytes,
+                )
+            })
+            .collect();
+        (sending, self.checkpoints.waiting.keys().copied().collect())
+    }
+
     /// Why recent snapshot chunks were refused (bad checksum, out of order, damaged file),
     /// newest last.
     pub fn snapshot_refusals(&self) -> impl Iterator<Item = &str> {

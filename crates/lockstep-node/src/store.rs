@@ -333,8 +333,25 @@ impl LogStore {
                 source,
             })
         })?;
-        let stored = writer.finish()?;
-        Ok(self.latest.insert(stored))
+        let stored = writer.finish();
+        self.settle_latest(stored)
+    }
+
+    /// Records a snapshot just written as the latest; if writing it failed part way, finds out
+    /// from the directory which snapshot is the latest now (the rename may have happened).
+    fn settle_latest(
+        &mut self,
+        stored: Result<StoredSnapshot, SnapshotError>,
+    ) -> Result<&StoredSnapshot, StoreError> {
+        match stored {
+            Ok(stored) => Ok(self.latest.insert(stored)),
+            Err(error) => {
+                if let Ok(Some(on_disk)) = self.snapshots.latest() {
+                    self.latest = Some(on_disk);
+                }
+                Err(error.into())
+            }
+        }
     }
 
     /// Deletes the log's segments wholly below `index` (a durable snapshot covers them).
@@ -402,8 +419,8 @@ impl LogStore {
                 detail: "no snapshot is being received".to_string(),
             }));
         };
-        let stored = receiver.finish(Some(digest))?;
-        Ok(self.latest.insert(stored))
+        let stored = receiver.finish(Some(digest));
+        self.settle_latest(stored)
     }
 
     /// Writes `persist`'s log changes (not yet durable) and holds back its hard state for the

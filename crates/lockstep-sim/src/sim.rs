@@ -1679,6 +1679,11 @@ impl World {
                         core.last_index(),
                         core.log_entries().next().map(|entry| entry.index),
                         driver.checkpoint_stats(),
+                    ) + &format!(
+                        " transfers {:?} latest checkpoint {:?}",
+                        driver.transfers(),
+                        lockstep_node::Storage::latest_checkpoint(driver.storage())
+                            .map(|checkpoint| checkpoint.meta.last_index)
                     ) + &driver
                         .snapshot_refusals()
                         .last()

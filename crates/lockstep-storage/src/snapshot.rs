@@ -316,7 +316,9 @@ impl SnapshotWriter {
         self.file.sync_data().map_err(io_error("sync", &temporary))?;
         self.disk.rename(&temporary, &self.path).map_err(io_error("rename", &temporary))?;
         self.disk.sync_dir(&self.dir).map_err(io_error("sync", &self.dir))?;
-        remove_older(self.disk.as_ref(), &self.dir, &self.meta)?;
+        // The snapshot is durable under its name: removing the older ones is tidying, and a
+        // failure there (tried again after the next snapshot) must not report this one lost.
+        let _ = remove_older(self.disk.as_ref(), &self.dir, &self.meta);
         Ok(StoredSnapshot { path: self.path.clone(), footer })
     }
 }
@@ -406,7 +408,9 @@ impl SnapshotReceiver {
         self.file.sync_data().map_err(io_error("sync", &temporary))?;
         self.disk.rename(&temporary, &self.path).map_err(io_error("rename", &temporary))?;
         self.disk.sync_dir(&self.dir).map_err(io_error("sync", &self.dir))?;
-        remove_older(self.disk.as_ref(), &self.dir, &self.meta)?;
+        // The snapshot is durable under its name: removing the older ones is tidying, and a
+        // failure there (tried again after the next snapshot) must not report this one lost.
+        let _ = remove_older(self.disk.as_ref(), &self.dir, &self.meta);
         Ok(StoredSnapshot { path: self.path.clone(), footer })
     }
 

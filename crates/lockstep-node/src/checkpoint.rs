@@ -87,6 +87,21 @@ pub struct CheckpointStats {
     pub transfers_abandoned: u64,
 }
 
+/// How far a transfer to a follower has come.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TransferProgress {
+    /// The follower.
+    pub to: NodeId,
+    /// The snapshot's last index.
+    pub index: LogIndex,
+    /// Bytes the follower holds.
+    pub acknowledged: u64,
+    /// Bytes sent.
+    pub sent: u64,
+    /// The snapshot file's length.
+    pub total: u64,
+}
+
 /// A transfer this leader is sending.
 #[derive(Clone, Debug)]
 pub(crate) struct Outgoing {
@@ -140,22 +155,19 @@ impl<M: StateMachine, D: Storage, T: Transport> Driver<M, D, T> {
         self.checkpoints.stats
     }
 
-    /// Transfers this leader is sending: (follower, snapshot index, bytes acknowledged, bytes
-    /// sent, total), and followers waiting for a checkpoint that covers them.
-    pub fn transfers(&self) -> (Vec<(NodeId, LogIndex, u64, u64, u64)>, Vec<NodeId>) {
+    /// Transfers this leader is sending, and followers waiting for a checkpoint that covers
+    /// them.
+    pub fn transfers(&self) -> (Vec<TransferProgress>, Vec<NodeId>) {
         let sending = self
             .checkpoints
             .outgoing
             .iter()
-            .map(|(to, outgoing)| {
-                let checkpoint = &outgoing.checkpoint;
-                (
-                    *to,
-                    checkpoint.meta.last_index,
-                    outgoing.acked,
-                    outgoing.sent,
-                    checkpoint.total_bytes,
-                )
+            .map(|(to, outgoing)| TransferProgress {
+                to: *to,
+                index: outgoing.checkpoint.meta.last_index,
+                acknowledged: outgoing.acked,
+                sent: outgoing.sent,
+                total: outgoing.checkpoint.total_bytes,
             })
             .collect();
         (sending, self.checkpoints.waiting.keys().copied().collect())

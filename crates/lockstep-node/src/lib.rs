@@ -17,7 +17,7 @@ pub mod local;
 pub mod sessions;
 pub mod store;
 
-pub use checkpoint::{Checkpoint, CheckpointPolicy, CheckpointStats};
+pub use checkpoint::{Checkpoint, CheckpointPolicy, CheckpointStats, TransferProgress};
 pub use driver::{
     Applied, AppliedRecord, ClientRequest, Completion, Driver, Refusal, Replicated,
     ReplicatedSnapshot, RequestId, Storage, Transport,

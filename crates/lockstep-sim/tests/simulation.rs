@@ -31,10 +31,6 @@ fn describe(report: &Report, replicas: usize) -> String {
 }
 
 fn sweep(replicas: usize, default_seeds: u64, first_seed: u64) {
-    sweep_with(replicas, default_seeds, first_seed, false);
-}
-
-fn sweep_with(replicas: usize, default_seeds: u64, first_seed: u64, membership: bool) {
     let seeds: Vec<u64> = match env("LOCKSTEP_SEED") {
         Some(seed) => vec![seed],
         None => {
@@ -46,7 +42,7 @@ fn sweep_with(replicas: usize, default_seeds: u64, first_seed: u64, membership: 
     let mut crashes = 0;
     let mut transfers = 0;
     for &seed in &seeds {
-        let report = run(SimConfig { replicas, membership, ..SimConfig::new(seed) });
+        let report = run(SimConfig { replicas, ..SimConfig::new(seed) });
         assert!(report.violations.is_empty(), "{}", describe(&report, replicas));
         assert!(report.requests_completed > 0, "seed {seed}: no request completed");
         requests += report.requests_completed;

@@ -350,6 +350,31 @@ pub enum KvError {
     },
 }
 
+impl std::fmt::Display for KvError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            KvError::Compacted { requested, current } => write!(
+                f,
+                "revision {requested} has been compacted (only the current revision, {current}, \
+                 is kept)"
+            ),
+            KvError::FutureRevision { requested, current } => {
+                write!(f, "revision {requested} is a future revision (the current is {current})")
+            }
+            KvError::KeyNotFound => f.write_str("key not found"),
+            KvError::DuplicateKey => f.write_str("a transaction changes the same key twice"),
+            KvError::NotReadOnly => f.write_str("the request is not read-only"),
+            KvError::EmptyKey => f.write_str("the key is empty"),
+            KvError::ValueProvided => f.write_str("a value was given with ignore_value"),
+            KvError::TooManyOps { ops, max } => {
+                write!(f, "the transaction has {ops} operations; at most {max} are allowed")
+            }
+        }
+    }
+}
+
+impl std::error::Error for KvError {}
+
 /// The most operations in one branch of a transaction (etcd's default).
 pub const TXN_OPS_MAX: usize = 128;
 

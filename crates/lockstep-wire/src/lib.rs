@@ -30,6 +30,10 @@
 #![deny(missing_docs)]
 
 pub mod protocol;
+pub use protocol::{
+    ClientError, ClientMessage, PeerHello, PeerStream, ReadConsistency, ReplicaStatus,
+    ServerMessage,
+};
 
 use std::fmt;
 

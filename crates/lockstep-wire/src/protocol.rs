@@ -119,6 +119,20 @@ pub struct ReplicaStatus {
     pub checkpoint: u64,
     /// The digest of its state, hex.
     pub digest: String,
+    /// The cluster it belongs to.
+    pub cluster_id: u64,
+    /// Where clients reach it.
+    pub client_address: String,
+    /// The last index in its log.
+    pub last_index: u64,
+    /// The index its log is durable through.
+    pub persisted: u64,
+    /// The voters of its latest configuration.
+    pub voters: Vec<u64>,
+    /// The learners of its latest configuration.
+    pub learners: Vec<u64>,
+    /// Why it stopped serving, if it did.
+    pub failure: Option<String>,
 }
 
 /// A replica's answer to a client.

@@ -1,0 +1,477 @@
+//! # lockstep-client: a typed client for any replicated state machine
+//!
+//! A [`Client`] speaks lockstep's native protocol to a cluster serving a state machine whose
+//! input, query and output types are `I`, `Q` and `O`. It
+//! - keeps one connection and multiplexes every request over it: requests from many tasks are
+//!   pipelined, and answers are matched to them by id;
+//! - finds the leader: a replica that does not lead says which one does, and the client moves
+//!   there; an unreachable replica makes it try the next endpoint;
+//! - retries a write under its client session with the same sequence number until it is
+//!   answered, so a write retried after a lost answer or a failed leader is applied once;
+//! - reads linearizably by default (read-index on the leader), or from whichever replica it
+//!   is connected to with [`ReadConsistency::Follower`] (possibly stale);
+//! - gives up after [`ClientOptions::timeout`] with a typed [`Error`].
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), lockstep_client::Error> {
+//! use lockstep_client::{Client, ClientOptions};
+//! // A counter service whose input and query are u64 and whose output is u64.
+//! let client: Client<u64, u64, u64> =
+//!     Client::new(vec!["127.0.0.1:7201".into()], ClientOptions::default());
+//! let total = client.write(5).await?;
+//! let read = client.read(0).await?;
+//! # let _ = (total, read);
+//! # Ok(()) }
+//! ```
+
+#![deny(missing_docs)]
+
+use std::collections::HashMap;
+use std::fmt;
+use std::marker::PhantomData;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+pub use lockstep_wire::{ClientError, ReadConsistency, ReplicaStatus};
+use lockstep_wire::{ClientMessage, Decoder, Kind, ServerMessage};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, oneshot};
+
+/// The largest answer frame accepted.
+const FRAME_BYTES_MAX: u64 = 64 << 20;
+
+/// How a client behaves.
+#[derive(Clone, Debug)]
+pub struct ClientOptions {
+    /// Give up on a request after this long (a write's outcome is then unknown).
+    pub timeout: Duration,
+    /// Give up on one attempt (and try again, maybe elsewhere) after this long.
+    pub attempt_timeout: Duration,
+    /// How reads are served unless a call says otherwise.
+    pub consistency: ReadConsistency,
+}
+
+impl Default for ClientOptions {
+    fn default() -> ClientOptions {
+        ClientOptions {
+            timeout: Duration::from_secs(30),
+            attempt_timeout: Duration::from_secs(5),
+            consistency: ReadConsistency::Linearizable,
+        }
+    }
+}
+
+/// Why a request failed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Error {
+    /// No answer within the timeout. For a write, it may or may not have been applied.
+    Timeout {
+        /// How long the client tried.
+        waited: Duration,
+        /// The last reason it had to try again.
+        last: String,
+    },
+    /// The request is older than the session's last answered one, or the session expired.
+    Stale,
+    /// The request is larger than the cluster accepts.
+    TooLarge {
+        /// Its size.
+        bytes: u64,
+        /// The most allowed.
+        max: u64,
+    },
+    /// The cluster could not decode the request, or the client could not decode the answer.
+    Malformed(String),
+    /// The client was given no endpoint.
+    NoEndpoints,
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::Timeout { waited, last } => {
+                write!(f, "no answer after {:.1} s (last: {last})", waited.as_secs_f64())
+            }
+            Error::Stale => f.write_str("the request is stale (its session expired)"),
+            Error::TooLarge { bytes, max } => {
+                write!(f, "the request is {bytes} bytes; the cluster accepts at most {max}")
+            }
+            Error::Malformed(reason) => write!(f, "malformed: {reason}"),
+            Error::NoEndpoints => f.write_str("no endpoints given"),
+        }
+    }
+}
+
+impl std::error::Error for Error {}
+
+type Pending<O> = Arc<Mutex<HashMap<u64, oneshot::Sender<ServerMessage<O>>>>>;
+
+/// One connection to one replica, shared by every request.
+struct Connection<O> {
+    endpoint: String,
+    frames: mpsc::UnboundedSender<Bytes>,
+    pending: Pending<O>,
+    alive: Arc<AtomicBool>,
+}
+
+impl<O: DeserializeOwned + Send + 'static> Connection<O> {
+    async fn open(endpoint: &str, timeout: Duration) -> Result<Connection<O>, String> {
+        let stream = tokio::time::timeout(timeout, TcpStream::connect(endpoint))
+            .await
+            .map_err(|_| format!("connecting to {endpoint} timed out"))?
+            .map_err(|error| format!("cannot connect to {endpoint}: {error}"))?;
+        let _ = stream.set_nodelay(true);
+        let (mut reader, mut writer) = stream.into_split();
+        let (frames, mut outgoing) = mpsc::unbounded_channel::<Bytes>();
+        let pending: Pending<O> = Arc::default();
+        let alive = Arc::new(AtomicBool::new(true));
+        {
+            let alive = alive.clone();
+            tokio::spawn(async move {
+                let mut buffer = Vec::with_capacity(64 << 10);
+                while let Some(frame) = outgoing.recv().await {
+                    buffer.clear();
+                    buffer.extend_from_slice(&frame);
+                    while buffer.len() < (1 << 20) {
+                        match outgoing.try_recv() {
+                            Ok(frame) => buffer.extend_from_slice(&frame),
+                            Err(_) => break,
+                        }
+                    }
+                    if writer.write_all(&buffer).await.is_err() {
+                        break;
+                    }
+                }
+                alive.store(false, Ordering::Release);
+            });
+        }
+        {
+            let pending = pending.clone();
+            let alive = alive.clone();
+            let endpoint = endpoint.to_string();
+            tokio::spawn(async move {
+                let mut decoder = Decoder::new(FRAME_BYTES_MAX);
+                let mut buffer = vec![0u8; 64 << 10];
+                'reading: loop {
+                    let count = match reader.read(&mut buffer).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(count) => count,
+                    };
+                    decoder.extend(&buffer[..count]);
+                    loop {
+                        let frame = match decoder.next_frame() {
+                            Ok(Some(frame)) => frame,
+                            Ok(None) => break,
+                            Err(error) => {
+                                tracing::warn!(%endpoint, "bad answer frame: {error}");
+                                break 'reading;
+                            }
+                        };
+                        let answer: ServerMessage<O> = match lockstep_wire::decode(&frame.1) {
+                            Ok(answer) => answer,
+                            Err(error) => {
+                                tracing::warn!(%endpoint, "undecodable answer: {error}");
+                                break 'reading;
+                            }
+                        };
+                        if let ServerMessage::Refused { id: 0, error } = &answer {
+                            tracing::warn!(%endpoint, "the server closed the connection: {error:?}");
+                            break 'reading;
+                        }
+                        let waiter = lock(&pending).remove(&answer.id());
+                        if let Some(waiter) = waiter {
+                            let _ = waiter.send(answer);
+                        }
+                    }
+                }
+                alive.store(false, Ordering::Release);
+                // Dropping the waiters tells every request in flight that its answer is lost.
+                lock(&pending).clear();
+            });
+        }
+        Ok(Connection { endpoint: endpoint.to_string(), frames, pending, alive })
+    }
+
+    /// Sends a frame for request `id` and returns where its answer will come.
+    fn send(&self, id: u64, frame: Bytes) -> Result<oneshot::Receiver<ServerMessage<O>>, String> {
+        let (sender, receiver) = oneshot::channel();
+        lock(&self.pending).insert(id, sender);
+        if !self.alive.load(Ordering::Acquire) || self.frames.send(frame).is_err() {
+            lock(&self.pending).remove(&id);
+            return Err(format!("the connection to {} is closed", self.endpoint));
+        }
+        Ok(receiver)
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// A client session: its id and the number of its next request.
+#[derive(Clone, Copy, Debug)]
+struct Session {
+    client: u64,
+    next: u64,
+}
+
+struct Shared<O> {
+    endpoints: Vec<String>,
+    /// The connection in use, and the index of the endpoint to try next when it fails.
+    current: tokio::sync::Mutex<(Option<Arc<Connection<O>>>, usize)>,
+    next_id: AtomicU64,
+    /// Idle sessions: each request in flight holds its own, so pipelined writes never race
+    /// within a session.
+    sessions: Mutex<Vec<Session>>,
+}
+
+/// See the crate documentation. Cloning gives another handle on the same connection.
+pub struct Client<I, Q, O> {
+    shared: Arc<Shared<O>>,
+    options: ClientOptions,
+    types: PhantomData<fn(I, Q) -> O>,
+}
+
+impl<I, Q, O> Clone for Client<I, Q, O> {
+    fn clone(&self) -> Self {
+        Client { shared: self.shared.clone(), options: self.options.clone(), types: PhantomData }
+    }
+}
+
+/// What one attempt came to (short-lived: its size does not matter).
+#[allow(clippy::large_enum_variant)]
+enum Attempt<O> {
+    Answer(ServerMessage<O>),
+    /// Try again (elsewhere, maybe), for this reason.
+    Again(String),
+}
+
+impl<I, Q, O> Client<I, Q, O>
+where
+    I: Serialize + Clone,
+    Q: Serialize + Clone,
+    O: DeserializeOwned + Send + 'static,
+{
+    /// A client of the cluster reachable at `endpoints` (client addresses, `host:port`). It
+    /// connects when first used.
+    pub fn new(endpoints: Vec<String>, options: ClientOptions) -> Client<I, Q, O> {
+        Client {
+            shared: Arc::new(Shared {
+                endpoints,
+                current: tokio::sync::Mutex::new((None, 0)),
+                next_id: AtomicU64::new(1),
+                sessions: Mutex::new(Vec::new()),
+            }),
+            options,
+            types: PhantomData,
+        }
+    }
+
+    /// Applies `input` once (retrying under its session as needed) and returns its output.
+    pub async fn write(&self, input: I) -> Result<O, Error> {
+        let mut session = lock(&self.shared.sessions)
+            .pop()
+            .unwrap_or_else(|| Session { client: random_id(), next: 1 });
+        let sequence = session.next;
+        let outcome = self
+            .call(|id| ClientMessage::<I, Q>::Write {
+                id,
+                client: session.client,
+                sequence,
+                input: input.clone(),
+            })
+            .await;
+        if outcome.is_ok() {
+            session.next += 1;
+            lock(&self.shared.sessions).push(session);
+        }
+        // After anything else the session's state is unknown (the request may yet apply):
+        // it is dropped, and a new one is started for the next request.
+        outcome
+    }
+
+    /// Answers `query` with the client's default consistency.
+    pub async fn read(&self, query: Q) -> Result<O, Error> {
+        self.read_with(query, self.options.consistency).await
+    }
+
+    /// Answers `query` with `consistency`.
+    pub async fn read_with(&self, query: Q, consistency: ReadConsistency) -> Result<O, Error> {
+        self.call(|id| ClientMessage::<I, Q>::Read { id, query: query.clone(), consistency }).await
+    }
+
+    /// The status of the replica this client is connected to (connecting if needed).
+    pub async fn status(&self) -> Result<ReplicaStatus, Error> {
+        let started = Instant::now();
+        let mut last = String::new();
+        while started.elapsed() < self.options.timeout {
+            let id = self.shared.next_id.fetch_add(1, Ordering::Relaxed);
+            match self.attempt(&ClientMessage::<I, Q>::Status { id }, id).await {
+                Attempt::Answer(ServerMessage::Status { status, .. }) => return Ok(status),
+                Attempt::Answer(_) => return Err(Error::Malformed("not a status".to_string())),
+                Attempt::Again(reason) => {
+                    last = reason;
+                    self.move_on(None).await;
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+        }
+        Err(Error::Timeout { waited: started.elapsed(), last })
+    }
+
+    async fn call(&self, make: impl Fn(u64) -> ClientMessage<I, Q>) -> Result<O, Error> {
+        if self.shared.endpoints.is_empty() {
+            return Err(Error::NoEndpoints);
+        }
+        let started = Instant::now();
+        let mut last = String::new();
+        let mut backoff = Duration::from_millis(10);
+        while started.elapsed() < self.options.timeout {
+            let id = self.shared.next_id.fetch_add(1, Ordering::Relaxed);
+            let again = match self.attempt(&make(id), id).await {
+                Attempt::Answer(ServerMessage::Done { output, .. }) => return Ok(output),
+                Attempt::Answer(ServerMessage::Status { .. }) => {
+                    return Err(Error::Malformed("a status answered a request".to_string()))
+                }
+                Attempt::Answer(ServerMessage::Refused { error, .. }) => match error {
+                    ClientError::NotLeader { leader, address } => {
+                        let moved = self.move_on(address.as_deref()).await;
+                        if moved {
+                            backoff = Duration::from_millis(10);
+                            continue;
+                        }
+                        match leader {
+                            Some(leader) => format!("replica {leader} leads"),
+                            None => "no leader yet".to_string(),
+                        }
+                    }
+                    ClientError::Retry(reason) | ClientError::Unavailable(reason) => reason,
+                    ClientError::Stale => return Err(Error::Stale),
+                    ClientError::TooLarge { bytes, max } => {
+                        return Err(Error::TooLarge { bytes, max })
+                    }
+                    ClientError::Malformed(reason) => return Err(Error::Malformed(reason)),
+                },
+                Attempt::Again(reason) => {
+                    self.move_on(None).await;
+                    reason
+                }
+            };
+            last = again;
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(Duration::from_millis(500));
+        }
+        Err(Error::Timeout { waited: started.elapsed(), last })
+    }
+
+    async fn attempt(&self, message: &ClientMessage<I, Q>, id: u64) -> Attempt<O> {
+        let connection = match self.connection().await {
+            Ok(connection) => connection,
+            Err(reason) => return Attempt::Again(reason),
+        };
+        let frame = match lockstep_wire::encode(Kind::Client, message) {
+            Ok(frame) => frame,
+            Err(error) => return Attempt::Again(error.to_string()),
+        };
+        let answer = match connection.send(id, frame) {
+            Ok(answer) => answer,
+            Err(reason) => return Attempt::Again(reason),
+        };
+        match tokio::time::timeout(self.options.attempt_timeout, answer).await {
+            Ok(Ok(answer)) => Attempt::Answer(answer),
+            Ok(Err(_)) => {
+                Attempt::Again(format!("the connection to {} was lost", connection.endpoint))
+            }
+            Err(_) => {
+                lock(&connection.pending).remove(&id);
+                Attempt::Again(format!("{} did not answer in time", connection.endpoint))
+            }
+        }
+    }
+
+    /// The connection in use, opening one to the next endpoint if there is none.
+    async fn connection(&self) -> Result<Arc<Connection<O>>, String> {
+        let mut current = self.shared.current.lock().await;
+        if let Some(connection) = &current.0 {
+            if connection.alive.load(Ordering::Acquire) {
+                return Ok(connection.clone());
+            }
+        }
+        let endpoints = &self.shared.endpoints;
+        let endpoint = endpoints[current.1 % endpoints.len()].clone();
+        match Connection::open(&endpoint, self.options.attempt_timeout).await {
+            Ok(connection) => {
+                let connection = Arc::new(connection);
+                current.0 = Some(connection.clone());
+                Ok(connection)
+            }
+            Err(reason) => {
+                current.0 = None;
+                current.1 = (current.1 + 1) % endpoints.len();
+                Err(reason)
+            }
+        }
+    }
+
+    /// Leaves the current replica: for `leader` if given (true if that is a change), else for
+    /// the next endpoint.
+    async fn move_on(&self, leader: Option<&str>) -> bool {
+        let mut current = self.shared.current.lock().await;
+        let here = current.0.as_ref().map(|connection| connection.endpoint.clone());
+        match leader {
+            Some(leader) if here.as_deref() != Some(leader) => {
+                let endpoints = &self.shared.endpoints;
+                match endpoints.iter().position(|endpoint| endpoint == leader) {
+                    Some(index) => current.1 = index,
+                    // A leader this client was not told of: connect to it all the same.
+                    None => {
+                        drop(current);
+                        return self.connect_to(leader).await;
+                    }
+                }
+                current.0 = None;
+                true
+            }
+            Some(_) => false,
+            None => {
+                if let Some(here) = here {
+                    let endpoints = &self.shared.endpoints;
+                    let index = endpoints.iter().position(|endpoint| *endpoint == here);
+                    current.1 = index.map_or(0, |index| index + 1) % endpoints.len().max(1);
+                }
+                current.0 = None;
+                false
+            }
+        }
+    }
+
+    async fn connect_to(&self, endpoint: &str) -> bool {
+        let Ok(connection) = Connection::open(endpoint, self.options.attempt_timeout).await else {
+            return false;
+        };
+        let mut current = self.shared.current.lock().await;
+        current.0 = Some(Arc::new(connection));
+        true
+    }
+}
+
+/// A session id: random enough that two clients never pick the same one.
+fn random_id() -> u64 {
+    use std::collections::hash_map::RandomState;
+    use std::hash::{BuildHasher, Hasher};
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let mut hasher = RandomState::new().build_hasher();
+    hasher.write_u64(COUNTER.fetch_add(1, Ordering::Relaxed));
+    hasher.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |elapsed| elapsed.as_nanos()),
+    );
+    hasher.write_u32(std::process::id());
+    hasher.finish().max(1)
+}

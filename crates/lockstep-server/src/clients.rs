@@ -1,0 +1,158 @@
+//! The native client protocol: frames of [`ClientMessage`] in, [`ServerMessage`] out.
+//!
+//! A connection carries many requests at once: each names an id chosen by the client, and its
+//! answer names the same id, in whatever order answers are ready. A frame that is too large,
+//! fails its checksum or does not decode as this service's request is answered with a
+//! `Malformed` refusal (id 0) saying why, and the connection is closed; nothing reaches the
+//! replica.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use lockstep_core::StateMachine;
+use lockstep_wire::{ClientError, ClientMessage, Decoder, Kind, ServerMessage};
+use serde::Serialize;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::OwnedWriteHalf;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, watch};
+
+use crate::replica::Event;
+
+/// The largest client frame accepted.
+pub const CLIENT_FRAME_BYTES_MAX: u64 = 8 << 20;
+
+/// Client connections closed for bad input.
+#[derive(Default, Debug)]
+pub struct ClientCounters {
+    /// Connections accepted.
+    pub connections: AtomicU64,
+    /// Connections closed for bad input.
+    pub refused: AtomicU64,
+}
+
+/// Accepts client connections until shut down.
+pub async fn listen_clients<M>(
+    listener: TcpListener,
+    events: mpsc::Sender<Event<M>>,
+    counters: Arc<ClientCounters>,
+    mut shutdown: watch::Receiver<bool>,
+) where
+    M: StateMachine + 'static,
+    M::Input: Send,
+    M::Query: Send,
+    M::Output: Send + Serialize,
+{
+    loop {
+        let accepted = tokio::select! {
+            _ = shutdown.changed() => return,
+            accepted = listener.accept() => accepted,
+        };
+        match accepted {
+            Ok((stream, address)) => {
+                counters.connections.fetch_add(1, Ordering::Relaxed);
+                let _ = stream.set_nodelay(true);
+                let events = events.clone();
+                let counters = counters.clone();
+                let shutdown = shutdown.clone();
+                tokio::spawn(async move {
+                    if let Err(reason) = serve_client::<M>(stream, events, shutdown).await {
+                        counters.refused.fetch_add(1, Ordering::Relaxed);
+                        tracing::warn!(%address, "closed a client connection: {reason}");
+                    }
+                });
+            }
+            Err(error) => {
+                tracing::warn!("accepting a client connection failed: {error}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+async fn serve_client<M>(
+    stream: TcpStream,
+    events: mpsc::Sender<Event<M>>,
+    mut shutdown: watch::Receiver<bool>,
+) -> Result<(), String>
+where
+    M: StateMachine + 'static,
+    M::Input: Send,
+    M::Query: Send,
+    M::Output: Send + Serialize,
+{
+    let (mut reader, writer) = stream.into_split();
+    let (reply, answers) = mpsc::unbounded_channel::<ServerMessage<M::Output>>();
+    let writing = tokio::spawn(write_answers::<M::Output>(writer, answers));
+    let mut decoder = Decoder::new(CLIENT_FRAME_BYTES_MAX);
+    let mut buffer = vec![0u8; 64 << 10];
+    let outcome = 'reading: loop {
+        let read = tokio::select! {
+            _ = shutdown.changed() => break Ok(()),
+            read = reader.read(&mut buffer) => read,
+        };
+        let count = match read {
+            Ok(0) | Err(_) => break Ok(()),
+            Ok(count) => count,
+        };
+        decoder.extend(&buffer[..count]);
+        loop {
+            let frame = match decoder.next_frame() {
+                Ok(Some(frame)) => frame,
+                Ok(None) => break,
+                Err(error) => break 'reading Err(error.to_string()),
+            };
+            let (kind, body) = frame;
+            if kind != Kind::Client {
+                break 'reading Err(format!("expected a client request, got a {kind:?} frame"));
+            }
+            let message: ClientMessage<M::Input, M::Query> = match lockstep_wire::decode(&body) {
+                Ok(message) => message,
+                Err(error) => break 'reading Err(error.to_string()),
+            };
+            if events.send(Event::Client(message, reply.clone())).await.is_err() {
+                break 'reading Ok(());
+            }
+        }
+    };
+    if let Err(reason) = &outcome {
+        let refusal = ClientError::Malformed(format!("closing the connection: {reason}"));
+        let _ = reply.send(ServerMessage::Refused { id: 0, error: refusal });
+    }
+    drop(reply);
+    // Answers still on their way are written before the connection closes (the replica
+    // thread holds a sender for each pending request).
+    if outcome.is_err() {
+        let _ = tokio::time::timeout(Duration::from_secs(1), writing).await;
+    }
+    outcome
+}
+
+async fn write_answers<O: Serialize>(
+    mut writer: OwnedWriteHalf,
+    mut answers: mpsc::UnboundedReceiver<ServerMessage<O>>,
+) {
+    let mut buffer = Vec::with_capacity(64 << 10);
+    while let Some(answer) = answers.recv().await {
+        buffer.clear();
+        push_frame(&answer, &mut buffer);
+        while buffer.len() < (1 << 20) {
+            match answers.try_recv() {
+                Ok(answer) => push_frame(&answer, &mut buffer),
+                Err(_) => break,
+            }
+        }
+        if writer.write_all(&buffer).await.is_err() {
+            return;
+        }
+    }
+    let _ = writer.shutdown().await;
+}
+
+fn push_frame<O: Serialize>(answer: &ServerMessage<O>, buffer: &mut Vec<u8>) {
+    match lockstep_wire::encode(Kind::Client, answer) {
+        Ok(frame) => buffer.extend_from_slice(&frame),
+        Err(error) => tracing::error!("an answer could not be encoded: {error}"),
+    }
+}

@@ -1,0 +1,261 @@
+//! A server's configuration: who it is, where it listens, who its peers are, and how it runs.
+//!
+//! It reads from TOML (`lockstep serve --config FILE`), and every field can also be given as
+//! a flag. A field that is missing or malformed is an error naming the field; nothing is
+//! guessed.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+/// One member of the cluster and where to reach it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Member {
+    /// The replica's id (never reused for another replica).
+    pub id: u64,
+    /// Where replicas reach it (`host:port`).
+    pub peer: String,
+    /// Where clients reach it (`host:port`).
+    pub client: String,
+}
+
+/// See the module documentation.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerConfig {
+    /// This replica's id: one of `members`.
+    pub id: u64,
+    /// The cluster's id: a data directory or a peer of another cluster is refused.
+    pub cluster_id: u64,
+    /// Where this replica keeps its log, hard state and snapshots.
+    pub data_dir: PathBuf,
+    /// The cluster's initial members (a new cluster starts with them as voters).
+    pub members: Vec<Member>,
+    /// Address to listen on for peers (default: this member's `peer` address).
+    #[serde(default)]
+    pub listen_peer: Option<String>,
+    /// Address to listen on for clients (default: this member's `client` address).
+    #[serde(default)]
+    pub listen_client: Option<String>,
+    /// Address to serve Prometheus metrics on at `/metrics` (none: no metrics endpoint).
+    #[serde(default)]
+    pub listen_metrics: Option<String>,
+    /// Milliseconds per tick of the protocol's clock.
+    #[serde(default = "default_tick_millis")]
+    pub tick_millis: u64,
+    /// Heartbeats every this many ticks.
+    #[serde(default = "default_heartbeat_ticks")]
+    pub heartbeat_ticks: u64,
+    /// Elections after a random timeout between this many ticks and twice as many.
+    #[serde(default = "default_election_ticks")]
+    pub election_ticks: u64,
+    /// Take a checkpoint (and compact the log) every this many applied entries.
+    #[serde(default = "default_checkpoint_entries")]
+    pub checkpoint_entries: u64,
+    /// Serve linearizable reads under a leader lease instead of a heartbeat round
+    /// (assumes clocks whose rates differ by less than the lease margin).
+    #[serde(default)]
+    pub lease_reads: bool,
+}
+
+fn default_tick_millis() -> u64 {
+    50
+}
+fn default_heartbeat_ticks() -> u64 {
+    1
+}
+fn default_election_ticks() -> u64 {
+    10
+}
+fn default_checkpoint_entries() -> u64 {
+    10_000
+}
+
+/// Why a configuration is refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError(pub String);
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+impl ServerConfig {
+    /// A configuration with defaults for everything but identity, place and members.
+    pub fn new(id: u64, cluster_id: u64, data_dir: PathBuf, members: Vec<Member>) -> ServerConfig {
+        ServerConfig {
+            id,
+            cluster_id,
+            data_dir,
+            members,
+            listen_peer: None,
+            listen_client: None,
+            listen_metrics: None,
+            tick_millis: default_tick_millis(),
+            heartbeat_ticks: default_heartbeat_ticks(),
+            election_ticks: default_election_ticks(),
+            checkpoint_entries: default_checkpoint_entries(),
+            lease_reads: false,
+        }
+    }
+
+    /// Parses TOML and checks the result.
+    pub fn from_toml(text: &str) -> Result<ServerConfig, ConfigError> {
+        let config: ServerConfig =
+            toml::from_str(text).map_err(|error| ConfigError(error.to_string()))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// The configuration as TOML.
+    pub fn to_toml(&self) -> String {
+        toml::to_string(self).unwrap_or_default()
+    }
+
+    /// Checks that the values make sense together and that every address parses.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let fail = |message: String| Err(ConfigError(message));
+        if self.id == 0 {
+            return fail("id: replica ids start at 1".to_string());
+        }
+        if self.members.is_empty() {
+            return fail("members: at least one member is needed".to_string());
+        }
+        let mut seen = BTreeMap::new();
+        for member in &self.members {
+            if member.id == 0 {
+                return fail("members: replica ids start at 1".to_string());
+            }
+            if seen.insert(member.id, ()).is_some() {
+                return fail(format!("members: replica {} is listed twice", member.id));
+            }
+            resolve(&member.peer).map_err(|error| {
+                ConfigError(format!("members: replica {}: peer address: {error}", member.id))
+            })?;
+            resolve(&member.client).map_err(|error| {
+                ConfigError(format!("members: replica {}: client address: {error}", member.id))
+            })?;
+        }
+        if !seen.contains_key(&self.id) {
+            return fail(format!("id: replica {} is not one of the members", self.id));
+        }
+        for (field, address) in [
+            ("listen_peer", &self.listen_peer),
+            ("listen_client", &self.listen_client),
+            ("listen_metrics", &self.listen_metrics),
+        ] {
+            if let Some(address) = address {
+                resolve(address).map_err(|error| ConfigError(format!("{field}: {error}")))?;
+            }
+        }
+        if self.tick_millis == 0 {
+            return fail("tick_millis: must be at least 1".to_string());
+        }
+        if self.heartbeat_ticks == 0 || self.election_ticks <= self.heartbeat_ticks {
+            return fail(
+                "election_ticks must exceed heartbeat_ticks, which must be at least 1".to_string(),
+            );
+        }
+        if self.checkpoint_entries == 0 {
+            return fail("checkpoint_entries: must be at least 1".to_string());
+        }
+        Ok(())
+    }
+
+    /// This replica's member entry.
+    pub fn me(&self) -> Result<&Member, ConfigError> {
+        self.member(self.id).ok_or_else(|| {
+            ConfigError(format!("id: replica {} is not one of the members", self.id))
+        })
+    }
+
+    /// The member entry for `id`.
+    pub fn member(&self, id: u64) -> Option<&Member> {
+        self.members.iter().find(|member| member.id == id)
+    }
+
+    /// Where to listen for peers.
+    pub fn peer_listen_address(&self) -> Result<SocketAddr, ConfigError> {
+        let address = match &self.listen_peer {
+            Some(address) => address.clone(),
+            None => self.me()?.peer.clone(),
+        };
+        resolve(&address).map_err(|error| ConfigError(format!("listen_peer: {error}")))
+    }
+
+    /// Where to listen for clients.
+    pub fn client_listen_address(&self) -> Result<SocketAddr, ConfigError> {
+        let address = match &self.listen_client {
+            Some(address) => address.clone(),
+            None => self.me()?.client.clone(),
+        };
+        resolve(&address).map_err(|error| ConfigError(format!("listen_client: {error}")))
+    }
+}
+
+/// Resolves `host:port` to one socket address.
+pub fn resolve(address: &str) -> Result<SocketAddr, String> {
+    let mut resolved = address
+        .to_socket_addrs()
+        .map_err(|error| format!("`{address}` is not a host:port address ({error})"))?;
+    resolved.next().ok_or_else(|| format!("`{address}` resolves to no address"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn text() -> &'static str {
+        r#"
+id = 1
+cluster_id = 7
+data_dir = "data/1"
+
+[[members]]
+id = 1
+peer = "127.0.0.1:7101"
+client = "127.0.0.1:7201"
+
+[[members]]
+id = 2
+peer = "127.0.0.1:7102"
+client = "127.0.0.1:7202"
+"#
+    }
+
+    #[test]
+    fn a_config_reads_from_toml_with_defaults() {
+        let config = ServerConfig::from_toml(text()).expect("valid");
+        assert_eq!(config.id, 1);
+        assert_eq!(config.members.len(), 2);
+        assert_eq!(config.tick_millis, 50);
+        assert_eq!(config.peer_listen_address().expect("peer").port(), 7101);
+        let again = ServerConfig::from_toml(&config.to_toml()).expect("round trip");
+        assert_eq!(again, config);
+    }
+
+    #[test]
+    fn bad_configs_name_the_field() {
+        let missing = text().replace("cluster_id = 7\n", "");
+        let error = ServerConfig::from_toml(&missing).expect_err("missing field");
+        assert!(error.0.contains("cluster_id"), "{error}");
+
+        let bad_address = text().replace("127.0.0.1:7202", "127.0.0.1:notaport");
+        let error = ServerConfig::from_toml(&bad_address).expect_err("bad address");
+        assert!(error.0.contains("replica 2: client address"), "{error}");
+
+        let unknown = format!("{}\ncolour = \"blue\"\n", text().replace("[[members]]", "#"));
+        assert!(ServerConfig::from_toml(&unknown).is_err());
+
+        let not_member = text().replace("id = 1\ncluster", "id = 3\ncluster");
+        let error = ServerConfig::from_toml(&not_member).expect_err("not a member");
+        assert!(error.0.contains("not one of the members"), "{error}");
+    }
+}

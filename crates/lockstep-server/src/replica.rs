@@ -1,0 +1,271 @@
+//! The replica thread: the node driver, fed by one channel of events.
+//!
+//! Every input a replica has (a tick of the clock, a message from a peer, a client's request,
+//! a write made durable, a checkpoint saved) arrives as an [`Event`] on one channel. The
+//! thread takes whatever has queued, hands each to the driver, then routes the answers to the
+//! clients' connections. It is the only place the driver, and so the state machine, runs: the
+//! network tasks only decode and encode.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use lockstep_core::{Message, NodeId, Role, StateMachine};
+use lockstep_node::{ClientId, ClientRequest, Completion, Driver, Refusal, RequestId};
+use lockstep_wire::{ClientError, ClientMessage, ReadConsistency, ReplicaStatus, ServerMessage};
+use tokio::sync::mpsc;
+
+use crate::storage::{StorageReport, ThreadedStorage};
+use crate::transport::PeerOutbox;
+
+/// Where a client connection's answers go.
+pub type Reply<O> = mpsc::UnboundedSender<ServerMessage<O>>;
+
+/// An input to the replica thread.
+pub enum Event<M: StateMachine> {
+    /// A tick of the protocol's clock.
+    Tick,
+    /// A message from a peer.
+    Peer(Message),
+    /// A client's request, and where to answer it.
+    Client(ClientMessage<M::Input, M::Query>, Reply<M::Output>),
+    /// A report from the log thread.
+    Storage(StorageReport),
+    /// Stop: finish queued writes, then return.
+    Shutdown,
+}
+
+/// Counters the replica thread keeps, read by the metrics endpoint.
+#[derive(Default, Debug)]
+pub struct Counters {
+    /// Client writes proposed.
+    pub proposals: AtomicU64,
+    /// Client writes answered with an output.
+    pub writes_done: AtomicU64,
+    /// Reads answered.
+    pub reads_done: AtomicU64,
+    /// Requests refused.
+    pub refused: AtomicU64,
+    /// Entries applied.
+    pub applied: AtomicU64,
+    /// Times this replica became leader.
+    pub leaderships: AtomicU64,
+    /// The commit index.
+    pub commit: AtomicU64,
+    /// The current term.
+    pub term: AtomicU64,
+    /// 1 while this replica leads.
+    pub leader: AtomicU64,
+    /// Events handled in one batch, summed (with `batches`, the mean batch).
+    pub batched_events: AtomicU64,
+    /// Batches of events handled.
+    pub batches: AtomicU64,
+}
+
+/// The replica thread's state.
+pub struct Replica<M: StateMachine> {
+    pub(crate) driver: Driver<M, ThreadedStorage, PeerOutbox>,
+    waiting: BTreeMap<RequestId, (u64, Reply<M::Output>)>,
+    cluster_id: u64,
+    /// Client addresses by replica id, to tell clients where the leader is.
+    client_addresses: BTreeMap<u64, String>,
+    counters: Arc<Counters>,
+    was_leader: bool,
+}
+
+impl<M: StateMachine> Replica<M> {
+    /// A replica thread around `driver`.
+    pub fn new(
+        driver: Driver<M, ThreadedStorage, PeerOutbox>,
+        cluster_id: u64,
+        client_addresses: BTreeMap<u64, String>,
+        counters: Arc<Counters>,
+    ) -> Replica<M> {
+        Replica {
+            driver,
+            waiting: BTreeMap::new(),
+            cluster_id,
+            client_addresses,
+            counters,
+            was_leader: false,
+        }
+    }
+
+    /// Runs until shut down or until the replica must stop (then returns why).
+    pub fn run(mut self, events: &mut mpsc::Receiver<Event<M>>) -> Result<(), String> {
+        while let Some(event) = events.blocking_recv() {
+            let mut handled = 1u64;
+            let mut stop = !self.handle(event)?;
+            while !stop && handled < 4096 {
+                match events.try_recv() {
+                    Ok(event) => {
+                        handled += 1;
+                        stop = !self.handle(event)?;
+                    }
+                    Err(_) => break,
+                }
+            }
+            self.counters.batched_events.fetch_add(handled, Ordering::Relaxed);
+            self.counters.batches.fetch_add(1, Ordering::Relaxed);
+            self.answer();
+            self.driver.transport_mut().flush();
+            self.observe();
+            if let Some(failure) = self.driver.failure() {
+                return Err(failure.to_string());
+            }
+            if stop {
+                break;
+            }
+        }
+        self.driver.storage_mut().stop();
+        Ok(())
+    }
+
+    /// Handles one event; false to stop.
+    fn handle(&mut self, event: Event<M>) -> Result<bool, String> {
+        match event {
+            Event::Tick => self.driver.tick(),
+            Event::Peer(message) => self.driver.receive(message),
+            Event::Client(message, reply) => self.client(message, reply),
+            Event::Storage(report) => match report {
+                StorageReport::Durable(write) => self.driver.write_durable(write),
+                StorageReport::CheckpointSaved(meta) => self.driver.checkpoint_saved(&meta),
+                StorageReport::CheckpointFailed(reason) => {
+                    tracing::warn!("a checkpoint could not be written: {reason}");
+                    self.driver.checkpoint_failed();
+                }
+                StorageReport::Failed(reason) => {
+                    return Err(format!(
+                        "the log could not be written ({reason}); what is on disk is unknown, so \
+                         this replica stops: restart it to recover from its disk"
+                    ));
+                }
+            },
+            Event::Shutdown => return Ok(false),
+        }
+        Ok(true)
+    }
+
+    fn client(&mut self, message: ClientMessage<M::Input, M::Query>, reply: Reply<M::Output>) {
+        match message {
+            ClientMessage::Write { id, client, sequence, input } => {
+                self.counters.proposals.fetch_add(1, Ordering::Relaxed);
+                let request = ClientRequest { client: ClientId(client), sequence, input };
+                let request = self.driver.propose(request, now_millis());
+                self.waiting.insert(request, (id, reply));
+            }
+            ClientMessage::Read { id, query, consistency } => match consistency {
+                ReadConsistency::Follower => {
+                    let output = self.driver.state().machine().query(&query);
+                    self.counters.reads_done.fetch_add(1, Ordering::Relaxed);
+                    let _ = reply.send(ServerMessage::Done { id, output });
+                }
+                // Lease reads are the core's choice (`lease_reads` in the configuration);
+                // both are linearizable.
+                ReadConsistency::Linearizable | ReadConsistency::Lease => {
+                    let request = self.driver.read(query);
+                    self.waiting.insert(request, (id, reply));
+                }
+            },
+            ClientMessage::Status { id } => {
+                let _ = reply.send(ServerMessage::Status { id, status: self.status() });
+            }
+        }
+    }
+
+    /// Routes the driver's answers to the connections that asked.
+    fn answer(&mut self) {
+        for completion in self.driver.take_completions() {
+            let (request, message) = match completion {
+                Completion::Done { request, output } => (request, Ok(output)),
+                Completion::Refused { request, refusal } => (request, Err(refusal)),
+            };
+            let Some((id, reply)) = self.waiting.remove(&request) else { continue };
+            let message = match message {
+                Ok(output) => {
+                    self.counters.writes_done.fetch_add(1, Ordering::Relaxed);
+                    ServerMessage::Done { id, output }
+                }
+                Err(refusal) => {
+                    self.counters.refused.fetch_add(1, Ordering::Relaxed);
+                    ServerMessage::Refused { id, error: self.client_error(refusal) }
+                }
+            };
+            // A closed connection no longer wants its answer.
+            let _ = reply.send(message);
+        }
+    }
+
+    fn client_error(&self, refusal: Refusal) -> ClientError {
+        match refusal {
+            Refusal::NotLeader { leader } => ClientError::NotLeader {
+                leader: leader.map(|leader| leader.0),
+                address: leader.and_then(|leader| self.client_addresses.get(&leader.0).cloned()),
+            },
+            Refusal::Retry(reason) => ClientError::Retry(reason),
+            Refusal::Lost => ClientError::Retry(
+                "the request's entry was replaced by another leader's; retry it".to_string(),
+            ),
+            Refusal::Stale => ClientError::Stale,
+            Refusal::Malformed => {
+                ClientError::Malformed("the request does not decode as this service's input".into())
+            }
+            Refusal::TooLarge { bytes, max } => ClientError::TooLarge { bytes, max },
+        }
+    }
+
+    fn observe(&mut self) {
+        let node = self.driver.node();
+        let leader = node.role() == Role::Leader;
+        if leader && !self.was_leader {
+            self.counters.leaderships.fetch_add(1, Ordering::Relaxed);
+            tracing::info!(term = node.term().0, "this replica leads");
+        }
+        self.was_leader = leader;
+        self.counters.leader.store(u64::from(leader), Ordering::Relaxed);
+        self.counters.term.store(node.term().0, Ordering::Relaxed);
+        self.counters.commit.store(node.commit_index().0, Ordering::Relaxed);
+        self.counters.applied.store(node.applied_index().0, Ordering::Relaxed);
+    }
+
+    /// This replica's status.
+    pub fn status(&self) -> ReplicaStatus {
+        let node = self.driver.node();
+        let membership = node.membership();
+        let digest = self.driver.state().machine().digest();
+        ReplicaStatus {
+            id: node.id().0,
+            role: role_name(node.role()).to_string(),
+            term: node.term().0,
+            leader: node.leader().map(|leader| leader.0),
+            commit: node.commit_index().0,
+            applied: node.applied_index().0,
+            checkpoint: self.driver.storage().latest_checkpoint_index().map_or(0, |index| index.0),
+            digest: digest.0.iter().map(|byte| format!("{byte:02x}")).collect(),
+            cluster_id: self.cluster_id,
+            client_address: self.client_addresses.get(&node.id().0).cloned().unwrap_or_default(),
+            last_index: node.last_index().0,
+            persisted: node.persisted_index().0,
+            voters: membership.all_voters().iter().map(|id: &NodeId| id.0).collect(),
+            learners: membership.learners.iter().map(|id| id.0).collect(),
+            failure: self.driver.failure().map(str::to_string),
+        }
+    }
+}
+
+/// How a role prints.
+pub fn role_name(role: Role) -> &'static str {
+    match role {
+        Role::Follower => "follower",
+        Role::PreCandidate => "pre-candidate",
+        Role::Candidate => "candidate",
+        Role::Leader => "leader",
+        #[allow(unreachable_patterns)]
+        _ => "learner",
+    }
+}
+
+fn now_millis() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |elapsed| elapsed.as_millis() as u64)
+}

@@ -1,0 +1,197 @@
+//! Starting and stopping one replica: listeners, the log thread, the replica thread, the
+//! peer connections and the clock.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use lockstep_core::{Config, Membership, NodeId, ReadMode, StateMachine};
+use lockstep_node::{CheckpointPolicy, Driver, LogStore, Replicated, SessionConfig};
+use lockstep_storage::{RealDisk, WalOptions};
+use serde::Serialize;
+use tokio::sync::{mpsc, oneshot, watch};
+
+use crate::clients::{listen_clients, ClientCounters};
+use crate::config::ServerConfig;
+use crate::identity;
+use crate::replica::{Counters, Event, Replica};
+use crate::storage::ThreadedStorage;
+use crate::transport::{bind, listen_peers, start_peers, TransportCounters};
+
+/// Events queued for the replica thread before senders wait (back-pressure on clients and
+/// peers).
+const EVENT_QUEUE: usize = 65_536;
+
+/// Everything a running server counts, for metrics and status.
+#[derive(Default, Debug)]
+pub struct ServerCounters {
+    /// The replica thread's counters.
+    pub replica: Arc<Counters>,
+    /// The peer transport's counters.
+    pub transport: Arc<TransportCounters>,
+    /// The client listener's counters.
+    pub clients: Arc<ClientCounters>,
+}
+
+/// A server whose listeners are bound: [`BoundServer::run`] starts it.
+pub struct BoundServer {
+    config: ServerConfig,
+    peer_listener: tokio::net::TcpListener,
+    client_listener: tokio::net::TcpListener,
+}
+
+impl BoundServer {
+    /// Checks `config` and binds its listeners; nothing is written yet, so a port in use or a
+    /// bad address changes nothing.
+    pub async fn bind(config: ServerConfig) -> Result<BoundServer, String> {
+        config.validate().map_err(|error| format!("configuration: {error}"))?;
+        let peer = config.peer_listen_address().map_err(|error| error.to_string())?;
+        let client = config.client_listen_address().map_err(|error| error.to_string())?;
+        let peer_listener = bind(peer, "peers").await?;
+        let client_listener = bind(client, "clients").await?;
+        Ok(BoundServer { config, peer_listener, client_listener })
+    }
+
+    /// The bound peer and client addresses.
+    pub fn addresses(&self) -> (Option<SocketAddr>, Option<SocketAddr>) {
+        (self.peer_listener.local_addr().ok(), self.client_listener.local_addr().ok())
+    }
+
+    /// Opens (or creates) the replica's data directory, recovers it, and serves `machine`
+    /// until `shutdown` completes or the replica must stop (then returns why).
+    pub async fn run<M, F>(
+        self,
+        machine: M,
+        counters: Arc<ServerCounters>,
+        shutdown: F,
+    ) -> Result<(), String>
+    where
+        M: StateMachine + Send + 'static,
+        M::Input: Send,
+        M::Query: Send,
+        M::Output: Send + Serialize,
+        F: Future<Output = ()>,
+    {
+        let BoundServer { config, peer_listener, client_listener } = self;
+        identity::claim(&config.data_dir, config.cluster_id, config.id)?;
+        let membership = Membership::with_voters(config.members.iter().map(|m| NodeId(m.id)));
+        let (store, initial) = LogStore::open(
+            Arc::new(RealDisk),
+            &config.data_dir,
+            Some(&membership),
+            WalOptions::default(),
+        )
+        .map_err(|error| error.to_string())?;
+        let mut state = Replicated::new(machine, SessionConfig::default());
+        if let Some(stored) = store.latest_snapshot().cloned() {
+            let mut reader = store.snapshot_reader(&stored).map_err(|error| error.to_string())?;
+            state.restore(&mut reader).map_err(|error| {
+                format!(
+                    "the latest snapshot in {} does not restore: {error}",
+                    config.data_dir.display()
+                )
+            })?;
+        }
+        tracing::info!(
+            replica = config.id,
+            cluster = config.cluster_id,
+            term = initial.hard_state.term.0,
+            applied = initial.applied.0,
+            entries = initial.entries.len(),
+            "recovered"
+        );
+
+        let (events, mut receiver) = mpsc::channel::<Event<M>>(EVENT_QUEUE);
+        let (stop, stopped) = watch::channel(false);
+        let storage_events = events.clone();
+        let storage = ThreadedStorage::start(
+            store,
+            Box::new(move |report| storage_events.blocking_send(Event::Storage(report)).is_ok()),
+        )
+        .map_err(|error| format!("cannot start the log thread: {error}"))?;
+        let peers: BTreeMap<u64, String> =
+            config.members.iter().map(|member| (member.id, member.peer.clone())).collect();
+        let clients: BTreeMap<u64, String> =
+            config.members.iter().map(|member| (member.id, member.client.clone())).collect();
+        let outbox = start_peers(
+            config.id,
+            config.cluster_id,
+            &peers,
+            counters.transport.clone(),
+            stopped.clone(),
+        );
+
+        let mut core = Config::new(NodeId(config.id));
+        core.heartbeat_interval_ticks = config.heartbeat_ticks;
+        core.election_timeout_ticks_min = config.election_ticks;
+        core.election_timeout_ticks_max = config.election_ticks * 2;
+        if config.lease_reads {
+            core.read_mode = ReadMode::Lease { clock_drift_ticks_max: 1 };
+        }
+        core.validate().map_err(|error| format!("configuration: {error}"))?;
+        let mut driver = Driver::new(core, initial, state, storage, outbox)?;
+        driver.set_checkpoint_policy(CheckpointPolicy {
+            entries: config.checkpoint_entries,
+            ..CheckpointPolicy::default()
+        });
+        let replica = Replica::new(driver, config.cluster_id, clients, counters.replica.clone());
+        let (finished, outcome) = oneshot::channel();
+        std::thread::Builder::new()
+            .name("lockstep-replica".to_string())
+            .spawn(move || {
+                let result = replica.run(&mut receiver);
+                let _ = finished.send(result);
+            })
+            .map_err(|error| format!("cannot start the replica thread: {error}"))?;
+
+        tokio::spawn(listen_peers(
+            peer_listener,
+            config.id,
+            config.cluster_id,
+            events.clone(),
+            counters.transport.clone(),
+            stopped.clone(),
+        ));
+        tokio::spawn(listen_clients(
+            client_listener,
+            events.clone(),
+            counters.clients.clone(),
+            stopped.clone(),
+        ));
+        let ticks = events.clone();
+        let tick = Duration::from_millis(config.tick_millis);
+        let mut clock_stopped = stopped.clone();
+        tokio::spawn(async move {
+            let mut interval = tokio::time::interval(tick);
+            interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = clock_stopped.changed() => return,
+                    _ = interval.tick() => {
+                        if ticks.send(Event::Tick).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+            }
+        });
+        tracing::info!(replica = config.id, "serving");
+
+        tokio::pin!(shutdown);
+        tokio::pin!(outcome);
+        let result = tokio::select! {
+            _ = &mut shutdown => {
+                tracing::info!("shutting down: finishing queued writes");
+                let _ = events.send(Event::Shutdown).await;
+                outcome.await.unwrap_or_else(|_| Err("the replica thread panicked".to_string()))
+            }
+            result = &mut outcome => {
+                result.unwrap_or_else(|_| Err("the replica thread panicked".to_string()))
+            }
+        };
+        let _ = stop.send(true);
+        result
+    }
+}

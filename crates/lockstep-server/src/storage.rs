@@ -1,0 +1,256 @@
+//! [`ThreadedStorage`]: the driver's storage on a log thread, with group commit.
+//!
+//! The driver hands each write to the log thread and goes on (sending what need not wait,
+//! applying, answering). The log thread takes every write queued since its last sync, writes
+//! them all, syncs once (the log, then the hard state), and reports the newest of them
+//! durable: under load one `fdatasync` covers many writes. Checkpoints are written on the same
+//! thread after the batch's sync, in the order the driver asked.
+//!
+//! Snapshot files (reading chunks to send, receiving chunks, finishing a received snapshot)
+//! are handled on the driver's thread under the same lock; they are rare and short.
+
+use std::io;
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::Instant;
+
+use lockstep_core::{InstallSnapshot, LogIndex, Persist, SnapshotMeta, StateSnapshot};
+use lockstep_node::{Checkpoint, LogStore, Storage};
+
+/// What the log thread reports to the replica.
+pub enum StorageReport {
+    /// Every write up to this one is durable.
+    Durable(u64),
+    /// A checkpoint is durable.
+    CheckpointSaved(SnapshotMeta),
+    /// A checkpoint could not be written (the replica goes on; it retries later).
+    CheckpointFailed(String),
+    /// A write or sync failed: what is on disk is unknown, the replica must stop.
+    Failed(String),
+}
+
+/// Statistics of the log thread, for metrics.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct LogStats {
+    /// Syncs done.
+    pub syncs: u64,
+    /// Writes made durable.
+    pub writes: u64,
+    /// Total microseconds spent in syncs.
+    pub sync_micros: u64,
+    /// The longest sync, in microseconds.
+    pub sync_micros_max: u64,
+}
+
+enum Job {
+    Write(u64, Persist),
+    Checkpoint(SnapshotMeta, Box<dyn StateSnapshot>),
+}
+
+/// See the module documentation.
+pub struct ThreadedStorage {
+    store: Arc<Mutex<LogStore>>,
+    jobs: Option<mpsc::Sender<Job>>,
+    thread: Option<JoinHandle<()>>,
+    command_bytes_max: u64,
+    stats: Arc<Mutex<LogStats>>,
+}
+
+fn lock(store: &Mutex<LogStore>) -> MutexGuard<'_, LogStore> {
+    store.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+impl ThreadedStorage {
+    /// Starts the log thread over `store`; it reports through `report` (which returns false
+    /// once nobody listens).
+    pub fn start(
+        store: LogStore,
+        report: Box<dyn Fn(StorageReport) -> bool + Send>,
+    ) -> io::Result<ThreadedStorage> {
+        let command_bytes_max = store.command_bytes_max();
+        let store = Arc::new(Mutex::new(store));
+        let stats = Arc::new(Mutex::new(LogStats::default()));
+        let (sender, receiver) = mpsc::channel();
+        let thread = {
+            let store = store.clone();
+            let stats = stats.clone();
+            std::thread::Builder::new()
+                .name("lockstep-log".to_string())
+                .spawn(move || log_thread(&store, &receiver, &*report, &stats))?
+        };
+        Ok(ThreadedStorage {
+            store,
+            jobs: Some(sender),
+            thread: Some(thread),
+            command_bytes_max,
+            stats,
+        })
+    }
+
+    /// The log thread's statistics so far.
+    pub fn stats(&self) -> LogStats {
+        *self.stats.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// The last index the latest durable checkpoint covers.
+    pub fn latest_checkpoint_index(&self) -> Option<LogIndex> {
+        lock(&self.store).latest_snapshot().map(|stored| stored.footer.meta.last_index)
+    }
+
+    /// Finishes every queued write and checkpoint, then stops the log thread.
+    pub fn stop(&mut self) {
+        self.jobs = None;
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+
+    fn send(&mut self, job: Job) {
+        if let Some(jobs) = &self.jobs {
+            // A closed channel means the log thread stopped after a failure it reported.
+            let _ = jobs.send(job);
+        }
+    }
+}
+
+impl Drop for ThreadedStorage {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn log_thread(
+    store: &Mutex<LogStore>,
+    jobs: &mpsc::Receiver<Job>,
+    report: &dyn Fn(StorageReport) -> bool,
+    stats: &Mutex<LogStats>,
+) {
+    while let Ok(first) = jobs.recv() {
+        let mut batch = vec![first];
+        while batch.len() < 4096 {
+            match jobs.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
+        let mut newest = None;
+        let mut written = 0u64;
+        let mut checkpoints = Vec::new();
+        let mut guard = lock(store);
+        for job in batch {
+            match job {
+                Job::Write(id, persist) => {
+                    if let Err(error) = guard.write(&persist) {
+                        report(StorageReport::Failed(error.to_string()));
+                        return;
+                    }
+                    newest = Some(id);
+                    written += 1;
+                }
+                Job::Checkpoint(meta, state) => checkpoints.push((meta, state)),
+            }
+        }
+        if let Some(id) = newest {
+            let started = Instant::now();
+            if let Err(error) = guard.sync() {
+                report(StorageReport::Failed(error.to_string()));
+                return;
+            }
+            let micros = started.elapsed().as_micros() as u64;
+            drop(guard);
+            {
+                let mut stats = stats.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+                stats.syncs += 1;
+                stats.writes += written;
+                stats.sync_micros += micros;
+                stats.sync_micros_max = stats.sync_micros_max.max(micros);
+            }
+            if !report(StorageReport::Durable(id)) {
+                return;
+            }
+            guard = lock(store);
+        }
+        for (meta, state) in checkpoints {
+            let outcome = match guard.save_checkpoint(meta.clone(), state.as_ref()) {
+                Ok(_) => StorageReport::CheckpointSaved(meta),
+                Err(error) => StorageReport::CheckpointFailed(error.to_string()),
+            };
+            if !report(outcome) {
+                return;
+            }
+        }
+    }
+}
+
+impl Storage for ThreadedStorage {
+    fn submit(&mut self, write: u64, persist: Persist) {
+        self.send(Job::Write(write, persist));
+    }
+
+    fn command_bytes_max(&self) -> u64 {
+        self.command_bytes_max
+    }
+
+    fn start_checkpoint(&mut self, meta: SnapshotMeta, state: Box<dyn StateSnapshot>) {
+        self.send(Job::Checkpoint(meta, state));
+    }
+
+    fn latest_checkpoint(&self) -> Option<Checkpoint> {
+        let store = lock(&self.store);
+        let stored = store.latest_snapshot()?;
+        let total_bytes = store.snapshot_file_len(stored).ok()?;
+        Some(Checkpoint {
+            meta: stored.footer.meta.clone(),
+            total_bytes,
+            digest: stored.footer.digest,
+        })
+    }
+
+    fn read_checkpoint(
+        &mut self,
+        checkpoint: &Checkpoint,
+        offset: u64,
+        len: u64,
+    ) -> Result<Vec<u8>, String> {
+        let store = lock(&self.store);
+        let stored = store
+            .latest_snapshot()
+            .filter(|stored| {
+                stored.footer.meta == checkpoint.meta && stored.footer.digest == checkpoint.digest
+            })
+            .ok_or_else(|| "the checkpoint was replaced by a newer one".to_string())?;
+        store.read_snapshot_file(stored, offset, len).map_err(|error| error.to_string())
+    }
+
+    fn compact(&mut self, index: LogIndex) {
+        // A failed compaction leaves segments that recovery skips; the log thread's next
+        // write reports the store's failure.
+        if let Err(error) = lock(&self.store).compact(index) {
+            tracing::error!("compacting the log through {index} failed: {error}");
+        }
+    }
+
+    fn receive_snapshot_chunk(&mut self, chunk: &InstallSnapshot) -> Result<u64, String> {
+        lock(&self.store)
+            .receive_snapshot_chunk(
+                &chunk.meta,
+                chunk.total_bytes,
+                chunk.digest,
+                chunk.offset,
+                &chunk.data,
+            )
+            .map_err(|error| error.to_string())
+    }
+
+    fn snapshot_bytes_received(&self) -> u64 {
+        lock(&self.store).snapshot_bytes_received()
+    }
+
+    fn finish_snapshot(&mut self) -> Result<Box<dyn io::Read>, String> {
+        let mut store = lock(&self.store);
+        let stored = store.finish_snapshot().map_err(|error| error.to_string())?.clone();
+        let reader = store.snapshot_reader(&stored).map_err(|error| error.to_string())?;
+        Ok(Box::new(reader))
+    }
+}

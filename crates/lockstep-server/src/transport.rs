@@ -1,0 +1,357 @@
+//! Peer transport: TCP connections between replicas.
+//!
+//! Each replica dials every other replica twice: one connection for consensus messages and
+//! one for snapshot chunks, so that a large state transfer never delays a heartbeat. A
+//! connection starts with a [`PeerHello`] naming the cluster, the sender and the recipient;
+//! the listener refuses a hello from another cluster or for another replica. Frames carry a
+//! version byte and a CRC32C (see `lockstep-wire`); a frame that is too large, fails its
+//! checksum or does not decode closes that connection with a logged reason.
+//!
+//! Outbound messages are queued per peer and stream in bounded queues; a full queue drops the
+//! batch (the protocol retransmits), so a slow or dead peer never holds memory or the replica
+//! thread. A dropped connection is redialled with exponential backoff (50 ms to 1 s).
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use lockstep_core::{Message, MessageBody, NodeId, StateMachine};
+use lockstep_wire::{Decoder, Kind, PeerHello, PeerStream};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, watch};
+
+use crate::replica::Event;
+
+/// The largest peer frame accepted: a full append or snapshot chunk with room to spare.
+pub const PEER_FRAME_BYTES_MAX: u64 = 64 << 20;
+
+/// Batches queued per peer and stream before new ones are dropped.
+const QUEUE_BATCHES: usize = 1024;
+
+/// Counters of the transport, for metrics.
+#[derive(Default, Debug)]
+pub struct TransportCounters {
+    /// Messages handed to a connection's queue.
+    pub messages_sent: AtomicU64,
+    /// Messages dropped: queue full or no address.
+    pub messages_dropped: AtomicU64,
+    /// Bytes written to peers.
+    pub bytes_sent: AtomicU64,
+    /// Messages received from peers.
+    pub messages_received: AtomicU64,
+    /// Peer connections closed for bad input.
+    pub connections_refused: AtomicU64,
+}
+
+struct PeerQueues {
+    consensus: mpsc::Sender<Vec<Message>>,
+    snapshots: mpsc::Sender<Vec<Message>>,
+    pending_consensus: Vec<Message>,
+    pending_snapshots: Vec<Message>,
+}
+
+/// The driver's [`lockstep_node::Transport`]: messages wait per peer until
+/// [`PeerOutbox::flush`], then go to that peer's connection task as one batch.
+pub struct PeerOutbox {
+    peers: BTreeMap<NodeId, PeerQueues>,
+    counters: Arc<TransportCounters>,
+}
+
+impl lockstep_node::Transport for PeerOutbox {
+    fn send(&mut self, message: Message) {
+        let Some(queues) = self.peers.get_mut(&message.to) else {
+            self.counters.messages_dropped.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(to = %message.to, "no address for replica; message dropped");
+            return;
+        };
+        if matches!(message.body, MessageBody::InstallSnapshot(_)) {
+            queues.pending_snapshots.push(message);
+        } else {
+            queues.pending_consensus.push(message);
+        }
+    }
+}
+
+impl PeerOutbox {
+    /// Hands every waiting message to its connection task.
+    pub fn flush(&mut self) {
+        for queues in self.peers.values_mut() {
+            for (pending, queue) in [
+                (&mut queues.pending_consensus, &queues.consensus),
+                (&mut queues.pending_snapshots, &queues.snapshots),
+            ] {
+                if pending.is_empty() {
+                    continue;
+                }
+                let batch = std::mem::take(pending);
+                let count = batch.len() as u64;
+                match queue.try_send(batch) {
+                    Ok(()) => self.counters.messages_sent.fetch_add(count, Ordering::Relaxed),
+                    Err(_) => self.counters.messages_dropped.fetch_add(count, Ordering::Relaxed),
+                };
+            }
+        }
+    }
+}
+
+/// Starts a connection task per peer and stream; returns the outbox that feeds them.
+pub fn start_peers(
+    me: u64,
+    cluster_id: u64,
+    peers: &BTreeMap<u64, String>,
+    counters: Arc<TransportCounters>,
+    shutdown: watch::Receiver<bool>,
+) -> PeerOutbox {
+    let mut queues = BTreeMap::new();
+    for (&id, address) in peers {
+        if id == me {
+            continue;
+        }
+        let mut senders = Vec::new();
+        for stream in [PeerStream::Consensus, PeerStream::Snapshots] {
+            let (sender, receiver) = mpsc::channel(QUEUE_BATCHES);
+            let hello = PeerHello { cluster_id, from: me, to: id, stream };
+            tokio::spawn(dial(
+                hello,
+                address.clone(),
+                receiver,
+                counters.clone(),
+                shutdown.clone(),
+            ));
+            senders.push(sender);
+        }
+        let snapshots = senders.pop();
+        let consensus = senders.pop();
+        if let (Some(consensus), Some(snapshots)) = (consensus, snapshots) {
+            queues.insert(
+                NodeId(id),
+                PeerQueues {
+                    consensus,
+                    snapshots,
+                    pending_consensus: Vec::new(),
+                    pending_snapshots: Vec::new(),
+                },
+            );
+        }
+    }
+    PeerOutbox { peers: queues, counters }
+}
+
+/// One outbound connection: dial, say hello, write batches; redial after any error.
+async fn dial(
+    hello: PeerHello,
+    address: String,
+    mut batches: mpsc::Receiver<Vec<Message>>,
+    counters: Arc<TransportCounters>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let kind = match hello.stream {
+        PeerStream::Consensus => Kind::Peer,
+        PeerStream::Snapshots => Kind::Snapshot,
+    };
+    let mut backoff = Duration::from_millis(50);
+    let mut failures = 0u64;
+    loop {
+        let connected = tokio::select! {
+            _ = shutdown.changed() => return,
+            connected = tokio::time::timeout(Duration::from_secs(1), TcpStream::connect(&address)) => connected,
+        };
+        let mut stream = match connected {
+            Ok(Ok(stream)) => stream,
+            outcome => {
+                failures += 1;
+                if failures == 1 || failures % 64 == 0 {
+                    let reason = match outcome {
+                        Ok(Err(error)) => error.to_string(),
+                        _ => "timed out".to_string(),
+                    };
+                    tracing::debug!(to = hello.to, %address, "cannot reach replica: {reason}");
+                }
+                // Messages queued while the peer is unreachable are stale by the time it is
+                // back: drop them rather than replay them.
+                while batches.try_recv().is_ok() {}
+                tokio::select! {
+                    _ = shutdown.changed() => return,
+                    _ = tokio::time::sleep(backoff) => {}
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(1));
+                continue;
+            }
+        };
+        if failures > 0 {
+            tracing::debug!(to = hello.to, %address, "connected to replica");
+        }
+        failures = 0;
+        backoff = Duration::from_millis(50);
+        let _ = stream.set_nodelay(true);
+        let Ok(greeting) = lockstep_wire::encode(Kind::Hello, &hello) else { return };
+        if stream.write_all(&greeting).await.is_err() {
+            continue;
+        }
+        let mut buffer = Vec::with_capacity(64 << 10);
+        loop {
+            let batch = tokio::select! {
+                _ = shutdown.changed() => return,
+                batch = batches.recv() => batch,
+            };
+            let Some(batch) = batch else { return };
+            buffer.clear();
+            encode_batch(kind, batch, &mut buffer);
+            while buffer.len() < (1 << 20) {
+                match batches.try_recv() {
+                    Ok(batch) => encode_batch(kind, batch, &mut buffer),
+                    Err(_) => break,
+                }
+            }
+            if let Err(error) = stream.write_all(&buffer).await {
+                tracing::debug!(to = hello.to, "peer connection lost: {error}");
+                break;
+            }
+            counters.bytes_sent.fetch_add(buffer.len() as u64, Ordering::Relaxed);
+        }
+    }
+}
+
+fn encode_batch(kind: Kind, batch: Vec<Message>, buffer: &mut Vec<u8>) {
+    for message in batch {
+        match lockstep_wire::encode(kind, &message) {
+            Ok(frame) => buffer.extend_from_slice(&frame),
+            Err(error) => tracing::error!("a message could not be encoded: {error}"),
+        }
+    }
+}
+
+/// Accepts peer connections until shut down.
+pub async fn listen_peers<M: StateMachine + 'static>(
+    listener: TcpListener,
+    me: u64,
+    cluster_id: u64,
+    events: mpsc::Sender<Event<M>>,
+    counters: Arc<TransportCounters>,
+    mut shutdown: watch::Receiver<bool>,
+) where
+    M::Input: Send,
+    M::Query: Send,
+    M::Output: Send,
+{
+    loop {
+        let accepted = tokio::select! {
+            _ = shutdown.changed() => return,
+            accepted = listener.accept() => accepted,
+        };
+        match accepted {
+            Ok((stream, address)) => {
+                let _ = stream.set_nodelay(true);
+                let events = events.clone();
+                let counters = counters.clone();
+                let shutdown = shutdown.clone();
+                tokio::spawn(async move {
+                    if let Err(reason) =
+                        serve_peer(stream, me, cluster_id, &events, &counters, shutdown).await
+                    {
+                        counters.connections_refused.fetch_add(1, Ordering::Relaxed);
+                        tracing::warn!(%address, "closed a peer connection: {reason}");
+                    }
+                });
+            }
+            Err(error) => {
+                tracing::warn!("accepting a peer connection failed: {error}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+/// Reads one inbound peer connection; returns why it was closed, if for bad input.
+async fn serve_peer<M: StateMachine>(
+    mut stream: TcpStream,
+    me: u64,
+    cluster_id: u64,
+    events: &mpsc::Sender<Event<M>>,
+    counters: &TransportCounters,
+    mut shutdown: watch::Receiver<bool>,
+) -> Result<(), String> {
+    let mut decoder = Decoder::new(PEER_FRAME_BYTES_MAX);
+    let mut buffer = vec![0u8; 64 << 10];
+    let mut hello: Option<PeerHello> = None;
+    loop {
+        let read = if hello.is_none() {
+            // A connection must introduce itself promptly.
+            match tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buffer)).await {
+                Ok(read) => read,
+                Err(_) => return Err("no hello within 5 s".to_string()),
+            }
+        } else {
+            tokio::select! {
+                _ = shutdown.changed() => return Ok(()),
+                read = stream.read(&mut buffer) => read,
+            }
+        };
+        let count = match read {
+            Ok(0) => return Ok(()),
+            Ok(count) => count,
+            Err(error) => {
+                tracing::debug!("peer connection ended: {error}");
+                return Ok(());
+            }
+        };
+        decoder.extend(&buffer[..count]);
+        while let Some((kind, body)) = decoder.next_frame().map_err(|error| error.to_string())? {
+            match &hello {
+                None => {
+                    if kind != Kind::Hello {
+                        return Err(format!("expected a hello, got a {kind:?} frame"));
+                    }
+                    let greeting: PeerHello =
+                        lockstep_wire::decode(&body).map_err(|error| error.to_string())?;
+                    if greeting.cluster_id != cluster_id {
+                        return Err(format!(
+                            "replica {} belongs to cluster {}, this is cluster {cluster_id}",
+                            greeting.from, greeting.cluster_id
+                        ));
+                    }
+                    if greeting.to != me {
+                        return Err(format!(
+                            "replica {} dialled replica {}, this is replica {me}",
+                            greeting.from, greeting.to
+                        ));
+                    }
+                    hello = Some(greeting);
+                }
+                Some(greeting) => {
+                    if kind != Kind::Peer && kind != Kind::Snapshot {
+                        return Err(format!("expected a peer message, got a {kind:?} frame"));
+                    }
+                    let message: Message =
+                        lockstep_wire::decode(&body).map_err(|error| error.to_string())?;
+                    if message.from.0 != greeting.from || message.to.0 != me {
+                        return Err(format!(
+                            "a message from {} to {} on replica {}'s connection",
+                            message.from, message.to, greeting.from
+                        ));
+                    }
+                    counters.messages_received.fetch_add(1, Ordering::Relaxed);
+                    if events.send(Event::Peer(message)).await.is_err() {
+                        return Ok(());
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Binds a listener, with a clear error when the address is taken.
+pub async fn bind(address: SocketAddr, what: &str) -> Result<TcpListener, String> {
+    TcpListener::bind(address).await.map_err(|error| {
+        if error.kind() == std::io::ErrorKind::AddrInUse {
+            format!(
+                "cannot listen for {what} on {address}: the address is in use by another process"
+            )
+        } else {
+            format!("cannot listen for {what} on {address}: {error}")
+        }
+    })
+}

@@ -1,0 +1,368 @@
+//! The client commands: put, get, del, scan, txn, status.
+
+use bytes::Bytes;
+use lockstep_client::{Client, ClientOptions, ReadConsistency, ReplicaStatus};
+use lockstep_kv::{
+    Answer, Compare, CompareOp, CompareTarget, DeleteRequest, KeyRange, KeyValue, Operation,
+    PutRequest, RangeRequest, Request, Response, TxnRequest,
+};
+use serde_json::{json, Value};
+
+use crate::{ClientArgs, Command, Output};
+
+/// The client of the key-value service.
+pub type KvClient = Client<Request, Request, Answer>;
+
+fn client(args: &ClientArgs) -> KvClient {
+    let options = ClientOptions {
+        timeout: args.timeout(),
+        attempt_timeout: args.timeout().min(std::time::Duration::from_secs(3)),
+        consistency: if args.serializable {
+            ReadConsistency::Follower
+        } else {
+            ReadConsistency::Linearizable
+        },
+    };
+    Client::new(args.endpoints.clone(), options)
+}
+
+/// Runs a client command.
+pub async fn run(command: Command) -> Result<(), String> {
+    match command {
+        Command::Put { key, value, prev_kv, client: args } => {
+            let request = Request::Put(PutRequest {
+                key: Bytes::from(key),
+                value: Bytes::from(value),
+                prev_kv,
+                ignore_value: false,
+            });
+            let answer = write(&args, request).await?;
+            print_answer(&args, &answer)
+        }
+        Command::Get { key, prefix, limit, keys_only, count_only, client: args } => {
+            let range = if prefix { KeyRange::prefix(key) } else { KeyRange::key(key) };
+            let request =
+                Request::Range(RangeRequest { range, limit, revision: 0, keys_only, count_only });
+            let answer = read(&args, request).await?;
+            print_answer(&args, &answer)
+        }
+        Command::Del { key, prefix, prev_kv, client: args } => {
+            let range = if prefix { KeyRange::prefix(key) } else { KeyRange::key(key) };
+            let answer = write(&args, Request::Delete(DeleteRequest { range, prev_kv })).await?;
+            print_answer(&args, &answer)
+        }
+        Command::Scan { start, end, limit, keys_only, client: args } => {
+            let key = Bytes::from(start.unwrap_or_else(|| "\0".to_string()));
+            let range_end = Bytes::from(end.unwrap_or_else(|| "\0".to_string()));
+            let request = Request::Range(RangeRequest {
+                range: KeyRange { key, range_end },
+                limit,
+                revision: 0,
+                keys_only,
+                count_only: false,
+            });
+            let answer = read(&args, request).await?;
+            print_answer(&args, &answer)
+        }
+        Command::Txn { compare, success, failure, client: args } => {
+            let txn = TxnRequest {
+                compare: compare
+                    .iter()
+                    .map(|text| parse_compare(text))
+                    .collect::<Result<_, _>>()?,
+                success: success
+                    .iter()
+                    .map(|text| parse_operation(text))
+                    .collect::<Result<_, _>>()?,
+                failure: failure
+                    .iter()
+                    .map(|text| parse_operation(text))
+                    .collect::<Result<_, _>>()?,
+            };
+            let request = Request::Txn(txn);
+            let answer = if request.is_read_only() {
+                read(&args, request).await?
+            } else {
+                write(&args, request).await?
+            };
+            print_answer(&args, &answer)
+        }
+        Command::Status { client: args } => status(&args).await,
+        Command::Up(_) | Command::Serve(_) => Err("not a client command".to_string()),
+    }
+}
+
+async fn write(args: &ClientArgs, request: Request) -> Result<Answer, String> {
+    client(args).write(request).await.map_err(|error| error.to_string())
+}
+
+async fn read(args: &ClientArgs, request: Request) -> Result<Answer, String> {
+    client(args).read(request).await.map_err(|error| error.to_string())
+}
+
+/// Parses `value(KEY) = V`, `version(KEY) > N`, `create(KEY) = N`, `mod(KEY) != N`.
+pub fn parse_compare(text: &str) -> Result<Compare, String> {
+    let usage = || {
+        format!(
+            "--compare `{text}`: expected TARGET(KEY) OP VALUE, with TARGET one of value, \
+             version, create, mod and OP one of =, !=, >, <"
+        )
+    };
+    let open = text.find('(').ok_or_else(usage)?;
+    let close = text.rfind(')').ok_or_else(usage)?;
+    if close < open {
+        return Err(usage());
+    }
+    let target = text[..open].trim();
+    let key = &text[open + 1..close];
+    let rest = text[close + 1..].trim_start();
+    let (op, value) = if let Some(value) = rest.strip_prefix("!=") {
+        (CompareOp::NotEqual, value)
+    } else if let Some(value) = rest.strip_prefix('=') {
+        (CompareOp::Equal, value)
+    } else if let Some(value) = rest.strip_prefix('>') {
+        (CompareOp::Greater, value)
+    } else if let Some(value) = rest.strip_prefix('<') {
+        (CompareOp::Less, value)
+    } else {
+        return Err(usage());
+    };
+    let value = value.trim();
+    let number = || value.parse::<u64>().map_err(|_| usage());
+    let target = match target {
+        "value" => CompareTarget::Value(Bytes::from(value.to_string())),
+        "version" => CompareTarget::Version(number()?),
+        "create" => CompareTarget::CreateRevision(number()?),
+        "mod" => CompareTarget::ModRevision(number()?),
+        _ => return Err(usage()),
+    };
+    Ok(Compare { range: KeyRange::key(key.to_string()), op, target })
+}
+
+/// Parses `put KEY VALUE`, `del KEY`, `get KEY`.
+pub fn parse_operation(text: &str) -> Result<Operation, String> {
+    let usage = || format!("operation `{text}`: expected `put KEY VALUE`, `del KEY` or `get KEY`");
+    let mut words = text.trim().splitn(3, ' ');
+    let verb = words.next().ok_or_else(usage)?;
+    let key = words.next().filter(|key| !key.is_empty()).ok_or_else(usage)?.to_string();
+    let value = words.next();
+    match (verb, value) {
+        ("put", Some(value)) => Ok(Operation::Put(PutRequest {
+            key: Bytes::from(key),
+            value: Bytes::from(value.to_string()),
+            ..PutRequest::default()
+        })),
+        ("del", None) => {
+            Ok(Operation::Delete(DeleteRequest { range: KeyRange::key(key), prev_kv: false }))
+        }
+        ("get", None) => Ok(Operation::Range(RangeRequest {
+            range: KeyRange::key(key),
+            ..RangeRequest::default()
+        })),
+        _ => Err(usage()),
+    }
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+fn kv_json(kv: &KeyValue) -> Value {
+    json!({
+        "key": text(&kv.key),
+        "value": text(&kv.value),
+        "create_revision": kv.create_revision,
+        "mod_revision": kv.mod_revision,
+        "version": kv.version,
+    })
+}
+
+fn response_json(response: &Response) -> Value {
+    match response {
+        Response::Range(range) => json!({
+            "kvs": range.kvs.iter().map(kv_json).collect::<Vec<_>>(),
+            "count": range.count,
+            "more": range.more,
+        }),
+        Response::Put(put) => json!({ "prev_kv": put.prev_kv.as_ref().map(kv_json) }),
+        Response::Delete(delete) => json!({
+            "deleted": delete.deleted,
+            "prev_kvs": delete.prev_kvs.iter().map(kv_json).collect::<Vec<_>>(),
+        }),
+        Response::Txn(txn) => json!({
+            "succeeded": txn.succeeded,
+            "responses": txn.responses.iter().map(response_json).collect::<Vec<_>>(),
+        }),
+        Response::Error(error) => json!({ "error": error.to_string() }),
+    }
+}
+
+fn print_response(response: &Response, lines: &mut Vec<String>) {
+    match response {
+        Response::Range(range) => {
+            for kv in &range.kvs {
+                if kv.value.is_empty() && kv.version > 0 && kv.create_revision > 0 {
+                    lines.push(text(&kv.key));
+                } else {
+                    lines.push(format!("{}\t{}", text(&kv.key), text(&kv.value)));
+                }
+            }
+            if range.kvs.is_empty() && range.count > 0 {
+                lines.push(range.count.to_string());
+            }
+            if range.more {
+                lines.push(format!("(more: {} in all)", range.count));
+            }
+        }
+        Response::Put(put) => {
+            lines.push("OK".to_string());
+            if let Some(prev) = &put.prev_kv {
+                lines.push(format!("previous: {}\t{}", text(&prev.key), text(&prev.value)));
+            }
+        }
+        Response::Delete(delete) => {
+            lines.push(delete.deleted.to_string());
+            for prev in &delete.prev_kvs {
+                lines.push(format!("{}\t{}", text(&prev.key), text(&prev.value)));
+            }
+        }
+        Response::Txn(txn) => {
+            lines.push(if txn.succeeded { "SUCCESS" } else { "FAILURE" }.to_string());
+            for response in &txn.responses {
+                print_response(response, lines);
+            }
+        }
+        Response::Error(error) => lines.push(format!("error: {error}")),
+    }
+}
+
+fn print_answer(args: &ClientArgs, answer: &Answer) -> Result<(), String> {
+    match args.output {
+        Output::Json => {
+            let document = json!({
+                "revision": answer.revision,
+                "response": response_json(&answer.response),
+            });
+            println!("{document}");
+        }
+        Output::Text => {
+            let mut lines = Vec::new();
+            print_response(&answer.response, &mut lines);
+            for line in lines {
+                println!("{line}");
+            }
+        }
+    }
+    match &answer.response {
+        Response::Error(error) => Err(error.to_string()),
+        _ => Ok(()),
+    }
+}
+
+/// The status of every endpoint, asked in parallel.
+pub async fn statuses(args: &ClientArgs) -> Vec<(String, Result<ReplicaStatus, String>)> {
+    let mut tasks = Vec::new();
+    for endpoint in &args.endpoints {
+        let mut single = args.clone();
+        single.endpoints = vec![endpoint.clone()];
+        single.timeout = single.timeout.min(2.0);
+        tasks.push((
+            endpoint.clone(),
+            tokio::spawn(async move { client(&single).status().await.map_err(|e| e.to_string()) }),
+        ));
+    }
+    let mut results = Vec::new();
+    for (endpoint, task) in tasks {
+        let result = task.await.unwrap_or_else(|error| Err(error.to_string()));
+        results.push((endpoint, result));
+    }
+    results
+}
+
+async fn status(args: &ClientArgs) -> Result<(), String> {
+    let results = statuses(args).await;
+    let newest_commit = results
+        .iter()
+        .filter_map(|(_, result)| result.as_ref().ok().map(|status| status.commit))
+        .max()
+        .unwrap_or(0);
+    match args.output {
+        Output::Json => {
+            let replicas: Vec<Value> = results
+                .iter()
+                .map(|(endpoint, result)| match result {
+                    Ok(status) => json!({
+                        "endpoint": endpoint,
+                        "id": status.id,
+                        "role": status.role,
+                        "term": status.term,
+                        "leader": status.leader,
+                        "commit": status.commit,
+                        "applied": status.applied,
+                        "last_index": status.last_index,
+                        "persisted": status.persisted,
+                        "checkpoint": status.checkpoint,
+                        "digest": status.digest,
+                        "lag": newest_commit.saturating_sub(status.applied),
+                        "voters": status.voters,
+                        "learners": status.learners,
+                        "cluster_id": status.cluster_id,
+                        "failure": status.failure,
+                    }),
+                    Err(error) => json!({ "endpoint": endpoint, "error": error }),
+                })
+                .collect();
+            println!("{}", json!({ "replicas": replicas }));
+        }
+        Output::Text => {
+            println!(
+                "{:<4} {:<21} {:<10} {:>6} {:>10} {:>10} {:>10} {:<16} {:>6}",
+                "ID", "ADDRESS", "ROLE", "TERM", "COMMIT", "APPLIED", "CHECKPOINT", "DIGEST", "LAG"
+            );
+            for (endpoint, result) in &results {
+                match result {
+                    Ok(status) => println!(
+                        "{:<4} {:<21} {:<10} {:>6} {:>10} {:>10} {:>10} {:<16} {:>6}",
+                        status.id,
+                        endpoint,
+                        status.role,
+                        status.term,
+                        status.commit,
+                        status.applied,
+                        status.checkpoint,
+                        status.digest.get(..16).unwrap_or(&status.digest),
+                        newest_commit.saturating_sub(status.applied),
+                    ),
+                    Err(error) => println!("{:<4} {endpoint:<21} unreachable: {error}", "?"),
+                }
+            }
+        }
+    }
+    if results.iter().all(|(_, result)| result.is_err()) {
+        return Err("no replica answered".to_string());
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn comparisons_and_operations_parse() {
+        let compare = parse_compare("value(lock) = free").expect("value");
+        assert_eq!(compare.target, CompareTarget::Value(Bytes::from("free")));
+        assert_eq!(compare.op, CompareOp::Equal);
+        let compare = parse_compare("version(k) != 3").expect("version");
+        assert_eq!((compare.op, compare.target), (CompareOp::NotEqual, CompareTarget::Version(3)));
+        assert!(parse_compare("mod(k) ~ 3").is_err());
+        assert!(parse_compare("size(k) = 3").is_err());
+        assert!(parse_compare("version(k) = x").is_err());
+        assert!(
+            matches!(parse_operation("put k hello world"), Ok(Operation::Put(p)) if p.value == "hello world")
+        );
+        assert!(matches!(parse_operation("del k"), Ok(Operation::Delete(_))));
+        assert!(parse_operation("get").is_err());
+        assert!(parse_operation("del k v").is_err());
+    }
+}

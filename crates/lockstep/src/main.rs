@@ -1,0 +1,206 @@
+//! The `lockstep` command: run a replicated key-value server, start a local cluster, read and
+//! write keys, show status. `lockstep --help` lists the commands; `lockstep up` (what
+//! `cargo run --release` runs) starts a local three-replica cluster.
+
+mod commands;
+mod serve;
+mod up;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// lockstep: a replicated key-value store (state machine replication with Raft).
+///
+/// Start a local cluster with `lockstep up`, then in another terminal:
+/// `lockstep put greeting hello`, `lockstep get greeting`, `lockstep status`.
+#[derive(Parser, Debug)]
+#[command(name = "lockstep", version, about, long_about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Start a local cluster of server processes on loopback (the default command).
+    Up(up::UpArgs),
+    /// Run one replica (see `lockstep serve --help` for the configuration file).
+    Serve(serve::ServeArgs),
+    /// Write a key.
+    Put {
+        /// The key.
+        key: String,
+        /// The value.
+        value: String,
+        /// Also print the value it replaced.
+        #[arg(long)]
+        prev_kv: bool,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Read a key, or every key with a prefix.
+    Get {
+        /// The key (or prefix, with --prefix).
+        key: String,
+        /// Read every key that starts with KEY.
+        #[arg(long)]
+        prefix: bool,
+        /// At most this many keys (0: no limit).
+        #[arg(long, default_value_t = 0)]
+        limit: u64,
+        /// Print keys only.
+        #[arg(long)]
+        keys_only: bool,
+        /// Print only how many keys match.
+        #[arg(long)]
+        count_only: bool,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Delete a key, or every key with a prefix.
+    Del {
+        /// The key (or prefix, with --prefix).
+        key: String,
+        /// Delete every key that starts with KEY.
+        #[arg(long)]
+        prefix: bool,
+        /// Also print what was deleted.
+        #[arg(long)]
+        prev_kv: bool,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// List keys in order, from START (inclusive) to END (exclusive).
+    Scan {
+        /// The first key (default: the smallest).
+        start: Option<String>,
+        /// The key to stop before (default: no end).
+        end: Option<String>,
+        /// At most this many keys (0: no limit).
+        #[arg(long, default_value_t = 0)]
+        limit: u64,
+        /// Print keys only.
+        #[arg(long)]
+        keys_only: bool,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// A transaction: if every comparison holds, run the success operations, else the
+    /// failure ones, all at one revision.
+    ///
+    /// Comparisons: `value(KEY) = V`, `version(KEY) > N`, `create(KEY) = N`, `mod(KEY) < N`
+    /// (operators `=`, `!=`, `>`, `<`). Operations: `put KEY VALUE`, `del KEY`, `get KEY`.
+    ///
+    /// Example: lockstep txn --compare 'value(lock) = free' --success 'put lock mine'
+    /// --failure 'get lock'
+    Txn {
+        /// A comparison (repeat for several; all must hold).
+        #[arg(long)]
+        compare: Vec<String>,
+        /// An operation run if every comparison holds (repeatable).
+        #[arg(long)]
+        success: Vec<String>,
+        /// An operation run otherwise (repeatable).
+        #[arg(long)]
+        failure: Vec<String>,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Show each replica: role, term, commit and applied index, checkpoint, state digest, lag.
+    Status {
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+}
+
+/// Options every client command takes.
+#[derive(Args, Debug, Clone)]
+struct ClientArgs {
+    /// The cluster's client addresses, comma-separated.
+    #[arg(
+        long,
+        global = true,
+        value_delimiter = ',',
+        default_value = "127.0.0.1:7101,127.0.0.1:7102,127.0.0.1:7103",
+        env = "LOCKSTEP_ENDPOINTS"
+    )]
+    endpoints: Vec<String>,
+    /// How to print results.
+    #[arg(long, global = true, value_enum, default_value_t = Output::Text)]
+    output: Output,
+    /// Give up after this many seconds.
+    #[arg(long, global = true, default_value_t = 10.0)]
+    timeout: f64,
+    /// Read from whichever replica answers (may be stale) instead of linearizably.
+    #[arg(long, global = true)]
+    serializable: bool,
+}
+
+impl ClientArgs {
+    fn timeout(&self) -> Duration {
+        Duration::from_secs_f64(self.timeout.clamp(0.1, 3600.0))
+    }
+}
+
+/// How results print.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum Output {
+    /// For people.
+    Text,
+    /// One JSON document, for scripts.
+    Json,
+}
+
+fn init_logging(default: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(ansi)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let command = cli.command.unwrap_or(Command::Up(up::UpArgs::default()));
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("error: cannot start the runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async move {
+        match command {
+            Command::Up(args) => {
+                init_logging("warn");
+                up::run(args).await
+            }
+            Command::Serve(args) => {
+                init_logging("info");
+                serve::run(args).await
+            }
+            other => {
+                init_logging("error");
+                commands::run(other).await
+            }
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The default data directory of `lockstep up`.
+fn default_data_dir() -> PathBuf {
+    PathBuf::from("lockstep-data")
+}

@@ -1,0 +1,173 @@
+//! `lockstep serve`: one replica of the key-value service.
+
+use std::path::PathBuf;
+
+use clap::Args;
+use lockstep_kv::Kv;
+use lockstep_server::{BoundServer, Member, ServerConfig};
+
+/// Run one replica of the key-value service.
+///
+/// Give a TOML file with --config, flags, or both (flags override the file). A file looks
+/// like:
+///
+///   id = 1
+///   cluster_id = 42
+///   data_dir = "/var/lib/lockstep/1"
+///   [[members]]
+///   id = 1
+///   peer = "10.0.0.1:7201"
+///   client = "10.0.0.1:7101"
+///   (one [[members]] table per replica)
+///
+/// Optional: listen_peer, listen_client (default: this member's addresses), tick_millis (50),
+/// heartbeat_ticks (1), election_ticks (10), checkpoint_entries (10000), lease_reads (false).
+#[derive(Args, Debug, Default, Clone)]
+pub struct ServeArgs {
+    /// A TOML configuration file.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// This replica's id (one of the members).
+    #[arg(long)]
+    id: Option<u64>,
+    /// The cluster's id.
+    #[arg(long)]
+    cluster_id: Option<u64>,
+    /// Where this replica keeps its data.
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// A member as ID=PEER_ADDRESS,CLIENT_ADDRESS (repeat for each; replaces the file's).
+    #[arg(long = "member", value_name = "ID=PEER,CLIENT")]
+    members: Vec<String>,
+    /// Listen for peers here (default: this member's peer address).
+    #[arg(long)]
+    listen_peer: Option<String>,
+    /// Listen for clients here (default: this member's client address).
+    #[arg(long)]
+    listen_client: Option<String>,
+    /// Milliseconds per protocol tick.
+    #[arg(long)]
+    tick_millis: Option<u64>,
+    /// Heartbeat every this many ticks.
+    #[arg(long)]
+    heartbeat_ticks: Option<u64>,
+    /// Elections after between this many ticks and twice as many.
+    #[arg(long)]
+    election_ticks: Option<u64>,
+    /// Checkpoint every this many applied entries.
+    #[arg(long)]
+    checkpoint_entries: Option<u64>,
+    /// Serve linearizable reads under a leader lease.
+    #[arg(long)]
+    lease_reads: bool,
+    /// Print the resulting configuration as TOML and exit.
+    #[arg(long)]
+    print_config: bool,
+}
+
+fn parse_member(text: &str) -> Result<Member, String> {
+    let usage = || format!("--member `{text}`: expected ID=PEER_ADDRESS,CLIENT_ADDRESS");
+    let (id, addresses) = text.split_once('=').ok_or_else(usage)?;
+    let (peer, client) = addresses.split_once(',').ok_or_else(usage)?;
+    let id = id.trim().parse().map_err(|_| usage())?;
+    Ok(Member { id, peer: peer.trim().to_string(), client: client.trim().to_string() })
+}
+
+/// The configuration the file and flags give.
+pub fn config(args: &ServeArgs) -> Result<ServerConfig, String> {
+    let mut config = match &args.config {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .map_err(|error| format!("cannot read {}: {error}", path.display()))?;
+            let mut table: toml::Table =
+                text.parse().map_err(|error| format!("{}: {error}", path.display()))?;
+            // Flags may supply what the file leaves out: merge before checking.
+            if let Some(id) = args.id {
+                table.insert("id".into(), toml::Value::Integer(id as i64));
+            }
+            if let Some(cluster_id) = args.cluster_id {
+                table.insert("cluster_id".into(), toml::Value::Integer(cluster_id as i64));
+            }
+            if let Some(dir) = &args.data_dir {
+                table.insert("data_dir".into(), toml::Value::String(dir.display().to_string()));
+            }
+            let merged = toml::to_string(&table).map_err(|error| error.to_string())?;
+            let parsed: ServerConfig =
+                toml::from_str(&merged).map_err(|error| format!("{}: {error}", path.display()))?;
+            parsed
+        }
+        None => {
+            let missing = |flag: &str| {
+                format!("{flag} is required (or give a configuration file with --config)")
+            };
+            let id = args.id.ok_or_else(|| missing("--id"))?;
+            let cluster_id = args.cluster_id.ok_or_else(|| missing("--cluster-id"))?;
+            let data_dir = args.data_dir.clone().ok_or_else(|| missing("--data-dir"))?;
+            if args.members.is_empty() {
+                return Err(missing("--member"));
+            }
+            ServerConfig::new(id, cluster_id, data_dir, Vec::new())
+        }
+    };
+    if !args.members.is_empty() {
+        config.members =
+            args.members.iter().map(|text| parse_member(text)).collect::<Result<_, _>>()?;
+    }
+    if let Some(address) = &args.listen_peer {
+        config.listen_peer = Some(address.clone());
+    }
+    if let Some(address) = &args.listen_client {
+        config.listen_client = Some(address.clone());
+    }
+    if let Some(value) = args.tick_millis {
+        config.tick_millis = value;
+    }
+    if let Some(value) = args.heartbeat_ticks {
+        config.heartbeat_ticks = value;
+    }
+    if let Some(value) = args.election_ticks {
+        config.election_ticks = value;
+    }
+    if let Some(value) = args.checkpoint_entries {
+        config.checkpoint_entries = value;
+    }
+    if args.lease_reads {
+        config.lease_reads = true;
+    }
+    config.validate().map_err(|error| format!("configuration: {error}"))?;
+    Ok(config)
+}
+
+/// Runs the replica until SIGTERM or Ctrl-C.
+pub async fn run(args: ServeArgs) -> Result<(), String> {
+    let config = config(&args)?;
+    if args.print_config {
+        print!("{}", config.to_toml());
+        return Ok(());
+    }
+    let server = BoundServer::bind(config.clone()).await?;
+    let (peer, client) = server.addresses();
+    tracing::info!(
+        replica = config.id,
+        peers = ?peer,
+        clients = ?client,
+        data = %config.data_dir.display(),
+        "listening"
+    );
+    server.run(Kv::new(), Default::default(), shutdown_signal()).await
+}
+
+/// Completes on SIGTERM or Ctrl-C.
+pub async fn shutdown_signal() {
+    let mut terminate =
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = async {
+            match terminate.as_mut() {
+                Some(signal) => { signal.recv().await; }
+                None => std::future::pending::<()>().await,
+            }
+        } => {}
+    }
+}

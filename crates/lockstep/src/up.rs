@@ -1,0 +1,186 @@
+//! `lockstep up`: a local cluster of separate server processes on loopback.
+
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use clap::Args;
+use tokio::process::{Child, Command};
+
+use crate::commands::statuses;
+use crate::{ClientArgs, Output};
+
+/// Start a local cluster: one `lockstep serve` process per replica, on loopback, with data
+/// under --data-dir. Prints the endpoints and a live status line; Ctrl-C stops them all.
+/// Run it again to restart the same cluster from its data.
+#[derive(Args, Debug, Clone)]
+pub struct UpArgs {
+    /// How many replicas.
+    #[arg(long, default_value_t = 3)]
+    replicas: u64,
+    /// Where the replicas keep their data (one directory each) and their logs.
+    #[arg(long, default_value = "lockstep-data")]
+    data_dir: PathBuf,
+    /// Replica N serves clients on PORT+N and peers on PORT+100+N.
+    #[arg(long, default_value_t = 7100)]
+    port: u16,
+}
+
+impl Default for UpArgs {
+    fn default() -> UpArgs {
+        UpArgs { replicas: 3, data_dir: crate::default_data_dir(), port: 7100 }
+    }
+}
+
+/// The cluster id kept in the data directory, made on first use.
+fn cluster_id(dir: &Path) -> Result<u64, String> {
+    let path = dir.join("cluster-id");
+    match std::fs::read_to_string(&path) {
+        Ok(text) => text
+            .trim()
+            .parse()
+            .map_err(|_| format!("{} is damaged: it should hold a number", path.display())),
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+            std::fs::create_dir_all(dir)
+                .map_err(|error| format!("cannot create {}: {error}", dir.display()))?;
+            let id = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(1, |elapsed| elapsed.as_nanos() as u64 % 1_000_000_007)
+                .max(1);
+            std::fs::write(&path, format!("{id}\n"))
+                .map_err(|error| format!("cannot write {}: {error}", path.display()))?;
+            Ok(id)
+        }
+        Err(error) => Err(format!("cannot read {}: {error}", path.display())),
+    }
+}
+
+/// Runs the cluster until Ctrl-C or SIGTERM.
+pub async fn run(args: UpArgs) -> Result<(), String> {
+    if args.replicas == 0 || args.replicas > 9 {
+        return Err("--replicas: between 1 and 9 (3 or 5 for fault tolerance)".to_string());
+    }
+    if u64::from(args.port) + 100 + args.replicas > 65_535 {
+        return Err("--port: too high for that many replicas".to_string());
+    }
+    let cluster = cluster_id(&args.data_dir)?;
+    let exe = std::env::current_exe().map_err(|error| format!("cannot find myself: {error}"))?;
+    let members: Vec<String> = (1..=args.replicas)
+        .map(|id| {
+            let client = u64::from(args.port) + id;
+            let peer = u64::from(args.port) + 100 + id;
+            format!("{id}=127.0.0.1:{peer},127.0.0.1:{client}")
+        })
+        .collect();
+    let endpoints: Vec<String> =
+        (1..=args.replicas).map(|id| format!("127.0.0.1:{}", u64::from(args.port) + id)).collect();
+    let mut children: Vec<(u64, Child)> = Vec::new();
+    for id in 1..=args.replicas {
+        let log_path = args.data_dir.join(format!("replica-{id}.log"));
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log_path)
+            .map_err(|error| format!("cannot open {}: {error}", log_path.display()))?;
+        let log_err = log.try_clone().map_err(|error| error.to_string())?;
+        let mut command = Command::new(&exe);
+        command
+            .arg("serve")
+            .arg("--id")
+            .arg(id.to_string())
+            .arg("--cluster-id")
+            .arg(cluster.to_string())
+            .arg("--data-dir")
+            .arg(args.data_dir.join(format!("replica-{id}")));
+        for member in &members {
+            command.arg("--member").arg(member);
+        }
+        command.stdin(Stdio::null()).stdout(log).stderr(log_err).kill_on_drop(true);
+        let child =
+            command.spawn().map_err(|error| format!("cannot start replica {id}: {error}"))?;
+        children.push((id, child));
+    }
+
+    println!("lockstep: {} replicas of cluster {cluster} on loopback", args.replicas);
+    for (id, endpoint) in (1..=args.replicas).zip(&endpoints) {
+        println!(
+            "  replica {id}: clients {endpoint}  data {}  log {}",
+            args.data_dir.join(format!("replica-{id}")).display(),
+            args.data_dir.join(format!("replica-{id}.log")).display()
+        );
+    }
+    println!("try:  lockstep put greeting hello   lockstep get greeting   lockstep status");
+    println!("      (with --endpoints {} if not the default)", endpoints.join(","));
+    println!("Ctrl-C stops the cluster.");
+
+    let client = ClientArgs {
+        endpoints: endpoints.clone(),
+        output: Output::Text,
+        timeout: 1.0,
+        serializable: false,
+    };
+    let terminal = std::io::stdout().is_terminal();
+    let mut last_line = String::new();
+    let stop = crate::serve::shutdown_signal();
+    tokio::pin!(stop);
+    loop {
+        tokio::select! {
+            _ = &mut stop => break,
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+        }
+        for (id, child) in &mut children {
+            if let Ok(Some(status)) = child.try_wait() {
+                let message = format!("replica {id} exited ({status}); see its log");
+                if message != last_line {
+                    println!("\n{message}");
+                }
+            }
+        }
+        let line = status_line(&client).await;
+        if terminal {
+            print!("\r\x1b[2K{line}");
+            let _ = std::io::stdout().flush();
+        } else if line != last_line {
+            println!("{line}");
+        }
+        last_line = line;
+    }
+    println!("\nstopping the replicas");
+    for (_, child) in &children {
+        if let Some(pid) = child.id() {
+            let _ = std::process::Command::new("kill").arg("-TERM").arg(pid.to_string()).status();
+        }
+    }
+    for (id, child) in &mut children {
+        match tokio::time::timeout(Duration::from_secs(10), child.wait()).await {
+            Ok(_) => {}
+            Err(_) => {
+                eprintln!("replica {id} did not stop in 10 s; killing it");
+                let _ = child.kill().await;
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn status_line(client: &ClientArgs) -> String {
+    let results = statuses(client).await;
+    let mut leader = None;
+    let mut term = 0;
+    let mut parts = Vec::new();
+    for (endpoint, result) in &results {
+        match result {
+            Ok(status) => {
+                if status.role == "leader" {
+                    leader = Some(status.id);
+                }
+                term = term.max(status.term);
+                parts.push(format!("{}:{}@{}", status.id, &status.role[..1], status.applied));
+            }
+            Err(_) => parts.push(format!("{endpoint} down")),
+        }
+    }
+    let leader = leader.map_or("none".to_string(), |id| id.to_string());
+    format!("leader {leader}  term {term}  applied {}", parts.join(" "))
+}

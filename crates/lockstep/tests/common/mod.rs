@@ -1,0 +1,212 @@
+//! Real `lockstep serve` processes on loopback, for the integration tests.
+
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use lockstep_client::{Client, ClientOptions, ReadConsistency, ReplicaStatus};
+use lockstep_kv::{Answer, Request};
+
+/// The lockstep binary under test.
+pub fn lockstep() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_lockstep"))
+}
+
+/// A fresh directory under the target directory's tmp, removed when dropped.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new(name: &str) -> TempDir {
+        let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+            .join(format!("{name}-{}-{}", std::process::id(), unique()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("create a temporary directory");
+        TempDir(dir)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            let _ = std::fs::remove_dir_all(&self.0);
+        } else {
+            eprintln!("kept {} for inspection", self.0.display());
+        }
+    }
+}
+
+fn unique() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    NEXT.fetch_add(1, Ordering::Relaxed)
+}
+
+/// Ports free right now on loopback (the listeners are closed before they are used).
+pub fn free_ports(count: usize) -> Vec<u16> {
+    let listeners: Vec<TcpListener> = (0..count)
+        .map(|_| TcpListener::bind("127.0.0.1:0").expect("bind a free port"))
+        .collect();
+    listeners.iter().map(|listener| listener.local_addr().expect("address").port()).collect()
+}
+
+pub struct Replica {
+    pub id: u64,
+    pub peer: u16,
+    pub client: u16,
+    pub child: Option<Child>,
+}
+
+/// A cluster of `lockstep serve` processes.
+pub struct Cluster {
+    pub dir: TempDir,
+    pub cluster_id: u64,
+    pub replicas: BTreeMap<u64, Replica>,
+}
+
+impl Cluster {
+    pub fn new(name: &str, size: u64) -> Cluster {
+        let ports = free_ports(2 * size as usize);
+        let replicas = (1..=size)
+            .map(|id| {
+                let index = (id - 1) as usize * 2;
+                (id, Replica { id, peer: ports[index], client: ports[index + 1], child: None })
+            })
+            .collect();
+        Cluster { dir: TempDir::new(name), cluster_id: 4242, replicas }
+    }
+
+    pub fn data_dir(&self, id: u64) -> PathBuf {
+        self.dir.0.join(format!("replica-{id}"))
+    }
+
+    pub fn log_path(&self, id: u64) -> PathBuf {
+        self.dir.0.join(format!("replica-{id}.log"))
+    }
+
+    /// The arguments of `lockstep serve` for replica `id`.
+    pub fn serve_args(&self, id: u64) -> Vec<String> {
+        let mut args = vec![
+            "serve".to_string(),
+            "--id".to_string(),
+            id.to_string(),
+            "--cluster-id".to_string(),
+            self.cluster_id.to_string(),
+            "--data-dir".to_string(),
+            self.data_dir(id).display().to_string(),
+            "--tick-millis".to_string(),
+            "20".to_string(),
+        ];
+        for replica in self.replicas.values() {
+            args.push("--member".to_string());
+            args.push(format!(
+                "{}=127.0.0.1:{},127.0.0.1:{}",
+                replica.id, replica.peer, replica.client
+            ));
+        }
+        args
+    }
+
+    pub fn start(&mut self, id: u64) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log_path(id))
+            .expect("open the replica's log");
+        let log_err = log.try_clone().expect("clone the log handle");
+        let child = lockstep()
+            .args(self.serve_args(id))
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(log)
+            .stderr(log_err)
+            .spawn()
+            .expect("start lockstep serve");
+        self.replicas.get_mut(&id).expect("a replica").child = Some(child);
+    }
+
+    pub fn start_all(&mut self) {
+        let ids: Vec<u64> = self.replicas.keys().copied().collect();
+        for id in ids {
+            self.start(id);
+        }
+    }
+
+    /// SIGKILL.
+    pub fn kill(&mut self, id: u64) {
+        if let Some(mut child) = self.replicas.get_mut(&id).and_then(|r| r.child.take()) {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    pub fn endpoint(&self, id: u64) -> String {
+        format!("127.0.0.1:{}", self.replicas[&id].client)
+    }
+
+    pub fn endpoints(&self) -> Vec<String> {
+        self.replicas.keys().map(|&id| self.endpoint(id)).collect()
+    }
+
+    pub fn client(&self) -> Client<Request, Request, Answer> {
+        let options = ClientOptions { timeout: Duration::from_secs(60), ..ClientOptions::default() };
+        Client::new(self.endpoints(), options)
+    }
+
+    /// A client of replica `id` alone, reading what it holds (no redirection).
+    pub fn replica_client(&self, id: u64) -> Client<Request, Request, Answer> {
+        let options = ClientOptions {
+            timeout: Duration::from_secs(5),
+            consistency: ReadConsistency::Follower,
+            ..ClientOptions::default()
+        };
+        Client::new(vec![self.endpoint(id)], options)
+    }
+
+    pub async fn status(&self, id: u64) -> Option<ReplicaStatus> {
+        let options = ClientOptions {
+            timeout: Duration::from_millis(500),
+            attempt_timeout: Duration::from_millis(500),
+            ..ClientOptions::default()
+        };
+        let client: Client<Request, Request, Answer> = Client::new(vec![self.endpoint(id)], options);
+        client.status().await.ok()
+    }
+
+    /// The leader, once the running replicas agree on one.
+    pub async fn leader(&self, within: Duration) -> u64 {
+        let started = Instant::now();
+        while started.elapsed() < within {
+            for &id in self.replicas.keys() {
+                if let Some(status) = self.status(id).await {
+                    if status.role == "leader" {
+                        return id;
+                    }
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("no leader within {within:?}; logs in {}", self.dir.0.display());
+    }
+
+    pub fn log(&self, id: u64) -> String {
+        std::fs::read_to_string(self.log_path(id)).unwrap_or_default()
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        let ids: Vec<u64> = self.replicas.keys().copied().collect();
+        for id in ids {
+            self.kill(id);
+        }
+    }
+}
+
+/// Whether `path` exists.
+pub fn exists(path: &Path) -> bool {
+    path.exists()
+}

@@ -6,8 +6,6 @@
 //! `Malformed` refusal (id 0) saying why, and the connection is closed; nothing reaches the
 //! replica.
 
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
 use std::time::Duration;
 
 use lockstep_core::StateMachine;
@@ -23,20 +21,10 @@ use crate::replica::Event;
 /// The largest client frame accepted.
 pub const CLIENT_FRAME_BYTES_MAX: u64 = 8 << 20;
 
-/// Client connections closed for bad input.
-#[derive(Default, Debug)]
-pub struct ClientCounters {
-    /// Connections accepted.
-    pub connections: AtomicU64,
-    /// Connections closed for bad input.
-    pub refused: AtomicU64,
-}
-
 /// Accepts client connections until shut down.
 pub async fn listen_clients<M>(
     listener: TcpListener,
     events: mpsc::Sender<Event<M>>,
-    counters: Arc<ClientCounters>,
     mut shutdown: watch::Receiver<bool>,
 ) where
     M: StateMachine + 'static,
@@ -51,14 +39,14 @@ pub async fn listen_clients<M>(
         };
         match accepted {
             Ok((stream, address)) => {
-                counters.connections.fetch_add(1, Ordering::Relaxed);
+                metrics::counter!("lockstep_client_connections_total").increment(1);
                 let _ = stream.set_nodelay(true);
                 let events = events.clone();
-                let counters = counters.clone();
                 let shutdown = shutdown.clone();
                 tokio::spawn(async move {
                     if let Err(reason) = serve_client::<M>(stream, events, shutdown).await {
-                        counters.refused.fetch_add(1, Ordering::Relaxed);
+                        metrics::counter!("lockstep_connections_refused_total", "port" => "client")
+                            .increment(1);
                         tracing::warn!(%address, "closed a client connection: {reason}");
                     }
                 });

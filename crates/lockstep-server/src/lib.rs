@@ -17,23 +17,25 @@
 //! ];
 //! let config = ServerConfig::new(1, 42, "data/1".into(), members);
 //! let server = BoundServer::bind(config).await?;
-//! server.run(machine, Default::default(), async { let _ = tokio::signal::ctrl_c().await; }).await
+//! server.run(machine, async { let _ = tokio::signal::ctrl_c().await; }).await
 //! # }
 //! ```
 //!
 //! Modules: [`config`] (TOML and checks), [`identity`] (which cluster owns a data directory),
 //! [`storage`] (the log thread), [`replica`] (the replica thread), [`transport`] (peers),
-//! [`clients`] (the client protocol), [`server`] (starting and stopping).
+//! [`clients`] (the client protocol), [`metrics`] (Prometheus), [`server`] (starting and
+//! stopping).
 
 #![deny(missing_docs)]
 
 pub mod clients;
 pub mod config;
 pub mod identity;
+pub mod metrics;
 pub mod replica;
 pub mod server;
 pub mod storage;
 pub mod transport;
 
 pub use config::{ConfigError, Member, ServerConfig};
-pub use server::{BoundServer, ServerCounters};
+pub use server::BoundServer;

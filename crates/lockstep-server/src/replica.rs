@@ -7,8 +7,6 @@
 //! network tasks only decode and encode.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use lockstep_core::{Message, NodeId, Role, StateMachine};
@@ -36,33 +34,6 @@ pub enum Event<M: StateMachine> {
     Shutdown,
 }
 
-/// Counters the replica thread keeps, read by the metrics endpoint.
-#[derive(Default, Debug)]
-pub struct Counters {
-    /// Client writes proposed.
-    pub proposals: AtomicU64,
-    /// Client writes answered with an output.
-    pub writes_done: AtomicU64,
-    /// Reads answered.
-    pub reads_done: AtomicU64,
-    /// Requests refused.
-    pub refused: AtomicU64,
-    /// Entries applied.
-    pub applied: AtomicU64,
-    /// Times this replica became leader.
-    pub leaderships: AtomicU64,
-    /// The commit index.
-    pub commit: AtomicU64,
-    /// The current term.
-    pub term: AtomicU64,
-    /// 1 while this replica leads.
-    pub leader: AtomicU64,
-    /// Events handled in one batch, summed (with `batches`, the mean batch).
-    pub batched_events: AtomicU64,
-    /// Batches of events handled.
-    pub batches: AtomicU64,
-}
-
 /// The replica thread's state.
 pub struct Replica<M: StateMachine> {
     pub(crate) driver: Driver<M, ThreadedStorage, PeerOutbox>,
@@ -70,7 +41,6 @@ pub struct Replica<M: StateMachine> {
     cluster_id: u64,
     /// Client addresses by replica id, to tell clients where the leader is.
     client_addresses: BTreeMap<u64, String>,
-    counters: Arc<Counters>,
     was_leader: bool,
 }
 
@@ -80,14 +50,12 @@ impl<M: StateMachine> Replica<M> {
         driver: Driver<M, ThreadedStorage, PeerOutbox>,
         cluster_id: u64,
         client_addresses: BTreeMap<u64, String>,
-        counters: Arc<Counters>,
     ) -> Replica<M> {
         Replica {
             driver,
             waiting: BTreeMap::new(),
             cluster_id,
             client_addresses,
-            counters,
             was_leader: false,
         }
     }
@@ -106,8 +74,7 @@ impl<M: StateMachine> Replica<M> {
                     Err(_) => break,
                 }
             }
-            self.counters.batched_events.fetch_add(handled, Ordering::Relaxed);
-            self.counters.batches.fetch_add(1, Ordering::Relaxed);
+            metrics::histogram!("lockstep_event_batch").record(handled as f64);
             self.answer();
             self.driver.transport_mut().flush();
             self.observe();
@@ -150,7 +117,7 @@ impl<M: StateMachine> Replica<M> {
     fn client(&mut self, message: ClientMessage<M::Input, M::Query>, reply: Reply<M::Output>) {
         match message {
             ClientMessage::Write { id, client, sequence, input } => {
-                self.counters.proposals.fetch_add(1, Ordering::Relaxed);
+                metrics::counter!("lockstep_proposals_total").increment(1);
                 let request = ClientRequest { client: ClientId(client), sequence, input };
                 let request = self.driver.propose(request, now_millis());
                 self.waiting.insert(request, (id, reply));
@@ -158,12 +125,15 @@ impl<M: StateMachine> Replica<M> {
             ClientMessage::Read { id, query, consistency } => match consistency {
                 ReadConsistency::Follower => {
                     let output = self.driver.state().machine().query(&query);
-                    self.counters.reads_done.fetch_add(1, Ordering::Relaxed);
+                    metrics::counter!("lockstep_reads_total", "consistency" => "follower")
+                        .increment(1);
                     let _ = reply.send(ServerMessage::Done { id, output });
                 }
                 // Lease reads are the core's choice (`lease_reads` in the configuration);
                 // both are linearizable.
                 ReadConsistency::Linearizable | ReadConsistency::Lease => {
+                    metrics::counter!("lockstep_reads_total", "consistency" => "linearizable")
+                        .increment(1);
                     let request = self.driver.read(query);
                     self.waiting.insert(request, (id, reply));
                 }
@@ -184,11 +154,11 @@ impl<M: StateMachine> Replica<M> {
             let Some((id, reply)) = self.waiting.remove(&request) else { continue };
             let message = match message {
                 Ok(output) => {
-                    self.counters.writes_done.fetch_add(1, Ordering::Relaxed);
+                    metrics::counter!("lockstep_answered_total").increment(1);
                     ServerMessage::Done { id, output }
                 }
                 Err(refusal) => {
-                    self.counters.refused.fetch_add(1, Ordering::Relaxed);
+                    metrics::counter!("lockstep_refused_total").increment(1);
                     ServerMessage::Refused { id, error: self.client_error(refusal) }
                 }
             };
@@ -218,15 +188,30 @@ impl<M: StateMachine> Replica<M> {
     fn observe(&mut self) {
         let node = self.driver.node();
         let leader = node.role() == Role::Leader;
-        if leader && !self.was_leader {
-            self.counters.leaderships.fetch_add(1, Ordering::Relaxed);
-            tracing::info!(term = node.term().0, "this replica leads");
+        if leader != self.was_leader {
+            match leader {
+                true => tracing::info!(term = node.term().0, "this replica leads"),
+                false => tracing::info!(term = node.term().0, "this replica no longer leads"),
+            }
         }
         self.was_leader = leader;
-        self.counters.leader.store(u64::from(leader), Ordering::Relaxed);
-        self.counters.term.store(node.term().0, Ordering::Relaxed);
-        self.counters.commit.store(node.commit_index().0, Ordering::Relaxed);
-        self.counters.applied.store(node.applied_index().0, Ordering::Relaxed);
+        let stats = node.stats();
+        metrics::gauge!("lockstep_is_leader").set(f64::from(u8::from(leader)));
+        metrics::gauge!("lockstep_term").set(node.term().0 as f64);
+        metrics::gauge!("lockstep_commit_index").set(node.commit_index().0 as f64);
+        metrics::gauge!("lockstep_applied_index").set(node.applied_index().0 as f64);
+        metrics::gauge!("lockstep_last_index").set(node.last_index().0 as f64);
+        metrics::counter!("lockstep_elections_started_total").absolute(stats.elections_started);
+        metrics::counter!("lockstep_terms_led_total").absolute(stats.terms_led);
+        metrics::counter!("lockstep_messages_rejected_total").absolute(stats.messages_rejected);
+        let in_flight: u64 = node
+            .membership()
+            .members()
+            .iter()
+            .filter_map(|&id| node.progress(id))
+            .map(|progress| progress.inflights.bytes())
+            .sum();
+        metrics::gauge!("lockstep_bytes_in_flight").set(in_flight as f64);
     }
 
     /// This replica's status.

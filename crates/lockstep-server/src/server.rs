@@ -13,33 +13,23 @@ use lockstep_storage::{RealDisk, WalOptions};
 use serde::Serialize;
 use tokio::sync::{mpsc, oneshot, watch};
 
-use crate::clients::{listen_clients, ClientCounters};
+use crate::clients::listen_clients;
 use crate::config::ServerConfig;
 use crate::identity;
-use crate::replica::{Counters, Event, Replica};
+use crate::replica::{Event, Replica};
 use crate::storage::ThreadedStorage;
-use crate::transport::{bind, listen_peers, start_peers, TransportCounters};
+use crate::transport::{bind, listen_peers, start_peers};
 
 /// Events queued for the replica thread before senders wait (back-pressure on clients and
 /// peers).
 const EVENT_QUEUE: usize = 65_536;
-
-/// Everything a running server counts, for metrics and status.
-#[derive(Default, Debug)]
-pub struct ServerCounters {
-    /// The replica thread's counters.
-    pub replica: Arc<Counters>,
-    /// The peer transport's counters.
-    pub transport: Arc<TransportCounters>,
-    /// The client listener's counters.
-    pub clients: Arc<ClientCounters>,
-}
 
 /// A server whose listeners are bound: [`BoundServer::run`] starts it.
 pub struct BoundServer {
     config: ServerConfig,
     peer_listener: tokio::net::TcpListener,
     client_listener: tokio::net::TcpListener,
+    metrics_listener: Option<tokio::net::TcpListener>,
 }
 
 impl BoundServer {
@@ -51,7 +41,15 @@ impl BoundServer {
         let client = config.client_listen_address().map_err(|error| error.to_string())?;
         let peer_listener = bind(peer, "peers").await?;
         let client_listener = bind(client, "clients").await?;
-        Ok(BoundServer { config, peer_listener, client_listener })
+        let metrics_listener = match &config.listen_metrics {
+            Some(address) => {
+                let address = crate::config::resolve(address)
+                    .map_err(|error| format!("configuration: listen_metrics: {error}"))?;
+                Some(bind(address, "metrics").await?)
+            }
+            None => None,
+        };
+        Ok(BoundServer { config, peer_listener, client_listener, metrics_listener })
     }
 
     /// The bound peer and client addresses.
@@ -61,12 +59,7 @@ impl BoundServer {
 
     /// Opens (or creates) the replica's data directory, recovers it, and serves `machine`
     /// until `shutdown` completes or the replica must stop (then returns why).
-    pub async fn run<M, F>(
-        self,
-        machine: M,
-        counters: Arc<ServerCounters>,
-        shutdown: F,
-    ) -> Result<(), String>
+    pub async fn run<M, F>(self, machine: M, shutdown: F) -> Result<(), String>
     where
         M: StateMachine + Send + 'static,
         M::Input: Send,
@@ -74,7 +67,7 @@ impl BoundServer {
         M::Output: Send + Serialize,
         F: Future<Output = ()>,
     {
-        let BoundServer { config, peer_listener, client_listener } = self;
+        let BoundServer { config, peer_listener, client_listener, metrics_listener } = self;
         identity::claim(&config.data_dir, config.cluster_id, config.id)?;
         let membership = Membership::with_voters(config.members.iter().map(|m| NodeId(m.id)));
         let (store, initial) = LogStore::open(
@@ -115,13 +108,7 @@ impl BoundServer {
             config.members.iter().map(|member| (member.id, member.peer.clone())).collect();
         let clients: BTreeMap<u64, String> =
             config.members.iter().map(|member| (member.id, member.client.clone())).collect();
-        let outbox = start_peers(
-            config.id,
-            config.cluster_id,
-            &peers,
-            counters.transport.clone(),
-            stopped.clone(),
-        );
+        let outbox = start_peers(config.id, config.cluster_id, &peers, stopped.clone());
 
         let mut core = Config::new(NodeId(config.id));
         core.heartbeat_interval_ticks = config.heartbeat_ticks;
@@ -136,7 +123,7 @@ impl BoundServer {
             entries: config.checkpoint_entries,
             ..CheckpointPolicy::default()
         });
-        let replica = Replica::new(driver, config.cluster_id, clients, counters.replica.clone());
+        let replica = Replica::new(driver, config.cluster_id, clients);
         let (finished, outcome) = oneshot::channel();
         std::thread::Builder::new()
             .name("lockstep-replica".to_string())
@@ -151,15 +138,9 @@ impl BoundServer {
             config.id,
             config.cluster_id,
             events.clone(),
-            counters.transport.clone(),
             stopped.clone(),
         ));
-        tokio::spawn(listen_clients(
-            client_listener,
-            events.clone(),
-            counters.clients.clone(),
-            stopped.clone(),
-        ));
+        tokio::spawn(listen_clients(client_listener, events.clone(), stopped.clone()));
         let ticks = events.clone();
         let tick = Duration::from_millis(config.tick_millis);
         let mut clock_stopped = stopped.clone();
@@ -177,6 +158,14 @@ impl BoundServer {
                 }
             }
         });
+        if let Some(listener) = metrics_listener {
+            match crate::metrics::install() {
+                Some(handle) => {
+                    tokio::spawn(crate::metrics::serve(listener, handle, stopped.clone()));
+                }
+                None => tracing::warn!("the metrics endpoint is off: no recorder"),
+            }
+        }
         tracing::info!(replica = config.id, "serving");
 
         tokio::pin!(shutdown);
@@ -192,6 +181,10 @@ impl BoundServer {
             }
         };
         let _ = stop.send(true);
+        match &result {
+            Ok(()) => tracing::info!("stopped: every queued write is durable"),
+            Err(reason) => tracing::error!("stopped: {reason}"),
+        }
         result
     }
 }

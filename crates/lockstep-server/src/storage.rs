@@ -30,19 +30,6 @@ pub enum StorageReport {
     Failed(String),
 }
 
-/// Statistics of the log thread, for metrics.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct LogStats {
-    /// Syncs done.
-    pub syncs: u64,
-    /// Writes made durable.
-    pub writes: u64,
-    /// Total microseconds spent in syncs.
-    pub sync_micros: u64,
-    /// The longest sync, in microseconds.
-    pub sync_micros_max: u64,
-}
-
 enum Job {
     Write(u64, Persist),
     Checkpoint(SnapshotMeta, Box<dyn StateSnapshot>),
@@ -54,7 +41,6 @@ pub struct ThreadedStorage {
     jobs: Option<mpsc::Sender<Job>>,
     thread: Option<JoinHandle<()>>,
     command_bytes_max: u64,
-    stats: Arc<Mutex<LogStats>>,
 }
 
 fn lock(store: &Mutex<LogStore>) -> MutexGuard<'_, LogStore> {
@@ -70,27 +56,14 @@ impl ThreadedStorage {
     ) -> io::Result<ThreadedStorage> {
         let command_bytes_max = store.command_bytes_max();
         let store = Arc::new(Mutex::new(store));
-        let stats = Arc::new(Mutex::new(LogStats::default()));
         let (sender, receiver) = mpsc::channel();
         let thread = {
             let store = store.clone();
-            let stats = stats.clone();
             std::thread::Builder::new()
                 .name("lockstep-log".to_string())
-                .spawn(move || log_thread(&store, &receiver, &*report, &stats))?
+                .spawn(move || log_thread(&store, &receiver, &*report))?
         };
-        Ok(ThreadedStorage {
-            store,
-            jobs: Some(sender),
-            thread: Some(thread),
-            command_bytes_max,
-            stats,
-        })
-    }
-
-    /// The log thread's statistics so far.
-    pub fn stats(&self) -> LogStats {
-        *self.stats.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        Ok(ThreadedStorage { store, jobs: Some(sender), thread: Some(thread), command_bytes_max })
     }
 
     /// The last index the latest durable checkpoint covers.
@@ -124,7 +97,6 @@ fn log_thread(
     store: &Mutex<LogStore>,
     jobs: &mpsc::Receiver<Job>,
     report: &dyn Fn(StorageReport) -> bool,
-    stats: &Mutex<LogStats>,
 ) {
     while let Ok(first) = jobs.recv() {
         let mut batch = vec![first];
@@ -157,15 +129,9 @@ fn log_thread(
                 report(StorageReport::Failed(error.to_string()));
                 return;
             }
-            let micros = started.elapsed().as_micros() as u64;
             drop(guard);
-            {
-                let mut stats = stats.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-                stats.syncs += 1;
-                stats.writes += written;
-                stats.sync_micros += micros;
-                stats.sync_micros_max = stats.sync_micros_max.max(micros);
-            }
+            metrics::histogram!("lockstep_sync_seconds").record(started.elapsed().as_secs_f64());
+            metrics::histogram!("lockstep_sync_batch_writes").record(written as f64);
             if !report(StorageReport::Durable(id)) {
                 return;
             }

@@ -13,8 +13,6 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
 use std::time::Duration;
 
 use lockstep_core::{Message, MessageBody, NodeId, StateMachine};
@@ -31,21 +29,6 @@ pub const PEER_FRAME_BYTES_MAX: u64 = 64 << 20;
 /// Batches queued per peer and stream before new ones are dropped.
 const QUEUE_BATCHES: usize = 1024;
 
-/// Counters of the transport, for metrics.
-#[derive(Default, Debug)]
-pub struct TransportCounters {
-    /// Messages handed to a connection's queue.
-    pub messages_sent: AtomicU64,
-    /// Messages dropped: queue full or no address.
-    pub messages_dropped: AtomicU64,
-    /// Bytes written to peers.
-    pub bytes_sent: AtomicU64,
-    /// Messages received from peers.
-    pub messages_received: AtomicU64,
-    /// Peer connections closed for bad input.
-    pub connections_refused: AtomicU64,
-}
-
 struct PeerQueues {
     consensus: mpsc::Sender<Vec<Message>>,
     snapshots: mpsc::Sender<Vec<Message>>,
@@ -57,13 +40,12 @@ struct PeerQueues {
 /// [`PeerOutbox::flush`], then go to that peer's connection task as one batch.
 pub struct PeerOutbox {
     peers: BTreeMap<NodeId, PeerQueues>,
-    counters: Arc<TransportCounters>,
 }
 
 impl lockstep_node::Transport for PeerOutbox {
     fn send(&mut self, message: Message) {
         let Some(queues) = self.peers.get_mut(&message.to) else {
-            self.counters.messages_dropped.fetch_add(1, Ordering::Relaxed);
+            metrics::counter!("lockstep_peer_messages_dropped_total").increment(1);
             tracing::debug!(to = %message.to, "no address for replica; message dropped");
             return;
         };
@@ -89,9 +71,13 @@ impl PeerOutbox {
                 let batch = std::mem::take(pending);
                 let count = batch.len() as u64;
                 match queue.try_send(batch) {
-                    Ok(()) => self.counters.messages_sent.fetch_add(count, Ordering::Relaxed),
-                    Err(_) => self.counters.messages_dropped.fetch_add(count, Ordering::Relaxed),
-                };
+                    Ok(()) => {
+                        metrics::counter!("lockstep_peer_messages_sent_total").increment(count)
+                    }
+                    Err(_) => {
+                        metrics::counter!("lockstep_peer_messages_dropped_total").increment(count)
+                    }
+                }
             }
         }
     }
@@ -102,7 +88,6 @@ pub fn start_peers(
     me: u64,
     cluster_id: u64,
     peers: &BTreeMap<u64, String>,
-    counters: Arc<TransportCounters>,
     shutdown: watch::Receiver<bool>,
 ) -> PeerOutbox {
     let mut queues = BTreeMap::new();
@@ -114,13 +99,7 @@ pub fn start_peers(
         for stream in [PeerStream::Consensus, PeerStream::Snapshots] {
             let (sender, receiver) = mpsc::channel(QUEUE_BATCHES);
             let hello = PeerHello { cluster_id, from: me, to: id, stream };
-            tokio::spawn(dial(
-                hello,
-                address.clone(),
-                receiver,
-                counters.clone(),
-                shutdown.clone(),
-            ));
+            tokio::spawn(dial(hello, address.clone(), receiver, shutdown.clone()));
             senders.push(sender);
         }
         let snapshots = senders.pop();
@@ -137,7 +116,7 @@ pub fn start_peers(
             );
         }
     }
-    PeerOutbox { peers: queues, counters }
+    PeerOutbox { peers: queues }
 }
 
 /// One outbound connection: dial, say hello, write batches; redial after any error.
@@ -145,7 +124,6 @@ async fn dial(
     hello: PeerHello,
     address: String,
     mut batches: mpsc::Receiver<Vec<Message>>,
-    counters: Arc<TransportCounters>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let kind = match hello.stream {
@@ -210,7 +188,7 @@ async fn dial(
                 tracing::debug!(to = hello.to, "peer connection lost: {error}");
                 break;
             }
-            counters.bytes_sent.fetch_add(buffer.len() as u64, Ordering::Relaxed);
+            metrics::counter!("lockstep_peer_bytes_sent_total").increment(buffer.len() as u64);
         }
     }
 }
@@ -230,7 +208,6 @@ pub async fn listen_peers<M: StateMachine + 'static>(
     me: u64,
     cluster_id: u64,
     events: mpsc::Sender<Event<M>>,
-    counters: Arc<TransportCounters>,
     mut shutdown: watch::Receiver<bool>,
 ) where
     M::Input: Send,
@@ -246,13 +223,12 @@ pub async fn listen_peers<M: StateMachine + 'static>(
             Ok((stream, address)) => {
                 let _ = stream.set_nodelay(true);
                 let events = events.clone();
-                let counters = counters.clone();
                 let shutdown = shutdown.clone();
                 tokio::spawn(async move {
-                    if let Err(reason) =
-                        serve_peer(stream, me, cluster_id, &events, &counters, shutdown).await
+                    if let Err(reason) = serve_peer(stream, me, cluster_id, &events, shutdown).await
                     {
-                        counters.connections_refused.fetch_add(1, Ordering::Relaxed);
+                        metrics::counter!("lockstep_connections_refused_total", "port" => "peer")
+                            .increment(1);
                         tracing::warn!(%address, "closed a peer connection: {reason}");
                     }
                 });
@@ -271,7 +247,6 @@ async fn serve_peer<M: StateMachine>(
     me: u64,
     cluster_id: u64,
     events: &mpsc::Sender<Event<M>>,
-    counters: &TransportCounters,
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<(), String> {
     let mut decoder = Decoder::new(PEER_FRAME_BYTES_MAX);
@@ -333,7 +308,7 @@ async fn serve_peer<M: StateMachine>(
                             message.from, message.to, greeting.from
                         ));
                     }
-                    counters.messages_received.fetch_add(1, Ordering::Relaxed);
+                    metrics::counter!("lockstep_peer_messages_received_total").increment(1);
                     if events.send(Event::Peer(message)).await.is_err() {
                         return Ok(());
                     }

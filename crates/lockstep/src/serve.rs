@@ -20,7 +20,8 @@ use lockstep_server::{BoundServer, Member, ServerConfig};
 ///   client = "10.0.0.1:7101"
 ///   (one [[members]] table per replica)
 ///
-/// Optional: listen_peer, listen_client (default: this member's addresses), tick_millis (50),
+/// Optional: listen_peer, listen_client (default: this member's addresses), listen_metrics
+/// (none), tick_millis (50),
 /// heartbeat_ticks (1), election_ticks (10), checkpoint_entries (10000), lease_reads (false).
 #[derive(Args, Debug, Default, Clone)]
 pub struct ServeArgs {
@@ -45,6 +46,9 @@ pub struct ServeArgs {
     /// Listen for clients here (default: this member's client address).
     #[arg(long)]
     listen_client: Option<String>,
+    /// Serve Prometheus metrics at http://ADDRESS/metrics.
+    #[arg(long)]
+    listen_metrics: Option<String>,
     /// Milliseconds per protocol tick.
     #[arg(long)]
     tick_millis: Option<u64>,
@@ -119,6 +123,9 @@ pub fn config(args: &ServeArgs) -> Result<ServerConfig, String> {
     if let Some(address) = &args.listen_client {
         config.listen_client = Some(address.clone());
     }
+    if let Some(address) = &args.listen_metrics {
+        config.listen_metrics = Some(address.clone());
+    }
     if let Some(value) = args.tick_millis {
         config.tick_millis = value;
     }
@@ -154,7 +161,7 @@ pub async fn run(args: ServeArgs) -> Result<(), String> {
         data = %config.data_dir.display(),
         "listening"
     );
-    server.run(Kv::new(), Default::default(), shutdown_signal()).await
+    server.run(Kv::new(), shutdown_signal()).await
 }
 
 /// Completes on SIGTERM or Ctrl-C.

@@ -22,7 +22,7 @@ pub struct UpArgs {
     /// Where the replicas keep their data (one directory each) and their logs.
     #[arg(long, default_value = "lockstep-data")]
     data_dir: PathBuf,
-    /// Replica N serves clients on PORT+N and peers on PORT+100+N.
+    /// Replica N serves clients on PORT+N, peers on PORT+100+N and metrics on PORT+200+N.
     #[arg(long, default_value_t = 7100)]
     port: u16,
 }
@@ -61,7 +61,7 @@ pub async fn run(args: UpArgs) -> Result<(), String> {
     if args.replicas == 0 || args.replicas > 9 {
         return Err("--replicas: between 1 and 9 (3 or 5 for fault tolerance)".to_string());
     }
-    if u64::from(args.port) + 100 + args.replicas > 65_535 {
+    if u64::from(args.port) + 200 + args.replicas > 65_535 {
         return Err("--port: too high for that many replicas".to_string());
     }
     let cluster = cluster_id(&args.data_dir)?;
@@ -92,7 +92,9 @@ pub async fn run(args: UpArgs) -> Result<(), String> {
             .arg("--cluster-id")
             .arg(cluster.to_string())
             .arg("--data-dir")
-            .arg(args.data_dir.join(format!("replica-{id}")));
+            .arg(args.data_dir.join(format!("replica-{id}")))
+            .arg("--listen-metrics")
+            .arg(format!("127.0.0.1:{}", u64::from(args.port) + 200 + id));
         for member in &members {
             command.arg("--member").arg(member);
         }
@@ -105,7 +107,8 @@ pub async fn run(args: UpArgs) -> Result<(), String> {
     println!("lockstep: {} replicas of cluster {cluster} on loopback", args.replicas);
     for (id, endpoint) in (1..=args.replicas).zip(&endpoints) {
         println!(
-            "  replica {id}: clients {endpoint}  data {}  log {}",
+            "  replica {id}: clients {endpoint}  metrics http://127.0.0.1:{}/metrics  data {}  log {}",
+            u64::from(args.port) + 200 + id,
             args.data_dir.join(format!("replica-{id}")).display(),
             args.data_dir.join(format!("replica-{id}.log")).display()
         );

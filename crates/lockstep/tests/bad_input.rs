@@ -67,8 +67,15 @@ fn bad_configurations_name_the_problem_and_write_nothing() {
     assert!(stderr(&output).contains("speed"), "{}", stderr(&output));
 
     let output = run(&[
-        "serve", "--id", "1", "--cluster-id", "9", "--data-dir", data.to_str().expect("utf-8"),
-        "--member", "1=127.0.0.1:1",
+        "serve",
+        "--id",
+        "1",
+        "--cluster-id",
+        "9",
+        "--data-dir",
+        data.to_str().expect("utf-8"),
+        "--member",
+        "1=127.0.0.1:1",
     ]);
     assert!(!output.status.success());
     assert!(stderr(&output).contains("ID=PEER_ADDRESS,CLIENT_ADDRESS"), "{}", stderr(&output));
@@ -89,12 +96,21 @@ fn a_port_in_use_is_reported_and_nothing_is_written() {
     let peer = common::free_ports(1)[0];
     let member = format!("1=127.0.0.1:{peer},127.0.0.1:{port}");
     let output = run(&[
-        "serve", "--id", "1", "--cluster-id", "9", "--data-dir", data.to_str().expect("utf-8"),
-        "--member", &member,
+        "serve",
+        "--id",
+        "1",
+        "--cluster-id",
+        "9",
+        "--data-dir",
+        data.to_str().expect("utf-8"),
+        "--member",
+        &member,
     ]);
     assert!(!output.status.success());
     assert!(
-        stderr(&output).contains(&format!("cannot listen for clients on 127.0.0.1:{port}: the address is in use")),
+        stderr(&output).contains(&format!(
+            "cannot listen for clients on 127.0.0.1:{port}: the address is in use"
+        )),
         "{}",
         stderr(&output)
     );
@@ -171,7 +187,13 @@ fn garbage_on_the_client_and_peer_ports_closes_that_connection_only() {
         let message: lockstep_wire::ServerMessage<lockstep_kv::Answer> =
             lockstep_wire::decode(&body).expect("an answer");
         assert!(
-            matches!(message, lockstep_wire::ServerMessage::Refused { id: 0, error: lockstep_wire::ClientError::Malformed(_) }),
+            matches!(
+                message,
+                lockstep_wire::ServerMessage::Refused {
+                    id: 0,
+                    error: lockstep_wire::ClientError::Malformed(_)
+                }
+            ),
             "{message:?}"
         );
         let answer = send_garbage(peer_port, bytes);

@@ -60,10 +60,8 @@ async fn write_keys(client: KvClient, from: u64, to: u64) -> BTreeMap<String, St
 
 /// Every key with the `key-` prefix that replica `id` holds.
 async fn keys_on(cluster: &Cluster, id: u64) -> BTreeMap<String, String> {
-    let request = Request::Range(RangeRequest {
-        range: KeyRange::prefix("key-"),
-        ..RangeRequest::default()
-    });
+    let request =
+        Request::Range(RangeRequest { range: KeyRange::prefix("key-"), ..RangeRequest::default() });
     let answer = cluster.replica_client(id).read(request).await.expect("a follower read");
     let Response::Range(range) = answer.response else { panic!("not a range: {answer:?}") };
     range
@@ -135,7 +133,11 @@ async fn a_killed_leader_loses_no_acknowledged_write() {
     for status in &statuses {
         eprintln!(
             "replica {}: {} term {} applied {} digest {}",
-            status.id, status.role, status.term, status.applied, &status.digest[..16]
+            status.id,
+            status.role,
+            status.term,
+            status.applied,
+            &status.digest[..16]
         );
         assert_eq!(status.digest, statuses[0].digest, "digests differ: {statuses:?}");
     }

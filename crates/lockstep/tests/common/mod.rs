@@ -21,8 +21,11 @@ pub struct TempDir(pub PathBuf);
 
 impl TempDir {
     pub fn new(name: &str) -> TempDir {
-        let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
-            .join(format!("{name}-{}-{}", std::process::id(), unique()));
+        let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!(
+            "{name}-{}-{}",
+            std::process::id(),
+            unique()
+        ));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).expect("create a temporary directory");
         TempDir(dir)
@@ -47,9 +50,8 @@ fn unique() -> u64 {
 
 /// Ports free right now on loopback (the listeners are closed before they are used).
 pub fn free_ports(count: usize) -> Vec<u16> {
-    let listeners: Vec<TcpListener> = (0..count)
-        .map(|_| TcpListener::bind("127.0.0.1:0").expect("bind a free port"))
-        .collect();
+    let listeners: Vec<TcpListener> =
+        (0..count).map(|_| TcpListener::bind("127.0.0.1:0").expect("bind a free port")).collect();
     listeners.iter().map(|listener| listener.local_addr().expect("address").port()).collect()
 }
 
@@ -152,7 +154,8 @@ impl Cluster {
     }
 
     pub fn client(&self) -> Client<Request, Request, Answer> {
-        let options = ClientOptions { timeout: Duration::from_secs(60), ..ClientOptions::default() };
+        let options =
+            ClientOptions { timeout: Duration::from_secs(60), ..ClientOptions::default() };
         Client::new(self.endpoints(), options)
     }
 
@@ -172,7 +175,8 @@ impl Cluster {
             attempt_timeout: Duration::from_millis(500),
             ..ClientOptions::default()
         };
-        let client: Client<Request, Request, Answer> = Client::new(vec![self.endpoint(id)], options);
+        let client: Client<Request, Request, Answer> =
+            Client::new(vec![self.endpoint(id)], options);
         client.status().await.ok()
     }
 

@@ -77,6 +77,7 @@ pub enum Error {
         last: String,
     },
     /// The request is older than the session's last answered one, or the session expired.
+    /// If the request had been sent before (a retry), it may have been applied.
     Stale,
     /// The request is larger than the cluster accepts.
     TooLarge {
@@ -213,12 +214,17 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-/// A client session: its id and the number of its next request.
+/// A client session: its id, the number of its next request, and when it was last used.
 #[derive(Clone, Copy, Debug)]
 struct Session {
     client: u64,
     next: u64,
+    used: Instant,
 }
+
+/// Sessions idle longer than this are dropped rather than reused: the cluster forgets idle
+/// sessions after 10 minutes, and a forgotten session's next request would be refused.
+const SESSION_IDLE_MAX: Duration = Duration::from_secs(300);
 
 struct Shared<O> {
     endpoints: Vec<String>,
@@ -274,9 +280,12 @@ where
 
     /// Applies `input` once (retrying under its session as needed) and returns its output.
     pub async fn write(&self, input: I) -> Result<O, Error> {
-        let mut session = lock(&self.shared.sessions)
-            .pop()
-            .unwrap_or_else(|| Session { client: random_id(), next: 1 });
+        let mut session = {
+            let mut idle = lock(&self.shared.sessions);
+            idle.retain(|session| session.used.elapsed() < SESSION_IDLE_MAX);
+            idle.pop()
+        }
+        .unwrap_or_else(|| Session { client: random_id(), next: 1, used: Instant::now() });
         let sequence = session.next;
         let outcome = self
             .call(|id| ClientMessage::<I, Q>::Write {
@@ -288,6 +297,7 @@ where
             .await;
         if outcome.is_ok() {
             session.next += 1;
+            session.used = Instant::now();
             lock(&self.shared.sessions).push(session);
         }
         // After anything else the session's state is unknown (the request may yet apply):
@@ -307,6 +317,9 @@ where
 
     /// The status of the replica this client is connected to (connecting if needed).
     pub async fn status(&self) -> Result<ReplicaStatus, Error> {
+        if self.shared.endpoints.is_empty() {
+            return Err(Error::NoEndpoints);
+        }
         let started = Instant::now();
         let mut last = String::new();
         while started.elapsed() < self.options.timeout {

@@ -26,7 +26,7 @@ use lockstep_core::{
 };
 use lockstep_storage::{
     Disk, DurableState, HardStateError, HardStateFile, IoFailure, SnapshotError, SnapshotReader,
-    SnapshotReceiver, SnapshotStore, StoredSnapshot, Wal, WalError, WalOptions,
+    SnapshotReceiver, SnapshotStore, SnapshotWriter, StoredSnapshot, Wal, WalError, WalOptions,
 };
 
 /// What can go wrong with a replica's durable state.
@@ -320,21 +320,39 @@ impl LogStore {
         meta: SnapshotMeta,
         state: &dyn StateSnapshot,
     ) -> Result<&StoredSnapshot, StoreError> {
-        // A snapshot at least as new (received from a leader meanwhile) makes this one moot.
+        let Some(writer) = self.begin_checkpoint(meta)? else {
+            return self.latest.as_ref().ok_or(StoreError::Failed(String::new()));
+        };
+        let written = write_checkpoint(writer, state);
+        self.finish_checkpoint(written)
+    }
+
+    /// Starts a checkpoint through `meta`: a writer to fill and finish without holding the
+    /// store (see [`write_checkpoint`]), then hand to [`LogStore::finish_checkpoint`]. `None`
+    /// when a snapshot at least as new is already the latest (received from a leader).
+    pub fn begin_checkpoint(
+        &self,
+        meta: SnapshotMeta,
+    ) -> Result<Option<SnapshotWriter>, StoreError> {
         let newer = |latest: &StoredSnapshot| latest.footer.meta.last_index >= meta.last_index;
         if self.latest.as_ref().is_some_and(newer) {
-            return self.latest.as_ref().ok_or(StoreError::Failed(String::new()));
+            return Ok(None);
         }
-        let mut writer = self.snapshots.create(meta, Vec::new())?;
-        state.write_to(&mut writer).map_err(|source| {
-            StoreError::Io(IoFailure {
-                operation: "write a checkpoint to",
-                path: PathBuf::new(),
-                source,
-            })
-        })?;
-        let stored = writer.finish();
-        self.settle_latest(stored)
+        Ok(Some(self.snapshots.create(meta, Vec::new())?))
+    }
+
+    /// Records a checkpoint written from [`LogStore::begin_checkpoint`]'s writer. A snapshot
+    /// received meanwhile that is at least as new stays the latest.
+    pub fn finish_checkpoint(
+        &mut self,
+        written: Result<StoredSnapshot, SnapshotError>,
+    ) -> Result<&StoredSnapshot, StoreError> {
+        if let (Ok(stored), Some(latest)) = (&written, &self.latest) {
+            if latest.footer.meta.last_index >= stored.footer.meta.last_index {
+                return self.latest.as_ref().ok_or(StoreError::Failed(String::new()));
+            }
+        }
+        self.settle_latest(written)
     }
 
     /// Records a snapshot just written as the latest; if writing it failed part way, finds out
@@ -496,4 +514,20 @@ impl LogStore {
     pub fn stored_hard_state(&self) -> HardState {
         self.hard_state.state().hard_state
     }
+}
+
+/// Writes `state` into a checkpoint writer and makes it durable (no store needed: the slow
+/// part of a checkpoint can run while the store goes on writing the log).
+pub fn write_checkpoint(
+    mut writer: SnapshotWriter,
+    state: &dyn StateSnapshot,
+) -> Result<StoredSnapshot, SnapshotError> {
+    state.write_to(&mut writer).map_err(|source| {
+        SnapshotError::Io(IoFailure {
+            operation: "write a checkpoint to",
+            path: PathBuf::new(),
+            source,
+        })
+    })?;
+    writer.finish()
 }

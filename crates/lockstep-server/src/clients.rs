@@ -6,6 +6,8 @@
 //! `Malformed` refusal (id 0) saying why, and the connection is closed; nothing reaches the
 //! replica.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use lockstep_core::StateMachine;
@@ -14,7 +16,7 @@ use serde::Serialize;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::OwnedWriteHalf;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, watch, Notify};
 
 use crate::replica::Event;
 
@@ -72,7 +74,8 @@ where
 {
     let (mut reader, writer) = stream.into_split();
     let (reply, answers) = mpsc::unbounded_channel::<ServerMessage<M::Output>>();
-    let writing = tokio::spawn(write_answers::<M::Output>(writer, answers));
+    let window = Arc::new(Window::default());
+    let writing = tokio::spawn(write_answers::<M::Output>(writer, answers, window.clone()));
     let mut decoder = Decoder::new(CLIENT_FRAME_BYTES_MAX);
     let mut buffer = vec![0u8; 64 << 10];
     let outcome = 'reading: loop {
@@ -99,6 +102,9 @@ where
                 Ok(message) => message,
                 Err(error) => break 'reading Err(error.to_string()),
             };
+            // A client that sends without reading its answers is not read any further until
+            // it catches up: its answers never pile up without bound.
+            window.open(REQUESTS_IN_FLIGHT_MAX).await;
             if events.send(Event::Client(message, reply.clone())).await.is_err() {
                 break 'reading Ok(());
             }
@@ -117,23 +123,63 @@ where
     outcome
 }
 
+/// Requests of one connection that may wait for their answers at once.
+const REQUESTS_IN_FLIGHT_MAX: usize = 16_384;
+
+/// How many of a connection's requests wait for answers to be written.
+#[derive(Default)]
+struct Window {
+    in_flight: AtomicUsize,
+    room: Notify,
+}
+
+impl Window {
+    /// Counts one more request, first waiting while `max` are in flight.
+    async fn open(&self, max: usize) {
+        loop {
+            let room = self.room.notified();
+            if self.in_flight.load(Ordering::Acquire) < max {
+                break;
+            }
+            room.await;
+        }
+        self.in_flight.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// `count` answers were written.
+    fn close(&self, count: usize) {
+        let _ = self.in_flight.fetch_update(Ordering::AcqRel, Ordering::Acquire, |in_flight| {
+            Some(in_flight.saturating_sub(count))
+        });
+        self.room.notify_one();
+    }
+}
+
 async fn write_answers<O: Serialize>(
     mut writer: OwnedWriteHalf,
     mut answers: mpsc::UnboundedReceiver<ServerMessage<O>>,
+    window: Arc<Window>,
 ) {
     let mut buffer = Vec::with_capacity(64 << 10);
     while let Some(answer) = answers.recv().await {
         buffer.clear();
         push_frame(&answer, &mut buffer);
+        let mut count = 1;
         while buffer.len() < (1 << 20) {
             match answers.try_recv() {
-                Ok(answer) => push_frame(&answer, &mut buffer),
+                Ok(answer) => {
+                    push_frame(&answer, &mut buffer);
+                    count += 1;
+                }
                 Err(_) => break,
             }
         }
         if writer.write_all(&buffer).await.is_err() {
+            // The client is gone: its reader must not wait for room that never comes.
+            window.close(usize::MAX);
             return;
         }
+        window.close(count);
     }
     let _ = writer.shutdown().await;
 }

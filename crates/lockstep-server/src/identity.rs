@@ -46,7 +46,7 @@ pub fn claim(dir: &Path, cluster_id: u64, replica_id: u64) -> Result<(), String>
                     dir.display()
                 ));
             }
-            fs::create_dir_all(dir)
+            create_durably(dir)
                 .map_err(|error| format!("cannot create {}: {error}", dir.display()))?;
             let temporary = dir.join("identity.tmp");
             let text = format!("{HEADER}\ncluster_id = {cluster_id}\nreplica_id = {replica_id}\n");
@@ -61,6 +61,27 @@ pub fn claim(dir: &Path, cluster_id: u64, replica_id: u64) -> Result<(), String>
         }
         Err(error) => Err(format!("cannot read {}: {error}", path.display())),
     }
+}
+
+/// Creates `dir` and any missing parents, syncing each parent after creating a child in it,
+/// so the directory survives a power loss once this returns.
+fn create_durably(dir: &Path) -> std::io::Result<()> {
+    if dir.is_dir() {
+        return Ok(());
+    }
+    if let Some(parent) = dir.parent().filter(|parent| !parent.as_os_str().is_empty()) {
+        create_durably(parent)?;
+    }
+    match fs::create_dir(dir) {
+        Ok(()) => {}
+        Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(error) => return Err(error),
+    }
+    let parent = match dir.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => parent,
+        _ => Path::new("."),
+    };
+    fs::File::open(parent)?.sync_all()
 }
 
 fn parse(text: &str) -> Option<(u64, u64)> {

@@ -1,10 +1,13 @@
-//! The replica thread: the node driver, fed by one channel of events.
+//! The replica thread: the node driver, fed by two channels.
 //!
-//! Every input a replica has (a tick of the clock, a message from a peer, a client's request,
-//! a write made durable, a checkpoint saved) arrives as an [`Event`] on one channel. The
-//! thread takes whatever has queued, hands each to the driver, then routes the answers to the
-//! clients' connections. It is the only place the driver, and so the state machine, runs: the
-//! network tasks only decode and encode.
+//! Messages from peers and clients' requests arrive as [`Event`]s on a bounded channel (when
+//! the thread falls behind, the network tasks stop reading and TCP pushes back). Ticks of the
+//! clock and the log thread's reports arrive as [`Control`]s on an unbounded channel that is
+//! drained before every event: time never waits behind client traffic (a leader's lease is
+//! measured in ticks), and the log thread never blocks on the replica thread. The thread hands
+//! each input to the driver, then routes the answers to the clients' connections. It is the
+//! only place the driver, and so the state machine, runs: the network tasks only decode and
+//! encode.
 
 use std::collections::BTreeMap;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -20,18 +23,32 @@ use crate::transport::PeerOutbox;
 /// Where a client connection's answers go.
 pub type Reply<O> = mpsc::UnboundedSender<ServerMessage<O>>;
 
-/// An input to the replica thread.
+/// A network input to the replica thread.
 pub enum Event<M: StateMachine> {
-    /// A tick of the protocol's clock.
-    Tick,
     /// A message from a peer.
     Peer(Message),
     /// A client's request, and where to answer it.
     Client(ClientMessage<M::Input, M::Query>, Reply<M::Output>),
-    /// A report from the log thread.
+}
+
+/// A control input to the replica thread, taken before any waiting [`Event`].
+pub enum Control {
+    /// A tick of the protocol's clock.
+    Tick,
+    /// A report from the log or checkpoint thread.
     Storage(StorageReport),
     /// Stop: finish queued writes, then return.
     Shutdown,
+}
+
+/// The replica thread's inputs.
+pub struct Inputs<M: StateMachine> {
+    /// Ticks and storage reports.
+    pub control: mpsc::UnboundedReceiver<Control>,
+    /// Peer messages and client requests.
+    pub events: mpsc::Receiver<Event<M>>,
+    /// The runtime, to wait on both channels.
+    pub runtime: tokio::runtime::Handle,
 }
 
 /// The replica thread's state.
@@ -60,16 +77,47 @@ impl<M: StateMachine> Replica<M> {
         }
     }
 
-    /// Runs until shut down or until the replica must stop (then returns why).
-    pub fn run(mut self, events: &mut mpsc::Receiver<Event<M>>) -> Result<(), String> {
-        while let Some(event) = events.blocking_recv() {
+    /// Runs until shut down or until the replica must stop (then returns why). Either way,
+    /// every write already handed to the log thread is finished before it returns.
+    pub fn run(mut self, inputs: &mut Inputs<M>) -> Result<(), String> {
+        let result = self.serve(inputs);
+        inputs.events.close();
+        inputs.control.close();
+        self.driver.storage_mut().stop();
+        result
+    }
+
+    fn serve(&mut self, inputs: &mut Inputs<M>) -> Result<(), String> {
+        loop {
+            let Inputs { control, events, runtime } = inputs;
+            let first = runtime.block_on(async {
+                tokio::select! {
+                    biased;
+                    Some(control) = control.recv() => Some(Err(control)),
+                    Some(event) = events.recv() => Some(Ok(event)),
+                    else => None,
+                }
+            });
+            let mut stop = match first {
+                None => true,
+                Some(Err(control)) => !self.control(control)?,
+                Some(Ok(event)) => {
+                    self.handle(event);
+                    false
+                }
+            };
             let mut handled = 1u64;
-            let mut stop = !self.handle(event)?;
             while !stop && handled < 4096 {
-                match events.try_recv() {
+                while let Ok(control) = inputs.control.try_recv() {
+                    stop |= !self.control(control)?;
+                }
+                if stop {
+                    break;
+                }
+                match inputs.events.try_recv() {
                     Ok(event) => {
                         handled += 1;
-                        stop = !self.handle(event)?;
+                        self.handle(event);
                     }
                     Err(_) => break,
                 }
@@ -82,20 +130,23 @@ impl<M: StateMachine> Replica<M> {
                 return Err(failure.to_string());
             }
             if stop {
-                break;
+                return Ok(());
             }
         }
-        self.driver.storage_mut().stop();
-        Ok(())
     }
 
-    /// Handles one event; false to stop.
-    fn handle(&mut self, event: Event<M>) -> Result<bool, String> {
+    fn handle(&mut self, event: Event<M>) {
         match event {
-            Event::Tick => self.driver.tick(),
             Event::Peer(message) => self.driver.receive(message),
             Event::Client(message, reply) => self.client(message, reply),
-            Event::Storage(report) => match report {
+        }
+    }
+
+    /// Handles one control input; false to stop.
+    fn control(&mut self, control: Control) -> Result<bool, String> {
+        match control {
+            Control::Tick => self.driver.tick(),
+            Control::Storage(report) => match report {
                 StorageReport::Durable(write) => self.driver.write_durable(write),
                 StorageReport::CheckpointSaved(meta) => self.driver.checkpoint_saved(&meta),
                 StorageReport::CheckpointFailed(reason) => {
@@ -109,7 +160,7 @@ impl<M: StateMachine> Replica<M> {
                     ));
                 }
             },
-            Event::Shutdown => return Ok(false),
+            Control::Shutdown => return Ok(false),
         }
         Ok(true)
     }

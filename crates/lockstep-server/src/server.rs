@@ -16,7 +16,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use crate::clients::listen_clients;
 use crate::config::ServerConfig;
 use crate::identity;
-use crate::replica::{Event, Replica};
+use crate::replica::{Control, Event, Inputs, Replica};
 use crate::storage::ThreadedStorage;
 use crate::transport::{bind, listen_peers, start_peers};
 
@@ -96,12 +96,18 @@ impl BoundServer {
             "recovered"
         );
 
-        let (events, mut receiver) = mpsc::channel::<Event<M>>(EVENT_QUEUE);
+        let (events, receiver) = mpsc::channel::<Event<M>>(EVENT_QUEUE);
+        let (control, control_receiver) = mpsc::unbounded_channel::<Control>();
+        let mut inputs = Inputs {
+            control: control_receiver,
+            events: receiver,
+            runtime: tokio::runtime::Handle::current(),
+        };
         let (stop, stopped) = watch::channel(false);
-        let storage_events = events.clone();
+        let reports = control.clone();
         let storage = ThreadedStorage::start(
             store,
-            Box::new(move |report| storage_events.blocking_send(Event::Storage(report)).is_ok()),
+            Arc::new(move |report| reports.send(Control::Storage(report)).is_ok()),
         )
         .map_err(|error| format!("cannot start the log thread: {error}"))?;
         let peers: BTreeMap<u64, String> =
@@ -115,7 +121,7 @@ impl BoundServer {
         core.election_timeout_ticks_min = config.election_ticks;
         core.election_timeout_ticks_max = config.election_ticks * 2;
         if config.lease_reads {
-            core.read_mode = ReadMode::Lease { clock_drift_ticks_max: 1 };
+            core.read_mode = ReadMode::Lease { clock_drift_ticks_max: 2 };
         }
         core.validate().map_err(|error| format!("configuration: {error}"))?;
         let mut driver = Driver::new(core, initial, state, storage, outbox)?;
@@ -128,7 +134,7 @@ impl BoundServer {
         std::thread::Builder::new()
             .name("lockstep-replica".to_string())
             .spawn(move || {
-                let result = replica.run(&mut receiver);
+                let result = replica.run(&mut inputs);
                 let _ = finished.send(result);
             })
             .map_err(|error| format!("cannot start the replica thread: {error}"))?;
@@ -141,17 +147,19 @@ impl BoundServer {
             stopped.clone(),
         ));
         tokio::spawn(listen_clients(client_listener, events.clone(), stopped.clone()));
-        let ticks = events.clone();
+        // Ticks missed while this task was not scheduled are sent at once when it is (tokio's
+        // Burst), so the protocol's clock never falls behind real time for long.
+        let ticks = control.clone();
         let tick = Duration::from_millis(config.tick_millis);
         let mut clock_stopped = stopped.clone();
         tokio::spawn(async move {
             let mut interval = tokio::time::interval(tick);
-            interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
             loop {
                 tokio::select! {
                     _ = clock_stopped.changed() => return,
                     _ = interval.tick() => {
-                        if ticks.send(Event::Tick).await.is_err() {
+                        if ticks.send(Control::Tick).is_err() {
                             return;
                         }
                     }
@@ -170,10 +178,13 @@ impl BoundServer {
 
         tokio::pin!(shutdown);
         tokio::pin!(outcome);
+        drop(events);
         let result = tokio::select! {
             _ = &mut shutdown => {
                 tracing::info!("shutting down: finishing queued writes");
-                let _ = events.send(Event::Shutdown).await;
+                // Connections and the clock stop first, so nothing new arrives.
+                let _ = stop.send(true);
+                let _ = control.send(Control::Shutdown);
                 outcome.await.unwrap_or_else(|_| Err("the replica thread panicked".to_string()))
             }
             result = &mut outcome => {

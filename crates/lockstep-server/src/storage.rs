@@ -4,10 +4,15 @@
 //! applying, answering). The log thread takes every write queued since its last sync, writes
 //! them all, syncs once (the log, then the hard state), and reports the newest of them
 //! durable: under load one `fdatasync` covers many writes. Checkpoints are written on the same
-//! thread after the batch's sync, in the order the driver asked.
+//! checkpoint thread: the store is locked only to start one and to record it, never while the
+//! state is written out, so log syncs go on meanwhile.
 //!
 //! Snapshot files (reading chunks to send, receiving chunks, finishing a received snapshot)
 //! are handled on the driver's thread under the same lock; they are rare and short.
+//!
+//! Reports go through `report`, which must never block (the server sends them on an
+//! unbounded channel): the log thread must not wait on the replica thread while it holds the
+//! store, and it finishes every queued write even when nobody listens any more.
 
 use std::io;
 use std::sync::mpsc;
@@ -16,7 +21,7 @@ use std::thread::JoinHandle;
 use std::time::Instant;
 
 use lockstep_core::{InstallSnapshot, LogIndex, Persist, SnapshotMeta, StateSnapshot};
-use lockstep_node::{Checkpoint, LogStore, Storage};
+use lockstep_node::{write_checkpoint, Checkpoint, LogStore, Storage};
 
 /// What the log thread reports to the replica.
 pub enum StorageReport {
@@ -30,9 +35,10 @@ pub enum StorageReport {
     Failed(String),
 }
 
+type Report = Arc<dyn Fn(StorageReport) -> bool + Send + Sync>;
+
 enum Job {
     Write(u64, Persist),
-    Checkpoint(SnapshotMeta, Box<dyn StateSnapshot>),
 }
 
 /// See the module documentation.
@@ -40,6 +46,8 @@ pub struct ThreadedStorage {
     store: Arc<Mutex<LogStore>>,
     jobs: Option<mpsc::Sender<Job>>,
     thread: Option<JoinHandle<()>>,
+    checkpoints: Option<mpsc::Sender<(SnapshotMeta, Box<dyn StateSnapshot>)>>,
+    checkpoint_thread: Option<JoinHandle<()>>,
     command_bytes_max: u64,
 }
 
@@ -49,21 +57,33 @@ fn lock(store: &Mutex<LogStore>) -> MutexGuard<'_, LogStore> {
 
 impl ThreadedStorage {
     /// Starts the log thread over `store`; it reports through `report` (which returns false
-    /// once nobody listens).
-    pub fn start(
-        store: LogStore,
-        report: Box<dyn Fn(StorageReport) -> bool + Send>,
-    ) -> io::Result<ThreadedStorage> {
+    /// once nobody listens; the thread still finishes every write queued).
+    pub fn start(store: LogStore, report: Report) -> io::Result<ThreadedStorage> {
         let command_bytes_max = store.command_bytes_max();
         let store = Arc::new(Mutex::new(store));
         let (sender, receiver) = mpsc::channel();
         let thread = {
             let store = store.clone();
+            let report = report.clone();
             std::thread::Builder::new()
                 .name("lockstep-log".to_string())
                 .spawn(move || log_thread(&store, &receiver, &*report))?
         };
-        Ok(ThreadedStorage { store, jobs: Some(sender), thread: Some(thread), command_bytes_max })
+        let (checkpoints, pending) = mpsc::channel();
+        let checkpoint_thread = {
+            let store = store.clone();
+            std::thread::Builder::new()
+                .name("lockstep-checkpoint".to_string())
+                .spawn(move || checkpoint_thread(&store, &pending, &*report))?
+        };
+        Ok(ThreadedStorage {
+            store,
+            jobs: Some(sender),
+            thread: Some(thread),
+            checkpoints: Some(checkpoints),
+            checkpoint_thread: Some(checkpoint_thread),
+            command_bytes_max,
+        })
     }
 
     /// The last index the latest durable checkpoint covers.
@@ -74,7 +94,11 @@ impl ThreadedStorage {
     /// Finishes every queued write and checkpoint, then stops the log thread.
     pub fn stop(&mut self) {
         self.jobs = None;
+        self.checkpoints = None;
         if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+        if let Some(thread) = self.checkpoint_thread.take() {
             let _ = thread.join();
         }
     }
@@ -107,45 +131,56 @@ fn log_thread(
             }
         }
         let mut newest = None;
-        let mut written = 0u64;
-        let mut checkpoints = Vec::new();
-        let mut guard = lock(store);
-        for job in batch {
-            match job {
-                Job::Write(id, persist) => {
-                    if let Err(error) = guard.write(&persist) {
-                        report(StorageReport::Failed(error.to_string()));
-                        return;
-                    }
-                    newest = Some(id);
-                    written += 1;
+        let written = batch.len();
+        let started;
+        {
+            let mut guard = lock(store);
+            for Job::Write(id, persist) in batch {
+                if let Err(error) = guard.write(&persist) {
+                    drop(guard);
+                    report(StorageReport::Failed(error.to_string()));
+                    return;
                 }
-                Job::Checkpoint(meta, state) => checkpoints.push((meta, state)),
+                newest = Some(id);
             }
-        }
-        if let Some(id) = newest {
-            let started = Instant::now();
+            started = Instant::now();
             if let Err(error) = guard.sync() {
+                drop(guard);
                 report(StorageReport::Failed(error.to_string()));
                 return;
             }
-            drop(guard);
-            metrics::histogram!("lockstep_sync_seconds").record(started.elapsed().as_secs_f64());
-            metrics::histogram!("lockstep_sync_batch_writes").record(written as f64);
-            if !report(StorageReport::Durable(id)) {
-                return;
-            }
-            guard = lock(store);
         }
-        for (meta, state) in checkpoints {
-            let outcome = match guard.save_checkpoint(meta.clone(), state.as_ref()) {
-                Ok(_) => StorageReport::CheckpointSaved(meta),
-                Err(error) => StorageReport::CheckpointFailed(error.to_string()),
-            };
-            if !report(outcome) {
-                return;
-            }
+        metrics::histogram!("lockstep_sync_seconds").record(started.elapsed().as_secs_f64());
+        metrics::histogram!("lockstep_sync_batch_writes").record(written as f64);
+        if let Some(id) = newest {
+            // Nobody may be listening any more (shutting down): the writes still finish.
+            let _ = report(StorageReport::Durable(id));
         }
+    }
+}
+
+fn checkpoint_thread(
+    store: &Mutex<LogStore>,
+    checkpoints: &mpsc::Receiver<(SnapshotMeta, Box<dyn StateSnapshot>)>,
+    report: &dyn Fn(StorageReport) -> bool,
+) {
+    while let Ok((meta, state)) = checkpoints.recv() {
+        let started = Instant::now();
+        let begun = lock(store).begin_checkpoint(meta.clone());
+        let outcome = match begun {
+            // A newer snapshot is already the latest: this one is moot, and done.
+            Ok(None) => StorageReport::CheckpointSaved(meta),
+            Ok(Some(writer)) => {
+                let written = write_checkpoint(writer, state.as_ref());
+                match lock(store).finish_checkpoint(written) {
+                    Ok(_) => StorageReport::CheckpointSaved(meta),
+                    Err(error) => StorageReport::CheckpointFailed(error.to_string()),
+                }
+            }
+            Err(error) => StorageReport::CheckpointFailed(error.to_string()),
+        };
+        metrics::histogram!("lockstep_checkpoint_seconds").record(started.elapsed().as_secs_f64());
+        let _ = report(outcome);
     }
 }
 
@@ -159,7 +194,9 @@ impl Storage for ThreadedStorage {
     }
 
     fn start_checkpoint(&mut self, meta: SnapshotMeta, state: Box<dyn StateSnapshot>) {
-        self.send(Job::Checkpoint(meta, state));
+        if let Some(checkpoints) = &self.checkpoints {
+            let _ = checkpoints.send((meta, state));
+        }
     }
 
     fn latest_checkpoint(&self) -> Option<Checkpoint> {

@@ -26,6 +26,9 @@ use crate::replica::Event;
 /// The largest peer frame accepted: a full append or snapshot chunk with room to spare.
 pub const PEER_FRAME_BYTES_MAX: u64 = 64 << 20;
 
+/// A write to a peer that takes longer than this drops the connection.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// Batches queued per peer and stream before new ones are dropped.
 const QUEUE_BATCHES: usize = 1024;
 
@@ -166,7 +169,10 @@ async fn dial(
         backoff = Duration::from_millis(50);
         let _ = stream.set_nodelay(true);
         let Ok(greeting) = lockstep_wire::encode(Kind::Hello, &hello) else { return };
-        if stream.write_all(&greeting).await.is_err() {
+        if !matches!(
+            tokio::time::timeout(WRITE_TIMEOUT, stream.write_all(&greeting)).await,
+            Ok(Ok(()))
+        ) {
             continue;
         }
         let mut buffer = Vec::with_capacity(64 << 10);
@@ -184,9 +190,18 @@ async fn dial(
                     Err(_) => break,
                 }
             }
-            if let Err(error) = stream.write_all(&buffer).await {
-                tracing::debug!(to = hello.to, "peer connection lost: {error}");
-                break;
+            // A peer that stopped reading (dead host, half-open connection) is redialled
+            // rather than waited on.
+            match tokio::time::timeout(WRITE_TIMEOUT, stream.write_all(&buffer)).await {
+                Ok(Ok(())) => {}
+                Ok(Err(error)) => {
+                    tracing::debug!(to = hello.to, "peer connection lost: {error}");
+                    break;
+                }
+                Err(_) => {
+                    tracing::debug!(to = hello.to, "peer stopped reading; redialling");
+                    break;
+                }
             }
             metrics::counter!("lockstep_peer_bytes_sent_total").increment(buffer.len() as u64);
         }

@@ -12,8 +12,9 @@ use crate::commands::statuses;
 use crate::{ClientArgs, Output};
 
 /// Start a local cluster: one `lockstep serve` process per replica, on loopback, with data
-/// under --data-dir. Prints the endpoints and a live status line; Ctrl-C stops them all.
-/// Run it again to restart the same cluster from its data.
+/// under --data-dir. Prints the endpoints and a live status line; a replica that exits or is
+/// killed is restarted after 3 s (unless --no-restart); Ctrl-C stops them all. Run it again to
+/// restart the same cluster from its data.
 #[derive(Args, Debug, Clone)]
 pub struct UpArgs {
     /// How many replicas.
@@ -25,11 +26,14 @@ pub struct UpArgs {
     /// Replica N serves clients on PORT+N, peers on PORT+100+N and metrics on PORT+200+N.
     #[arg(long, default_value_t = 7100)]
     port: u16,
+    /// Leave a replica that exits (or is killed) stopped, instead of restarting it after 3 s.
+    #[arg(long)]
+    no_restart: bool,
 }
 
 impl Default for UpArgs {
     fn default() -> UpArgs {
-        UpArgs { replicas: 3, data_dir: crate::default_data_dir(), port: 7100 }
+        UpArgs { replicas: 3, data_dir: crate::default_data_dir(), port: 7100, no_restart: false }
     }
 }
 
@@ -75,8 +79,7 @@ pub async fn run(args: UpArgs) -> Result<(), String> {
         .collect();
     let endpoints: Vec<String> =
         (1..=args.replicas).map(|id| format!("127.0.0.1:{}", u64::from(args.port) + id)).collect();
-    let mut children: Vec<(u64, Child)> = Vec::new();
-    for id in 1..=args.replicas {
+    let spawn = |id: u64| -> Result<Child, String> {
         let log_path = args.data_dir.join(format!("replica-{id}.log"));
         let log = std::fs::OpenOptions::new()
             .create(true)
@@ -99,10 +102,14 @@ pub async fn run(args: UpArgs) -> Result<(), String> {
             command.arg("--member").arg(member);
         }
         command.stdin(Stdio::null()).stdout(log).stderr(log_err).kill_on_drop(true);
-        let child =
-            command.spawn().map_err(|error| format!("cannot start replica {id}: {error}"))?;
-        children.push((id, child));
+        command.spawn().map_err(|error| format!("cannot start replica {id}: {error}"))
+    };
+    let mut children: Vec<(u64, Child)> = Vec::new();
+    for id in 1..=args.replicas {
+        children.push((id, spawn(id)?));
     }
+    // When each exited replica is due to be restarted.
+    let mut restarts: Vec<(u64, std::time::Instant)> = Vec::new();
 
     println!("lockstep: {} replicas of cluster {cluster} on loopback", args.replicas);
     for (id, endpoint) in (1..=args.replicas).zip(&endpoints) {
@@ -133,10 +140,34 @@ pub async fn run(args: UpArgs) -> Result<(), String> {
             _ = tokio::time::sleep(Duration::from_secs(1)) => {}
         }
         for (id, child) in &mut children {
-            if let Ok(Some(status)) = child.try_wait() {
-                let message = format!("replica {id} exited ({status}); see its log");
-                if message != last_line {
-                    println!("\n{message}");
+            let exited = !restarts.iter().any(|(waiting, _)| waiting == id);
+            if let (true, Ok(Some(status))) = (exited, child.try_wait()) {
+                if args.no_restart {
+                    println!("\nreplica {id} exited ({status}); see its log");
+                } else {
+                    println!("\nreplica {id} exited ({status}); restarting it in 3 s");
+                }
+                restarts.push((*id, std::time::Instant::now() + Duration::from_secs(3)));
+            }
+        }
+        if !args.no_restart {
+            let due: Vec<u64> = restarts
+                .iter()
+                .filter(|(_, at)| *at <= std::time::Instant::now())
+                .map(|(id, _)| *id)
+                .collect();
+            for id in due {
+                restarts.retain(|(waiting, _)| *waiting != id);
+                match spawn(id) {
+                    Ok(child) => {
+                        println!(
+                            "\nreplica {id} restarted: it recovers from its disk and catches up"
+                        );
+                        if let Some(slot) = children.iter_mut().find(|(slot, _)| *slot == id) {
+                            slot.1 = child;
+                        }
+                    }
+                    Err(error) => println!("\n{error}"),
                 }
             }
         }

@@ -140,6 +140,27 @@ fn up_then_the_client_commands() {
     assert!(!output.status.success());
     assert!(String::from_utf8_lossy(&output.stderr).contains("cannot connect"), "{output:?}");
 
+    // A replica killed with SIGKILL is restarted by `up` and catches up.
+    let replica_dir = dir.0.join("data/replica-1");
+    let killed = Command::new("pkill")
+        .args(["-9", "-f", &format!("{} --listen-metrics", replica_dir.display())])
+        .status()
+        .expect("pkill");
+    assert!(killed.success(), "replica 1 was running");
+    assert!(client(&endpoints, &["put", "while-down", "yes"]).status.success());
+    let started = Instant::now();
+    loop {
+        let output = client(&endpoints, &["status", "--output", "json"]);
+        let json: serde_json::Value = serde_json::from_str(&stdout(&output)).expect("json");
+        let replicas = json["replicas"].as_array().expect("replicas").clone();
+        let applied: Vec<_> = replicas.iter().map(|replica| replica["applied"].clone()).collect();
+        if replicas[0]["id"] == 1 && applied.iter().all(|value| *value == applied[1]) {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(30), "replica 1 did not come back: {json}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+
     // Ctrl-C stops every replica.
     let pid = up.id().to_string();
     Command::new("kill").args(["-INT", &pid]).status().expect("kill");
@@ -155,6 +176,8 @@ fn up_then_the_client_commands() {
     let mut out = String::new();
     up.stdout.take().expect("stdout").read_to_string(&mut out).expect("read");
     assert!(out.contains("stopping the replicas"), "{out}");
+    assert!(out.contains("replica 1 exited"), "{out}");
+    assert!(out.contains("replica 1 restarted"), "{out}");
     for n in 1..=3 {
         let log =
             std::fs::read_to_string(dir.0.join(format!("data/replica-{n}.log"))).expect("log");

@@ -13,7 +13,7 @@ use crate::{ClientArgs, Command, Output};
 /// The client of the key-value service.
 pub type KvClient = Client<Request, Request, Answer>;
 
-fn client(args: &ClientArgs) -> KvClient {
+pub fn client(args: &ClientArgs) -> KvClient {
     let options = ClientOptions {
         timeout: args.timeout(),
         attempt_timeout: args.timeout().min(std::time::Duration::from_secs(3)),
@@ -88,7 +88,9 @@ pub async fn run(command: Command) -> Result<(), String> {
             print_answer(&args, &answer)
         }
         Command::Status { client: args } => status(&args).await,
-        Command::Up(_) | Command::Serve(_) => Err("not a client command".to_string()),
+        Command::Up(_) | Command::Serve(_) | Command::Bench(_) => {
+            Err("not a client command".to_string())
+        }
     }
 }
 

@@ -2,6 +2,7 @@
 //! write keys, show status. `lockstep --help` lists the commands; `lockstep up` (what
 //! `cargo run --release` runs) starts a local three-replica cluster.
 
+mod bench;
 mod commands;
 mod serve;
 mod up;
@@ -114,6 +115,8 @@ enum Command {
         #[command(flatten)]
         client: ClientArgs,
     },
+    /// Measure throughput and latency against a running cluster (closed loop).
+    Bench(bench::BenchArgs),
 }
 
 /// Options every client command takes.
@@ -184,6 +187,10 @@ fn main() -> ExitCode {
             Command::Serve(args) => {
                 init_logging("info");
                 serve::run(args).await
+            }
+            Command::Bench(args) => {
+                init_logging("error");
+                bench::run(args).await
             }
             other => {
                 init_logging("error");

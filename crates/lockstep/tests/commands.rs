@@ -124,6 +124,27 @@ fn up_then_the_client_commands() {
     assert_eq!(replicas.len(), 3);
     assert!(replicas.iter().all(|replica| replica["voters"].as_array().map(Vec::len) == Some(3)));
 
+    // A short benchmark.
+    let output = client(
+        &endpoints,
+        &[
+            "bench",
+            "--duration",
+            "0.5",
+            "--warmup",
+            "0.1",
+            "--concurrency",
+            "8",
+            "--output",
+            "json",
+        ],
+    );
+    assert!(output.status.success(), "{output:?}");
+    let json: serde_json::Value = serde_json::from_str(&stdout(&output)).expect("json");
+    assert!(json["requests"].as_u64().is_some_and(|requests| requests > 0), "{json}");
+    assert_eq!(json["errors"], 0, "{json}");
+    assert!(json["latency_ms"]["p99"].as_f64().is_some_and(|p99| p99 > 0.0), "{json}");
+
     // Metrics from a replica.
     let mut stream = TcpStream::connect(("127.0.0.1", base + 201)).expect("metrics port");
     stream.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n").expect("ask");

@@ -6,9 +6,9 @@
 //! `Malformed` refusal (id 0) saying why, and the connection is closed; nothing reaches the
 //! replica.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use lockstep_core::StateMachine;
 use lockstep_wire::{ClientError, ClientMessage, Decoder, Kind, ServerMessage};
@@ -18,7 +18,7 @@ use tokio::net::tcp::OwnedWriteHalf;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch, Notify};
 
-use crate::replica::Event;
+use crate::replica::{Event, Stamped};
 
 /// The largest client frame accepted.
 pub const CLIENT_FRAME_BYTES_MAX: u64 = 8 << 20;
@@ -26,7 +26,7 @@ pub const CLIENT_FRAME_BYTES_MAX: u64 = 8 << 20;
 /// Accepts client connections until shut down.
 pub async fn listen_clients<M>(
     listener: TcpListener,
-    events: mpsc::Sender<Event<M>>,
+    events: mpsc::Sender<Stamped<Event<M>>>,
     mut shutdown: watch::Receiver<bool>,
 ) where
     M: StateMachine + 'static,
@@ -63,7 +63,7 @@ pub async fn listen_clients<M>(
 
 async fn serve_client<M>(
     stream: TcpStream,
-    events: mpsc::Sender<Event<M>>,
+    events: mpsc::Sender<Stamped<Event<M>>>,
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<(), String>
 where
@@ -104,8 +104,14 @@ where
             };
             // A client that sends without reading its answers is not read any further until
             // it catches up: its answers never pile up without bound.
-            window.open(REQUESTS_IN_FLIGHT_MAX).await;
-            if events.send(Event::Client(message, reply.clone())).await.is_err() {
+            let open = tokio::select! {
+                _ = shutdown.changed() => false,
+                open = window.open(REQUESTS_IN_FLIGHT_MAX) => open,
+            };
+            if !open {
+                break 'reading Ok(());
+            }
+            if events.send((Instant::now(), Event::Client(message, reply.clone()))).await.is_err() {
                 break 'reading Ok(());
             }
         }
@@ -131,19 +137,33 @@ const REQUESTS_IN_FLIGHT_MAX: usize = 16_384;
 struct Window {
     in_flight: AtomicUsize,
     room: Notify,
+    /// The answers can no longer be written: stop reading requests.
+    closed: AtomicBool,
 }
 
 impl Window {
-    /// Counts one more request, first waiting while `max` are in flight.
-    async fn open(&self, max: usize) {
+    /// Counts one more request, first waiting while `max` are in flight; false once the
+    /// connection's answers can no longer be written.
+    async fn open(&self, max: usize) -> bool {
         loop {
             let room = self.room.notified();
+            if self.closed.load(Ordering::Acquire) {
+                return false;
+            }
             if self.in_flight.load(Ordering::Acquire) < max {
                 break;
             }
             room.await;
         }
         self.in_flight.fetch_add(1, Ordering::AcqRel);
+        true
+    }
+
+    /// The answers can no longer be written.
+    fn shut(&self) {
+        self.closed.store(true, Ordering::Release);
+        self.room.notify_waiters();
+        self.room.notify_one();
     }
 
     /// `count` answers were written.
@@ -176,11 +196,12 @@ async fn write_answers<O: Serialize>(
         }
         if writer.write_all(&buffer).await.is_err() {
             // The client is gone: its reader must not wait for room that never comes.
-            window.close(usize::MAX);
+            window.shut();
             return;
         }
         window.close(count);
     }
+    window.shut();
     let _ = writer.shutdown().await;
 }
 

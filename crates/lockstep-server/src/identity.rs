@@ -38,8 +38,10 @@ pub fn claim(dir: &Path, cluster_id: u64, replica_id: u64) -> Result<(), String>
             Ok(())
         }
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
-            let occupied =
-                fs::read_dir(dir).map(|mut entries| entries.next().is_some()).unwrap_or(false);
+            // A temporary identity left by a crash before its rename does not count.
+            let occupied = fs::read_dir(dir)
+                .map(|entries| entries.flatten().any(|entry| entry.file_name() != "identity.tmp"))
+                .unwrap_or(false);
             if occupied {
                 return Err(format!(
                     "{} is not empty and holds no lockstep identity file: refusing to use it",

@@ -2,15 +2,17 @@
 //!
 //! Messages from peers and clients' requests arrive as [`Event`]s on a bounded channel (when
 //! the thread falls behind, the network tasks stop reading and TCP pushes back). Ticks of the
-//! clock and the log thread's reports arrive as [`Control`]s on an unbounded channel that is
-//! drained before every event: time never waits behind client traffic (a leader's lease is
-//! measured in ticks), and the log thread never blocks on the replica thread. The thread hands
-//! each input to the driver, then routes the answers to the clients' connections. It is the
-//! only place the driver, and so the state machine, runs: the network tasks only decode and
-//! encode.
+//! clock and the storage threads' reports arrive as [`Control`]s on an unbounded channel, so
+//! the storage threads never block on the replica thread. Every input is stamped with the
+//! instant it was sent, and the thread takes the two channels merged in that order (a control
+//! first on a tie): time never falls behind an input that arrived later (a leader's lease is
+//! measured in ticks), and after a stall the acknowledgements that arrived during it are
+//! counted before the ticks that came after them. The thread hands each input to the driver,
+//! then routes the answers to the clients' connections. It is the only place the driver, and
+//! so the state machine, runs: the network tasks only decode and encode.
 
 use std::collections::BTreeMap;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use lockstep_core::{Message, NodeId, Role, StateMachine};
 use lockstep_node::{ClientId, ClientRequest, Completion, Driver, Refusal, RequestId};
@@ -41,14 +43,72 @@ pub enum Control {
     Shutdown,
 }
 
+/// An input with the instant it was sent.
+pub type Stamped<T> = (Instant, T);
+
 /// The replica thread's inputs.
 pub struct Inputs<M: StateMachine> {
     /// Ticks and storage reports.
-    pub control: mpsc::UnboundedReceiver<Control>,
+    pub control: mpsc::UnboundedReceiver<Stamped<Control>>,
     /// Peer messages and client requests.
-    pub events: mpsc::Receiver<Event<M>>,
+    pub events: mpsc::Receiver<Stamped<Event<M>>>,
     /// The runtime, to wait on both channels.
     pub runtime: tokio::runtime::Handle,
+}
+
+/// The next input of either channel, taken in the order they were sent.
+enum Next<M: StateMachine> {
+    Control(Control),
+    Event(Event<M>),
+}
+
+impl<M: StateMachine> Inputs<M> {
+    /// The earlier of the two channels' next inputs, without waiting (`held` keeps the
+    /// later one taken so far).
+    fn try_next(&mut self, held: &mut Held<M>) -> Option<Next<M>> {
+        if held.control.is_none() {
+            held.control = self.control.try_recv().ok();
+        }
+        if held.event.is_none() {
+            held.event = self.events.try_recv().ok();
+        }
+        match (&held.control, &held.event) {
+            (Some((control_at, _)), Some((event_at, _))) if event_at < control_at => {
+                held.event.take().map(|(_, event)| Next::Event(event))
+            }
+            (Some(_), _) => held.control.take().map(|(_, control)| Next::Control(control)),
+            (None, Some(_)) => held.event.take().map(|(_, event)| Next::Event(event)),
+            (None, None) => None,
+        }
+    }
+
+    /// Waits until either channel has an input (false once both are closed).
+    fn wait(&mut self, held: &mut Held<M>) -> bool {
+        if held.control.is_some() || held.event.is_some() {
+            return true;
+        }
+        let Inputs { control, events, runtime } = self;
+        let next = runtime.block_on(async {
+            tokio::select! {
+                biased;
+                Some(control) = control.recv() => Some(Ok(control)),
+                Some(event) = events.recv() => Some(Err(event)),
+                else => None,
+            }
+        });
+        match next {
+            Some(Ok(control)) => held.control = Some(control),
+            Some(Err(event)) => held.event = Some(event),
+            None => return false,
+        }
+        true
+    }
+}
+
+/// Inputs taken from their channels and not yet handled.
+struct Held<M: StateMachine> {
+    control: Option<Stamped<Control>>,
+    event: Option<Stamped<Event<M>>>,
 }
 
 /// The replica thread's state.
@@ -88,38 +148,21 @@ impl<M: StateMachine> Replica<M> {
     }
 
     fn serve(&mut self, inputs: &mut Inputs<M>) -> Result<(), String> {
+        let mut held = Held { control: None, event: None };
         loop {
-            let Inputs { control, events, runtime } = inputs;
-            let first = runtime.block_on(async {
-                tokio::select! {
-                    biased;
-                    Some(control) = control.recv() => Some(Err(control)),
-                    Some(event) = events.recv() => Some(Ok(event)),
-                    else => None,
-                }
-            });
-            let mut stop = match first {
-                None => true,
-                Some(Err(control)) => !self.control(control)?,
-                Some(Ok(event)) => {
-                    self.handle(event);
-                    false
-                }
-            };
-            let mut handled = 1u64;
+            if !inputs.wait(&mut held) {
+                return Ok(());
+            }
+            let mut handled = 0u64;
+            let mut stop = false;
             while !stop && handled < 4096 {
-                while let Ok(control) = inputs.control.try_recv() {
-                    stop |= !self.control(control)?;
-                }
-                if stop {
-                    break;
-                }
-                match inputs.events.try_recv() {
-                    Ok(event) => {
+                match inputs.try_next(&mut held) {
+                    Some(Next::Control(control)) => stop = !self.control(control)?,
+                    Some(Next::Event(event)) => {
                         handled += 1;
                         self.handle(event);
                     }
-                    Err(_) => break,
+                    None => break,
                 }
             }
             metrics::histogram!("lockstep_event_batch").record(handled as f64);

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use lockstep_core::{Config, Membership, NodeId, ReadMode, StateMachine};
 use lockstep_node::{CheckpointPolicy, Driver, LogStore, Replicated, SessionConfig};
@@ -16,7 +16,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use crate::clients::listen_clients;
 use crate::config::ServerConfig;
 use crate::identity;
-use crate::replica::{Control, Event, Inputs, Replica};
+use crate::replica::{Control, Event, Inputs, Replica, Stamped};
 use crate::storage::ThreadedStorage;
 use crate::transport::{bind, listen_peers, start_peers};
 
@@ -96,8 +96,8 @@ impl BoundServer {
             "recovered"
         );
 
-        let (events, receiver) = mpsc::channel::<Event<M>>(EVENT_QUEUE);
-        let (control, control_receiver) = mpsc::unbounded_channel::<Control>();
+        let (events, receiver) = mpsc::channel::<Stamped<Event<M>>>(EVENT_QUEUE);
+        let (control, control_receiver) = mpsc::unbounded_channel::<Stamped<Control>>();
         let mut inputs = Inputs {
             control: control_receiver,
             events: receiver,
@@ -107,7 +107,9 @@ impl BoundServer {
         let reports = control.clone();
         let storage = ThreadedStorage::start(
             store,
-            Arc::new(move |report| reports.send(Control::Storage(report)).is_ok()),
+            Arc::new(move |report| {
+                reports.send((Instant::now(), Control::Storage(report))).is_ok()
+            }),
         )
         .map_err(|error| format!("cannot start the log thread: {error}"))?;
         let peers: BTreeMap<u64, String> =
@@ -159,7 +161,7 @@ impl BoundServer {
                 tokio::select! {
                     _ = clock_stopped.changed() => return,
                     _ = interval.tick() => {
-                        if ticks.send(Control::Tick).is_err() {
+                        if ticks.send((Instant::now(), Control::Tick)).is_err() {
                             return;
                         }
                     }
@@ -179,12 +181,15 @@ impl BoundServer {
         tokio::pin!(shutdown);
         tokio::pin!(outcome);
         drop(events);
+        // If this future is dropped before it finishes, the replica thread is still told to
+        // stop (and so finishes its writes and closes the store).
+        let _stop_on_drop = StopOnDrop(control.clone());
         let result = tokio::select! {
             _ = &mut shutdown => {
                 tracing::info!("shutting down: finishing queued writes");
                 // Connections and the clock stop first, so nothing new arrives.
                 let _ = stop.send(true);
-                let _ = control.send(Control::Shutdown);
+                let _ = control.send((Instant::now(), Control::Shutdown));
                 outcome.await.unwrap_or_else(|_| Err("the replica thread panicked".to_string()))
             }
             result = &mut outcome => {
@@ -197,5 +202,14 @@ impl BoundServer {
             Err(reason) => tracing::error!("stopped: {reason}"),
         }
         result
+    }
+}
+
+/// Tells the replica thread to stop when dropped.
+struct StopOnDrop(mpsc::UnboundedSender<Stamped<Control>>);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.send((Instant::now(), Control::Shutdown));
     }
 }

@@ -13,7 +13,7 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use lockstep_core::{Message, MessageBody, NodeId, StateMachine};
 use lockstep_wire::{Decoder, Kind, PeerHello, PeerStream};
@@ -21,12 +21,12 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
 
-use crate::replica::Event;
+use crate::replica::{Event, Stamped};
 
 /// The largest peer frame accepted: a full append or snapshot chunk with room to spare.
 pub const PEER_FRAME_BYTES_MAX: u64 = 64 << 20;
 
-/// A write to a peer that takes longer than this drops the connection.
+/// A peer that takes no 64 KiB of a write within this long is dropped (and redialled).
 const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Batches queued per peer and stream before new ones are dropped.
@@ -192,20 +192,26 @@ async fn dial(
             }
             // A peer that stopped reading (dead host, half-open connection) is redialled
             // rather than waited on.
-            match tokio::time::timeout(WRITE_TIMEOUT, stream.write_all(&buffer)).await {
-                Ok(Ok(())) => {}
-                Ok(Err(error)) => {
-                    tracing::debug!(to = hello.to, "peer connection lost: {error}");
-                    break;
-                }
-                Err(_) => {
-                    tracing::debug!(to = hello.to, "peer stopped reading; redialling");
-                    break;
-                }
+            if let Err(reason) = write_with_progress(&mut stream, &buffer).await {
+                tracing::debug!(to = hello.to, "peer connection dropped: {reason}");
+                break;
             }
             metrics::counter!("lockstep_peer_bytes_sent_total").increment(buffer.len() as u64);
         }
     }
+}
+
+/// Writes `buffer` in pieces, each of which must go within [`WRITE_TIMEOUT`]: a slow link
+/// still makes progress, a peer that stopped reading is given up on.
+async fn write_with_progress(stream: &mut TcpStream, buffer: &[u8]) -> Result<(), String> {
+    for piece in buffer.chunks(64 << 10) {
+        match tokio::time::timeout(WRITE_TIMEOUT, stream.write_all(piece)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => return Err(error.to_string()),
+            Err(_) => return Err("the peer stopped reading".to_string()),
+        }
+    }
+    Ok(())
 }
 
 fn encode_batch(kind: Kind, batch: Vec<Message>, buffer: &mut Vec<u8>) {
@@ -222,7 +228,7 @@ pub async fn listen_peers<M: StateMachine + 'static>(
     listener: TcpListener,
     me: u64,
     cluster_id: u64,
-    events: mpsc::Sender<Event<M>>,
+    events: mpsc::Sender<Stamped<Event<M>>>,
     mut shutdown: watch::Receiver<bool>,
 ) where
     M::Input: Send,
@@ -261,7 +267,7 @@ async fn serve_peer<M: StateMachine>(
     mut stream: TcpStream,
     me: u64,
     cluster_id: u64,
-    events: &mpsc::Sender<Event<M>>,
+    events: &mpsc::Sender<Stamped<Event<M>>>,
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<(), String> {
     let mut decoder = Decoder::new(PEER_FRAME_BYTES_MAX);
@@ -324,7 +330,7 @@ async fn serve_peer<M: StateMachine>(
                         ));
                     }
                     metrics::counter!("lockstep_peer_messages_received_total").increment(1);
-                    if events.send(Event::Peer(message)).await.is_err() {
+                    if events.send((Instant::now(), Event::Peer(message))).await.is_err() {
                         return Ok(());
                     }
                 }

@@ -92,10 +92,13 @@ impl StateMachine for Ledger {
                 if payer < amount {
                     return Outcome::Refused(format!("{from} holds {payer}, less than {amount}"));
                 }
+                let Some(received) = payee.checked_add(amount) else {
+                    return Outcome::Refused(format!("{to} cannot hold that much"));
+                };
                 self.accounts.insert(from.clone(), payer - amount);
-                self.accounts.insert(to.clone(), payee + amount);
+                self.accounts.insert(to.clone(), received);
                 self.transfers += 1;
-                Outcome::Ok(vec![(from, payer - amount), (to, payee + amount)])
+                Outcome::Ok(vec![(from, payer - amount), (to, received)])
             }
         }
     }
@@ -106,7 +109,14 @@ impl StateMachine for Ledger {
                 Some(&balance) => Outcome::Amount(balance),
                 None => Outcome::Refused(format!("no account {account}")),
             },
-            Query::Total => Outcome::Amount(self.accounts.values().sum()),
+            Query::Total => {
+                let total =
+                    self.accounts.values().try_fold(0u64, |sum, &balance| sum.checked_add(balance));
+                match total {
+                    Some(total) => Outcome::Amount(total),
+                    None => Outcome::Refused("the total does not fit in 64 bits".to_string()),
+                }
+            }
             Query::Transfers => Outcome::Amount(self.transfers),
         }
     }

@@ -121,13 +121,7 @@ impl Storage for LocalStorage {
     }
 
     fn latest_checkpoint(&self) -> Option<Checkpoint> {
-        let stored = self.store.latest_snapshot()?;
-        let total_bytes = self.store.snapshot_file_len(stored).ok()?;
-        Some(Checkpoint {
-            meta: stored.footer.meta.clone(),
-            total_bytes,
-            digest: stored.footer.digest,
-        })
+        self.store.latest_checkpoint()
     }
 
     fn read_checkpoint(
@@ -136,14 +130,7 @@ impl Storage for LocalStorage {
         offset: u64,
         len: u64,
     ) -> Result<Vec<u8>, String> {
-        let stored = self
-            .store
-            .latest_snapshot()
-            .filter(|stored| {
-                stored.footer.meta == checkpoint.meta && stored.footer.digest == checkpoint.digest
-            })
-            .ok_or_else(|| "the checkpoint was replaced by a newer one".to_string())?;
-        self.store.read_snapshot_file(stored, offset, len).map_err(|error| error.to_string())
+        self.store.read_checkpoint(checkpoint, offset, len)
     }
 
     fn compact(&mut self, index: LogIndex) {
@@ -153,15 +140,7 @@ impl Storage for LocalStorage {
     }
 
     fn receive_snapshot_chunk(&mut self, chunk: &InstallSnapshot) -> Result<u64, String> {
-        self.store
-            .receive_snapshot_chunk(
-                &chunk.meta,
-                chunk.total_bytes,
-                chunk.digest,
-                chunk.offset,
-                &chunk.data,
-            )
-            .map_err(|error| error.to_string())
+        self.store.receive_chunk(chunk)
     }
 
     fn snapshot_bytes_received(&self) -> u64 {
@@ -169,8 +148,6 @@ impl Storage for LocalStorage {
     }
 
     fn finish_snapshot(&mut self) -> Result<Box<dyn io::Read>, String> {
-        let stored = self.store.finish_snapshot().map_err(|error| error.to_string())?.clone();
-        let reader = self.store.snapshot_reader(&stored).map_err(|error| error.to_string())?;
-        Ok(Box::new(reader))
+        self.store.finish_received()
     }
 }

@@ -21,8 +21,10 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use crate::checkpoint::Checkpoint;
 use lockstep_core::{
-    HardState, InitialState, LogIndex, Membership, Persist, SnapshotMeta, StateSnapshot, Term,
+    HardState, InitialState, InstallSnapshot, LogIndex, Membership, Persist, SnapshotMeta,
+    StateSnapshot, Term,
 };
 use lockstep_storage::{
     Disk, DurableState, HardStateError, HardStateFile, IoFailure, SnapshotError, SnapshotReader,
@@ -439,6 +441,54 @@ impl LogStore {
         };
         let stored = receiver.finish(Some(digest));
         self.settle_latest(stored)
+    }
+
+    /// The latest durable snapshot as a checkpoint to send (what a transfer names).
+    pub fn latest_checkpoint(&self) -> Option<Checkpoint> {
+        let stored = self.latest_snapshot()?;
+        let total_bytes = self.snapshot_file_len(stored).ok()?;
+        Some(Checkpoint {
+            meta: stored.footer.meta.clone(),
+            total_bytes,
+            digest: stored.footer.digest,
+        })
+    }
+
+    /// `len` bytes at `offset` of `checkpoint`'s file, if it is still the latest.
+    pub fn read_checkpoint(
+        &self,
+        checkpoint: &Checkpoint,
+        offset: u64,
+        len: u64,
+    ) -> Result<Vec<u8>, String> {
+        let stored = self
+            .latest_snapshot()
+            .filter(|stored| {
+                stored.footer.meta == checkpoint.meta && stored.footer.digest == checkpoint.digest
+            })
+            .ok_or_else(|| "the checkpoint was replaced by a newer one".to_string())?;
+        self.read_snapshot_file(stored, offset, len).map_err(|error| error.to_string())
+    }
+
+    /// Takes a chunk of a snapshot sent by the leader (see
+    /// [`LogStore::receive_snapshot_chunk`]).
+    pub fn receive_chunk(&mut self, chunk: &InstallSnapshot) -> Result<u64, String> {
+        self.receive_snapshot_chunk(
+            &chunk.meta,
+            chunk.total_bytes,
+            chunk.digest,
+            chunk.offset,
+            &chunk.data,
+        )
+        .map_err(|error| error.to_string())
+    }
+
+    /// Finishes the snapshot being received (see [`LogStore::finish_snapshot`]) and returns a
+    /// reader of its data, to restore the state machine from.
+    pub fn finish_received(&mut self) -> Result<Box<dyn std::io::Read>, String> {
+        let stored = self.finish_snapshot().map_err(|error| error.to_string())?.clone();
+        let reader = self.snapshot_reader(&stored).map_err(|error| error.to_string())?;
+        Ok(Box::new(reader))
     }
 
     /// Writes `persist`'s log changes (not yet durable) and holds back its hard state for the

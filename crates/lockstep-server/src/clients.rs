@@ -27,38 +27,17 @@ pub const CLIENT_FRAME_BYTES_MAX: u64 = 8 << 20;
 pub async fn listen_clients<M>(
     listener: TcpListener,
     events: mpsc::Sender<Stamped<Event<M>>>,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: watch::Receiver<bool>,
 ) where
     M: StateMachine + 'static,
     M::Input: Send,
     M::Query: Send,
     M::Output: Send + Serialize,
 {
-    loop {
-        let accepted = tokio::select! {
-            _ = shutdown.changed() => return,
-            accepted = listener.accept() => accepted,
-        };
-        match accepted {
-            Ok((stream, address)) => {
-                metrics::counter!("lockstep_client_connections_total").increment(1);
-                let _ = stream.set_nodelay(true);
-                let events = events.clone();
-                let shutdown = shutdown.clone();
-                tokio::spawn(async move {
-                    if let Err(reason) = serve_client::<M>(stream, events, shutdown).await {
-                        metrics::counter!("lockstep_connections_refused_total", "port" => "client")
-                            .increment(1);
-                        tracing::warn!(%address, "closed a client connection: {reason}");
-                    }
-                });
-            }
-            Err(error) => {
-                tracing::warn!("accepting a client connection failed: {error}");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-        }
-    }
+    crate::transport::accept(listener, shutdown, "client", move |stream, shutdown| {
+        serve_client::<M>(stream, events.clone(), shutdown)
+    })
+    .await;
 }
 
 async fn serve_client<M>(

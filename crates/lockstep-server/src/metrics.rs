@@ -14,7 +14,7 @@
 //! `lockstep_terms_led_total`, `lockstep_messages_rejected_total`,
 //! `lockstep_bytes_in_flight` (appends sent to followers and not yet acknowledged),
 //! `lockstep_peer_messages_{sent,received,dropped}_total`, `lockstep_peer_bytes_sent_total`,
-//! `lockstep_client_connections_total`, `lockstep_connections_refused_total{port}`.
+//! `lockstep_connections_total{port}`, `lockstep_connections_refused_total{port}`.
 
 use std::sync::OnceLock;
 use std::time::Duration;

@@ -200,14 +200,7 @@ impl Storage for ThreadedStorage {
     }
 
     fn latest_checkpoint(&self) -> Option<Checkpoint> {
-        let store = lock(&self.store);
-        let stored = store.latest_snapshot()?;
-        let total_bytes = store.snapshot_file_len(stored).ok()?;
-        Some(Checkpoint {
-            meta: stored.footer.meta.clone(),
-            total_bytes,
-            digest: stored.footer.digest,
-        })
+        lock(&self.store).latest_checkpoint()
     }
 
     fn read_checkpoint(
@@ -216,14 +209,7 @@ impl Storage for ThreadedStorage {
         offset: u64,
         len: u64,
     ) -> Result<Vec<u8>, String> {
-        let store = lock(&self.store);
-        let stored = store
-            .latest_snapshot()
-            .filter(|stored| {
-                stored.footer.meta == checkpoint.meta && stored.footer.digest == checkpoint.digest
-            })
-            .ok_or_else(|| "the checkpoint was replaced by a newer one".to_string())?;
-        store.read_snapshot_file(stored, offset, len).map_err(|error| error.to_string())
+        lock(&self.store).read_checkpoint(checkpoint, offset, len)
     }
 
     fn compact(&mut self, index: LogIndex) {
@@ -235,15 +221,7 @@ impl Storage for ThreadedStorage {
     }
 
     fn receive_snapshot_chunk(&mut self, chunk: &InstallSnapshot) -> Result<u64, String> {
-        lock(&self.store)
-            .receive_snapshot_chunk(
-                &chunk.meta,
-                chunk.total_bytes,
-                chunk.digest,
-                chunk.offset,
-                &chunk.data,
-            )
-            .map_err(|error| error.to_string())
+        lock(&self.store).receive_chunk(chunk)
     }
 
     fn snapshot_bytes_received(&self) -> u64 {
@@ -251,9 +229,6 @@ impl Storage for ThreadedStorage {
     }
 
     fn finish_snapshot(&mut self) -> Result<Box<dyn io::Read>, String> {
-        let mut store = lock(&self.store);
-        let stored = store.finish_snapshot().map_err(|error| error.to_string())?.clone();
-        let reader = store.snapshot_reader(&stored).map_err(|error| error.to_string())?;
-        Ok(Box::new(reader))
+        lock(&self.store).finish_received()
     }
 }

@@ -223,17 +223,16 @@ fn encode_batch(kind: Kind, batch: Vec<Message>, buffer: &mut Vec<u8>) {
     }
 }
 
-/// Accepts peer connections until shut down.
-pub async fn listen_peers<M: StateMachine + 'static>(
+/// Accepts connections until shut down, serving each on its own task with `serve`; a
+/// connection `serve` closes for bad input is logged and counted under `port`.
+pub async fn accept<F, Fut>(
     listener: TcpListener,
-    me: u64,
-    cluster_id: u64,
-    events: mpsc::Sender<Stamped<Event<M>>>,
     mut shutdown: watch::Receiver<bool>,
+    port: &'static str,
+    serve: F,
 ) where
-    M::Input: Send,
-    M::Query: Send,
-    M::Output: Send,
+    F: Fn(TcpStream, watch::Receiver<bool>) -> Fut,
+    Fut: std::future::Future<Output = Result<(), String>> + Send + 'static,
 {
     loop {
         let accepted = tokio::select! {
@@ -242,24 +241,42 @@ pub async fn listen_peers<M: StateMachine + 'static>(
         };
         match accepted {
             Ok((stream, address)) => {
+                metrics::counter!("lockstep_connections_total", "port" => port).increment(1);
                 let _ = stream.set_nodelay(true);
-                let events = events.clone();
-                let shutdown = shutdown.clone();
+                let serving = serve(stream, shutdown.clone());
                 tokio::spawn(async move {
-                    if let Err(reason) = serve_peer(stream, me, cluster_id, &events, shutdown).await
-                    {
-                        metrics::counter!("lockstep_connections_refused_total", "port" => "peer")
+                    if let Err(reason) = serving.await {
+                        metrics::counter!("lockstep_connections_refused_total", "port" => port)
                             .increment(1);
-                        tracing::warn!(%address, "closed a peer connection: {reason}");
+                        tracing::warn!(%address, "closed a {port} connection: {reason}");
                     }
                 });
             }
             Err(error) => {
-                tracing::warn!("accepting a peer connection failed: {error}");
+                tracing::warn!("accepting a {port} connection failed: {error}");
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
         }
     }
+}
+
+/// Accepts peer connections until shut down.
+pub async fn listen_peers<M: StateMachine + 'static>(
+    listener: TcpListener,
+    me: u64,
+    cluster_id: u64,
+    events: mpsc::Sender<Stamped<Event<M>>>,
+    shutdown: watch::Receiver<bool>,
+) where
+    M::Input: Send,
+    M::Query: Send,
+    M::Output: Send,
+{
+    accept(listener, shutdown, "peer", move |stream, shutdown| {
+        let events = events.clone();
+        async move { serve_peer(stream, me, cluster_id, &events, shutdown).await }
+    })
+    .await;
 }
 
 /// Reads one inbound peer connection; returns why it was closed, if for bad input.

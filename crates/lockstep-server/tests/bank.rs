@@ -9,7 +9,7 @@ mod ledger;
 use std::time::Duration;
 
 use ledger::{Command, Ledger, Outcome, Query};
-use lockstep_client::{Client, ClientOptions};
+use lockstep_client::{Client, ClientOptions, ReadConsistency};
 use lockstep_server::{BoundServer, Member, ServerConfig};
 use tokio::sync::watch;
 
@@ -37,6 +37,8 @@ async fn transfers_survive_a_leader_change_exactly_once() {
         let mut config =
             ServerConfig::new(member.id, 1, dir.join(member.id.to_string()), members.clone());
         config.tick_millis = 20;
+        // Reads under the leader's lease: the totals below are read that way.
+        config.lease_reads = true;
         let server = BoundServer::bind(config).await.expect("bind");
         let (stop, mut stopped) = watch::channel(false);
         stops.push(stop);
@@ -96,7 +98,7 @@ async fn transfers_survive_a_leader_change_exactly_once() {
     for task in tasks {
         acknowledged += task.await.expect("a transfer task");
     }
-    let total = bank.read(Query::Total).await.expect("total");
+    let total = bank.read_with(Query::Total, ReadConsistency::Lease).await.expect("total");
     assert_eq!(total, Outcome::Amount(4_000), "money was made or lost");
     let applied = bank.read(Query::Transfers).await.expect("transfers");
     assert_eq!(applied, Outcome::Amount(acknowledged), "a transfer applied twice or lost");

@@ -8,7 +8,7 @@ use lockstep_kv::{
 };
 use serde_json::{json, Value};
 
-use crate::{ClientArgs, Command, Output};
+use crate::{ClientArgs, Command, Consistency, Output};
 
 /// The client of the key-value service.
 pub type KvClient = Client<Request, Request, Answer>;
@@ -17,10 +17,10 @@ pub fn client(args: &ClientArgs) -> KvClient {
     let options = ClientOptions {
         timeout: args.timeout(),
         attempt_timeout: args.timeout().min(std::time::Duration::from_secs(3)),
-        consistency: if args.serializable {
-            ReadConsistency::Follower
-        } else {
-            ReadConsistency::Linearizable
+        consistency: match (args.serializable, args.consistency) {
+            (true, _) | (_, Consistency::Serializable) => ReadConsistency::Follower,
+            (false, Consistency::Lease) => ReadConsistency::Lease,
+            (false, Consistency::Linearizable) => ReadConsistency::Linearizable,
         },
     };
     Client::new(args.endpoints.clone(), options)

@@ -137,9 +137,25 @@ struct ClientArgs {
     /// Give up after this many seconds.
     #[arg(long, global = true, default_value_t = 10.0)]
     timeout: f64,
-    /// Read from whichever replica answers (may be stale) instead of linearizably.
+    /// How reads are served: `linearizable` (a read-index round on the leader), `lease` (under
+    /// the leader's lease if the servers run with --lease-reads, else as linearizable), or
+    /// `serializable` (by whichever replica answers, at once; may be stale).
+    #[arg(long, global = true, value_enum, default_value_t = Consistency::Linearizable)]
+    consistency: Consistency,
+    /// Short for --consistency serializable.
     #[arg(long, global = true)]
     serializable: bool,
+}
+
+/// How reads are served.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum Consistency {
+    /// Read-index on the leader: never stale.
+    Linearizable,
+    /// The leader's lease (servers with --lease-reads): never stale while clocks behave.
+    Lease,
+    /// Any replica, at once: may be stale.
+    Serializable,
 }
 
 impl ClientArgs {

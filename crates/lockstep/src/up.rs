@@ -128,6 +128,7 @@ pub async fn run(args: UpArgs) -> Result<(), String> {
         endpoints: endpoints.clone(),
         output: Output::Text,
         timeout: 1.0,
+        consistency: crate::Consistency::Linearizable,
         serializable: false,
     };
     let terminal = std::io::stdout().is_terminal();

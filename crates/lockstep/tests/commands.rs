@@ -70,6 +70,10 @@ fn up_then_the_client_commands() {
     }
     let output = client(&endpoints, &["get", "fruit/", "--prefix"]);
     assert_eq!(stdout(&output), "fruit/apple\tred\nfruit/kiwi\tgreen\n");
+    for consistency in ["lease", "serializable"] {
+        let output = client(&endpoints, &["get", "greeting", "--consistency", consistency]);
+        assert!(output.status.success(), "{output:?}");
+    }
     let output = client(&endpoints, &["get", "fruit/", "--prefix", "--count-only"]);
     assert_eq!(stdout(&output), "2\n");
     let output = client(&endpoints, &["scan", "fruit/kiwi", "veg/zzz"]);

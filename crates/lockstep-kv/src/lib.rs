@@ -13,10 +13,12 @@
 //! - **transactions**: comparisons on value, version, create or modification revision, then the
 //!   success or the failure branch of puts, deletes and ranges, all at one revision.
 //!
-//! It keeps only the current state (no history): a range at a past revision is refused as
-//! compacted, one at a future revision as not yet reached. Not yet modelled (the etcd API
-//! issue adds them): history and compaction, leases, range sorting and revision filters,
-//! nested transactions.
+//! It keeps every key's **history** (multi-version, as etcd's MVCC store): a range can read
+//! any revision from the **compaction revision** on; a compaction forgets the versions that
+//! are no longer current at its revision, and a read below it is refused. Ranges sort and
+//! filter by revisions as etcd's do. A hash of the history up to a revision lets replicas be
+//! compared (etcd's HashKV). Not yet modelled: leases (a put naming one is refused), nested
+//! transactions.
 //!
 //! ```
 //! use lockstep_kv::{Kv, Request, Response};
@@ -56,6 +58,8 @@ pub struct KeyValue {
     pub mod_revision: Revision,
     /// Changes since creation, starting at 1.
     pub version: u64,
+    /// The lease the key is attached to (0: none).
+    pub lease: i64,
 }
 
 /// Which keys a request names, as etcd spells it.
@@ -144,12 +148,52 @@ pub struct RangeRequest {
     pub range: KeyRange,
     /// At most this many keys (0: no limit).
     pub limit: u64,
-    /// Read at this revision (0: the current one). Only the current revision is kept.
+    /// Read at this revision (0: the current one); refused below the compaction revision.
     pub revision: Revision,
     /// Return keys without values.
     pub keys_only: bool,
     /// Return only the count.
     pub count_only: bool,
+    /// The order of the keys returned (by key when not given, as stored).
+    pub sort_order: SortOrder,
+    /// What to sort by.
+    pub sort_target: SortTarget,
+    /// Only keys last modified at or after this revision (0: no bound).
+    pub min_mod_revision: Revision,
+    /// Only keys last modified at or before this revision (0: no bound).
+    pub max_mod_revision: Revision,
+    /// Only keys created at or after this revision (0: no bound).
+    pub min_create_revision: Revision,
+    /// Only keys created at or before this revision (0: no bound).
+    pub max_create_revision: Revision,
+}
+
+/// The order of a range's keys.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SortOrder {
+    /// As stored (by key), unless a sort target other than the key is given (then ascending).
+    #[default]
+    None,
+    /// Ascending.
+    Ascend,
+    /// Descending.
+    Descend,
+}
+
+/// What a range's keys are sorted by.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SortTarget {
+    /// The key.
+    #[default]
+    Key,
+    /// The version.
+    Version,
+    /// The create revision.
+    Create,
+    /// The modification revision.
+    Mod,
+    /// The value.
+    Value,
 }
 
 /// Set a key.
@@ -163,6 +207,10 @@ pub struct PutRequest {
     pub prev_kv: bool,
     /// Keep the current value (only the metadata changes); refused if the key is absent.
     pub ignore_value: bool,
+    /// Attach the key to this lease (0: none); refused if the lease does not exist.
+    pub lease: i64,
+    /// Keep the key's current lease; refused if the key is absent.
+    pub ignore_lease: bool,
 }
 
 /// Delete keys.
@@ -246,6 +294,25 @@ pub enum Request {
     Delete(DeleteRequest),
     /// A transaction.
     Txn(TxnRequest),
+    /// Forget the history before a revision.
+    Compact(CompactRequest),
+    /// A hash of the history up to a revision (read-only), to compare replicas.
+    Hash(HashRequest),
+}
+
+/// Forget every version of every key that is not current at `revision` (the history before
+/// it); reads below it are refused from then on.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CompactRequest {
+    /// The revision to compact to.
+    pub revision: Revision,
+}
+
+/// Hash the history kept up to `revision` (0: the current one).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HashRequest {
+    /// The revision to hash up to.
+    pub revision: Revision,
 }
 
 impl Request {
@@ -267,13 +334,13 @@ impl Request {
     /// Whether the request only reads (and so may be served by a read-index read).
     pub fn is_read_only(&self) -> bool {
         match self {
-            Request::Range(_) => true,
+            Request::Range(_) | Request::Hash(_) => true,
             Request::Txn(txn) => txn
                 .success
                 .iter()
                 .chain(&txn.failure)
                 .all(|operation| matches!(operation, Operation::Range(_))),
-            Request::Put(_) | Request::Delete(_) => false,
+            Request::Put(_) | Request::Delete(_) | Request::Compact(_) => false,
         }
     }
 }
@@ -317,12 +384,12 @@ pub struct TxnResponse {
 /// Why a request was refused (nothing changed).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum KvError {
-    /// The revision asked for is older than the current one, which is all that is kept.
+    /// The revision asked for is below the compaction revision: its history is gone.
     Compacted {
         /// The revision asked for.
         requested: Revision,
-        /// The current revision.
-        current: Revision,
+        /// The compaction revision: the history before it is gone.
+        compacted: Revision,
     },
     /// The revision asked for has not been reached.
     FutureRevision {
@@ -331,8 +398,10 @@ pub enum KvError {
         /// The current revision.
         current: Revision,
     },
-    /// A put with `ignore_value` for a key that does not exist.
+    /// A put with `ignore_value` or `ignore_lease` for a key that does not exist.
     KeyNotFound,
+    /// A put names a lease that does not exist.
+    LeaseNotFound,
     /// A transaction writes the same key twice.
     DuplicateKey,
     /// A request that writes was sent as a read.
@@ -353,15 +422,16 @@ pub enum KvError {
 impl std::fmt::Display for KvError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            KvError::Compacted { requested, current } => write!(
+            KvError::Compacted { requested, compacted } => write!(
                 f,
-                "revision {requested} has been compacted (only the current revision, {current}, \
-                 is kept)"
+                "required revision {requested} has been compacted (the history starts at \
+                 {compacted})"
             ),
             KvError::FutureRevision { requested, current } => {
                 write!(f, "revision {requested} is a future revision (the current is {current})")
             }
             KvError::KeyNotFound => f.write_str("key not found"),
+            KvError::LeaseNotFound => f.write_str("requested lease not found"),
             KvError::DuplicateKey => f.write_str("a transaction changes the same key twice"),
             KvError::NotReadOnly => f.write_str("the request is not read-only"),
             KvError::EmptyKey => f.write_str("the key is empty"),
@@ -389,8 +459,23 @@ pub enum Response {
     Delete(DeleteResponse),
     /// A transaction's outcome.
     Txn(TxnResponse),
+    /// The history was compacted.
+    Compact,
+    /// The hash of the history.
+    Hash(HashResponse),
     /// Refused; nothing changed.
     Error(KvError),
+}
+
+/// A hash of the history up to a revision.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HashResponse {
+    /// The hash (32 bits, as etcd's).
+    pub hash: u32,
+    /// The revision hashed up to.
+    pub hash_revision: Revision,
+    /// The compaction revision then.
+    pub compact_revision: Revision,
 }
 
 /// A response with the store's revision after the request, as etcd's headers carry it.
@@ -402,18 +487,45 @@ pub struct Answer {
     pub response: Response,
 }
 
+/// One version of a key: its key-value from `revision` on, or its deletion at `revision`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+struct Version {
+    /// The revision of the change.
+    revision: Revision,
+    /// Its place among the changes of that revision (a transaction makes several).
+    sub: u32,
+    /// The key-value from then on; `None`: deleted then.
+    kv: Option<KeyValue>,
+}
+
 /// The store. See the crate documentation.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Kv {
-    keys: BTreeMap<Bytes, KeyValue>,
+    /// Every key's versions since the compaction revision, oldest first. A key whose history
+    /// holds only its deletion (or nothing) is removed at compaction.
+    keys: BTreeMap<Bytes, Vec<Version>>,
     /// The revision of the last change (1 for an empty store that never changed, as etcd).
     revision: Revision,
+    /// Reads below this revision are refused: their history is gone (0: never compacted).
+    compacted: Revision,
+    /// Changes made so far at the revision being written (their `sub`).
+    changes: u32,
+}
+
+/// The value of a history at `revision`.
+fn at(history: &[Version], revision: Revision) -> Option<&KeyValue> {
+    history.iter().rev().find(|version| version.revision <= revision)?.kv.as_ref()
+}
+
+/// The current value of a history.
+fn current(history: &[Version]) -> Option<&KeyValue> {
+    history.last()?.kv.as_ref()
 }
 
 impl Kv {
     /// An empty store at revision 1.
     pub fn new() -> Kv {
-        Kv { keys: BTreeMap::new(), revision: 1 }
+        Kv { keys: BTreeMap::new(), revision: 1, compacted: 0, changes: 0 }
     }
 
     /// The current revision.
@@ -421,14 +533,19 @@ impl Kv {
         self.revision.max(1)
     }
 
-    /// How many keys the store holds.
-    pub fn len(&self) -> usize {
-        self.keys.len()
+    /// The compaction revision: reads below it are refused (0: never compacted).
+    pub fn compact_revision(&self) -> Revision {
+        self.compacted
     }
 
-    /// Whether the store holds no key.
+    /// How many keys the store holds now.
+    pub fn len(&self) -> usize {
+        self.keys.values().filter(|history| current(history).is_some()).count()
+    }
+
+    /// Whether the store holds no key now.
     pub fn is_empty(&self) -> bool {
-        self.keys.is_empty()
+        self.len() == 0
     }
 
     /// Executes a request: reads read, writes write (at most one new revision per request).
@@ -444,12 +561,15 @@ impl Kv {
                 Err(error) => Response::Error(error),
             },
             Request::Txn(txn) => self.txn(txn),
+            Request::Compact(compact) => self.compact(compact.revision),
+            Request::Hash(hash) => self.hash(hash.revision),
         }
     }
 
     /// Runs `change` at the next revision, which becomes current only if it changed something.
     fn write(&mut self, change: impl FnOnce(&mut Kv, Revision) -> (Response, bool)) -> Response {
         let next = self.revision() + 1;
+        self.changes = 0;
         let (response, changed) = change(self, next);
         if changed {
             self.revision = next;
@@ -457,48 +577,124 @@ impl Kv {
         response
     }
 
+    /// Records a change of `key` at `revision`.
+    fn record(&mut self, key: Bytes, revision: Revision, kv: Option<KeyValue>) {
+        let sub = self.changes;
+        self.changes += 1;
+        self.keys.entry(key).or_default().push(Version { revision, sub, kv });
+    }
+
+    /// Checks that `revision` (0: the current one) can be read; returns the revision to read.
+    fn readable(&self, revision: Revision) -> Result<Revision, KvError> {
+        let current = self.revision();
+        if revision == 0 {
+            return Ok(current);
+        }
+        if revision < self.compacted {
+            return Err(KvError::Compacted { requested: revision, compacted: self.compacted });
+        }
+        if revision > current {
+            return Err(KvError::FutureRevision { requested: revision, current });
+        }
+        Ok(revision)
+    }
+
     fn range(&self, request: &RangeRequest) -> Response {
         if let Err(error) = check_range(&request.range) {
             return Response::Error(error);
         }
-        let current = self.revision();
-        if request.revision != 0 && request.revision < current {
-            return Response::Error(KvError::Compacted { requested: request.revision, current });
+        match self.readable(request.revision) {
+            Ok(revision) => Response::Range(self.read(request, revision)),
+            Err(error) => Response::Error(error),
         }
-        if request.revision > current {
-            return Response::Error(KvError::FutureRevision {
-                requested: request.revision,
-                current,
-            });
-        }
-        Response::Range(self.read(request))
     }
 
-    fn read(&self, request: &RangeRequest) -> RangeResponse {
-        if request.range.is_backwards() {
-            return RangeResponse::default();
-        }
+    /// The keys of `range` as they were at `revision`, in key order.
+    fn keys_at<'a>(
+        &'a self,
+        range: &KeyRange,
+        revision: Revision,
+    ) -> impl Iterator<Item = &'a KeyValue> + 'a {
+        let keys = if range.is_backwards() { None } else { Some(self.keys.range(range.bounds())) };
+        keys.into_iter().flatten().filter_map(move |(_, history)| at(history, revision))
+    }
+
+    /// A range at `revision` (checked readable), as etcd answers it: count everything in the
+    /// range, filter by revisions, sort, then cut at the limit.
+    fn read(&self, request: &RangeRequest, revision: Revision) -> RangeResponse {
         let mut response = RangeResponse::default();
-        for kv in self.keys.range(request.range.bounds()).map(|(_, kv)| kv) {
+        let filtered = request.min_mod_revision != 0
+            || request.max_mod_revision != 0
+            || request.min_create_revision != 0
+            || request.max_create_revision != 0;
+        let sort_order = match (request.sort_order, request.sort_target) {
+            (SortOrder::None, SortTarget::Key) => SortOrder::None,
+            (SortOrder::None, _) => SortOrder::Ascend,
+            (order, _) => order,
+        };
+        let mut kvs = Vec::new();
+        for kv in self.keys_at(&request.range, revision) {
             response.count += 1;
             if request.count_only {
                 continue;
             }
-            if request.limit != 0 && response.kvs.len() as u64 >= request.limit {
+            let keep = (request.min_mod_revision == 0
+                || kv.mod_revision >= request.min_mod_revision)
+                && (request.max_mod_revision == 0 || kv.mod_revision <= request.max_mod_revision)
+                && (request.min_create_revision == 0
+                    || kv.create_revision >= request.min_create_revision)
+                && (request.max_create_revision == 0
+                    || kv.create_revision <= request.max_create_revision);
+            if !keep {
+                continue;
+            }
+            // Without sorting or filtering, keys past the limit are only counted.
+            if !filtered
+                && sort_order == SortOrder::None
+                && request.limit != 0
+                && kvs.len() as u64 >= request.limit
+            {
                 response.more = true;
                 continue;
             }
-            let mut kv = kv.clone();
-            if request.keys_only {
-                kv.value = Bytes::new();
-            }
-            response.kvs.push(kv);
+            kvs.push(kv);
         }
+        if sort_order != SortOrder::None {
+            // A stable sort: keys stay in key order among equals.
+            kvs.sort_by(|a, b| {
+                let ordering = match request.sort_target {
+                    SortTarget::Key => a.key.cmp(&b.key),
+                    SortTarget::Version => a.version.cmp(&b.version),
+                    SortTarget::Create => a.create_revision.cmp(&b.create_revision),
+                    SortTarget::Mod => a.mod_revision.cmp(&b.mod_revision),
+                    SortTarget::Value => a.value.cmp(&b.value),
+                };
+                if sort_order == SortOrder::Descend {
+                    ordering.reverse()
+                } else {
+                    ordering
+                }
+            });
+        }
+        if request.limit != 0 && kvs.len() as u64 > request.limit {
+            kvs.truncate(request.limit as usize);
+            response.more = true;
+        }
+        response.kvs = kvs
+            .into_iter()
+            .map(|kv| {
+                let mut kv = kv.clone();
+                if request.keys_only {
+                    kv.value = Bytes::new();
+                }
+                kv
+            })
+            .collect();
         response
     }
 
     fn put(&mut self, request: PutRequest, revision: Revision) -> (Response, bool) {
-        let previous = self.keys.get(&request.key).cloned();
+        let previous = self.keys.get(&request.key).and_then(|history| current(history)).cloned();
         let value = if request.ignore_value {
             match &previous {
                 Some(previous) => previous.value.clone(),
@@ -507,43 +703,91 @@ impl Kv {
         } else {
             request.value
         };
-        let kv = match &previous {
-            Some(previous) => KeyValue {
-                key: request.key.clone(),
-                value,
-                create_revision: previous.create_revision,
-                mod_revision: revision,
-                version: previous.version + 1,
-            },
-            None => KeyValue {
-                key: request.key.clone(),
-                value,
-                create_revision: revision,
-                mod_revision: revision,
-                version: 1,
-            },
+        let lease = if request.ignore_lease {
+            match &previous {
+                Some(previous) => previous.lease,
+                None => return (Response::Error(KvError::KeyNotFound), false),
+            }
+        } else if request.lease != 0 {
+            return (Response::Error(KvError::LeaseNotFound), false);
+        } else {
+            0
         };
-        self.keys.insert(request.key, kv);
+        let kv = KeyValue {
+            key: request.key.clone(),
+            value,
+            create_revision: previous
+                .as_ref()
+                .map_or(revision, |previous| previous.create_revision),
+            mod_revision: revision,
+            version: previous.as_ref().map_or(1, |previous| previous.version + 1),
+            lease,
+        };
+        self.record(request.key, revision, Some(kv));
         let prev_kv = if request.prev_kv { previous } else { None };
         (Response::Put(PutResponse { prev_kv }), true)
     }
 
-    fn delete(&mut self, request: &DeleteRequest, _revision: Revision) -> (Response, bool) {
-        if request.range.is_backwards() {
-            return (Response::Delete(DeleteResponse::default()), false);
-        }
-        let doomed: Vec<Bytes> =
-            self.keys.range(request.range.bounds()).map(|(key, _)| key.clone()).collect();
+    fn delete(&mut self, request: &DeleteRequest, revision: Revision) -> (Response, bool) {
+        let current_revision = self.revision();
+        let doomed: Vec<KeyValue> =
+            self.keys_at(&request.range, current_revision).cloned().collect();
         let mut response = DeleteResponse { deleted: doomed.len() as u64, prev_kvs: Vec::new() };
-        for key in doomed {
-            if let Some(kv) = self.keys.remove(&key) {
-                if request.prev_kv {
-                    response.prev_kvs.push(kv);
-                }
+        for kv in doomed {
+            self.record(kv.key.clone(), revision, None);
+            if request.prev_kv {
+                response.prev_kvs.push(kv);
             }
         }
         let changed = response.deleted > 0;
         (Response::Delete(response), changed)
+    }
+
+    /// Forgets the history before `revision`. It does not change the revision.
+    fn compact(&mut self, revision: Revision) -> Response {
+        let current = self.revision();
+        if revision <= self.compacted {
+            return Response::Error(KvError::Compacted {
+                requested: revision,
+                compacted: self.compacted,
+            });
+        }
+        if revision > current {
+            return Response::Error(KvError::FutureRevision { requested: revision, current });
+        }
+        self.keys.retain(|_, history| {
+            // Keep the version current at `revision` (unless it is a deletion) and all after.
+            let first_kept = history
+                .iter()
+                .rposition(|version| version.revision <= revision)
+                .map_or(0, |at| if history[at].kv.is_some() { at } else { at + 1 });
+            history.drain(..first_kept);
+            !history.is_empty()
+        });
+        self.compacted = revision;
+        Response::Compact
+    }
+
+    /// A hash of every version kept up to `revision` (0: the current one).
+    fn hash(&self, revision: Revision) -> Response {
+        let revision = match self.readable(revision) {
+            Ok(revision) => revision,
+            Err(error) => return Response::Error(error),
+        };
+        let mut hasher = blake3::Hasher::new();
+        hasher.update(&self.compacted.to_le_bytes());
+        for (key, history) in &self.keys {
+            for version in history.iter().filter(|version| version.revision <= revision) {
+                hash_version(&mut hasher, key, version);
+            }
+        }
+        let digest = hasher.finalize();
+        let bytes = digest.as_bytes();
+        Response::Hash(HashResponse {
+            hash: u32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]),
+            hash_revision: revision,
+            compact_revision: self.compacted,
+        })
     }
 
     fn compare(&self, compare: &Compare) -> bool {
@@ -567,13 +811,10 @@ impl Kv {
             }
         };
         if compare.range.range_end.is_empty() {
-            return holds(self.keys.get(&compare.range.key));
-        }
-        if compare.range.is_backwards() {
-            return holds(None);
+            return holds(self.keys.get(&compare.range.key).and_then(|history| current(history)));
         }
         let mut any = false;
-        for (_, kv) in self.keys.range(compare.range.bounds()) {
+        for kv in self.keys_at(&compare.range, self.revision()) {
             any = true;
             if !holds(Some(kv)) {
                 return false;
@@ -622,18 +863,18 @@ impl Kv {
 
     /// Checks the revisions the ranges of a branch ask for.
     fn check_branch_reads(&self, branch: &[Operation]) -> Result<(), KvError> {
-        let current = self.revision();
         for operation in branch {
             if let Operation::Range(range) = operation {
-                if range.revision != 0 && range.revision < current {
-                    return Err(KvError::Compacted { requested: range.revision, current });
-                }
-                if range.revision > current {
-                    return Err(KvError::FutureRevision { requested: range.revision, current });
-                }
+                self.readable(range.revision)?;
             }
         }
         Ok(())
+    }
+
+    /// A range inside a transaction: at its own revision, or the current one.
+    fn read_in_txn(&self, range: &RangeRequest) -> RangeResponse {
+        let revision = if range.revision == 0 { self.revision() } else { range.revision };
+        self.read(range, revision)
     }
 
     /// A transaction that only reads, answered without changing anything.
@@ -649,7 +890,9 @@ impl Kv {
         let mut responses = Vec::with_capacity(branch.len());
         for operation in branch {
             match operation {
-                Operation::Range(range) => responses.push(Response::Range(self.read(range))),
+                Operation::Range(range) => {
+                    responses.push(Response::Range(self.read_in_txn(range)));
+                }
                 _ => return Response::Error(KvError::NotReadOnly),
             }
         }
@@ -665,20 +908,27 @@ impl Kv {
         if let Err(error) = self.check_branch_reads(&branch) {
             return Response::Error(error);
         }
-        // A put that keeps an absent key's value fails: check before changing anything, so a
-        // transaction is all or nothing (no put lies inside a delete of the same branch).
-        let missing = branch.iter().any(|operation| {
-            matches!(operation, Operation::Put(put) if put.ignore_value && !self.keys.contains_key(&put.key))
-        });
-        if missing {
-            return Response::Error(KvError::KeyNotFound);
+        // A put that keeps an absent key's value or lease, or names a lease that does not
+        // exist, fails: check before changing anything, so a transaction is all or nothing (no
+        // put lies inside a delete of the same branch).
+        for operation in &branch {
+            if let Operation::Put(put) = operation {
+                let present =
+                    self.keys.get(&put.key).and_then(|history| current(history)).is_some();
+                if (put.ignore_value || put.ignore_lease) && !present {
+                    return Response::Error(KvError::KeyNotFound);
+                }
+                if put.lease != 0 && !put.ignore_lease {
+                    return Response::Error(KvError::LeaseNotFound);
+                }
+            }
         }
         self.write(|kv, revision| {
             let mut changed = false;
             let mut responses = Vec::with_capacity(branch.len());
             for operation in branch {
                 let response = match operation {
-                    Operation::Range(range) => Response::Range(kv.read(&range)),
+                    Operation::Range(range) => Response::Range(kv.read_in_txn(&range)),
                     Operation::Put(put) => {
                         let (response, did) = kv.put(put, revision);
                         changed |= did;
@@ -697,11 +947,33 @@ impl Kv {
     }
 }
 
-/// A view of the store for a checkpoint: the keys and the revision as they were.
+fn hash_version(hasher: &mut blake3::Hasher, key: &[u8], version: &Version) {
+    hasher.update(&(key.len() as u64).to_le_bytes());
+    hasher.update(key);
+    hasher.update(&version.revision.to_le_bytes());
+    hasher.update(&version.sub.to_le_bytes());
+    match &version.kv {
+        None => {
+            hasher.update(&[0]);
+        }
+        Some(kv) => {
+            hasher.update(&[1]);
+            hasher.update(&(kv.value.len() as u64).to_le_bytes());
+            hasher.update(&kv.value);
+            hasher.update(&kv.create_revision.to_le_bytes());
+            hasher.update(&kv.mod_revision.to_le_bytes());
+            hasher.update(&kv.version.to_le_bytes());
+            hasher.update(&kv.lease.to_le_bytes());
+        }
+    }
+}
+
+/// A view of the store for a checkpoint: the history and the revisions as they were.
 #[derive(Clone, Debug)]
 pub struct KvSnapshot {
-    keys: BTreeMap<Bytes, KeyValue>,
+    keys: BTreeMap<Bytes, Vec<Version>>,
     revision: Revision,
+    compacted: Revision,
 }
 
 /// The encoded form of a snapshot.
@@ -709,17 +981,19 @@ pub struct KvSnapshot {
 struct Encoded {
     version: u8,
     revision: Revision,
-    keys: Vec<KeyValue>,
+    compacted: Revision,
+    keys: Vec<(Bytes, Vec<Version>)>,
 }
 
-const SNAPSHOT_VERSION: u8 = 1;
+const SNAPSHOT_VERSION: u8 = 2;
 
 impl StateSnapshot for KvSnapshot {
     fn write_to(&self, out: &mut dyn io::Write) -> io::Result<()> {
         let encoded = Encoded {
             version: SNAPSHOT_VERSION,
             revision: self.revision,
-            keys: self.keys.values().cloned().collect(),
+            compacted: self.compacted,
+            keys: self.keys.iter().map(|(key, history)| (key.clone(), history.clone())).collect(),
         };
         let bytes = postcard::to_stdvec(&encoded).map_err(io::Error::other)?;
         out.write_all(&bytes)
@@ -742,13 +1016,14 @@ impl StateMachine for Kv {
         let response = match query {
             Request::Range(range) => self.range(range),
             Request::Txn(txn) if query.is_read_only() => self.read_txn(txn),
+            Request::Hash(hash) => self.hash(hash.revision),
             _ => Response::Error(KvError::NotReadOnly),
         };
         Answer { revision: self.revision(), response }
     }
 
     fn snapshot(&self) -> KvSnapshot {
-        KvSnapshot { keys: self.keys.clone(), revision: self.revision() }
+        KvSnapshot { keys: self.keys.clone(), revision: self.revision(), compacted: self.compacted }
     }
 
     fn restore(&mut self, input: &mut dyn io::Read) -> io::Result<()> {
@@ -763,22 +1038,21 @@ impl StateMachine for Kv {
                 encoded.version
             )));
         }
-        self.keys = encoded.keys.into_iter().map(|kv| (kv.key.clone(), kv)).collect();
+        self.keys = encoded.keys.into_iter().collect();
         self.revision = encoded.revision;
+        self.compacted = encoded.compacted;
+        self.changes = 0;
         Ok(())
     }
 
     fn digest(&self) -> StateDigest {
         let mut hasher = blake3::Hasher::new();
         hasher.update(&self.revision().to_le_bytes());
-        for kv in self.keys.values() {
-            for field in [&kv.key, &kv.value] {
-                hasher.update(&(field.len() as u64).to_le_bytes());
-                hasher.update(field);
+        hasher.update(&self.compacted.to_le_bytes());
+        for (key, history) in &self.keys {
+            for version in history {
+                hash_version(&mut hasher, key, version);
             }
-            hasher.update(&kv.create_revision.to_le_bytes());
-            hasher.update(&kv.mod_revision.to_le_bytes());
-            hasher.update(&kv.version.to_le_bytes());
         }
         StateDigest(*hasher.finalize().as_bytes())
     }

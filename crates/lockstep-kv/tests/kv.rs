@@ -3,8 +3,9 @@
 use bytes::Bytes;
 use lockstep_core::{ApplyContext, LogIndex, StateMachine, StateSnapshot, Term};
 use lockstep_kv::{
-    Compare, CompareOp, CompareTarget, DeleteRequest, KeyRange, Kv, KvError, Operation, PutRequest,
-    RangeRequest, Request, Response, TxnRequest,
+    CompactRequest, Compare, CompareOp, CompareTarget, DeleteRequest, HashRequest, KeyRange, Kv,
+    KvError, Operation, PutRequest, RangeRequest, Request, Response, SortOrder, SortTarget,
+    TxnRequest,
 };
 use proptest::prelude::*;
 
@@ -81,7 +82,7 @@ fn deletes_puts_and_their_previous_values() {
         key: Bytes::from("k"),
         value: Bytes::from("v2"),
         prev_kv: true,
-        ignore_value: false,
+        ..Default::default()
     })) else {
         panic!()
     };
@@ -201,30 +202,97 @@ fn transactions_compare_then_act_at_one_revision() {
 }
 
 #[test]
-fn only_the_current_revision_can_be_read() {
+fn past_revisions_are_read_until_compacted() {
     let mut kv = Kv::new();
-    kv.execute(Request::put("a", "1"));
-    kv.execute(Request::put("a", "2"));
-    let old = kv.execute(Request::Range(RangeRequest {
-        range: KeyRange::key("a"),
-        revision: 2,
-        ..Default::default()
-    }));
-    assert_eq!(old, Response::Error(KvError::Compacted { requested: 2, current: 3 }));
-    let future = kv.execute(Request::Range(RangeRequest {
-        range: KeyRange::key("a"),
-        revision: 9,
-        ..Default::default()
-    }));
-    assert_eq!(future, Response::Error(KvError::FutureRevision { requested: 9, current: 3 }));
-    let now = kv.execute(Request::Range(RangeRequest {
-        range: KeyRange::key("a"),
-        revision: 3,
-        ..Default::default()
-    }));
-    assert!(matches!(now, Response::Range(_)));
+    kv.execute(Request::put("a", "1")); // revision 2
+    kv.execute(Request::put("a", "2")); // 3
+    kv.execute(Request::put("b", "x")); // 4
+    kv.execute(Request::delete("a")); // 5
+    let at = |kv: &Kv, revision: u64| -> Result<Vec<(String, u64)>, KvError> {
+        match kv
+            .query(&Request::Range(RangeRequest {
+                range: KeyRange { key: Bytes::from("a"), range_end: Bytes::from_static(&[0]) },
+                revision,
+                ..Default::default()
+            }))
+            .response
+        {
+            Response::Range(range) => Ok(range
+                .kvs
+                .iter()
+                .map(|kv| (String::from_utf8_lossy(&kv.value).into_owned(), kv.version))
+                .collect()),
+            Response::Error(error) => Err(error),
+            other => panic!("{other:?}"),
+        }
+    };
+    assert_eq!(at(&kv, 2), Ok(vec![("1".to_string(), 1)]));
+    assert_eq!(at(&kv, 3), Ok(vec![("2".to_string(), 2)]));
+    assert_eq!(at(&kv, 4), Ok(vec![("2".to_string(), 2), ("x".to_string(), 1)]));
+    assert_eq!(at(&kv, 5), Ok(vec![("x".to_string(), 1)]));
+    assert_eq!(at(&kv, 0), at(&kv, 5));
+    assert_eq!(at(&kv, 9), Err(KvError::FutureRevision { requested: 9, current: 5 }));
+
+    // Compacting to 4 keeps what was current at 4 and after; 3 and below are gone.
+    let hash_before = kv.query(&Request::Hash(HashRequest { revision: 5 })).response;
+    assert_eq!(kv.execute(Request::Compact(CompactRequest { revision: 4 })), Response::Compact);
+    assert_eq!(kv.revision(), 5, "a compaction is not a change");
+    assert_eq!(at(&kv, 3), Err(KvError::Compacted { requested: 3, compacted: 4 }));
+    assert_eq!(at(&kv, 4), Ok(vec![("2".to_string(), 2), ("x".to_string(), 1)]));
+    assert_eq!(at(&kv, 5), Ok(vec![("x".to_string(), 1)]));
+    assert_ne!(kv.query(&Request::Hash(HashRequest { revision: 5 })).response, hash_before);
+    assert_eq!(
+        kv.execute(Request::Compact(CompactRequest { revision: 4 })),
+        Response::Error(KvError::Compacted { requested: 4, compacted: 4 })
+    );
+    assert_eq!(
+        kv.execute(Request::Compact(CompactRequest { revision: 6 })),
+        Response::Error(KvError::FutureRevision { requested: 6, current: 5 })
+    );
+    // Compacting past the deletion forgets the deleted key entirely.
+    assert_eq!(kv.execute(Request::Compact(CompactRequest { revision: 5 })), Response::Compact);
+    assert_eq!(at(&kv, 5), Ok(vec![("x".to_string(), 1)]));
+    // A recreated key starts over at version 1.
+    kv.execute(Request::put("a", "again"));
+    assert_eq!(at(&kv, 0), Ok(vec![("again".to_string(), 1), ("x".to_string(), 1)]));
     // A write sent as a read is refused.
     assert_eq!(kv.query(&Request::put("a", "x")).response, Response::Error(KvError::NotReadOnly));
+}
+
+#[test]
+fn ranges_sort_filter_and_limit_as_etcd() {
+    let mut kv = Kv::new();
+    for (key, value) in [("a", "3"), ("b", "1"), ("c", "2")] {
+        kv.execute(Request::put(key, value)); // revisions 2, 3, 4
+    }
+    kv.execute(Request::put("a", "0")); // 5: a at version 2
+    let range = |request: RangeRequest| -> (Vec<String>, u64, bool) {
+        let Response::Range(range) = kv.query(&Request::Range(request)).response else {
+            panic!("not a range")
+        };
+        let keys = range.kvs.iter().map(|kv| String::from_utf8_lossy(&kv.key).into_owned());
+        (keys.collect(), range.count, range.more)
+    };
+    let all = KeyRange { key: Bytes::from("a"), range_end: Bytes::from_static(&[0]) };
+    let by = |order, target| RangeRequest {
+        range: all.clone(),
+        sort_order: order,
+        sort_target: target,
+        ..Default::default()
+    };
+    let keys = |keys: &[&str]| keys.iter().map(|key| key.to_string()).collect::<Vec<_>>();
+    assert_eq!(range(by(SortOrder::Descend, SortTarget::Key)).0, keys(&["c", "b", "a"]));
+    assert_eq!(range(by(SortOrder::None, SortTarget::Value)).0, keys(&["a", "b", "c"]));
+    assert_eq!(range(by(SortOrder::Descend, SortTarget::Mod)).0, keys(&["a", "c", "b"]));
+    assert_eq!(range(by(SortOrder::Ascend, SortTarget::Create)).0, keys(&["a", "b", "c"]));
+    assert_eq!(range(by(SortOrder::Descend, SortTarget::Version)).0, keys(&["a", "b", "c"]));
+    // Sorting happens before the limit; count is everything in the range.
+    let limited = RangeRequest { limit: 2, ..by(SortOrder::Descend, SortTarget::Key) };
+    assert_eq!(range(limited), (keys(&["c", "b"]), 3, true));
+    let filtered = RangeRequest { min_mod_revision: 4, ..by(SortOrder::None, SortTarget::Key) };
+    assert_eq!(range(filtered), (keys(&["a", "c"]), 3, false));
+    let created = RangeRequest { max_create_revision: 3, ..by(SortOrder::None, SortTarget::Key) };
+    assert_eq!(range(created).0, keys(&["a", "b"]));
 }
 
 const CONTEXT: ApplyContext =
@@ -254,10 +322,13 @@ fn request() -> impl Strategy<Value = Request> {
                 failure: vec![],
             }
         )),
-        key.prop_map(|key| Request::Range(RangeRequest {
+        (key, 0u64..40).prop_map(|(key, revision)| Request::Range(RangeRequest {
             range: KeyRange::prefix(key),
+            revision,
             ..Default::default()
         })),
+        (0u64..40).prop_map(|revision| Request::Compact(CompactRequest { revision })),
+        (0u64..40).prop_map(|revision| Request::Hash(HashRequest { revision })),
     ]
 }
 
@@ -285,6 +356,42 @@ proptest! {
             }
         }
         prop_assert_eq!(a.digest(), b.digest());
+    }
+}
+
+proptest! {
+    /// Every revision from the compaction revision on reads exactly the state the store had
+    /// at that revision (checked against a copy of the whole map taken at every revision).
+    #[test]
+    fn every_kept_revision_reads_as_it_was(requests in prop::collection::vec(request(), 1..80)) {
+        let mut kv = Kv::new();
+        let all = KeyRange { key: Bytes::from_static(&[0]), range_end: Bytes::from_static(&[0]) };
+        let read = |kv: &Kv, revision: u64| match kv.query(&Request::Range(RangeRequest {
+            range: all.clone(),
+            revision,
+            ..Default::default()
+        })).response {
+            Response::Range(range) => Ok(range.kvs),
+            Response::Error(error) => Err(error),
+            other => panic!("{other:?}"),
+        };
+        // states[r] = the whole store at revision r.
+        let mut states = vec![Vec::new(), read(&kv, 0).expect("reads")];
+        for request in requests {
+            kv.apply(request, &CONTEXT);
+            while (states.len() as u64) <= kv.revision() {
+                states.push(read(&kv, 0).expect("reads"));
+            }
+            for revision in 1..=kv.revision() {
+                let got = read(&kv, revision);
+                if revision < kv.compact_revision() {
+                    let compacted = matches!(got, Err(KvError::Compacted { .. }));
+                    prop_assert!(compacted, "{:?}", got);
+                } else {
+                    prop_assert_eq!(got.as_ref(), Ok(&states[revision as usize]));
+                }
+            }
+        }
     }
 }
 
@@ -317,6 +424,12 @@ fn etcd_rules_for_transactions_and_bad_requests() {
     assert_eq!(succeeds(&mut kv, empty), Ok(false));
     let empty = compare(KeyRange::prefix("zz"), CompareOp::Equal, CompareTarget::Version(0));
     assert_eq!(succeeds(&mut kv, empty), Ok(true));
+    // (Compacted, so that old revisions are refused below.)
+    let compact_to = kv.revision();
+    assert_eq!(
+        kv.execute(Request::Compact(CompactRequest { revision: compact_to })),
+        Response::Compact
+    );
     // A put inside a range the same branch deletes, or a key put twice in the branch not
     // taken: refused before anything is compared, and nothing changes.
     let before = kv.clone();
@@ -337,7 +450,7 @@ fn etcd_rules_for_transactions_and_bad_requests() {
     assert_eq!(succeeds(&mut kv, overlap), Err(KvError::DuplicateKey));
     let twice_elsewhere = TxnRequest { failure: vec![put("q"), put("q")], ..Default::default() };
     assert_eq!(succeeds(&mut kv, twice_elsewhere), Err(KvError::DuplicateKey));
-    // A range in a transaction at a past revision is refused like a plain one.
+    // A range in a transaction below the compaction revision is refused like a plain one.
     let old = TxnRequest {
         success: vec![Operation::Range(RangeRequest {
             range: KeyRange::key("x"),

@@ -3,8 +3,8 @@
 use bytes::Bytes;
 use lockstep_client::{Client, ClientOptions, ReadConsistency, ReplicaStatus};
 use lockstep_kv::{
-    Answer, Compare, CompareOp, CompareTarget, DeleteRequest, KeyRange, KeyValue, Operation,
-    PutRequest, RangeRequest, Request, Response, TxnRequest,
+    Answer, CompactRequest, Compare, CompareOp, CompareTarget, DeleteRequest, KeyRange, KeyValue,
+    Operation, PutRequest, RangeRequest, Request, Response, TxnRequest,
 };
 use serde_json::{json, Value};
 
@@ -34,15 +34,21 @@ pub async fn run(command: Command) -> Result<(), String> {
                 key: Bytes::from(key),
                 value: Bytes::from(value),
                 prev_kv,
-                ignore_value: false,
+                ..PutRequest::default()
             });
             let answer = write(&args, request).await?;
             print_answer(&args, &answer)
         }
-        Command::Get { key, prefix, limit, keys_only, count_only, client: args } => {
+        Command::Get { key, prefix, limit, keys_only, count_only, rev, client: args } => {
             let range = if prefix { KeyRange::prefix(key) } else { KeyRange::key(key) };
-            let request =
-                Request::Range(RangeRequest { range, limit, revision: 0, keys_only, count_only });
+            let request = Request::Range(RangeRequest {
+                range,
+                limit,
+                revision: rev,
+                keys_only,
+                count_only,
+                ..RangeRequest::default()
+            });
             let answer = read(&args, request).await?;
             print_answer(&args, &answer)
         }
@@ -57,9 +63,8 @@ pub async fn run(command: Command) -> Result<(), String> {
             let request = Request::Range(RangeRequest {
                 range: KeyRange { key, range_end },
                 limit,
-                revision: 0,
                 keys_only,
-                count_only: false,
+                ..RangeRequest::default()
             });
             let answer = read(&args, request).await?;
             print_answer(&args, &answer)
@@ -88,6 +93,10 @@ pub async fn run(command: Command) -> Result<(), String> {
             print_answer(&args, &answer)
         }
         Command::Status { client: args } => status(&args).await,
+        Command::Compact { revision, client: args } => {
+            let answer = write(&args, Request::Compact(CompactRequest { revision })).await?;
+            print_answer(&args, &answer)
+        }
         Command::Up(_) | Command::Serve(_) | Command::Bench(_) => {
             Err("not a client command".to_string())
         }
@@ -195,6 +204,12 @@ fn response_json(response: &Response) -> Value {
             "succeeded": txn.succeeded,
             "responses": txn.responses.iter().map(response_json).collect::<Vec<_>>(),
         }),
+        Response::Compact => json!({}),
+        Response::Hash(hash) => json!({
+            "hash": hash.hash,
+            "hash_revision": hash.hash_revision,
+            "compact_revision": hash.compact_revision,
+        }),
         Response::Error(error) => json!({ "error": error.to_string() }),
     }
 }
@@ -234,6 +249,8 @@ fn print_response(response: &Response, lines: &mut Vec<String>) {
                 print_response(response, lines);
             }
         }
+        Response::Compact => lines.push("compacted".to_string()),
+        Response::Hash(hash) => lines.push(hash.hash.to_string()),
         Response::Error(error) => lines.push(format!("error: {error}")),
     }
 }

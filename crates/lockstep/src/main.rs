@@ -58,6 +58,9 @@ enum Command {
         /// Print only how many keys match.
         #[arg(long)]
         count_only: bool,
+        /// Read as the keys were at this revision (0: now).
+        #[arg(long, default_value_t = 0)]
+        rev: u64,
         #[command(flatten)]
         client: ClientArgs,
     },
@@ -117,6 +120,13 @@ enum Command {
     },
     /// Measure throughput and latency against a running cluster (closed loop).
     Bench(bench::BenchArgs),
+    /// Forget the history before a revision (reads below it are refused from then on).
+    Compact {
+        /// The revision.
+        revision: u64,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
 }
 
 /// Options every client command takes.

@@ -65,6 +65,13 @@ fn up_then_the_client_commands() {
     assert_eq!(json["response"]["prev_kv"]["value"], "hello");
     assert_eq!(json["response"]["prev_kv"]["version"], 1);
 
+    // History: the first value is still there at its revision until compacted.
+    let output = client(&endpoints, &["get", "greeting", "--rev", "2"]);
+    assert_eq!(stdout(&output), "greeting\thello\n", "{output:?}");
+    assert!(client(&endpoints, &["compact", "3"]).status.success());
+    let output = client(&endpoints, &["get", "greeting", "--rev", "2"]);
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stdout).contains("has been compacted"), "{output:?}");
     for (key, value) in [("fruit/apple", "red"), ("fruit/kiwi", "green"), ("veg/leek", "white")] {
         assert!(client(&endpoints, &["put", key, value]).status.success());
     }

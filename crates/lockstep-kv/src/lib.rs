@@ -233,6 +233,8 @@ pub enum CompareTarget {
     CreateRevision(Revision),
     /// The modification revision (0 for an absent key).
     ModRevision(Revision),
+    /// The lease the key is attached to (0 for none, or an absent key).
+    Lease(i64),
 }
 
 /// How a comparison compares.
@@ -802,6 +804,7 @@ impl Kv {
                 (CompareTarget::ModRevision(revision), kv) => {
                     kv.map_or(0, |kv| kv.mod_revision).cmp(revision)
                 }
+                (CompareTarget::Lease(lease), kv) => kv.map_or(0, |kv| kv.lease).cmp(lease),
             };
             match compare.op {
                 CompareOp::Equal => ordering.is_eq(),

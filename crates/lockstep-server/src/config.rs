@@ -21,6 +21,9 @@ pub struct Member {
     pub peer: String,
     /// Where clients reach it (`host:port`).
     pub client: String,
+    /// Where it serves etcd's API (`host:port`), if it does.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub etcd: Option<String>,
 }
 
 /// See the module documentation.
@@ -44,6 +47,9 @@ pub struct ServerConfig {
     /// Address to serve Prometheus metrics on at `/metrics` (none: no metrics endpoint).
     #[serde(default)]
     pub listen_metrics: Option<String>,
+    /// Address to serve etcd's API on (default: this member's `etcd` address, if any).
+    #[serde(default)]
+    pub listen_etcd: Option<String>,
     /// Milliseconds per tick of the protocol's clock.
     #[serde(default = "default_tick_millis")]
     pub tick_millis: u64,
@@ -98,6 +104,7 @@ impl ServerConfig {
             listen_peer: None,
             listen_client: None,
             listen_metrics: None,
+            listen_etcd: None,
             tick_millis: default_tick_millis(),
             heartbeat_ticks: default_heartbeat_ticks(),
             election_ticks: default_election_ticks(),
@@ -142,6 +149,11 @@ impl ServerConfig {
             resolve(&member.client).map_err(|error| {
                 ConfigError(format!("members: replica {}: client address: {error}", member.id))
             })?;
+            if let Some(etcd) = &member.etcd {
+                resolve(etcd).map_err(|error| {
+                    ConfigError(format!("members: replica {}: etcd address: {error}", member.id))
+                })?;
+            }
         }
         if !seen.contains_key(&self.id) {
             return fail(format!("id: replica {} is not one of the members", self.id));
@@ -150,6 +162,7 @@ impl ServerConfig {
             ("listen_peer", &self.listen_peer),
             ("listen_client", &self.listen_client),
             ("listen_metrics", &self.listen_metrics),
+            ("listen_etcd", &self.listen_etcd),
         ] {
             if let Some(address) = address {
                 resolve(address).map_err(|error| ConfigError(format!("{field}: {error}")))?;
@@ -197,6 +210,17 @@ impl ServerConfig {
             None => self.me()?.client.clone(),
         };
         resolve(&address).map_err(|error| ConfigError(format!("listen_client: {error}")))
+    }
+}
+
+impl ServerConfig {
+    /// Where to serve etcd's API, if anywhere.
+    pub fn etcd_listen_address(&self) -> Result<Option<SocketAddr>, ConfigError> {
+        let address = match (&self.listen_etcd, self.me()?.etcd.as_ref()) {
+            (Some(address), _) | (None, Some(address)) => address.clone(),
+            (None, None) => return Ok(None),
+        };
+        resolve(&address).map(Some).map_err(|error| ConfigError(format!("listen_etcd: {error}")))
     }
 }
 

@@ -13,7 +13,7 @@
 //! #       M::Output: Send + serde::Serialize {
 //! use lockstep_server::{BoundServer, Member, ServerConfig};
 //! let members = vec![
-//!     Member { id: 1, peer: "127.0.0.1:7101".into(), client: "127.0.0.1:7201".into() },
+//!     Member { id: 1, peer: "127.0.0.1:7101".into(), client: "127.0.0.1:7201".into(), etcd: None },
 //! ];
 //! let config = ServerConfig::new(1, 42, "data/1".into(), members);
 //! let server = BoundServer::bind(config).await?;

@@ -29,6 +29,7 @@ async fn transfers_survive_a_leader_change_exactly_once() {
             id,
             peer: format!("127.0.0.1:{}", ports[(id as usize - 1) * 2]),
             client: format!("127.0.0.1:{}", ports[(id as usize - 1) * 2 + 1]),
+            etcd: None,
         })
         .collect();
     let mut stops = Vec::new();

@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 
 use clap::Args;
+use lockstep_etcd::{Gateway, GatewayConfig, GatewayMember};
 use lockstep_kv::Kv;
 use lockstep_server::{BoundServer, Member, ServerConfig};
 
@@ -37,8 +38,9 @@ pub struct ServeArgs {
     /// Where this replica keeps its data.
     #[arg(long)]
     data_dir: Option<PathBuf>,
-    /// A member as ID=PEER_ADDRESS,CLIENT_ADDRESS (repeat for each; replaces the file's).
-    #[arg(long = "member", value_name = "ID=PEER,CLIENT")]
+    /// A member as ID=PEER_ADDRESS,CLIENT_ADDRESS[,ETCD_ADDRESS] (repeat for each; replaces
+    /// the file's).
+    #[arg(long = "member", value_name = "ID=PEER,CLIENT[,ETCD]")]
     members: Vec<String>,
     /// Listen for peers here (default: this member's peer address).
     #[arg(long)]
@@ -49,6 +51,9 @@ pub struct ServeArgs {
     /// Serve Prometheus metrics at http://ADDRESS/metrics.
     #[arg(long)]
     listen_metrics: Option<String>,
+    /// Serve etcd's v3 API here (default: this member's etcd address, if given).
+    #[arg(long)]
+    listen_etcd: Option<String>,
     /// Milliseconds per protocol tick.
     #[arg(long)]
     tick_millis: Option<u64>,
@@ -70,11 +75,18 @@ pub struct ServeArgs {
 }
 
 fn parse_member(text: &str) -> Result<Member, String> {
-    let usage = || format!("--member `{text}`: expected ID=PEER_ADDRESS,CLIENT_ADDRESS");
+    let usage =
+        || format!("--member `{text}`: expected ID=PEER_ADDRESS,CLIENT_ADDRESS[,ETCD_ADDRESS]");
     let (id, addresses) = text.split_once('=').ok_or_else(usage)?;
-    let (peer, client) = addresses.split_once(',').ok_or_else(usage)?;
+    let mut addresses = addresses.split(',').map(|address| address.trim().to_string());
+    let peer = addresses.next().filter(|peer| !peer.is_empty()).ok_or_else(usage)?;
+    let client = addresses.next().ok_or_else(usage)?;
+    let etcd = addresses.next();
+    if addresses.next().is_some() {
+        return Err(usage());
+    }
     let id = id.trim().parse().map_err(|_| usage())?;
-    Ok(Member { id, peer: peer.trim().to_string(), client: client.trim().to_string() })
+    Ok(Member { id, peer, client, etcd })
 }
 
 /// The configuration the file and flags give.
@@ -126,6 +138,9 @@ pub fn config(args: &ServeArgs) -> Result<ServerConfig, String> {
     if let Some(address) = &args.listen_metrics {
         config.listen_metrics = Some(address.clone());
     }
+    if let Some(address) = &args.listen_etcd {
+        config.listen_etcd = Some(address.clone());
+    }
     if let Some(value) = args.tick_millis {
         config.tick_millis = value;
     }
@@ -153,6 +168,14 @@ pub async fn run(args: ServeArgs) -> Result<(), String> {
         return Ok(());
     }
     let server = BoundServer::bind(config.clone()).await?;
+    let etcd = match config.etcd_listen_address().map_err(|error| error.to_string())? {
+        Some(address) => Some(
+            tokio::net::TcpListener::bind(address)
+                .await
+                .map_err(|error| format!("cannot listen for etcd's API on {address}: {error}"))?,
+        ),
+        None => None,
+    };
     let (peer, client) = server.addresses();
     tracing::info!(
         replica = config.id,
@@ -161,7 +184,34 @@ pub async fn run(args: ServeArgs) -> Result<(), String> {
         data = %config.data_dir.display(),
         "listening"
     );
-    server.run(Kv::new(), shutdown_signal()).await
+    let (stop_etcd, etcd_stopped) = tokio::sync::watch::channel(false);
+    let etcd_task = etcd.map(|listener| {
+        let gateway = Gateway::new(GatewayConfig {
+            cluster_id: config.cluster_id,
+            member_id: config.id,
+            members: config
+                .members
+                .iter()
+                .map(|member| GatewayMember {
+                    id: member.id,
+                    peer: member.peer.clone(),
+                    client: member.client.clone(),
+                    etcd: member.etcd.clone(),
+                })
+                .collect(),
+            timeout: std::time::Duration::from_secs(10),
+        });
+        let mut stopped = etcd_stopped.clone();
+        tokio::spawn(lockstep_etcd::serve(listener, gateway, async move {
+            let _ = stopped.changed().await;
+        }))
+    });
+    let result = server.run(Kv::new(), shutdown_signal()).await;
+    let _ = stop_etcd.send(true);
+    if let Some(task) = etcd_task {
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(5), task).await;
+    }
+    result
 }
 
 /// Completes on SIGTERM or Ctrl-C.

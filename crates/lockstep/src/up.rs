@@ -29,11 +29,21 @@ pub struct UpArgs {
     /// Leave a replica that exits (or is killed) stopped, instead of restarting it after 3 s.
     #[arg(long)]
     no_restart: bool,
+    /// Replica N serves etcd's v3 API on ETCD_PORT+10000*(N-1) (2379, 12379, 22379: etcdctl's
+    /// default endpoint reaches replica 1); 0 turns the etcd API off.
+    #[arg(long, default_value_t = 2379)]
+    etcd_port: u16,
 }
 
 impl Default for UpArgs {
     fn default() -> UpArgs {
-        UpArgs { replicas: 3, data_dir: crate::default_data_dir(), port: 7100, no_restart: false }
+        UpArgs {
+            replicas: 3,
+            data_dir: crate::default_data_dir(),
+            port: 7100,
+            no_restart: false,
+            etcd_port: 2379,
+        }
     }
 }
 
@@ -70,11 +80,20 @@ pub async fn run(args: UpArgs) -> Result<(), String> {
     }
     let cluster = cluster_id(&args.data_dir)?;
     let exe = std::env::current_exe().map_err(|error| format!("cannot find myself: {error}"))?;
+    let etcd_port = |id: u64| u64::from(args.etcd_port) + 10_000 * (id - 1);
+    if args.etcd_port != 0 && etcd_port(args.replicas) > 65_535 {
+        return Err("--etcd-port: too high for that many replicas".to_string());
+    }
     let members: Vec<String> = (1..=args.replicas)
         .map(|id| {
             let client = u64::from(args.port) + id;
             let peer = u64::from(args.port) + 100 + id;
-            format!("{id}=127.0.0.1:{peer},127.0.0.1:{client}")
+            match args.etcd_port {
+                0 => format!("{id}=127.0.0.1:{peer},127.0.0.1:{client}"),
+                _ => {
+                    format!("{id}=127.0.0.1:{peer},127.0.0.1:{client},127.0.0.1:{}", etcd_port(id))
+                }
+            }
         })
         .collect();
     let endpoints: Vec<String> =
@@ -118,6 +137,15 @@ pub async fn run(args: UpArgs) -> Result<(), String> {
             u64::from(args.port) + 200 + id,
             args.data_dir.join(format!("replica-{id}")).display(),
             args.data_dir.join(format!("replica-{id}.log")).display()
+        );
+    }
+    if args.etcd_port != 0 {
+        let etcd: Vec<String> =
+            (1..=args.replicas).map(|id| format!("127.0.0.1:{}", etcd_port(id))).collect();
+        println!(
+            "  etcd API: {} (etcdctl --endpoints {} get --prefix '')",
+            etcd.join(", "),
+            etcd.join(",")
         );
     }
     println!("try:  lockstep put greeting hello   lockstep get greeting   lockstep status");

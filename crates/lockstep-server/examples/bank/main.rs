@@ -25,6 +25,7 @@ async fn main() -> Result<(), String> {
             id,
             peer: format!("127.0.0.1:{}", ports[(id as usize - 1) * 2]),
             client: format!("127.0.0.1:{}", ports[(id as usize - 1) * 2 + 1]),
+            etcd: None,
         })
         .collect();
     let (stop, stopped) = tokio::sync::watch::channel(false);

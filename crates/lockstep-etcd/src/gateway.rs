@@ -1,0 +1,567 @@
+//! The gateway: etcd's v3 KV, Maintenance and Cluster services, answered by the replicated
+//! key-value store through lockstep's native client.
+//!
+//! Each replica runs a gateway. Writes and linearizable reads go to the cluster (the client
+//! finds the leader and retries under a session, so a write is applied once); serializable
+//! reads and status are answered by this replica alone, as etcd's are. Response headers carry
+//! the cluster id, this member's id, the store's revision after the request and the raft term.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use lockstep_client::{
+    Client, ClientOptions, Error as ClientError, ReadConsistency, ReplicaStatus,
+};
+use lockstep_kv::{self as kv, Answer, KvError, Request, Response};
+use tonic::{Request as GrpcRequest, Response as GrpcResponse, Status};
+
+use crate::proto::etcdserverpb as pb;
+use crate::proto::mvccpb;
+use crate::rpc::cluster_server::Cluster;
+use crate::rpc::k_v_server::KV;
+use crate::rpc::maintenance_server::Maintenance;
+
+/// The etcd API level this gateway speaks (what `Status` reports as the version).
+pub const API_VERSION: &str = "3.5.0";
+
+/// One member as etcd's `MemberList` shows it.
+#[derive(Clone, Debug)]
+pub struct GatewayMember {
+    /// The replica's id.
+    pub id: u64,
+    /// Where replicas reach it.
+    pub peer: String,
+    /// Where lockstep's native clients reach it.
+    pub client: String,
+    /// Where it serves etcd's API, if it does.
+    pub etcd: Option<String>,
+}
+
+/// What a gateway needs to know.
+#[derive(Clone, Debug)]
+pub struct GatewayConfig {
+    /// The cluster's id.
+    pub cluster_id: u64,
+    /// This replica's id.
+    pub member_id: u64,
+    /// Every member.
+    pub members: Vec<GatewayMember>,
+    /// How long a request may take before it fails as unavailable.
+    pub timeout: Duration,
+}
+
+type KvClient = Client<Request, Request, Answer>;
+
+struct Shared {
+    config: GatewayConfig,
+    /// The cluster: leader discovery, sessions, retries.
+    cluster: KvClient,
+    /// This replica alone: serializable reads and status.
+    local: KvClient,
+    /// The latest raft term seen here, for headers.
+    term: AtomicU64,
+}
+
+/// The gateway; clone it into each service.
+#[derive(Clone)]
+pub struct Gateway {
+    shared: Arc<Shared>,
+}
+
+impl Gateway {
+    /// A gateway for member `config.member_id`.
+    pub fn new(config: GatewayConfig) -> Gateway {
+        let endpoints: Vec<String> = config.members.iter().map(|m| m.client.clone()).collect();
+        let own = config
+            .members
+            .iter()
+            .find(|member| member.id == config.member_id)
+            .map(|member| member.client.clone())
+            .unwrap_or_default();
+        let options = ClientOptions {
+            timeout: config.timeout,
+            attempt_timeout: config.timeout.min(Duration::from_secs(3)),
+            consistency: ReadConsistency::Linearizable,
+        };
+        let local_options =
+            ClientOptions { consistency: ReadConsistency::Follower, ..options.clone() };
+        Gateway {
+            shared: Arc::new(Shared {
+                cluster: Client::new(endpoints, options),
+                local: Client::new(vec![own], local_options),
+                term: AtomicU64::new(0),
+                config,
+            }),
+        }
+    }
+
+    /// Keeps the raft term for headers fresh (every 100 ms) until the gateway is dropped.
+    pub fn start_refreshing(&self) {
+        let weak = Arc::downgrade(&self.shared);
+        tokio::spawn(async move {
+            loop {
+                let Some(shared) = weak.upgrade() else { return };
+                if let Ok(status) = shared.local.status().await {
+                    shared.term.store(status.term, Ordering::Relaxed);
+                }
+                drop(shared);
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        });
+    }
+
+    fn header(&self, revision: u64) -> Option<pb::ResponseHeader> {
+        Some(pb::ResponseHeader {
+            cluster_id: self.shared.config.cluster_id,
+            member_id: self.shared.config.member_id,
+            revision: revision as i64,
+            raft_term: self.shared.term.load(Ordering::Relaxed),
+        })
+    }
+
+    async fn write(&self, request: Request) -> Result<Answer, Status> {
+        let answer = self.shared.cluster.write(request).await.map_err(client_status)?;
+        check(answer)
+    }
+
+    async fn read(&self, request: Request, serializable: bool) -> Result<Answer, Status> {
+        let answer = if serializable {
+            self.shared.local.read(request).await
+        } else {
+            self.shared.cluster.read(request).await
+        };
+        check(answer.map_err(client_status)?)
+    }
+
+    /// This replica's current revision (a cheap read of one absent key).
+    async fn current(&self) -> Result<Answer, Status> {
+        let probe = kv::RangeRequest {
+            range: kv::KeyRange::key(Bytes::from_static(&[0])),
+            count_only: true,
+            ..kv::RangeRequest::default()
+        };
+        self.read(Request::Range(probe), true).await
+    }
+
+    async fn local_status(&self) -> Result<ReplicaStatus, Status> {
+        let status = self.shared.local.status().await.map_err(client_status)?;
+        self.shared.term.store(status.term, Ordering::Relaxed);
+        Ok(status)
+    }
+
+    fn members(&self) -> Vec<pb::Member> {
+        self.shared
+            .config
+            .members
+            .iter()
+            .map(|member| pb::Member {
+                id: member.id,
+                name: format!("replica-{}", member.id),
+                peer_urls: vec![format!("http://{}", member.peer)],
+                client_urls: member.etcd.iter().map(|etcd| format!("http://{etcd}")).collect(),
+                is_learner: false,
+            })
+            .collect()
+    }
+}
+
+/// A refused answer as etcd's error.
+fn check(answer: Answer) -> Result<Answer, Status> {
+    match &answer.response {
+        Response::Error(error) => Err(kv_status(error)),
+        _ => Ok(answer),
+    }
+}
+
+/// The gRPC status etcd answers for each refusal (codes and messages as etcd's).
+pub fn kv_status(error: &KvError) -> Status {
+    match error {
+        KvError::Compacted { .. } => {
+            Status::out_of_range("etcdserver: mvcc: required revision has been compacted")
+        }
+        KvError::FutureRevision { .. } => {
+            Status::out_of_range("etcdserver: mvcc: required revision is a future revision")
+        }
+        KvError::KeyNotFound => Status::invalid_argument("etcdserver: key not found"),
+        KvError::LeaseNotFound => Status::not_found("etcdserver: requested lease not found"),
+        KvError::DuplicateKey => {
+            Status::invalid_argument("etcdserver: duplicate key given in txn request")
+        }
+        KvError::EmptyKey => Status::invalid_argument("etcdserver: key is not provided"),
+        KvError::ValueProvided => Status::invalid_argument("etcdserver: value is provided"),
+        KvError::TooManyOps { .. } => {
+            Status::invalid_argument("etcdserver: too many operations in txn request")
+        }
+        KvError::NotReadOnly => Status::internal("etcdserver: a write was served as a read"),
+    }
+}
+
+fn client_status(error: ClientError) -> Status {
+    match error {
+        ClientError::Timeout { .. } => Status::unavailable("etcdserver: request timed out"),
+        ClientError::TooLarge { .. } => {
+            Status::invalid_argument("etcdserver: request is too large")
+        }
+        ClientError::Stale => Status::unavailable("etcdserver: request timed out"),
+        ClientError::Malformed(reason) => Status::internal(reason),
+        ClientError::NoEndpoints => Status::unavailable("etcdserver: no leader"),
+    }
+}
+
+fn revision(value: i64) -> u64 {
+    value.max(0) as u64
+}
+
+fn kv_out(kv: kv::KeyValue) -> mvccpb::KeyValue {
+    mvccpb::KeyValue {
+        key: kv.key.to_vec(),
+        create_revision: kv.create_revision as i64,
+        mod_revision: kv.mod_revision as i64,
+        version: kv.version as i64,
+        value: kv.value.to_vec(),
+        lease: kv.lease,
+    }
+}
+
+fn range_in(request: pb::RangeRequest) -> kv::RangeRequest {
+    use crate::proto::etcdserverpb::range_request::{SortOrder, SortTarget};
+    kv::RangeRequest {
+        range: kv::KeyRange {
+            key: Bytes::from(request.key),
+            range_end: Bytes::from(request.range_end),
+        },
+        limit: request.limit.max(0) as u64,
+        revision: revision(request.revision),
+        keys_only: request.keys_only,
+        count_only: request.count_only,
+        sort_order: match SortOrder::try_from(request.sort_order) {
+            Ok(SortOrder::Ascend) => kv::SortOrder::Ascend,
+            Ok(SortOrder::Descend) => kv::SortOrder::Descend,
+            _ => kv::SortOrder::None,
+        },
+        sort_target: match SortTarget::try_from(request.sort_target) {
+            Ok(SortTarget::Version) => kv::SortTarget::Version,
+            Ok(SortTarget::Create) => kv::SortTarget::Create,
+            Ok(SortTarget::Mod) => kv::SortTarget::Mod,
+            Ok(SortTarget::Value) => kv::SortTarget::Value,
+            _ => kv::SortTarget::Key,
+        },
+        min_mod_revision: revision(request.min_mod_revision),
+        max_mod_revision: revision(request.max_mod_revision),
+        min_create_revision: revision(request.min_create_revision),
+        max_create_revision: revision(request.max_create_revision),
+    }
+}
+
+fn put_in(request: pb::PutRequest) -> kv::PutRequest {
+    kv::PutRequest {
+        key: Bytes::from(request.key),
+        value: Bytes::from(request.value),
+        prev_kv: request.prev_kv,
+        ignore_value: request.ignore_value,
+        lease: request.lease,
+        ignore_lease: request.ignore_lease,
+    }
+}
+
+fn delete_in(request: pb::DeleteRangeRequest) -> kv::DeleteRequest {
+    kv::DeleteRequest {
+        range: kv::KeyRange {
+            key: Bytes::from(request.key),
+            range_end: Bytes::from(request.range_end),
+        },
+        prev_kv: request.prev_kv,
+    }
+}
+
+fn compare_in(compare: pb::Compare) -> Result<kv::Compare, Status> {
+    use crate::proto::etcdserverpb::compare::{CompareResult, TargetUnion};
+    let op = match CompareResult::try_from(compare.result) {
+        Ok(CompareResult::Equal) => kv::CompareOp::Equal,
+        Ok(CompareResult::NotEqual) => kv::CompareOp::NotEqual,
+        Ok(CompareResult::Greater) => kv::CompareOp::Greater,
+        Ok(CompareResult::Less) => kv::CompareOp::Less,
+        Err(_) => return Err(Status::invalid_argument("etcdserver: unknown compare result")),
+    };
+    let target = match compare.target_union {
+        Some(TargetUnion::Version(version)) => kv::CompareTarget::Version(revision(version)),
+        Some(TargetUnion::CreateRevision(rev)) => kv::CompareTarget::CreateRevision(revision(rev)),
+        Some(TargetUnion::ModRevision(rev)) => kv::CompareTarget::ModRevision(revision(rev)),
+        Some(TargetUnion::Value(value)) => kv::CompareTarget::Value(Bytes::from(value)),
+        Some(TargetUnion::Lease(lease)) => kv::CompareTarget::Lease(lease),
+        None => kv::CompareTarget::Version(0),
+    };
+    Ok(kv::Compare {
+        range: kv::KeyRange {
+            key: Bytes::from(compare.key),
+            range_end: Bytes::from(compare.range_end),
+        },
+        op,
+        target,
+    })
+}
+
+fn operations_in(operations: Vec<pb::RequestOp>) -> Result<Vec<kv::Operation>, Status> {
+    use crate::proto::etcdserverpb::request_op::Request as Op;
+    operations
+        .into_iter()
+        .map(|operation| match operation.request {
+            Some(Op::RequestRange(range)) => Ok(kv::Operation::Range(range_in(range))),
+            Some(Op::RequestPut(put)) => Ok(kv::Operation::Put(put_in(put))),
+            Some(Op::RequestDeleteRange(delete)) => Ok(kv::Operation::Delete(delete_in(delete))),
+            Some(Op::RequestTxn(_)) => {
+                Err(Status::unimplemented("lockstep: nested transactions are not supported yet"))
+            }
+            None => Err(Status::invalid_argument("etcdserver: empty operation in txn request")),
+        })
+        .collect()
+}
+
+fn range_out(range: kv::RangeResponse, header: Option<pb::ResponseHeader>) -> pb::RangeResponse {
+    pb::RangeResponse {
+        header,
+        kvs: range.kvs.into_iter().map(kv_out).collect(),
+        more: range.more,
+        count: range.count as i64,
+    }
+}
+
+fn put_out(put: kv::PutResponse, header: Option<pb::ResponseHeader>) -> pb::PutResponse {
+    pb::PutResponse { header, prev_kv: put.prev_kv.map(kv_out) }
+}
+
+fn delete_out(
+    delete: kv::DeleteResponse,
+    header: Option<pb::ResponseHeader>,
+) -> pb::DeleteRangeResponse {
+    pb::DeleteRangeResponse {
+        header,
+        deleted: delete.deleted as i64,
+        prev_kvs: delete.prev_kvs.into_iter().map(kv_out).collect(),
+    }
+}
+
+fn txn_out(
+    txn: kv::TxnResponse,
+    header: Option<pb::ResponseHeader>,
+    inner: &dyn Fn() -> Option<pb::ResponseHeader>,
+) -> pb::TxnResponse {
+    use crate::proto::etcdserverpb::response_op::Response as Op;
+    let responses = txn
+        .responses
+        .into_iter()
+        .filter_map(|response| {
+            let response = match response {
+                Response::Range(range) => Op::ResponseRange(range_out(range, inner())),
+                Response::Put(put) => Op::ResponsePut(put_out(put, inner())),
+                Response::Delete(delete) => Op::ResponseDeleteRange(delete_out(delete, inner())),
+                Response::Txn(txn) => Op::ResponseTxn(txn_out(txn, inner(), inner)),
+                Response::Compact | Response::Hash(_) | Response::Error(_) => return None,
+            };
+            Some(pb::ResponseOp { response: Some(response) })
+        })
+        .collect();
+    pb::TxnResponse { header, succeeded: txn.succeeded, responses }
+}
+
+fn unexpected() -> Status {
+    Status::internal("lockstep: the store answered with an unexpected response")
+}
+
+#[tonic::async_trait]
+impl KV for Gateway {
+    async fn range(
+        &self,
+        request: GrpcRequest<pb::RangeRequest>,
+    ) -> Result<GrpcResponse<pb::RangeResponse>, Status> {
+        let request = request.into_inner();
+        let serializable = request.serializable;
+        let answer = self.read(Request::Range(range_in(request)), serializable).await?;
+        match answer.response {
+            Response::Range(range) => {
+                Ok(GrpcResponse::new(range_out(range, self.header(answer.revision))))
+            }
+            _ => Err(unexpected()),
+        }
+    }
+
+    async fn put(
+        &self,
+        request: GrpcRequest<pb::PutRequest>,
+    ) -> Result<GrpcResponse<pb::PutResponse>, Status> {
+        let answer = self.write(Request::Put(put_in(request.into_inner()))).await?;
+        match answer.response {
+            Response::Put(put) => Ok(GrpcResponse::new(put_out(put, self.header(answer.revision)))),
+            _ => Err(unexpected()),
+        }
+    }
+
+    async fn delete_range(
+        &self,
+        request: GrpcRequest<pb::DeleteRangeRequest>,
+    ) -> Result<GrpcResponse<pb::DeleteRangeResponse>, Status> {
+        let answer = self.write(Request::Delete(delete_in(request.into_inner()))).await?;
+        match answer.response {
+            Response::Delete(delete) => {
+                Ok(GrpcResponse::new(delete_out(delete, self.header(answer.revision))))
+            }
+            _ => Err(unexpected()),
+        }
+    }
+
+    async fn txn(
+        &self,
+        request: GrpcRequest<pb::TxnRequest>,
+    ) -> Result<GrpcResponse<pb::TxnResponse>, Status> {
+        let request = request.into_inner();
+        let txn = kv::TxnRequest {
+            compare: request.compare.into_iter().map(compare_in).collect::<Result<_, _>>()?,
+            success: operations_in(request.success)?,
+            failure: operations_in(request.failure)?,
+        };
+        let request = Request::Txn(txn);
+        let answer = if request.is_read_only() {
+            self.read(request, false).await?
+        } else {
+            self.write(request).await?
+        };
+        match answer.response {
+            Response::Txn(txn) => {
+                let revision = answer.revision;
+                let inner = || self.header(revision);
+                Ok(GrpcResponse::new(txn_out(txn, self.header(revision), &inner)))
+            }
+            _ => Err(unexpected()),
+        }
+    }
+
+    async fn compact(
+        &self,
+        request: GrpcRequest<pb::CompactionRequest>,
+    ) -> Result<GrpcResponse<pb::CompactionResponse>, Status> {
+        let revision = revision(request.into_inner().revision);
+        let answer = self.write(Request::Compact(kv::CompactRequest { revision })).await?;
+        Ok(GrpcResponse::new(pb::CompactionResponse { header: self.header(answer.revision) }))
+    }
+}
+
+#[tonic::async_trait]
+impl Maintenance for Gateway {
+    async fn alarm(
+        &self,
+        _: GrpcRequest<pb::AlarmRequest>,
+    ) -> Result<GrpcResponse<pb::AlarmResponse>, Status> {
+        // No alarms are raised (lockstep refuses writes it cannot store instead).
+        let answer = self.current().await?;
+        Ok(GrpcResponse::new(pb::AlarmResponse {
+            header: self.header(answer.revision),
+            alarms: Vec::new(),
+        }))
+    }
+
+    async fn status(
+        &self,
+        _: GrpcRequest<pb::StatusRequest>,
+    ) -> Result<GrpcResponse<pb::StatusResponse>, Status> {
+        let status = self.local_status().await?;
+        let answer = self.current().await?;
+        Ok(GrpcResponse::new(pb::StatusResponse {
+            header: self.header(answer.revision),
+            version: API_VERSION.to_string(),
+            db_size: 0,
+            leader: status.leader.unwrap_or(0),
+            raft_index: status.commit,
+            raft_term: status.term,
+            raft_applied_index: status.applied,
+            errors: status.failure.into_iter().collect(),
+            db_size_in_use: 0,
+            is_learner: status.learners.contains(&status.id),
+            storage_version: String::new(),
+            db_size_quota: 0,
+            downgrade_info: None,
+        }))
+    }
+
+    async fn hash(
+        &self,
+        _: GrpcRequest<pb::HashRequest>,
+    ) -> Result<GrpcResponse<pb::HashResponse>, Status> {
+        let answer = self.read(Request::Hash(kv::HashRequest { revision: 0 }), true).await?;
+        match answer.response {
+            Response::Hash(hash) => Ok(GrpcResponse::new(pb::HashResponse {
+                header: self.header(answer.revision),
+                hash: hash.hash,
+            })),
+            _ => Err(unexpected()),
+        }
+    }
+
+    async fn hash_kv(
+        &self,
+        request: GrpcRequest<pb::HashKvRequest>,
+    ) -> Result<GrpcResponse<pb::HashKvResponse>, Status> {
+        let revision = revision(request.into_inner().revision);
+        let answer = self.read(Request::Hash(kv::HashRequest { revision }), true).await?;
+        match answer.response {
+            Response::Hash(hash) => Ok(GrpcResponse::new(pb::HashKvResponse {
+                header: self.header(answer.revision),
+                hash: hash.hash,
+                compact_revision: hash.compact_revision as i64,
+                hash_revision: hash.hash_revision as i64,
+            })),
+            _ => Err(unexpected()),
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl Cluster for Gateway {
+    async fn member_add(
+        &self,
+        _: GrpcRequest<pb::MemberAddRequest>,
+    ) -> Result<GrpcResponse<pb::MemberAddResponse>, Status> {
+        Err(Status::unimplemented(
+            "lockstep: membership changes through etcd's API are not supported yet",
+        ))
+    }
+
+    async fn member_remove(
+        &self,
+        _: GrpcRequest<pb::MemberRemoveRequest>,
+    ) -> Result<GrpcResponse<pb::MemberRemoveResponse>, Status> {
+        Err(Status::unimplemented(
+            "lockstep: membership changes through etcd's API are not supported yet",
+        ))
+    }
+
+    async fn member_update(
+        &self,
+        _: GrpcRequest<pb::MemberUpdateRequest>,
+    ) -> Result<GrpcResponse<pb::MemberUpdateResponse>, Status> {
+        Err(Status::unimplemented(
+            "lockstep: membership changes through etcd's API are not supported yet",
+        ))
+    }
+
+    async fn member_list(
+        &self,
+        _: GrpcRequest<pb::MemberListRequest>,
+    ) -> Result<GrpcResponse<pb::MemberListResponse>, Status> {
+        let answer = self.current().await?;
+        Ok(GrpcResponse::new(pb::MemberListResponse {
+            header: self.header(answer.revision),
+            members: self.members(),
+        }))
+    }
+
+    async fn member_promote(
+        &self,
+        _: GrpcRequest<pb::MemberPromoteRequest>,
+    ) -> Result<GrpcResponse<pb::MemberPromoteResponse>, Status> {
+        Err(Status::unimplemented(
+            "lockstep: membership changes through etcd's API are not supported yet",
+        ))
+    }
+}

@@ -1,0 +1,43 @@
+//! # lockstep-etcd: etcd's v3 API over lockstep
+//!
+//! A gateway that serves etcd's v3 gRPC API (KV, Maintenance, Cluster) from lockstep's
+//! replicated key-value store, so `etcdctl` and etcd client libraries work unchanged.
+
+#![deny(missing_docs)]
+
+pub mod proto;
+
+/// The gRPC service glue, generated at build time from Rust descriptions (see `build.rs`).
+#[allow(missing_docs, clippy::all)]
+pub mod rpc {
+    include!(concat!(env!("OUT_DIR"), "/etcdserverpb.KV.rs"));
+    include!(concat!(env!("OUT_DIR"), "/etcdserverpb.Cluster.rs"));
+    include!(concat!(env!("OUT_DIR"), "/etcdserverpb.Maintenance.rs"));
+    include!(concat!(env!("OUT_DIR"), "/etcdserverpb.Watch.rs"));
+    include!(concat!(env!("OUT_DIR"), "/etcdserverpb.Lease.rs"));
+}
+
+pub mod gateway;
+
+pub use gateway::{Gateway, GatewayConfig, GatewayMember};
+
+use std::future::Future;
+
+/// Serves etcd's API on `listener` with `gateway` until `shutdown` completes.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    gateway: Gateway,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), String> {
+    gateway.start_refreshing();
+    tonic::transport::Server::builder()
+        .add_service(rpc::k_v_server::KVServer::new(gateway.clone()))
+        .add_service(rpc::maintenance_server::MaintenanceServer::new(gateway.clone()))
+        .add_service(rpc::cluster_server::ClusterServer::new(gateway))
+        .serve_with_incoming_shutdown(
+            tonic::transport::server::TcpIncoming::from(listener),
+            shutdown,
+        )
+        .await
+        .map_err(|error| format!("the etcd API server failed: {error}"))
+}

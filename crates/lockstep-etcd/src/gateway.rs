@@ -186,6 +186,8 @@ pub fn kv_status(error: &KvError) -> Status {
         }
         KvError::KeyNotFound => Status::invalid_argument("etcdserver: key not found"),
         KvError::LeaseNotFound => Status::not_found("etcdserver: requested lease not found"),
+        KvError::LeaseExists => Status::failed_precondition("etcdserver: lease already exists"),
+        KvError::LeaseInvalid => Status::out_of_range("etcdserver: too large lease TTL"),
         KvError::DuplicateKey => {
             Status::invalid_argument("etcdserver: duplicate key given in txn request")
         }
@@ -358,7 +360,7 @@ fn txn_out(
                 Response::Put(put) => Op::ResponsePut(put_out(put, inner())),
                 Response::Delete(delete) => Op::ResponseDeleteRange(delete_out(delete, inner())),
                 Response::Txn(txn) => Op::ResponseTxn(txn_out(txn, inner(), inner)),
-                Response::Compact | Response::Hash(_) | Response::Error(_) => return None,
+                _ => return None,
             };
             Some(pb::ResponseOp { response: Some(response) })
         })

@@ -34,7 +34,7 @@
 
 #![deny(missing_docs)]
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io;
 use std::ops::Bound;
 
@@ -300,6 +300,58 @@ pub enum Request {
     Compact(CompactRequest),
     /// A hash of the history up to a revision (read-only), to compare replicas.
     Hash(HashRequest),
+    /// Grant a lease.
+    LeaseGrant(LeaseGrantRequest),
+    /// Revoke a lease, deleting its keys.
+    LeaseRevoke(LeaseIdRequest),
+    /// Renew a lease: it expires its TTL after this request's log time.
+    LeaseKeepAlive(LeaseIdRequest),
+    /// Revoke a lease if it has expired by this request's log time (the leader proposes it
+    /// when it sees the deadline pass; every replica decides alike from the log).
+    LeaseExpire(LeaseIdRequest),
+    /// A lease's TTL, deadline and keys (read-only).
+    LeaseTimeToLive(LeaseIdRequest),
+    /// Every lease (read-only).
+    LeaseList,
+    /// Leases whose deadline is at or before `now_millis` (read-only).
+    LeasesExpired(LeasesExpiredRequest),
+    /// The changes to a range from a revision on, in revision order (read-only): what a watch
+    /// delivers.
+    Events(EventsRequest),
+}
+
+/// Grant lease `id` (which the caller chose, nonzero and unused) for `ttl` seconds.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LeaseGrantRequest {
+    /// The lease's id.
+    pub id: i64,
+    /// Its time to live, in seconds.
+    pub ttl: i64,
+}
+
+/// Names a lease.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LeaseIdRequest {
+    /// The lease's id.
+    pub id: i64,
+}
+
+/// Which leases have expired at a time.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LeasesExpiredRequest {
+    /// The time, in milliseconds since the Unix epoch.
+    pub now_millis: u64,
+}
+
+/// The changes to `range` at revisions `from` and later.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EventsRequest {
+    /// Which keys.
+    pub range: KeyRange,
+    /// The first revision wanted (refused below the compaction revision).
+    pub from: Revision,
+    /// Stop after the revision holding the `limit`th event (0: no limit).
+    pub limit: u64,
 }
 
 /// Forget every version of every key that is not current at `revision` (the history before
@@ -336,13 +388,24 @@ impl Request {
     /// Whether the request only reads (and so may be served by a read-index read).
     pub fn is_read_only(&self) -> bool {
         match self {
-            Request::Range(_) | Request::Hash(_) => true,
+            Request::Range(_)
+            | Request::Hash(_)
+            | Request::LeaseTimeToLive(_)
+            | Request::LeaseList
+            | Request::LeasesExpired(_)
+            | Request::Events(_) => true,
             Request::Txn(txn) => txn
                 .success
                 .iter()
                 .chain(&txn.failure)
                 .all(|operation| matches!(operation, Operation::Range(_))),
-            Request::Put(_) | Request::Delete(_) | Request::Compact(_) => false,
+            Request::Put(_)
+            | Request::Delete(_)
+            | Request::Compact(_)
+            | Request::LeaseGrant(_)
+            | Request::LeaseRevoke(_)
+            | Request::LeaseKeepAlive(_)
+            | Request::LeaseExpire(_) => false,
         }
     }
 }
@@ -404,6 +467,10 @@ pub enum KvError {
     KeyNotFound,
     /// A put names a lease that does not exist.
     LeaseNotFound,
+    /// A lease with that id exists already.
+    LeaseExists,
+    /// A lease's time to live is too long or its id is not allowed.
+    LeaseInvalid,
     /// A transaction writes the same key twice.
     DuplicateKey,
     /// A request that writes was sent as a read.
@@ -434,6 +501,8 @@ impl std::fmt::Display for KvError {
             }
             KvError::KeyNotFound => f.write_str("key not found"),
             KvError::LeaseNotFound => f.write_str("requested lease not found"),
+            KvError::LeaseExists => f.write_str("lease already exists"),
+            KvError::LeaseInvalid => f.write_str("lease id or time to live is not allowed"),
             KvError::DuplicateKey => f.write_str("a transaction changes the same key twice"),
             KvError::NotReadOnly => f.write_str("the request is not read-only"),
             KvError::EmptyKey => f.write_str("the key is empty"),
@@ -465,8 +534,49 @@ pub enum Response {
     Compact,
     /// The hash of the history.
     Hash(HashResponse),
+    /// A lease.
+    Lease(LeaseInfo),
+    /// Leases.
+    Leases(Vec<LeaseInfo>),
+    /// A lease was revoked (and its keys deleted).
+    LeaseRevoked,
+    /// Changes, in revision order.
+    Events(EventsResponse),
     /// Refused; nothing changed.
     Error(KvError),
+}
+
+/// A lease as the store holds it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LeaseInfo {
+    /// Its id.
+    pub id: i64,
+    /// The time to live it was granted, in seconds.
+    pub ttl: i64,
+    /// When it expires, in log time (milliseconds since the Unix epoch).
+    pub deadline_millis: u64,
+    /// The keys attached to it.
+    pub keys: Vec<Bytes>,
+}
+
+/// What happened to a key at a revision.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Event {
+    /// Put (true) or deleted (false).
+    pub put: bool,
+    /// The key-value after the change (for a deletion: the key, with its deletion revision).
+    pub kv: KeyValue,
+    /// The key-value before the change, if there was one.
+    pub prev_kv: Option<KeyValue>,
+}
+
+/// Changes in revision order.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EventsResponse {
+    /// The changes.
+    pub events: Vec<Event>,
+    /// Every change up to this revision has been given (the next request starts after it).
+    pub through: Revision,
 }
 
 /// A hash of the history up to a revision.
@@ -512,7 +622,23 @@ pub struct Kv {
     compacted: Revision,
     /// Changes made so far at the revision being written (their `sub`).
     changes: u32,
+    /// Leases by id.
+    leases: BTreeMap<i64, Lease>,
 }
+
+/// A lease: its time to live, its deadline in log time, and its keys.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+struct Lease {
+    ttl: i64,
+    deadline_millis: u64,
+    keys: BTreeSet<Bytes>,
+}
+
+/// The shortest time to live a lease is granted (shorter asks are raised to it), in seconds.
+pub const LEASE_TTL_MIN: i64 = 2;
+
+/// The longest time to live a lease may ask for, in seconds (as etcd's).
+pub const LEASE_TTL_MAX: i64 = 9_000_000_000;
 
 /// The value of a history at `revision`.
 fn at(history: &[Version], revision: Revision) -> Option<&KeyValue> {
@@ -527,7 +653,7 @@ fn current(history: &[Version]) -> Option<&KeyValue> {
 impl Kv {
     /// An empty store at revision 1.
     pub fn new() -> Kv {
-        Kv { keys: BTreeMap::new(), revision: 1, compacted: 0, changes: 0 }
+        Kv { keys: BTreeMap::new(), revision: 1, compacted: 0, changes: 0, leases: BTreeMap::new() }
     }
 
     /// The current revision.
@@ -550,8 +676,14 @@ impl Kv {
         self.len() == 0
     }
 
-    /// Executes a request: reads read, writes write (at most one new revision per request).
+    /// Executes a request at log time 0 (see [`Kv::execute_at`]).
     pub fn execute(&mut self, request: Request) -> Response {
+        self.execute_at(request, 0)
+    }
+
+    /// Executes a request: reads read, writes write (at most one new revision per request).
+    /// `now_millis` is the request's log time, which lease deadlines are measured in.
+    pub fn execute_at(&mut self, request: Request, now_millis: u64) -> Response {
         match request {
             Request::Range(range) => self.range(&range),
             Request::Put(put) => match check_put(&put) {
@@ -564,8 +696,131 @@ impl Kv {
             },
             Request::Txn(txn) => self.txn(txn),
             Request::Compact(compact) => self.compact(compact.revision),
-            Request::Hash(hash) => self.hash(hash.revision),
+            Request::LeaseGrant(grant) => self.grant(grant, now_millis),
+            Request::LeaseRevoke(lease) => self.revoke(lease.id),
+            Request::LeaseKeepAlive(lease) => match self.leases.get_mut(&lease.id) {
+                Some(held) => {
+                    held.deadline_millis = deadline(now_millis, held.ttl);
+                    Response::Lease(lease_info(lease.id, held))
+                }
+                None => Response::Error(KvError::LeaseNotFound),
+            },
+            Request::LeaseExpire(lease) => match self.leases.get(&lease.id) {
+                Some(held) if held.deadline_millis <= now_millis => self.revoke(lease.id),
+                Some(held) => Response::Lease(lease_info(lease.id, held)),
+                None => Response::Error(KvError::LeaseNotFound),
+            },
+            query => self.read_only(&query),
         }
+    }
+
+    /// Answers a request that only reads.
+    fn read_only(&self, request: &Request) -> Response {
+        match request {
+            Request::Range(range) => self.range(range),
+            Request::Txn(txn) if request.is_read_only() => self.read_txn(txn),
+            Request::Hash(hash) => self.hash(hash.revision),
+            Request::LeaseTimeToLive(lease) => match self.leases.get(&lease.id) {
+                Some(held) => Response::Lease(lease_info(lease.id, held)),
+                None => Response::Error(KvError::LeaseNotFound),
+            },
+            Request::LeaseList => Response::Leases(
+                self.leases.iter().map(|(&id, lease)| lease_info(id, lease)).collect(),
+            ),
+            Request::LeasesExpired(expired) => Response::Leases(
+                self.leases
+                    .iter()
+                    .filter(|(_, lease)| lease.deadline_millis <= expired.now_millis)
+                    .map(|(&id, lease)| lease_info(id, lease))
+                    .collect(),
+            ),
+            Request::Events(events) => self.events(events),
+            _ => Response::Error(KvError::NotReadOnly),
+        }
+    }
+
+    fn grant(&mut self, grant: LeaseGrantRequest, now_millis: u64) -> Response {
+        if grant.id <= 0 || grant.ttl > LEASE_TTL_MAX {
+            return Response::Error(KvError::LeaseInvalid);
+        }
+        if self.leases.contains_key(&grant.id) {
+            return Response::Error(KvError::LeaseExists);
+        }
+        let ttl = grant.ttl.max(LEASE_TTL_MIN);
+        let lease =
+            Lease { ttl, deadline_millis: deadline(now_millis, ttl), keys: BTreeSet::new() };
+        let info = lease_info(grant.id, &lease);
+        self.leases.insert(grant.id, lease);
+        Response::Lease(info)
+    }
+
+    /// Removes lease `id` and deletes its keys, at one new revision if it had any.
+    fn revoke(&mut self, id: i64) -> Response {
+        let Some(lease) = self.leases.remove(&id) else {
+            return Response::Error(KvError::LeaseNotFound);
+        };
+        self.write(|kv, revision| {
+            let mut changed = false;
+            for key in lease.keys {
+                if kv.keys.get(&key).and_then(|history| current(history)).is_some() {
+                    kv.record(key, revision, None);
+                    changed = true;
+                }
+            }
+            (Response::LeaseRevoked, changed)
+        })
+    }
+
+    /// The changes to a range from a revision on, in revision order.
+    fn events(&self, request: &EventsRequest) -> Response {
+        let current_revision = self.revision();
+        if request.from < self.compacted {
+            return Response::Error(KvError::Compacted {
+                requested: request.from,
+                compacted: self.compacted,
+            });
+        }
+        let mut found: Vec<(Revision, u32, Event)> = Vec::new();
+        let keys = if request.range.is_backwards() {
+            None
+        } else {
+            Some(self.keys.range(request.range.bounds()))
+        };
+        for (key, history) in keys.into_iter().flatten() {
+            for (position, version) in history.iter().enumerate() {
+                if version.revision < request.from {
+                    continue;
+                }
+                let prev_kv = position.checked_sub(1).and_then(|before| history[before].kv.clone());
+                let event = match &version.kv {
+                    Some(kv) => Event { put: true, kv: kv.clone(), prev_kv },
+                    None => Event {
+                        put: false,
+                        kv: KeyValue {
+                            key: key.clone(),
+                            value: Bytes::new(),
+                            create_revision: 0,
+                            mod_revision: version.revision,
+                            version: 0,
+                            lease: 0,
+                        },
+                        prev_kv,
+                    },
+                };
+                found.push((version.revision, version.sub, event));
+            }
+        }
+        found.sort_by_key(|(revision, sub, _)| (*revision, *sub));
+        let mut through = current_revision;
+        if request.limit != 0 && found.len() as u64 > request.limit {
+            let last = found[request.limit as usize - 1].0;
+            found.retain(|(revision, _, _)| *revision <= last);
+            through = last;
+        }
+        Response::Events(EventsResponse {
+            events: found.into_iter().map(|(_, _, event)| event).collect(),
+            through,
+        })
     }
 
     /// Runs `change` at the next revision, which becomes current only if it changed something.
@@ -710,11 +965,22 @@ impl Kv {
                 Some(previous) => previous.lease,
                 None => return (Response::Error(KvError::KeyNotFound), false),
             }
-        } else if request.lease != 0 {
-            return (Response::Error(KvError::LeaseNotFound), false);
         } else {
-            0
+            request.lease
         };
+        if lease != 0 && !self.leases.contains_key(&lease) {
+            return (Response::Error(KvError::LeaseNotFound), false);
+        }
+        if let Some(previous) = &previous {
+            if previous.lease != 0 && previous.lease != lease {
+                if let Some(old) = self.leases.get_mut(&previous.lease) {
+                    old.keys.remove(&request.key);
+                }
+            }
+        }
+        if let Some(held) = self.leases.get_mut(&lease) {
+            held.keys.insert(request.key.clone());
+        }
         let kv = KeyValue {
             key: request.key.clone(),
             value,
@@ -736,6 +1002,9 @@ impl Kv {
             self.keys_at(&request.range, current_revision).cloned().collect();
         let mut response = DeleteResponse { deleted: doomed.len() as u64, prev_kvs: Vec::new() };
         for kv in doomed {
+            if let Some(lease) = self.leases.get_mut(&kv.lease) {
+                lease.keys.remove(&kv.key);
+            }
             self.record(kv.key.clone(), revision, None);
             if request.prev_kv {
                 response.prev_kvs.push(kv);
@@ -921,7 +1190,7 @@ impl Kv {
                 if (put.ignore_value || put.ignore_lease) && !present {
                     return Response::Error(KvError::KeyNotFound);
                 }
-                if put.lease != 0 && !put.ignore_lease {
+                if put.lease != 0 && !put.ignore_lease && !self.leases.contains_key(&put.lease) {
                     return Response::Error(KvError::LeaseNotFound);
                 }
             }
@@ -947,6 +1216,20 @@ impl Kv {
             }
             (Response::Txn(TxnResponse { succeeded, responses }), changed)
         })
+    }
+}
+
+/// A lease's deadline: `ttl` seconds after `now_millis`.
+fn deadline(now_millis: u64, ttl: i64) -> u64 {
+    now_millis.saturating_add((ttl.max(0) as u64).saturating_mul(1000))
+}
+
+fn lease_info(id: i64, lease: &Lease) -> LeaseInfo {
+    LeaseInfo {
+        id,
+        ttl: lease.ttl,
+        deadline_millis: lease.deadline_millis,
+        keys: lease.keys.iter().cloned().collect(),
     }
 }
 
@@ -977,6 +1260,7 @@ pub struct KvSnapshot {
     keys: BTreeMap<Bytes, Vec<Version>>,
     revision: Revision,
     compacted: Revision,
+    leases: BTreeMap<i64, Lease>,
 }
 
 /// The encoded form of a snapshot.
@@ -986,9 +1270,10 @@ struct Encoded {
     revision: Revision,
     compacted: Revision,
     keys: Vec<(Bytes, Vec<Version>)>,
+    leases: Vec<(i64, Lease)>,
 }
 
-const SNAPSHOT_VERSION: u8 = 2;
+const SNAPSHOT_VERSION: u8 = 3;
 
 impl StateSnapshot for KvSnapshot {
     fn write_to(&self, out: &mut dyn io::Write) -> io::Result<()> {
@@ -997,6 +1282,7 @@ impl StateSnapshot for KvSnapshot {
             revision: self.revision,
             compacted: self.compacted,
             keys: self.keys.iter().map(|(key, history)| (key.clone(), history.clone())).collect(),
+            leases: self.leases.iter().map(|(id, lease)| (*id, lease.clone())).collect(),
         };
         let bytes = postcard::to_stdvec(&encoded).map_err(io::Error::other)?;
         out.write_all(&bytes)
@@ -1009,24 +1295,24 @@ impl StateMachine for Kv {
     type Query = Request;
     type Snapshot = KvSnapshot;
 
-    fn apply(&mut self, input: Request, _: &ApplyContext) -> Answer {
-        let response = self.execute(input);
+    fn apply(&mut self, input: Request, context: &ApplyContext) -> Answer {
+        let response = self.execute_at(input, context.timestamp_millis);
         Answer { revision: self.revision(), response }
     }
 
     /// Answers a read; a request that would write is refused here (send it through the log).
     fn query(&self, query: &Request) -> Answer {
-        let response = match query {
-            Request::Range(range) => self.range(range),
-            Request::Txn(txn) if query.is_read_only() => self.read_txn(txn),
-            Request::Hash(hash) => self.hash(hash.revision),
-            _ => Response::Error(KvError::NotReadOnly),
-        };
+        let response = self.read_only(query);
         Answer { revision: self.revision(), response }
     }
 
     fn snapshot(&self) -> KvSnapshot {
-        KvSnapshot { keys: self.keys.clone(), revision: self.revision(), compacted: self.compacted }
+        KvSnapshot {
+            keys: self.keys.clone(),
+            revision: self.revision(),
+            compacted: self.compacted,
+            leases: self.leases.clone(),
+        }
     }
 
     fn restore(&mut self, input: &mut dyn io::Read) -> io::Result<()> {
@@ -1044,6 +1330,7 @@ impl StateMachine for Kv {
         self.keys = encoded.keys.into_iter().collect();
         self.revision = encoded.revision;
         self.compacted = encoded.compacted;
+        self.leases = encoded.leases.into_iter().collect();
         self.changes = 0;
         Ok(())
     }
@@ -1056,6 +1343,12 @@ impl StateMachine for Kv {
             for version in history {
                 hash_version(&mut hasher, key, version);
             }
+        }
+        for (id, lease) in &self.leases {
+            hasher.update(&id.to_le_bytes());
+            hasher.update(&lease.ttl.to_le_bytes());
+            hasher.update(&lease.deadline_millis.to_le_bytes());
+            hasher.update(&(lease.keys.len() as u64).to_le_bytes());
         }
         StateDigest(*hasher.finalize().as_bytes())
     }

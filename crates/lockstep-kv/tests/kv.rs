@@ -491,3 +491,91 @@ fn etcd_rules_for_transactions_and_bad_requests() {
     let answer = kv.query(&Request::Txn(read.clone()));
     assert_eq!(answer.response, kv.execute(Request::Txn(read)));
 }
+
+#[test]
+fn leases_hold_keys_until_revoked_or_expired_in_log_time() {
+    use lockstep_kv::{LeaseGrantRequest, LeaseIdRequest, LeasesExpiredRequest};
+    let mut kv = Kv::new();
+    let grant = |id, ttl| Request::LeaseGrant(LeaseGrantRequest { id, ttl });
+    let lease = |id| LeaseIdRequest { id };
+    assert!(
+        matches!(kv.execute_at(grant(7, 10), 1_000), Response::Lease(info) if info.deadline_millis == 11_000)
+    );
+    assert_eq!(kv.execute_at(grant(7, 10), 1_000), Response::Error(KvError::LeaseExists));
+    assert_eq!(kv.execute_at(grant(0, 10), 1_000), Response::Error(KvError::LeaseInvalid));
+    let put = |key: &str, lease| {
+        Request::Put(PutRequest {
+            key: Bytes::from(key.to_string()),
+            value: Bytes::from("v"),
+            lease,
+            ..Default::default()
+        })
+    };
+    assert_eq!(kv.execute_at(put("a", 9), 1_000), Response::Error(KvError::LeaseNotFound));
+    kv.execute_at(put("a", 7), 1_000);
+    kv.execute_at(put("b", 7), 1_000);
+    kv.execute_at(put("c", 0), 1_000);
+    kv.execute_at(put("b", 0), 1_000); // b leaves the lease
+    let Response::Lease(info) = kv.query(&Request::LeaseTimeToLive(lease(7))).response else {
+        panic!()
+    };
+    assert_eq!(info.keys, vec![Bytes::from("a")]);
+    // Renewed at 5 s: the deadline moves; an expiry proposed at 12 s finds it alive.
+    kv.execute_at(Request::LeaseKeepAlive(lease(7)), 5_000);
+    assert!(matches!(kv.execute_at(Request::LeaseExpire(lease(7)), 12_000), Response::Lease(_)));
+    let Response::Leases(expired) =
+        kv.query(&Request::LeasesExpired(LeasesExpiredRequest { now_millis: 15_000 })).response
+    else {
+        panic!()
+    };
+    assert_eq!(expired.len(), 1);
+    let before = kv.revision();
+    assert_eq!(kv.execute_at(Request::LeaseExpire(lease(7)), 15_000), Response::LeaseRevoked);
+    assert_eq!(kv.revision(), before + 1, "the lease's keys are deleted at one revision");
+    let all = KeyRange { key: Bytes::from_static(&[0]), range_end: Bytes::from_static(&[0]) };
+    let keys = range(&mut kv, RangeRequest { range: all, ..Default::default() });
+    let names: Vec<_> = keys.kvs.iter().map(|kv| kv.key.clone()).collect();
+    assert_eq!(names, vec![Bytes::from("b"), Bytes::from("c")]);
+    assert_eq!(kv.execute(Request::LeaseRevoke(lease(7))), Response::Error(KvError::LeaseNotFound));
+}
+
+#[test]
+fn events_come_in_revision_order_with_previous_values() {
+    use lockstep_kv::EventsRequest;
+    let mut kv = Kv::new();
+    kv.execute(Request::put("b", "1")); // 2
+    kv.execute(Request::put("a", "1")); // 3
+    kv.execute(Request::Txn(TxnRequest {
+        success: vec![
+            Operation::Put(PutRequest {
+                key: Bytes::from("b"),
+                value: Bytes::from("2"),
+                ..Default::default()
+            }),
+            Operation::Delete(DeleteRequest { range: KeyRange::key("a"), prev_kv: false }),
+        ],
+        ..Default::default()
+    })); // 4: b=2 then a deleted
+    let all = KeyRange { key: Bytes::from_static(&[0]), range_end: Bytes::from_static(&[0]) };
+    let events = |from, limit| match kv
+        .query(&Request::Events(EventsRequest { range: all.clone(), from, limit }))
+        .response
+    {
+        Response::Events(events) => events,
+        other => panic!("{other:?}"),
+    };
+    let got = events(3, 0);
+    let summary: Vec<(bool, String, u64)> = got
+        .events
+        .iter()
+        .map(|event| {
+            (event.put, String::from_utf8_lossy(&event.kv.key).into_owned(), event.kv.mod_revision)
+        })
+        .collect();
+    assert_eq!(summary, vec![(true, "a".into(), 3), (true, "b".into(), 4), (false, "a".into(), 4)]);
+    assert_eq!(got.events[1].prev_kv.as_ref().map(|kv| kv.value.clone()), Some(Bytes::from("1")));
+    assert_eq!(got.through, 4);
+    let limited = events(2, 2);
+    assert_eq!(limited.events.len(), 2);
+    assert_eq!(limited.through, 3);
+}

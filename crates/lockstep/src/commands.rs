@@ -188,6 +188,15 @@ fn kv_json(kv: &KeyValue) -> Value {
     })
 }
 
+fn lease_json(lease: &lockstep_kv::LeaseInfo) -> Value {
+    json!({
+        "id": lease.id,
+        "ttl": lease.ttl,
+        "deadline_millis": lease.deadline_millis,
+        "keys": lease.keys.iter().map(|key| text(key)).collect::<Vec<_>>(),
+    })
+}
+
 fn response_json(response: &Response) -> Value {
     match response {
         Response::Range(range) => json!({
@@ -209,6 +218,19 @@ fn response_json(response: &Response) -> Value {
             "hash": hash.hash,
             "hash_revision": hash.hash_revision,
             "compact_revision": hash.compact_revision,
+        }),
+        Response::Lease(lease) => lease_json(lease),
+        Response::Leases(leases) => {
+            json!({ "leases": leases.iter().map(lease_json).collect::<Vec<_>>() })
+        }
+        Response::LeaseRevoked => json!({}),
+        Response::Events(events) => json!({
+            "through": events.through,
+            "events": events.events.iter().map(|event| json!({
+                "type": if event.put { "PUT" } else { "DELETE" },
+                "kv": kv_json(&event.kv),
+                "prev_kv": event.prev_kv.as_ref().map(kv_json),
+            })).collect::<Vec<_>>(),
         }),
         Response::Error(error) => json!({ "error": error.to_string() }),
     }
@@ -251,6 +273,18 @@ fn print_response(response: &Response, lines: &mut Vec<String>) {
         }
         Response::Compact => lines.push("compacted".to_string()),
         Response::Hash(hash) => lines.push(hash.hash.to_string()),
+        Response::Lease(lease) => lines.push(format!("lease {} ttl {}", lease.id, lease.ttl)),
+        Response::Leases(leases) => {
+            lines
+                .extend(leases.iter().map(|lease| format!("lease {} ttl {}", lease.id, lease.ttl)));
+        }
+        Response::LeaseRevoked => lines.push("revoked".to_string()),
+        Response::Events(events) => {
+            for event in &events.events {
+                let kind = if event.put { "PUT" } else { "DELETE" };
+                lines.push(format!("{kind}\t{}\t{}", text(&event.kv.key), text(&event.kv.value)));
+            }
+        }
         Response::Error(error) => lines.push(format!("error: {error}")),
     }
 }

@@ -54,7 +54,7 @@ pub struct GatewayConfig {
 
 type KvClient = Client<Request, Request, Answer>;
 
-struct Shared {
+pub(crate) struct Shared {
     config: GatewayConfig,
     /// The cluster: leader discovery, sessions, retries.
     cluster: KvClient,
@@ -112,7 +112,20 @@ impl Gateway {
         });
     }
 
-    fn header(&self, revision: u64) -> Option<pb::ResponseHeader> {
+    pub(crate) fn downgrade(&self) -> std::sync::Weak<Shared> {
+        Arc::downgrade(&self.shared)
+    }
+
+    pub(crate) fn upgrade(weak: &std::sync::Weak<Shared>) -> Option<Gateway> {
+        weak.upgrade().map(|shared| Gateway { shared })
+    }
+
+    /// Whether this replica leads now.
+    pub(crate) async fn leads(&self) -> bool {
+        self.local_status().await.is_ok_and(|status| status.role == "leader")
+    }
+
+    pub(crate) fn header(&self, revision: u64) -> Option<pb::ResponseHeader> {
         Some(pb::ResponseHeader {
             cluster_id: self.shared.config.cluster_id,
             member_id: self.shared.config.member_id,
@@ -121,12 +134,16 @@ impl Gateway {
         })
     }
 
-    async fn write(&self, request: Request) -> Result<Answer, Status> {
+    pub(crate) async fn write(&self, request: Request) -> Result<Answer, Status> {
         let answer = self.shared.cluster.write(request).await.map_err(client_status)?;
         check(answer)
     }
 
-    async fn read(&self, request: Request, serializable: bool) -> Result<Answer, Status> {
+    pub(crate) async fn read(
+        &self,
+        request: Request,
+        serializable: bool,
+    ) -> Result<Answer, Status> {
         let answer = if serializable {
             self.shared.local.read(request).await
         } else {
@@ -136,7 +153,7 @@ impl Gateway {
     }
 
     /// This replica's current revision (a cheap read of one absent key).
-    async fn current(&self) -> Result<Answer, Status> {
+    pub(crate) async fn current(&self) -> Result<Answer, Status> {
         let probe = kv::RangeRequest {
             range: kv::KeyRange::key(Bytes::from_static(&[0])),
             count_only: true,
@@ -216,7 +233,7 @@ fn revision(value: i64) -> u64 {
     value.max(0) as u64
 }
 
-fn kv_out(kv: kv::KeyValue) -> mvccpb::KeyValue {
+pub(crate) fn kv_out(kv: kv::KeyValue) -> mvccpb::KeyValue {
     mvccpb::KeyValue {
         key: kv.key.to_vec(),
         create_revision: kv.create_revision as i64,

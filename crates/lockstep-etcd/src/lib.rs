@@ -1,7 +1,9 @@
 //! # lockstep-etcd: etcd's v3 API over lockstep
 //!
-//! A gateway that serves etcd's v3 gRPC API (KV, Maintenance, Cluster) from lockstep's
-//! replicated key-value store, so `etcdctl` and etcd client libraries work unchanged.
+//! A gateway that serves etcd's v3 gRPC API (KV, Watch, Lease, Maintenance, Cluster) from
+//! lockstep's replicated key-value store, so `etcdctl` and etcd client libraries work
+//! unchanged. [`gateway`] holds KV, Maintenance and Cluster; [`streams`] Lease and Watch;
+//! [`proto`] the messages, defined by hand with field numbers matching etcd's.
 
 #![deny(missing_docs)]
 
@@ -18,6 +20,7 @@ pub mod rpc {
 }
 
 pub mod gateway;
+pub mod streams;
 
 pub use gateway::{Gateway, GatewayConfig, GatewayMember};
 
@@ -30,10 +33,13 @@ pub async fn serve(
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), String> {
     gateway.start_refreshing();
+    gateway.start_reaping();
     tonic::transport::Server::builder()
         .add_service(rpc::k_v_server::KVServer::new(gateway.clone()))
         .add_service(rpc::maintenance_server::MaintenanceServer::new(gateway.clone()))
-        .add_service(rpc::cluster_server::ClusterServer::new(gateway))
+        .add_service(rpc::cluster_server::ClusterServer::new(gateway.clone()))
+        .add_service(rpc::lease_server::LeaseServer::new(gateway.clone()))
+        .add_service(rpc::watch_server::WatchServer::new(gateway))
         .serve_with_incoming_shutdown(
             tonic::transport::server::TcpIncoming::from(listener),
             shutdown,

@@ -1,0 +1,419 @@
+//! etcd's Lease and Watch services.
+//!
+//! **Leases** live in the replicated store: granting, keeping alive (a renewal sets the
+//! deadline to its TTL after the renewal's log time) and revoking all go through the log. The
+//! leader's gateway looks for leases whose deadline has passed every half second and proposes
+//! their expiry; the store revokes a lease only if its deadline has passed by the log time of
+//! that proposal, so a renewal that raced it wins, and every replica deletes the same keys at
+//! the same revision.
+//!
+//! **Watches** are served by the member the client is connected to, from its own applied
+//! state: each watcher asks its replica for the changes to its range after the last revision
+//! it delivered (every 20 ms while idle), and sends them in revision order.
+
+use std::collections::BTreeMap;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use lockstep_kv::{self as kv, Request, Response};
+use tokio::sync::mpsc;
+use tonic::{Request as GrpcRequest, Response as GrpcResponse, Status, Streaming};
+
+use crate::gateway::{kv_out, Gateway};
+use crate::proto::etcdserverpb as pb;
+use crate::proto::mvccpb;
+use crate::rpc::lease_server::Lease;
+use crate::rpc::watch_server::Watch;
+
+/// A response stream fed by a channel.
+pub struct Outbound<T>(mpsc::Receiver<Result<T, Status>>);
+
+impl<T> tonic::codegen::tokio_stream::Stream for Outbound<T> {
+    type Item = Result<T, Status>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        self.0.poll_recv(cx)
+    }
+}
+
+fn now_millis() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |elapsed| elapsed.as_millis() as u64)
+}
+
+/// A fresh lease id: positive, and unlikely to be in use (a collision is refused and retried).
+fn lease_id() -> i64 {
+    use std::collections::hash_map::RandomState;
+    use std::hash::{BuildHasher, Hasher};
+    let mut hasher = RandomState::new().build_hasher();
+    hasher.write_u64(now_millis());
+    (hasher.finish() >> 1).max(1) as i64
+}
+
+impl Gateway {
+    /// Proposes the expiry of every lease whose deadline has passed, while this replica leads;
+    /// runs until the gateway is dropped.
+    pub(crate) fn start_reaping(&self) {
+        let gateway = self.downgrade();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                let Some(gateway) = Gateway::upgrade(&gateway) else { return };
+                if !gateway.leads().await {
+                    continue;
+                }
+                let expired = kv::LeasesExpiredRequest { now_millis: now_millis() };
+                let Ok(answer) = gateway.read(Request::LeasesExpired(expired), true).await else {
+                    continue;
+                };
+                let Response::Leases(leases) = answer.response else { continue };
+                for lease in leases {
+                    let expire = Request::LeaseExpire(kv::LeaseIdRequest { id: lease.id });
+                    if let Err(error) = gateway.write(expire).await {
+                        tracing::debug!(lease = lease.id, "expiring a lease failed: {error}");
+                    }
+                }
+            }
+        });
+    }
+}
+
+#[tonic::async_trait]
+impl Lease for Gateway {
+    async fn lease_grant(
+        &self,
+        request: GrpcRequest<pb::LeaseGrantRequest>,
+    ) -> Result<GrpcResponse<pb::LeaseGrantResponse>, Status> {
+        let request = request.into_inner();
+        let chosen = request.id == 0;
+        for _ in 0..8 {
+            let id = if chosen { lease_id() } else { request.id };
+            let grant = Request::LeaseGrant(kv::LeaseGrantRequest { id, ttl: request.ttl });
+            match self.write(grant).await {
+                Ok(answer) => {
+                    let Response::Lease(lease) = answer.response else {
+                        return Err(Status::internal("lockstep: not a lease"));
+                    };
+                    return Ok(GrpcResponse::new(pb::LeaseGrantResponse {
+                        header: self.header(answer.revision),
+                        id: lease.id,
+                        ttl: lease.ttl,
+                        error: String::new(),
+                    }));
+                }
+                // An id this gateway chose is taken: choose another.
+                Err(status) if chosen && status.code() == tonic::Code::FailedPrecondition => {}
+                Err(status) => return Err(status),
+            }
+        }
+        Err(Status::unavailable("etcdserver: no free lease id found"))
+    }
+
+    async fn lease_revoke(
+        &self,
+        request: GrpcRequest<pb::LeaseRevokeRequest>,
+    ) -> Result<GrpcResponse<pb::LeaseRevokeResponse>, Status> {
+        let id = request.into_inner().id;
+        let answer = self.write(Request::LeaseRevoke(kv::LeaseIdRequest { id })).await?;
+        Ok(GrpcResponse::new(pb::LeaseRevokeResponse { header: self.header(answer.revision) }))
+    }
+
+    type LeaseKeepAliveStream = Outbound<pb::LeaseKeepAliveResponse>;
+
+    async fn lease_keep_alive(
+        &self,
+        request: GrpcRequest<Streaming<pb::LeaseKeepAliveRequest>>,
+    ) -> Result<GrpcResponse<Self::LeaseKeepAliveStream>, Status> {
+        let mut inbound = request.into_inner();
+        let (sender, receiver) = mpsc::channel(64);
+        let gateway = self.clone();
+        tokio::spawn(async move {
+            while let Ok(Some(keep_alive)) = inbound.message().await {
+                let renew = Request::LeaseKeepAlive(kv::LeaseIdRequest { id: keep_alive.id });
+                let response = match gateway.write(renew).await {
+                    Ok(answer) => {
+                        let ttl = match answer.response {
+                            Response::Lease(lease) => lease.ttl,
+                            _ => 0,
+                        };
+                        Ok(pb::LeaseKeepAliveResponse {
+                            header: gateway.header(answer.revision),
+                            id: keep_alive.id,
+                            ttl,
+                        })
+                    }
+                    // A lease that expired or was revoked is answered with TTL 0, as etcd does.
+                    Err(status) if status.code() == tonic::Code::NotFound => {
+                        Ok(pb::LeaseKeepAliveResponse {
+                            header: gateway.header(0),
+                            id: keep_alive.id,
+                            ttl: 0,
+                        })
+                    }
+                    Err(status) => Err(status),
+                };
+                if sender.send(response).await.is_err() {
+                    return;
+                }
+            }
+        });
+        Ok(GrpcResponse::new(Outbound(receiver)))
+    }
+
+    async fn lease_time_to_live(
+        &self,
+        request: GrpcRequest<pb::LeaseTimeToLiveRequest>,
+    ) -> Result<GrpcResponse<pb::LeaseTimeToLiveResponse>, Status> {
+        let request = request.into_inner();
+        let query = Request::LeaseTimeToLive(kv::LeaseIdRequest { id: request.id });
+        match self.read(query, false).await {
+            Ok(answer) => {
+                let Response::Lease(lease) = answer.response else {
+                    return Err(Status::internal("lockstep: not a lease"));
+                };
+                let remaining = lease.deadline_millis.saturating_sub(now_millis()).div_ceil(1000);
+                Ok(GrpcResponse::new(pb::LeaseTimeToLiveResponse {
+                    header: self.header(answer.revision),
+                    id: request.id,
+                    ttl: remaining as i64,
+                    granted_ttl: lease.ttl,
+                    keys: if request.keys {
+                        lease.keys.iter().map(|key| key.to_vec()).collect()
+                    } else {
+                        Vec::new()
+                    },
+                }))
+            }
+            // An unknown lease is answered with TTL -1, as etcd does.
+            Err(status) if status.code() == tonic::Code::NotFound => {
+                Ok(GrpcResponse::new(pb::LeaseTimeToLiveResponse {
+                    header: self.header(0),
+                    id: request.id,
+                    ttl: -1,
+                    granted_ttl: 0,
+                    keys: Vec::new(),
+                }))
+            }
+            Err(status) => Err(status),
+        }
+    }
+
+    async fn lease_leases(
+        &self,
+        _: GrpcRequest<pb::LeaseLeasesRequest>,
+    ) -> Result<GrpcResponse<pb::LeaseLeasesResponse>, Status> {
+        let answer = self.read(Request::LeaseList, false).await?;
+        let Response::Leases(leases) = answer.response else {
+            return Err(Status::internal("lockstep: not leases"));
+        };
+        Ok(GrpcResponse::new(pb::LeaseLeasesResponse {
+            header: self.header(answer.revision),
+            leases: leases.iter().map(|lease| pb::LeaseStatus { id: lease.id }).collect(),
+        }))
+    }
+}
+
+/// Events sent per response at most (a revision is never split).
+const EVENTS_PER_RESPONSE: u64 = 1_000;
+
+/// How often an idle watcher looks for changes.
+const POLL: Duration = Duration::from_millis(20);
+
+/// How often a watcher that asked for progress notifications gets one while idle.
+const PROGRESS_EVERY: Duration = Duration::from_secs(600);
+
+type Sender = mpsc::Sender<Result<pb::WatchResponse, Status>>;
+
+struct Watcher {
+    id: i64,
+    range: kv::KeyRange,
+    next: u64,
+    prev_kv: bool,
+    no_put: bool,
+    no_delete: bool,
+    progress_notify: bool,
+}
+
+impl Watcher {
+    /// Delivers changes until the stream closes or the watcher is canceled.
+    async fn run(mut self, gateway: Gateway, sender: Sender) {
+        let mut last_sent = Instant::now();
+        loop {
+            let request = kv::EventsRequest {
+                range: self.range.clone(),
+                from: self.next,
+                limit: EVENTS_PER_RESPONSE,
+            };
+            let answer = match gateway.read(Request::Events(request), true).await {
+                Ok(answer) => answer,
+                Err(status) if status.code() == tonic::Code::OutOfRange => {
+                    // The history the watcher needs was compacted away.
+                    let compacted = gateway.compact_revision().await.unwrap_or(0);
+                    let _ = sender
+                        .send(Ok(pb::WatchResponse {
+                            header: gateway.header(0),
+                            watch_id: self.id,
+                            canceled: true,
+                            compact_revision: compacted as i64,
+                            cancel_reason: "etcdserver: mvcc: required revision has been compacted"
+                                .to_string(),
+                            ..Default::default()
+                        }))
+                        .await;
+                    return;
+                }
+                Err(_) => {
+                    tokio::time::sleep(POLL).await;
+                    continue;
+                }
+            };
+            let Response::Events(found) = answer.response else { return };
+            let events: Vec<mvccpb::Event> = found
+                .events
+                .into_iter()
+                .filter(|event| if event.put { !self.no_put } else { !self.no_delete })
+                .map(|event| mvccpb::Event {
+                    r#type: if event.put {
+                        mvccpb::event::EventType::Put as i32
+                    } else {
+                        mvccpb::event::EventType::Delete as i32
+                    },
+                    kv: Some(kv_out(event.kv)),
+                    prev_kv: if self.prev_kv { event.prev_kv.map(kv_out) } else { None },
+                })
+                .collect();
+            self.next = self.next.max(found.through + 1);
+            let progress = self.progress_notify && last_sent.elapsed() >= PROGRESS_EVERY;
+            if !events.is_empty() || progress {
+                let response = pb::WatchResponse {
+                    header: gateway.header(answer.revision),
+                    watch_id: self.id,
+                    events,
+                    ..Default::default()
+                };
+                if sender.send(Ok(response)).await.is_err() {
+                    return;
+                }
+                last_sent = Instant::now();
+                continue;
+            }
+            tokio::time::sleep(POLL).await;
+        }
+    }
+}
+
+impl Gateway {
+    async fn compact_revision(&self) -> Option<u64> {
+        let answer = self.read(Request::Hash(kv::HashRequest { revision: 0 }), true).await.ok()?;
+        match answer.response {
+            Response::Hash(hash) => Some(hash.compact_revision),
+            _ => None,
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl Watch for Gateway {
+    type WatchStream = Outbound<pb::WatchResponse>;
+
+    async fn watch(
+        &self,
+        request: GrpcRequest<Streaming<pb::WatchRequest>>,
+    ) -> Result<GrpcResponse<Self::WatchStream>, Status> {
+        use crate::proto::etcdserverpb::watch_create_request::FilterType;
+        use crate::proto::etcdserverpb::watch_request::RequestUnion;
+        let mut inbound = request.into_inner();
+        let (sender, receiver) = mpsc::channel(64);
+        let gateway = self.clone();
+        tokio::spawn(async move {
+            let next_id = AtomicI64::new(0);
+            let mut watchers: BTreeMap<i64, tokio::task::JoinHandle<()>> = BTreeMap::new();
+            while let Ok(Some(request)) = inbound.message().await {
+                match request.request_union {
+                    Some(RequestUnion::CreateRequest(create)) => {
+                        let id = if create.watch_id != 0 {
+                            create.watch_id
+                        } else {
+                            loop {
+                                let id = next_id.fetch_add(1, Ordering::Relaxed);
+                                if !watchers.contains_key(&id) {
+                                    break id;
+                                }
+                            }
+                        };
+                        let current = match gateway.current().await {
+                            Ok(answer) => answer.revision,
+                            Err(status) => {
+                                let _ = sender.send(Err(status)).await;
+                                continue;
+                            }
+                        };
+                        let start = if create.start_revision > 0 {
+                            create.start_revision as u64
+                        } else {
+                            current + 1
+                        };
+                        let created = pb::WatchResponse {
+                            header: gateway.header(current),
+                            watch_id: id,
+                            created: true,
+                            ..Default::default()
+                        };
+                        if sender.send(Ok(created)).await.is_err() {
+                            break;
+                        }
+                        let watcher = Watcher {
+                            id,
+                            range: kv::KeyRange {
+                                key: Bytes::from(create.key),
+                                range_end: Bytes::from(create.range_end),
+                            },
+                            next: start,
+                            prev_kv: create.prev_kv,
+                            no_put: create.filters.contains(&(FilterType::Noput as i32)),
+                            no_delete: create.filters.contains(&(FilterType::Nodelete as i32)),
+                            progress_notify: create.progress_notify,
+                        };
+                        if let Some(previous) = watchers
+                            .insert(id, tokio::spawn(watcher.run(gateway.clone(), sender.clone())))
+                        {
+                            previous.abort();
+                        }
+                    }
+                    Some(RequestUnion::CancelRequest(cancel)) => {
+                        if let Some(watcher) = watchers.remove(&cancel.watch_id) {
+                            watcher.abort();
+                        }
+                        let canceled = pb::WatchResponse {
+                            header: gateway.header(0),
+                            watch_id: cancel.watch_id,
+                            canceled: true,
+                            ..Default::default()
+                        };
+                        if sender.send(Ok(canceled)).await.is_err() {
+                            break;
+                        }
+                    }
+                    Some(RequestUnion::ProgressRequest(_)) => {
+                        let revision = gateway.current().await.map_or(0, |answer| answer.revision);
+                        let progress = pb::WatchResponse {
+                            header: gateway.header(revision),
+                            watch_id: -1,
+                            ..Default::default()
+                        };
+                        if sender.send(Ok(progress)).await.is_err() {
+                            break;
+                        }
+                    }
+                    None => {}
+                }
+            }
+            for watcher in watchers.into_values() {
+                watcher.abort();
+            }
+        });
+        Ok(GrpcResponse::new(Outbound(receiver)))
+    }
+}

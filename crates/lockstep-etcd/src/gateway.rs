@@ -527,7 +527,11 @@ impl Maintenance for Gateway {
             Response::Hash(hash) => Ok(GrpcResponse::new(pb::HashKvResponse {
                 header: self.header(answer.revision),
                 hash: hash.hash,
-                compact_revision: hash.compact_revision as i64,
+                // Never compacted: -1, as etcd says.
+                compact_revision: match hash.compact_revision {
+                    0 => -1,
+                    revision => revision as i64,
+                },
                 hash_revision: hash.hash_revision as i64,
             })),
             _ => Err(unexpected()),

@@ -1143,9 +1143,10 @@ impl Kv {
         Ok(())
     }
 
-    /// A range inside a transaction: at its own revision, or the current one.
-    fn read_in_txn(&self, range: &RangeRequest) -> RangeResponse {
-        let revision = if range.revision == 0 { self.revision() } else { range.revision };
+    /// A range inside a transaction: at its own revision, or else at `now` (a writing
+    /// transaction's own revision, so that it sees its earlier operations, as etcd's do).
+    fn read_in_txn(&self, range: &RangeRequest, now: Revision) -> RangeResponse {
+        let revision = if range.revision == 0 { now } else { range.revision };
         self.read(range, revision)
     }
 
@@ -1163,7 +1164,7 @@ impl Kv {
         for operation in branch {
             match operation {
                 Operation::Range(range) => {
-                    responses.push(Response::Range(self.read_in_txn(range)));
+                    responses.push(Response::Range(self.read_in_txn(range, self.revision())));
                 }
                 _ => return Response::Error(KvError::NotReadOnly),
             }
@@ -1200,7 +1201,7 @@ impl Kv {
             let mut responses = Vec::with_capacity(branch.len());
             for operation in branch {
                 let response = match operation {
-                    Operation::Range(range) => Response::Range(kv.read_in_txn(&range)),
+                    Operation::Range(range) => Response::Range(kv.read_in_txn(&range, revision)),
                     Operation::Put(put) => {
                         let (response, did) = kv.put(put, revision);
                         changed |= did;

@@ -37,7 +37,7 @@ fn up_then_the_client_commands() {
     let dir = TempDir::new("up");
     let base = port_base();
     let mut up = lockstep()
-        .args(["up", "--port", &base.to_string(), "--data-dir"])
+        .args(["up", "--port", &base.to_string(), "--etcd-port", "0", "--data-dir"])
         .arg(dir.0.join("data"))
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

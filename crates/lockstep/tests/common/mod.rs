@@ -59,6 +59,8 @@ pub struct Replica {
     pub id: u64,
     pub peer: u16,
     pub client: u16,
+    /// Where it serves etcd's API.
+    pub etcd: u16,
     pub child: Option<Child>,
 }
 
@@ -71,11 +73,12 @@ pub struct Cluster {
 
 impl Cluster {
     pub fn new(name: &str, size: u64) -> Cluster {
-        let ports = free_ports(2 * size as usize);
+        let ports = free_ports(3 * size as usize);
         let replicas = (1..=size)
             .map(|id| {
-                let index = (id - 1) as usize * 2;
-                (id, Replica { id, peer: ports[index], client: ports[index + 1], child: None })
+                let index = (id - 1) as usize * 3;
+                let (peer, client, etcd) = (ports[index], ports[index + 1], ports[index + 2]);
+                (id, Replica { id, peer, client, etcd, child: None })
             })
             .collect();
         Cluster { dir: TempDir::new(name), cluster_id: 4242, replicas }
@@ -105,8 +108,8 @@ impl Cluster {
         for replica in self.replicas.values() {
             args.push("--member".to_string());
             args.push(format!(
-                "{}=127.0.0.1:{},127.0.0.1:{}",
-                replica.id, replica.peer, replica.client
+                "{}=127.0.0.1:{},127.0.0.1:{},127.0.0.1:{}",
+                replica.id, replica.peer, replica.client, replica.etcd
             ));
         }
         args
@@ -147,6 +150,13 @@ impl Cluster {
 
     pub fn endpoint(&self, id: u64) -> String {
         format!("127.0.0.1:{}", self.replicas[&id].client)
+    }
+
+    /// Every replica's etcd API address, comma-separated (for etcdctl's --endpoints).
+    pub fn etcd_endpoints(&self) -> String {
+        let addresses: Vec<String> =
+            self.replicas.values().map(|replica| format!("127.0.0.1:{}", replica.etcd)).collect();
+        addresses.join(",")
     }
 
     pub fn endpoints(&self) -> Vec<String> {

@@ -26,6 +26,30 @@ use crate::rpc::maintenance_server::Maintenance;
 /// The etcd API level this gateway speaks (what `Status` reports as the version).
 pub const API_VERSION: &str = "3.5.0";
 
+/// The largest request accepted, as etcd's default `--max-request-bytes` (1.5 MiB).
+pub const REQUEST_BYTES_MAX: usize = 3 << 19;
+
+/// The largest gRPC message taken: a request plus 512 KiB, as etcd's.
+pub const GRPC_RECEIVE_MAX: usize = REQUEST_BYTES_MAX + (512 << 10);
+
+/// The largest message the gRPC layer decodes at all (bigger ones are refused unread).
+pub const GRPC_DECODE_MAX: usize = 64 << 20;
+
+/// Refuses a request larger than etcd would take, as etcd does: over the message limit with
+/// gRPC's resource-exhausted error, over the request limit with etcd's own.
+fn check_size(request: &impl prost::Message) -> Result<(), Status> {
+    let length = request.encoded_len();
+    if length > GRPC_RECEIVE_MAX {
+        return Err(Status::resource_exhausted(format!(
+            "grpc: received message larger than max ({length} vs. {GRPC_RECEIVE_MAX})"
+        )));
+    }
+    if length > REQUEST_BYTES_MAX {
+        return Err(Status::invalid_argument("etcdserver: request is too large"));
+    }
+    Ok(())
+}
+
 /// One member as etcd's `MemberList` shows it.
 #[derive(Clone, Debug)]
 pub struct GatewayMember {
@@ -410,7 +434,9 @@ impl KV for Gateway {
         &self,
         request: GrpcRequest<pb::PutRequest>,
     ) -> Result<GrpcResponse<pb::PutResponse>, Status> {
-        let answer = self.write(Request::Put(put_in(request.into_inner()))).await?;
+        let request = request.into_inner();
+        check_size(&request)?;
+        let answer = self.write(Request::Put(put_in(request))).await?;
         match answer.response {
             Response::Put(put) => Ok(GrpcResponse::new(put_out(put, self.header(answer.revision)))),
             _ => Err(unexpected()),
@@ -435,6 +461,7 @@ impl KV for Gateway {
         request: GrpcRequest<pb::TxnRequest>,
     ) -> Result<GrpcResponse<pb::TxnResponse>, Status> {
         let request = request.into_inner();
+        check_size(&request)?;
         let txn = kv::TxnRequest {
             compare: request.compare.into_iter().map(compare_in).collect::<Result<_, _>>()?,
             success: operations_in(request.success)?,

@@ -34,12 +34,23 @@ pub async fn serve(
 ) -> Result<(), String> {
     gateway.start_refreshing();
     gateway.start_reaping();
+    let limit = gateway::GRPC_DECODE_MAX;
     tonic::transport::Server::builder()
-        .add_service(rpc::k_v_server::KVServer::new(gateway.clone()))
-        .add_service(rpc::maintenance_server::MaintenanceServer::new(gateway.clone()))
-        .add_service(rpc::cluster_server::ClusterServer::new(gateway.clone()))
-        .add_service(rpc::lease_server::LeaseServer::new(gateway.clone()))
-        .add_service(rpc::watch_server::WatchServer::new(gateway))
+        .add_service(
+            rpc::k_v_server::KVServer::new(gateway.clone()).max_decoding_message_size(limit),
+        )
+        .add_service(
+            rpc::maintenance_server::MaintenanceServer::new(gateway.clone())
+                .max_decoding_message_size(limit),
+        )
+        .add_service(
+            rpc::cluster_server::ClusterServer::new(gateway.clone())
+                .max_decoding_message_size(limit),
+        )
+        .add_service(
+            rpc::lease_server::LeaseServer::new(gateway.clone()).max_decoding_message_size(limit),
+        )
+        .add_service(rpc::watch_server::WatchServer::new(gateway).max_decoding_message_size(limit))
         .serve_with_incoming_shutdown(
             tonic::transport::server::TcpIncoming::from(listener),
             shutdown,

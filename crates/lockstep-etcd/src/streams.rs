@@ -188,8 +188,9 @@ impl Lease for Gateway {
             }
             // An unknown lease is answered with TTL -1, as etcd does.
             Err(status) if status.code() == tonic::Code::NotFound => {
+                let revision = self.current().await?.revision;
                 Ok(GrpcResponse::new(pb::LeaseTimeToLiveResponse {
-                    header: self.header(0),
+                    header: self.header(revision),
                     id: request.id,
                     ttl: -1,
                     granted_ttl: 0,

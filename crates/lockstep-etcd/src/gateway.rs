@@ -37,7 +37,7 @@ pub const GRPC_DECODE_MAX: usize = 64 << 20;
 
 /// Refuses a request larger than etcd would take, as etcd does: over the message limit with
 /// gRPC's resource-exhausted error, over the request limit with etcd's own.
-fn check_size(request: &impl prost::Message) -> Result<(), Status> {
+pub(crate) fn check_size(request: &impl prost::Message) -> Result<(), Status> {
     let length = request.encoded_len();
     if length > GRPC_RECEIVE_MAX {
         return Err(Status::resource_exhausted(format!(
@@ -176,14 +176,14 @@ impl Gateway {
         check(answer.map_err(client_status)?)
     }
 
-    /// This replica's current revision (a cheap read of one absent key).
+    /// This replica's current revision, in the answer's `revision` (a cheap read).
     pub(crate) async fn current(&self) -> Result<Answer, Status> {
-        let probe = kv::RangeRequest {
-            range: kv::KeyRange::key(Bytes::from_static(&[0])),
-            count_only: true,
-            ..kv::RangeRequest::default()
-        };
-        self.read(Request::Range(probe), true).await
+        self.read(Request::Revisions, true).await
+    }
+
+    /// A read of this replica's state, with the store's refusals as they are.
+    pub(crate) async fn read_local(&self, request: Request) -> Result<Answer, Status> {
+        self.shared.local.read(request).await.map_err(client_status)
     }
 
     async fn local_status(&self) -> Result<ReplicaStatus, Status> {
@@ -228,6 +228,7 @@ pub fn kv_status(error: &KvError) -> Status {
         KvError::KeyNotFound => Status::invalid_argument("etcdserver: key not found"),
         KvError::LeaseNotFound => Status::not_found("etcdserver: requested lease not found"),
         KvError::LeaseExists => Status::failed_precondition("etcdserver: lease already exists"),
+        KvError::LeaseProvided => Status::invalid_argument("etcdserver: lease is provided"),
         KvError::LeaseInvalid => Status::out_of_range("etcdserver: too large lease TTL"),
         KvError::DuplicateKey => {
             Status::invalid_argument("etcdserver: duplicate key given in txn request")
@@ -320,7 +321,7 @@ fn delete_in(request: pb::DeleteRangeRequest) -> kv::DeleteRequest {
 }
 
 fn compare_in(compare: pb::Compare) -> Result<kv::Compare, Status> {
-    use crate::proto::etcdserverpb::compare::{CompareResult, TargetUnion};
+    use crate::proto::etcdserverpb::compare::{CompareResult, CompareTarget, TargetUnion};
     let op = match CompareResult::try_from(compare.result) {
         Ok(CompareResult::Equal) => kv::CompareOp::Equal,
         Ok(CompareResult::NotEqual) => kv::CompareOp::NotEqual,
@@ -328,13 +329,35 @@ fn compare_in(compare: pb::Compare) -> Result<kv::Compare, Status> {
         Ok(CompareResult::Less) => kv::CompareOp::Less,
         Err(_) => return Err(Status::invalid_argument("etcdserver: unknown compare result")),
     };
-    let target = match compare.target_union {
-        Some(TargetUnion::Version(version)) => kv::CompareTarget::Version(revision(version)),
-        Some(TargetUnion::CreateRevision(rev)) => kv::CompareTarget::CreateRevision(revision(rev)),
-        Some(TargetUnion::ModRevision(rev)) => kv::CompareTarget::ModRevision(revision(rev)),
-        Some(TargetUnion::Value(value)) => kv::CompareTarget::Value(Bytes::from(value)),
-        Some(TargetUnion::Lease(lease)) => kv::CompareTarget::Lease(lease),
-        None => kv::CompareTarget::Version(0),
+    // What is compared is `target`; the value to compare with is read from the union (its
+    // zero value when the union holds another field), as etcd does.
+    let union = compare.target_union;
+    let number =
+        |wanted: fn(&TargetUnion) -> Option<i64>| union.as_ref().and_then(wanted).unwrap_or(0);
+    let target = match CompareTarget::try_from(compare.target) {
+        Ok(CompareTarget::Version) => kv::CompareTarget::Version(number(|union| match union {
+            TargetUnion::Version(version) => Some(*version),
+            _ => None,
+        })),
+        Ok(CompareTarget::Create) => {
+            kv::CompareTarget::CreateRevision(number(|union| match union {
+                TargetUnion::CreateRevision(revision) => Some(*revision),
+                _ => None,
+            }))
+        }
+        Ok(CompareTarget::Mod) => kv::CompareTarget::ModRevision(number(|union| match union {
+            TargetUnion::ModRevision(revision) => Some(*revision),
+            _ => None,
+        })),
+        Ok(CompareTarget::Lease) => kv::CompareTarget::Lease(number(|union| match union {
+            TargetUnion::Lease(lease) => Some(*lease),
+            _ => None,
+        })),
+        Ok(CompareTarget::Value) => kv::CompareTarget::Value(match union {
+            Some(TargetUnion::Value(value)) => Bytes::from(value),
+            _ => Bytes::new(),
+        }),
+        Err(_) => return Err(Status::invalid_argument("etcdserver: unknown compare target")),
     };
     Ok(kv::Compare {
         range: kv::KeyRange {
@@ -420,6 +443,7 @@ impl KV for Gateway {
         request: GrpcRequest<pb::RangeRequest>,
     ) -> Result<GrpcResponse<pb::RangeResponse>, Status> {
         let request = request.into_inner();
+        check_size(&request)?;
         let serializable = request.serializable;
         let answer = self.read(Request::Range(range_in(request)), serializable).await?;
         match answer.response {
@@ -447,7 +471,9 @@ impl KV for Gateway {
         &self,
         request: GrpcRequest<pb::DeleteRangeRequest>,
     ) -> Result<GrpcResponse<pb::DeleteRangeResponse>, Status> {
-        let answer = self.write(Request::Delete(delete_in(request.into_inner()))).await?;
+        let request = request.into_inner();
+        check_size(&request)?;
+        let answer = self.write(Request::Delete(delete_in(request))).await?;
         match answer.response {
             Response::Delete(delete) => {
                 Ok(GrpcResponse::new(delete_out(delete, self.header(answer.revision))))

@@ -13,7 +13,8 @@
 
 use std::collections::BTreeMap;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -87,6 +88,7 @@ impl Lease for Gateway {
         request: GrpcRequest<pb::LeaseGrantRequest>,
     ) -> Result<GrpcResponse<pb::LeaseGrantResponse>, Status> {
         let request = request.into_inner();
+        crate::gateway::check_size(&request)?;
         let chosen = request.id == 0;
         for _ in 0..8 {
             let id = if chosen { lease_id() } else { request.id };
@@ -134,6 +136,7 @@ impl Lease for Gateway {
                 let renew = Request::LeaseKeepAlive(kv::LeaseIdRequest { id: keep_alive.id });
                 let response = match gateway.write(renew).await {
                     Ok(answer) => {
+                        // A renewal that came too late revoked the lease: TTL 0.
                         let ttl = match answer.response {
                             Response::Lease(lease) => lease.ttl,
                             _ => 0,
@@ -146,8 +149,9 @@ impl Lease for Gateway {
                     }
                     // A lease that expired or was revoked is answered with TTL 0, as etcd does.
                     Err(status) if status.code() == tonic::Code::NotFound => {
+                        let revision = gateway.current().await.map_or(0, |answer| answer.revision);
                         Ok(pb::LeaseKeepAliveResponse {
-                            header: gateway.header(0),
+                            header: gateway.header(revision),
                             id: keep_alive.id,
                             ttl: 0,
                         })
@@ -173,7 +177,8 @@ impl Lease for Gateway {
                 let Response::Lease(lease) = answer.response else {
                     return Err(Status::internal("lockstep: not a lease"));
                 };
-                let remaining = lease.deadline_millis.saturating_sub(now_millis()).div_ceil(1000);
+                // Whole seconds left, truncated as etcd's.
+                let remaining = lease.deadline_millis.saturating_sub(now_millis()) / 1000;
                 Ok(GrpcResponse::new(pb::LeaseTimeToLiveResponse {
                     header: self.header(answer.revision),
                     id: request.id,
@@ -227,6 +232,15 @@ const PROGRESS_EVERY: Duration = Duration::from_secs(600);
 
 type Sender = mpsc::Sender<Result<pb::WatchResponse, Status>>;
 
+/// What a watch stream knows of one of its watchers.
+struct Handle {
+    task: tokio::task::JoinHandle<()>,
+    /// Every change up to this revision has been sent (or filtered out).
+    delivered: Arc<AtomicU64>,
+    /// Set on cancel: the watcher sends nothing more.
+    canceled: Arc<AtomicBool>,
+}
+
 struct Watcher {
     id: i64,
     range: kv::KeyRange,
@@ -235,42 +249,49 @@ struct Watcher {
     no_put: bool,
     no_delete: bool,
     progress_notify: bool,
+    delivered: Arc<AtomicU64>,
+    canceled: Arc<AtomicBool>,
 }
 
 impl Watcher {
+    async fn send(&self, sender: &Sender, response: pb::WatchResponse) -> bool {
+        !self.canceled.load(Ordering::Acquire) && sender.send(Ok(response)).await.is_ok()
+    }
+
     /// Delivers changes until the stream closes or the watcher is canceled.
     async fn run(mut self, gateway: Gateway, sender: Sender) {
         let mut last_sent = Instant::now();
         loop {
+            if self.canceled.load(Ordering::Acquire) {
+                return;
+            }
             let request = kv::EventsRequest {
                 range: self.range.clone(),
                 from: self.next,
                 limit: EVENTS_PER_RESPONSE,
             };
-            let answer = match gateway.read(Request::Events(request), true).await {
-                Ok(answer) => answer,
-                Err(status) if status.code() == tonic::Code::OutOfRange => {
+            let Ok(answer) = gateway.read_local(Request::Events(request)).await else {
+                tokio::time::sleep(POLL).await;
+                continue;
+            };
+            let found = match answer.response {
+                Response::Events(found) => found,
+                Response::Error(kv::KvError::Compacted { compacted, .. }) => {
                     // The history the watcher needs was compacted away.
-                    let compacted = gateway.compact_revision().await.unwrap_or(0);
-                    let _ = sender
-                        .send(Ok(pb::WatchResponse {
-                            header: gateway.header(0),
-                            watch_id: self.id,
-                            canceled: true,
-                            compact_revision: compacted as i64,
-                            cancel_reason: "etcdserver: mvcc: required revision has been compacted"
-                                .to_string(),
-                            ..Default::default()
-                        }))
-                        .await;
+                    let canceled = pb::WatchResponse {
+                        header: gateway.header(answer.revision),
+                        watch_id: self.id,
+                        canceled: true,
+                        compact_revision: compacted as i64,
+                        cancel_reason: "etcdserver: mvcc: required revision has been compacted"
+                            .to_string(),
+                        ..Default::default()
+                    };
+                    self.send(&sender, canceled).await;
                     return;
                 }
-                Err(_) => {
-                    tokio::time::sleep(POLL).await;
-                    continue;
-                }
+                _ => return,
             };
-            let Response::Events(found) = answer.response else { return };
             let events: Vec<mvccpb::Event> = found
                 .events
                 .into_iter()
@@ -285,32 +306,27 @@ impl Watcher {
                     prev_kv: if self.prev_kv { event.prev_kv.map(kv_out) } else { None },
                 })
                 .collect();
-            self.next = self.next.max(found.through + 1);
+            let through = found.through.max(self.next.saturating_sub(1));
             let progress = self.progress_notify && last_sent.elapsed() >= PROGRESS_EVERY;
             if !events.is_empty() || progress {
                 let response = pb::WatchResponse {
-                    header: gateway.header(answer.revision),
+                    // Everything up to `through` has been looked at: nothing at or below the
+                    // header's revision comes later.
+                    header: gateway.header(through),
                     watch_id: self.id,
                     events,
                     ..Default::default()
                 };
-                if sender.send(Ok(response)).await.is_err() {
+                if !self.send(&sender, response).await {
                     return;
                 }
                 last_sent = Instant::now();
-                continue;
             }
-            tokio::time::sleep(POLL).await;
-        }
-    }
-}
-
-impl Gateway {
-    async fn compact_revision(&self) -> Option<u64> {
-        let answer = self.read(Request::Hash(kv::HashRequest { revision: 0 }), true).await.ok()?;
-        match answer.response {
-            Response::Hash(hash) => Some(hash.compact_revision),
-            _ => None,
+            self.next = through + 1;
+            self.delivered.store(through, Ordering::Release);
+            if found.through >= answer.revision {
+                tokio::time::sleep(POLL).await;
+            }
         }
     }
 }
@@ -329,28 +345,45 @@ impl Watch for Gateway {
         let (sender, receiver) = mpsc::channel(64);
         let gateway = self.clone();
         tokio::spawn(async move {
-            let next_id = AtomicI64::new(0);
-            let mut watchers: BTreeMap<i64, tokio::task::JoinHandle<()>> = BTreeMap::new();
+            let mut next_id = 0i64;
+            let mut watchers: BTreeMap<i64, Handle> = BTreeMap::new();
             while let Ok(Some(request)) = inbound.message().await {
-                match request.request_union {
+                watchers.retain(|_, handle| !handle.task.is_finished());
+                let response = match request.request_union {
                     Some(RequestUnion::CreateRequest(create)) => {
-                        let id = if create.watch_id != 0 {
-                            create.watch_id
-                        } else {
-                            loop {
-                                let id = next_id.fetch_add(1, Ordering::Relaxed);
-                                if !watchers.contains_key(&id) {
-                                    break id;
-                                }
-                            }
+                        let refused = |reason: &str, revision| pb::WatchResponse {
+                            header: gateway.header(revision),
+                            watch_id: -1,
+                            created: true,
+                            canceled: true,
+                            cancel_reason: reason.to_string(),
+                            ..Default::default()
                         };
                         let current = match gateway.current().await {
                             Ok(answer) => answer.revision,
                             Err(status) => {
-                                let _ = sender.send(Err(status)).await;
+                                let reason = format!("etcdserver: {}", status.message());
+                                if sender.send(Ok(refused(&reason, 0))).await.is_err() {
+                                    break;
+                                }
                                 continue;
                             }
                         };
+                        let id = if create.watch_id != 0 {
+                            create.watch_id
+                        } else {
+                            while watchers.contains_key(&next_id) {
+                                next_id += 1;
+                            }
+                            next_id
+                        };
+                        if watchers.contains_key(&id) {
+                            let reason = "etcdserver: watcher ID already in use";
+                            if sender.send(Ok(refused(reason, current))).await.is_err() {
+                                break;
+                            }
+                            continue;
+                        }
                         let start = if create.start_revision > 0 {
                             create.start_revision as u64
                         } else {
@@ -365,6 +398,8 @@ impl Watch for Gateway {
                         if sender.send(Ok(created)).await.is_err() {
                             break;
                         }
+                        let delivered = Arc::new(AtomicU64::new(start.saturating_sub(1)));
+                        let canceled = Arc::new(AtomicBool::new(false));
                         let watcher = Watcher {
                             id,
                             range: kv::KeyRange {
@@ -376,43 +411,53 @@ impl Watch for Gateway {
                             no_put: create.filters.contains(&(FilterType::Noput as i32)),
                             no_delete: create.filters.contains(&(FilterType::Nodelete as i32)),
                             progress_notify: create.progress_notify,
+                            delivered: delivered.clone(),
+                            canceled: canceled.clone(),
                         };
-                        if let Some(previous) = watchers
-                            .insert(id, tokio::spawn(watcher.run(gateway.clone(), sender.clone())))
-                        {
-                            previous.abort();
-                        }
+                        let task = tokio::spawn(watcher.run(gateway.clone(), sender.clone()));
+                        watchers.insert(id, Handle { task, delivered, canceled });
+                        continue;
                     }
                     Some(RequestUnion::CancelRequest(cancel)) => {
-                        if let Some(watcher) = watchers.remove(&cancel.watch_id) {
-                            watcher.abort();
+                        if let Some(handle) = watchers.remove(&cancel.watch_id) {
+                            handle.canceled.store(true, Ordering::Release);
+                            handle.task.abort();
+                            let _ = handle.task.await;
                         }
-                        let canceled = pb::WatchResponse {
-                            header: gateway.header(0),
+                        let revision = gateway.current().await.map_or(0, |answer| answer.revision);
+                        pb::WatchResponse {
+                            header: gateway.header(revision),
                             watch_id: cancel.watch_id,
                             canceled: true,
                             ..Default::default()
-                        };
-                        if sender.send(Ok(canceled)).await.is_err() {
-                            break;
                         }
                     }
                     Some(RequestUnion::ProgressRequest(_)) => {
-                        let revision = gateway.current().await.map_or(0, |answer| answer.revision);
-                        let progress = pb::WatchResponse {
+                        // The revision every watcher of the stream has reached: no event at or
+                        // below it is still to come.
+                        let revision = match watchers
+                            .values()
+                            .map(|handle| handle.delivered.load(Ordering::Acquire))
+                            .min()
+                        {
+                            Some(revision) => revision,
+                            None => gateway.current().await.map_or(0, |answer| answer.revision),
+                        };
+                        pb::WatchResponse {
                             header: gateway.header(revision),
                             watch_id: -1,
                             ..Default::default()
-                        };
-                        if sender.send(Ok(progress)).await.is_err() {
-                            break;
                         }
                     }
-                    None => {}
+                    None => continue,
+                };
+                if sender.send(Ok(response)).await.is_err() {
+                    break;
                 }
             }
-            for watcher in watchers.into_values() {
-                watcher.abort();
+            for handle in watchers.into_values() {
+                handle.canceled.store(true, Ordering::Release);
+                handle.task.abort();
             }
         });
         Ok(GrpcResponse::new(Outbound(receiver)))

@@ -125,6 +125,9 @@ fn check_put(put: &PutRequest) -> Result<(), KvError> {
     if put.ignore_value && !put.value.is_empty() {
         return Err(KvError::ValueProvided);
     }
+    if put.ignore_lease && put.lease != 0 {
+        return Err(KvError::LeaseProvided);
+    }
     Ok(())
 }
 
@@ -227,12 +230,12 @@ pub struct DeleteRequest {
 pub enum CompareTarget {
     /// The value (a comparison of the value of an absent key never holds, as in etcd).
     Value(Bytes),
-    /// The version (0 for an absent key).
-    Version(u64),
+    /// The version (0 for an absent key). Signed, as etcd's: `version > -1` holds for any key.
+    Version(i64),
     /// The create revision (0 for an absent key).
-    CreateRevision(Revision),
+    CreateRevision(i64),
     /// The modification revision (0 for an absent key).
-    ModRevision(Revision),
+    ModRevision(i64),
     /// The lease the key is attached to (0 for none, or an absent key).
     Lease(i64),
 }
@@ -315,6 +318,8 @@ pub enum Request {
     LeaseList,
     /// Leases whose deadline is at or before `now_millis` (read-only).
     LeasesExpired(LeasesExpiredRequest),
+    /// The current and compaction revisions (read-only, cheap).
+    Revisions,
     /// The changes to a range from a revision on, in revision order (read-only): what a watch
     /// delivers.
     Events(EventsRequest),
@@ -393,6 +398,7 @@ impl Request {
             | Request::LeaseTimeToLive(_)
             | Request::LeaseList
             | Request::LeasesExpired(_)
+            | Request::Revisions
             | Request::Events(_) => true,
             Request::Txn(txn) => txn
                 .success
@@ -469,6 +475,8 @@ pub enum KvError {
     LeaseNotFound,
     /// A lease with that id exists already.
     LeaseExists,
+    /// A put gives a lease and also asks to keep the key's current one.
+    LeaseProvided,
     /// A lease's time to live is too long or its id is not allowed.
     LeaseInvalid,
     /// A transaction writes the same key twice.
@@ -502,6 +510,7 @@ impl std::fmt::Display for KvError {
             KvError::KeyNotFound => f.write_str("key not found"),
             KvError::LeaseNotFound => f.write_str("requested lease not found"),
             KvError::LeaseExists => f.write_str("lease already exists"),
+            KvError::LeaseProvided => f.write_str("lease is provided"),
             KvError::LeaseInvalid => f.write_str("lease id or time to live is not allowed"),
             KvError::DuplicateKey => f.write_str("a transaction changes the same key twice"),
             KvError::NotReadOnly => f.write_str("the request is not read-only"),
@@ -542,6 +551,13 @@ pub enum Response {
     LeaseRevoked,
     /// Changes, in revision order.
     Events(EventsResponse),
+    /// The current and compaction revisions.
+    Revisions {
+        /// The current revision.
+        current: Revision,
+        /// The compaction revision (0: never compacted).
+        compacted: Revision,
+    },
     /// Refused; nothing changed.
     Error(KvError),
 }
@@ -624,6 +640,9 @@ pub struct Kv {
     changes: u32,
     /// Leases by id.
     leases: BTreeMap<i64, Lease>,
+    /// Every kept version's key, by (revision, sub): where watches find changes from a
+    /// revision on without scanning every key (derived from `keys`; rebuilt at restore).
+    by_revision: BTreeMap<(Revision, u32), Bytes>,
 }
 
 /// A lease: its time to live, its deadline in log time, and its keys.
@@ -653,7 +672,14 @@ fn current(history: &[Version]) -> Option<&KeyValue> {
 impl Kv {
     /// An empty store at revision 1.
     pub fn new() -> Kv {
-        Kv { keys: BTreeMap::new(), revision: 1, compacted: 0, changes: 0, leases: BTreeMap::new() }
+        Kv {
+            keys: BTreeMap::new(),
+            revision: 1,
+            compacted: 0,
+            changes: 0,
+            leases: BTreeMap::new(),
+            by_revision: BTreeMap::new(),
+        }
     }
 
     /// The current revision.
@@ -699,6 +725,8 @@ impl Kv {
             Request::LeaseGrant(grant) => self.grant(grant, now_millis),
             Request::LeaseRevoke(lease) => self.revoke(lease.id),
             Request::LeaseKeepAlive(lease) => match self.leases.get_mut(&lease.id) {
+                // Too late: the lease expired (its expiry was not yet ordered); it goes now.
+                Some(held) if held.deadline_millis <= now_millis => self.revoke(lease.id),
                 Some(held) => {
                     held.deadline_millis = deadline(now_millis, held.ttl);
                     Response::Lease(lease_info(lease.id, held))
@@ -735,6 +763,9 @@ impl Kv {
                     .collect(),
             ),
             Request::Events(events) => self.events(events),
+            Request::Revisions => {
+                Response::Revisions { current: self.revision(), compacted: self.compacted }
+            }
             _ => Response::Error(KvError::NotReadOnly),
         }
     }
@@ -771,56 +802,51 @@ impl Kv {
         })
     }
 
-    /// The changes to a range from a revision on, in revision order.
+    /// The changes to a range from a revision on, in revision order (found through the
+    /// revision index: the cost is the changes since `from`, not the keys in the range).
     fn events(&self, request: &EventsRequest) -> Response {
-        let current_revision = self.revision();
         if request.from < self.compacted {
             return Response::Error(KvError::Compacted {
                 requested: request.from,
                 compacted: self.compacted,
             });
         }
-        let mut found: Vec<(Revision, u32, Event)> = Vec::new();
-        let keys = if request.range.is_backwards() {
-            None
-        } else {
-            Some(self.keys.range(request.range.bounds()))
-        };
-        for (key, history) in keys.into_iter().flatten() {
-            for (position, version) in history.iter().enumerate() {
-                if version.revision < request.from {
-                    continue;
-                }
-                let prev_kv = position.checked_sub(1).and_then(|before| history[before].kv.clone());
-                let event = match &version.kv {
-                    Some(kv) => Event { put: true, kv: kv.clone(), prev_kv },
-                    None => Event {
-                        put: false,
-                        kv: KeyValue {
-                            key: key.clone(),
-                            value: Bytes::new(),
-                            create_revision: 0,
-                            mod_revision: version.revision,
-                            version: 0,
-                            lease: 0,
-                        },
-                        prev_kv,
-                    },
-                };
-                found.push((version.revision, version.sub, event));
+        let mut events = Vec::new();
+        let mut through = self.revision();
+        for (&(revision, sub), key) in self.by_revision.range((request.from, 0)..) {
+            if !request.range.contains(key) {
+                continue;
             }
+            if request.limit != 0 && events.len() as u64 >= request.limit {
+                // Never split a revision: stop before the next one.
+                if revision != through {
+                    break;
+                }
+            }
+            let Some(history) = self.keys.get(key) else { continue };
+            let Ok(position) = history
+                .binary_search_by_key(&(revision, sub), |version| (version.revision, version.sub))
+            else {
+                continue;
+            };
+            let version = &history[position];
+            let prev_kv = position.checked_sub(1).and_then(|before| history[before].kv.clone());
+            let kv = version.kv.clone().unwrap_or_else(|| KeyValue {
+                key: key.clone(),
+                value: Bytes::new(),
+                create_revision: 0,
+                mod_revision: revision,
+                version: 0,
+                lease: 0,
+            });
+            events.push(Event { put: version.kv.is_some(), kv, prev_kv });
+            through = revision;
         }
-        found.sort_by_key(|(revision, sub, _)| (*revision, *sub));
-        let mut through = current_revision;
-        if request.limit != 0 && found.len() as u64 > request.limit {
-            let last = found[request.limit as usize - 1].0;
-            found.retain(|(revision, _, _)| *revision <= last);
-            through = last;
+        // Without a limit reached, everything up to the current revision has been seen.
+        if request.limit == 0 || (events.len() as u64) < request.limit {
+            through = self.revision();
         }
-        Response::Events(EventsResponse {
-            events: found.into_iter().map(|(_, _, event)| event).collect(),
-            through,
-        })
+        Response::Events(EventsResponse { events, through })
     }
 
     /// Runs `change` at the next revision, which becomes current only if it changed something.
@@ -838,6 +864,7 @@ impl Kv {
     fn record(&mut self, key: Bytes, revision: Revision, kv: Option<KeyValue>) {
         let sub = self.changes;
         self.changes += 1;
+        self.by_revision.insert((revision, sub), key.clone());
         self.keys.entry(key).or_default().push(Version { revision, sub, kv });
     }
 
@@ -997,9 +1024,9 @@ impl Kv {
     }
 
     fn delete(&mut self, request: &DeleteRequest, revision: Revision) -> (Response, bool) {
-        let current_revision = self.revision();
-        let doomed: Vec<KeyValue> =
-            self.keys_at(&request.range, current_revision).cloned().collect();
+        // At the revision being written: a delete earlier in the same transaction has already
+        // removed what it deleted.
+        let doomed: Vec<KeyValue> = self.keys_at(&request.range, revision).cloned().collect();
         let mut response = DeleteResponse { deleted: doomed.len() as u64, prev_kvs: Vec::new() };
         for kv in doomed {
             if let Some(lease) = self.leases.get_mut(&kv.lease) {
@@ -1026,13 +1053,16 @@ impl Kv {
         if revision > current {
             return Response::Error(KvError::FutureRevision { requested: revision, current });
         }
+        let by_revision = &mut self.by_revision;
         self.keys.retain(|_, history| {
             // Keep the version current at `revision` (unless it is a deletion) and all after.
             let first_kept = history
                 .iter()
                 .rposition(|version| version.revision <= revision)
                 .map_or(0, |at| if history[at].kv.is_some() { at } else { at + 1 });
-            history.drain(..first_kept);
+            for gone in history.drain(..first_kept) {
+                by_revision.remove(&(gone.revision, gone.sub));
+            }
             !history.is_empty()
         });
         self.compacted = revision;
@@ -1066,12 +1096,14 @@ impl Kv {
             let ordering = match (&compare.target, kv) {
                 (CompareTarget::Value(_), None) => return false,
                 (CompareTarget::Value(value), Some(kv)) => kv.value.cmp(value),
-                (CompareTarget::Version(version), kv) => kv.map_or(0, |kv| kv.version).cmp(version),
+                (CompareTarget::Version(version), kv) => {
+                    kv.map_or(0, |kv| kv.version as i64).cmp(version)
+                }
                 (CompareTarget::CreateRevision(revision), kv) => {
-                    kv.map_or(0, |kv| kv.create_revision).cmp(revision)
+                    kv.map_or(0, |kv| kv.create_revision as i64).cmp(revision)
                 }
                 (CompareTarget::ModRevision(revision), kv) => {
-                    kv.map_or(0, |kv| kv.mod_revision).cmp(revision)
+                    kv.map_or(0, |kv| kv.mod_revision as i64).cmp(revision)
                 }
                 (CompareTarget::Lease(lease), kv) => kv.map_or(0, |kv| kv.lease).cmp(lease),
             };
@@ -1098,6 +1130,9 @@ impl Kv {
     /// Checks a transaction before comparing anything, as etcd does: no empty keys, no branch
     /// too long, and in each branch no key put twice nor put inside a range it deletes.
     fn check_txn(txn: &TxnRequest) -> Result<(), KvError> {
+        if txn.compare.len() > TXN_OPS_MAX {
+            return Err(KvError::TooManyOps { ops: txn.compare.len(), max: TXN_OPS_MAX });
+        }
         for compare in &txn.compare {
             if compare.range.key.is_empty() {
                 return Err(KvError::EmptyKey);
@@ -1333,6 +1368,13 @@ impl StateMachine for Kv {
         self.compacted = encoded.compacted;
         self.leases = encoded.leases.into_iter().collect();
         self.changes = 0;
+        self.by_revision = self
+            .keys
+            .iter()
+            .flat_map(|(key, history)| {
+                history.iter().map(move |version| ((version.revision, version.sub), key.clone()))
+            })
+            .collect();
         Ok(())
     }
 

@@ -166,8 +166,8 @@ fn transactions_compare_then_act_at_one_revision() {
     };
     let x = |op, target| Compare { range: KeyRange::key("x"), op, target };
     assert!(holds(&mut kv, x(CompareOp::Equal, CompareTarget::Version(2))));
-    assert!(holds(&mut kv, x(CompareOp::Equal, CompareTarget::CreateRevision(revision))));
-    assert!(holds(&mut kv, x(CompareOp::Greater, CompareTarget::ModRevision(revision))));
+    assert!(holds(&mut kv, x(CompareOp::Equal, CompareTarget::CreateRevision(revision as i64))));
+    assert!(holds(&mut kv, x(CompareOp::Greater, CompareTarget::ModRevision(revision as i64))));
     let absent = Compare {
         range: KeyRange::key("none"),
         op: CompareOp::Equal,
@@ -329,6 +329,11 @@ fn request() -> impl Strategy<Value = Request> {
         })),
         (0u64..40).prop_map(|revision| Request::Compact(CompactRequest { revision })),
         (0u64..40).prop_map(|revision| Request::Hash(HashRequest { revision })),
+        (0u64..40, 0u64..4).prop_map(|(from, limit)| Request::Events(lockstep_kv::EventsRequest {
+            range: KeyRange { key: Bytes::from_static(&[0]), range_end: Bytes::from_static(&[0]) },
+            from,
+            limit,
+        })),
     ]
 }
 
@@ -578,4 +583,64 @@ fn events_come_in_revision_order_with_previous_values() {
     let limited = events(2, 2);
     assert_eq!(limited.events.len(), 2);
     assert_eq!(limited.through, 3);
+}
+
+#[test]
+fn overlapping_deletes_in_one_transaction_delete_once() {
+    use lockstep_kv::EventsRequest;
+    let mut kv = Kv::new();
+    kv.execute(Request::put("ab", "1"));
+    let before = kv.revision();
+    let txn = TxnRequest {
+        success: vec![
+            Operation::Delete(DeleteRequest { range: KeyRange::prefix("a"), prev_kv: true }),
+            Operation::Delete(DeleteRequest { range: KeyRange::key("ab"), prev_kv: true }),
+        ],
+        ..Default::default()
+    };
+    let Response::Txn(done) = kv.execute(Request::Txn(txn)) else { panic!("not a txn") };
+    let deleted: Vec<u64> = done
+        .responses
+        .iter()
+        .map(|response| match response {
+            Response::Delete(delete) => delete.deleted,
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(deleted, vec![1, 0], "the second delete finds nothing left");
+    let all = KeyRange { key: Bytes::from_static(&[0]), range_end: Bytes::from_static(&[0]) };
+    let Response::Events(events) = kv
+        .query(&Request::Events(EventsRequest { range: all, from: before + 1, limit: 0 }))
+        .response
+    else {
+        panic!()
+    };
+    assert_eq!(events.events.len(), 1, "one deletion event");
+}
+
+#[test]
+fn a_late_keep_alive_does_not_revive_an_expired_lease() {
+    use lockstep_kv::{LeaseGrantRequest, LeaseIdRequest};
+    let mut kv = Kv::new();
+    kv.execute_at(Request::LeaseGrant(LeaseGrantRequest { id: 1, ttl: 5 }), 0);
+    kv.execute_at(
+        Request::Put(PutRequest { key: Bytes::from("k"), lease: 1, ..Default::default() }),
+        0,
+    );
+    assert_eq!(
+        kv.execute_at(Request::LeaseKeepAlive(LeaseIdRequest { id: 1 }), 6_000),
+        Response::LeaseRevoked
+    );
+    assert_eq!(
+        kv.execute_at(Request::LeaseKeepAlive(LeaseIdRequest { id: 1 }), 6_001),
+        Response::Error(KvError::LeaseNotFound)
+    );
+    assert!(kv.is_empty());
+    let both = Request::Put(PutRequest {
+        key: Bytes::from("k"),
+        lease: 1,
+        ignore_lease: true,
+        ..Default::default()
+    });
+    assert_eq!(kv.execute(both), Response::Error(KvError::LeaseProvided));
 }

@@ -139,7 +139,7 @@ pub fn parse_compare(text: &str) -> Result<Compare, String> {
         return Err(usage());
     };
     let value = value.trim();
-    let number = || value.parse::<u64>().map_err(|_| usage());
+    let number = || value.parse::<i64>().map_err(|_| usage());
     let target = match target {
         "value" => CompareTarget::Value(Bytes::from(value.to_string())),
         "version" => CompareTarget::Version(number()?),
@@ -224,6 +224,9 @@ fn response_json(response: &Response) -> Value {
             json!({ "leases": leases.iter().map(lease_json).collect::<Vec<_>>() })
         }
         Response::LeaseRevoked => json!({}),
+        Response::Revisions { current, compacted } => {
+            json!({ "current": current, "compacted": compacted })
+        }
         Response::Events(events) => json!({
             "through": events.through,
             "events": events.events.iter().map(|event| json!({
@@ -279,6 +282,9 @@ fn print_response(response: &Response, lines: &mut Vec<String>) {
                 .extend(leases.iter().map(|lease| format!("lease {} ttl {}", lease.id, lease.ttl)));
         }
         Response::LeaseRevoked => lines.push("revoked".to_string()),
+        Response::Revisions { current, compacted } => {
+            lines.push(format!("revision {current}, compacted {compacted}"));
+        }
         Response::Events(events) => {
             for event in &events.events {
                 let kind = if event.put { "PUT" } else { "DELETE" };

@@ -18,10 +18,11 @@ fn stdout(output: &Output) -> String {
     String::from_utf8_lossy(&output.stdout).into_owned()
 }
 
-/// A port base with PORT+1..3, PORT+101..103, PORT+201..203 free (checked just before use).
+/// A port base with PORT+1..3, PORT+101..103, PORT+201..203 free (checked just before use),
+/// outside the ephemeral range (see `free_ports`).
 fn port_base() -> u16 {
     for _ in 0..100 {
-        let base = free_ports(1)[0].saturating_sub(300).max(20_000);
+        let base = free_ports(1)[0].saturating_sub(300).max(10_000);
         let all_free = [1u16, 2, 3, 101, 102, 103, 201, 202, 203]
             .iter()
             .all(|offset| std::net::TcpListener::bind(("127.0.0.1", base + offset)).is_ok());

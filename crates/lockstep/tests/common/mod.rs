@@ -48,11 +48,30 @@ fn unique() -> u64 {
     NEXT.fetch_add(1, Ordering::Relaxed)
 }
 
-/// Ports free right now on loopback (the listeners are closed before they are used).
+/// Ports free right now on loopback, outside the kernel's ephemeral range: a replica that is
+/// killed and restarted must find its port again, and an outgoing connection could take a
+/// freed ephemeral port in between.
 pub fn free_ports(count: usize) -> Vec<u16> {
-    let listeners: Vec<TcpListener> =
-        (0..count).map(|_| TcpListener::bind("127.0.0.1:0").expect("bind a free port")).collect();
-    listeners.iter().map(|listener| listener.local_addr().expect("address").port()).collect()
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|range| range.split_whitespace().next().and_then(|low| low.parse::<u64>().ok()))
+        .unwrap_or(32_768)
+        .clamp(12_000, 65_535);
+    // Spread processes apart by their pid; within a process, never hand out a port twice.
+    let span = low - 10_000;
+    let start = u64::from(std::process::id()) * 97 % span;
+    let mut ports = Vec::with_capacity(count);
+    while ports.len() < count {
+        let offset = NEXT.fetch_add(1, Ordering::Relaxed);
+        assert!(offset < span, "no free ports left below the ephemeral range");
+        let port = (10_000 + (start + offset) % span) as u16;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            ports.push(port);
+        }
+    }
+    ports
 }
 
 pub struct Replica {

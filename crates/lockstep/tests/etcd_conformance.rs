@@ -382,24 +382,44 @@ async fn lockstep_answers_as_etcd_does() {
     step!(differences, e, l, "txn with overlapping deletes", |s| s.kv.txn(pb::TxnRequest {
         compare: vec![],
         success: vec![
-            op(Op::RequestDeleteRange(pb::DeleteRangeRequest { key: b"d".to_vec(), range_end: b"e".to_vec(), prev_kv: true })),
-            op(Op::RequestDeleteRange(pb::DeleteRangeRequest { key: b"d".to_vec(), range_end: Vec::new(), prev_kv: true })),
+            op(Op::RequestDeleteRange(pb::DeleteRangeRequest {
+                key: b"d".to_vec(),
+                range_end: b"e".to_vec(),
+                prev_kv: true
+            })),
+            op(Op::RequestDeleteRange(pb::DeleteRangeRequest {
+                key: b"d".to_vec(),
+                range_end: Vec::new(),
+                prev_kv: true
+            })),
         ],
         failure: vec![],
     }));
     step!(differences, e, l, "txn: version of an absent key > -1", |s| s.kv.txn(pb::TxnRequest {
-        compare: vec![compare("absent", CompareTarget::Version, CompareResult::Greater, TargetUnion::Version(-1))],
+        compare: vec![compare(
+            "absent",
+            CompareTarget::Version,
+            CompareResult::Greater,
+            TargetUnion::Version(-1)
+        )],
         success: vec![op(Op::RequestRange(range("a", "")))],
         failure: vec![],
     }));
     step!(differences, e, l, "txn: target and union disagree", |s| s.kv.txn(pb::TxnRequest {
-        compare: vec![compare("a", CompareTarget::Mod, CompareResult::Greater, TargetUnion::Version(1))],
+        compare: vec![compare(
+            "a",
+            CompareTarget::Mod,
+            CompareResult::Greater,
+            TargetUnion::Version(1)
+        )],
         success: vec![op(Op::RequestRange(range("a", "")))],
         failure: vec![op(Op::RequestRange(range("b", "")))],
     }));
-    step!(differences, e, l, "put with a lease and ignore_lease", |s| s
-        .kv
-        .put(pb::PutRequest { lease: 5, ignore_lease: true, ..put("a", "x") }));
+    step!(differences, e, l, "put with a lease and ignore_lease", |s| s.kv.put(pb::PutRequest {
+        lease: 5,
+        ignore_lease: true,
+        ..put("a", "x")
+    }));
     step!(differences, e, l, "read-only txn", |s| s.kv.txn(pb::TxnRequest {
         compare: vec![],
         success: vec![op(Op::RequestRange(range("a", "\0")))],

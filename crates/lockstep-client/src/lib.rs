@@ -34,7 +34,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-pub use lockstep_wire::{ClientError, ReadConsistency, ReplicaStatus};
+pub use lockstep_wire::{ClientError, MemberInfo, MemberRequest, ReadConsistency, ReplicaStatus};
 use lockstep_wire::{ClientMessage, Decoder, Kind, ServerMessage};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -90,6 +90,9 @@ pub enum Error {
     Malformed(String),
     /// The client was given no endpoint.
     NoEndpoints,
+    /// The cluster will never carry out the request as asked (a membership change the
+    /// configuration does not allow, say).
+    Rejected(String),
 }
 
 impl fmt::Display for Error {
@@ -104,6 +107,7 @@ impl fmt::Display for Error {
             }
             Error::Malformed(reason) => write!(f, "malformed: {reason}"),
             Error::NoEndpoints => f.write_str("no endpoints given"),
+            Error::Rejected(reason) => write!(f, "refused: {reason}"),
         }
     }
 }
@@ -305,6 +309,25 @@ where
         outcome
     }
 
+    /// The cluster's members, or changes them (a change goes to the leader and is made once,
+    /// however often it is retried); answers with the members as the change leaves them.
+    pub async fn members(&self, request: MemberRequest) -> Result<Vec<MemberInfo>, Error> {
+        let session = Session { client: random_id(), next: 1, used: Instant::now() };
+        self.call_for(
+            |id| ClientMessage::<I, Q>::Members {
+                id,
+                client: session.client,
+                sequence: session.next,
+                request: request.clone(),
+            },
+            |answer| match answer {
+                ServerMessage::Members { members, .. } => Ok(members),
+                _ => Err(Error::Malformed("not a member list".to_string())),
+            },
+        )
+        .await
+    }
+
     /// Answers `query` with the client's default consistency.
     pub async fn read(&self, query: Q) -> Result<O, Error> {
         self.read_with(query, self.options.consistency).await
@@ -338,6 +361,20 @@ where
     }
 
     async fn call(&self, make: impl Fn(u64) -> ClientMessage<I, Q>) -> Result<O, Error> {
+        self.call_for(make, |answer| match answer {
+            ServerMessage::Done { output, .. } => Ok(output),
+            _ => Err(Error::Malformed("a request was answered with something else".to_string())),
+        })
+        .await
+    }
+
+    /// Sends a request until it is answered (following the leader, retrying what may be
+    /// retried), and makes of the answer what `accept` does.
+    async fn call_for<T>(
+        &self,
+        make: impl Fn(u64) -> ClientMessage<I, Q>,
+        accept: impl Fn(ServerMessage<O>) -> Result<T, Error>,
+    ) -> Result<T, Error> {
         if self.shared.endpoints.is_empty() {
             return Err(Error::NoEndpoints);
         }
@@ -347,10 +384,6 @@ where
         while started.elapsed() < self.options.timeout {
             let id = self.shared.next_id.fetch_add(1, Ordering::Relaxed);
             let again = match self.attempt(&make(id), id).await {
-                Attempt::Answer(ServerMessage::Done { output, .. }) => return Ok(output),
-                Attempt::Answer(ServerMessage::Status { .. }) => {
-                    return Err(Error::Malformed("a status answered a request".to_string()))
-                }
                 Attempt::Answer(ServerMessage::Refused { error, .. }) => match error {
                     ClientError::NotLeader { leader, address } => {
                         let moved = self.move_on(address.as_deref()).await;
@@ -369,7 +402,9 @@ where
                         return Err(Error::TooLarge { bytes, max })
                     }
                     ClientError::Malformed(reason) => return Err(Error::Malformed(reason)),
+                    ClientError::Rejected(reason) => return Err(Error::Rejected(reason)),
                 },
+                Attempt::Answer(answer) => return accept(answer),
                 Attempt::Again(reason) => {
                     self.move_on(None).await;
                     reason

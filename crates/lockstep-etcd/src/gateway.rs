@@ -12,7 +12,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use lockstep_client::{
-    Client, ClientOptions, Error as ClientError, ReadConsistency, ReplicaStatus,
+    Client, ClientOptions, Error as ClientError, MemberInfo, MemberRequest, ReadConsistency,
+    ReplicaStatus,
 };
 use lockstep_kv::{self as kv, Answer, KvError, Request, Response};
 use tonic::{Request as GrpcRequest, Response as GrpcResponse, Status};
@@ -191,21 +192,6 @@ impl Gateway {
         self.shared.term.store(status.term, Ordering::Relaxed);
         Ok(status)
     }
-
-    fn members(&self) -> Vec<pb::Member> {
-        self.shared
-            .config
-            .members
-            .iter()
-            .map(|member| pb::Member {
-                id: member.id,
-                name: format!("replica-{}", member.id),
-                peer_urls: vec![format!("http://{}", member.peer)],
-                client_urls: member.etcd.iter().map(|etcd| format!("http://{etcd}")).collect(),
-                is_learner: false,
-            })
-            .collect()
-    }
 }
 
 /// A refused answer as etcd's error.
@@ -251,6 +237,9 @@ fn client_status(error: ClientError) -> Status {
         ClientError::Stale => Status::unavailable("etcdserver: request timed out"),
         ClientError::Malformed(reason) => Status::internal(reason),
         ClientError::NoEndpoints => Status::unavailable("etcdserver: no leader"),
+        ClientError::Rejected(reason) => {
+            Status::failed_precondition(format!("etcdserver: {reason}"))
+        }
     }
 }
 
@@ -592,24 +581,88 @@ impl Maintenance for Gateway {
     }
 }
 
+/// `host:port` of a URL like `http://host:port`.
+fn address_of(url: &str) -> String {
+    let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
+    rest.trim_end_matches('/').to_string()
+}
+
+impl Gateway {
+    fn member_out(member: &MemberInfo) -> pb::Member {
+        pb::Member {
+            id: member.id,
+            name: if member.client.is_empty() {
+                String::new()
+            } else {
+                format!("replica-{}", member.id)
+            },
+            peer_urls: vec![format!("http://{}", member.peer)],
+            client_urls: member.etcd.iter().map(|etcd| format!("http://{etcd}")).collect(),
+            is_learner: !member.voter,
+        }
+    }
+
+    async fn change(&self, request: MemberRequest) -> Result<(u64, Vec<pb::Member>), Status> {
+        let members = self.shared.cluster.members(request).await.map_err(client_status)?;
+        let revision = self.current().await.map_or(0, |answer| answer.revision);
+        Ok((revision, members.iter().map(Gateway::member_out).collect()))
+    }
+}
+
 #[tonic::async_trait]
 impl Cluster for Gateway {
     async fn member_add(
         &self,
-        _: GrpcRequest<pb::MemberAddRequest>,
+        request: GrpcRequest<pb::MemberAddRequest>,
     ) -> Result<GrpcResponse<pb::MemberAddResponse>, Status> {
-        Err(Status::unimplemented(
-            "lockstep: membership changes through etcd's API are not supported yet",
-        ))
+        let request = request.into_inner();
+        let Some(peer) = request.peer_urls.first().map(|url| address_of(url)) else {
+            return Err(Status::invalid_argument("etcdserver: no peer URL given"));
+        };
+        let known =
+            self.shared.cluster.members(MemberRequest::List).await.map_err(client_status)?;
+        if known.iter().any(|member| member.peer == peer) {
+            return Err(Status::failed_precondition("etcdserver: Peer URLs already exists"));
+        }
+        let id = known.iter().map(|member| member.id).max().unwrap_or(0) + 1;
+        let add = MemberRequest::Add { id, peer, client: String::new(), etcd: None };
+        let (revision, members) = self.change(add).await?;
+        if !request.is_learner {
+            // lockstep adds a replica as a learner and promotes it once it has caught up.
+            let cluster = self.shared.cluster.clone();
+            tokio::spawn(async move {
+                for _ in 0..600 {
+                    match cluster.members(MemberRequest::Promote { id }).await {
+                        Ok(_) => return,
+                        Err(lockstep_client::Error::Rejected(reason)) => {
+                            tracing::warn!(member = id, "cannot promote: {reason}");
+                            return;
+                        }
+                        Err(_) => tokio::time::sleep(Duration::from_secs(1)).await,
+                    }
+                }
+            });
+        }
+        let member = members.iter().find(|member| member.id == id).cloned();
+        Ok(GrpcResponse::new(pb::MemberAddResponse {
+            header: self.header(revision),
+            member,
+            members,
+        }))
     }
 
     async fn member_remove(
         &self,
-        _: GrpcRequest<pb::MemberRemoveRequest>,
+        request: GrpcRequest<pb::MemberRemoveRequest>,
     ) -> Result<GrpcResponse<pb::MemberRemoveResponse>, Status> {
-        Err(Status::unimplemented(
-            "lockstep: membership changes through etcd's API are not supported yet",
-        ))
+        let id = request.into_inner().id;
+        let known =
+            self.shared.cluster.members(MemberRequest::List).await.map_err(client_status)?;
+        if !known.iter().any(|member| member.id == id) {
+            return Err(Status::not_found("etcdserver: member not found"));
+        }
+        let (revision, members) = self.change(MemberRequest::Remove { id }).await?;
+        Ok(GrpcResponse::new(pb::MemberRemoveResponse { header: self.header(revision), members }))
     }
 
     async fn member_update(
@@ -617,7 +670,7 @@ impl Cluster for Gateway {
         _: GrpcRequest<pb::MemberUpdateRequest>,
     ) -> Result<GrpcResponse<pb::MemberUpdateResponse>, Status> {
         Err(Status::unimplemented(
-            "lockstep: membership changes through etcd's API are not supported yet",
+            "lockstep: moving a member to new peer URLs is not supported yet",
         ))
     }
 
@@ -625,19 +678,21 @@ impl Cluster for Gateway {
         &self,
         _: GrpcRequest<pb::MemberListRequest>,
     ) -> Result<GrpcResponse<pb::MemberListResponse>, Status> {
+        let members =
+            self.shared.local.members(MemberRequest::List).await.map_err(client_status)?;
         let answer = self.current().await?;
         Ok(GrpcResponse::new(pb::MemberListResponse {
             header: self.header(answer.revision),
-            members: self.members(),
+            members: members.iter().map(Gateway::member_out).collect(),
         }))
     }
 
     async fn member_promote(
         &self,
-        _: GrpcRequest<pb::MemberPromoteRequest>,
+        request: GrpcRequest<pb::MemberPromoteRequest>,
     ) -> Result<GrpcResponse<pb::MemberPromoteResponse>, Status> {
-        Err(Status::unimplemented(
-            "lockstep: membership changes through etcd's API are not supported yet",
-        ))
+        let id = request.into_inner().id;
+        let (revision, members) = self.change(MemberRequest::Promote { id }).await?;
+        Ok(GrpcResponse::new(pb::MemberPromoteResponse { header: self.header(revision), members }))
     }
 }

@@ -66,6 +66,10 @@ pub struct ServerConfig {
     /// (assumes clocks whose rates differ by less than the lease margin).
     #[serde(default)]
     pub lease_reads: bool,
+    /// This replica joins a running cluster (added with `lockstep member add`): it is not one
+    /// of the cluster's initial members. Keep it set on restarts.
+    #[serde(default)]
+    pub join: bool,
 }
 
 fn default_tick_millis() -> u64 {
@@ -110,6 +114,7 @@ impl ServerConfig {
             election_ticks: default_election_ticks(),
             checkpoint_entries: default_checkpoint_entries(),
             lease_reads: false,
+            join: false,
         }
     }
 
@@ -154,6 +159,9 @@ impl ServerConfig {
                     ConfigError(format!("members: replica {}: etcd address: {error}", member.id))
                 })?;
             }
+        }
+        if self.join && self.members.len() < 2 {
+            return fail("join: the other members must be given too".to_string());
         }
         if !seen.contains_key(&self.id) {
             return fail(format!("id: replica {} is not one of the members", self.id));

@@ -30,6 +30,7 @@
 
 pub mod clients;
 pub mod config;
+pub mod hosted;
 pub mod identity;
 pub mod metrics;
 pub mod replica;

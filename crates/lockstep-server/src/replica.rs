@@ -14,11 +14,15 @@
 use std::collections::BTreeMap;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use lockstep_core::{Message, NodeId, Role, StateMachine};
+use lockstep_core::{ConfigError, MembershipChange, Message, NodeId, Role, StateMachine};
 use lockstep_node::{ClientId, ClientRequest, Completion, Driver, Refusal, RequestId};
-use lockstep_wire::{ClientError, ClientMessage, ReadConsistency, ReplicaStatus, ServerMessage};
+use lockstep_wire::{
+    ClientError, ClientMessage, MemberInfo, MemberRequest, ReadConsistency, ReplicaStatus,
+    ServerMessage,
+};
 use tokio::sync::mpsc;
 
+use crate::hosted::{HostInput, HostOutput, Hosted, MemberAddress};
 use crate::storage::{StorageReport, ThreadedStorage};
 use crate::transport::PeerOutbox;
 
@@ -111,10 +115,22 @@ struct Held<M: StateMachine> {
     event: Option<Stamped<Event<M>>>,
 }
 
+/// A request waiting for the driver's answer.
+enum Waiting<O> {
+    /// A client's write or read: answered with its output.
+    Client(u64, Reply<O>),
+    /// A new member's addresses going through the log: once recorded, it is added.
+    MemberAdd(u64, Reply<O>, u64),
+}
+
 /// The replica thread's state.
 pub struct Replica<M: StateMachine> {
-    pub(crate) driver: Driver<M, ThreadedStorage, PeerOutbox>,
-    waiting: BTreeMap<RequestId, (u64, Reply<M::Output>)>,
+    pub(crate) driver: Driver<Hosted<M>, ThreadedStorage, PeerOutbox>,
+    waiting: BTreeMap<RequestId, Waiting<M::Output>>,
+    /// The address book as the configuration gave it (the replicated one adds to it).
+    configured: BTreeMap<u64, MemberAddress>,
+    /// The address book's change count when the transport was last told of it.
+    addresses_seen: Option<u64>,
     cluster_id: u64,
     /// Client addresses by replica id, to tell clients where the leader is.
     client_addresses: BTreeMap<u64, String>,
@@ -124,13 +140,17 @@ pub struct Replica<M: StateMachine> {
 impl<M: StateMachine> Replica<M> {
     /// A replica thread around `driver`.
     pub fn new(
-        driver: Driver<M, ThreadedStorage, PeerOutbox>,
+        driver: Driver<Hosted<M>, ThreadedStorage, PeerOutbox>,
         cluster_id: u64,
-        client_addresses: BTreeMap<u64, String>,
+        configured: BTreeMap<u64, MemberAddress>,
     ) -> Replica<M> {
+        let client_addresses =
+            configured.values().map(|member| (member.id, member.client.clone())).collect();
         Replica {
             driver,
             waiting: BTreeMap::new(),
+            configured,
+            addresses_seen: None,
             cluster_id,
             client_addresses,
             was_leader: false,
@@ -167,6 +187,7 @@ impl<M: StateMachine> Replica<M> {
             }
             metrics::histogram!("lockstep_event_batch").record(handled as f64);
             self.answer();
+            self.learn_addresses();
             self.driver.transport_mut().flush();
             self.observe();
             if let Some(failure) = self.driver.failure() {
@@ -212,13 +233,14 @@ impl<M: StateMachine> Replica<M> {
         match message {
             ClientMessage::Write { id, client, sequence, input } => {
                 metrics::counter!("lockstep_proposals_total").increment(1);
+                let input = HostInput::User(input);
                 let request = ClientRequest { client: ClientId(client), sequence, input };
                 let request = self.driver.propose(request, now_millis());
-                self.waiting.insert(request, (id, reply));
+                self.waiting.insert(request, Waiting::Client(id, reply));
             }
             ClientMessage::Read { id, query, consistency } => match consistency {
                 ReadConsistency::Follower => {
-                    let output = self.driver.state().machine().query(&query);
+                    let output = self.driver.state().machine().machine().query(&query);
                     metrics::counter!("lockstep_reads_total", "consistency" => "follower")
                         .increment(1);
                     let _ = reply.send(ServerMessage::Done { id, output });
@@ -229,12 +251,133 @@ impl<M: StateMachine> Replica<M> {
                     metrics::counter!("lockstep_reads_total", "consistency" => "linearizable")
                         .increment(1);
                     let request = self.driver.read(query);
-                    self.waiting.insert(request, (id, reply));
+                    self.waiting.insert(request, Waiting::Client(id, reply));
                 }
             },
             ClientMessage::Status { id } => {
                 let _ = reply.send(ServerMessage::Status { id, status: self.status() });
             }
+            ClientMessage::Members { id, client, sequence, request } => {
+                self.members_request(id, client, sequence, request, reply);
+            }
+        }
+    }
+
+    fn members_request(
+        &mut self,
+        id: u64,
+        client: u64,
+        sequence: u64,
+        request: MemberRequest,
+        reply: Reply<M::Output>,
+    ) {
+        let change = match request {
+            MemberRequest::List => {
+                let _ = reply.send(ServerMessage::Members { id, members: self.members() });
+                return;
+            }
+            MemberRequest::Add { id: member, peer, client: address, etcd } => {
+                if member == 0 {
+                    let error = ClientError::Rejected("replica ids start at 1".to_string());
+                    let _ = reply.send(ServerMessage::Refused { id, error });
+                    return;
+                }
+                // A client address may be left empty (not known yet): etcd's MemberAdd gives
+                // peer addresses only.
+                let client_given = (!address.is_empty()).then_some(("client", &address));
+                for (what, value) in [("peer", &peer)].into_iter().chain(client_given) {
+                    if let Err(reason) = crate::config::resolve(value) {
+                        let error = ClientError::Rejected(format!("{what} address: {reason}"));
+                        let _ = reply.send(ServerMessage::Refused { id, error });
+                        return;
+                    }
+                }
+                // First the addresses, through the log (in the client's session); the change
+                // follows once they are recorded.
+                let input =
+                    HostInput::Address(MemberAddress { id: member, peer, client: address, etcd });
+                let request = ClientRequest { client: ClientId(client), sequence, input };
+                let request = self.driver.propose(request, now_millis());
+                self.waiting.insert(request, Waiting::MemberAdd(id, reply, member));
+                return;
+            }
+            MemberRequest::Promote { id: member } => MembershipChange::Promote(NodeId(member)),
+            MemberRequest::Remove { id: member } => MembershipChange::Remove(NodeId(member)),
+        };
+        let answer = self.change_members(id, change);
+        let _ = reply.send(answer);
+    }
+
+    /// Proposes a membership change; a change already made (a retry) counts as made.
+    fn change_members(&mut self, id: u64, change: MembershipChange) -> ServerMessage<M::Output> {
+        let outcome = match self.driver.change_membership(change.clone()) {
+            Ok(_) => Ok(()),
+            Err(ConfigError::AlreadyMember(_))
+                if matches!(change, MembershipChange::AddLearner(_)) =>
+            {
+                Ok(())
+            }
+            Err(ConfigError::NotLearner(member))
+                if matches!(change, MembershipChange::Promote(_))
+                    && self.driver.node().membership().voters.contains(&member) =>
+            {
+                Ok(())
+            }
+            Err(ConfigError::NotMember(_)) if matches!(change, MembershipChange::Remove(_)) => {
+                Ok(())
+            }
+            Err(error) => Err(error),
+        };
+        match outcome {
+            Ok(()) => ServerMessage::Members { id, members: self.members() },
+            Err(ConfigError::NotLeader { leader }) => ServerMessage::Refused {
+                id,
+                error: self.client_error(Refusal::NotLeader { leader }),
+            },
+            Err(
+                error @ (ConfigError::InProgress { .. }
+                | ConfigError::LeadershipTransfer
+                | ConfigError::NotReady
+                | ConfigError::LearnerBehind { .. }),
+            ) => ServerMessage::Refused { id, error: ClientError::Retry(error.to_string()) },
+            Err(error) => {
+                ServerMessage::Refused { id, error: ClientError::Rejected(error.to_string()) }
+            }
+        }
+    }
+
+    /// The members of the latest configuration, with what is known of their addresses.
+    pub fn members(&self) -> Vec<MemberInfo> {
+        let membership = self.driver.node().membership();
+        let voters = membership.all_voters();
+        let recorded = self.driver.state().machine().addresses();
+        voters
+            .iter()
+            .chain(membership.learners.iter())
+            .map(|member| {
+                let address = recorded.get(&member.0).or_else(|| self.configured.get(&member.0));
+                MemberInfo {
+                    id: member.0,
+                    peer: address.map(|a| a.peer.clone()).unwrap_or_default(),
+                    client: address.map(|a| a.client.clone()).unwrap_or_default(),
+                    etcd: address.and_then(|a| a.etcd.clone()),
+                    voter: voters.contains(member),
+                }
+            })
+            .collect()
+    }
+
+    /// Tells the transport of addresses recorded through the log.
+    fn learn_addresses(&mut self) {
+        let hosted = self.driver.state().machine();
+        if self.addresses_seen == Some(hosted.address_changes()) {
+            return;
+        }
+        self.addresses_seen = Some(hosted.address_changes());
+        let recorded: Vec<MemberAddress> = hosted.addresses().values().cloned().collect();
+        for address in recorded {
+            self.client_addresses.insert(address.id, address.client.clone());
+            self.driver.transport_mut().ensure_peer(NodeId(address.id), &address.peer);
         }
     }
 
@@ -245,13 +388,25 @@ impl<M: StateMachine> Replica<M> {
                 Completion::Done { request, output } => (request, Ok(output)),
                 Completion::Refused { request, refusal } => (request, Err(refusal)),
             };
-            let Some((id, reply)) = self.waiting.remove(&request) else { continue };
-            let message = match message {
-                Ok(output) => {
+            let Some(waiting) = self.waiting.remove(&request) else { continue };
+            let (id, reply, adding) = match waiting {
+                Waiting::Client(id, reply) => (id, reply, None),
+                Waiting::MemberAdd(id, reply, member) => (id, reply, Some(member)),
+            };
+            let message = match (message, adding) {
+                (Ok(HostOutput::User(output)), _) => {
                     metrics::counter!("lockstep_answered_total").increment(1);
                     ServerMessage::Done { id, output }
                 }
-                Err(refusal) => {
+                (Ok(HostOutput::Recorded), Some(member)) => {
+                    self.learn_addresses();
+                    self.change_members(id, MembershipChange::AddLearner(NodeId(member)))
+                }
+                (Ok(HostOutput::Recorded), None) => ServerMessage::Refused {
+                    id,
+                    error: ClientError::Malformed("an address record answered a write".into()),
+                },
+                (Err(refusal), _) => {
                     metrics::counter!("lockstep_refused_total").increment(1);
                     ServerMessage::Refused { id, error: self.client_error(refusal) }
                 }

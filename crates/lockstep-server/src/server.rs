@@ -15,6 +15,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::clients::listen_clients;
 use crate::config::ServerConfig;
+use crate::hosted::{Hosted, MemberAddress};
 use crate::identity;
 use crate::replica::{Control, Event, Inputs, Replica, Stamped};
 use crate::storage::ThreadedStorage;
@@ -69,7 +70,10 @@ impl BoundServer {
     {
         let BoundServer { config, peer_listener, client_listener, metrics_listener } = self;
         identity::claim(&config.data_dir, config.cluster_id, config.id)?;
-        let membership = Membership::with_voters(config.members.iter().map(|m| NodeId(m.id)));
+        // A replica joining a running cluster starts from the others' initial members, without
+        // itself: it votes and campaigns only once the cluster's log makes it a voter.
+        let initial = config.members.iter().filter(|m| !config.join || m.id != config.id);
+        let membership = Membership::with_voters(initial.map(|m| NodeId(m.id)));
         let (store, initial) = LogStore::open(
             Arc::new(RealDisk),
             &config.data_dir,
@@ -77,7 +81,7 @@ impl BoundServer {
             WalOptions::default(),
         )
         .map_err(|error| error.to_string())?;
-        let mut state = Replicated::new(machine, SessionConfig::default());
+        let mut state = Replicated::new(Hosted::new(machine), SessionConfig::default());
         if let Some(stored) = store.latest_snapshot().cloned() {
             let mut reader = store.snapshot_reader(&stored).map_err(|error| error.to_string())?;
             state.restore(&mut reader).map_err(|error| {
@@ -114,8 +118,19 @@ impl BoundServer {
         .map_err(|error| format!("cannot start the log thread: {error}"))?;
         let peers: BTreeMap<u64, String> =
             config.members.iter().map(|member| (member.id, member.peer.clone())).collect();
-        let clients: BTreeMap<u64, String> =
-            config.members.iter().map(|member| (member.id, member.client.clone())).collect();
+        let configured: BTreeMap<u64, MemberAddress> = config
+            .members
+            .iter()
+            .map(|member| {
+                let address = MemberAddress {
+                    id: member.id,
+                    peer: member.peer.clone(),
+                    client: member.client.clone(),
+                    etcd: member.etcd.clone(),
+                };
+                (member.id, address)
+            })
+            .collect();
         let outbox = start_peers(config.id, config.cluster_id, &peers, stopped.clone());
 
         let mut core = Config::new(NodeId(config.id));
@@ -131,7 +146,7 @@ impl BoundServer {
             entries: config.checkpoint_entries,
             ..CheckpointPolicy::default()
         });
-        let replica = Replica::new(driver, config.cluster_id, clients);
+        let replica = Replica::new(driver, config.cluster_id, configured);
         let (finished, outcome) = oneshot::channel();
         std::thread::Builder::new()
             .name("lockstep-replica".to_string())

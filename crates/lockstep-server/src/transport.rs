@@ -43,6 +43,12 @@ struct PeerQueues {
 /// [`PeerOutbox::flush`], then go to that peer's connection task as one batch.
 pub struct PeerOutbox {
     peers: BTreeMap<NodeId, PeerQueues>,
+    /// Each peer's address, as its connection tasks dial it.
+    addresses: BTreeMap<NodeId, String>,
+    me: u64,
+    cluster_id: u64,
+    runtime: tokio::runtime::Handle,
+    shutdown: watch::Receiver<bool>,
 }
 
 impl lockstep_node::Transport for PeerOutbox {
@@ -86,30 +92,26 @@ impl PeerOutbox {
     }
 }
 
-/// Starts a connection task per peer and stream; returns the outbox that feeds them.
-pub fn start_peers(
-    me: u64,
-    cluster_id: u64,
-    peers: &BTreeMap<u64, String>,
-    shutdown: watch::Receiver<bool>,
-) -> PeerOutbox {
-    let mut queues = BTreeMap::new();
-    for (&id, address) in peers {
-        if id == me {
-            continue;
+impl PeerOutbox {
+    /// Makes sure replica `id` is dialled at `address` (a new peer, or one that moved).
+    pub fn ensure_peer(&mut self, id: NodeId, address: &str) {
+        if id.0 == self.me || self.addresses.get(&id).map(String::as_str) == Some(address) {
+            return;
         }
+        // A peer that moved: its old connection tasks end when their queues close.
+        self.peers.remove(&id);
         let mut senders = Vec::new();
         for stream in [PeerStream::Consensus, PeerStream::Snapshots] {
             let (sender, receiver) = mpsc::channel(QUEUE_BATCHES);
-            let hello = PeerHello { cluster_id, from: me, to: id, stream };
-            tokio::spawn(dial(hello, address.clone(), receiver, shutdown.clone()));
+            let hello = PeerHello { cluster_id: self.cluster_id, from: self.me, to: id.0, stream };
+            self.runtime.spawn(dial(hello, address.to_string(), receiver, self.shutdown.clone()));
             senders.push(sender);
         }
         let snapshots = senders.pop();
         let consensus = senders.pop();
         if let (Some(consensus), Some(snapshots)) = (consensus, snapshots) {
-            queues.insert(
-                NodeId(id),
+            self.peers.insert(
+                id,
                 PeerQueues {
                     consensus,
                     snapshots,
@@ -117,9 +119,30 @@ pub fn start_peers(
                     pending_snapshots: Vec::new(),
                 },
             );
+            self.addresses.insert(id, address.to_string());
         }
     }
-    PeerOutbox { peers: queues }
+}
+
+/// Starts a connection task per peer and stream; returns the outbox that feeds them.
+pub fn start_peers(
+    me: u64,
+    cluster_id: u64,
+    peers: &BTreeMap<u64, String>,
+    shutdown: watch::Receiver<bool>,
+) -> PeerOutbox {
+    let mut outbox = PeerOutbox {
+        peers: BTreeMap::new(),
+        addresses: BTreeMap::new(),
+        me,
+        cluster_id,
+        runtime: tokio::runtime::Handle::current(),
+        shutdown,
+    };
+    for (&id, address) in peers {
+        outbox.ensure_peer(NodeId(id), address);
+    }
+    outbox
 }
 
 /// One outbound connection: dial, say hello, write batches; redial after any error.

@@ -31,8 +31,8 @@
 
 pub mod protocol;
 pub use protocol::{
-    ClientError, ClientMessage, PeerHello, PeerStream, ReadConsistency, ReplicaStatus,
-    ServerMessage,
+    ClientError, ClientMessage, MemberInfo, MemberRequest, PeerHello, PeerStream, ReadConsistency,
+    ReplicaStatus, ServerMessage,
 };
 
 use std::fmt;

@@ -71,6 +71,62 @@ pub enum ClientMessage<I, Q> {
         /// The client's id for this request on this connection.
         id: u64,
     },
+    /// Look at or change the cluster's members (changes go to the leader, in the client's
+    /// session, so a retried change is made once).
+    Members {
+        /// The client's id for this request on this connection.
+        id: u64,
+        /// The session.
+        client: u64,
+        /// The request's number in the session (a retry keeps it).
+        sequence: u64,
+        /// What to do.
+        request: MemberRequest,
+    },
+}
+
+/// A request about the cluster's members.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum MemberRequest {
+    /// The members, as this replica knows them (answered by any replica).
+    List,
+    /// Record a new replica's addresses, then add it as a learner (it receives the log and
+    /// counts toward no quorum until promoted).
+    Add {
+        /// Its id (never used before in this cluster).
+        id: u64,
+        /// Where replicas reach it.
+        peer: String,
+        /// Where clients reach it.
+        client: String,
+        /// Where it serves etcd's API, if it does.
+        etcd: Option<String>,
+    },
+    /// Make a caught-up learner a voter.
+    Promote {
+        /// The learner.
+        id: u64,
+    },
+    /// Remove a voter or learner.
+    Remove {
+        /// The replica.
+        id: u64,
+    },
+}
+
+/// A member as a replica knows it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberInfo {
+    /// Its id.
+    pub id: u64,
+    /// Where replicas reach it (empty if not known).
+    pub peer: String,
+    /// Where clients reach it (empty if not known).
+    pub client: String,
+    /// Where it serves etcd's API, if it does.
+    pub etcd: Option<String>,
+    /// Whether it votes (false: a learner).
+    pub voter: bool,
 }
 
 /// Why a request was not answered with an output.
@@ -98,6 +154,9 @@ pub enum ClientError {
     Malformed(String),
     /// The replica cannot serve (stopping, failed).
     Unavailable(String),
+    /// The request can never be carried out as asked (a membership change the
+    /// configuration does not allow, say); retrying it will not help.
+    Rejected(String),
 }
 
 /// A replica's status, for `lockstep status`.
@@ -159,6 +218,13 @@ pub enum ServerMessage<O> {
         /// The status.
         status: ReplicaStatus,
     },
+    /// The members (after a change: as the change leaves them, once it is in the log).
+    Members {
+        /// The request's id.
+        id: u64,
+        /// The members.
+        members: Vec<MemberInfo>,
+    },
 }
 
 impl<O> ServerMessage<O> {
@@ -167,7 +233,8 @@ impl<O> ServerMessage<O> {
         match self {
             ServerMessage::Done { id, .. }
             | ServerMessage::Refused { id, .. }
-            | ServerMessage::Status { id, .. } => *id,
+            | ServerMessage::Status { id, .. }
+            | ServerMessage::Members { id, .. } => *id,
         }
     }
 }

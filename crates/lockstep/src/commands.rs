@@ -1,14 +1,14 @@
 //! The client commands: put, get, del, scan, txn, status.
 
 use bytes::Bytes;
-use lockstep_client::{Client, ClientOptions, ReadConsistency, ReplicaStatus};
+use lockstep_client::{Client, ClientOptions, MemberRequest, ReadConsistency, ReplicaStatus};
 use lockstep_kv::{
     Answer, CompactRequest, Compare, CompareOp, CompareTarget, DeleteRequest, KeyRange, KeyValue,
     Operation, PutRequest, RangeRequest, Request, Response, TxnRequest,
 };
 use serde_json::{json, Value};
 
-use crate::{ClientArgs, Command, Consistency, Output};
+use crate::{ClientArgs, Command, Consistency, MemberAction, Output};
 
 /// The client of the key-value service.
 pub type KvClient = Client<Request, Request, Answer>;
@@ -93,6 +93,7 @@ pub async fn run(command: Command) -> Result<(), String> {
             print_answer(&args, &answer)
         }
         Command::Status { client: args } => status(&args).await,
+        Command::Member { action, client: args } => member(action, &args).await,
         Command::Compact { revision, client: args } => {
             let answer = write(&args, Request::Compact(CompactRequest { revision })).await?;
             print_answer(&args, &answer)
@@ -316,6 +317,49 @@ fn print_answer(args: &ClientArgs, answer: &Answer) -> Result<(), String> {
         Response::Error(error) => Err(error.to_string()),
         _ => Ok(()),
     }
+}
+
+async fn member(action: MemberAction, args: &ClientArgs) -> Result<(), String> {
+    let request = match action {
+        MemberAction::List => MemberRequest::List,
+        MemberAction::Add { id, peer, client, etcd } => {
+            MemberRequest::Add { id, peer, client, etcd }
+        }
+        MemberAction::Promote { id } => MemberRequest::Promote { id },
+        MemberAction::Remove { id } => MemberRequest::Remove { id },
+    };
+    let members = client(args).members(request).await.map_err(|error| error.to_string())?;
+    match args.output {
+        Output::Json => {
+            let members: Vec<Value> = members
+                .iter()
+                .map(|member| {
+                    json!({
+                        "id": member.id,
+                        "voter": member.voter,
+                        "peer": member.peer,
+                        "client": member.client,
+                        "etcd": member.etcd,
+                    })
+                })
+                .collect();
+            println!("{}", json!({ "members": members }));
+        }
+        Output::Text => {
+            println!("{:<4} {:<8} {:<21} {:<21} ETCD", "ID", "ROLE", "PEER", "CLIENT");
+            for member in &members {
+                println!(
+                    "{:<4} {:<8} {:<21} {:<21} {}",
+                    member.id,
+                    if member.voter { "voter" } else { "learner" },
+                    member.peer,
+                    member.client,
+                    member.etcd.as_deref().unwrap_or("-")
+                );
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The status of every endpoint, asked in parallel.

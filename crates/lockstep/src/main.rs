@@ -120,12 +120,52 @@ enum Command {
     },
     /// Measure throughput and latency against a running cluster (closed loop).
     Bench(bench::BenchArgs),
+    /// List the cluster's members, or add, promote or remove one.
+    Member {
+        #[command(subcommand)]
+        action: MemberAction,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
     /// Forget the history before a revision (reads below it are refused from then on).
     Compact {
         /// The revision.
         revision: u64,
         #[command(flatten)]
         client: ClientArgs,
+    },
+}
+
+/// What `lockstep member` does.
+#[derive(Subcommand, Debug, Clone)]
+enum MemberAction {
+    /// The members, voters and learners, with their addresses.
+    List,
+    /// Add a replica as a learner: record its addresses, then add it. Start it with
+    /// `lockstep serve --join` and the cluster's members (itself included); promote it once it
+    /// has caught up.
+    Add {
+        /// Its id (never used before in this cluster).
+        id: u64,
+        /// Where replicas reach it.
+        #[arg(long)]
+        peer: String,
+        /// Where clients reach it.
+        #[arg(long)]
+        client: String,
+        /// Where it serves etcd's API, if it does.
+        #[arg(long)]
+        etcd: Option<String>,
+    },
+    /// Make a caught-up learner a voter.
+    Promote {
+        /// The learner's id.
+        id: u64,
+    },
+    /// Remove a voter or learner (the cluster must keep a voter).
+    Remove {
+        /// The replica's id.
+        id: u64,
     },
 }
 

@@ -69,6 +69,10 @@ pub struct ServeArgs {
     /// Serve linearizable reads under a leader lease.
     #[arg(long)]
     lease_reads: bool,
+    /// Join a running cluster this replica was added to with `lockstep member add` (it is
+    /// not one of the initial members; keep the flag on restarts).
+    #[arg(long)]
+    join: bool,
     /// Print the resulting configuration as TOML and exit.
     #[arg(long)]
     print_config: bool,
@@ -155,6 +159,9 @@ pub fn config(args: &ServeArgs) -> Result<ServerConfig, String> {
     }
     if args.lease_reads {
         config.lease_reads = true;
+    }
+    if args.join {
+        config.join = true;
     }
     config.validate().map_err(|error| format!("configuration: {error}"))?;
     Ok(config)

@@ -145,6 +145,24 @@ fn etcdctl_works_against_lockstep() {
     for replica in cluster.replicas.values() {
         assert!(members.contains(&format!("http://127.0.0.1:{}", replica.etcd)), "{members}");
     }
+    // member add (a learner, not started), list, remove.
+    let spare = common::free_ports(1)[0];
+    let peer_url = format!("--peer-urls=http://127.0.0.1:{spare}");
+    let added = stdout(&etcdctl(&cluster, &["member", "add", "spare", &peer_url, "--learner"]));
+    assert_eq!(added.split_whitespace().take(2).collect::<Vec<_>>(), ["Member", "4"], "{added}");
+    assert!(added.contains("added to cluster"), "{added}");
+    let members = stdout(&etcdctl(&cluster, &["member", "list"]));
+    assert_eq!(members.lines().count(), 4, "{members}");
+    assert!(
+        members.contains(&format!("4, unstarted, , http://127.0.0.1:{spare}, , true")),
+        "{members}"
+    );
+    let removed = stdout(&etcdctl(&cluster, &["member", "remove", "4"]));
+    assert!(removed.contains("removed from cluster"), "{removed}");
+    assert_eq!(stdout(&etcdctl(&cluster, &["member", "list"])).lines().count(), 3);
+    let missing = etcdctl(&cluster, &["member", "remove", "99"]);
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("member not found"), "{missing:?}");
+
     let status = json(&etcdctl(&cluster, &["endpoint", "status", "-w", "json"]));
     let statuses = status.as_array().expect("one per endpoint");
     assert_eq!(statuses.len(), 3);

@@ -81,6 +81,8 @@ pub struct Replica {
     /// Where it serves etcd's API.
     pub etcd: u16,
     pub child: Option<Child>,
+    /// Added to a running cluster: started with `--join` and the members known then.
+    pub joined: Option<Vec<u64>>,
 }
 
 /// A cluster of `lockstep serve` processes.
@@ -97,7 +99,7 @@ impl Cluster {
             .map(|id| {
                 let index = (id - 1) as usize * 3;
                 let (peer, client, etcd) = (ports[index], ports[index + 1], ports[index + 2]);
-                (id, Replica { id, peer, client, etcd, child: None })
+                (id, Replica { id, peer, client, etcd, child: None, joined: None })
             })
             .collect();
         Cluster { dir: TempDir::new(name), cluster_id: 4242, replicas }
@@ -124,7 +126,19 @@ impl Cluster {
             "--tick-millis".to_string(),
             "20".to_string(),
         ];
+        let joined = self.replicas[&id].joined.clone();
+        if joined.is_some() {
+            args.push("--join".to_string());
+        }
         for replica in self.replicas.values() {
+            let initial = self.replicas.values().all(|r| r.joined.is_none() || r.id == replica.id);
+            let known = match &joined {
+                Some(members) => members.contains(&replica.id),
+                None => replica.joined.is_none() || initial && replica.id == id,
+            };
+            if !known {
+                continue;
+            }
             args.push("--member".to_string());
             args.push(format!(
                 "{}=127.0.0.1:{},127.0.0.1:{},127.0.0.1:{}",
@@ -150,6 +164,22 @@ impl Cluster {
             .spawn()
             .expect("start lockstep serve");
         self.replicas.get_mut(&id).expect("a replica").child = Some(child);
+    }
+
+    /// A new replica `id` with fresh ports, to join the running cluster (not started).
+    pub fn add_replica(&mut self, id: u64) {
+        let ports = free_ports(3);
+        let mut members: Vec<u64> = self.replicas.keys().copied().collect();
+        members.push(id);
+        let replica = Replica {
+            id,
+            peer: ports[0],
+            client: ports[1],
+            etcd: ports[2],
+            child: None,
+            joined: Some(members),
+        };
+        self.replicas.insert(id, replica);
     }
 
     pub fn start_all(&mut self) {
@@ -186,6 +216,13 @@ impl Cluster {
         let options =
             ClientOptions { timeout: Duration::from_secs(60), ..ClientOptions::default() };
         Client::new(self.endpoints(), options)
+    }
+
+    /// A client of the replicas `ids`.
+    pub fn client_of(&self, ids: &[u64]) -> Client<Request, Request, Answer> {
+        let options =
+            ClientOptions { timeout: Duration::from_secs(60), ..ClientOptions::default() };
+        Client::new(ids.iter().map(|&id| self.endpoint(id)).collect(), options)
     }
 
     /// A client of replica `id` alone, reading what it holds (no redirection).

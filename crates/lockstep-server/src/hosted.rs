@@ -1,0 +1,150 @@
+//! [`Hosted`]: the user's state machine plus what the server itself replicates, the members'
+//! addresses.
+//!
+//! A membership change in the log names replicas by id only; where to reach a new replica
+//! must reach every replica too, in the same order. So the server wraps the user's state
+//! machine: its inputs are the user's, or an address record, and its snapshots carry the
+//! address book before the user's state. The user's state machine sees only its own inputs.
+
+use std::collections::BTreeMap;
+use std::io::{self, Read};
+
+use lockstep_core::{ApplyContext, StateDigest, StateMachine, StateSnapshot};
+use serde::{Deserialize, Serialize};
+
+/// Where a member is reached.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberAddress {
+    /// Its id.
+    pub id: u64,
+    /// Where replicas reach it.
+    pub peer: String,
+    /// Where clients reach it.
+    pub client: String,
+    /// Where it serves etcd's API, if it does.
+    pub etcd: Option<String>,
+}
+
+/// An input of the hosted state machine.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum HostInput<I> {
+    /// The user's input.
+    User(I),
+    /// Record a member's addresses.
+    Address(MemberAddress),
+}
+
+/// An output of the hosted state machine.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum HostOutput<O> {
+    /// The user's output.
+    User(O),
+    /// An address was recorded.
+    Recorded,
+}
+
+/// See the module documentation.
+pub struct Hosted<M> {
+    machine: M,
+    addresses: BTreeMap<u64, MemberAddress>,
+    /// Raised by every change of the address book (not replicated: for the transport).
+    changes: u64,
+}
+
+impl<M> Hosted<M> {
+    /// Hosts `machine`, with no address recorded yet.
+    pub fn new(machine: M) -> Hosted<M> {
+        Hosted { machine, addresses: BTreeMap::new(), changes: 0 }
+    }
+
+    /// The user's state machine.
+    pub fn machine(&self) -> &M {
+        &self.machine
+    }
+
+    /// The recorded addresses.
+    pub fn addresses(&self) -> &BTreeMap<u64, MemberAddress> {
+        &self.addresses
+    }
+
+    /// A number that changes whenever the address book does.
+    pub fn address_changes(&self) -> u64 {
+        self.changes
+    }
+}
+
+/// A snapshot of the hosted state machine: the address book, then the user's snapshot.
+pub struct HostedSnapshot<S> {
+    addresses: Vec<u8>,
+    inner: S,
+}
+
+const FORMAT: u8 = 1;
+
+impl<S: StateSnapshot> StateSnapshot for HostedSnapshot<S> {
+    fn write_to(&self, out: &mut dyn io::Write) -> io::Result<()> {
+        out.write_all(&[FORMAT])?;
+        out.write_all(&(self.addresses.len() as u64).to_le_bytes())?;
+        out.write_all(&self.addresses)?;
+        self.inner.write_to(out)
+    }
+}
+
+impl<M: StateMachine> StateMachine for Hosted<M> {
+    type Input = HostInput<M::Input>;
+    type Output = HostOutput<M::Output>;
+    type Query = M::Query;
+    type Snapshot = HostedSnapshot<M::Snapshot>;
+
+    fn apply(&mut self, input: Self::Input, context: &ApplyContext) -> Self::Output {
+        match input {
+            HostInput::User(input) => HostOutput::User(self.machine.apply(input, context)),
+            HostInput::Address(address) => {
+                self.addresses.insert(address.id, address);
+                self.changes += 1;
+                HostOutput::Recorded
+            }
+        }
+    }
+
+    fn query(&self, query: &Self::Query) -> Self::Output {
+        HostOutput::User(self.machine.query(query))
+    }
+
+    fn snapshot(&self) -> Self::Snapshot {
+        let addresses: Vec<&MemberAddress> = self.addresses.values().collect();
+        HostedSnapshot {
+            addresses: postcard::to_stdvec(&addresses).unwrap_or_default(),
+            inner: self.machine.snapshot(),
+        }
+    }
+
+    fn restore(&mut self, input: &mut dyn io::Read) -> io::Result<()> {
+        let invalid = |detail: &str| io::Error::new(io::ErrorKind::InvalidData, detail.to_string());
+        let mut header = [0u8; 9];
+        input.read_exact(&mut header)?;
+        if header[0] != FORMAT {
+            return Err(invalid("not a snapshot of a hosted state machine"));
+        }
+        let length = u64::from_le_bytes(header[1..].try_into().unwrap_or_default());
+        let mut book = Vec::new();
+        input.take(length).read_to_end(&mut book)?;
+        if book.len() as u64 != length {
+            return Err(invalid("the snapshot's address book is cut short"));
+        }
+        let addresses: Vec<MemberAddress> =
+            postcard::from_bytes(&book).map_err(|_| invalid("the address book does not decode"))?;
+        self.machine.restore(input)?;
+        self.addresses = addresses.into_iter().map(|address| (address.id, address)).collect();
+        self.changes += 1;
+        Ok(())
+    }
+
+    fn digest(&self) -> StateDigest {
+        let mut hasher = blake3::Hasher::new();
+        hasher.update(&self.machine.digest().0);
+        let addresses: Vec<&MemberAddress> = self.addresses.values().collect();
+        hasher.update(&postcard::to_stdvec(&addresses).unwrap_or_default());
+        StateDigest(*hasher.finalize().as_bytes())
+    }
+}

@@ -581,6 +581,19 @@ impl Maintenance for Gateway {
     }
 }
 
+/// A member id for etcd's MemberAdd: random, above every id an operator would choose.
+fn fresh_member_id() -> u64 {
+    use std::collections::hash_map::RandomState;
+    use std::hash::{BuildHasher, Hasher};
+    let mut hasher = RandomState::new().build_hasher();
+    hasher.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |elapsed| elapsed.as_nanos()),
+    );
+    (hasher.finish() >> 1) | (1 << 32)
+}
+
 /// `host:port` of a URL like `http://host:port`.
 fn address_of(url: &str) -> String {
     let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
@@ -624,14 +637,19 @@ impl Cluster for Gateway {
         if known.iter().any(|member| member.peer == peer) {
             return Err(Status::failed_precondition("etcdserver: Peer URLs already exists"));
         }
-        let id = known.iter().map(|member| member.id).max().unwrap_or(0) + 1;
+        // A fresh random id, as etcd's: ids are never reused, and two concurrent adds never
+        // pick the same one.
+        let id = fresh_member_id();
         let add = MemberRequest::Add { id, peer, client: String::new(), etcd: None };
         let (revision, members) = self.change(add).await?;
         if !request.is_learner {
             // lockstep adds a replica as a learner and promotes it once it has caught up.
             let cluster = self.shared.cluster.clone();
             tokio::spawn(async move {
-                for _ in 0..600 {
+                // Answered once the promotion commits; refused for good once the member is
+                // gone; given up after ten minutes.
+                let deadline = std::time::Instant::now() + Duration::from_secs(600);
+                while std::time::Instant::now() < deadline {
                     match cluster.members(MemberRequest::Promote { id }).await {
                         Ok(_) => return,
                         Err(lockstep_client::Error::Rejected(reason)) => {

@@ -39,8 +39,10 @@ pub enum HostInput<I> {
 pub enum HostOutput<O> {
     /// The user's output.
     User(O),
-    /// An address was recorded.
-    Recorded,
+    /// The addresses of this member were recorded (or already were, the same).
+    Recorded(u64),
+    /// This id is recorded with other addresses: ids are single-use, so it is refused.
+    Taken(u64),
 }
 
 /// See the module documentation.
@@ -81,6 +83,9 @@ pub struct HostedSnapshot<S> {
 
 const FORMAT: u8 = 1;
 
+/// The largest address book a snapshot may claim to hold.
+const ADDRESS_BOOK_BYTES_MAX: u64 = 64 << 20;
+
 impl<S: StateSnapshot> StateSnapshot for HostedSnapshot<S> {
     fn write_to(&self, out: &mut dyn io::Write) -> io::Result<()> {
         out.write_all(&[FORMAT])?;
@@ -100,9 +105,17 @@ impl<M: StateMachine> StateMachine for Hosted<M> {
         match input {
             HostInput::User(input) => HostOutput::User(self.machine.apply(input, context)),
             HostInput::Address(address) => {
-                self.addresses.insert(address.id, address);
-                self.changes += 1;
-                HostOutput::Recorded
+                let id = address.id;
+                match self.addresses.get(&id) {
+                    Some(recorded) if *recorded == address => HostOutput::Recorded(id),
+                    // A replica id names one replica forever (the book never forgets one).
+                    Some(_) => HostOutput::Taken(id),
+                    None => {
+                        self.addresses.insert(id, address);
+                        self.changes += 1;
+                        HostOutput::Recorded(id)
+                    }
+                }
             }
         }
     }
@@ -127,6 +140,9 @@ impl<M: StateMachine> StateMachine for Hosted<M> {
             return Err(invalid("not a snapshot of a hosted state machine"));
         }
         let length = u64::from_le_bytes(header[1..].try_into().unwrap_or_default());
+        if length > ADDRESS_BOOK_BYTES_MAX {
+            return Err(invalid("the snapshot's address book is implausibly large"));
+        }
         let mut book = Vec::new();
         input.take(length).read_to_end(&mut book)?;
         if book.len() as u64 != length {
@@ -146,5 +162,92 @@ impl<M: StateMachine> StateMachine for Hosted<M> {
         let addresses: Vec<&MemberAddress> = self.addresses.values().collect();
         hasher.update(&postcard::to_stdvec(&addresses).unwrap_or_default());
         StateDigest(*hasher.finalize().as_bytes())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use lockstep_core::{LogIndex, Term};
+
+    /// A counter: inputs add, queries read.
+    #[derive(Default)]
+    struct Counter(u64);
+
+    struct CounterSnapshot(u64);
+
+    impl StateSnapshot for CounterSnapshot {
+        fn write_to(&self, out: &mut dyn io::Write) -> io::Result<()> {
+            out.write_all(&self.0.to_le_bytes())
+        }
+    }
+
+    impl StateMachine for Counter {
+        type Input = u64;
+        type Output = u64;
+        type Query = ();
+        type Snapshot = CounterSnapshot;
+        fn apply(&mut self, input: u64, _: &ApplyContext) -> u64 {
+            self.0 += input;
+            self.0
+        }
+        fn query(&self, _: &()) -> u64 {
+            self.0
+        }
+        fn snapshot(&self) -> CounterSnapshot {
+            CounterSnapshot(self.0)
+        }
+        fn restore(&mut self, input: &mut dyn io::Read) -> io::Result<()> {
+            let mut bytes = [0u8; 8];
+            input.read_exact(&mut bytes)?;
+            self.0 = u64::from_le_bytes(bytes);
+            Ok(())
+        }
+        fn digest(&self) -> StateDigest {
+            StateDigest([self.0 as u8; 32])
+        }
+    }
+
+    const CONTEXT: ApplyContext =
+        ApplyContext { index: LogIndex(1), term: Term(1), timestamp_millis: 0 };
+
+    fn address(id: u64, peer: &str) -> MemberAddress {
+        MemberAddress { id, peer: peer.to_string(), client: "c:1".to_string(), etcd: None }
+    }
+
+    #[test]
+    fn addresses_are_recorded_once_and_ids_never_change_hands() {
+        let mut hosted = Hosted::new(Counter::default());
+        assert_eq!(hosted.apply(HostInput::User(5), &CONTEXT), HostOutput::User(5));
+        let four = address(4, "p:4");
+        assert_eq!(
+            hosted.apply(HostInput::Address(four.clone()), &CONTEXT),
+            HostOutput::Recorded(4)
+        );
+        assert_eq!(hosted.apply(HostInput::Address(four), &CONTEXT), HostOutput::Recorded(4));
+        assert_eq!(
+            hosted.apply(HostInput::Address(address(4, "elsewhere:4")), &CONTEXT),
+            HostOutput::Taken(4)
+        );
+        assert_eq!(hosted.addresses()[&4].peer, "p:4");
+    }
+
+    #[test]
+    fn snapshots_carry_the_book_and_the_state_and_refuse_damage() {
+        let mut hosted = Hosted::new(Counter::default());
+        hosted.apply(HostInput::User(7), &CONTEXT);
+        hosted.apply(HostInput::Address(address(9, "p:9")), &CONTEXT);
+        let mut bytes = Vec::new();
+        hosted.snapshot().write_to(&mut bytes).expect("writes");
+        let mut copy = Hosted::new(Counter::default());
+        copy.restore(&mut bytes.as_slice()).expect("restores");
+        assert_eq!(copy.machine().0, 7);
+        assert_eq!(copy.addresses(), hosted.addresses());
+        assert_eq!(copy.digest(), hosted.digest());
+        for damaged in
+            [&bytes[..3], &[2u8; 20][..], &[1, 255, 255, 255, 255, 255, 255, 255, 255][..]]
+        {
+            assert!(Hosted::new(Counter::default()).restore(&mut &damaged[..]).is_err());
+        }
     }
 }

@@ -13,8 +13,8 @@ const FILE: &str = "identity";
 const HEADER: &str = "lockstep 1";
 
 /// Checks that `dir` belongs to replica `replica_id` of cluster `cluster_id`, or claims an
-/// empty (or missing) directory for it.
-pub fn claim(dir: &Path, cluster_id: u64, replica_id: u64) -> Result<(), String> {
+/// empty (or missing) directory for it; returns whether it was claimed just now.
+pub fn claim(dir: &Path, cluster_id: u64, replica_id: u64) -> Result<bool, String> {
     let path = dir.join(FILE);
     match fs::read_to_string(&path) {
         Ok(text) => {
@@ -35,7 +35,7 @@ pub fn claim(dir: &Path, cluster_id: u64, replica_id: u64) -> Result<(), String>
                     dir.display()
                 ));
             }
-            Ok(())
+            Ok(false)
         }
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
             // A temporary identity left by a crash before its rename does not count.
@@ -59,7 +59,8 @@ pub fn claim(dir: &Path, cluster_id: u64, replica_id: u64) -> Result<(), String>
                 fs::rename(&temporary, &path)?;
                 fs::File::open(dir)?.sync_all()
             };
-            write().map_err(|error| format!("cannot write {}: {error}", path.display()))
+            write().map_err(|error| format!("cannot write {}: {error}", path.display()))?;
+            Ok(true)
         }
         Err(error) => Err(format!("cannot read {}: {error}", path.display())),
     }

@@ -14,7 +14,9 @@
 use std::collections::BTreeMap;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use lockstep_core::{ConfigError, MembershipChange, Message, NodeId, Role, StateMachine};
+use lockstep_core::{
+    ConfigError, LogIndex, MembershipChange, Message, NodeId, Role, StateMachine, Term,
+};
 use lockstep_node::{ClientId, ClientRequest, Completion, Driver, Refusal, RequestId};
 use lockstep_wire::{
     ClientError, ClientMessage, MemberInfo, MemberRequest, ReadConsistency, ReplicaStatus,
@@ -123,14 +125,26 @@ enum Waiting<O> {
     MemberAdd(u64, Reply<O>, u64),
 }
 
+/// A membership change waiting for its configuration entry to commit.
+struct PendingChange<O> {
+    id: u64,
+    reply: Reply<O>,
+    /// The entry, and the term it was appended in.
+    index: LogIndex,
+    term: Term,
+}
+
 /// The replica thread's state.
 pub struct Replica<M: StateMachine> {
     pub(crate) driver: Driver<Hosted<M>, ThreadedStorage, PeerOutbox>,
     waiting: BTreeMap<RequestId, Waiting<M::Output>>,
     /// The address book as the configuration gave it (the replicated one adds to it).
     configured: BTreeMap<u64, MemberAddress>,
-    /// The address book's change count when the transport was last told of it.
-    addresses_seen: Option<u64>,
+    /// The address book's change count and the configuration index when the transport was
+    /// last told of them.
+    peers_seen: Option<(u64, LogIndex)>,
+    /// Membership changes in the log, answered once their entry commits.
+    changing: Vec<PendingChange<M::Output>>,
     cluster_id: u64,
     /// Client addresses by replica id, to tell clients where the leader is.
     client_addresses: BTreeMap<u64, String>,
@@ -150,7 +164,8 @@ impl<M: StateMachine> Replica<M> {
             driver,
             waiting: BTreeMap::new(),
             configured,
-            addresses_seen: None,
+            peers_seen: None,
+            changing: Vec::new(),
             cluster_id,
             client_addresses,
             was_leader: false,
@@ -187,7 +202,8 @@ impl<M: StateMachine> Replica<M> {
             }
             metrics::histogram!("lockstep_event_batch").record(handled as f64);
             self.answer();
-            self.learn_addresses();
+            self.settle_changes();
+            self.sync_peers();
             self.driver.transport_mut().flush();
             self.observe();
             if let Some(failure) = self.driver.failure() {
@@ -292,10 +308,29 @@ impl<M: StateMachine> Replica<M> {
                         return;
                     }
                 }
+                let record = MemberAddress { id: member, peer, client: address, etcd };
+                // An id names one replica forever: one of the configured members, or one
+                // recorded with other addresses, is taken (a retry records the same ones).
+                let recorded = self.driver.state().machine().addresses().get(&member);
+                let taken = match recorded {
+                    Some(recorded) => *recorded != record,
+                    None => {
+                        self.configured.contains_key(&member)
+                            || self.driver.node().membership().contains(NodeId(member))
+                    }
+                };
+                if taken {
+                    let reason = format!(
+                        "replica id {member} is taken (a member, or recorded with other \
+                         addresses); ids are never reused: choose a new one"
+                    );
+                    let error = ClientError::Rejected(reason);
+                    let _ = reply.send(ServerMessage::Refused { id, error });
+                    return;
+                }
                 // First the addresses, through the log (in the client's session); the change
                 // follows once they are recorded.
-                let input =
-                    HostInput::Address(MemberAddress { id: member, peer, client: address, etcd });
+                let input = HostInput::Address(record);
                 let request = ClientRequest { client: ClientId(client), sequence, input };
                 let request = self.driver.propose(request, now_millis());
                 self.waiting.insert(request, Waiting::MemberAdd(id, reply, member));
@@ -304,45 +339,71 @@ impl<M: StateMachine> Replica<M> {
             MemberRequest::Promote { id: member } => MembershipChange::Promote(NodeId(member)),
             MemberRequest::Remove { id: member } => MembershipChange::Remove(NodeId(member)),
         };
-        let answer = self.change_members(id, change);
-        let _ = reply.send(answer);
+        self.change_members(id, change, reply);
     }
 
-    /// Proposes a membership change; a change already made (a retry) counts as made.
-    fn change_members(&mut self, id: u64, change: MembershipChange) -> ServerMessage<M::Output> {
-        let outcome = match self.driver.change_membership(change.clone()) {
-            Ok(_) => Ok(()),
-            Err(ConfigError::AlreadyMember(_))
-                if matches!(change, MembershipChange::AddLearner(_)) =>
-            {
-                Ok(())
-            }
-            Err(ConfigError::NotLearner(member))
-                if matches!(change, MembershipChange::Promote(_))
-                    && self.driver.node().membership().voters.contains(&member) =>
-            {
-                Ok(())
-            }
-            Err(ConfigError::NotMember(_)) if matches!(change, MembershipChange::Remove(_)) => {
-                Ok(())
-            }
-            Err(error) => Err(error),
+    /// Proposes a membership change, answered once its entry commits; a change already made
+    /// (a retry) counts as made once the configuration that made it commits.
+    fn change_members(&mut self, id: u64, change: MembershipChange, reply: Reply<M::Output>) {
+        let node = self.driver.node();
+        let already = match &change {
+            MembershipChange::AddLearner(member) => node.membership().contains(*member),
+            MembershipChange::Promote(member) => node.membership().voters.contains(member),
+            MembershipChange::Remove(member) => !node.membership().contains(*member),
+            MembershipChange::SetVoters(_) => false,
         };
-        match outcome {
-            Ok(()) => ServerMessage::Members { id, members: self.members() },
-            Err(ConfigError::NotLeader { leader }) => ServerMessage::Refused {
-                id,
-                error: self.client_error(Refusal::NotLeader { leader }),
-            },
+        let outcome = if already {
+            Ok(node.last_config_index())
+        } else {
+            self.driver.change_membership(change)
+        };
+        let error = match outcome {
+            Ok(index) => {
+                let term = self.driver.node().log_term(index).unwrap_or(self.driver.node().term());
+                self.changing.push(PendingChange { id, reply, index, term });
+                return;
+            }
+            Err(ConfigError::NotLeader { leader }) => {
+                self.client_error(Refusal::NotLeader { leader })
+            }
             Err(
                 error @ (ConfigError::InProgress { .. }
                 | ConfigError::LeadershipTransfer
                 | ConfigError::NotReady
                 | ConfigError::LearnerBehind { .. }),
-            ) => ServerMessage::Refused { id, error: ClientError::Retry(error.to_string()) },
-            Err(error) => {
-                ServerMessage::Refused { id, error: ClientError::Rejected(error.to_string()) }
+            ) => ClientError::Retry(error.to_string()),
+            Err(error) => ClientError::Rejected(error.to_string()),
+        };
+        let _ = reply.send(ServerMessage::Refused { id, error });
+    }
+
+    /// Answers the membership changes whose entries committed (or were replaced).
+    fn settle_changes(&mut self) {
+        if self.changing.is_empty() {
+            return;
+        }
+        let node = self.driver.node();
+        let commit = node.commit_index();
+        let mut settled = Vec::new();
+        self.changing.retain_mut(|pending| {
+            let term_now = node.log_term(pending.index);
+            let replaced = term_now.is_some_and(|term| term != pending.term);
+            let committed = commit >= pending.index && !replaced;
+            if committed || replaced {
+                settled.push((pending.id, pending.reply.clone(), committed));
+                false
+            } else {
+                true
             }
+        });
+        for (id, reply, committed) in settled {
+            let message = if committed {
+                ServerMessage::Members { id, members: self.members() }
+            } else {
+                let reason = "the change was replaced by another leader's log; retry it";
+                ServerMessage::Refused { id, error: ClientError::Retry(reason.to_string()) }
+            };
+            let _ = reply.send(message);
         }
     }
 
@@ -367,17 +428,38 @@ impl<M: StateMachine> Replica<M> {
             .collect()
     }
 
-    /// Tells the transport of addresses recorded through the log.
-    fn learn_addresses(&mut self) {
+    /// Keeps the transport dialling exactly the members it has addresses for (and the
+    /// configured ones), as the address book and the configuration change.
+    fn sync_peers(&mut self) {
+        let node = self.driver.node();
         let hosted = self.driver.state().machine();
-        if self.addresses_seen == Some(hosted.address_changes()) {
+        let seen = (hosted.address_changes(), node.last_config_index());
+        if self.peers_seen == Some(seen) {
             return;
         }
-        self.addresses_seen = Some(hosted.address_changes());
-        let recorded: Vec<MemberAddress> = hosted.addresses().values().cloned().collect();
-        for address in recorded {
-            self.client_addresses.insert(address.id, address.client.clone());
-            self.driver.transport_mut().ensure_peer(NodeId(address.id), &address.peer);
+        self.peers_seen = Some(seen);
+        let mut wanted: BTreeMap<NodeId, String> = BTreeMap::new();
+        for member in node.membership().members() {
+            let address =
+                hosted.addresses().get(&member.0).or_else(|| self.configured.get(&member.0));
+            if let Some(address) = address {
+                wanted.insert(member, address.peer.clone());
+            }
+        }
+        // The configured members too: a joining replica must answer the leader before the
+        // log has told it who the members are.
+        for (id, address) in &self.configured {
+            wanted.entry(NodeId(*id)).or_insert_with(|| address.peer.clone());
+        }
+        for address in hosted.addresses().values() {
+            if !address.client.is_empty() {
+                self.client_addresses.insert(address.id, address.client.clone());
+            }
+        }
+        let transport = self.driver.transport_mut();
+        transport.retain_peers(|id| wanted.contains_key(&id));
+        for (id, peer) in wanted {
+            transport.ensure_peer(id, &peer);
         }
     }
 
@@ -398,13 +480,23 @@ impl<M: StateMachine> Replica<M> {
                     metrics::counter!("lockstep_answered_total").increment(1);
                     ServerMessage::Done { id, output }
                 }
-                (Ok(HostOutput::Recorded), Some(member)) => {
-                    self.learn_addresses();
-                    self.change_members(id, MembershipChange::AddLearner(NodeId(member)))
+                (Ok(HostOutput::Recorded(recorded)), Some(member)) if recorded == member => {
+                    self.sync_peers();
+                    self.change_members(id, MembershipChange::AddLearner(NodeId(member)), reply);
+                    continue;
                 }
-                (Ok(HostOutput::Recorded), None) => ServerMessage::Refused {
+                (Ok(HostOutput::Taken(taken)), Some(member)) if taken == member => {
+                    let reason = format!(
+                        "replica id {member} is taken (recorded with other addresses); ids are \
+                         never reused: choose a new one"
+                    );
+                    ServerMessage::Refused { id, error: ClientError::Rejected(reason) }
+                }
+                (Ok(HostOutput::Recorded(_) | HostOutput::Taken(_)), _) => ServerMessage::Refused {
                     id,
-                    error: ClientError::Malformed("an address record answered a write".into()),
+                    error: ClientError::Malformed(
+                        "an address record answered another request".into(),
+                    ),
                 },
                 (Err(refusal), _) => {
                     metrics::counter!("lockstep_refused_total").increment(1);

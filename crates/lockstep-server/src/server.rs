@@ -69,7 +69,7 @@ impl BoundServer {
         F: Future<Output = ()>,
     {
         let BoundServer { config, peer_listener, client_listener, metrics_listener } = self;
-        identity::claim(&config.data_dir, config.cluster_id, config.id)?;
+        let claimed = identity::claim(&config.data_dir, config.cluster_id, config.id)?;
         // A replica joining a running cluster starts from the others' initial members, without
         // itself: it votes and campaigns only once the cluster's log makes it a voter.
         let initial = config.members.iter().filter(|m| !config.join || m.id != config.id);
@@ -77,7 +77,9 @@ impl BoundServer {
         let (store, initial) = LogStore::open(
             Arc::new(RealDisk),
             &config.data_dir,
-            Some(&membership),
+            // A joined replica's own log says who the members are once it has started: its
+            // member list may change between restarts.
+            (claimed || !config.join).then_some(&membership),
             WalOptions::default(),
         )
         .map_err(|error| error.to_string())?;

@@ -93,6 +93,12 @@ impl PeerOutbox {
 }
 
 impl PeerOutbox {
+    /// Stops dialling the peers `keep` refuses (their connection tasks end).
+    pub fn retain_peers(&mut self, keep: impl Fn(NodeId) -> bool) {
+        self.peers.retain(|id, _| keep(*id));
+        self.addresses.retain(|id, _| keep(*id));
+    }
+
     /// Makes sure replica `id` is dialled at `address` (a new peer, or one that moved).
     pub fn ensure_peer(&mut self, id: NodeId, address: &str) {
         if id.0 == self.me || self.addresses.get(&id).map(String::as_str) == Some(address) {
@@ -175,8 +181,14 @@ async fn dial(
                     tracing::debug!(to = hello.to, %address, "cannot reach replica: {reason}");
                 }
                 // Messages queued while the peer is unreachable are stale by the time it is
-                // back: drop them rather than replay them.
-                while batches.try_recv().is_ok() {}
+                // back: drop them rather than replay them. A closed queue: no longer a peer.
+                loop {
+                    match batches.try_recv() {
+                        Ok(_) => {}
+                        Err(mpsc::error::TryRecvError::Empty) => break,
+                        Err(mpsc::error::TryRecvError::Disconnected) => return,
+                    }
+                }
                 tokio::select! {
                     _ = shutdown.changed() => return,
                     _ = tokio::time::sleep(backoff) => {}

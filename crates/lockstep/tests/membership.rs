@@ -56,8 +56,19 @@ async fn a_replica_is_added_promoted_and_another_removed() {
     );
     assert_eq!(members(&added), vec![(1, true), (2, true), (3, true), (4, false)]);
     // Adding it again (a retry, say) changes nothing.
-    let again = member(&cluster, &["add", "4", "--peer", &peer, "--client", &client_address]);
+    let again = member(
+        &cluster,
+        &["add", "4", "--peer", &peer, "--client", &client_address, "--etcd", &etcd],
+    );
     assert_eq!(members(&again), vec![(1, true), (2, true), (3, true), (4, false)]);
+    // Ids are never reused: not with other addresses, not an initial member's.
+    for id in ["4", "1"] {
+        let taken =
+            member(&cluster, &["add", id, "--peer", "127.0.0.1:1", "--client", "127.0.0.1:2"]);
+        assert!(!taken.status.success());
+        let error = String::from_utf8_lossy(&taken.stderr);
+        assert!(error.contains(&format!("replica id {id} is taken")), "{error}");
+    }
     cluster.start(4);
 
     // It catches up as a learner, then is promoted.

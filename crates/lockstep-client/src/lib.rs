@@ -338,8 +338,15 @@ where
         self.call(|id| ClientMessage::<I, Q>::Read { id, query: query.clone(), consistency }).await
     }
 
-    /// The status of the replica this client is connected to (connecting if needed).
+    /// The status of the replica this client is connected to (connecting if needed), with
+    /// the digest of its state.
     pub async fn status(&self) -> Result<ReplicaStatus, Error> {
+        self.status_with(true).await
+    }
+
+    /// The status, with the state's digest only if `digest` (computing it reads the whole
+    /// state: leave it out when polling).
+    pub async fn status_with(&self, digest: bool) -> Result<ReplicaStatus, Error> {
         if self.shared.endpoints.is_empty() {
             return Err(Error::NoEndpoints);
         }
@@ -347,7 +354,7 @@ where
         let mut last = String::new();
         while started.elapsed() < self.options.timeout {
             let id = self.shared.next_id.fetch_add(1, Ordering::Relaxed);
-            match self.attempt(&ClientMessage::<I, Q>::Status { id }, id).await {
+            match self.attempt(&ClientMessage::<I, Q>::Status { id, digest }, id).await {
                 Attempt::Answer(ServerMessage::Status { status, .. }) => return Ok(status),
                 Attempt::Answer(_) => return Err(Error::Malformed("not a status".to_string())),
                 Attempt::Again(reason) => {

@@ -128,7 +128,7 @@ impl Gateway {
         tokio::spawn(async move {
             loop {
                 let Some(shared) = weak.upgrade() else { return };
-                if let Ok(status) = shared.local.status().await {
+                if let Ok(status) = shared.local.status_with(false).await {
                     shared.term.store(status.term, Ordering::Relaxed);
                 }
                 drop(shared);
@@ -188,7 +188,7 @@ impl Gateway {
     }
 
     async fn local_status(&self) -> Result<ReplicaStatus, Status> {
-        let status = self.shared.local.status().await.map_err(client_status)?;
+        let status = self.shared.local.status_with(false).await.map_err(client_status)?;
         self.shared.term.store(status.term, Ordering::Relaxed);
         Ok(status)
     }

@@ -270,8 +270,8 @@ impl<M: StateMachine> Replica<M> {
                     self.waiting.insert(request, Waiting::Client(id, reply));
                 }
             },
-            ClientMessage::Status { id } => {
-                let _ = reply.send(ServerMessage::Status { id, status: self.status() });
+            ClientMessage::Status { id, digest } => {
+                let _ = reply.send(ServerMessage::Status { id, status: self.status(digest) });
             }
             ClientMessage::Members { id, client, sequence, request } => {
                 self.members_request(id, client, sequence, request, reply);
@@ -555,11 +555,11 @@ impl<M: StateMachine> Replica<M> {
         metrics::gauge!("lockstep_bytes_in_flight").set(in_flight as f64);
     }
 
-    /// This replica's status.
-    pub fn status(&self) -> ReplicaStatus {
+    /// This replica's status; the state's digest only if asked for (it reads the whole state).
+    pub fn status(&self, with_digest: bool) -> ReplicaStatus {
         let node = self.driver.node();
         let membership = node.membership();
-        let digest = self.driver.state().machine().digest();
+        let digest = with_digest.then(|| self.driver.state().machine().digest());
         ReplicaStatus {
             id: node.id().0,
             role: role_name(node.role()).to_string(),
@@ -568,7 +568,9 @@ impl<M: StateMachine> Replica<M> {
             commit: node.commit_index().0,
             applied: node.applied_index().0,
             checkpoint: self.driver.storage().latest_checkpoint_index().map_or(0, |index| index.0),
-            digest: digest.0.iter().map(|byte| format!("{byte:02x}")).collect(),
+            digest: digest
+                .map(|digest| digest.0.iter().map(|byte| format!("{byte:02x}")).collect())
+                .unwrap_or_default(),
             cluster_id: self.cluster_id,
             client_address: self.client_addresses.get(&node.id().0).cloned().unwrap_or_default(),
             last_index: node.last_index().0,

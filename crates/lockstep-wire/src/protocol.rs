@@ -70,6 +70,8 @@ pub enum ClientMessage<I, Q> {
     Status {
         /// The client's id for this request on this connection.
         id: u64,
+        /// Also compute the digest of the whole state (costs a pass over it).
+        digest: bool,
     },
     /// Look at or change the cluster's members (changes go to the leader, in the client's
     /// session, so a retried change is made once).

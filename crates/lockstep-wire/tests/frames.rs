@@ -110,7 +110,7 @@ fn protocol_messages_round_trip_and_strangers_are_refused() {
     let requests: Vec<Request> = vec![
         ClientMessage::Write { id: 1, client: 7, sequence: 3, input: ("deposit".into(), 5) },
         ClientMessage::Read { id: 2, query: "alice".into(), consistency: ReadConsistency::Lease },
-        ClientMessage::Status { id: 3 },
+        ClientMessage::Status { id: 3, digest: true },
     ];
     for request in requests {
         let frame = encode(Kind::Client, &request).expect("encodes");
@@ -131,8 +131,8 @@ fn protocol_messages_round_trip_and_strangers_are_refused() {
     assert_eq!(back.id(), 4);
     assert_eq!(back, answer);
     // A client message where a peer hello is expected does not decode as one.
-    let stranger =
-        encode(Kind::Hello, &ClientMessage::<u8, u8>::Status { id: 1 }).expect("encodes");
+    let stranger = encode(Kind::Hello, &ClientMessage::<u8, u8>::Status { id: 1, digest: false })
+        .expect("encodes");
     let mut decoder = Decoder::new(1 << 20);
     decoder.extend(&stranger);
     let (_, body) = decoder.next_frame().expect("valid").expect("whole");

@@ -1,8 +1,16 @@
-//! `lockstep bench`: a closed-loop load generator over the native client.
+//! `lockstep bench`: a load generator for lockstep and for any etcd v3 endpoint.
 //!
-//! N requests are kept in flight over one pipelined connection for a duration (after a
-//! warm-up); throughput and latency percentiles come from an HDR histogram. This is the
-//! first step of the benchmark suite: the etcd side-by-side runs build on it.
+//! - **Closed loop** (default): N requests kept in flight; each worker sends its next request
+//!   when the last one is answered.
+//! - **Open loop** (`--rate R`): requests are due at fixed times (R per second); a request's
+//!   latency is measured from when it was due, not from when a worker got to send it, so a
+//!   server that falls behind shows its queueing in the latencies instead of hiding it.
+//!
+//! The same workloads run through lockstep's native client (`--target native`) or through
+//! etcd's v3 gRPC API (`--target etcd`: lockstep's etcd gateway, or a real etcd) with one and
+//! the same gRPC client code, so the two can be compared request for request. Latencies go
+//! into an HDR histogram (p50, p90, p99, p99.9, max); the result prints as a table or, with
+//! `--output json`, as one JSON document.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -12,9 +20,13 @@ use bytes::Bytes;
 use clap::{Args, ValueEnum};
 use hdrhistogram::Histogram;
 use lockstep_client::ReadConsistency;
-use lockstep_kv::Request;
+use lockstep_etcd::proto::etcdserverpb as pb;
+use lockstep_etcd::rpc::k_v_client::KVClient;
+use lockstep_kv::{Compare, CompareOp, CompareTarget, KeyRange, Operation, PutRequest, Request};
 use serde_json::json;
+use tonic::transport::Channel;
 
+use crate::commands::KvClient;
 use crate::{ClientArgs, Output};
 
 /// What the benchmark asks.
@@ -24,19 +36,41 @@ pub enum Workload {
     Put,
     /// Linearizable reads of one key each (read-index on the leader).
     Get,
-    /// Reads from whichever replica the client is connected to (may be stale).
+    /// Reads served by whichever replica is asked, at once (may be stale).
     GetSerializable,
+    /// Linearizable reads and writes, `--read-percent` of them reads.
+    Mixed,
+    /// Compare-and-set transactions: if the key's version is what was last seen, put.
+    Cas,
 }
 
-/// Measure throughput and latency of a running cluster (closed loop).
+/// Which API the load goes through.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Target {
+    /// lockstep's native client protocol.
+    Native,
+    /// etcd's v3 gRPC API (lockstep's etcd gateway or a real etcd).
+    Etcd,
+}
+
+/// Measure throughput and latency of a running cluster.
 #[derive(Args, Debug, Clone)]
 pub struct BenchArgs {
     /// What to ask.
     #[arg(long, value_enum, default_value_t = Workload::Put)]
     workload: Workload,
-    /// Requests kept in flight.
+    /// Which API to use: `--endpoints` are native client addresses or etcd endpoints.
+    #[arg(long, value_enum, default_value_t = Target::Native)]
+    target: Target,
+    /// Requests in flight at most (closed loop: always).
     #[arg(long, default_value_t = 64)]
     concurrency: u64,
+    /// Connections to spread the requests over.
+    #[arg(long, default_value_t = 1)]
+    connections: u64,
+    /// Open loop: requests per second, due at fixed times (0: closed loop).
+    #[arg(long, default_value_t = 0.0)]
+    rate: f64,
     /// Seconds to measure.
     #[arg(long, default_value_t = 10.0)]
     duration: f64,
@@ -46,26 +80,195 @@ pub struct BenchArgs {
     /// Distinct keys.
     #[arg(long, default_value_t = 10_000)]
     keys: u64,
+    /// Bytes per key (at least 8).
+    #[arg(long, default_value_t = 16)]
+    key_size: usize,
     /// Bytes per value.
-    #[arg(long, default_value_t = 100)]
+    #[arg(long, default_value_t = 128)]
     value_size: usize,
+    /// For `mixed`: the share of reads, in percent.
+    #[arg(long, default_value_t = 90)]
+    read_percent: u8,
     #[command(flatten)]
     client: ClientArgs,
 }
 
+/// Where the requests go.
+#[derive(Clone)]
+enum Backend {
+    Native(Vec<KvClient>),
+    Etcd(Vec<KVClient<Channel>>),
+}
+
+/// One request's kind.
+#[derive(Clone, Copy)]
+enum Op {
+    Put,
+    Get { serializable: bool },
+    Cas,
+}
+
+impl Backend {
+    async fn connect(args: &BenchArgs) -> Result<Backend, String> {
+        let connections = args.connections.max(1) as usize;
+        match args.target {
+            Target::Native => {
+                let clients =
+                    (0..connections).map(|_| crate::commands::client(&args.client)).collect();
+                Ok(Backend::Native(clients))
+            }
+            Target::Etcd => {
+                let mut clients = Vec::new();
+                for n in 0..connections {
+                    let endpoint = &args.client.endpoints[n % args.client.endpoints.len()];
+                    let url = if endpoint.contains("://") {
+                        endpoint.clone()
+                    } else {
+                        format!("http://{endpoint}")
+                    };
+                    let channel = Channel::from_shared(url.clone())
+                        .map_err(|error| format!("{url}: {error}"))?
+                        .connect()
+                        .await
+                        .map_err(|error| format!("cannot connect to {url}: {error}"))?;
+                    clients.push(KVClient::new(channel));
+                }
+                Ok(Backend::Etcd(clients))
+            }
+        }
+    }
+
+    /// Sends one request on connection `lane`.
+    async fn send(&self, lane: usize, op: Op, key: Bytes, value: &Bytes) -> Result<(), String> {
+        match self {
+            Backend::Native(clients) => {
+                let client = &clients[lane % clients.len()];
+                let outcome = match op {
+                    Op::Put => client.write(Request::put(key, value.clone())).await,
+                    Op::Get { serializable } => {
+                        let consistency = if serializable {
+                            ReadConsistency::Follower
+                        } else {
+                            ReadConsistency::Linearizable
+                        };
+                        client.read_with(Request::get(key), consistency).await
+                    }
+                    Op::Cas => {
+                        let current = client.read(Request::get(key.clone())).await;
+                        let version = match current.map(|answer| answer.response) {
+                            Ok(lockstep_kv::Response::Range(range)) => {
+                                range.kvs.first().map_or(0, |kv| kv.version as i64)
+                            }
+                            _ => 0,
+                        };
+                        let txn = lockstep_kv::TxnRequest {
+                            compare: vec![Compare {
+                                range: KeyRange::key(key.clone()),
+                                op: CompareOp::Equal,
+                                target: CompareTarget::Version(version),
+                            }],
+                            success: vec![Operation::Put(PutRequest {
+                                key,
+                                value: value.clone(),
+                                ..PutRequest::default()
+                            })],
+                            failure: vec![],
+                        };
+                        client.write(Request::Txn(txn)).await
+                    }
+                };
+                outcome.map(|_| ()).map_err(|error| error.to_string())
+            }
+            Backend::Etcd(clients) => {
+                let mut client = clients[lane % clients.len()].clone();
+                let outcome = match op {
+                    Op::Put => {
+                        let put = pb::PutRequest {
+                            key: key.to_vec(),
+                            value: value.to_vec(),
+                            ..Default::default()
+                        };
+                        client.put(put).await.map(|_| ())
+                    }
+                    Op::Get { serializable } => {
+                        let range = pb::RangeRequest {
+                            key: key.to_vec(),
+                            serializable,
+                            ..Default::default()
+                        };
+                        client.range(range).await.map(|_| ())
+                    }
+                    Op::Cas => {
+                        let range = pb::RangeRequest { key: key.to_vec(), ..Default::default() };
+                        let version = match client.range(range).await {
+                            Ok(response) => {
+                                response.into_inner().kvs.first().map_or(0, |kv| kv.version)
+                            }
+                            Err(_) => 0,
+                        };
+                        use pb::compare::{CompareResult, CompareTarget as Target, TargetUnion};
+                        let txn = pb::TxnRequest {
+                            compare: vec![pb::Compare {
+                                result: CompareResult::Equal as i32,
+                                target: Target::Version as i32,
+                                key: key.to_vec(),
+                                target_union: Some(TargetUnion::Version(version)),
+                                range_end: Vec::new(),
+                            }],
+                            success: vec![pb::RequestOp {
+                                request: Some(pb::request_op::Request::RequestPut(
+                                    pb::PutRequest {
+                                        key: key.to_vec(),
+                                        value: value.to_vec(),
+                                        ..Default::default()
+                                    },
+                                )),
+                            }],
+                            failure: vec![],
+                        };
+                        client.txn(txn).await.map(|_| ())
+                    }
+                };
+                outcome.map_err(|status| status.to_string())
+            }
+        }
+    }
+}
+
+/// A key of `size` bytes for number `n`.
+fn key(n: u64, size: usize) -> Bytes {
+    let mut key = format!("bench/{n:010}").into_bytes();
+    key.resize(size.max(8), b'.');
+    Bytes::from(key)
+}
+
+/// A small fast generator for keys and the read/write mix (one per worker).
+struct Random(u64);
+
+impl Random {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+}
+
 /// Runs the benchmark and prints the result.
 pub async fn run(args: BenchArgs) -> Result<(), String> {
-    if args.concurrency == 0 || args.keys == 0 {
-        return Err("--concurrency and --keys must be at least 1".to_string());
+    if args.concurrency == 0 || args.keys == 0 || args.client.endpoints.is_empty() {
+        return Err("--concurrency, --keys and --endpoints must be given".to_string());
     }
-    let client = crate::commands::client(&args.client);
+    let backend = Backend::connect(&args).await?;
     let value = Bytes::from(vec![b'x'; args.value_size]);
-    if args.workload != Workload::Put {
+    if matches!(
+        args.workload,
+        Workload::Get | Workload::GetSerializable | Workload::Mixed | Workload::Cas
+    ) {
         // Reads need keys to find.
-        let load = 1_000.min(args.keys);
-        for key in 0..load {
-            client
-                .write(Request::put(format!("bench/{key:08}"), value.clone()))
+        for n in 0..1_000.min(args.keys) {
+            backend
+                .send(n as usize, Op::Put, key(n, args.key_size), &value)
                 .await
                 .map_err(|error| format!("loading keys: {error}"))?;
         }
@@ -73,41 +276,63 @@ pub async fn run(args: BenchArgs) -> Result<(), String> {
     let measuring = Arc::new(AtomicBool::new(false));
     let stop = Arc::new(AtomicBool::new(false));
     let errors = Arc::new(AtomicU64::new(0));
+    let done = Arc::new(AtomicU64::new(0));
     let histogram = Arc::new(Mutex::new(
-        Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).map_err(|e| e.to_string())?,
+        Histogram::<u64>::new_with_bounds(1, 600_000_000, 3).map_err(|e| e.to_string())?,
     ));
+    // Open loop: request i is due at start + i / rate; workers take the next due time.
+    let open_loop_start = Instant::now();
+    let next_ticket = Arc::new(AtomicU64::new(0));
     let mut workers = Vec::new();
     for worker in 0..args.concurrency {
-        let client = client.clone();
+        let backend = backend.clone();
         let value = value.clone();
-        let (measuring, stop, errors, histogram) =
-            (measuring.clone(), stop.clone(), errors.clone(), histogram.clone());
-        let (workload, keys) = (args.workload, args.keys);
+        let (measuring, stop, errors, done, histogram, next_ticket) = (
+            measuring.clone(),
+            stop.clone(),
+            errors.clone(),
+            done.clone(),
+            histogram.clone(),
+            next_ticket.clone(),
+        );
+        let args = args.clone();
         workers.push(tokio::spawn(async move {
-            let mut local = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).ok();
-            let mut n = worker.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+            let mut local = Histogram::<u64>::new_with_bounds(1, 600_000_000, 3).ok();
+            let mut random =
+                Random(0x9e37_79b9_7f4a_7c15 ^ (worker + 1).wrapping_mul(0xff51_afd7_ed55_8ccd));
             while !stop.load(Ordering::Relaxed) {
-                n = n
-                    .wrapping_mul(6_364_136_223_846_793_005)
-                    .wrapping_add(1_442_695_040_888_963_407);
-                let key = format!("bench/{:08}", (n >> 33) % keys.max(1));
-                let started = Instant::now();
-                let outcome = match workload {
-                    Workload::Put => client.write(Request::put(key, value.clone())).await,
-                    Workload::Get => {
-                        client.read_with(Request::get(key), ReadConsistency::Linearizable).await
-                    }
-                    Workload::GetSerializable => {
-                        client.read_with(Request::get(key), ReadConsistency::Follower).await
+                let due = if args.rate > 0.0 {
+                    let ticket = next_ticket.fetch_add(1, Ordering::Relaxed);
+                    let due = open_loop_start + Duration::from_secs_f64(ticket as f64 / args.rate);
+                    tokio::time::sleep_until(due.into()).await;
+                    due
+                } else {
+                    Instant::now()
+                };
+                let n = random.next() % args.keys;
+                let op = match args.workload {
+                    Workload::Put => Op::Put,
+                    Workload::Get => Op::Get { serializable: false },
+                    Workload::GetSerializable => Op::Get { serializable: true },
+                    Workload::Cas => Op::Cas,
+                    Workload::Mixed => {
+                        if random.next() % 100 < u64::from(args.read_percent) {
+                            Op::Get { serializable: false }
+                        } else {
+                            Op::Put
+                        }
                     }
                 };
+                let outcome =
+                    backend.send(worker as usize, op, key(n, args.key_size), &value).await;
                 if !measuring.load(Ordering::Relaxed) {
                     continue;
                 }
                 match outcome {
-                    Ok(_) => {
+                    Ok(()) => {
+                        done.fetch_add(1, Ordering::Relaxed);
                         if let Some(local) = local.as_mut() {
-                            let micros = started.elapsed().as_micros() as u64;
+                            let micros = due.elapsed().as_micros() as u64;
                             let _ = local.record(micros.max(1));
                         }
                     }
@@ -124,24 +349,63 @@ pub async fn run(args: BenchArgs) -> Result<(), String> {
     tokio::time::sleep(Duration::from_secs_f64(args.warmup.max(0.0))).await;
     measuring.store(true, Ordering::Relaxed);
     let started = Instant::now();
-    tokio::time::sleep(Duration::from_secs_f64(args.duration.max(0.1))).await;
+    let measure = Duration::from_secs_f64(args.duration.max(0.1));
+    let progress = progress_bar(&args, measure);
+    while started.elapsed() < measure {
+        tokio::time::sleep(
+            Duration::from_millis(200).min(measure.saturating_sub(started.elapsed())),
+        )
+        .await;
+        if let Some(bar) = &progress {
+            let rate =
+                done.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64().max(0.001);
+            bar.set_position(started.elapsed().as_millis() as u64);
+            bar.set_message(format!("{rate:.0} requests/s"));
+        }
+    }
     measuring.store(false, Ordering::Relaxed);
     let elapsed = started.elapsed();
+    if let Some(bar) = progress {
+        bar.finish_and_clear();
+    }
     stop.store(true, Ordering::Relaxed);
     for worker in workers {
         let _ = worker.await;
     }
     let histogram = histogram.lock().map_err(|_| "a worker panicked".to_string())?.clone();
+    report(&args, &histogram, elapsed, errors.load(Ordering::Relaxed));
+    Ok(())
+}
+
+fn progress_bar(args: &BenchArgs, measure: Duration) -> Option<indicatif::ProgressBar> {
+    use std::io::IsTerminal;
+    if args.client.output == Output::Json || !std::io::stderr().is_terminal() {
+        return None;
+    }
+    let bar = indicatif::ProgressBar::new(measure.as_millis() as u64);
+    if let Ok(style) =
+        indicatif::ProgressStyle::with_template("{spinner} [{bar:30}] {elapsed}/{duration} {msg}")
+    {
+        bar.set_style(style.progress_chars("=> "));
+    }
+    Some(bar)
+}
+
+fn report(args: &BenchArgs, histogram: &Histogram<u64>, elapsed: Duration, errors: u64) {
     let count = histogram.len();
     let rate = count as f64 / elapsed.as_secs_f64();
     let millis = |quantile: f64| histogram.value_at_quantile(quantile) as f64 / 1000.0;
-    let errors = errors.load(Ordering::Relaxed);
+    let workload = format!("{:?}", args.workload).to_lowercase();
+    let target = format!("{:?}", args.target).to_lowercase();
     match args.client.output {
         Output::Json => println!(
             "{}",
             json!({
-                "workload": format!("{:?}", args.workload).to_lowercase(),
+                "target": target,
+                "workload": workload,
                 "concurrency": args.concurrency,
+                "connections": args.connections,
+                "rate": args.rate,
                 "seconds": elapsed.as_secs_f64(),
                 "requests": count,
                 "errors": errors,
@@ -153,10 +417,13 @@ pub async fn run(args: BenchArgs) -> Result<(), String> {
             })
         ),
         Output::Text => {
+            let mode = if args.rate > 0.0 {
+                format!("open loop at {:.0}/s, at most {} in flight", args.rate, args.concurrency)
+            } else {
+                format!("{} in flight", args.concurrency)
+            };
             println!(
-                "{:?} at {} in flight: {count} requests in {:.1} s = {rate:.0}/s ({errors} errors)",
-                args.workload,
-                args.concurrency,
+                "{workload} via {target}, {mode}: {count} requests in {:.1} s = {rate:.0}/s ({errors} errors)",
                 elapsed.as_secs_f64()
             );
             println!(
@@ -169,5 +436,4 @@ pub async fn run(args: BenchArgs) -> Result<(), String> {
             );
         }
     }
-    Ok(())
 }

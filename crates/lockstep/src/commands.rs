@@ -363,7 +363,10 @@ async fn member(action: MemberAction, args: &ClientArgs) -> Result<(), String> {
 }
 
 /// The status of every endpoint, asked in parallel.
-pub async fn statuses(args: &ClientArgs) -> Vec<(String, Result<ReplicaStatus, String>)> {
+pub async fn statuses(
+    args: &ClientArgs,
+    digest: bool,
+) -> Vec<(String, Result<ReplicaStatus, String>)> {
     let mut tasks = Vec::new();
     for endpoint in &args.endpoints {
         let mut single = args.clone();
@@ -371,7 +374,9 @@ pub async fn statuses(args: &ClientArgs) -> Vec<(String, Result<ReplicaStatus, S
         single.timeout = single.timeout.min(2.0);
         tasks.push((
             endpoint.clone(),
-            tokio::spawn(async move { client(&single).status().await.map_err(|e| e.to_string()) }),
+            tokio::spawn(async move {
+                client(&single).status_with(digest).await.map_err(|e| e.to_string())
+            }),
         ));
     }
     let mut results = Vec::new();
@@ -383,7 +388,7 @@ pub async fn statuses(args: &ClientArgs) -> Vec<(String, Result<ReplicaStatus, S
 }
 
 async fn status(args: &ClientArgs) -> Result<(), String> {
-    let results = statuses(args).await;
+    let results = statuses(args, true).await;
     let newest_commit = results
         .iter()
         .filter_map(|(_, result)| result.as_ref().ok().map(|status| status.commit))

@@ -228,7 +228,7 @@ pub async fn run(args: UpArgs) -> Result<(), String> {
 }
 
 async fn status_line(client: &ClientArgs) -> String {
-    let results = statuses(client).await;
+    let results = statuses(client, false).await;
     let mut leader = None;
     let mut term = 0;
     let mut parts = Vec::new();

@@ -172,7 +172,7 @@ fn garbage_on_the_client_and_peer_ports_closes_that_connection_only() {
     let huge = [0xff, 0xff, 0xff, 0xff, 1, 4, 0, 0, 0, 0];
     let mut bad_crc = lockstep_wire::encode(
         lockstep_wire::Kind::Client,
-        &lockstep_wire::ClientMessage::<Request, Request>::Status { id: 7 },
+        &lockstep_wire::ClientMessage::<Request, Request>::Status { id: 7, digest: false },
     )
     .expect("encode")
     .to_vec();

@@ -1,0 +1,194 @@
+#!/usr/bin/env bash
+# lockstep and etcd side by side on this machine, in one run.
+#
+# Starts a 3-member etcd and a 3-replica lockstep on loopback, their data on the same file
+# system and both syncing every write to disk; runs the same workloads against each with the
+# same client (`lockstep bench`: etcd's v3 API through one gRPC client for both, and lockstep's
+# native client too), alternating lockstep and etcd round after round so that drift on this
+# shared machine falls on both; runs Redis with `appendfsync always` as a single-node
+# reference; prints a table with the ratios and writes it into docs/BENCHMARKS.md.
+#
+#   bash bench/vs-etcd.sh                 # the full run (a few minutes)
+#   ROUNDS=1 SECONDS_EACH=3 bash bench/vs-etcd.sh   # a quick look
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+ROUNDS="${ROUNDS:-2}"
+SECONDS_EACH="${SECONDS_EACH:-5}"
+WARMUP="${WARMUP:-1}"
+WRITE_DOCS="${WRITE_DOCS:-1}"
+
+missing=()
+command -v etcd >/dev/null 2>&1 || missing+=(etcd-server)
+command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
+command -v redis-benchmark >/dev/null 2>&1 || missing+=(redis-tools)
+command -v python3 >/dev/null 2>&1 || missing+=(python3)
+if [ ${#missing[@]} -gt 0 ]; then
+    echo "==> installing ${missing[*]} (Debian packages)"
+    sudo=""
+    if [ "$(id -u)" -ne 0 ]; then sudo="sudo"; fi
+    export DEBIAN_FRONTEND=noninteractive
+    $sudo apt-get update -qq
+    $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+    if command -v systemctl >/dev/null 2>&1; then
+        $sudo systemctl stop etcd redis-server 2>/dev/null || true
+    fi
+fi
+
+echo "==> cargo build --release"
+cargo build --release --quiet
+LOCKSTEP="$PWD/target/release/lockstep"
+
+WORK="$PWD/target/bench/vs-etcd-$(date +%Y%m%d-%H%M%S)"
+mkdir -p "$WORK"
+RESULTS="$WORK/results.jsonl"
+: > "$RESULTS"
+PIDS=()
+cleanup() {
+    for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+    wait 2>/dev/null || true
+}
+trap cleanup EXIT INT TERM
+
+# etcd: 3 members on loopback.
+ETCD_CLIENTS=(23791 23792 23793)
+ETCD_PEERS=(23801 23802 23803)
+initial=""
+for n in 0 1 2; do
+    initial+="n$n=http://127.0.0.1:${ETCD_PEERS[$n]},"
+done
+initial="${initial%,}"
+for n in 0 1 2; do
+    etcd --name "n$n" --data-dir "$WORK/etcd-$n" \
+        --listen-client-urls "http://127.0.0.1:${ETCD_CLIENTS[$n]}" \
+        --advertise-client-urls "http://127.0.0.1:${ETCD_CLIENTS[$n]}" \
+        --listen-peer-urls "http://127.0.0.1:${ETCD_PEERS[$n]}" \
+        --initial-advertise-peer-urls "http://127.0.0.1:${ETCD_PEERS[$n]}" \
+        --initial-cluster "$initial" --initial-cluster-state new \
+        --initial-cluster-token bench >"$WORK/etcd-$n.log" 2>&1 &
+    PIDS+=($!)
+done
+ETCD_ENDPOINTS="127.0.0.1:23791,127.0.0.1:23792,127.0.0.1:23793"
+
+# lockstep: 3 replicas (separate processes) with etcd's API on 24379, 34379, 44379.
+"$LOCKSTEP" up --data-dir "$WORK/lockstep" --port 24100 --etcd-port 24379 --no-restart \
+    >"$WORK/lockstep-up.log" 2>&1 &
+PIDS+=($!)
+LOCKSTEP_ETCD="127.0.0.1:24379,127.0.0.1:34379,127.0.0.1:44379"
+LOCKSTEP_NATIVE="127.0.0.1:24101,127.0.0.1:24102,127.0.0.1:24103"
+
+# Redis, one node, every write synced.
+redis-server --port 26379 --dir "$WORK" --appendonly yes --appendfsync always --save "" \
+    --daemonize no >"$WORK/redis.log" 2>&1 &
+PIDS+=($!)
+
+echo "==> waiting for the clusters"
+for _ in $(seq 1 100); do
+    if "$LOCKSTEP" bench --target etcd --endpoints "$ETCD_ENDPOINTS" --duration 0.2 --warmup 0 \
+            --concurrency 1 --output json >/dev/null 2>&1 &&
+        "$LOCKSTEP" bench --target etcd --endpoints "$LOCKSTEP_ETCD" --duration 0.2 --warmup 0 \
+            --concurrency 1 --output json >/dev/null 2>&1; then
+        break
+    fi
+    sleep 0.3
+done
+
+# name | bench arguments
+WORKLOADS=(
+    "put-64|--workload put --concurrency 64"
+    "put-256|--workload put --concurrency 256"
+    "get-64|--workload get --concurrency 64"
+    "get-serializable-64|--workload get-serializable --concurrency 64"
+    "mixed-90-10-64|--workload mixed --read-percent 90 --concurrency 64"
+    "cas-64|--workload cas --concurrency 64"
+)
+run() { # system workload target endpoints args...
+    local system="$1" workload="$2" target="$3" endpoints="$4"
+    shift 4
+    local json
+    json=$("$LOCKSTEP" bench --target "$target" --endpoints "$endpoints" --connections 4 \
+        --duration "$SECONDS_EACH" --warmup "$WARMUP" --key-size 16 --value-size 128 \
+        --output json "$@")
+    echo "{\"system\": \"$system\", \"workload\": \"$workload\", \"result\": $json}" >>"$RESULTS"
+    echo "   $system $workload: $(echo "$json" | python3 -c 'import json,sys; r=json.load(sys.stdin); print("%.0f/s p99 %.2f ms" % (r["per_second"], r["latency_ms"]["p99"]))')"
+}
+for round in $(seq 1 "$ROUNDS"); do
+    echo "==> round $round of $ROUNDS"
+    for entry in "${WORKLOADS[@]}"; do
+        name="${entry%%|*}"
+        args="${entry#*|}"
+        # shellcheck disable=SC2086
+        run lockstep-etcd-api "$name" etcd "$LOCKSTEP_ETCD" $args
+        # shellcheck disable=SC2086
+        run etcd "$name" etcd "$ETCD_ENDPOINTS" $args
+        # shellcheck disable=SC2086
+        run lockstep-native "$name" native "$LOCKSTEP_NATIVE" $args
+    done
+done
+
+echo "==> redis-benchmark (SET, 64 clients, appendfsync always)"
+REDIS=$(redis-benchmark -p 26379 -t set -c 64 -n 200000 -d 128 -r 10000 --csv 2>/dev/null | tail -1)
+echo "   $REDIS"
+
+MACHINE="$(nproc) cores, $(free -g | awk '/Mem:/ {print $2}') GiB, $(uname -r), $(df -T "$WORK" | awk 'NR==2 {print $2}') file system"
+VERSIONS="etcd $(etcd --version | awk '/etcd Version/ {print $3}'), $(redis-server --version | awk '{print $1, $3}'), lockstep $(git rev-parse --short HEAD)"
+python3 - "$RESULTS" "$REDIS" "$MACHINE" "$VERSIONS" "$ROUNDS" "$SECONDS_EACH" "$WRITE_DOCS" <<'PY'
+import json, statistics, sys, datetime, re
+results_path, redis, machine, versions, rounds, seconds, write_docs = sys.argv[1:8]
+runs = [json.loads(line) for line in open(results_path)]
+def median(system, workload, field):
+    values = []
+    for run in runs:
+        if run["system"] == system and run["workload"] == workload:
+            r = run["result"]
+            values.append(r["per_second"] if field == "rate" else r["latency_ms"][field])
+    return statistics.median(values) if values else float("nan")
+workloads = []
+for run in runs:
+    if run["workload"] not in workloads:
+        workloads.append(run["workload"])
+lines = [
+    "| workload | lockstep (etcd API) req/s | etcd req/s | ratio | lockstep p99 ms | etcd p99 ms | p99 ratio | lockstep native req/s | native p99 ms |",
+    "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+]
+for w in workloads:
+    l, e, n = median("lockstep-etcd-api", w, "rate"), median("etcd", w, "rate"), median("lockstep-native", w, "rate")
+    lp, ep, np_ = median("lockstep-etcd-api", w, "p99"), median("etcd", w, "p99"), median("lockstep-native", w, "p99")
+    lines.append(f"| {w} | {l:,.0f} | {e:,.0f} | {l/e:.2f}x | {lp:.2f} | {ep:.2f} | {lp/ep:.2f} | {n:,.0f} | {np_:.2f} |")
+redis_rate = ""
+m = re.findall(r'"([0-9.]+)"', redis)
+if m:
+    redis_rate = f"{float(m[0]):,.0f}"
+table = "\n".join(lines)
+print()
+print(table)
+print()
+print(f"Redis (one node, appendfsync always), SET at 64 clients: {redis_rate} req/s")
+if write_docs == "1":
+    day = datetime.date.today().isoformat()
+    section = f"""<!-- vs-etcd:begin -->
+## lockstep and etcd side by side
+
+`bash bench/vs-etcd.sh` ({rounds} rounds of {seconds} s per workload and system, alternating;
+medians shown). Both clusters have three members on loopback, their data on the same file
+system, every write synced to disk; one client (`lockstep bench`, 4 connections, 16-byte keys,
+128-byte values, 10,000 keys) drives etcd's v3 API on both, and lockstep's native protocol too.
+Ratios are lockstep over etcd: above 1 is better for throughput, below 1 is better for p99.
+
+Run {day} on {machine}; {versions}.
+
+{table}
+
+Redis 7 on one node with `appendfsync always` (`redis-benchmark -t set -c 64 -d 128`), the
+single-node reference: {redis_rate} SET/s.
+<!-- vs-etcd:end -->"""
+    path = "docs/BENCHMARKS.md"
+    text = open(path).read()
+    if "<!-- vs-etcd:begin -->" in text:
+        text = re.sub(r"<!-- vs-etcd:begin -->.*<!-- vs-etcd:end -->", lambda _: section, text, flags=re.S)
+    else:
+        text = text.rstrip("\n") + "\n\n" + section + "\n"
+    open(path, "w").write(text)
+    print("written to docs/BENCHMARKS.md")
+PY
+echo "logs and raw results: $WORK"

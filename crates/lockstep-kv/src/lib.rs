@@ -35,6 +35,8 @@
 #![deny(missing_docs)]
 
 use std::collections::{BTreeMap, BTreeSet};
+
+use imbl::OrdMap;
 use std::io;
 use std::ops::Bound;
 
@@ -631,7 +633,10 @@ struct Version {
 pub struct Kv {
     /// Every key's versions since the compaction revision, oldest first. A key whose history
     /// holds only its deletion (or nothing) is removed at compaction.
-    keys: BTreeMap<Bytes, Vec<Version>>,
+    ///
+    /// A persistent map: a checkpoint's view is a clone that shares every node, so taking one
+    /// costs nothing on the apply path, and writes copy only the path they change.
+    keys: OrdMap<Bytes, Vec<Version>>,
     /// The revision of the last change (1 for an empty store that never changed, as etcd).
     revision: Revision,
     /// Reads below this revision are refused: their history is gone (0: never compacted).
@@ -673,7 +678,7 @@ impl Kv {
     /// An empty store at revision 1.
     pub fn new() -> Kv {
         Kv {
-            keys: BTreeMap::new(),
+            keys: OrdMap::new(),
             revision: 1,
             compacted: 0,
             changes: 0,
@@ -1053,18 +1058,33 @@ impl Kv {
         if revision > current {
             return Response::Error(KvError::FutureRevision { requested: revision, current });
         }
-        let by_revision = &mut self.by_revision;
-        self.keys.retain(|_, history| {
-            // Keep the version current at `revision` (unless it is a deletion) and all after.
-            let first_kept = history
-                .iter()
-                .rposition(|version| version.revision <= revision)
-                .map_or(0, |at| if history[at].kv.is_some() { at } else { at + 1 });
-            for gone in history.drain(..first_kept) {
-                by_revision.remove(&(gone.revision, gone.sub));
+        // Keep, for every key, the version current at `revision` (unless it is a deletion) and
+        // all after.
+        let first_kept = |history: &[Version]| {
+            history.iter().rposition(|version| version.revision <= revision).map_or(0, |at| {
+                if history[at].kv.is_some() {
+                    at
+                } else {
+                    at + 1
+                }
+            })
+        };
+        let trimmed: Vec<Bytes> = self
+            .keys
+            .iter()
+            .filter(|(_, history)| first_kept(history) > 0)
+            .map(|(key, _)| key.clone())
+            .collect();
+        for key in trimmed {
+            let Some(history) = self.keys.get_mut(&key) else { continue };
+            let cut = first_kept(history);
+            for gone in history.drain(..cut) {
+                self.by_revision.remove(&(gone.revision, gone.sub));
             }
-            !history.is_empty()
-        });
+            if history.is_empty() {
+                self.keys.remove(&key);
+            }
+        }
         self.compacted = revision;
         Response::Compact
     }
@@ -1293,7 +1313,7 @@ fn hash_version(hasher: &mut blake3::Hasher, key: &[u8], version: &Version) {
 /// A view of the store for a checkpoint: the history and the revisions as they were.
 #[derive(Clone, Debug)]
 pub struct KvSnapshot {
-    keys: BTreeMap<Bytes, Vec<Version>>,
+    keys: OrdMap<Bytes, Vec<Version>>,
     revision: Revision,
     compacted: Revision,
     leases: BTreeMap<i64, Lease>,

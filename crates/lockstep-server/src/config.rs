@@ -82,7 +82,7 @@ fn default_election_ticks() -> u64 {
     10
 }
 fn default_checkpoint_entries() -> u64 {
-    10_000
+    100_000
 }
 
 /// Why a configuration is refused.

@@ -23,7 +23,7 @@ use lockstep_server::{BoundServer, Member, ServerConfig};
 ///
 /// Optional: listen_peer, listen_client (default: this member's addresses), listen_metrics
 /// (none), tick_millis (50),
-/// heartbeat_ticks (1), election_ticks (10), checkpoint_entries (10000), lease_reads (false).
+/// heartbeat_ticks (1), election_ticks (10), checkpoint_entries (100000), lease_reads (false).
 #[derive(Args, Debug, Default, Clone)]
 pub struct ServeArgs {
     /// A TOML configuration file.

@@ -125,6 +125,9 @@ impl Cluster {
             self.data_dir(id).display().to_string(),
             "--tick-millis".to_string(),
             "20".to_string(),
+            // Checkpoints (and recovery from them) happen within the tests' few thousand writes.
+            "--checkpoint-entries".to_string(),
+            "5000".to_string(),
         ];
         let joined = self.replicas[&id].joined.clone();
         if joined.is_some() {

@@ -276,6 +276,7 @@ pub async fn run(args: BenchArgs) -> Result<(), String> {
     let measuring = Arc::new(AtomicBool::new(false));
     let stop = Arc::new(AtomicBool::new(false));
     let errors = Arc::new(AtomicU64::new(0));
+    let first_error: Arc<Mutex<Option<String>>> = Arc::default();
     let done = Arc::new(AtomicU64::new(0));
     let histogram = Arc::new(Mutex::new(
         Histogram::<u64>::new_with_bounds(1, 600_000_000, 3).map_err(|e| e.to_string())?,
@@ -287,6 +288,7 @@ pub async fn run(args: BenchArgs) -> Result<(), String> {
     for worker in 0..args.concurrency {
         let backend = backend.clone();
         let value = value.clone();
+        let first_error = first_error.clone();
         let (measuring, stop, errors, done, histogram, next_ticket) = (
             measuring.clone(),
             stop.clone(),
@@ -336,8 +338,11 @@ pub async fn run(args: BenchArgs) -> Result<(), String> {
                             let _ = local.record(micros.max(1));
                         }
                     }
-                    Err(_) => {
+                    Err(error) => {
                         errors.fetch_add(1, Ordering::Relaxed);
+                        if let Ok(mut first) = first_error.lock() {
+                            first.get_or_insert(error);
+                        }
                     }
                 }
             }
@@ -373,7 +378,8 @@ pub async fn run(args: BenchArgs) -> Result<(), String> {
         let _ = worker.await;
     }
     let histogram = histogram.lock().map_err(|_| "a worker panicked".to_string())?.clone();
-    report(&args, &histogram, elapsed, errors.load(Ordering::Relaxed));
+    let first_error = first_error.lock().ok().and_then(|first| first.clone());
+    report(&args, &histogram, elapsed, errors.load(Ordering::Relaxed), first_error);
     Ok(())
 }
 
@@ -391,7 +397,13 @@ fn progress_bar(args: &BenchArgs, measure: Duration) -> Option<indicatif::Progre
     Some(bar)
 }
 
-fn report(args: &BenchArgs, histogram: &Histogram<u64>, elapsed: Duration, errors: u64) {
+fn report(
+    args: &BenchArgs,
+    histogram: &Histogram<u64>,
+    elapsed: Duration,
+    errors: u64,
+    first_error: Option<String>,
+) {
     let count = histogram.len();
     let rate = count as f64 / elapsed.as_secs_f64();
     let millis = |quantile: f64| histogram.value_at_quantile(quantile) as f64 / 1000.0;
@@ -409,6 +421,7 @@ fn report(args: &BenchArgs, histogram: &Histogram<u64>, elapsed: Duration, error
                 "seconds": elapsed.as_secs_f64(),
                 "requests": count,
                 "errors": errors,
+                "first_error": first_error,
                 "per_second": rate,
                 "latency_ms": {
                     "p50": millis(0.5), "p90": millis(0.9), "p99": millis(0.99),
@@ -434,6 +447,9 @@ fn report(args: &BenchArgs, histogram: &Histogram<u64>, elapsed: Duration, error
                 millis(0.999),
                 histogram.max() as f64 / 1000.0
             );
+            if let Some(error) = first_error {
+                println!("first error: {error}");
+            }
         }
     }
 }

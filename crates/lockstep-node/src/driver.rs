@@ -509,49 +509,75 @@ impl<M: StateMachine, D: Storage, T: Transport> Driver<M, D, T> {
         request: ClientRequest<M::Input>,
         timestamp_millis: u64,
     ) -> RequestId {
-        let id = self.request_id();
-        if let Some(failure) = &self.failure {
-            let refusal = Refusal::Retry(format!("this replica has stopped: {failure}"));
-            self.completions.push(Completion::Refused { request: id, refusal });
-            return id;
-        }
-        let command = LogCommand {
-            version: LOG_COMMAND_VERSION,
-            client: request.client,
-            sequence: request.sequence,
-            input: request.input,
-        };
-        let bytes = match postcard::to_stdvec(&command) {
-            Ok(bytes) => bytes,
-            Err(_) => {
+        let ids = self.propose_batch(vec![request], timestamp_millis);
+        ids.first().copied().unwrap_or(RequestId(0))
+    }
+
+    /// Proposes several client requests at once: one batch of entries in the log, one write
+    /// to storage, one round of appends, instead of one of each per request. Answers come as
+    /// [`Completion`]s naming the returned ids (one per request, in order).
+    pub fn propose_batch(
+        &mut self,
+        requests: Vec<ClientRequest<M::Input>>,
+        timestamp_millis: u64,
+    ) -> Vec<RequestId> {
+        let mut ids = Vec::with_capacity(requests.len());
+        let mut commands = Vec::with_capacity(requests.len());
+        let mut proposed = Vec::with_capacity(requests.len());
+        let max = self.storage.command_bytes_max();
+        for request in requests {
+            let id = self.request_id();
+            ids.push(id);
+            if let Some(failure) = &self.failure {
+                let refusal = Refusal::Retry(format!("this replica has stopped: {failure}"));
+                self.completions.push(Completion::Refused { request: id, refusal });
+                continue;
+            }
+            let command = LogCommand {
+                version: LOG_COMMAND_VERSION,
+                client: request.client,
+                sequence: request.sequence,
+                input: request.input,
+            };
+            let Ok(bytes) = postcard::to_stdvec(&command) else {
                 self.completions
                     .push(Completion::Refused { request: id, refusal: Refusal::Malformed });
-                return id;
+                continue;
+            };
+            if bytes.len() as u64 > max {
+                let refusal = Refusal::TooLarge { bytes: bytes.len() as u64, max };
+                self.completions.push(Completion::Refused { request: id, refusal });
+                continue;
             }
-        };
-        let max = self.storage.command_bytes_max();
-        if bytes.len() as u64 > max {
-            let refusal = Refusal::TooLarge { bytes: bytes.len() as u64, max };
-            self.completions.push(Completion::Refused { request: id, refusal });
-            return id;
+            commands.push(bytes.into());
+            proposed.push(id);
         }
-        match self.node.propose(vec![bytes.into()], timestamp_millis) {
-            Ok(proposed) => {
-                // An earlier proposal may wait at this index too (its entry was cut from this
-                // log, yet another replica may still commit it): each is settled when the
-                // index is applied, by the term of the entry applied there.
-                self.proposals.entry(proposed.last_index).or_default().push((proposed.term, id));
+        if commands.is_empty() {
+            return ids;
+        }
+        match self.node.propose(commands, timestamp_millis) {
+            Ok(done) => {
+                // An earlier proposal may wait at one of these indexes too (its entry was cut
+                // from this log, yet another replica may still commit it): each is settled
+                // when the index is applied, by the term of the entry applied there.
+                for (offset, id) in proposed.into_iter().enumerate() {
+                    let index = LogIndex(done.first_index.0 + offset as u64);
+                    self.proposals.entry(index).or_default().push((done.term, id));
+                }
             }
             Err(error) => {
                 let refusal = match error {
                     ProposeError::NotLeader { leader } => Refusal::NotLeader { leader },
                     other => Refusal::Retry(other.to_string()),
                 };
-                self.completions.push(Completion::Refused { request: id, refusal });
+                for id in proposed {
+                    self.completions
+                        .push(Completion::Refused { request: id, refusal: refusal.clone() });
+                }
             }
         }
         self.drain();
-        id
+        ids
     }
 
     /// Asks a linearizable read-only question.

@@ -125,6 +125,13 @@ enum Waiting<O> {
     MemberAdd(u64, Reply<O>, u64),
 }
 
+/// A client's write taken this turn: the request, the client's id for it, where to answer.
+type PendingWrite<M> = (
+    ClientRequest<HostInput<<M as StateMachine>::Input>>,
+    u64,
+    Reply<<M as StateMachine>::Output>,
+);
+
 /// A membership change waiting for its configuration entry to commit.
 struct PendingChange<O> {
     id: u64,
@@ -145,6 +152,9 @@ pub struct Replica<M: StateMachine> {
     peers_seen: Option<(u64, LogIndex)>,
     /// Membership changes in the log, answered once their entry commits.
     changing: Vec<PendingChange<M::Output>>,
+    /// Client writes taken this turn, proposed together at its end (one batch of entries,
+    /// one write, one round of appends).
+    writes: Vec<PendingWrite<M>>,
     cluster_id: u64,
     /// Client addresses by replica id, to tell clients where the leader is.
     client_addresses: BTreeMap<u64, String>,
@@ -166,6 +176,7 @@ impl<M: StateMachine> Replica<M> {
             configured,
             peers_seen: None,
             changing: Vec::new(),
+            writes: Vec::new(),
             cluster_id,
             client_addresses,
             was_leader: false,
@@ -201,6 +212,7 @@ impl<M: StateMachine> Replica<M> {
                 }
             }
             metrics::histogram!("lockstep_event_batch").record(handled as f64);
+            self.propose_writes();
             self.answer();
             self.settle_changes();
             self.sync_peers();
@@ -251,8 +263,7 @@ impl<M: StateMachine> Replica<M> {
                 metrics::counter!("lockstep_proposals_total").increment(1);
                 let input = HostInput::User(input);
                 let request = ClientRequest { client: ClientId(client), sequence, input };
-                let request = self.driver.propose(request, now_millis());
-                self.waiting.insert(request, Waiting::Client(id, reply));
+                self.writes.push((request, id, reply));
             }
             ClientMessage::Read { id, query, consistency } => match consistency {
                 ReadConsistency::Follower => {
@@ -460,6 +471,21 @@ impl<M: StateMachine> Replica<M> {
         transport.retain_peers(|id| wanted.contains_key(&id));
         for (id, peer) in wanted {
             transport.ensure_peer(id, &peer);
+        }
+    }
+
+    /// Proposes the writes taken this turn, as one batch.
+    fn propose_writes(&mut self) {
+        if self.writes.is_empty() {
+            return;
+        }
+        let writes = std::mem::take(&mut self.writes);
+        metrics::histogram!("lockstep_proposal_batch").record(writes.len() as f64);
+        let (requests, answers): (Vec<_>, Vec<_>) =
+            writes.into_iter().map(|(request, id, reply)| (request, (id, reply))).unzip();
+        let ids = self.driver.propose_batch(requests, now_millis());
+        for (request, (id, reply)) in ids.into_iter().zip(answers) {
+            self.waiting.insert(request, Waiting::Client(id, reply));
         }
     }
 

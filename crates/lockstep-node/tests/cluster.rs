@@ -287,3 +287,57 @@ fn a_request_too_large_for_the_log_is_refused_before_it_is_proposed() {
         Some(Completion::Refused { refusal: Refusal::TooLarge { max: 1024, .. }, .. })
     ));
 }
+
+#[test]
+fn a_batch_of_proposals_is_answered_request_by_request() {
+    let mut cluster = Cluster::new();
+    cluster.elect(1);
+    let before = cluster.driver(1).node().last_index();
+    // Two sessions, a retry of the first request inside the same batch, and one too large.
+    let batch = vec![
+        put(1, 1, "a", "1"),
+        put(2, 1, "b", "2"),
+        put(1, 1, "a", "1"),
+        put(1, 2, "a", &"v".repeat(2000)),
+        put(1, 2, "a", "3"),
+    ];
+    let ids = cluster.driver(1).propose_batch(batch, 1);
+    assert_eq!(ids.len(), 5);
+    // One entry per request that fits, all in one go.
+    assert_eq!(cluster.driver(1).node().last_index().0, before.0 + 4);
+    cluster.settle();
+    assert_eq!(
+        cluster.answer(1, ids[0]),
+        Some(&Completion::Done { request: ids[0], output: None })
+    );
+    assert_eq!(
+        cluster.answer(1, ids[1]),
+        Some(&Completion::Done { request: ids[1], output: None })
+    );
+    // The retry is answered as the first was, and applied once.
+    assert_eq!(
+        cluster.answer(1, ids[2]),
+        Some(&Completion::Done { request: ids[2], output: None })
+    );
+    assert!(matches!(
+        cluster.answer(1, ids[3]),
+        Some(Completion::Refused { refusal: Refusal::TooLarge { .. }, .. })
+    ));
+    assert_eq!(
+        cluster.answer(1, ids[4]),
+        Some(&Completion::Done { request: ids[4], output: Some("1".into()) })
+    );
+    for id in 1..=3 {
+        assert_eq!(cluster.driver(id).state().machine().applied, 3, "replica {id}");
+    }
+    // On a follower, the whole batch is refused with the leader's id.
+    let refused =
+        cluster.driver(2).propose_batch(vec![put(3, 1, "c", "1"), put(4, 1, "d", "1")], 2);
+    cluster.settle();
+    for id in refused {
+        assert!(matches!(
+            cluster.answer(2, id),
+            Some(Completion::Refused { refusal: Refusal::NotLeader { .. }, .. })
+        ));
+    }
+}

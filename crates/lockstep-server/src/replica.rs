@@ -126,11 +126,8 @@ enum Waiting<O> {
 }
 
 /// A client's write taken this turn: the request, the client's id for it, where to answer.
-type PendingWrite<M> = (
-    ClientRequest<HostInput<<M as StateMachine>::Input>>,
-    u64,
-    Reply<<M as StateMachine>::Output>,
-);
+type PendingWrite<M> =
+    (ClientRequest<HostInput<<M as StateMachine>::Input>>, u64, Reply<<M as StateMachine>::Output>);
 
 /// A membership change waiting for its configuration entry to commit.
 struct PendingChange<O> {

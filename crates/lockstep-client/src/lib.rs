@@ -515,8 +515,9 @@ where
     }
 }
 
-/// A session id: random enough that two clients never pick the same one.
-fn random_id() -> u64 {
+/// A random nonzero id (sessions, lease ids, member ids): different on every call, in every
+/// process, with overwhelming probability.
+pub fn random_id() -> u64 {
     use std::collections::hash_map::RandomState;
     use std::hash::{BuildHasher, Hasher};
     static COUNTER: AtomicU64 = AtomicU64::new(0);

@@ -583,15 +583,7 @@ impl Maintenance for Gateway {
 
 /// A member id for etcd's MemberAdd: random, above every id an operator would choose.
 fn fresh_member_id() -> u64 {
-    use std::collections::hash_map::RandomState;
-    use std::hash::{BuildHasher, Hasher};
-    let mut hasher = RandomState::new().build_hasher();
-    hasher.write_u128(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |elapsed| elapsed.as_nanos()),
-    );
-    (hasher.finish() >> 1) | (1 << 32)
+    (lockstep_client::random_id() >> 1) | (1 << 32)
 }
 
 /// `host:port` of a URL like `http://host:port`.

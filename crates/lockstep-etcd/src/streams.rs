@@ -46,11 +46,7 @@ fn now_millis() -> u64 {
 
 /// A fresh lease id: positive, and unlikely to be in use (a collision is refused and retried).
 fn lease_id() -> i64 {
-    use std::collections::hash_map::RandomState;
-    use std::hash::{BuildHasher, Hasher};
-    let mut hasher = RandomState::new().build_hasher();
-    hasher.write_u64(now_millis());
-    (hasher.finish() >> 1).max(1) as i64
+    (lockstep_client::random_id() >> 1).max(1) as i64
 }
 
 impl Gateway {

@@ -549,30 +549,60 @@ impl<M: StateMachine, D: Storage, T: Transport> Driver<M, D, T> {
                 self.completions.push(Completion::Refused { request: id, refusal });
                 continue;
             }
-            commands.push(bytes.into());
+            commands.push(bytes::Bytes::from(bytes));
             proposed.push(id);
         }
         if commands.is_empty() {
             return ids;
         }
-        match self.node.propose(commands, timestamp_millis) {
-            Ok(done) => {
-                // An earlier proposal may wait at one of these indexes too (its entry was cut
-                // from this log, yet another replica may still commit it): each is settled
-                // when the index is applied, by the term of the entry applied there.
-                for (offset, id) in proposed.into_iter().enumerate() {
-                    let index = LogIndex(done.first_index.0 + offset as u64);
-                    self.proposals.entry(index).or_default().push((done.term, id));
+        // Proposed in chunks of at most an append's worth of bytes, so that the core's bound
+        // on uncommitted bytes weighs a batch as it would its requests one by one: a prefix
+        // gets in, and no batch slips past the bound whole. Still one write and one round of
+        // appends: the output is drained once, after every chunk.
+        let chunk_bytes = self.node.config().append_bytes_max.max(1);
+        let mut refused: Option<Refusal> = None;
+        let mut pending = commands.into_iter().zip(proposed).peekable();
+        while pending.peek().is_some() {
+            let mut chunk = Vec::new();
+            let mut chunk_ids = Vec::new();
+            let mut bytes = 0u64;
+            while let Some((command, _)) = pending.peek() {
+                let size = command.len() as u64;
+                if !chunk.is_empty() && bytes + size > chunk_bytes {
+                    break;
                 }
+                bytes += size;
+                let Some((command, id)) = pending.next() else { break };
+                chunk.push(command);
+                chunk_ids.push(id);
             }
-            Err(error) => {
-                let refusal = match error {
-                    ProposeError::NotLeader { leader } => Refusal::NotLeader { leader },
-                    other => Refusal::Retry(other.to_string()),
-                };
-                for id in proposed {
-                    self.completions
-                        .push(Completion::Refused { request: id, refusal: refusal.clone() });
+            if let Some(refusal) = &refused {
+                for id in chunk_ids {
+                    let refusal = refusal.clone();
+                    self.completions.push(Completion::Refused { request: id, refusal });
+                }
+                continue;
+            }
+            match self.node.propose(chunk, timestamp_millis) {
+                Ok(done) => {
+                    // An earlier proposal may wait at one of these indexes too (its entry was
+                    // cut from this log, yet another replica may still commit it): each is
+                    // settled when the index is applied, by the term of the entry there.
+                    for (offset, id) in chunk_ids.into_iter().enumerate() {
+                        let index = LogIndex(done.first_index.0 + offset as u64);
+                        self.proposals.entry(index).or_default().push((done.term, id));
+                    }
+                }
+                Err(error) => {
+                    let refusal = match error {
+                        ProposeError::NotLeader { leader } => Refusal::NotLeader { leader },
+                        other => Refusal::Retry(other.to_string()),
+                    };
+                    for id in chunk_ids {
+                        let refusal = refusal.clone();
+                        self.completions.push(Completion::Refused { request: id, refusal });
+                    }
+                    refused = Some(refusal);
                 }
             }
         }

@@ -186,6 +186,7 @@ impl<M: StateMachine> Replica<M> {
         let result = self.serve(inputs);
         inputs.events.close();
         inputs.control.close();
+        self.refuse_everything("this replica is stopping; retry with another");
         self.driver.storage_mut().stop();
         result
     }
@@ -209,6 +210,10 @@ impl<M: StateMachine> Replica<M> {
                 }
             }
             metrics::histogram!("lockstep_event_batch").record(handled as f64);
+            if stop {
+                // Writes taken in the turn that stops are refused, not proposed.
+                return Ok(());
+            }
             self.propose_writes();
             self.answer();
             self.settle_changes();
@@ -468,6 +473,26 @@ impl<M: StateMachine> Replica<M> {
         transport.retain_peers(|id| wanted.contains_key(&id));
         for (id, peer) in wanted {
             transport.ensure_peer(id, &peer);
+        }
+    }
+
+    /// Refuses every request taken and not answered (the replica stops): the clients retry
+    /// elsewhere instead of waiting for their timeout.
+    fn refuse_everything(&mut self, reason: &str) {
+        let refuse = |id, reply: &Reply<M::Output>| {
+            let error = ClientError::Retry(reason.to_string());
+            let _ = reply.send(ServerMessage::Refused { id, error });
+        };
+        for (_, id, reply) in std::mem::take(&mut self.writes) {
+            refuse(id, &reply);
+        }
+        for waiting in std::mem::take(&mut self.waiting).into_values() {
+            match waiting {
+                Waiting::Client(id, reply) | Waiting::MemberAdd(id, reply, _) => refuse(id, &reply),
+            }
+        }
+        for pending in std::mem::take(&mut self.changing) {
+            refuse(pending.id, &pending.reply);
         }
     }
 

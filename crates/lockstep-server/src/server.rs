@@ -166,25 +166,26 @@ impl BoundServer {
             stopped.clone(),
         ));
         tokio::spawn(listen_clients(client_listener, events.clone(), stopped.clone()));
-        // Ticks missed while this task was not scheduled are sent at once when it is (tokio's
-        // Burst), so the protocol's clock never falls behind real time for long.
+        // The clock runs on its own thread, so no network work can delay it; ticks missed
+        // while the thread was not scheduled are sent at once when it is, so the protocol's
+        // clock never falls behind real time for long. It stops when the replica thread does.
         let ticks = control.clone();
         let tick = Duration::from_millis(config.tick_millis);
-        let mut clock_stopped = stopped.clone();
-        tokio::spawn(async move {
-            let mut interval = tokio::time::interval(tick);
-            interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
-            loop {
-                tokio::select! {
-                    _ = clock_stopped.changed() => return,
-                    _ = interval.tick() => {
+        std::thread::Builder::new()
+            .name("lockstep-clock".to_string())
+            .spawn(move || {
+                let mut due = Instant::now() + tick;
+                loop {
+                    std::thread::sleep(due.saturating_duration_since(Instant::now()));
+                    while due <= Instant::now() {
                         if ticks.send((Instant::now(), Control::Tick)).is_err() {
                             return;
                         }
+                        due += tick;
                     }
                 }
-            }
-        });
+            })
+            .map_err(|error| format!("cannot start the clock thread: {error}"))?;
         if let Some(listener) = metrics_listener {
             match crate::metrics::install() {
                 Some(handle) => {

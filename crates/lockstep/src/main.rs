@@ -242,7 +242,8 @@ fn main() -> ExitCode {
     let workers = match &command {
         Command::Serve(_) => std::env::var("LOCKSTEP_NETWORK_THREADS")
             .ok()
-            .and_then(|threads| threads.parse().ok())
+            .and_then(|threads| threads.parse::<usize>().ok())
+            .filter(|&threads| threads > 0)
             .unwrap_or(1),
         _ => std::thread::available_parallelism().map_or(2, |cores| cores.get()),
     };

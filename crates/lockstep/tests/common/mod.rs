@@ -238,7 +238,12 @@ impl Cluster {
         Client::new(vec![self.endpoint(id)], options)
     }
 
+    /// Replica `id`'s status, with the digest of its state.
     pub async fn status(&self, id: u64) -> Option<ReplicaStatus> {
+        self.status_with(id, true).await
+    }
+
+    async fn status_with(&self, id: u64, digest: bool) -> Option<ReplicaStatus> {
         let options = ClientOptions {
             timeout: Duration::from_millis(500),
             attempt_timeout: Duration::from_millis(500),
@@ -246,7 +251,7 @@ impl Cluster {
         };
         let client: Client<Request, Request, Answer> =
             Client::new(vec![self.endpoint(id)], options);
-        client.status().await.ok()
+        client.status_with(digest).await.ok()
     }
 
     /// The leader, once the running replicas agree on one.
@@ -254,7 +259,7 @@ impl Cluster {
         let started = Instant::now();
         while started.elapsed() < within {
             for &id in self.replicas.keys() {
-                if let Some(status) = self.status(id).await {
+                if let Some(status) = self.status_with(id, false).await {
                     if status.role == "leader" {
                         return id;
                     }

@@ -36,6 +36,8 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use std::sync::Arc;
+
 use imbl::OrdMap;
 use std::io;
 use std::ops::Bound;
@@ -636,7 +638,7 @@ pub struct Kv {
     ///
     /// A persistent map: a checkpoint's view is a clone that shares every node, so taking one
     /// costs nothing on the apply path, and writes copy only the path they change.
-    keys: OrdMap<Bytes, Vec<Version>>,
+    keys: OrdMap<Bytes, History>,
     /// The revision of the last change (1 for an empty store that never changed, as etcd).
     revision: Revision,
     /// Reads below this revision are refused: their history is gone (0: never compacted).
@@ -663,6 +665,10 @@ pub const LEASE_TTL_MIN: i64 = 2;
 
 /// The longest time to live a lease may ask for, in seconds (as etcd's).
 pub const LEASE_TTL_MAX: i64 = 9_000_000_000;
+
+/// A key's versions, shared: a write while a checkpoint's view holds the map copies the one
+/// history it changes, not its neighbours'.
+type History = Arc<Vec<Version>>;
 
 /// The value of a history at `revision`.
 fn at(history: &[Version], revision: Revision) -> Option<&KeyValue> {
@@ -870,7 +876,7 @@ impl Kv {
         let sub = self.changes;
         self.changes += 1;
         self.by_revision.insert((revision, sub), key.clone());
-        self.keys.entry(key).or_default().push(Version { revision, sub, kv });
+        Arc::make_mut(self.keys.entry(key).or_default()).push(Version { revision, sub, kv });
     }
 
     /// Checks that `revision` (0: the current one) can be read; returns the revision to read.
@@ -1077,6 +1083,7 @@ impl Kv {
             .collect();
         for key in trimmed {
             let Some(history) = self.keys.get_mut(&key) else { continue };
+            let history = Arc::make_mut(history);
             let cut = first_kept(history);
             for gone in history.drain(..cut) {
                 self.by_revision.remove(&(gone.revision, gone.sub));
@@ -1313,7 +1320,7 @@ fn hash_version(hasher: &mut blake3::Hasher, key: &[u8], version: &Version) {
 /// A view of the store for a checkpoint: the history and the revisions as they were.
 #[derive(Clone, Debug)]
 pub struct KvSnapshot {
-    keys: OrdMap<Bytes, Vec<Version>>,
+    keys: OrdMap<Bytes, History>,
     revision: Revision,
     compacted: Revision,
     leases: BTreeMap<i64, Lease>,
@@ -1331,14 +1338,24 @@ struct Encoded {
 
 const SNAPSHOT_VERSION: u8 = 3;
 
+/// The encoded form of a snapshot, borrowed from the view (it encodes as [`Encoded`]).
+#[derive(Serialize)]
+struct EncodedView<'a> {
+    version: u8,
+    revision: Revision,
+    compacted: Revision,
+    keys: Vec<(&'a Bytes, &'a [Version])>,
+    leases: Vec<(i64, &'a Lease)>,
+}
+
 impl StateSnapshot for KvSnapshot {
     fn write_to(&self, out: &mut dyn io::Write) -> io::Result<()> {
-        let encoded = Encoded {
+        let encoded = EncodedView {
             version: SNAPSHOT_VERSION,
             revision: self.revision,
             compacted: self.compacted,
-            keys: self.keys.iter().map(|(key, history)| (key.clone(), history.clone())).collect(),
-            leases: self.leases.iter().map(|(id, lease)| (*id, lease.clone())).collect(),
+            keys: self.keys.iter().map(|(key, history)| (key, history.as_slice())).collect(),
+            leases: self.leases.iter().map(|(id, lease)| (*id, lease)).collect(),
         };
         let bytes = postcard::to_stdvec(&encoded).map_err(io::Error::other)?;
         out.write_all(&bytes)
@@ -1383,7 +1400,8 @@ impl StateMachine for Kv {
                 encoded.version
             )));
         }
-        self.keys = encoded.keys.into_iter().collect();
+        self.keys =
+            encoded.keys.into_iter().map(|(key, history)| (key, Arc::new(history))).collect();
         self.revision = encoded.revision;
         self.compacted = encoded.compacted;
         self.leases = encoded.leases.into_iter().collect();
@@ -1403,7 +1421,7 @@ impl StateMachine for Kv {
         hasher.update(&self.revision().to_le_bytes());
         hasher.update(&self.compacted.to_le_bytes());
         for (key, history) in &self.keys {
-            for version in history {
+            for version in history.iter() {
                 hash_version(&mut hasher, key, version);
             }
         }

@@ -70,6 +70,10 @@ pub struct ServerConfig {
     /// of the cluster's initial members. Keep it set on restarts.
     #[serde(default)]
     pub join: bool,
+    /// For the key-value service: keep this many revisions of history, compacting older ones
+    /// automatically (0: never, as etcd's default; etcd's `--auto-compaction-mode=revision`).
+    #[serde(default)]
+    pub auto_compact_revisions: u64,
 }
 
 fn default_tick_millis() -> u64 {
@@ -115,6 +119,7 @@ impl ServerConfig {
             checkpoint_entries: default_checkpoint_entries(),
             lease_reads: false,
             join: false,
+            auto_compact_revisions: 0,
         }
     }
 

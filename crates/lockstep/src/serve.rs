@@ -23,7 +23,8 @@ use lockstep_server::{BoundServer, Member, ServerConfig};
 ///
 /// Optional: listen_peer, listen_client (default: this member's addresses), listen_metrics
 /// (none), tick_millis (50),
-/// heartbeat_ticks (1), election_ticks (10), checkpoint_entries (100000), lease_reads (false).
+/// heartbeat_ticks (1), election_ticks (10), checkpoint_entries (100000), lease_reads (false),
+/// join (false), auto_compact_revisions (0: never).
 #[derive(Args, Debug, Default, Clone)]
 pub struct ServeArgs {
     /// A TOML configuration file.
@@ -73,6 +74,9 @@ pub struct ServeArgs {
     /// not one of the initial members; keep the flag on restarts).
     #[arg(long)]
     join: bool,
+    /// Keep this many revisions of history, compacting older ones automatically (0: never).
+    #[arg(long)]
+    auto_compact_revisions: Option<u64>,
     /// Print the resulting configuration as TOML and exit.
     #[arg(long)]
     print_config: bool,
@@ -163,6 +167,9 @@ pub fn config(args: &ServeArgs) -> Result<ServerConfig, String> {
     if args.join {
         config.join = true;
     }
+    if let Some(keep) = args.auto_compact_revisions {
+        config.auto_compact_revisions = keep;
+    }
     config.validate().map_err(|error| format!("configuration: {error}"))?;
     Ok(config)
 }
@@ -192,6 +199,9 @@ pub async fn run(args: ServeArgs) -> Result<(), String> {
         "listening"
     );
     let (stop_etcd, etcd_stopped) = tokio::sync::watch::channel(false);
+    if config.auto_compact_revisions > 0 {
+        tokio::spawn(auto_compact(config.clone(), etcd_stopped.clone()));
+    }
     let etcd_task = etcd.map(|listener| {
         let gateway = Gateway::new(GatewayConfig {
             cluster_id: config.cluster_id,
@@ -219,6 +229,39 @@ pub async fn run(args: ServeArgs) -> Result<(), String> {
         let _ = tokio::time::timeout(std::time::Duration::from_secs(5), task).await;
     }
     result
+}
+
+/// While this replica leads, compacts the history older than the newest
+/// `auto_compact_revisions` revisions, every 5 seconds (a compaction goes through the log).
+async fn auto_compact(config: ServerConfig, mut stopped: tokio::sync::watch::Receiver<bool>) {
+    use lockstep_client::{Client, ClientOptions, ReadConsistency};
+    use lockstep_kv::{Answer, CompactRequest, Request, Response};
+    let keep = config.auto_compact_revisions;
+    let Ok(me) = config.me() else { return };
+    let options =
+        ClientOptions { consistency: ReadConsistency::Follower, ..ClientOptions::default() };
+    let local: Client<Request, Request, Answer> = Client::new(vec![me.client.clone()], options);
+    loop {
+        tokio::select! {
+            _ = stopped.changed() => return,
+            _ = tokio::time::sleep(std::time::Duration::from_secs(5)) => {}
+        }
+        let leads = local.status_with(false).await.is_ok_and(|status| status.role == "leader");
+        if !leads {
+            continue;
+        }
+        let Ok(answer) = local.read(Request::Revisions).await else { continue };
+        let Response::Revisions { current, compacted } = answer.response else { continue };
+        // Compact in steps of a tenth of what is kept, not after every revision.
+        let target = current.saturating_sub(keep);
+        if target > compacted && target - compacted >= (keep / 10).max(1) {
+            let compact = Request::Compact(CompactRequest { revision: target });
+            match local.write(compact).await {
+                Ok(_) => tracing::info!(revision = target, "compacted the history"),
+                Err(error) => tracing::debug!("automatic compaction failed: {error}"),
+            }
+        }
+    }
 }
 
 /// Completes on SIGTERM or Ctrl-C.

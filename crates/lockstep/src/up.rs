@@ -33,6 +33,9 @@ pub struct UpArgs {
     /// default endpoint reaches replica 1); 0 turns the etcd API off.
     #[arg(long, default_value_t = 2379)]
     etcd_port: u16,
+    /// Keep this many revisions of history, compacting older ones automatically (0: never).
+    #[arg(long, default_value_t = 0)]
+    auto_compact_revisions: u64,
 }
 
 impl Default for UpArgs {
@@ -43,6 +46,7 @@ impl Default for UpArgs {
             port: 7100,
             no_restart: false,
             etcd_port: 2379,
+            auto_compact_revisions: 0,
         }
     }
 }
@@ -119,6 +123,9 @@ pub async fn run(args: UpArgs) -> Result<(), String> {
             .arg(format!("127.0.0.1:{}", u64::from(args.port) + 200 + id));
         for member in &members {
             command.arg("--member").arg(member);
+        }
+        if args.auto_compact_revisions > 0 {
+            command.arg("--auto-compact-revisions").arg(args.auto_compact_revisions.to_string());
         }
         command.stdin(Stdio::null()).stdout(log).stderr(log_err).kill_on_drop(true);
         command.spawn().map_err(|error| format!("cannot start replica {id}: {error}"))

@@ -90,6 +90,8 @@ pub struct Cluster {
     pub dir: TempDir,
     pub cluster_id: u64,
     pub replicas: BTreeMap<u64, Replica>,
+    /// More arguments for every `lockstep serve`.
+    pub extra_args: Vec<String>,
 }
 
 impl Cluster {
@@ -102,7 +104,7 @@ impl Cluster {
                 (id, Replica { id, peer, client, etcd, child: None, joined: None })
             })
             .collect();
-        Cluster { dir: TempDir::new(name), cluster_id: 4242, replicas }
+        Cluster { dir: TempDir::new(name), cluster_id: 4242, replicas, extra_args: Vec::new() }
     }
 
     pub fn data_dir(&self, id: u64) -> PathBuf {
@@ -129,6 +131,7 @@ impl Cluster {
             "--checkpoint-entries".to_string(),
             "5000".to_string(),
         ];
+        args.extend(self.extra_args.iter().cloned());
         let joined = self.replicas[&id].joined.clone();
         if joined.is_some() {
             args.push("--join".to_string());

@@ -10,6 +10,8 @@
 #
 #   bash bench/vs-etcd.sh                 # the full run (a few minutes)
 #   ROUNDS=1 SECONDS_EACH=3 bash bench/vs-etcd.sh   # a quick look
+#   COMPACT=10000 bash bench/vs-etcd.sh   # both keep only the newest 10,000 revisions
+#                                         # (etcd's revision auto-compaction; lockstep's)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -17,6 +19,13 @@ ROUNDS="${ROUNDS:-2}"
 SECONDS_EACH="${SECONDS_EACH:-5}"
 WARMUP="${WARMUP:-1}"
 WRITE_DOCS="${WRITE_DOCS:-1}"
+COMPACT="${COMPACT:-0}"
+ETCD_COMPACTION=()
+LOCKSTEP_COMPACTION=()
+if [ "$COMPACT" != "0" ]; then
+    ETCD_COMPACTION=(--auto-compaction-mode=revision "--auto-compaction-retention=$COMPACT")
+    LOCKSTEP_COMPACTION=(--auto-compact-revisions "$COMPACT")
+fi
 
 missing=()
 command -v etcd >/dev/null 2>&1 || missing+=(etcd-server)
@@ -65,13 +74,14 @@ for n in 0 1 2; do
         --listen-peer-urls "http://127.0.0.1:${ETCD_PEERS[$n]}" \
         --initial-advertise-peer-urls "http://127.0.0.1:${ETCD_PEERS[$n]}" \
         --initial-cluster "$initial" --initial-cluster-state new \
-        --initial-cluster-token bench >"$WORK/etcd-$n.log" 2>&1 &
+        --initial-cluster-token bench "${ETCD_COMPACTION[@]}" >"$WORK/etcd-$n.log" 2>&1 &
     PIDS+=($!)
 done
 ETCD_ENDPOINTS="127.0.0.1:23791,127.0.0.1:23792,127.0.0.1:23793"
 
 # lockstep: 3 replicas (separate processes) with etcd's API on 24379, 34379, 44379.
 "$LOCKSTEP" up --data-dir "$WORK/lockstep" --port 24100 --etcd-port 24379 --no-restart \
+    "${LOCKSTEP_COMPACTION[@]}" \
     >"$WORK/lockstep-up.log" 2>&1 &
 PIDS+=($!)
 LOCKSTEP_ETCD="127.0.0.1:24379,127.0.0.1:34379,127.0.0.1:44379"
@@ -132,9 +142,9 @@ echo "   $REDIS"
 
 MACHINE="$(nproc) cores, $(free -g | awk '/Mem:/ {print $2}') GiB, $(uname -r), $(df -T "$WORK" | awk 'NR==2 {print $2}') file system"
 VERSIONS="etcd $(etcd --version | awk '/etcd Version/ {print $3}'), $(redis-server --version | awk '{print $1, $3}'), lockstep $(git rev-parse --short HEAD)"
-python3 - "$RESULTS" "$REDIS" "$MACHINE" "$VERSIONS" "$ROUNDS" "$SECONDS_EACH" "$WRITE_DOCS" <<'PY'
+python3 - "$RESULTS" "$REDIS" "$MACHINE" "$VERSIONS" "$ROUNDS" "$SECONDS_EACH" "$WRITE_DOCS" "$COMPACT" <<'PY'
 import json, statistics, sys, datetime, re
-results_path, redis, machine, versions, rounds, seconds, write_docs = sys.argv[1:8]
+results_path, redis, machine, versions, rounds, seconds, write_docs, compact = sys.argv[1:9]
 runs = [json.loads(line) for line in open(results_path)]
 def median(system, workload, field):
     values = []
@@ -166,6 +176,9 @@ print()
 print(f"Redis (one node, appendfsync always), SET at 64 clients: {redis_rate} req/s")
 if write_docs == "1":
     day = datetime.date.today().isoformat()
+    compaction = ("History is never compacted (both systems' default)." if compact == "0" else
+        f"Both keep only the newest {compact} revisions (`COMPACT={compact}`: etcd's revision "
+        f"auto-compaction, lockstep's `--auto-compact-revisions`).")
     section = f"""<!-- vs-etcd:begin -->
 ## lockstep and etcd side by side
 
@@ -174,6 +187,7 @@ medians shown). Both clusters have three members on loopback, their data on the 
 system, every write synced to disk; one client (`lockstep bench`, 4 connections, 16-byte keys,
 128-byte values, 10,000 keys) drives etcd's v3 API on both, and lockstep's native protocol too.
 Ratios are lockstep over etcd: above 1 is better for throughput, below 1 is better for p99.
+{compaction}
 
 Run {day} on {machine}; {versions}.
 

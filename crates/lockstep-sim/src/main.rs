@@ -54,6 +54,9 @@ struct Args {
     /// leader).
     #[arg(long)]
     membership: bool,
+    /// Propose the writes reaching a replica within a millisecond as one batch.
+    #[arg(long)]
+    batch: bool,
 }
 
 fn parse_sabotage(name: &str) -> Result<Sabotage, String> {
@@ -88,6 +91,7 @@ fn main() -> ExitCode {
                     sabotage: args.sabotage,
                     trace: args.trace,
                     membership: args.membership,
+                    batch: args.batch,
                     ..SimConfig::new(0)
                 };
                 let report = run(config);
@@ -128,13 +132,14 @@ fn main() -> ExitCode {
         };
         println!(
             "  replay: cargo run -p lockstep-sim --release -- --seed {} --seeds 1 --replicas {} \
-             --clients {} --safety-millis {} --liveness-millis {}{sabotage}{} --verbose\n",
+             --clients {} --safety-millis {} --liveness-millis {}{sabotage}{}{} --verbose\n",
             report.seed,
             args.replicas,
             args.clients,
             args.safety_millis,
             args.liveness_millis,
-            if args.membership { " --membership" } else { "" }
+            if args.membership { " --membership" } else { "" },
+            if args.batch { " --batch" } else { "" }
         );
     }
     let requests: u64 = reports.iter().map(|report| report.requests_completed).sum();

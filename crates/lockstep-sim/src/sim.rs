@@ -132,6 +132,9 @@ pub struct SimConfig {
     /// Change the membership during the faults: add learners, promote them, remove voters (the
     /// leader too), replace voters through joint configurations.
     pub membership: bool,
+    /// Writes reaching a replica within a millisecond are proposed together as one batch
+    /// (`Driver::propose_batch`, as the server does), instead of one by one.
+    pub batch: bool,
 }
 
 impl SimConfig {
@@ -148,6 +151,7 @@ impl SimConfig {
             sabotage: Sabotage::None,
             trace: false,
             membership: false,
+            batch: false,
         }
     }
 }
@@ -191,6 +195,8 @@ pub struct Report {
     pub events: u64,
     /// Client requests answered.
     pub requests_completed: u64,
+    /// Writes proposed in a batch with at least one other (with `batch`).
+    pub writes_batched: u64,
     /// Client requests never answered (a session expired; none in a passing run's end).
     pub requests_unanswered: u64,
     /// Writes acknowledged.
@@ -275,6 +281,11 @@ enum Event {
         node: usize,
         incarnation: u64,
     },
+    /// The writes a replica has gathered are proposed as one batch.
+    Flush {
+        node: usize,
+        incarnation: u64,
+    },
     Timeout {
         client: usize,
         attempt: u64,
@@ -316,6 +327,7 @@ impl Event {
             Event::Kill { .. } => 13,
             Event::CheckpointDone { .. } => 14,
             Event::Membership => 15,
+            Event::Flush { .. } => 16,
         }
     }
 }
@@ -342,6 +354,8 @@ struct Replica {
     sync_scheduled: bool,
     /// Requests in the driver: which client operation each answers.
     requests: BTreeMap<RequestId, (usize, usize)>,
+    /// Writes gathered for the next batch (with `batch`), and which operations they answer.
+    batch: Vec<(ClientRequest<crate::kv::KvInput>, (usize, usize))>,
     /// Committed entries already given to the checkers.
     checked_commit: u64,
     was_leader_in: Option<u64>,
@@ -474,6 +488,7 @@ impl World {
                     clock_offset_millis: 1_700_000_000_000 + rng.range(0, 2_000),
                     sync_scheduled: false,
                     requests: BTreeMap::new(),
+                    batch: Vec::new(),
                     checked_commit: 0,
                     was_leader_in: None,
                     last_vote: None,
@@ -659,6 +674,7 @@ impl World {
             Event::Tick { node, .. }
             | Event::Sync { node, .. }
             | Event::LateSync { node, .. }
+            | Event::Flush { node, .. }
             | Event::Kill { node, .. }
             | Event::CheckpointDone { node, .. }
             | Event::Restart { node } => self.trace.update(&(*node as u64).to_le_bytes()),
@@ -710,6 +726,7 @@ impl World {
             Event::Reply { client, operation, answer } => self.reply(client, operation, answer),
             Event::Sync { node, incarnation } => self.sync(node, incarnation),
             Event::LateSync { node, incarnation } => self.late_sync(node, incarnation),
+            Event::Flush { node, incarnation } => self.flush(node, incarnation),
             Event::Timeout { client, attempt } => {
                 if self.clients[client].attempt == attempt && self.clients[client].current.is_some()
                 {
@@ -827,6 +844,7 @@ impl World {
         replica.checkpoint_scheduled = false;
         replica.installed = 0;
         replica.requests.clear();
+        replica.batch.clear();
         replica.checked_commit = 0;
         replica.was_leader_in = None;
         let (id, incarnation) = (replica.id.get(), replica.incarnation);
@@ -849,6 +867,7 @@ impl World {
         self.crashed_at.insert((node, replica.incarnation), self.now);
         replica.incarnation += 1;
         replica.requests.clear();
+        replica.batch.clear();
         self.report.crashes += 1;
         let id = replica.id;
         self.note(|| format!("replica {id} crashes ({why})"));
@@ -1225,8 +1244,38 @@ impl World {
                 sequence: wire.sequence,
                 input: wire.request,
             };
+            if self.config.batch {
+                let replica = &mut self.replicas[node];
+                if replica.batch.is_empty() {
+                    let incarnation = replica.incarnation;
+                    self.schedule(MILLIS, Event::Flush { node, incarnation });
+                }
+                self.replicas[node].batch.push((request, (client, operation)));
+                return;
+            }
             let request = driver.propose(request, local_millis);
             self.replicas[node].requests.insert(request, (client, operation));
+        }
+        self.pump(node);
+    }
+
+    /// Proposes the writes replica `node` gathered, as one batch.
+    fn flush(&mut self, node: usize, incarnation: u64) {
+        let local_millis = self.local_millis(node);
+        let replica = &mut self.replicas[node];
+        if replica.incarnation != incarnation {
+            return;
+        }
+        let gathered = std::mem::take(&mut replica.batch);
+        if gathered.len() > 1 {
+            self.report.writes_batched += gathered.len() as u64;
+        }
+        let replica = &mut self.replicas[node];
+        let Some(driver) = replica.driver.as_mut() else { return };
+        let (requests, operations): (Vec<_>, Vec<_>) = gathered.into_iter().unzip();
+        let ids = driver.propose_batch(requests, local_millis);
+        for (id, operation) in ids.into_iter().zip(operations) {
+            replica.requests.insert(id, operation);
         }
         self.pump(node);
     }

@@ -71,6 +71,28 @@ fn five_replicas_survive_the_nemesis() {
 }
 
 #[test]
+fn batched_proposals_keep_every_property() {
+    let seeds: Vec<u64> = match env("LOCKSTEP_SEED") {
+        Some(seed) => vec![seed],
+        None => (3_000_000..3_000_000 + env("LOCKSTEP_SEEDS").unwrap_or(100)).collect(),
+    };
+    let (mut requests, mut batched) = (0, 0);
+    for &seed in &seeds {
+        let report = run(SimConfig { batch: true, clients: 8, ..SimConfig::new(seed) });
+        assert!(report.violations.is_empty(), "{} (with --batch)", describe(&report, 3));
+        requests += report.requests_completed;
+        batched += report.writes_batched;
+    }
+    println!(
+        "{} seeds with batched proposals: {requests} requests, {batched} writes batched",
+        seeds.len()
+    );
+    if seeds.len() > 20 {
+        assert!(batched > 0, "no write was ever proposed in a batch with another");
+    }
+}
+
+#[test]
 fn membership_changes_keep_every_property() {
     let seeds: Vec<u64> = match env("LOCKSTEP_SEED") {
         Some(seed) => vec![seed],

@@ -201,8 +201,12 @@ impl LogStore {
         if let Some(membership) = bootstrap {
             // A file created but never stored (a crash during bootstrap) holds the default:
             // no term, no vote, no log, so nothing was promised yet and bootstrapping again is
-            // safe.
-            if *hard_state.state() == DurableState::default() && !has_log {
+            // safe. A bootstrap whose store failed part way may have left the members in a copy
+            // that was read back but never synced: store them again, so that they are durable
+            // before this replica does anything.
+            let untouched = hard_state.state().hard_state == HardState::default() && !has_log;
+            let members = &hard_state.state().membership;
+            if untouched && (members.members().is_empty() || members == membership) {
                 hard_state.store(&DurableState {
                     hard_state: HardState::default(),
                     membership: membership.clone(),

@@ -51,17 +51,13 @@ pub(crate) fn check_size(request: &impl prost::Message) -> Result<(), Status> {
     Ok(())
 }
 
-/// One member as etcd's `MemberList` shows it.
+/// A member the gateway can reach (the member list itself comes from the cluster).
 #[derive(Clone, Debug)]
 pub struct GatewayMember {
     /// The replica's id.
     pub id: u64,
-    /// Where replicas reach it.
-    pub peer: String,
     /// Where lockstep's native clients reach it.
     pub client: String,
-    /// Where it serves etcd's API, if it does.
-    pub etcd: Option<String>,
 }
 
 /// What a gateway needs to know.

@@ -209,12 +209,7 @@ pub async fn run(args: ServeArgs) -> Result<(), String> {
             members: config
                 .members
                 .iter()
-                .map(|member| GatewayMember {
-                    id: member.id,
-                    peer: member.peer.clone(),
-                    client: member.client.clone(),
-                    etcd: member.etcd.clone(),
-                })
+                .map(|member| GatewayMember { id: member.id, client: member.client.clone() })
                 .collect(),
             timeout: std::time::Duration::from_secs(10),
         });

@@ -201,12 +201,8 @@ impl LogStore {
         if let Some(membership) = bootstrap {
             // A file created but never stored (a crash during bootstrap) holds the default:
             // no term, no vote, no log, so nothing was promised yet and bootstrapping again is
-            // safe. A bootstrap whose store failed part way may have left the members in a copy
-            // that was read back but never synced: store them again, so that they are durable
-            // before this replica does anything.
-            let untouched = hard_state.state().hard_state == HardState::default() && !has_log;
-            let members = &hard_state.state().membership;
-            if untouched && (members.members().is_empty() || members == membership) {
+            // safe.
+            if *hard_state.state() == DurableState::default() && !has_log {
                 hard_state.store(&DurableState {
                     hard_state: HardState::default(),
                     membership: membership.clone(),
@@ -224,6 +220,10 @@ impl LogStore {
         if durable.membership.members().is_empty() {
             return Err(StoreError::NotBootstrapped(dir.to_path_buf()));
         }
+        // What was read may be a copy that was written but never synced (a store whose sync
+        // failed, then a restart of the process with the page cache intact): store it again,
+        // so the term, vote and members this replica is about to act on are durable.
+        hard_state.store(&durable)?;
         // The log directory is created (and its parent synced) by the first open; a hard
         // state that was stored means that open completed, unless nothing was ever written.
         let wal_exists = match disk.list(&wal_dir) {

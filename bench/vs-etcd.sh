@@ -27,22 +27,8 @@ if [ "$COMPACT" != "0" ]; then
     LOCKSTEP_COMPACTION=(--auto-compact-revisions "$COMPACT")
 fi
 
-missing=()
-command -v etcd >/dev/null 2>&1 || missing+=(etcd-server)
-command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
-command -v redis-benchmark >/dev/null 2>&1 || missing+=(redis-tools)
-command -v python3 >/dev/null 2>&1 || missing+=(python3)
-if [ ${#missing[@]} -gt 0 ]; then
-    echo "==> installing ${missing[*]} (Debian packages)"
-    sudo=""
-    if [ "$(id -u)" -ne 0 ]; then sudo="sudo"; fi
-    export DEBIAN_FRONTEND=noninteractive
-    $sudo apt-get update -qq
-    $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-    if command -v systemctl >/dev/null 2>&1; then
-        $sudo systemctl stop etcd redis-server 2>/dev/null || true
-    fi
-fi
+bash scripts/ensure-packages.sh etcd=etcd-server redis-server=redis-server \
+    redis-benchmark=redis-tools python3=python3
 
 echo "==> cargo build --release"
 cargo build --release --quiet

@@ -6,11 +6,14 @@
 #[allow(dead_code, missing_docs)]
 mod ledger;
 
+#[path = "../examples/bank/members.rs"]
+mod members;
+
 use std::time::Duration;
 
 use ledger::{Command, Ledger, Outcome, Query};
 use lockstep_client::{Client, ClientOptions, ReadConsistency};
-use lockstep_server::{BoundServer, Member, ServerConfig};
+use lockstep_server::{BoundServer, ServerConfig};
 use tokio::sync::watch;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -18,20 +21,7 @@ async fn transfers_survive_a_leader_change_exactly_once() {
     let dir = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
         .join(format!("bank-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
-    let ports: Vec<u16> = (0..6)
-        .map(|_| {
-            let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-            listener.local_addr().expect("address").port()
-        })
-        .collect();
-    let members: Vec<Member> = (1..=3u64)
-        .map(|id| Member {
-            id,
-            peer: format!("127.0.0.1:{}", ports[(id as usize - 1) * 2]),
-            client: format!("127.0.0.1:{}", ports[(id as usize - 1) * 2 + 1]),
-            etcd: None,
-        })
-        .collect();
+    let members = members::loopback_members(3).expect("free ports");
     let mut stops = Vec::new();
     let mut servers = Vec::new();
     for member in &members {

@@ -6,28 +6,18 @@
 //! typed client, and checks that money was neither made nor lost.
 
 mod ledger;
+mod members;
 
 use std::time::{Duration, Instant};
 
 use ledger::{Command, Ledger, Outcome, Query};
 use lockstep_client::{Client, ClientOptions};
-use lockstep_server::{BoundServer, Member, ServerConfig};
+use lockstep_server::{BoundServer, ServerConfig};
 
 #[tokio::main]
 async fn main() -> Result<(), String> {
     let dir = std::env::temp_dir().join(format!("lockstep-bank-{}", std::process::id()));
-    let ports: Vec<u16> = (0..6)
-        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()))
-        .map(|address| address.map(|address| address.port()).map_err(|e| e.to_string()))
-        .collect::<Result<_, _>>()?;
-    let members: Vec<Member> = (1..=3u64)
-        .map(|id| Member {
-            id,
-            peer: format!("127.0.0.1:{}", ports[(id as usize - 1) * 2]),
-            client: format!("127.0.0.1:{}", ports[(id as usize - 1) * 2 + 1]),
-            etcd: None,
-        })
-        .collect();
+    let members = members::loopback_members(3)?;
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let mut servers = Vec::new();
     for member in &members {

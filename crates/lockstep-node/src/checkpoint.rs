@@ -35,6 +35,13 @@ pub struct CheckpointPolicy {
     pub entries: u64,
     /// ... or after this many bytes of entries applied since the last one.
     pub bytes: u64,
+    /// ... but only once the entries applied since the last checkpoint add up to at least this
+    /// percentage of that checkpoint's size (0: no such condition). Each checkpoint rewrites
+    /// the whole state, so without it a large state rewritten every `entries` entries costs
+    /// more than the writes themselves; with it, the bytes checkpoints write stay within a
+    /// constant factor of the bytes the log takes (as Redis's `auto-aof-rewrite-percentage`),
+    /// at the price of a log (and its replay at restart) up to that percentage of the state.
+    pub growth_percent: u64,
     /// Keep this many entries below a checkpoint in the log, so that a follower only a little
     /// behind catches up from the log rather than by a transfer.
     pub trailing_entries: u64,
@@ -51,6 +58,7 @@ impl Default for CheckpointPolicy {
         CheckpointPolicy {
             entries: 10_000,
             bytes: 64 << 20,
+            growth_percent: 0,
             trailing_entries: 1_000,
             chunk_bytes: 1 << 20,
             chunks_in_flight: 4,
@@ -213,6 +221,17 @@ impl<M: StateMachine, D: Storage, T: Transport> Driver<M, D, T> {
             && self.node.applied_index() > self.checkpoints.last_index
             && (self.checkpoints.entries_since >= policy.entries
                 || self.checkpoints.bytes_since >= policy.bytes)
+            && self.grown_enough(policy.growth_percent)
+    }
+
+    /// Whether the entries applied since the last checkpoint add up to `percent` of its size.
+    fn grown_enough(&self, percent: u64) -> bool {
+        if percent == 0 {
+            return true;
+        }
+        let Some(latest) = self.storage.latest_checkpoint() else { return true };
+        u128::from(self.checkpoints.bytes_since) * 100
+            >= u128::from(latest.total_bytes) * u128::from(percent)
     }
 
     /// Counts applied entries toward the policy.

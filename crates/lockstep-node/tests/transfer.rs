@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use lockstep_core::{InstallSnapshot, LogIndex, Message, MessageBody, NodeId, SnapshotMeta};
-use lockstep_node::CheckpointPolicy;
+use lockstep_node::{CheckpointPolicy, Storage};
 use lockstep_storage::{Disk, Faults, RealDisk, SimDisk, WalOptions};
 
 // ----- memory accounting ---------------------------------------------------------------------
@@ -41,6 +41,7 @@ fn small_policy() -> CheckpointPolicy {
     CheckpointPolicy {
         entries: 20,
         bytes: 1 << 30,
+        growth_percent: 0,
         trailing_entries: 5,
         chunk_bytes: 512,
         chunks_in_flight: 2,
@@ -172,6 +173,34 @@ fn bad_chunks_are_refused_and_never_installed() {
     assert_eq!(cluster.digest(NodeId(3)), expected);
 }
 
+/// With a growth condition, a checkpoint waits until the log since the last one is as large as
+/// that checkpoint: a state that keeps growing is rewritten less and less often.
+#[test]
+fn checkpoints_wait_for_the_log_to_grow_by_the_set_percentage_of_the_last_one() {
+    let count = |growth_percent| {
+        let disk: Arc<dyn Disk> = Arc::new(SimDisk::new(3, Faults::default()));
+        let policy = CheckpointPolicy { growth_percent, ..small_policy() };
+        let mut cluster = Cluster::new(disk, Path::new("/cluster"), policy);
+        let leader = cluster.elect();
+        // Every key is new: the state grows by what each entry carries.
+        for key in 1..=400 {
+            cluster.put(key, Bytes::from(vec![key as u8; 100]));
+        }
+        let stats = cluster.drivers[&leader].checkpoint_stats();
+        let checkpoint = cluster.drivers[&leader].storage().latest_checkpoint();
+        (stats.checkpoints_saved, checkpoint)
+    };
+    let (every_20, _) = count(0);
+    let (grown, latest) = count(100);
+    assert!(every_20 >= 15, "a checkpoint every 20 entries: {every_20}");
+    // Each checkpoint holds every value so far, so each waits for as many new bytes as all
+    // before: the count grows with the logarithm of the writes, not linearly.
+    assert!((3..=8).contains(&grown), "checkpoints with growth 100%: {grown} (vs {every_20})");
+    eprintln!("checkpoints: {every_20} every 20 entries, {grown} with growth 100%");
+    let latest = latest.expect("a checkpoint");
+    assert!(latest.meta.last_index.get() > 200, "checkpoints still taken: {latest:?}");
+}
+
 /// 200 MB of state on the real file system: the transfer runs in 1 MiB chunks with 4 in
 /// flight, and its peak memory beyond the replicas' own state stays under a stated bound.
 #[test]
@@ -182,6 +211,7 @@ fn a_200_mb_state_is_transferred_in_chunks_within_a_memory_bound() {
     let policy = CheckpointPolicy {
         entries: 50,
         bytes: 150 << 20,
+        growth_percent: 0,
         trailing_entries: 2,
         chunk_bytes: 1 << 20,
         chunks_in_flight: 4,

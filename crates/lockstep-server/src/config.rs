@@ -62,6 +62,11 @@ pub struct ServerConfig {
     /// Take a checkpoint (and compact the log) every this many applied entries.
     #[serde(default = "default_checkpoint_entries")]
     pub checkpoint_entries: u64,
+    /// ... once the entries since the last checkpoint add up to at least this percentage of
+    /// its size (0: every `checkpoint_entries` regardless). A checkpoint rewrites the whole
+    /// state; this keeps what checkpoints write within a constant factor of what the log does.
+    #[serde(default = "default_checkpoint_growth_percent")]
+    pub checkpoint_growth_percent: u64,
     /// Serve linearizable reads under a leader lease instead of a heartbeat round
     /// (assumes clocks whose rates differ by less than the lease margin).
     #[serde(default)]
@@ -87,6 +92,9 @@ fn default_election_ticks() -> u64 {
 }
 fn default_checkpoint_entries() -> u64 {
     100_000
+}
+fn default_checkpoint_growth_percent() -> u64 {
+    100
 }
 
 /// Why a configuration is refused.
@@ -117,6 +125,7 @@ impl ServerConfig {
             heartbeat_ticks: default_heartbeat_ticks(),
             election_ticks: default_election_ticks(),
             checkpoint_entries: default_checkpoint_entries(),
+            checkpoint_growth_percent: default_checkpoint_growth_percent(),
             lease_reads: false,
             join: false,
             auto_compact_revisions: 0,

@@ -146,6 +146,7 @@ impl BoundServer {
         let mut driver = Driver::new(core, initial, state, storage, outbox)?;
         driver.set_checkpoint_policy(CheckpointPolicy {
             entries: config.checkpoint_entries,
+            growth_percent: config.checkpoint_growth_percent,
             ..CheckpointPolicy::default()
         });
         let replica = Replica::new(driver, config.cluster_id, configured);

@@ -522,6 +522,7 @@ impl World {
             .then(|| CheckpointPolicy {
                 entries: rng.range(16, 64),
                 bytes: 1 << 20,
+                growth_percent: 0,
                 trailing_entries: rng.range(0, 16),
                 chunk_bytes: rng.range(32, 512),
                 chunks_in_flight: rng.range(1, 5),

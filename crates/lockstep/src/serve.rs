@@ -23,7 +23,8 @@ use lockstep_server::{BoundServer, Member, ServerConfig};
 ///
 /// Optional: listen_peer, listen_client (default: this member's addresses), listen_metrics
 /// (none), tick_millis (50),
-/// heartbeat_ticks (1), election_ticks (10), checkpoint_entries (100000), lease_reads (false),
+/// heartbeat_ticks (1), election_ticks (10), checkpoint_entries (100000),
+/// checkpoint_growth_percent (100), lease_reads (false),
 /// join (false), auto_compact_revisions (0: never).
 #[derive(Args, Debug, Default, Clone)]
 pub struct ServeArgs {
@@ -67,6 +68,9 @@ pub struct ServeArgs {
     /// Checkpoint every this many applied entries.
     #[arg(long)]
     checkpoint_entries: Option<u64>,
+    /// ... once the log since the last checkpoint is this percentage of its size (0: always).
+    #[arg(long)]
+    checkpoint_growth_percent: Option<u64>,
     /// Serve linearizable reads under a leader lease.
     #[arg(long)]
     lease_reads: bool,
@@ -160,6 +164,9 @@ pub fn config(args: &ServeArgs) -> Result<ServerConfig, String> {
     }
     if let Some(value) = args.checkpoint_entries {
         config.checkpoint_entries = value;
+    }
+    if let Some(value) = args.checkpoint_growth_percent {
+        config.checkpoint_growth_percent = value;
     }
     if args.lease_reads {
         config.lease_reads = true;

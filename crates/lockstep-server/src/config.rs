@@ -79,6 +79,23 @@ pub struct ServerConfig {
     /// automatically (0: never, as etcd's default; etcd's `--auto-compaction-mode=revision`).
     #[serde(default)]
     pub auto_compact_revisions: u64,
+    /// Test only: a deliberately broken server, for showing that fault tests catch it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[doc(hidden)]
+    pub sabotage: Option<Sabotage>,
+}
+
+/// Test only: how a deliberately broken server is broken.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+#[doc(hidden)]
+pub enum Sabotage {
+    /// Answer linearizable reads from the local state on any replica, leader or not, without
+    /// a read index.
+    UnsafeReads,
+    /// Report writes durable when they are handed to the log thread, which writes and syncs
+    /// them only once a second.
+    EarlyAck,
 }
 
 fn default_tick_millis() -> u64 {
@@ -129,6 +146,7 @@ impl ServerConfig {
             lease_reads: false,
             join: false,
             auto_compact_revisions: 0,
+            sabotage: None,
         }
     }
 

@@ -14,7 +14,7 @@ use serde::Serialize;
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::clients::listen_clients;
-use crate::config::ServerConfig;
+use crate::config::{Sabotage, ServerConfig};
 use crate::hosted::{Hosted, MemberAddress};
 use crate::identity;
 use crate::replica::{Control, Event, Inputs, Replica, Stamped};
@@ -111,11 +111,12 @@ impl BoundServer {
         };
         let (stop, stopped) = watch::channel(false);
         let reports = control.clone();
-        let storage = ThreadedStorage::start(
+        let storage = ThreadedStorage::start_with(
             store,
             Arc::new(move |report| {
                 reports.send((Instant::now(), Control::Storage(report))).is_ok()
             }),
+            config.sabotage == Some(Sabotage::EarlyAck),
         )
         .map_err(|error| format!("cannot start the log thread: {error}"))?;
         let peers: BTreeMap<u64, String> =
@@ -149,7 +150,13 @@ impl BoundServer {
             growth_percent: config.checkpoint_growth_percent,
             ..CheckpointPolicy::default()
         });
-        let replica = Replica::new(driver, config.cluster_id, configured);
+        let mut replica = Replica::new(driver, config.cluster_id, configured);
+        if config.sabotage == Some(Sabotage::UnsafeReads) {
+            replica.unsafe_reads = true;
+        }
+        if let Some(sabotage) = config.sabotage {
+            tracing::warn!("started with the test-only sabotage {sabotage:?}: this server is unsafe");
+        }
         let (finished, outcome) = oneshot::channel();
         std::thread::Builder::new()
             .name("lockstep-replica".to_string())

@@ -49,6 +49,8 @@ pub struct ThreadedStorage {
     checkpoints: Option<mpsc::Sender<(SnapshotMeta, Box<dyn StateSnapshot>)>>,
     checkpoint_thread: Option<JoinHandle<()>>,
     command_bytes_max: u64,
+    /// Test only: reports every write durable as it is submitted.
+    early_ack: Option<Report>,
 }
 
 fn lock(store: &Mutex<LogStore>) -> MutexGuard<'_, LogStore> {
@@ -59,7 +61,20 @@ impl ThreadedStorage {
     /// Starts the log thread over `store`; it reports through `report` (which returns false
     /// once nobody listens; the thread still finishes every write queued).
     pub fn start(store: LogStore, report: Report) -> io::Result<ThreadedStorage> {
+        ThreadedStorage::start_with(store, report, false)
+    }
+
+    /// As [`ThreadedStorage::start`]; with `early_ack` (test only: a deliberately broken
+    /// server) every write is reported durable as soon as it is handed over, and the log
+    /// thread writes and syncs only once a second.
+    #[doc(hidden)]
+    pub fn start_with(
+        store: LogStore,
+        report: Report,
+        early_ack: bool,
+    ) -> io::Result<ThreadedStorage> {
         let command_bytes_max = store.command_bytes_max();
+        let early_ack_report = early_ack.then(|| report.clone());
         let store = Arc::new(Mutex::new(store));
         let (sender, receiver) = mpsc::channel();
         let thread = {
@@ -67,7 +82,7 @@ impl ThreadedStorage {
             let report = report.clone();
             std::thread::Builder::new()
                 .name("lockstep-log".to_string())
-                .spawn(move || log_thread(&store, &receiver, &*report))?
+                .spawn(move || log_thread(&store, &receiver, &*report, early_ack))?
         };
         let (checkpoints, pending) = mpsc::channel();
         let checkpoint_thread = {
@@ -83,6 +98,7 @@ impl ThreadedStorage {
             checkpoints: Some(checkpoints),
             checkpoint_thread: Some(checkpoint_thread),
             command_bytes_max,
+            early_ack: early_ack_report,
         })
     }
 
@@ -121,8 +137,13 @@ fn log_thread(
     store: &Mutex<LogStore>,
     jobs: &mpsc::Receiver<Job>,
     report: &dyn Fn(StorageReport) -> bool,
+    early_ack: bool,
 ) {
     while let Ok(first) = jobs.recv() {
+        if early_ack {
+            // The sabotage: what was acknowledged waits here, in memory, for a second.
+            std::thread::sleep(std::time::Duration::from_secs(1));
+        }
         let mut batch = vec![first];
         while batch.len() < 4096 {
             match jobs.try_recv() {
@@ -152,7 +173,7 @@ fn log_thread(
         }
         metrics::histogram!("lockstep_sync_seconds").record(started.elapsed().as_secs_f64());
         metrics::histogram!("lockstep_sync_batch_writes").record(written as f64);
-        if let Some(id) = newest {
+        if let Some(id) = newest.filter(|_| !early_ack) {
             // Nobody may be listening any more (shutting down): the writes still finish.
             let _ = report(StorageReport::Durable(id));
         }
@@ -187,6 +208,9 @@ fn checkpoint_thread(
 impl Storage for ThreadedStorage {
     fn submit(&mut self, write: u64, persist: Persist) {
         self.send(Job::Write(write, persist));
+        if let Some(report) = &self.early_ack {
+            let _ = report(StorageReport::Durable(write));
+        }
     }
 
     fn command_bytes_max(&self) -> u64 {

@@ -98,7 +98,7 @@ pub async fn run(command: Command) -> Result<(), String> {
             let answer = write(&args, Request::Compact(CompactRequest { revision })).await?;
             print_answer(&args, &answer)
         }
-        Command::Up(_) | Command::Serve(_) | Command::Bench(_) => {
+        Command::Up(_) | Command::Serve(_) | Command::Bench(_) | Command::Chaos(_) => {
             Err("not a client command".to_string())
         }
     }

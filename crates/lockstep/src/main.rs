@@ -3,6 +3,7 @@
 //! `cargo run --release` runs) starts a local three-replica cluster.
 
 mod bench;
+mod chaos;
 mod commands;
 mod serve;
 mod up;
@@ -120,6 +121,9 @@ enum Command {
     },
     /// Measure throughput and latency against a running cluster (closed loop).
     Bench(bench::BenchArgs),
+    /// Run a real 3-server cluster under faults (kills, pauses, partitions, packet loss, a
+    /// full disk) and check what its clients saw (needs root, `ip netns` and `nft`).
+    Chaos(chaos::ChaosArgs),
     /// List the cluster's members, or add, promote or remove one.
     Member {
         #[command(subcommand)]
@@ -271,6 +275,10 @@ fn main() -> ExitCode {
             Command::Bench(args) => {
                 init_logging("error");
                 bench::run(args).await
+            }
+            Command::Chaos(args) => {
+                init_logging("off");
+                chaos::run(args).await
             }
             other => {
                 init_logging("error");

@@ -81,9 +81,21 @@ pub struct ServeArgs {
     /// Keep this many revisions of history, compacting older ones automatically (0: never).
     #[arg(long)]
     auto_compact_revisions: Option<u64>,
+    /// Test only: start deliberately broken (unsafe-reads, early-ack), to show fault tests
+    /// catch it.
+    #[arg(long, hide = true, value_parser = parse_sabotage)]
+    sabotage: Option<lockstep_server::Sabotage>,
     /// Print the resulting configuration as TOML and exit.
     #[arg(long)]
     print_config: bool,
+}
+
+fn parse_sabotage(text: &str) -> Result<lockstep_server::Sabotage, String> {
+    match text {
+        "unsafe-reads" => Ok(lockstep_server::Sabotage::UnsafeReads),
+        "early-ack" => Ok(lockstep_server::Sabotage::EarlyAck),
+        _ => Err(format!("unknown sabotage `{text}` (unsafe-reads, early-ack)")),
+    }
 }
 
 fn parse_member(text: &str) -> Result<Member, String> {
@@ -164,6 +176,9 @@ pub fn config(args: &ServeArgs) -> Result<ServerConfig, String> {
     }
     if let Some(value) = args.checkpoint_entries {
         config.checkpoint_entries = value;
+    }
+    if let Some(sabotage) = args.sabotage {
+        config.sabotage = Some(sabotage);
     }
     if let Some(value) = args.checkpoint_growth_percent {
         config.checkpoint_growth_percent = value;

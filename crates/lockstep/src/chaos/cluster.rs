@@ -1,0 +1,287 @@
+//! The servers under test: real `lockstep serve` (or `etcd`) processes, one in each network
+//! namespace, that the harness kills, pauses and restarts.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+use super::net::{run, Network};
+
+/// Which system runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum System {
+    /// lockstep, driven through its native client.
+    Lockstep,
+    /// etcd (Debian's etcd-server), driven through its v3 API: the control.
+    Etcd,
+}
+
+/// A deliberately broken lockstep that the harness must catch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Sabotage {
+    /// Every replica answers linearizable reads from its own state, leader or not.
+    UnsafeReads,
+    /// Writes are acknowledged before they are written, and synced only once a second.
+    EarlyAck,
+}
+
+impl Sabotage {
+    fn flag(self) -> &'static str {
+        match self {
+            Sabotage::UnsafeReads => "unsafe-reads",
+            Sabotage::EarlyAck => "early-ack",
+        }
+    }
+}
+
+/// The peer, client and etcd ports of every server (each has its own address).
+pub const PEER_PORT: u16 = 7201;
+/// lockstep's native client port.
+pub const CLIENT_PORT: u16 = 7101;
+/// etcd's client port (lockstep serves etcd's API there too).
+pub const ETCD_PORT: u16 = 2379;
+const ETCD_PEER_PORT: u16 = 2380;
+
+/// One server.
+#[derive(Debug)]
+struct Server {
+    child: Option<Child>,
+    paused: bool,
+    data_dir: PathBuf,
+    starts: u32,
+}
+
+/// The servers of one run.
+#[derive(Debug)]
+pub struct Cluster {
+    pub system: System,
+    binary: PathBuf,
+    sabotage: Option<Sabotage>,
+    dir: PathBuf,
+    servers: Vec<Server>,
+    /// The tmpfs mounted for the last server's data, for the full-disk fault.
+    small_disk: Option<PathBuf>,
+    cluster_id: u64,
+}
+
+impl Cluster {
+    /// Prepares `count` servers' directories under `dir`; the last one's data lives on a small
+    /// tmpfs of `small_disk_mib` MiB (for the full-disk fault) if given.
+    pub fn new(
+        system: System,
+        binary: PathBuf,
+        sabotage: Option<Sabotage>,
+        dir: &Path,
+        count: usize,
+        small_disk_mib: Option<u64>,
+        seed: u64,
+    ) -> Result<Cluster, String> {
+        let mut servers = Vec::new();
+        let mut small_disk = None;
+        for index in 0..count {
+            let mut data_dir = dir.join(format!("server-{}", index + 1));
+            if index + 1 == count {
+                if let Some(mib) = small_disk_mib {
+                    let point = dir.join(format!("chaos-{}", std::process::id()));
+                    std::fs::create_dir_all(&point).map_err(|error| error.to_string())?;
+                    run(
+                        "mount",
+                        &[
+                            "-t",
+                            "tmpfs",
+                            "-o",
+                            &format!("size={mib}m"),
+                            "tmpfs",
+                            &point.display().to_string(),
+                        ],
+                    )?;
+                    data_dir = point.join(format!("server-{}", index + 1));
+                    small_disk = Some(point);
+                }
+            }
+            servers.push(Server { child: None, paused: false, data_dir, starts: 0 });
+        }
+        Ok(Cluster {
+            system,
+            binary,
+            sabotage,
+            dir: dir.to_path_buf(),
+            servers,
+            small_disk,
+            cluster_id: seed | 1,
+        })
+    }
+
+    /// How many servers.
+    pub fn len(&self) -> usize {
+        self.servers.len()
+    }
+
+    /// The file the full-disk fault fills, if there is a small disk.
+    pub fn filler(&self) -> Option<PathBuf> {
+        self.small_disk.as_ref().map(|point| point.join("filler"))
+    }
+
+    /// The server whose data is on the small disk.
+    pub fn small_disk_server(&self) -> Option<usize> {
+        self.small_disk.as_ref().map(|_| self.servers.len() - 1)
+    }
+
+    /// Starts server `index` if it is not running.
+    pub fn start(&mut self, network: &Network, index: usize) -> Result<(), String> {
+        if self.running(index) {
+            return Ok(());
+        }
+        let server = &self.servers[index];
+        std::fs::create_dir_all(&server.data_dir).map_err(|error| error.to_string())?;
+        let log = self.dir.join(format!("server-{}.log", index + 1));
+        let out = File::options()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .map_err(|error| format!("{}: {error}", log.display()))?;
+        let err = out.try_clone().map_err(|error| error.to_string())?;
+        let mut command = Command::new("ip");
+        command.args(["netns", "exec", &network.namespace(index)]);
+        match self.system {
+            System::Lockstep => {
+                command.arg(&self.binary).arg("serve");
+                command.args(["--id", &(index + 1).to_string()]);
+                command.args(["--cluster-id", &self.cluster_id.to_string()]);
+                command.arg("--data-dir").arg(&server.data_dir);
+                command.args(["--tick-millis", "20"]);
+                for other in 0..self.servers.len() {
+                    let address = network.address(other);
+                    command.arg("--member").arg(format!(
+                        "{}={address}:{PEER_PORT},{address}:{CLIENT_PORT},{address}:{ETCD_PORT}",
+                        other + 1
+                    ));
+                }
+                if let Some(sabotage) = self.sabotage {
+                    command.args(["--sabotage", sabotage.flag()]);
+                }
+                command.env("RUST_LOG", "info");
+            }
+            System::Etcd => {
+                let name = format!("n{}", index + 1);
+                let address = network.address(index);
+                let initial: Vec<String> = (0..self.servers.len())
+                    .map(|other| {
+                        format!("n{}=http://{}:{ETCD_PEER_PORT}", other + 1, network.address(other))
+                    })
+                    .collect();
+                command.arg("etcd").args(["--name", &name]);
+                command.arg("--data-dir").arg(&server.data_dir);
+                command.args([
+                    "--listen-client-urls",
+                    &format!("http://{address}:{ETCD_PORT}"),
+                    "--advertise-client-urls",
+                    &format!("http://{address}:{ETCD_PORT}"),
+                    "--listen-peer-urls",
+                    &format!("http://{address}:{ETCD_PEER_PORT}"),
+                    "--initial-advertise-peer-urls",
+                    &format!("http://{address}:{ETCD_PEER_PORT}"),
+                    "--initial-cluster",
+                    &initial.join(","),
+                    "--initial-cluster-state",
+                    "new",
+                    "--initial-cluster-token",
+                    "chaos",
+                ]);
+            }
+        }
+        command.stdin(Stdio::null()).stdout(out).stderr(err);
+        let child = command.spawn().map_err(|error| format!("starting server: {error}"))?;
+        let server = &mut self.servers[index];
+        server.child = Some(child);
+        server.paused = false;
+        server.starts += 1;
+        Ok(())
+    }
+
+    /// Whether server `index`'s process is running (a paused one is).
+    pub fn running(&mut self, index: usize) -> bool {
+        let server = &mut self.servers[index];
+        match &mut server.child {
+            Some(child) => match child.try_wait() {
+                Ok(None) => true,
+                _ => {
+                    server.child = None;
+                    server.paused = false;
+                    false
+                }
+            },
+            None => false,
+        }
+    }
+
+    fn signal(&mut self, index: usize, signal: &str) -> Result<(), String> {
+        if let Some(child) = &self.servers[index].child {
+            // `ip netns exec` execs the server: the child's pid is the server's.
+            run("kill", &[signal, &child.id().to_string()])?;
+        }
+        Ok(())
+    }
+
+    /// SIGKILLs server `index`.
+    pub fn kill(&mut self, index: usize) -> Result<(), String> {
+        if self.servers[index].paused {
+            self.signal(index, "-CONT")?;
+        }
+        self.signal(index, "-KILL")?;
+        if let Some(mut child) = self.servers[index].child.take() {
+            let _ = child.wait();
+        }
+        self.servers[index].paused = false;
+        Ok(())
+    }
+
+    /// SIGSTOPs server `index`.
+    pub fn pause(&mut self, index: usize) -> Result<(), String> {
+        if self.running(index) && !self.servers[index].paused {
+            self.signal(index, "-STOP")?;
+            self.servers[index].paused = true;
+        }
+        Ok(())
+    }
+
+    /// SIGCONTs every paused server and starts every stopped one.
+    pub fn restore(&mut self, network: &Network) -> Result<Vec<usize>, String> {
+        let mut restarted = Vec::new();
+        for index in 0..self.servers.len() {
+            if self.servers[index].paused {
+                self.signal(index, "-CONT")?;
+                self.servers[index].paused = false;
+            }
+            if !self.running(index) {
+                self.start(network, index)?;
+                restarted.push(index);
+            }
+        }
+        Ok(restarted)
+    }
+
+    /// How many times each server was started.
+    pub fn starts(&self) -> Vec<u32> {
+        self.servers.iter().map(|server| server.starts).collect()
+    }
+
+    /// Stops every server and unmounts the small disk. Idempotent.
+    pub fn stop(&mut self) {
+        for index in 0..self.servers.len() {
+            let _ = self.kill(index);
+        }
+        if let Some(point) = self.small_disk.take() {
+            let point = point.display().to_string();
+            if run("umount", &[&point]).is_err() {
+                let _ = run("umount", &["-l", &point]);
+            }
+        }
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}

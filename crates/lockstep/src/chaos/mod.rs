@@ -1,0 +1,664 @@
+//! `lockstep chaos`: real servers, real faults, and a verdict on what the clients saw.
+//!
+//! The harness starts three servers (`lockstep serve`, or etcd as the control), each in a
+//! network namespace of its own joined by a bridge; runs concurrent clients that record every
+//! operation's call and completion; injects faults on a schedule drawn from a seed (kills,
+//! pauses, partitions, packet loss, a full disk); heals everything; and then checks that the
+//! history is linearizable, that no acknowledged write was lost and none applied twice, that
+//! every replica holds the same state, and that the cluster served again within a bound. A
+//! failing run keeps its folder (history, server logs, faults, summary) and prints how to run
+//! it again. Everything the harness creates is removed when it ends, and leftovers of a run
+//! that was killed are removed by the next.
+
+mod cluster;
+mod net;
+mod verdict;
+mod workload;
+
+use std::collections::BTreeSet;
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use clap::Args;
+use lockstep_client::{Client, ClientOptions};
+use lockstep_kv::{Answer, Request};
+use lockstep_sim::linearizability::Input;
+use serde::Serialize;
+
+pub use cluster::{Sabotage, System};
+use cluster::{Cluster, CLIENT_PORT, ETCD_PORT};
+use net::Network;
+use verdict::Check;
+use workload::{Backend, History, Outcome, Record, Workload};
+
+/// A small deterministic generator for the schedule and the clients' choices.
+pub struct Random(u64);
+
+impl Random {
+    pub fn new(seed: u64) -> Random {
+        Random(seed)
+    }
+    /// splitmix64.
+    pub fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+    /// A number in `0..n` (0 if `n` is 0).
+    pub fn below(&mut self, n: u64) -> u64 {
+        if n == 0 {
+            0
+        } else {
+            self.next() % n
+        }
+    }
+    /// A duration between `low` and `high`.
+    fn between(&mut self, low: Duration, high: Duration) -> Duration {
+        let span = high.saturating_sub(low).as_millis() as u64;
+        low + Duration::from_millis(self.below(span + 1))
+    }
+}
+
+/// The kinds of fault.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Nemesis {
+    /// SIGKILL one server, a majority, or all of them; restart them at the heal.
+    Kill,
+    /// SIGSTOP one server (often the leader); SIGCONT at the heal.
+    Pause,
+    /// Cut the network: a minority from the majority, the leader from the rest, a bridge
+    /// (one server sees both sides, they do not see each other), or one way only.
+    Partition,
+    /// Drop a share of the packets between servers at random.
+    Loss,
+    /// Fill the disk one server's data is on.
+    DiskFull,
+}
+
+impl Nemesis {
+    const ALL: [Nemesis; 5] =
+        [Nemesis::Kill, Nemesis::Pause, Nemesis::Partition, Nemesis::Loss, Nemesis::DiskFull];
+
+    fn name(self) -> &'static str {
+        match self {
+            Nemesis::Kill => "kill",
+            Nemesis::Pause => "pause",
+            Nemesis::Partition => "partition",
+            Nemesis::Loss => "loss",
+            Nemesis::DiskFull => "disk-full",
+        }
+    }
+
+    fn parse_list(text: &str) -> Result<Vec<Nemesis>, String> {
+        if text == "all" {
+            return Ok(Nemesis::ALL.to_vec());
+        }
+        if text == "none" {
+            return Ok(Vec::new());
+        }
+        let mut kinds = BTreeSet::new();
+        for name in text.split(',').map(str::trim) {
+            let kind = Nemesis::ALL.into_iter().find(|kind| kind.name() == name).ok_or_else(|| {
+                format!(
+                    "--nemesis: unknown fault `{name}` (all, none, or a list of kill, pause, \
+                     partition, loss, disk-full)"
+                )
+            })?;
+            kinds.insert(kind);
+        }
+        Ok(kinds.into_iter().collect())
+    }
+}
+
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let (number, unit) = text.split_at(text.find(|c: char| c.is_alphabetic()).unwrap_or(text.len()));
+    let number: f64 = number.parse().map_err(|_| format!("`{text}`: expected e.g. 90s, 5m, 1h"))?;
+    let seconds = match unit {
+        "" | "s" => number,
+        "ms" => number / 1000.0,
+        "m" => number * 60.0,
+        "h" => number * 3600.0,
+        _ => return Err(format!("`{text}`: unknown unit `{unit}` (ms, s, m, h)")),
+    };
+    if !(0.0..=7.0 * 86_400.0).contains(&seconds) {
+        return Err(format!("`{text}`: out of range"));
+    }
+    Ok(Duration::from_secs_f64(seconds))
+}
+
+/// `lockstep chaos`.
+#[derive(Args, Debug, Clone)]
+pub struct ChaosArgs {
+    /// How long to inject faults (e.g. 90s, 5m, 30m).
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    duration: Duration,
+    /// Faults: all, none, or a list of kill, pause, partition, loss, disk-full.
+    #[arg(long, default_value = "all")]
+    nemesis: String,
+    /// The seed the schedule and the clients' choices come from (random if not given).
+    #[arg(long)]
+    seed: Option<u64>,
+    /// The system under test (etcd: the control, through its v3 API).
+    #[arg(long, value_enum, default_value = "lockstep")]
+    system: System,
+    /// Concurrent clients.
+    #[arg(long, default_value_t = 8)]
+    clients: usize,
+    /// Operations per second across all clients.
+    #[arg(long, default_value_t = 200.0)]
+    rate: f64,
+    /// Mean seconds a fault lasts, and between faults.
+    #[arg(long, default_value = "4s", value_parser = parse_duration)]
+    interval: Duration,
+    /// After the last heal the cluster must serve a write within this long.
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    recovery_bound: Duration,
+    /// Where runs keep their folders (a failing run's is kept).
+    #[arg(long, default_value = "target/chaos")]
+    dir: PathBuf,
+    /// Keep the run's folder even when it passes.
+    #[arg(long)]
+    keep: bool,
+    /// The lockstep binary to run as the servers (default: this one).
+    #[arg(long)]
+    binary: Option<PathBuf>,
+    /// Test only: start lockstep deliberately broken; the run must fail.
+    #[arg(long, value_enum, hide = true)]
+    sabotage: Option<Sabotage>,
+}
+
+/// One fault as injected.
+#[derive(Clone, Debug, Serialize)]
+struct Fault {
+    kind: Nemesis,
+    what: String,
+    /// Seconds since the run began.
+    at: f64,
+    healed: f64,
+    /// Seconds from the heal to the next acknowledged write (if one came before the next
+    /// fault).
+    recovered_after: Option<f64>,
+}
+
+/// What a run prints and writes as `summary.json`.
+#[derive(Debug, Serialize)]
+struct Summary {
+    system: String,
+    seed: u64,
+    duration_seconds: f64,
+    nemeses: Vec<Nemesis>,
+    sabotage: Option<String>,
+    operations: usize,
+    ok: usize,
+    failed: usize,
+    unknown: usize,
+    faults: Vec<Fault>,
+    server_starts: Vec<u32>,
+    recovery_seconds: Option<f64>,
+    checks: Vec<Check>,
+    passed: bool,
+}
+
+/// Runs the harness; an error (or a failed verdict) gives a nonzero exit.
+pub async fn run(args: ChaosArgs) -> Result<(), String> {
+    let nemeses = Nemesis::parse_list(&args.nemesis)?;
+    if args.clients == 0 || args.rate <= 0.0 {
+        return Err("--clients and --rate must be above 0".into());
+    }
+    if args.system == System::Etcd && args.sabotage.is_some() {
+        return Err("--sabotage applies to lockstep only".into());
+    }
+    net::available()?;
+    for removed in net::sweep() {
+        eprintln!("removed a leftover of an earlier run: {removed}");
+    }
+    let seed = args.seed.unwrap_or_else(lockstep_client::random_id);
+    let system = match args.system {
+        System::Lockstep => "lockstep",
+        System::Etcd => "etcd",
+    };
+    let folder = args.dir.join(format!("{system}-{seed}"));
+    let _ = std::fs::remove_dir_all(&folder);
+    std::fs::create_dir_all(&folder)
+        .map_err(|error| format!("{}: {error}", folder.display()))?;
+    let folder = std::fs::canonicalize(&folder).map_err(|error| error.to_string())?;
+    let rerun = format!(
+        "lockstep chaos --system {system} --seed {seed} --duration {}s --nemesis {} --clients {} \
+         --rate {} --interval {}s{}",
+        args.duration.as_secs_f64(),
+        args.nemesis,
+        args.clients,
+        args.rate,
+        args.interval.as_secs_f64(),
+        args.sabotage.map_or(String::new(), |s| format!(" --sabotage {s:?}").to_lowercase()),
+    );
+    println!("chaos: {system}, seed {seed}, {:?} of faults ({})", args.duration, args.nemesis);
+    println!("run folder: {}", folder.display());
+
+    let binary = match &args.binary {
+        Some(path) => path.clone(),
+        None => std::env::current_exe().map_err(|error| error.to_string())?,
+    };
+    let network = Network::create(3)?;
+    let small_disk = nemeses.contains(&Nemesis::DiskFull).then_some(256);
+    let mut cluster =
+        Cluster::new(args.system, binary, args.sabotage, &folder, 3, small_disk, seed)?;
+    let outcome = {
+        let interrupted = async {
+            let mut terminate =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                    .map_err(|error| error.to_string())?;
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = terminate.recv() => {}
+            }
+            Err::<Summary, String>("interrupted".into())
+        };
+        tokio::select! {
+            result = session(&args, &nemeses, seed, &network, &mut cluster, &folder) => result,
+            result = interrupted => result,
+        }
+    };
+    cluster.stop();
+    drop(cluster);
+    drop(network);
+    let summary = match outcome {
+        Ok(summary) => summary,
+        Err(error) => {
+            println!("run folder kept: {}\nrerun: {rerun}", folder.display());
+            return Err(error);
+        }
+    };
+    let json = serde_json::to_string_pretty(&summary).map_err(|error| error.to_string())?;
+    let _ = std::fs::write(folder.join("summary.json"), &json);
+    print_summary(&summary);
+    if summary.passed {
+        if !args.keep {
+            let _ = std::fs::remove_dir_all(&folder);
+        }
+        Ok(())
+    } else {
+        println!("run folder kept: {}\nrerun: {rerun}", folder.display());
+        Err("the verdict is FAIL".into())
+    }
+}
+
+fn print_summary(summary: &Summary) {
+    println!();
+    println!(
+        "operations: {} (ok {}, failed {}, unknown {})",
+        summary.operations, summary.ok, summary.failed, summary.unknown
+    );
+    let mut kinds: Vec<(Nemesis, usize)> = Vec::new();
+    for fault in &summary.faults {
+        match kinds.iter_mut().find(|(kind, _)| *kind == fault.kind) {
+            Some((_, count)) => *count += 1,
+            None => kinds.push((fault.kind, 1)),
+        }
+    }
+    let kinds: Vec<String> =
+        kinds.iter().map(|(kind, count)| format!("{} {count}", kind.name())).collect();
+    println!("faults: {} ({})", summary.faults.len(), kinds.join(", "));
+    let mut recoveries: Vec<f64> =
+        summary.faults.iter().filter_map(|fault| fault.recovered_after).collect();
+    recoveries.sort_by(f64::total_cmp);
+    if let (Some(median), Some(max)) = (recoveries.get(recoveries.len() / 2), recoveries.last()) {
+        println!(
+            "time to the first acknowledged write after a heal: median {median:.2} s, max {max:.2} s \
+             ({} of {} heals; the others saw none before the next fault)",
+            recoveries.len(),
+            summary.faults.len()
+        );
+    }
+    if let Some(recovery) = summary.recovery_seconds {
+        println!("after the final heal: serving again in {recovery:.2} s");
+    }
+    println!("server starts: {:?}", summary.server_starts);
+    for check in &summary.checks {
+        println!("{} {}: {}", if check.passed { "PASS" } else { "FAIL" }, check.name, check.detail);
+    }
+    println!("verdict: {}", if summary.passed { "PASS" } else { "FAIL" });
+}
+
+/// Client endpoints: server `index`'s client address.
+fn endpoint(system: System, network: &Network, index: usize) -> String {
+    match system {
+        System::Lockstep => format!("{}:{CLIENT_PORT}", network.address(index)),
+        System::Etcd => format!("{}:{ETCD_PORT}", network.address(index)),
+    }
+}
+
+/// A native client on exactly one replica (for status).
+fn pinned(network: &Network, index: usize) -> Client<Request, Request, Answer> {
+    let options = ClientOptions {
+        timeout: Duration::from_secs(2),
+        attempt_timeout: Duration::from_millis(500),
+        ..ClientOptions::default()
+    };
+    Client::new(vec![endpoint(System::Lockstep, network, index)], options)
+}
+
+/// The leader, as the replicas say (lockstep only).
+async fn leader(network: &Network, servers: usize) -> Option<usize> {
+    for index in 0..servers {
+        let status = tokio::time::timeout(Duration::from_millis(500), async {
+            pinned(network, index).status_with(false).await
+        })
+        .await;
+        if let Ok(Ok(status)) = status {
+            if status.role == "leader" {
+                return Some(index);
+            }
+        }
+    }
+    None
+}
+
+/// A backend for client `id`: it starts on server `id % 3`.
+fn backend(system: System, network: &Network, id: usize, timeout: Duration) -> Result<Backend, String> {
+    let servers = 3;
+    let order: Vec<String> =
+        (0..servers).map(|k| endpoint(system, network, (id + k) % servers)).collect();
+    match system {
+        System::Lockstep => Ok(Backend::native(order, timeout)),
+        System::Etcd => Backend::etcd(&order[0], timeout),
+    }
+}
+
+/// Writes a probe until one is acknowledged; the time it took.
+async fn serving(system: System, network: &Network, within: Duration) -> Option<Duration> {
+    let started = Instant::now();
+    let mut attempt = 0;
+    while started.elapsed() < within {
+        if let Ok(backend) = backend(system, network, attempt, Duration::from_secs(1)) {
+            if backend.call(u64::MAX, &Input::Put(0)).await.is_ok() {
+                return Some(started.elapsed());
+            }
+        }
+        attempt += 1;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    None
+}
+
+async fn session(
+    args: &ChaosArgs,
+    nemeses: &[Nemesis],
+    seed: u64,
+    network: &Network,
+    cluster: &mut Cluster,
+    folder: &std::path::Path,
+) -> Result<Summary, String> {
+    for index in 0..cluster.len() {
+        cluster.start(network, index)?;
+    }
+    if serving(args.system, network, Duration::from_secs(30)).await.is_none() {
+        return Err("the cluster did not start serving within 30 s (see the server logs)".into());
+    }
+    let started = Instant::now();
+    let history: History = Arc::new(Mutex::new(Vec::new()));
+    let stop = Arc::new(AtomicBool::new(false));
+    let workload = Workload { rate: args.rate, keys: 4, key_period: Duration::from_secs(5) };
+    let mut clients = Vec::new();
+    for id in 0..args.clients {
+        let backend = backend(args.system, network, id, Duration::from_secs(2))?;
+        clients.push(tokio::spawn(workload::client(
+            id as u64,
+            backend,
+            workload.clone(),
+            args.clients,
+            started,
+            seed,
+            history.clone(),
+            stop.clone(),
+        )));
+    }
+    let mut faults_log = std::fs::File::create(folder.join("faults.log"))
+        .map_err(|error| error.to_string())?;
+    let mut random = Random::new(seed);
+    let mut faults = Vec::new();
+    let at = |instant: Instant| instant.duration_since(started).as_secs_f64();
+    tokio::time::sleep(random.between(args.interval / 2, args.interval)).await;
+    while !nemeses.is_empty() && started.elapsed() < args.duration {
+        let kind = nemeses[random.below(nemeses.len() as u64) as usize];
+        let begun = Instant::now();
+        let what = inject(kind, &mut random, network, cluster, args.system).await?;
+        let _ = writeln!(faults_log, "{:8.2} {} {what}", at(begun), kind.name());
+        println!("{:8.2}s {}: {what}", at(begun), kind.name());
+        tokio::time::sleep(random.between(args.interval / 2, args.interval * 3 / 2)).await;
+        heal(network, cluster)?;
+        let healed = Instant::now();
+        let _ = writeln!(faults_log, "{:8.2} heal", at(healed));
+        faults.push(Fault { kind, what, at: at(begun), healed: at(healed), recovered_after: None });
+        tokio::time::sleep(random.between(args.interval / 2, args.interval * 3 / 2)).await;
+    }
+    if nemeses.is_empty() {
+        tokio::time::sleep(args.duration).await;
+    }
+    // The final heal, then the cluster must serve within the bound.
+    heal(network, cluster)?;
+    let healed = Instant::now();
+    let recovery = serving(args.system, network, args.recovery_bound).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    stop.store(true, Ordering::Relaxed);
+    for client in clients {
+        let _ = client.await;
+    }
+    let mut records = history.lock().map(|history| history.clone()).unwrap_or_default();
+    // Final reads of every key, so that a lost last write shows.
+    let keys: BTreeSet<u64> = records.iter().map(|record| record.key).collect();
+    let reader = backend(args.system, network, 0, Duration::from_secs(5))?;
+    for &key in &keys {
+        let call = started.elapsed().as_micros() as u64;
+        let result = reader.call(key, &Input::Get).await;
+        let end = started.elapsed().as_micros() as u64;
+        let (outcome, error) = match result {
+            Ok(output) => (Outcome::Ok(output), None),
+            Err(failure) => (Outcome::Failed, Some(failure.reason)),
+        };
+        records.push(Record { client: u64::MAX, key, input: Input::Get, call, outcome, end, error });
+    }
+    // Time to the first acknowledged write after each heal.
+    for fault in &mut faults {
+        let healed_micros = (fault.healed * 1e6) as u64;
+        fault.recovered_after = records
+            .iter()
+            .filter(|record| record.call >= healed_micros && record.input != Input::Get)
+            .filter(|record| matches!(record.outcome, Outcome::Ok(_)))
+            .map(|record| record.end)
+            .min()
+            .map(|end| (end - healed_micros) as f64 / 1e6);
+    }
+    let mut file = std::io::BufWriter::new(
+        std::fs::File::create(folder.join("history.jsonl")).map_err(|error| error.to_string())?,
+    );
+    for record in &records {
+        if let Ok(line) = serde_json::to_string(record) {
+            let _ = writeln!(file, "{line}");
+        }
+    }
+    drop(file);
+
+    let mut checks = Vec::new();
+    checks.push(Check::new(
+        "serves again after the final heal",
+        recovery.is_some(),
+        match recovery {
+            Some(time) => format!("a write acknowledged {:.2} s after the heal", time.as_secs_f64()),
+            None => format!("no write acknowledged within {:?}", args.recovery_bound),
+        },
+    ));
+    checks.push(verdict::linearizable(&records));
+    match args.system {
+        System::Lockstep => {
+            let auditor = pinned_any(network);
+            match verdict::applied_lockstep(&auditor).await {
+                Ok(applied) => checks.extend(verdict::durable_and_once(&records, &applied)),
+                Err(error) => checks.push(Check::new(
+                    "no acknowledged write lost",
+                    false,
+                    format!("could not read the store's history: {error}"),
+                )),
+            }
+            let replicas: Vec<_> = (0..cluster.len()).map(|index| pinned(network, index)).collect();
+            checks.push(verdict::same_digest(&replicas, Duration::from_secs(20)).await);
+        }
+        System::Etcd => {}
+    }
+    let _ = healed;
+    let count = |wanted: fn(&Outcome) -> bool| {
+        records.iter().filter(|record| record.client != u64::MAX && wanted(&record.outcome)).count()
+    };
+    let passed = checks.iter().all(|check| check.passed);
+    Ok(Summary {
+        system: format!("{:?}", args.system).to_lowercase(),
+        seed,
+        duration_seconds: args.duration.as_secs_f64(),
+        nemeses: nemeses.to_vec(),
+        sabotage: args.sabotage.map(|sabotage| format!("{sabotage:?}")),
+        operations: count(|_| true),
+        ok: count(|outcome| matches!(outcome, Outcome::Ok(_))),
+        failed: count(|outcome| *outcome == Outcome::Failed),
+        unknown: count(|outcome| *outcome == Outcome::Unknown),
+        faults,
+        server_starts: cluster.starts(),
+        recovery_seconds: recovery.map(|time| time.as_secs_f64()),
+        checks,
+        passed,
+    })
+}
+
+/// A native client that may use any replica.
+fn pinned_any(network: &Network) -> Client<Request, Request, Answer> {
+    let options = ClientOptions {
+        timeout: Duration::from_secs(10),
+        attempt_timeout: Duration::from_secs(2),
+        ..ClientOptions::default()
+    };
+    Client::new((0..3).map(|index| endpoint(System::Lockstep, network, index)).collect(), options)
+}
+
+/// Removes every fault: network rules, the disk filler; resumes and restarts servers.
+fn heal(network: &Network, cluster: &mut Cluster) -> Result<(), String> {
+    network.heal()?;
+    if let Some(filler) = cluster.filler() {
+        let _ = std::fs::remove_file(filler);
+    }
+    cluster.restore(network)?;
+    Ok(())
+}
+
+/// Injects one fault of `kind`; what it did.
+async fn inject(
+    kind: Nemesis,
+    random: &mut Random,
+    network: &Network,
+    cluster: &mut Cluster,
+    system: System,
+) -> Result<String, String> {
+    let servers = cluster.len();
+    let leader = match system {
+        System::Lockstep => leader(network, servers).await,
+        System::Etcd => None,
+    };
+    let one = |random: &mut Random| -> usize {
+        // Half the time the leader, when known.
+        match leader {
+            Some(leader) if random.below(2) == 0 => leader,
+            _ => random.below(servers as u64) as usize,
+        }
+    };
+    let name = |set: &BTreeSet<usize>| {
+        set.iter().map(|index| (index + 1).to_string()).collect::<Vec<_>>().join(",")
+    };
+    Ok(match kind {
+        Nemesis::Kill => {
+            let how_many = match random.below(4) {
+                0 | 1 => 1,
+                2 => servers / 2 + 1,
+                _ => servers,
+            };
+            let mut targets = BTreeSet::from([one(random)]);
+            while targets.len() < how_many {
+                targets.insert(random.below(servers as u64) as usize);
+            }
+            for &index in &targets {
+                cluster.kill(index)?;
+            }
+            format!("SIGKILL servers {}", name(&targets))
+        }
+        Nemesis::Pause => {
+            let target = one(random);
+            cluster.pause(target)?;
+            format!("SIGSTOP server {}{}", target + 1, if Some(target) == leader { " (leader)" } else { "" })
+        }
+        Nemesis::Partition => {
+            let all: BTreeSet<usize> = (0..servers).collect();
+            match random.below(4) {
+                0 => {
+                    let lone = one(random);
+                    let rest: BTreeSet<usize> = all.iter().copied().filter(|&i| i != lone).collect();
+                    let single = BTreeSet::from([lone]);
+                    network.cut(&single, &rest)?;
+                    network.cut(&rest, &single)?;
+                    format!(
+                        "partition {{{}}} | {{{}}}{}",
+                        name(&single),
+                        name(&rest),
+                        if Some(lone) == leader { " (the leader isolated)" } else { "" }
+                    )
+                }
+                1 => {
+                    // A bridge: the middle one sees both others; they do not see each other.
+                    let middle = random.below(servers as u64) as usize;
+                    let ends: Vec<usize> = all.iter().copied().filter(|&i| i != middle).collect();
+                    let (a, b) = (BTreeSet::from([ends[0]]), BTreeSet::from([ends[1]]));
+                    network.cut(&a, &b)?;
+                    network.cut(&b, &a)?;
+                    format!("bridge through server {}: {} and {} cut", middle + 1, ends[0] + 1, ends[1] + 1)
+                }
+                2 => {
+                    // One way: nothing reaches the leader (or one server); it still sends.
+                    let deaf = one(random);
+                    let rest: BTreeSet<usize> = all.iter().copied().filter(|&i| i != deaf).collect();
+                    network.cut(&rest, &BTreeSet::from([deaf]))?;
+                    format!("one way: nothing reaches server {}", deaf + 1)
+                }
+                _ => {
+                    // Every server alone.
+                    for a in 0..servers {
+                        network.cut(&BTreeSet::from([a]), &all)?;
+                    }
+                    "every server alone".to_string()
+                }
+            }
+        }
+        Nemesis::Loss => {
+            let percent = [10, 30, 60][random.below(3) as usize];
+            network.lose(percent)?;
+            format!("{percent}% of packets between servers dropped")
+        }
+        Nemesis::DiskFull => match (cluster.filler(), cluster.small_disk_server()) {
+            (Some(filler), Some(server)) => {
+                fill(&filler);
+                format!("server {}'s disk filled", server + 1)
+            }
+            _ => "no small disk".to_string(),
+        },
+    })
+}
+
+/// Writes zeros to `path` until the file system is full.
+fn fill(path: &std::path::Path) {
+    let Ok(mut file) = std::fs::File::create(path) else { return };
+    let block = vec![0u8; 1 << 20];
+    while file.write_all(&block).is_ok() {}
+    let _ = file.sync_all();
+}

@@ -1,0 +1,259 @@
+//! The harness's network: each server in a network namespace of its own, joined by a bridge,
+//! and faults as nftables rules inside those namespaces.
+//!
+//! Everything is named after the harness's process id (`lc<pid>n<i>` namespaces, the
+//! `lcbr<pid>` bridge), so a later run can tell leftovers of a run that died (its process is
+//! gone) from another run's, and remove them. The servers' addresses are inside the
+//! namespaces; the bridge's own address, in the harness's namespace, is where its clients
+//! connect from.
+
+use std::collections::BTreeSet;
+use std::process::Command;
+
+/// Runs a command, failing with what it printed.
+pub fn run(program: &str, args: &[&str]) -> Result<String, String> {
+    let output = Command::new(program)
+        .args(args)
+        .output()
+        .map_err(|error| format!("{program}: {error}"))?;
+    if !output.status.success() {
+        return Err(format!(
+            "`{program} {}` failed: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&output.stderr).trim()
+        ));
+    }
+    Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+}
+
+/// Runs `nft` inside a namespace with a script on standard input.
+fn nft(namespace: &str, script: &str) -> Result<(), String> {
+    use std::io::Write;
+    let mut child = Command::new("ip")
+        .args(["netns", "exec", namespace, "nft", "-f", "-"])
+        .stdin(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .map_err(|error| format!("nft: {error}"))?;
+    if let Some(mut stdin) = child.stdin.take() {
+        stdin.write_all(script.as_bytes()).map_err(|error| format!("nft: {error}"))?;
+    }
+    let output = child.wait_with_output().map_err(|error| format!("nft: {error}"))?;
+    if !output.status.success() {
+        return Err(format!(
+            "nft in {namespace}: {}",
+            String::from_utf8_lossy(&output.stderr).trim()
+        ));
+    }
+    Ok(())
+}
+
+/// Whether this machine can run the harness's network: root, `ip netns` and `nft`.
+pub fn available() -> Result<(), String> {
+    let uid = run("id", &["-u"])?;
+    if uid.trim() != "0" {
+        return Err("the chaos harness needs root (network namespaces and nftables)".into());
+    }
+    run("ip", &["netns", "list"]).map_err(|error| format!("ip netns: {error}"))?;
+    run("nft", &["--version"])
+        .map_err(|error| format!("nft (Debian's nftables) is needed: {error}"))?;
+    Ok(())
+}
+
+/// The namespaces, bridge and rules of one run.
+#[derive(Debug)]
+pub struct Network {
+    tag: String,
+    /// The third byte of the run's 10.x.y.0/24 subnet.
+    subnet: (u8, u8),
+    servers: usize,
+    up: bool,
+}
+
+impl Network {
+    /// Creates `servers` namespaces joined by a bridge. On failure, whatever was made is
+    /// removed again.
+    pub fn create(servers: usize) -> Result<Network, String> {
+        let pid = std::process::id();
+        let subnet = (200 + (pid % 50) as u8, ((pid / 50) % 250) as u8);
+        let mut network = Network { tag: format!("lc{pid}"), subnet, servers, up: true };
+        if let Err(error) = network.build() {
+            network.remove();
+            return Err(error);
+        }
+        Ok(network)
+    }
+
+    fn build(&self) -> Result<(), String> {
+        let bridge = self.bridge();
+        run("ip", &["link", "add", &bridge, "type", "bridge"])?;
+        run("ip", &["addr", "add", &format!("{}/24", self.host_address()), "dev", &bridge])?;
+        run("ip", &["link", "set", &bridge, "up"])?;
+        for index in 0..self.servers {
+            let namespace = self.namespace(index);
+            let host_side = format!("{}h{index}", self.tag);
+            let inside = format!("{}p{index}", self.tag);
+            run("ip", &["netns", "add", &namespace])?;
+            run("ip", &["link", "add", &host_side, "type", "veth", "peer", "name", &inside])?;
+            run("ip", &["link", "set", &host_side, "master", &bridge])?;
+            run("ip", &["link", "set", &host_side, "up"])?;
+            run("ip", &["link", "set", &inside, "netns", &namespace])?;
+            let exec = |args: &[&str]| {
+                let mut all = vec!["netns", "exec", &namespace];
+                all.extend_from_slice(args);
+                run("ip", &all)
+            };
+            exec(&["ip", "link", "set", "lo", "up"])?;
+            exec(&["ip", "link", "set", &inside, "name", "eth0"])?;
+            exec(&["ip", "addr", "add", &format!("{}/24", self.address(index)), "dev", "eth0"])?;
+            exec(&["ip", "link", "set", "eth0", "up"])?;
+            nft(&namespace, "table inet chaos {\n chain input { type filter hook input priority 0; }\n chain output { type filter hook output priority 0; }\n}\n")?;
+        }
+        Ok(())
+    }
+
+    /// The namespace of server `index` (from 0).
+    pub fn namespace(&self, index: usize) -> String {
+        format!("{}n{index}", self.tag)
+    }
+
+    fn bridge(&self) -> String {
+        format!("lcbr{}", &self.tag[2..])
+    }
+
+    /// Server `index`'s address.
+    pub fn address(&self, index: usize) -> String {
+        format!("10.{}.{}.{}", self.subnet.0, self.subnet.1, index + 1)
+    }
+
+    /// The harness's own address on the bridge (its clients' source).
+    pub fn host_address(&self) -> String {
+        format!("10.{}.{}.254", self.subnet.0, self.subnet.1)
+    }
+
+    /// Drops traffic from each server in `from` to each in `to` (both at the sender's output
+    /// and the receiver's input, so neither side's connection sees the other).
+    pub fn cut(&self, from: &BTreeSet<usize>, to: &BTreeSet<usize>) -> Result<(), String> {
+        for &a in from {
+            for &b in to {
+                if a == b {
+                    continue;
+                }
+                let rule = |chain: &str, field: &str, other: usize| {
+                    format!("add rule inet chaos {chain} ip {field} {} drop\n", self.address(other))
+                };
+                nft(&self.namespace(a), &rule("output", "daddr", b))?;
+                nft(&self.namespace(b), &rule("input", "saddr", a))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Drops `percent`% of the packets between servers, at random, in both directions.
+    pub fn lose(&self, percent: u32) -> Result<(), String> {
+        for index in 0..self.servers {
+            let peers: Vec<String> =
+                (0..self.servers).filter(|&i| i != index).map(|i| self.address(i)).collect();
+            let set = peers.join(", ");
+            nft(
+                &self.namespace(index),
+                &format!(
+                    "add rule inet chaos input ip saddr {{ {set} }} numgen random mod 100 < {percent} drop\n"
+                ),
+            )?;
+        }
+        Ok(())
+    }
+
+    /// Removes every fault rule.
+    pub fn heal(&self) -> Result<(), String> {
+        for index in 0..self.servers {
+            let namespace = self.namespace(index);
+            nft(&namespace, "flush chain inet chaos input\nflush chain inet chaos output\n")?;
+        }
+        Ok(())
+    }
+
+    /// Removes the namespaces (with their rules and interfaces) and the bridge. Idempotent.
+    pub fn remove(&mut self) {
+        if !self.up {
+            return;
+        }
+        self.up = false;
+        for index in 0..self.servers {
+            let namespace = self.namespace(index);
+            kill_inside(&namespace);
+            let _ = run("ip", &["netns", "del", &namespace]);
+        }
+        let _ = run("ip", &["link", "del", &self.bridge()]);
+    }
+}
+
+impl Drop for Network {
+    fn drop(&mut self) {
+        self.remove();
+    }
+}
+
+/// SIGKILLs every process left in a namespace.
+fn kill_inside(namespace: &str) {
+    if let Ok(pids) = run("ip", &["netns", "pids", namespace]) {
+        for pid in pids.split_whitespace() {
+            let _ = run("kill", &["-9", pid]);
+        }
+    }
+}
+
+/// Whether a process is alive.
+fn alive(pid: u32) -> bool {
+    std::path::Path::new(&format!("/proc/{pid}")).exists()
+}
+
+/// Removes what runs that died left behind: their namespaces (and the processes in them),
+/// bridges and mounts. Returns what it removed.
+pub fn sweep() -> Vec<String> {
+    let mut removed = Vec::new();
+    let owner = |name: &str, prefix: &str| -> Option<u32> {
+        let rest = name.strip_prefix(prefix)?;
+        let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+        digits.parse().ok()
+    };
+    if let Ok(list) = run("ip", &["netns", "list"]) {
+        for line in list.lines() {
+            let Some(name) = line.split_whitespace().next() else { continue };
+            if let Some(pid) = owner(name, "lc") {
+                if name.contains('n') && !alive(pid) {
+                    kill_inside(name);
+                    let _ = run("ip", &["netns", "del", name]);
+                    removed.push(format!("namespace {name}"));
+                }
+            }
+        }
+    }
+    if let Ok(links) = run("ip", &["-o", "link", "show", "type", "bridge"]) {
+        for line in links.lines() {
+            let Some(name) = line.split(':').nth(1).map(str::trim) else { continue };
+            if let Some(pid) = owner(name, "lcbr") {
+                if !alive(pid) {
+                    let _ = run("ip", &["link", "del", name]);
+                    removed.push(format!("bridge {name}"));
+                }
+            }
+        }
+    }
+    if let Ok(mounts) = std::fs::read_to_string("/proc/mounts") {
+        for line in mounts.lines() {
+            let Some(point) = line.split_whitespace().nth(1) else { continue };
+            if let Some(pid) = point
+                .rsplit('/')
+                .find_map(|part| part.strip_prefix("chaos-").and_then(|rest| rest.parse().ok()))
+            {
+                if !alive(pid) {
+                    let _ = run("umount", &["-l", point]);
+                    removed.push(format!("mount {point}"));
+                }
+            }
+        }
+    }
+    removed
+}

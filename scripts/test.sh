@@ -10,8 +10,9 @@ if ! command -v cargo >/dev/null 2>&1; then
     exit 1
 fi
 
-# etcdctl (etcd-client) and etcd (etcd-server): the etcd compatibility tests drive them.
-bash scripts/ensure-packages.sh etcdctl=etcd-client etcd=etcd-server
+# etcdctl (etcd-client) and etcd (etcd-server): the etcd compatibility tests drive them;
+# nft (nftables): the fault harness cuts and drops traffic between network namespaces with it.
+bash scripts/ensure-packages.sh etcdctl=etcd-client etcd=etcd-server nft=nftables
 
 echo "==> cargo fmt --check"
 cargo fmt --all -- --check

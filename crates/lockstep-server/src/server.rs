@@ -155,7 +155,9 @@ impl BoundServer {
             replica.unsafe_reads = true;
         }
         if let Some(sabotage) = config.sabotage {
-            tracing::warn!("started with the test-only sabotage {sabotage:?}: this server is unsafe");
+            tracing::warn!(
+                "started with the test-only sabotage {sabotage:?}: this server is unsafe"
+            );
         }
         let (finished, outcome) = oneshot::channel();
         std::thread::Builder::new()

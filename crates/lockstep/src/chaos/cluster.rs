@@ -26,6 +26,11 @@ pub enum Sabotage {
 }
 
 impl Sabotage {
+    /// Its name on the command line.
+    pub fn name(self) -> &'static str {
+        self.flag()
+    }
+
     fn flag(self) -> &'static str {
         match self {
             Sabotage::UnsafeReads => "unsafe-reads",

@@ -28,8 +28,8 @@ use lockstep_kv::{Answer, Request};
 use lockstep_sim::linearizability::Input;
 use serde::Serialize;
 
-pub use cluster::{Sabotage, System};
 use cluster::{Cluster, CLIENT_PORT, ETCD_PORT};
+pub use cluster::{Sabotage, System};
 use net::Network;
 use verdict::Check;
 use workload::{Backend, History, Outcome, Record, Workload};
@@ -104,12 +104,13 @@ impl Nemesis {
         }
         let mut kinds = BTreeSet::new();
         for name in text.split(',').map(str::trim) {
-            let kind = Nemesis::ALL.into_iter().find(|kind| kind.name() == name).ok_or_else(|| {
-                format!(
-                    "--nemesis: unknown fault `{name}` (all, none, or a list of kill, pause, \
+            let kind =
+                Nemesis::ALL.into_iter().find(|kind| kind.name() == name).ok_or_else(|| {
+                    format!(
+                        "--nemesis: unknown fault `{name}` (all, none, or a list of kill, pause, \
                      partition, loss, disk-full)"
-                )
-            })?;
+                    )
+                })?;
             kinds.insert(kind);
         }
         Ok(kinds.into_iter().collect())
@@ -118,7 +119,8 @@ impl Nemesis {
 
 fn parse_duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();
-    let (number, unit) = text.split_at(text.find(|c: char| c.is_alphabetic()).unwrap_or(text.len()));
+    let (number, unit) =
+        text.split_at(text.find(|c: char| c.is_alphabetic()).unwrap_or(text.len()));
     let number: f64 = number.parse().map_err(|_| format!("`{text}`: expected e.g. 90s, 5m, 1h"))?;
     let seconds = match unit {
         "" | "s" => number,
@@ -226,8 +228,7 @@ pub async fn run(args: ChaosArgs) -> Result<(), String> {
     };
     let folder = args.dir.join(format!("{system}-{seed}"));
     let _ = std::fs::remove_dir_all(&folder);
-    std::fs::create_dir_all(&folder)
-        .map_err(|error| format!("{}: {error}", folder.display()))?;
+    std::fs::create_dir_all(&folder).map_err(|error| format!("{}: {error}", folder.display()))?;
     let folder = std::fs::canonicalize(&folder).map_err(|error| error.to_string())?;
     let rerun = format!(
         "lockstep chaos --system {system} --seed {seed} --duration {}s --nemesis {} --clients {} \
@@ -237,7 +238,7 @@ pub async fn run(args: ChaosArgs) -> Result<(), String> {
         args.clients,
         args.rate,
         args.interval.as_secs_f64(),
-        args.sabotage.map_or(String::new(), |s| format!(" --sabotage {s:?}").to_lowercase()),
+        args.sabotage.map_or(String::new(), |sabotage| format!(" --sabotage {}", sabotage.name())),
     );
     println!("chaos: {system}, seed {seed}, {:?} of faults ({})", args.duration, args.nemesis);
     println!("run folder: {}", folder.display());
@@ -362,13 +363,18 @@ async fn leader(network: &Network, servers: usize) -> Option<usize> {
 }
 
 /// A backend for client `id`: it starts on server `id % 3`.
-fn backend(system: System, network: &Network, id: usize, timeout: Duration) -> Result<Backend, String> {
+fn backend(
+    system: System,
+    network: &Network,
+    id: usize,
+    timeout: Duration,
+) -> Result<Backend, String> {
     let servers = 3;
     let order: Vec<String> =
         (0..servers).map(|k| endpoint(system, network, (id + k) % servers)).collect();
     match system {
         System::Lockstep => Ok(Backend::native(order, timeout)),
-        System::Etcd => Backend::etcd(&order[0], timeout),
+        System::Etcd => Backend::etcd(&order, timeout),
     }
 }
 
@@ -378,7 +384,7 @@ async fn serving(system: System, network: &Network, within: Duration) -> Option<
     let mut attempt = 0;
     while started.elapsed() < within {
         if let Ok(backend) = backend(system, network, attempt, Duration::from_secs(1)) {
-            if backend.call(u64::MAX, &Input::Put(0)).await.is_ok() {
+            if backend.call(u64::MAX, &Input::Put(0), 0).await.is_ok() {
                 return Some(started.elapsed());
             }
         }
@@ -420,14 +426,22 @@ async fn session(
             stop.clone(),
         )));
     }
-    let mut faults_log = std::fs::File::create(folder.join("faults.log"))
-        .map_err(|error| error.to_string())?;
+    let mut faults_log =
+        std::fs::File::create(folder.join("faults.log")).map_err(|error| error.to_string())?;
     let mut random = Random::new(seed);
     let mut faults = Vec::new();
     let at = |instant: Instant| instant.duration_since(started).as_secs_f64();
     tokio::time::sleep(random.between(args.interval / 2, args.interval)).await;
+    // Every kind once per round, in an order drawn from the seed.
+    let mut bag: Vec<Nemesis> = Vec::new();
     while !nemeses.is_empty() && started.elapsed() < args.duration {
-        let kind = nemeses[random.below(nemeses.len() as u64) as usize];
+        if bag.is_empty() {
+            bag = nemeses.to_vec();
+            for i in (1..bag.len()).rev() {
+                bag.swap(i, random.below(i as u64 + 1) as usize);
+            }
+        }
+        let Some(kind) = bag.pop() else { break };
         let begun = Instant::now();
         let what = inject(kind, &mut random, network, cluster, args.system).await?;
         let _ = writeln!(faults_log, "{:8.2} {} {what}", at(begun), kind.name());
@@ -457,13 +471,21 @@ async fn session(
     let reader = backend(args.system, network, 0, Duration::from_secs(5))?;
     for &key in &keys {
         let call = started.elapsed().as_micros() as u64;
-        let result = reader.call(key, &Input::Get).await;
+        let result = reader.call(key, &Input::Get, 0).await;
         let end = started.elapsed().as_micros() as u64;
         let (outcome, error) = match result {
             Ok(output) => (Outcome::Ok(output), None),
             Err(failure) => (Outcome::Failed, Some(failure.reason)),
         };
-        records.push(Record { client: u64::MAX, key, input: Input::Get, call, outcome, end, error });
+        records.push(Record {
+            client: u64::MAX,
+            key,
+            input: Input::Get,
+            call,
+            outcome,
+            end,
+            error,
+        });
     }
     // Time to the first acknowledged write after each heal.
     for fault in &mut faults {
@@ -491,7 +513,9 @@ async fn session(
         "serves again after the final heal",
         recovery.is_some(),
         match recovery {
-            Some(time) => format!("a write acknowledged {:.2} s after the heal", time.as_secs_f64()),
+            Some(time) => {
+                format!("a write acknowledged {:.2} s after the heal", time.as_secs_f64())
+            }
             None => format!("no write acknowledged within {:?}", args.recovery_bound),
         },
     ));
@@ -597,14 +621,19 @@ async fn inject(
         Nemesis::Pause => {
             let target = one(random);
             cluster.pause(target)?;
-            format!("SIGSTOP server {}{}", target + 1, if Some(target) == leader { " (leader)" } else { "" })
+            format!(
+                "SIGSTOP server {}{}",
+                target + 1,
+                if Some(target) == leader { " (leader)" } else { "" }
+            )
         }
         Nemesis::Partition => {
             let all: BTreeSet<usize> = (0..servers).collect();
             match random.below(4) {
                 0 => {
                     let lone = one(random);
-                    let rest: BTreeSet<usize> = all.iter().copied().filter(|&i| i != lone).collect();
+                    let rest: BTreeSet<usize> =
+                        all.iter().copied().filter(|&i| i != lone).collect();
                     let single = BTreeSet::from([lone]);
                     network.cut(&single, &rest)?;
                     network.cut(&rest, &single)?;
@@ -622,12 +651,18 @@ async fn inject(
                     let (a, b) = (BTreeSet::from([ends[0]]), BTreeSet::from([ends[1]]));
                     network.cut(&a, &b)?;
                     network.cut(&b, &a)?;
-                    format!("bridge through server {}: {} and {} cut", middle + 1, ends[0] + 1, ends[1] + 1)
+                    format!(
+                        "bridge through server {}: {} and {} cut",
+                        middle + 1,
+                        ends[0] + 1,
+                        ends[1] + 1
+                    )
                 }
                 2 => {
                     // One way: nothing reaches the leader (or one server); it still sends.
                     let deaf = one(random);
-                    let rest: BTreeSet<usize> = all.iter().copied().filter(|&i| i != deaf).collect();
+                    let rest: BTreeSet<usize> =
+                        all.iter().copied().filter(|&i| i != deaf).collect();
                     network.cut(&rest, &BTreeSet::from([deaf]))?;
                     format!("one way: nothing reaches server {}", deaf + 1)
                 }

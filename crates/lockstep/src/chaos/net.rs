@@ -12,10 +12,8 @@ use std::process::Command;
 
 /// Runs a command, failing with what it printed.
 pub fn run(program: &str, args: &[&str]) -> Result<String, String> {
-    let output = Command::new(program)
-        .args(args)
-        .output()
-        .map_err(|error| format!("{program}: {error}"))?;
+    let output =
+        Command::new(program).args(args).output().map_err(|error| format!("{program}: {error}"))?;
     if !output.status.success() {
         return Err(format!(
             "`{program} {}` failed: {}",
@@ -183,6 +181,9 @@ impl Network {
         for index in 0..self.servers {
             let namespace = self.namespace(index);
             kill_inside(&namespace);
+            // Deleting the host side removes the pair now (a namespace's are removed later,
+            // by the kernel, after the namespace goes).
+            let _ = run("ip", &["link", "del", &format!("{}h{index}", self.tag)]);
             let _ = run("ip", &["netns", "del", &namespace]);
         }
         let _ = run("ip", &["link", "del", &self.bridge()]);
@@ -230,13 +231,16 @@ pub fn sweep() -> Vec<String> {
             }
         }
     }
-    if let Ok(links) = run("ip", &["-o", "link", "show", "type", "bridge"]) {
+    if let Ok(links) = run("ip", &["-o", "link", "show"]) {
         for line in links.lines() {
             let Some(name) = line.split(':').nth(1).map(str::trim) else { continue };
-            if let Some(pid) = owner(name, "lcbr") {
+            let name = name.split('@').next().unwrap_or(name);
+            let pid = owner(name, "lcbr")
+                .or_else(|| owner(name, "lc").filter(|pid| name.starts_with(&format!("lc{pid}h"))));
+            if let Some(pid) = pid {
                 if !alive(pid) {
                     let _ = run("ip", &["link", "del", name]);
-                    removed.push(format!("bridge {name}"));
+                    removed.push(format!("interface {name}"));
                 }
             }
         }

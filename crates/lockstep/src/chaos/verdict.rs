@@ -49,7 +49,9 @@ pub type Applied = BTreeMap<u64, u32>;
 
 /// Reads the whole history of the harness's keys from lockstep (a linearizable read of the
 /// change events from revision 1).
-pub async fn applied_lockstep(client: &Client<Request, Request, Answer>) -> Result<Applied, String> {
+pub async fn applied_lockstep(
+    client: &Client<Request, Request, Answer>,
+) -> Result<Applied, String> {
     let mut applied = Applied::new();
     let mut from = 1;
     loop {
@@ -134,10 +136,7 @@ pub fn durable_and_once(history: &[Record], applied: &Applied) -> Vec<Check> {
 }
 
 /// Waits until every replica has applied the same index and compares their digests.
-pub async fn same_digest(
-    clients: &[Client<Request, Request, Answer>],
-    within: Duration,
-) -> Check {
+pub async fn same_digest(clients: &[Client<Request, Request, Answer>], within: Duration) -> Check {
     let deadline = tokio::time::Instant::now() + within;
     let mut last = String::new();
     loop {

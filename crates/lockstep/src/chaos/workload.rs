@@ -38,10 +38,15 @@ pub fn parse_value(bytes: &[u8]) -> Option<u64> {
 /// How one client reaches the system.
 #[derive(Clone)]
 pub enum Backend {
-    /// lockstep's native client.
-    Native(Client<Request, Request, Answer>),
-    /// etcd's v3 API (a real etcd).
-    Etcd(KVClient<Channel>),
+    /// lockstep's native client: one that follows the leader for writes, and one starting
+    /// on each replica for reads (reads go to a replica chosen at random; a correct replica
+    /// that does not lead sends the client on).
+    Native {
+        writer: Client<Request, Request, Answer>,
+        readers: Vec<Client<Request, Request, Answer>>,
+    },
+    /// etcd's v3 API (a real etcd): writes through one member, reads through any.
+    Etcd(Vec<KVClient<Channel>>),
 }
 
 /// Why an operation did not complete.
@@ -53,31 +58,54 @@ pub struct Failure {
 }
 
 impl Backend {
-    /// A native client that tries `endpoints` in order (its first is the one it starts on).
+    /// Native clients over `endpoints`, the first the writer starts on.
     pub fn native(endpoints: Vec<String>, timeout: Duration) -> Backend {
         let options = ClientOptions {
             timeout,
             attempt_timeout: timeout / 4,
             consistency: ReadConsistency::Linearizable,
         };
-        Backend::Native(Client::new(endpoints, options))
+        let readers = (0..endpoints.len())
+            .map(|first| {
+                let mut order = endpoints.clone();
+                order.rotate_left(first);
+                Client::new(order, options.clone())
+            })
+            .collect();
+        Backend::Native { writer: Client::new(endpoints, options), readers }
     }
 
-    /// An etcd client on one endpoint.
-    pub fn etcd(endpoint: &str, timeout: Duration) -> Result<Backend, String> {
-        let channel = Channel::from_shared(format!("http://{endpoint}"))
-            .map_err(|error| error.to_string())?
-            .timeout(timeout)
-            .connect_timeout(timeout)
-            .connect_lazy();
-        Ok(Backend::Etcd(KVClient::new(channel)))
+    /// etcd clients on `endpoints`, the first the writer.
+    pub fn etcd(endpoints: &[String], timeout: Duration) -> Result<Backend, String> {
+        let mut clients = Vec::new();
+        for endpoint in endpoints {
+            let channel = Channel::from_shared(format!("http://{endpoint}"))
+                .map_err(|error| error.to_string())?
+                .timeout(timeout)
+                .connect_timeout(timeout)
+                .connect_lazy();
+            clients.push(KVClient::new(channel));
+        }
+        Ok(Backend::Etcd(clients))
     }
 
-    /// Carries out one operation.
-    pub async fn call(&self, key: u64, input: &Input) -> Result<Output, Failure> {
+    /// Carries out one operation; a read goes to replica `pick` (modulo their number).
+    pub async fn call(&self, key: u64, input: &Input, pick: usize) -> Result<Output, Failure> {
         match self {
-            Backend::Native(client) => native(client, key, input).await,
-            Backend::Etcd(client) => etcd(client.clone(), key, input).await,
+            Backend::Native { writer, readers } => {
+                let client = match input {
+                    Input::Get => &readers[pick % readers.len()],
+                    _ => writer,
+                };
+                native(client, key, input).await
+            }
+            Backend::Etcd(clients) => {
+                let client = match input {
+                    Input::Get => &clients[pick % clients.len()],
+                    _ => &clients[0],
+                };
+                etcd(client.clone(), key, input).await
+            }
         }
     }
 }
@@ -266,8 +294,8 @@ pub async fn client(
     let mut last_seen: std::collections::BTreeMap<u64, Option<u64>> = Default::default();
     let pause = Duration::from_secs_f64(clients as f64 / workload.rate.max(0.1));
     while !stop.load(Ordering::Relaxed) {
-        let period = (started.elapsed().as_millis() / workload.key_period.as_millis().max(1))
-            as u64;
+        let period =
+            (started.elapsed().as_millis() / workload.key_period.as_millis().max(1)) as u64;
         let key = period * workload.keys + random.below(workload.keys);
         counter += 1;
         let value = (id + 1) << 40 | counter;
@@ -280,7 +308,7 @@ pub async fn client(
             },
         };
         let call = started.elapsed().as_micros() as u64;
-        let result = backend.call(key, &input).await;
+        let result = backend.call(key, &input, random.below(3) as usize).await;
         let end = started.elapsed().as_micros() as u64;
         let (outcome, error) = match result {
             Ok(output) => {

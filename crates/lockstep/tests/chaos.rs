@@ -145,3 +145,14 @@ fn an_interrupted_run_removes_everything_it_made() {
     assert!(next.status.success(), "{text}{}", String::from_utf8_lossy(&next.stdout));
     assert_nothing_left(pid);
 }
+
+/// The control: the same harness and checks pass against a real 3-member etcd, so what they
+/// report of lockstep is not an artefact of the harness.
+#[test]
+fn etcd_passes_the_same_harness() {
+    let (passed, text) =
+        chaos(&["--system", "etcd", "--duration", "30s", "--nemesis", "all", "--seed", "21"]);
+    assert!(passed, "etcd failed the harness:\n{text}");
+    assert!(text.contains("PASS linearizable"), "{text}");
+    assert!(text.contains("PASS same state on every replica"), "{text}");
+}

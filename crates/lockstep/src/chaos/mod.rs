@@ -362,6 +362,26 @@ async fn leader(network: &Network, servers: usize) -> Option<usize> {
     None
 }
 
+/// The leader, as etcd's members say.
+async fn etcd_leader(network: &Network, servers: usize) -> Option<usize> {
+    use lockstep_etcd::proto::etcdserverpb as pb;
+    use lockstep_etcd::rpc::maintenance_client::MaintenanceClient;
+    for index in 0..servers {
+        let address = format!("http://{}", endpoint(System::Etcd, network, index));
+        let Ok(channel) = tonic::transport::Channel::from_shared(address) else { continue };
+        let channel = channel.timeout(Duration::from_millis(500)).connect_lazy();
+        let mut client = MaintenanceClient::new(channel);
+        let asked = client.status(pb::StatusRequest {});
+        if let Ok(Ok(status)) = tokio::time::timeout(Duration::from_millis(500), asked).await {
+            let status = status.into_inner();
+            if status.header.is_some_and(|header| header.member_id == status.leader) {
+                return Some(index);
+            }
+        }
+    }
+    None
+}
+
 /// A backend for client `id`: it starts on server `id % 3`.
 fn backend(
     system: System,
@@ -411,7 +431,12 @@ async fn session(
     let started = Instant::now();
     let history: History = Arc::new(Mutex::new(Vec::new()));
     let stop = Arc::new(AtomicBool::new(false));
-    let workload = Workload { rate: args.rate, keys: 4, key_period: Duration::from_secs(5) };
+    let workload = Workload {
+        rate: args.rate,
+        keys: 4,
+        key_period: Duration::from_secs(5),
+        clients: args.clients,
+    };
     let mut clients = Vec::new();
     for id in 0..args.clients {
         let backend = backend(args.system, network, id, Duration::from_secs(2))?;
@@ -419,7 +444,6 @@ async fn session(
             id as u64,
             backend,
             workload.clone(),
-            args.clients,
             started,
             seed,
             history.clone(),
@@ -534,7 +558,19 @@ async fn session(
             let replicas: Vec<_> = (0..cluster.len()).map(|index| pinned(network, index)).collect();
             checks.push(verdict::same_digest(&replicas, Duration::from_secs(20)).await);
         }
-        System::Etcd => {}
+        System::Etcd => {
+            match verdict::applied_etcd(&endpoint(System::Etcd, network, 0)).await {
+                Ok(applied) => checks.extend(verdict::durable_and_once(&records, &applied)),
+                Err(error) => checks.push(Check::new(
+                    "no acknowledged write lost",
+                    false,
+                    format!("could not read the store's history: {error}"),
+                )),
+            }
+            let endpoints: Vec<String> =
+                (0..cluster.len()).map(|index| endpoint(System::Etcd, network, index)).collect();
+            checks.push(verdict::same_hash_etcd(&endpoints, Duration::from_secs(20)).await);
+        }
     }
     let _ = healed;
     let count = |wanted: fn(&Outcome) -> bool| {
@@ -590,7 +626,7 @@ async fn inject(
     let servers = cluster.len();
     let leader = match system {
         System::Lockstep => leader(network, servers).await,
-        System::Etcd => None,
+        System::Etcd => etcd_leader(network, servers).await,
     };
     let one = |random: &mut Random| -> usize {
         // Half the time the leader, when known.
@@ -696,4 +732,38 @@ fn fill(path: &std::path::Path) {
     let block = vec![0u8; 1 << 20];
     while file.write_all(&block).is_ok() {}
     let _ = file.sync_all();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_and_fault_lists_parse_or_say_why_not() {
+        assert_eq!(parse_duration("90s"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("30m"), Ok(Duration::from_secs(1800)));
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("2"), Ok(Duration::from_secs(2)));
+        assert!(parse_duration("5 weeks").is_err());
+        assert!(parse_duration("soon").is_err());
+        assert_eq!(Nemesis::parse_list("all"), Ok(Nemesis::ALL.to_vec()));
+        assert_eq!(Nemesis::parse_list("none"), Ok(Vec::new()));
+        assert_eq!(
+            Nemesis::parse_list("pause, kill,pause"),
+            Ok(vec![Nemesis::Kill, Nemesis::Pause])
+        );
+        let error = Nemesis::parse_list("kill,flood").expect_err("unknown");
+        assert!(error.contains("flood"), "{error}");
+    }
+
+    #[test]
+    fn the_schedule_generator_is_deterministic_and_in_range() {
+        let (mut a, mut b) = (Random::new(7), Random::new(7));
+        for _ in 0..1000 {
+            let x = a.below(5);
+            assert_eq!(x, b.below(5));
+            assert!(x < 5);
+        }
+        assert_eq!(Random::new(1).below(0), 0);
+    }
 }

@@ -170,3 +170,143 @@ pub async fn same_digest(clients: &[Client<Request, Request, Answer>], within: D
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
+
+/// etcd: the channel to one member.
+fn etcd_channel(endpoint: &str) -> Result<tonic::transport::Channel, String> {
+    Ok(tonic::transport::Channel::from_shared(format!("http://{endpoint}"))
+        .map_err(|error| error.to_string())?
+        .timeout(Duration::from_secs(10))
+        .connect_timeout(Duration::from_secs(5))
+        .connect_lazy())
+}
+
+/// Reads the whole history of the harness's keys from etcd: a watch from revision 1 up to the
+/// current revision.
+pub async fn applied_etcd(endpoint: &str) -> Result<Applied, String> {
+    use lockstep_etcd::proto::etcdserverpb as pb;
+    use lockstep_etcd::rpc::k_v_client::KVClient;
+    use lockstep_etcd::rpc::watch_client::WatchClient;
+    let channel = etcd_channel(endpoint)?;
+    let mut prefix_end = PREFIX.as_bytes().to_vec();
+    if let Some(last) = prefix_end.last_mut() {
+        *last += 1;
+    }
+    let current = KVClient::new(channel.clone())
+        .range(pb::RangeRequest {
+            key: PREFIX.as_bytes().to_vec(),
+            range_end: prefix_end.clone(),
+            count_only: true,
+            ..Default::default()
+        })
+        .await
+        .map_err(|status| status.to_string())?
+        .into_inner()
+        .header
+        .map_or(0, |header| header.revision);
+    let create = pb::WatchRequest {
+        request_union: Some(pb::watch_request::RequestUnion::CreateRequest(
+            pb::WatchCreateRequest {
+                key: PREFIX.as_bytes().to_vec(),
+                range_end: prefix_end,
+                start_revision: 1,
+                ..Default::default()
+            },
+        )),
+    };
+    let (requests, receiver) = tokio::sync::mpsc::channel(1);
+    requests.send(create).await.map_err(|error| error.to_string())?;
+    let stream = tokio_stream_from(receiver);
+    let mut responses = WatchClient::new(channel)
+        .watch(stream)
+        .await
+        .map_err(|status| status.to_string())?
+        .into_inner();
+    let probe = super::workload::key_bytes(u64::MAX);
+    let mut applied = Applied::new();
+    let mut seen = 0;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while seen < current {
+        let next = tokio::time::timeout_at(deadline, responses.message()).await;
+        let response = match next {
+            Ok(Ok(Some(response))) => response,
+            Ok(Ok(None)) => return Err("the watch ended early".into()),
+            Ok(Err(status)) => return Err(status.to_string()),
+            Err(_) => return Err(format!("the watch stalled at revision {seen} of {current}")),
+        };
+        if response.canceled {
+            return Err(format!("the watch was canceled: {}", response.cancel_reason));
+        }
+        for event in response.events {
+            let Some(kv) = event.kv else { continue };
+            seen = seen.max(kv.mod_revision);
+            if event.r#type == 0 && kv.key != probe.as_ref() {
+                if let Some(value) = parse_value(&kv.value) {
+                    *applied.entry(value).or_default() += 1;
+                }
+            }
+        }
+        if let Some(header) = response.header {
+            // Every change up to the header's revision has been sent when no event is left.
+            if seen == 0 && header.revision >= current && !response.created {
+                seen = current;
+            }
+        }
+    }
+    drop(requests);
+    Ok(applied)
+}
+
+/// A stream of what `receiver` gets (tonic takes a stream for the watch's requests; it stays
+/// open while the sender lives, and etcd ends the watch when it closes).
+fn tokio_stream_from<T: Send + 'static>(
+    receiver: tokio::sync::mpsc::Receiver<T>,
+) -> tonic::codegen::tokio_stream::wrappers::ReceiverStream<T> {
+    tonic::codegen::tokio_stream::wrappers::ReceiverStream::new(receiver)
+}
+
+/// Waits until every etcd member answers HashKV at one revision and compares the hashes.
+pub async fn same_hash_etcd(endpoints: &[String], within: Duration) -> Check {
+    use lockstep_etcd::proto::etcdserverpb as pb;
+    use lockstep_etcd::rpc::maintenance_client::MaintenanceClient;
+    let deadline = tokio::time::Instant::now() + within;
+    let mut last = String::new();
+    loop {
+        let mut hashes = Vec::new();
+        let mut revision = 0;
+        for endpoint in endpoints {
+            let Ok(channel) = etcd_channel(endpoint) else { break };
+            // The newest revision every member has: the smallest of their own.
+            match MaintenanceClient::new(channel).status(pb::StatusRequest {}).await {
+                Ok(status) => {
+                    let r = status.into_inner().header.map_or(0, |header| header.revision);
+                    revision = if revision == 0 { r } else { revision.min(r) };
+                }
+                Err(status) => last = format!("{endpoint}: {status}"),
+            }
+        }
+        for endpoint in endpoints {
+            let Ok(channel) = etcd_channel(endpoint) else { break };
+            match MaintenanceClient::new(channel).hash_kv(pb::HashKvRequest { revision }).await {
+                Ok(response) => hashes.push((endpoint.clone(), response.into_inner().hash)),
+                Err(status) => last = format!("{endpoint}: {status}"),
+            }
+        }
+        if hashes.len() == endpoints.len() {
+            let distinct: BTreeSet<u32> = hashes.iter().map(|(_, hash)| *hash).collect();
+            let summary = hashes
+                .iter()
+                .map(|(endpoint, hash)| format!("{endpoint} {hash:08x}"))
+                .collect::<Vec<_>>()
+                .join(", ");
+            return Check::new(
+                "same state on every replica",
+                distinct.len() == 1,
+                format!("HashKV at revision {revision}: {summary}"),
+            );
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Check::new("same state on every replica", false, last);
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}

@@ -276,6 +276,8 @@ pub struct Workload {
     pub keys: u64,
     /// A new set of keys every this long (keeps each key's history short for the checker).
     pub key_period: Duration,
+    /// How many clients share the rate.
+    pub clients: usize,
 }
 
 /// Runs client `id` until `stop`, recording into `history`.
@@ -283,7 +285,6 @@ pub async fn client(
     id: u64,
     backend: Backend,
     workload: Workload,
-    clients: usize,
     started: Instant,
     seed: u64,
     history: History,
@@ -292,7 +293,7 @@ pub async fn client(
     let mut random = super::Random::new(seed ^ id.wrapping_mul(0x9e37_79b9_7f4a_7c15));
     let mut counter = 0u64;
     let mut last_seen: std::collections::BTreeMap<u64, Option<u64>> = Default::default();
-    let pause = Duration::from_secs_f64(clients as f64 / workload.rate.max(0.1));
+    let pause = Duration::from_secs_f64(workload.clients as f64 / workload.rate.max(0.1));
     while !stop.load(Ordering::Relaxed) {
         let period =
             (started.elapsed().as_millis() / workload.key_period.as_millis().max(1)) as u64;
@@ -316,10 +317,10 @@ pub async fn client(
                     (_, Output::Value(value)) => {
                         last_seen.insert(key, *value);
                     }
-                    (Input::Put(value), _) | (Input::CompareAndSet { new: value, .. }, _) => {
-                        if output != Output::Swapped(false) {
-                            last_seen.insert(key, Some(*value));
-                        }
+                    (Input::Put(value), _) | (Input::CompareAndSet { new: value, .. }, _)
+                        if output != Output::Swapped(false) =>
+                    {
+                        last_seen.insert(key, Some(*value));
                     }
                     _ => {}
                 }

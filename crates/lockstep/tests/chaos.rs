@@ -94,7 +94,7 @@ fn writes_acknowledged_before_they_are_synced_are_caught() {
         "--nemesis",
         "kill",
         "--seed",
-        "3",
+        "4",
         "--sabotage",
         "early-ack",
     ]);

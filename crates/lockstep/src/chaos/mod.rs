@@ -640,9 +640,11 @@ async fn inject(
     };
     Ok(match kind {
         Nemesis::Kill => {
-            let how_many = match random.below(4) {
-                0 | 1 => 1,
-                2 => servers / 2 + 1,
+            // One, a majority, or all: as likely each (a whole rack losing power is what
+            // tests durability).
+            let how_many = match random.below(3) {
+                0 => 1,
+                1 => servers / 2 + 1,
                 _ => servers,
             };
             let mut targets = BTreeSet::from([one(random)]);

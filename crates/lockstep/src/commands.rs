@@ -98,9 +98,11 @@ pub async fn run(command: Command) -> Result<(), String> {
             let answer = write(&args, Request::Compact(CompactRequest { revision })).await?;
             print_answer(&args, &answer)
         }
-        Command::Up(_) | Command::Serve(_) | Command::Bench(_) | Command::Chaos(_) => {
-            Err("not a client command".to_string())
-        }
+        Command::Up(_)
+        | Command::Serve(_)
+        | Command::Bench(_)
+        | Command::Chaos(_)
+        | Command::ChaosProxy(_) => Err("not a client command".to_string()),
     }
 }
 

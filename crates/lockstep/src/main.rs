@@ -124,6 +124,9 @@ enum Command {
     /// Run a real 3-server cluster under faults (kills, pauses, partitions, packet loss, a
     /// full disk) and check what its clients saw (needs root, `ip netns` and `nft`).
     Chaos(chaos::ChaosArgs),
+    /// The delay proxy `lockstep chaos` runs in each server's network namespace.
+    #[command(hide = true)]
+    ChaosProxy(chaos::ProxyArgs),
     /// List the cluster's members, or add, promote or remove one.
     Member {
         #[command(subcommand)]
@@ -279,6 +282,10 @@ fn main() -> ExitCode {
             Command::Chaos(args) => {
                 init_logging("off");
                 chaos::run(args).await
+            }
+            Command::ChaosProxy(args) => {
+                init_logging("off");
+                chaos::run_proxy(args).await
             }
             other => {
                 init_logging("error");

@@ -45,7 +45,8 @@ pub const PEER_PORT: u16 = 7201;
 pub const CLIENT_PORT: u16 = 7101;
 /// etcd's client port (lockstep serves etcd's API there too).
 pub const ETCD_PORT: u16 = 2379;
-const ETCD_PEER_PORT: u16 = 2380;
+/// etcd's peer port.
+pub const ETCD_PEER_PORT: u16 = 2380;
 
 /// One server.
 #[derive(Debug)]

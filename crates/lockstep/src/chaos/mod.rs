@@ -12,6 +12,7 @@
 
 mod cluster;
 mod net;
+mod proxy;
 mod verdict;
 mod workload;
 
@@ -28,9 +29,10 @@ use lockstep_kv::{Answer, Request};
 use lockstep_sim::linearizability::Input;
 use serde::Serialize;
 
-use cluster::{Cluster, CLIENT_PORT, ETCD_PORT};
+use cluster::{Cluster, CLIENT_PORT, ETCD_PEER_PORT, ETCD_PORT, PEER_PORT};
 pub use cluster::{Sabotage, System};
 use net::Network;
+pub use proxy::{run as run_proxy, ProxyArgs};
 use verdict::Check;
 use workload::{Backend, History, Outcome, Record, Workload};
 
@@ -79,11 +81,19 @@ pub enum Nemesis {
     Loss,
     /// Fill the disk one server's data is on.
     DiskFull,
+    /// Delay what the servers send each other, through the harness's proxy.
+    Delay,
 }
 
 impl Nemesis {
-    const ALL: [Nemesis; 5] =
-        [Nemesis::Kill, Nemesis::Pause, Nemesis::Partition, Nemesis::Loss, Nemesis::DiskFull];
+    const ALL: [Nemesis; 6] = [
+        Nemesis::Kill,
+        Nemesis::Pause,
+        Nemesis::Partition,
+        Nemesis::Loss,
+        Nemesis::DiskFull,
+        Nemesis::Delay,
+    ];
 
     fn name(self) -> &'static str {
         match self {
@@ -92,6 +102,7 @@ impl Nemesis {
             Nemesis::Partition => "partition",
             Nemesis::Loss => "loss",
             Nemesis::DiskFull => "disk-full",
+            Nemesis::Delay => "delay",
         }
     }
 
@@ -108,7 +119,7 @@ impl Nemesis {
                 Nemesis::ALL.into_iter().find(|kind| kind.name() == name).ok_or_else(|| {
                     format!(
                         "--nemesis: unknown fault `{name}` (all, none, or a list of kill, pause, \
-                     partition, loss, disk-full)"
+                     partition, loss, disk-full, delay)"
                     )
                 })?;
             kinds.insert(kind);
@@ -141,7 +152,7 @@ pub struct ChaosArgs {
     /// How long to inject faults (e.g. 90s, 5m, 30m).
     #[arg(long, default_value = "60s", value_parser = parse_duration)]
     duration: Duration,
-    /// Faults: all, none, or a list of kill, pause, partition, loss, disk-full.
+    /// Faults: all, none, or a list of kill, pause, partition, loss, disk-full, delay.
     #[arg(long, default_value = "all")]
     nemesis: String,
     /// The seed the schedule and the clients' choices come from (random if not given).
@@ -247,7 +258,12 @@ pub async fn run(args: ChaosArgs) -> Result<(), String> {
         Some(path) => path.clone(),
         None => std::env::current_exe().map_err(|error| error.to_string())?,
     };
-    let network = Network::create(3)?;
+    let mut network = Network::create(3)?;
+    let peer_port = match args.system {
+        System::Lockstep => PEER_PORT,
+        System::Etcd => ETCD_PEER_PORT,
+    };
+    network.start_proxies(&binary, peer_port)?;
     let small_disk = nemeses.contains(&Nemesis::DiskFull).then_some(256);
     let mut cluster =
         Cluster::new(args.system, binary, args.sabotage, &folder, 3, small_disk, seed)?;
@@ -263,7 +279,7 @@ pub async fn run(args: ChaosArgs) -> Result<(), String> {
             Err::<Summary, String>("interrupted".into())
         };
         tokio::select! {
-            result = session(&args, &nemeses, seed, &network, &mut cluster, &folder) => result,
+            result = session(&args, &nemeses, seed, &mut network, &mut cluster, &folder) => result,
             result = interrupted => result,
         }
     };
@@ -418,7 +434,7 @@ async fn session(
     args: &ChaosArgs,
     nemeses: &[Nemesis],
     seed: u64,
-    network: &Network,
+    network: &mut Network,
     cluster: &mut Cluster,
     folder: &std::path::Path,
 ) -> Result<Summary, String> {
@@ -606,7 +622,7 @@ fn pinned_any(network: &Network) -> Client<Request, Request, Answer> {
 }
 
 /// Removes every fault: network rules, the disk filler; resumes and restarts servers.
-fn heal(network: &Network, cluster: &mut Cluster) -> Result<(), String> {
+fn heal(network: &mut Network, cluster: &mut Cluster) -> Result<(), String> {
     network.heal()?;
     if let Some(filler) = cluster.filler() {
         let _ = std::fs::remove_file(filler);
@@ -619,7 +635,7 @@ fn heal(network: &Network, cluster: &mut Cluster) -> Result<(), String> {
 async fn inject(
     kind: Nemesis,
     random: &mut Random,
-    network: &Network,
+    network: &mut Network,
     cluster: &mut Cluster,
     system: System,
 ) -> Result<String, String> {
@@ -725,6 +741,18 @@ async fn inject(
             }
             _ => "no small disk".to_string(),
         },
+        Nemesis::Delay => {
+            let millis = [20, 100, 300][random.below(3) as usize];
+            if random.below(2) == 0 {
+                let all = (0..servers).collect();
+                network.delay(&all, millis)?;
+                format!("{millis} ms each way on every link")
+            } else {
+                let target = one(random);
+                network.delay(&BTreeSet::from([target]), millis)?;
+                format!("{millis} ms each way on every link of server {}", target + 1)
+            }
+        }
     })
 }
 

@@ -8,7 +8,9 @@
 //! connect from.
 
 use std::collections::BTreeSet;
-use std::process::Command;
+use std::io::Write;
+use std::path::Path;
+use std::process::{Child, ChildStdin, Command, Stdio};
 
 /// Runs a command, failing with what it printed.
 pub fn run(program: &str, args: &[&str]) -> Result<String, String> {
@@ -66,6 +68,8 @@ pub struct Network {
     subnet: (u8, u8),
     servers: usize,
     up: bool,
+    /// Each server's delay proxy and the pipe that sets its delay.
+    proxies: Vec<(Child, ChildStdin)>,
 }
 
 impl Network {
@@ -74,7 +78,8 @@ impl Network {
     pub fn create(servers: usize) -> Result<Network, String> {
         let pid = std::process::id();
         let subnet = (200 + (pid % 50) as u8, ((pid / 50) % 250) as u8);
-        let mut network = Network { tag: format!("lc{pid}"), subnet, servers, up: true };
+        let mut network =
+            Network { tag: format!("lc{pid}"), subnet, servers, up: true, proxies: Vec::new() };
         if let Err(error) = network.build() {
             network.remove();
             return Err(error);
@@ -163,13 +168,58 @@ impl Network {
         Ok(())
     }
 
-    /// Removes every fault rule.
-    pub fn heal(&self) -> Result<(), String> {
+    /// Starts a delay proxy in each server's namespace (`binary chaos-proxy`), and redirects
+    /// the connections peers make to `peer_port` through it.
+    pub fn start_proxies(&mut self, binary: &Path, peer_port: u16) -> Result<(), String> {
+        let proxy_port = peer_port + 10_000;
+        for index in 0..self.servers {
+            let namespace = self.namespace(index);
+            let mut child = Command::new("ip")
+                .args(["netns", "exec", &namespace])
+                .arg(binary)
+                .args(["chaos-proxy", "--listen", &format!("0.0.0.0:{proxy_port}")])
+                .args(["--to", &format!("{}:{peer_port}", self.address(index))])
+                .stdin(Stdio::piped())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .map_err(|error| format!("starting the delay proxy: {error}"))?;
+            let Some(stdin) = child.stdin.take() else {
+                let _ = child.kill();
+                return Err("the delay proxy has no standard input".into());
+            };
+            self.proxies.push((child, stdin));
+            nft(
+                &namespace,
+                &format!(
+                    "table ip chaosnat {{\n chain prerouting {{ type nat hook prerouting priority -100; tcp dport {peer_port} redirect to :{proxy_port}; }}\n}}\n"
+                ),
+            )?;
+        }
+        Ok(())
+    }
+
+    /// Delays everything the peers of each server in `servers` send it, and its answers, by
+    /// `millis` (each way).
+    pub fn delay(&mut self, servers: &BTreeSet<usize>, millis: u64) -> Result<(), String> {
+        for (index, (_, stdin)) in self.proxies.iter_mut().enumerate() {
+            if servers.contains(&index) {
+                writeln!(stdin, "delay {millis}")
+                    .and_then(|()| stdin.flush())
+                    .map_err(|error| format!("the delay proxy of server {}: {error}", index + 1))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Removes every fault rule and delay.
+    pub fn heal(&mut self) -> Result<(), String> {
         for index in 0..self.servers {
             let namespace = self.namespace(index);
             nft(&namespace, "flush chain inet chaos input\nflush chain inet chaos output\n")?;
         }
-        Ok(())
+        let all = (0..self.proxies.len()).collect();
+        self.delay(&all, 0)
     }
 
     /// Removes the namespaces (with their rules and interfaces) and the bridge. Idempotent.
@@ -178,6 +228,11 @@ impl Network {
             return;
         }
         self.up = false;
+        for (mut child, stdin) in self.proxies.drain(..) {
+            drop(stdin);
+            let _ = child.kill();
+            let _ = child.wait();
+        }
         for index in 0..self.servers {
             let namespace = self.namespace(index);
             kill_inside(&namespace);

@@ -359,6 +359,25 @@ impl<M: StateMachine> Replica<M> {
             }
             MemberRequest::Promote { id: member } => MembershipChange::Promote(NodeId(member)),
             MemberRequest::Remove { id: member } => MembershipChange::Remove(NodeId(member)),
+            MemberRequest::Transfer { id: member } => {
+                let node = self.driver.node();
+                let answer = if node.role() != Role::Leader {
+                    let leader = node.leader();
+                    ServerMessage::Refused {
+                        id,
+                        error: self.client_error(Refusal::NotLeader { leader }),
+                    }
+                } else {
+                    match self.driver.transfer_leadership(NodeId(member)) {
+                        Ok(()) => ServerMessage::Members { id, members: self.members() },
+                        Err(reason) => {
+                            ServerMessage::Refused { id, error: ClientError::Rejected(reason) }
+                        }
+                    }
+                };
+                let _ = reply.send(answer);
+                return;
+            }
         };
         self.change_members(id, change, reply);
     }

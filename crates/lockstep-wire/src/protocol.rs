@@ -114,6 +114,12 @@ pub enum MemberRequest {
         /// The replica.
         id: u64,
     },
+    /// Hand leadership to a caught-up voter (answered once the leader has started the
+    /// transfer; it ends within an election timeout, or the leader carries on).
+    Transfer {
+        /// The voter to lead.
+        id: u64,
+    },
 }
 
 /// A member as a replica knows it.

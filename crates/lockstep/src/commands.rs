@@ -329,6 +329,7 @@ async fn member(action: MemberAction, args: &ClientArgs) -> Result<(), String> {
         }
         MemberAction::Promote { id } => MemberRequest::Promote { id },
         MemberAction::Remove { id } => MemberRequest::Remove { id },
+        MemberAction::Transfer { id } => MemberRequest::Transfer { id },
     };
     let members = client(args).members(request).await.map_err(|error| error.to_string())?;
     match args.output {

@@ -174,6 +174,11 @@ enum MemberAction {
         /// The replica's id.
         id: u64,
     },
+    /// Hand leadership to a caught-up voter.
+    Transfer {
+        /// The voter's id.
+        id: u64,
+    },
 }
 
 /// Options every client command takes.

@@ -5,7 +5,7 @@ use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
-use super::net::{run, Network};
+use super::net::{run, Network, Port};
 
 /// Which system runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -39,22 +39,21 @@ impl Sabotage {
     }
 }
 
-/// The peer, client and etcd ports of every server (each has its own address).
-pub const PEER_PORT: u16 = 7201;
-/// lockstep's native client port.
-pub const CLIENT_PORT: u16 = 7101;
-/// etcd's client port (lockstep serves etcd's API there too).
-pub const ETCD_PORT: u16 = 2379;
-/// etcd's peer port.
-pub const ETCD_PEER_PORT: u16 = 2380;
-
-/// One server.
+/// One server (a slot: a removed server's slot takes the server added in its place).
 #[derive(Debug)]
 struct Server {
     child: Option<Child>,
     paused: bool,
     data_dir: PathBuf,
     starts: u32,
+    /// Its replica id (lockstep).
+    id: u64,
+    /// The members it is started with, as (id, slot).
+    members: Vec<(u64, usize)>,
+    /// Added to the running cluster (started with `--join`).
+    joined: bool,
+    /// Removed from the cluster, not yet replaced: not started.
+    removed: bool,
 }
 
 /// The servers of one run.
@@ -105,7 +104,17 @@ impl Cluster {
                     small_disk = Some(point);
                 }
             }
-            servers.push(Server { child: None, paused: false, data_dir, starts: 0 });
+            let members = (0..count).map(|other| (other as u64 + 1, other)).collect();
+            servers.push(Server {
+                child: None,
+                paused: false,
+                data_dir,
+                starts: 0,
+                id: index as u64 + 1,
+                members,
+                joined: false,
+                removed: false,
+            });
         }
         Ok(Cluster {
             system,
@@ -135,7 +144,7 @@ impl Cluster {
 
     /// Starts server `index` if it is not running.
     pub fn start(&mut self, network: &Network, index: usize) -> Result<(), String> {
-        if self.running(index) {
+        if self.running(index) || self.servers[index].removed {
             return Ok(());
         }
         let server = &self.servers[index];
@@ -147,20 +156,35 @@ impl Cluster {
             .open(&log)
             .map_err(|error| format!("{}: {error}", log.display()))?;
         let err = out.try_clone().map_err(|error| error.to_string())?;
-        let mut command = Command::new("ip");
-        command.args(["netns", "exec", &network.namespace(index)]);
+        let prefix = network.exec_prefix(index);
+        let program = match self.system {
+            System::Lockstep => self.binary.display().to_string(),
+            System::Etcd => "etcd".to_string(),
+        };
+        let mut command = match prefix.split_first() {
+            Some((first, rest)) => {
+                let mut command = Command::new(first);
+                command.args(rest).arg(&program);
+                command
+            }
+            None => Command::new(&program),
+        };
         match self.system {
             System::Lockstep => {
-                command.arg(&self.binary).arg("serve");
-                command.args(["--id", &(index + 1).to_string()]);
+                command.arg("serve");
+                command.args(["--id", &server.id.to_string()]);
                 command.args(["--cluster-id", &self.cluster_id.to_string()]);
                 command.arg("--data-dir").arg(&server.data_dir);
                 command.args(["--tick-millis", "20"]);
-                for other in 0..self.servers.len() {
-                    let address = network.address(other);
+                if server.joined {
+                    command.arg("--join");
+                }
+                for &(id, other) in &server.members {
                     command.arg("--member").arg(format!(
-                        "{}={address}:{PEER_PORT},{address}:{CLIENT_PORT},{address}:{ETCD_PORT}",
-                        other + 1
+                        "{id}={},{},{}",
+                        network.dial(index, other, Port::Peer),
+                        network.listen(other, Port::Client),
+                        network.listen(other, Port::Etcd),
                     ));
                 }
                 if let Some(sabotage) = self.sabotage {
@@ -170,23 +194,18 @@ impl Cluster {
             }
             System::Etcd => {
                 let name = format!("n{}", index + 1);
-                let address = network.address(index);
+                let client = format!("http://{}", network.listen(index, Port::Etcd));
+                let peer = format!("http://{}", network.listen(index, Port::EtcdPeer));
                 let initial: Vec<String> = (0..self.servers.len())
                     .map(|other| {
-                        format!("n{}=http://{}:{ETCD_PEER_PORT}", other + 1, network.address(other))
+                        format!("n{}=http://{}", other + 1, network.listen(other, Port::EtcdPeer))
                     })
                     .collect();
-                command.arg("etcd").args(["--name", &name]);
+                command.args(["--name", &name]);
                 command.arg("--data-dir").arg(&server.data_dir);
+                command.args(["--listen-client-urls", &client, "--advertise-client-urls", &client]);
+                command.args(["--listen-peer-urls", &peer, "--initial-advertise-peer-urls", &peer]);
                 command.args([
-                    "--listen-client-urls",
-                    &format!("http://{address}:{ETCD_PORT}"),
-                    "--advertise-client-urls",
-                    &format!("http://{address}:{ETCD_PORT}"),
-                    "--listen-peer-urls",
-                    &format!("http://{address}:{ETCD_PEER_PORT}"),
-                    "--initial-advertise-peer-urls",
-                    &format!("http://{address}:{ETCD_PEER_PORT}"),
                     "--initial-cluster",
                     &initial.join(","),
                     "--initial-cluster-state",
@@ -223,7 +242,8 @@ impl Cluster {
 
     fn signal(&mut self, index: usize, signal: &str) -> Result<(), String> {
         if let Some(child) = &self.servers[index].child {
-            // `ip netns exec` execs the server: the child's pid is the server's.
+            // `ip netns exec` execs the server: the child's pid is the server's (and without
+            // namespaces the child is the server).
             run("kill", &[signal, &child.id().to_string()])?;
         }
         Ok(())
@@ -265,6 +285,42 @@ impl Cluster {
             }
         }
         Ok(restarted)
+    }
+
+    /// Server `index`'s replica id.
+    pub fn id(&self, index: usize) -> u64 {
+        self.servers[index].id
+    }
+
+    /// Servers removed from the cluster and not yet replaced.
+    pub fn removed(&self) -> Vec<usize> {
+        (0..self.servers.len()).filter(|&index| self.servers[index].removed).collect()
+    }
+
+    /// Server `index` was removed from the cluster: stops it and wipes its data.
+    pub fn remove(&mut self, index: usize) -> Result<(), String> {
+        self.kill(index)?;
+        let server = &mut self.servers[index];
+        server.removed = true;
+        std::fs::remove_dir_all(&server.data_dir)
+            .map_err(|error| format!("{}: {error}", server.data_dir.display()))
+    }
+
+    /// A new replica id for slot `index`, to be added to the cluster and started with
+    /// `--join` and the members as they are plus itself.
+    pub fn replace(&mut self, index: usize) -> u64 {
+        let id = self.servers.iter().map(|server| server.id).max().unwrap_or(0) + 1;
+        let mut members: Vec<(u64, usize)> = (0..self.servers.len())
+            .filter(|&other| other != index && !self.servers[other].removed)
+            .map(|other| (self.servers[other].id, other))
+            .collect();
+        members.push((id, index));
+        let server = &mut self.servers[index];
+        server.id = id;
+        server.members = members;
+        server.joined = true;
+        server.removed = false;
+        id
     }
 
     /// How many times each server was started.

@@ -29,9 +29,9 @@ use lockstep_kv::{Answer, Request};
 use lockstep_sim::linearizability::Input;
 use serde::Serialize;
 
-use cluster::{Cluster, CLIENT_PORT, ETCD_PEER_PORT, ETCD_PORT, PEER_PORT};
+use cluster::Cluster;
 pub use cluster::{Sabotage, System};
-use net::Network;
+use net::{Loopback, Namespaces, Network, Port};
 pub use proxy::{run as run_proxy, ProxyArgs};
 use verdict::Check;
 use workload::{Backend, History, Outcome, Record, Workload};
@@ -83,16 +83,23 @@ pub enum Nemesis {
     DiskFull,
     /// Delay what the servers send each other, through the harness's proxy.
     Delay,
+    /// Ask the leader to hand leadership to another server (lockstep only).
+    Transfer,
+    /// Remove a follower from the cluster and wipe its data; at the heal, add it back under a
+    /// new id, catch it up as a learner and promote it (lockstep, in namespaces).
+    Member,
 }
 
 impl Nemesis {
-    const ALL: [Nemesis; 6] = [
+    const ALL: [Nemesis; 8] = [
         Nemesis::Kill,
         Nemesis::Pause,
         Nemesis::Partition,
         Nemesis::Loss,
         Nemesis::DiskFull,
         Nemesis::Delay,
+        Nemesis::Transfer,
+        Nemesis::Member,
     ];
 
     fn name(self) -> &'static str {
@@ -103,6 +110,8 @@ impl Nemesis {
             Nemesis::Loss => "loss",
             Nemesis::DiskFull => "disk-full",
             Nemesis::Delay => "delay",
+            Nemesis::Transfer => "transfer",
+            Nemesis::Member => "member",
         }
     }
 
@@ -119,7 +128,7 @@ impl Nemesis {
                 Nemesis::ALL.into_iter().find(|kind| kind.name() == name).ok_or_else(|| {
                     format!(
                         "--nemesis: unknown fault `{name}` (all, none, or a list of kill, pause, \
-                     partition, loss, disk-full, delay)"
+                     partition, loss, disk-full, delay, transfer, member)"
                     )
                 })?;
             kinds.insert(kind);
@@ -152,7 +161,8 @@ pub struct ChaosArgs {
     /// How long to inject faults (e.g. 90s, 5m, 30m).
     #[arg(long, default_value = "60s", value_parser = parse_duration)]
     duration: Duration,
-    /// Faults: all, none, or a list of kill, pause, partition, loss, disk-full, delay.
+    /// Faults: all, none, or a list of kill, pause, partition, loss, disk-full, delay,
+    /// transfer, member.
     #[arg(long, default_value = "all")]
     nemesis: String,
     /// The seed the schedule and the clients' choices come from (random if not given).
@@ -182,9 +192,25 @@ pub struct ChaosArgs {
     /// The lockstep binary to run as the servers (default: this one).
     #[arg(long)]
     binary: Option<PathBuf>,
+    /// Where the servers run: each in a network namespace (needs root, `ip netns`, `nft`), or
+    /// all on loopback with the harness relaying between them; auto picks namespaces when it
+    /// can.
+    #[arg(long, value_enum, default_value = "auto")]
+    network: NetworkMode,
     /// Test only: start lockstep deliberately broken; the run must fail.
     #[arg(long, value_enum, hide = true)]
     sabotage: Option<Sabotage>,
+}
+
+/// Where the servers run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum NetworkMode {
+    /// Namespaces when the machine allows, loopback otherwise.
+    Auto,
+    /// Each server in a network namespace of its own, faults through nftables.
+    Namespaces,
+    /// Every server on loopback, links relayed (and faulted) by the harness.
+    Loopback,
 }
 
 /// One fault as injected.
@@ -204,6 +230,7 @@ struct Fault {
 #[derive(Debug, Serialize)]
 struct Summary {
     system: String,
+    network: String,
     seed: u64,
     duration_seconds: f64,
     nemeses: Vec<Nemesis>,
@@ -221,16 +248,60 @@ struct Summary {
 
 /// Runs the harness; an error (or a failed verdict) gives a nonzero exit.
 pub async fn run(args: ChaosArgs) -> Result<(), String> {
-    let nemeses = Nemesis::parse_list(&args.nemesis)?;
+    let mut nemeses = Nemesis::parse_list(&args.nemesis)?;
     if args.clients == 0 || args.rate <= 0.0 {
         return Err("--clients and --rate must be above 0".into());
     }
     if args.system == System::Etcd && args.sabotage.is_some() {
         return Err("--sabotage applies to lockstep only".into());
     }
-    net::available()?;
-    for removed in net::sweep() {
-        eprintln!("removed a leftover of an earlier run: {removed}");
+    let namespaces = match args.network {
+        NetworkMode::Namespaces => {
+            net::available()?;
+            true
+        }
+        NetworkMode::Loopback => false,
+        NetworkMode::Auto => match net::available() {
+            Ok(()) => true,
+            Err(why) => {
+                println!("network: loopback with relays ({why})");
+                false
+            }
+        },
+    };
+    if args.system == System::Etcd {
+        // Leadership transfer goes through etcd's MoveLeader, which lockstep's etcd API
+        // does not define; membership changes need new etcd members started by hand.
+        let before = nemeses.len();
+        nemeses.retain(|kind| !matches!(kind, Nemesis::Transfer | Nemesis::Member));
+        if nemeses.len() < before {
+            println!("etcd: without transfer and member");
+        }
+    }
+    if namespaces {
+        for removed in net::sweep() {
+            eprintln!("removed a leftover of an earlier run: {removed}");
+        }
+    } else {
+        // A full disk needs a mount; etcd's peers cannot be relayed (each member must be
+        // told the others' real addresses), so only its processes can be faulted.
+        let keep: &[Nemesis] = match args.system {
+            System::Lockstep => &[
+                Nemesis::Kill,
+                Nemesis::Pause,
+                Nemesis::Partition,
+                Nemesis::Loss,
+                Nemesis::Delay,
+                Nemesis::Transfer,
+            ],
+            System::Etcd => &[Nemesis::Kill, Nemesis::Pause],
+        };
+        let dropped: Vec<&str> =
+            nemeses.iter().filter(|kind| !keep.contains(kind)).map(|kind| kind.name()).collect();
+        if !dropped.is_empty() {
+            println!("on loopback, without: {}", dropped.join(", "));
+        }
+        nemeses.retain(|kind| keep.contains(kind));
     }
     let seed = args.seed.unwrap_or_else(lockstep_client::random_id);
     let system = match args.system {
@@ -242,8 +313,9 @@ pub async fn run(args: ChaosArgs) -> Result<(), String> {
     std::fs::create_dir_all(&folder).map_err(|error| format!("{}: {error}", folder.display()))?;
     let folder = std::fs::canonicalize(&folder).map_err(|error| error.to_string())?;
     let rerun = format!(
-        "lockstep chaos --system {system} --seed {seed} --duration {}s --nemesis {} --clients {} \
-         --rate {} --interval {}s{}",
+        "lockstep chaos --system {system} --network {} --seed {seed} --duration {}s --nemesis {} \
+         --clients {} --rate {} --interval {}s{}",
+        if namespaces { "namespaces" } else { "loopback" },
         args.duration.as_secs_f64(),
         args.nemesis,
         args.clients,
@@ -258,12 +330,18 @@ pub async fn run(args: ChaosArgs) -> Result<(), String> {
         Some(path) => path.clone(),
         None => std::env::current_exe().map_err(|error| error.to_string())?,
     };
-    let mut network = Network::create(3)?;
-    let peer_port = match args.system {
-        System::Lockstep => PEER_PORT,
-        System::Etcd => ETCD_PEER_PORT,
+    let mut network = if namespaces {
+        let mut network = Namespaces::create(3)?;
+        let peer_port = match args.system {
+            System::Lockstep => Port::Peer,
+            System::Etcd => Port::EtcdPeer,
+        };
+        network.start_proxies(&binary, peer_port.number())?;
+        Network::Namespaces(network)
+    } else {
+        Network::Loopback(Loopback::create(3, args.system == System::Lockstep).await?)
     };
-    network.start_proxies(&binary, peer_port)?;
+    println!("network: {}", network.name());
     let small_disk = nemeses.contains(&Nemesis::DiskFull).then_some(256);
     let mut cluster =
         Cluster::new(args.system, binary, args.sabotage, &folder, 3, small_disk, seed)?;
@@ -347,8 +425,8 @@ fn print_summary(summary: &Summary) {
 /// Client endpoints: server `index`'s client address.
 fn endpoint(system: System, network: &Network, index: usize) -> String {
     match system {
-        System::Lockstep => format!("{}:{CLIENT_PORT}", network.address(index)),
-        System::Etcd => format!("{}:{ETCD_PORT}", network.address(index)),
+        System::Lockstep => network.listen(index, Port::Client),
+        System::Etcd => network.listen(index, Port::Etcd),
     }
 }
 
@@ -487,7 +565,10 @@ async fn session(
         let _ = writeln!(faults_log, "{:8.2} {} {what}", at(begun), kind.name());
         println!("{:8.2}s {}: {what}", at(begun), kind.name());
         tokio::time::sleep(random.between(args.interval / 2, args.interval * 3 / 2)).await;
-        heal(network, cluster)?;
+        for note in heal(network, cluster).await? {
+            let _ = writeln!(faults_log, "{:8.2} {note}", at(Instant::now()));
+            println!("{:8.2}s heal: {note}", at(Instant::now()));
+        }
         let healed = Instant::now();
         let _ = writeln!(faults_log, "{:8.2} heal", at(healed));
         faults.push(Fault { kind, what, at: at(begun), healed: at(healed), recovered_after: None });
@@ -497,7 +578,9 @@ async fn session(
         tokio::time::sleep(args.duration).await;
     }
     // The final heal, then the cluster must serve within the bound.
-    heal(network, cluster)?;
+    for note in heal(network, cluster).await? {
+        let _ = writeln!(faults_log, "{:8.2} {note}", at(Instant::now()));
+    }
     let healed = Instant::now();
     let recovery = serving(args.system, network, args.recovery_bound).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -595,6 +678,7 @@ async fn session(
     let passed = checks.iter().all(|check| check.passed);
     Ok(Summary {
         system: format!("{:?}", args.system).to_lowercase(),
+        network: network.name().to_string(),
         seed,
         duration_seconds: args.duration.as_secs_f64(),
         nemeses: nemeses.to_vec(),
@@ -621,14 +705,59 @@ fn pinned_any(network: &Network) -> Client<Request, Request, Answer> {
     Client::new((0..3).map(|index| endpoint(System::Lockstep, network, index)).collect(), options)
 }
 
-/// Removes every fault: network rules, the disk filler; resumes and restarts servers.
-fn heal(network: &mut Network, cluster: &mut Cluster) -> Result<(), String> {
+/// Removes every fault: network rules, the disk filler; resumes and restarts servers; adds
+/// removed servers back under new ids. What it did beyond the routine.
+async fn heal(network: &mut Network, cluster: &mut Cluster) -> Result<Vec<String>, String> {
     network.heal()?;
     if let Some(filler) = cluster.filler() {
         let _ = std::fs::remove_file(filler);
     }
     cluster.restore(network)?;
-    Ok(())
+    let mut notes = Vec::new();
+    for index in cluster.removed() {
+        notes.push(rejoin(network, cluster, index).await?);
+    }
+    Ok(notes)
+}
+
+/// Adds removed server `index` back under a new id: records it (a learner), starts it with
+/// `--join`, and promotes it once it has caught up.
+async fn rejoin(network: &Network, cluster: &mut Cluster, index: usize) -> Result<String, String> {
+    use lockstep_wire::MemberRequest;
+    let id = cluster.replace(index);
+    let client = pinned_any(network);
+    let add = MemberRequest::Add {
+        id,
+        peer: network.listen(index, Port::Peer),
+        client: network.listen(index, Port::Client),
+        etcd: Some(network.listen(index, Port::Etcd)),
+    };
+    let mut outcome = Err(String::new());
+    for _ in 0..3 {
+        // A retry of an add that was made is answered as made (same id, same addresses).
+        outcome = client.members(add.clone()).await.map_err(|error| error.to_string());
+        if outcome.is_ok() {
+            break;
+        }
+    }
+    if let Err(error) = outcome {
+        return Ok(format!("server {} could not be added back as {id}: {error}", index + 1));
+    }
+    cluster.start(network, index)?;
+    let mut promoted = Err(String::new());
+    for _ in 0..3 {
+        promoted =
+            client.members(MemberRequest::Promote { id }).await.map_err(|error| error.to_string());
+        if promoted.is_ok() {
+            break;
+        }
+    }
+    Ok(match promoted {
+        Ok(_) => format!("server {} added back as replica {id} and promoted", index + 1),
+        Err(error) => {
+            format!("server {} added back as replica {id}, not promoted: {error}", index + 1)
+        }
+    })
 }
 
 /// Injects one fault of `kind`; what it did.
@@ -741,6 +870,52 @@ async fn inject(
             }
             _ => "no small disk".to_string(),
         },
+        Nemesis::Member => {
+            let Some(leader) = leader else {
+                return Ok("no leader to change the members".to_string());
+            };
+            let target = (leader + 1 + random.below(servers as u64 - 1) as usize) % servers;
+            let id = cluster.id(target);
+            let client = pinned_any(network);
+            let asked = client.members(lockstep_wire::MemberRequest::Remove { id });
+            let outcome = match tokio::time::timeout(Duration::from_secs(10), asked).await {
+                Ok(Ok(_)) => Ok(()),
+                Ok(Err(error)) => Err(error.to_string()),
+                Err(_) => Err("no answer".to_string()),
+            };
+            // Without an answer the removal may still have happened: ask.
+            let gone = match &outcome {
+                Ok(()) => true,
+                Err(_) => match client.members(lockstep_wire::MemberRequest::List).await {
+                    Ok(members) => !members.iter().any(|member| member.id == id),
+                    Err(_) => false,
+                },
+            };
+            if gone {
+                cluster.remove(target)?;
+                format!("server {} (replica {id}) removed, its data wiped", target + 1)
+            } else {
+                format!("removing replica {id} failed: {}", outcome.err().unwrap_or_default())
+            }
+        }
+        Nemesis::Transfer => {
+            let Some(leader) = leader else {
+                return Ok("no leader to transfer from".to_string());
+            };
+            let target = (leader + 1 + random.below(servers as u64 - 1) as usize) % servers;
+            let client = pinned_any(network);
+            let asked =
+                client.members(lockstep_wire::MemberRequest::Transfer { id: target as u64 + 1 });
+            match tokio::time::timeout(Duration::from_secs(3), asked).await {
+                Ok(Ok(_)) => format!("leadership from server {} to {}", leader + 1, target + 1),
+                Ok(Err(error)) => format!(
+                    "leadership from server {} to {} refused: {error}",
+                    leader + 1,
+                    target + 1
+                ),
+                Err(_) => "leadership transfer: no answer".to_string(),
+            }
+        }
         Nemesis::Delay => {
             let millis = [20, 100, 300][random.below(3) as usize];
             if random.below(2) == 0 {

@@ -62,7 +62,7 @@ pub fn available() -> Result<(), String> {
 
 /// The namespaces, bridge and rules of one run.
 #[derive(Debug)]
-pub struct Network {
+pub struct Namespaces {
     tag: String,
     /// The third byte of the run's 10.x.y.0/24 subnet.
     subnet: (u8, u8),
@@ -72,14 +72,14 @@ pub struct Network {
     proxies: Vec<(Child, ChildStdin)>,
 }
 
-impl Network {
+impl Namespaces {
     /// Creates `servers` namespaces joined by a bridge. On failure, whatever was made is
     /// removed again.
-    pub fn create(servers: usize) -> Result<Network, String> {
+    pub fn create(servers: usize) -> Result<Namespaces, String> {
         let pid = std::process::id();
         let subnet = (200 + (pid % 50) as u8, ((pid / 50) % 250) as u8);
         let mut network =
-            Network { tag: format!("lc{pid}"), subnet, servers, up: true, proxies: Vec::new() };
+            Namespaces { tag: format!("lc{pid}"), subnet, servers, up: true, proxies: Vec::new() };
         if let Err(error) = network.build() {
             network.remove();
             return Err(error);
@@ -245,7 +245,7 @@ impl Network {
     }
 }
 
-impl Drop for Network {
+impl Drop for Namespaces {
     fn drop(&mut self) {
         self.remove();
     }
@@ -315,4 +315,210 @@ pub fn sweep() -> Vec<String> {
         }
     }
     removed
+}
+
+/// The servers' ports, by what they serve.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Port {
+    /// lockstep's peer port.
+    Peer,
+    /// lockstep's native client port.
+    Client,
+    /// etcd's client port (lockstep serves etcd's API there too).
+    Etcd,
+    /// etcd's peer port.
+    EtcdPeer,
+}
+
+impl Port {
+    /// The port in a namespace (each server has its own address there).
+    pub fn number(self) -> u16 {
+        match self {
+            Port::Peer => 7201,
+            Port::Client => 7101,
+            Port::Etcd => 2379,
+            Port::EtcdPeer => 2380,
+        }
+    }
+
+    fn offset(self) -> u16 {
+        match self {
+            Port::Peer => 0,
+            Port::Client => 10,
+            Port::Etcd => 20,
+            Port::EtcdPeer => 30,
+        }
+    }
+}
+
+/// Without root: every server on loopback, on ports of its own, and every link between two
+/// servers through a relay in the harness (`proxy::Link`) that cuts, delays and holds back
+/// what it carries. Server `i` dials server `j` at the relay for `(i, j)`, which passes the
+/// connection to `j`.
+pub struct Loopback {
+    base: u16,
+    servers: usize,
+    links: std::collections::BTreeMap<(usize, usize), std::sync::Arc<super::proxy::Link>>,
+    relays: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Loopback {
+    /// Finds `servers`' worth of free ports and starts the relays between lockstep's peers.
+    pub async fn create(servers: usize, relay_peers: bool) -> Result<Loopback, String> {
+        let base = free_base().ok_or("no free block of loopback ports found")?;
+        let mut network = Loopback { base, servers, links: Default::default(), relays: Vec::new() };
+        if relay_peers {
+            for from in 0..servers {
+                for to in 0..servers {
+                    if from == to {
+                        continue;
+                    }
+                    let address = network.relay(from, to);
+                    let listener = tokio::net::TcpListener::bind(&address)
+                        .await
+                        .map_err(|error| format!("relay on {address}: {error}"))?;
+                    let link = std::sync::Arc::new(super::proxy::Link::default());
+                    network.links.insert((from, to), link.clone());
+                    let target = network.listen(to, Port::Peer);
+                    network.relays.push(tokio::spawn(super::proxy::serve(listener, target, link)));
+                }
+            }
+        }
+        Ok(network)
+    }
+
+    fn relay(&self, from: usize, to: usize) -> String {
+        format!("127.0.0.1:{}", self.base + 40 + (from * self.servers + to) as u16)
+    }
+
+    fn listen(&self, index: usize, port: Port) -> String {
+        format!("127.0.0.1:{}", self.base + port.offset() + index as u16)
+    }
+}
+
+impl Drop for Loopback {
+    fn drop(&mut self) {
+        for relay in &self.relays {
+            relay.abort();
+        }
+    }
+}
+
+/// A block of 60 ports below the ephemeral range, all free now.
+fn free_base() -> Option<u16> {
+    let pid = std::process::id() as u16;
+    (0..250u16).map(|k| 20_000 + ((pid.wrapping_add(k)) % 250) * 50).find(|&base| {
+        (0..60).all(|offset| std::net::TcpListener::bind(("127.0.0.1", base + offset)).is_ok())
+    })
+}
+
+/// The run's network: namespaces when the machine allows (root, `ip netns`, `nft`), loopback
+/// with relays otherwise.
+pub enum Network {
+    Namespaces(Namespaces),
+    Loopback(Loopback),
+}
+
+impl Network {
+    /// Its name, for the summary.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Network::Namespaces(_) => "namespaces",
+            Network::Loopback(_) => "loopback",
+        }
+    }
+
+    /// What precedes the server's command line (`ip netns exec NAMESPACE`, or nothing).
+    pub fn exec_prefix(&self, index: usize) -> Vec<String> {
+        match self {
+            Network::Namespaces(network) => {
+                vec!["ip".into(), "netns".into(), "exec".into(), network.namespace(index)]
+            }
+            Network::Loopback(_) => Vec::new(),
+        }
+    }
+
+    /// Where server `index` listens for `port`'s traffic (and where clients reach it).
+    pub fn listen(&self, index: usize, port: Port) -> String {
+        match self {
+            Network::Namespaces(network) => format!("{}:{}", network.address(index), port.number()),
+            Network::Loopback(network) => network.listen(index, port),
+        }
+    }
+
+    /// The address server `from` dials to reach server `to`'s `port`.
+    pub fn dial(&self, from: usize, to: usize, port: Port) -> String {
+        match self {
+            Network::Loopback(network)
+                if port == Port::Peer && from != to && network.links.contains_key(&(from, to)) =>
+            {
+                network.relay(from, to)
+            }
+            _ => self.listen(to, port),
+        }
+    }
+
+    /// Drops what each server in `from` sends each in `to`.
+    pub fn cut(&mut self, from: &BTreeSet<usize>, to: &BTreeSet<usize>) -> Result<(), String> {
+        match self {
+            Network::Namespaces(network) => network.cut(from, to),
+            Network::Loopback(network) => {
+                use std::sync::atomic::Ordering;
+                for &a in from {
+                    for &b in to {
+                        if let Some(link) = network.links.get(&(a, b)) {
+                            link.cut[0].store(true, Ordering::Relaxed);
+                        }
+                        if let Some(link) = network.links.get(&(b, a)) {
+                            link.cut[1].store(true, Ordering::Relaxed);
+                        }
+                    }
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// Loses `percent`% of the packets between servers (on loopback: holds that share of the
+    /// chunks back 200 ms, as retransmissions would).
+    pub fn lose(&mut self, percent: u32) -> Result<(), String> {
+        match self {
+            Network::Namespaces(network) => network.lose(percent),
+            Network::Loopback(network) => {
+                for link in network.links.values() {
+                    link.loss_percent
+                        .store(u64::from(percent), std::sync::atomic::Ordering::Relaxed);
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// Delays every link into each server in `servers` by `millis` each way.
+    pub fn delay(&mut self, servers: &BTreeSet<usize>, millis: u64) -> Result<(), String> {
+        match self {
+            Network::Namespaces(network) => network.delay(servers, millis),
+            Network::Loopback(network) => {
+                for ((_, to), link) in &network.links {
+                    if servers.contains(to) {
+                        link.delay_millis.store(millis, std::sync::atomic::Ordering::Relaxed);
+                    }
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// Removes every fault.
+    pub fn heal(&mut self) -> Result<(), String> {
+        match self {
+            Network::Namespaces(network) => network.heal(),
+            Network::Loopback(network) => {
+                for link in network.links.values() {
+                    link.heal();
+                }
+                Ok(())
+            }
+        }
+    }
 }

@@ -1,7 +1,8 @@
-//! The fault harness (`lockstep chaos`) against real servers in network namespaces: a correct
-//! lockstep passes under every kind of fault; deliberately broken builds (reads served without
-//! a read index, writes acknowledged before they are synced) are caught; an interrupted run
-//! removes everything it made. Needs root, `ip netns` and `nft` (`scripts/test.sh` installs
+//! The fault harness (`lockstep chaos`) against real servers in network namespaces (and on
+//! loopback with relayed links): a correct lockstep passes under every kind of fault, and so
+//! does etcd (the control); deliberately broken builds (reads served without a read index,
+//! writes acknowledged before they are synced) are caught; an interrupted run removes
+//! everything it made. Needs root, `ip netns` and `nft` (`scripts/test.sh` installs
 //! nftables when missing). Each run prints its seed and how to run it again.
 
 // Tests may read files, clocks and the environment.
@@ -30,6 +31,9 @@ fn chaos(args: &[&str]) -> (bool, String) {
         String::from_utf8_lossy(&output.stderr)
     );
     println!("{text}");
+    // What a run keeps (a failing run's history and logs) goes with the test: the output
+    // above is its record.
+    let _ = std::fs::remove_dir_all(&dir);
     (output.status.success(), text)
 }
 
@@ -60,14 +64,37 @@ fn assert_nothing_left(pid: u32) {
 
 #[test]
 fn lockstep_passes_under_every_kind_of_fault() {
-    let (passed, text) = chaos(&["--duration", "60s", "--nemesis", "all", "--seed", "11"]);
+    let (passed, text) =
+        chaos(&["--duration", "60s", "--interval", "3s", "--nemesis", "all", "--seed", "11"]);
     assert!(passed, "a correct lockstep failed the harness:\n{text}");
     let faults = text.lines().find(|line| line.starts_with("faults:")).unwrap_or_default();
-    for kind in ["kill", "pause", "partition", "loss", "disk-full"] {
+    let kinds = ["kill", "pause", "partition", "loss", "disk-full", "delay", "transfer", "member"];
+    for kind in kinds {
         assert!(faults.contains(&format!("{kind} ")), "{kind} injected: {faults}");
     }
     assert!(text.contains("PASS linearizable"), "{text}");
     assert!(text.contains("PASS no acknowledged write lost"), "{text}");
+}
+
+/// Without namespaces (no root): every server on loopback, the harness relaying every link
+/// between them, and the network faults applied in the relays.
+#[test]
+fn lockstep_passes_on_loopback_with_relayed_links() {
+    let (passed, text) = chaos(&[
+        "--network",
+        "loopback",
+        "--duration",
+        "30s",
+        "--interval",
+        "3s",
+        "--nemesis",
+        "partition,loss,delay,pause,kill",
+        "--seed",
+        "31",
+    ]);
+    assert!(passed, "a correct lockstep failed the harness on loopback:\n{text}");
+    assert!(text.contains("network: loopback"), "{text}");
+    assert!(text.contains("partition:"), "{text}");
 }
 
 #[test]
@@ -144,6 +171,7 @@ fn an_interrupted_run_removes_everything_it_made() {
     assert!(text.contains("removed a leftover"), "{text}");
     assert!(next.status.success(), "{text}{}", String::from_utf8_lossy(&next.stdout));
     assert_nothing_left(pid);
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// The control: the same harness and checks pass against a real 3-member etcd, so what they

@@ -172,9 +172,10 @@ async fn native(
 
 async fn etcd(mut client: KVClient<Channel>, key: u64, input: &Input) -> Result<Output, Failure> {
     let unknown = |status: tonic::Status| Failure {
-        // Only a request refused before it reached the log is certainly without effect; the
-        // harness cannot tell which, so every failed write counts as unknown.
-        definite: false,
+        // A request that never left (no connection could be made) certainly had no effect;
+        // any other failure may have come after the request reached the leader.
+        definite: status.code() == tonic::Code::Unavailable
+            && status.message().contains("tcp connect error"),
         reason: status.to_string(),
     };
     match input {
@@ -336,12 +337,16 @@ pub async fn client(
                 (outcome, Some(failure.reason))
             }
         };
-        let failed = outcome != Outcome::Ok(Output::Done) && !matches!(outcome, Outcome::Ok(_));
+        // After an unknown outcome, wait longer: each one stays open to the checker for good.
+        let pause_after = match outcome {
+            Outcome::Ok(_) => None,
+            Outcome::Failed => Some(pause.max(Duration::from_millis(50))),
+            Outcome::Unknown => Some(Duration::from_millis(250)),
+        };
         if let Ok(mut history) = history.lock() {
             history.push(Record { client: id, key, input, call, outcome, end, error });
         }
         let jitter = Duration::from_micros(random.below(pause.as_micros() as u64 + 1));
-        tokio::time::sleep(if failed { pause.max(Duration::from_millis(50)) } else { jitter * 2 })
-            .await;
+        tokio::time::sleep(pause_after.unwrap_or(jitter * 2)).await;
     }
 }

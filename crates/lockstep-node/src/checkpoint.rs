@@ -140,6 +140,8 @@ pub(crate) struct Checkpoints {
     in_progress: bool,
     /// The index of the last checkpoint started.
     last_index: LogIndex,
+    /// The size of the latest durable checkpoint, once asked of storage (`None`: ask again).
+    latest_bytes: std::cell::Cell<Option<Option<u64>>>,
     outgoing: BTreeMap<NodeId, Outgoing>,
     /// Followers that need a snapshot through at least this index, newer than any checkpoint
     /// held: tried again each tick.
@@ -190,6 +192,7 @@ impl<M: StateMachine, D: Storage, T: Transport> Driver<M, D, T> {
     /// Storage made the checkpoint through `meta` durable: compact the log below it.
     pub fn checkpoint_saved(&mut self, meta: &SnapshotMeta) {
         self.checkpoints.in_progress = false;
+        self.checkpoints.latest_bytes.set(None);
         self.checkpoints.stats.checkpoints_saved += 1;
         let trailing = self.checkpoints.policy.map_or(0, |policy| policy.trailing_entries);
         let index = LogIndex(meta.last_index.get().saturating_sub(trailing));
@@ -229,9 +232,17 @@ impl<M: StateMachine, D: Storage, T: Transport> Driver<M, D, T> {
         if percent == 0 {
             return true;
         }
-        let Some(latest) = self.storage.latest_checkpoint() else { return true };
-        u128::from(self.checkpoints.bytes_since) * 100
-            >= u128::from(latest.total_bytes) * u128::from(percent)
+        // Asked of storage once per checkpoint, not per batch applied (storage may lock).
+        let latest = match self.checkpoints.latest_bytes.get() {
+            Some(known) => known,
+            None => {
+                let known = self.storage.latest_checkpoint().map(|latest| latest.total_bytes);
+                self.checkpoints.latest_bytes.set(Some(known));
+                known
+            }
+        };
+        let Some(latest) = latest else { return true };
+        u128::from(self.checkpoints.bytes_since) * 100 >= u128::from(latest) * u128::from(percent)
     }
 
     /// Counts applied entries toward the policy.
@@ -490,6 +501,7 @@ impl<M: StateMachine, D: Storage, T: Transport> Driver<M, D, T> {
         self.checkpoints.last_index = last_index;
         self.checkpoints.entries_since = 0;
         self.checkpoints.bytes_since = 0;
+        self.checkpoints.latest_bytes.set(None);
         self.node.answer_snapshot_chunk(from, done);
         // Proposals this replica made at indexes the snapshot covers: whether they were applied
         // is unknown here; retrying with the same number is answered right.

@@ -79,8 +79,9 @@ pub struct ServerConfig {
     /// automatically (0: never, as etcd's default; etcd's `--auto-compaction-mode=revision`).
     #[serde(default)]
     pub auto_compact_revisions: u64,
-    /// Test only: a deliberately broken server, for showing that fault tests catch it.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// Test only: a deliberately broken server, for showing that fault tests catch it (only
+    /// the hidden `--sabotage` flag sets it; a configuration file cannot).
+    #[serde(skip)]
     #[doc(hidden)]
     pub sabotage: Option<Sabotage>,
 }

@@ -370,6 +370,10 @@ impl<M: StateMachine> Replica<M> {
                 } else {
                     match self.driver.transfer_leadership(NodeId(member)) {
                         Ok(()) => ServerMessage::Members { id, members: self.members() },
+                        // A voter too far behind may catch up: worth a retry.
+                        Err(reason) if reason.contains("behind") => {
+                            ServerMessage::Refused { id, error: ClientError::Retry(reason) }
+                        }
                         Err(reason) => {
                             ServerMessage::Refused { id, error: ClientError::Rejected(reason) }
                         }

@@ -96,7 +96,7 @@ impl Cluster {
                             "tmpfs",
                             "-o",
                             &format!("size={mib}m"),
-                            "tmpfs",
+                            &format!("lockstep-chaos-{}", std::process::id()),
                             &point.display().to_string(),
                         ],
                     )?;
@@ -164,11 +164,16 @@ impl Cluster {
         let mut command = match prefix.split_first() {
             Some((first, rest)) => {
                 let mut command = Command::new(first);
-                command.args(rest).arg(&program);
+                command.args(rest);
                 command
             }
-            None => Command::new(&program),
+            None => Command::new("setpriv"),
         };
+        if !prefix.is_empty() {
+            command.arg("setpriv");
+        }
+        // The server dies with the harness, however the harness ends.
+        command.args(["--pdeathsig", "KILL", &program]);
         match self.system {
             System::Lockstep => {
                 command.arg("serve");
@@ -306,10 +311,14 @@ impl Cluster {
             .map_err(|error| format!("{}: {error}", server.data_dir.display()))
     }
 
-    /// A new replica id for slot `index`, to be added to the cluster and started with
-    /// `--join` and the members as they are plus itself.
-    pub fn replace(&mut self, index: usize) -> u64 {
-        let id = self.servers.iter().map(|server| server.id).max().unwrap_or(0) + 1;
+    /// A replica id never used in this cluster.
+    pub fn fresh_id(&self) -> u64 {
+        self.servers.iter().map(|server| server.id).max().unwrap_or(0) + 1
+    }
+
+    /// Slot `index` now holds replica `id`, added to the cluster: it is started with `--join`
+    /// and the members as they are plus itself.
+    pub fn replace(&mut self, index: usize, id: u64) {
         let mut members: Vec<(u64, usize)> = (0..self.servers.len())
             .filter(|&other| other != index && !self.servers[other].removed)
             .map(|other| (self.servers[other].id, other))
@@ -320,7 +329,6 @@ impl Cluster {
         server.members = members;
         server.joined = true;
         server.removed = false;
-        id
     }
 
     /// How many times each server was started.

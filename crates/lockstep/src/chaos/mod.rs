@@ -218,6 +218,8 @@ pub enum NetworkMode {
 struct Fault {
     kind: Nemesis,
     what: String,
+    /// It took effect (a refused transfer, say, did not).
+    effective: bool,
     /// Seconds since the run began.
     at: f64,
     healed: f64,
@@ -255,6 +257,12 @@ pub async fn run(args: ChaosArgs) -> Result<(), String> {
     if args.system == System::Etcd && args.sabotage.is_some() {
         return Err("--sabotage applies to lockstep only".into());
     }
+    // Signals are caught from here on, so that an interrupt while the network is being set
+    // up still ends in the cleanup.
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut interrupt = signal(SignalKind::interrupt()).map_err(|error| error.to_string())?;
+    let mut terminate = signal(SignalKind::terminate()).map_err(|error| error.to_string())?;
+    let explicit = args.nemesis != "all";
     let namespaces = match args.network {
         NetworkMode::Namespaces => {
             net::available()?;
@@ -275,6 +283,9 @@ pub async fn run(args: ChaosArgs) -> Result<(), String> {
         let before = nemeses.len();
         nemeses.retain(|kind| !matches!(kind, Nemesis::Transfer | Nemesis::Member));
         if nemeses.len() < before {
+            if explicit {
+                return Err("etcd takes no transfer or member faults".into());
+            }
             println!("etcd: without transfer and member");
         }
     }
@@ -299,6 +310,13 @@ pub async fn run(args: ChaosArgs) -> Result<(), String> {
         let dropped: Vec<&str> =
             nemeses.iter().filter(|kind| !keep.contains(kind)).map(|kind| kind.name()).collect();
         if !dropped.is_empty() {
+            if explicit {
+                return Err(format!(
+                    "on loopback (no network namespaces) there is no {} fault; run as root \
+                     with `ip netns` and `nft` for them",
+                    dropped.join(", ")
+                ));
+            }
             println!("on loopback, without: {}", dropped.join(", "));
         }
         nemeses.retain(|kind| keep.contains(kind));
@@ -347,11 +365,8 @@ pub async fn run(args: ChaosArgs) -> Result<(), String> {
         Cluster::new(args.system, binary, args.sabotage, &folder, 3, small_disk, seed)?;
     let outcome = {
         let interrupted = async {
-            let mut terminate =
-                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-                    .map_err(|error| error.to_string())?;
             tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
+                _ = interrupt.recv() => {}
                 _ = terminate.recv() => {}
             }
             Err::<Summary, String>("interrupted".into())
@@ -392,7 +407,8 @@ fn print_summary(summary: &Summary) {
         summary.operations, summary.ok, summary.failed, summary.unknown
     );
     let mut kinds: Vec<(Nemesis, usize)> = Vec::new();
-    for fault in &summary.faults {
+    let idle = summary.faults.iter().filter(|fault| !fault.effective).count();
+    for fault in summary.faults.iter().filter(|fault| fault.effective) {
         match kinds.iter_mut().find(|(kind, _)| *kind == fault.kind) {
             Some((_, count)) => *count += 1,
             None => kinds.push((fault.kind, 1)),
@@ -400,7 +416,12 @@ fn print_summary(summary: &Summary) {
     }
     let kinds: Vec<String> =
         kinds.iter().map(|(kind, count)| format!("{} {count}", kind.name())).collect();
-    println!("faults: {} ({})", summary.faults.len(), kinds.join(", "));
+    println!(
+        "faults: {} ({}){}",
+        summary.faults.len() - idle,
+        kinds.join(", "),
+        if idle > 0 { format!("; {idle} more without effect") } else { String::new() }
+    );
     let mut recoveries: Vec<f64> =
         summary.faults.iter().filter_map(|fault| fault.recovered_after).collect();
     recoveries.sort_by(f64::total_cmp);
@@ -561,7 +582,7 @@ async fn session(
         }
         let Some(kind) = bag.pop() else { break };
         let begun = Instant::now();
-        let what = inject(kind, &mut random, network, cluster, args.system).await?;
+        let (what, effective) = inject(kind, &mut random, network, cluster, args.system).await?;
         let _ = writeln!(faults_log, "{:8.2} {} {what}", at(begun), kind.name());
         println!("{:8.2}s {}: {what}", at(begun), kind.name());
         tokio::time::sleep(random.between(args.interval / 2, args.interval * 3 / 2)).await;
@@ -571,7 +592,14 @@ async fn session(
         }
         let healed = Instant::now();
         let _ = writeln!(faults_log, "{:8.2} heal", at(healed));
-        faults.push(Fault { kind, what, at: at(begun), healed: at(healed), recovered_after: None });
+        faults.push(Fault {
+            kind,
+            what,
+            effective,
+            at: at(begun),
+            healed: at(healed),
+            recovered_after: None,
+        });
         tokio::time::sleep(random.between(args.interval / 2, args.interval * 3 / 2)).await;
     }
     if nemeses.is_empty() {
@@ -592,23 +620,32 @@ async fn session(
     // Final reads of every key, so that a lost last write shows.
     let keys: BTreeSet<u64> = records.iter().map(|record| record.key).collect();
     let reader = backend(args.system, network, 0, Duration::from_secs(5))?;
+    let mut unread = Vec::new();
     for &key in &keys {
-        let call = started.elapsed().as_micros() as u64;
-        let result = reader.call(key, &Input::Get, 0).await;
-        let end = started.elapsed().as_micros() as u64;
-        let (outcome, error) = match result {
-            Ok(output) => (Outcome::Ok(output), None),
-            Err(failure) => (Outcome::Failed, Some(failure.reason)),
-        };
-        records.push(Record {
-            client: u64::MAX,
-            key,
-            input: Input::Get,
-            call,
-            outcome,
-            end,
-            error,
-        });
+        // A read that fails is tried again (through each server in turn): without it the
+        // key's last value has no witness.
+        let mut read = None;
+        for attempt in 0..6 {
+            let call = started.elapsed().as_micros() as u64;
+            let result = reader.call(key, &Input::Get, attempt).await;
+            let end = started.elapsed().as_micros() as u64;
+            if let Ok(output) = result {
+                read = Some(Record {
+                    client: u64::MAX,
+                    key,
+                    input: Input::Get,
+                    call,
+                    outcome: Outcome::Ok(output),
+                    end,
+                    error: None,
+                });
+                break;
+            }
+        }
+        match read {
+            Some(record) => records.push(record),
+            None => unread.push(key),
+        }
     }
     // Time to the first acknowledged write after each heal.
     for fault in &mut faults {
@@ -640,6 +677,15 @@ async fn session(
                 format!("a write acknowledged {:.2} s after the heal", time.as_secs_f64())
             }
             None => format!("no write acknowledged within {:?}", args.recovery_bound),
+        },
+    ));
+    checks.push(Check::new(
+        "every key read after the heal",
+        unread.is_empty(),
+        if unread.is_empty() {
+            format!("{} keys", keys.len())
+        } else {
+            format!("{} of {} keys could not be read: {unread:?}", unread.len(), keys.len())
         },
     ));
     checks.push(verdict::linearizable(&records));
@@ -724,7 +770,7 @@ async fn heal(network: &mut Network, cluster: &mut Cluster) -> Result<Vec<String
 /// `--join`, and promotes it once it has caught up.
 async fn rejoin(network: &Network, cluster: &mut Cluster, index: usize) -> Result<String, String> {
     use lockstep_wire::MemberRequest;
-    let id = cluster.replace(index);
+    let id = cluster.fresh_id();
     let client = pinned_any(network);
     let add = MemberRequest::Add {
         id,
@@ -741,8 +787,10 @@ async fn rejoin(network: &Network, cluster: &mut Cluster, index: usize) -> Resul
         }
     }
     if let Err(error) = outcome {
+        // Still removed: the next heal tries again (under another new id).
         return Ok(format!("server {} could not be added back as {id}: {error}", index + 1));
     }
+    cluster.replace(index, id);
     cluster.start(network, index)?;
     let mut promoted = Err(String::new());
     for _ in 0..3 {
@@ -767,8 +815,10 @@ async fn inject(
     network: &mut Network,
     cluster: &mut Cluster,
     system: System,
-) -> Result<String, String> {
+) -> Result<(String, bool), String> {
     let servers = cluster.len();
+    // Whether the fault took effect (a transfer refused, say, did not).
+    let mut effective = true;
     let leader = match system {
         System::Lockstep => leader(network, servers).await,
         System::Etcd => etcd_leader(network, servers).await,
@@ -783,7 +833,7 @@ async fn inject(
     let name = |set: &BTreeSet<usize>| {
         set.iter().map(|index| (index + 1).to_string()).collect::<Vec<_>>().join(",")
     };
-    Ok(match kind {
+    let what = match kind {
         Nemesis::Kill => {
             // One, a majority, or all: as likely each (a whole rack losing power is what
             // tests durability).
@@ -868,52 +918,64 @@ async fn inject(
                 fill(&filler);
                 format!("server {}'s disk filled", server + 1)
             }
-            _ => "no small disk".to_string(),
+            _ => {
+                effective = false;
+                "no small disk".to_string()
+            }
         },
         Nemesis::Member => {
             let Some(leader) = leader else {
-                return Ok("no leader to change the members".to_string());
+                return Ok(("no leader to change the members".to_string(), false));
             };
             let target = (leader + 1 + random.below(servers as u64 - 1) as usize) % servers;
             let id = cluster.id(target);
             let client = pinned_any(network);
-            let asked = client.members(lockstep_wire::MemberRequest::Remove { id });
-            let outcome = match tokio::time::timeout(Duration::from_secs(10), asked).await {
-                Ok(Ok(_)) => Ok(()),
-                Ok(Err(error)) => Err(error.to_string()),
-                Err(_) => Err("no answer".to_string()),
-            };
-            // Without an answer the removal may still have happened: ask.
-            let gone = match &outcome {
-                Ok(()) => true,
-                Err(_) => match client.members(lockstep_wire::MemberRequest::List).await {
-                    Ok(members) => !members.iter().any(|member| member.id == id),
-                    Err(_) => false,
-                },
-            };
-            if gone {
-                cluster.remove(target)?;
-                format!("server {} (replica {id}) removed, its data wiped", target + 1)
-            } else {
-                format!("removing replica {id} failed: {}", outcome.err().unwrap_or_default())
+            // Without an answer the removal may still have happened: ask again (a removal
+            // already made is answered as made once its configuration commits).
+            let mut outcome = Err(String::new());
+            for _ in 0..3 {
+                let asked = client.members(lockstep_wire::MemberRequest::Remove { id });
+                outcome = match tokio::time::timeout(Duration::from_secs(10), asked).await {
+                    Ok(Ok(_)) => Ok(()),
+                    Ok(Err(error)) => Err(error.to_string()),
+                    Err(_) => Err("no answer".to_string()),
+                };
+                if outcome.is_ok() {
+                    break;
+                }
+            }
+            match outcome {
+                Ok(()) => {
+                    cluster.remove(target)?;
+                    format!("server {} (replica {id}) removed, its data wiped", target + 1)
+                }
+                Err(error) => {
+                    effective = false;
+                    format!("removing replica {id} failed: {error}")
+                }
             }
         }
         Nemesis::Transfer => {
             let Some(leader) = leader else {
-                return Ok("no leader to transfer from".to_string());
+                return Ok(("no leader to transfer from".to_string(), false));
             };
             let target = (leader + 1 + random.below(servers as u64 - 1) as usize) % servers;
             let client = pinned_any(network);
-            let asked =
-                client.members(lockstep_wire::MemberRequest::Transfer { id: target as u64 + 1 });
-            match tokio::time::timeout(Duration::from_secs(3), asked).await {
+            let request = lockstep_wire::MemberRequest::Transfer { id: cluster.id(target) };
+            match tokio::time::timeout(Duration::from_secs(3), client.members(request)).await {
                 Ok(Ok(_)) => format!("leadership from server {} to {}", leader + 1, target + 1),
-                Ok(Err(error)) => format!(
-                    "leadership from server {} to {} refused: {error}",
-                    leader + 1,
-                    target + 1
-                ),
-                Err(_) => "leadership transfer: no answer".to_string(),
+                Ok(Err(error)) => {
+                    effective = false;
+                    format!(
+                        "leadership from server {} to {} refused: {error}",
+                        leader + 1,
+                        target + 1
+                    )
+                }
+                Err(_) => {
+                    effective = false;
+                    "leadership transfer: no answer".to_string()
+                }
             }
         }
         Nemesis::Delay => {
@@ -928,7 +990,8 @@ async fn inject(
                 format!("{millis} ms each way on every link of server {}", target + 1)
             }
         }
-    })
+    };
+    Ok((what, effective))
 }
 
 /// Writes zeros to `path` until the file system is full.

@@ -175,7 +175,7 @@ impl Namespaces {
         for index in 0..self.servers {
             let namespace = self.namespace(index);
             let mut child = Command::new("ip")
-                .args(["netns", "exec", &namespace])
+                .args(["netns", "exec", &namespace, "setpriv", "--pdeathsig", "KILL"])
                 .arg(binary)
                 .args(["chaos-proxy", "--listen", &format!("0.0.0.0:{proxy_port}")])
                 .args(["--to", &format!("{}:{peer_port}", self.address(index))])
@@ -269,16 +269,28 @@ fn alive(pid: u32) -> bool {
 /// bridges and mounts. Returns what it removed.
 pub fn sweep() -> Vec<String> {
     let mut removed = Vec::new();
-    let owner = |name: &str, prefix: &str| -> Option<u32> {
+    // `<prefix><pid><separator><digits>` exactly (or `<prefix><pid>` with no separator).
+    let owner = |name: &str, prefix: &str, separator: Option<char>| -> Option<u32> {
         let rest = name.strip_prefix(prefix)?;
         let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
-        digits.parse().ok()
+        let tail = &rest[digits.len()..];
+        let shaped = match separator {
+            None => tail.is_empty(),
+            Some(separator) => tail.strip_prefix(separator).is_some_and(|index| {
+                !index.is_empty() && index.chars().all(|c| c.is_ascii_digit())
+            }),
+        };
+        if shaped && !digits.is_empty() {
+            digits.parse().ok()
+        } else {
+            None
+        }
     };
     if let Ok(list) = run("ip", &["netns", "list"]) {
         for line in list.lines() {
             let Some(name) = line.split_whitespace().next() else { continue };
-            if let Some(pid) = owner(name, "lc") {
-                if name.contains('n') && !alive(pid) {
+            if let Some(pid) = owner(name, "lc", Some('n')) {
+                if !alive(pid) {
                     kill_inside(name);
                     let _ = run("ip", &["netns", "del", name]);
                     removed.push(format!("namespace {name}"));
@@ -290,8 +302,7 @@ pub fn sweep() -> Vec<String> {
         for line in links.lines() {
             let Some(name) = line.split(':').nth(1).map(str::trim) else { continue };
             let name = name.split('@').next().unwrap_or(name);
-            let pid = owner(name, "lcbr")
-                .or_else(|| owner(name, "lc").filter(|pid| name.starts_with(&format!("lc{pid}h"))));
+            let pid = owner(name, "lcbr", None).or_else(|| owner(name, "lc", Some('h')));
             if let Some(pid) = pid {
                 if !alive(pid) {
                     let _ = run("ip", &["link", "del", name]);
@@ -302,11 +313,15 @@ pub fn sweep() -> Vec<String> {
     }
     if let Ok(mounts) = std::fs::read_to_string("/proc/mounts") {
         for line in mounts.lines() {
-            let Some(point) = line.split_whitespace().nth(1) else { continue };
-            if let Some(pid) = point
-                .rsplit('/')
-                .find_map(|part| part.strip_prefix("chaos-").and_then(|rest| rest.parse().ok()))
-            {
+            // Only the harness's own: a tmpfs named lockstep-chaos-<pid> on .../chaos-<pid>.
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let [source, point, kind, ..] = fields[..] else { continue };
+            let Some(pid) = source.strip_prefix("lockstep-chaos-").and_then(|pid| pid.parse().ok())
+            else {
+                continue;
+            };
+            let last = point.rsplit('/').next().unwrap_or_default();
+            if kind == "tmpfs" && last == format!("chaos-{pid}") {
                 if !alive(pid) {
                     let _ = run("umount", &["-l", point]);
                     removed.push(format!("mount {point}"));

@@ -38,7 +38,10 @@ pub struct Link {
     /// Hold this share of the chunks (percent) 200 ms more, as a lost packet's retransmission
     /// would (a stream relay cannot lose bytes without breaking the stream).
     pub loss_percent: AtomicU64,
-    /// Discard what goes from the connecting side to the accepting side ([0]) or back ([1]).
+    /// Hold back what goes from the connecting side to the accepting side ([0]) or back
+    /// ([1]), as a network that drops every packet does: nothing arrives, nothing is lost
+    /// from the stream, and it flows again after the heal unless a side gave up on it. New
+    /// connections are refused while [0] is set.
     pub cut: [AtomicBool; 2],
 }
 
@@ -57,6 +60,11 @@ impl Link {
 pub async fn serve(listener: TcpListener, to: String, link: Arc<Link>) {
     loop {
         let Ok((inbound, _)) = listener.accept().await else { continue };
+        if link.cut[0].load(Ordering::Relaxed) {
+            // No connection gets through a partition.
+            drop(inbound);
+            continue;
+        }
         let (link, to) = (link.clone(), to.clone());
         tokio::spawn(async move {
             if let Ok(outbound) = TcpStream::connect(&to).await {
@@ -106,7 +114,8 @@ async fn relay(inbound: TcpStream, outbound: TcpStream, link: Arc<Link>) {
 }
 
 /// One direction: chunks are read as they come, stamped, and written once the delay has
-/// passed since they were read (or discarded while the direction is cut).
+/// passed since they were read (and not while the direction is cut: then they wait, and the
+/// bounded queue stops the reading, so the sender's writes stall as on a dead link).
 async fn direction(
     mut from: impl AsyncReadExt + Unpin,
     mut to: impl AsyncWriteExt + Unpin,
@@ -131,8 +140,8 @@ async fn direction(
     let writing = async move {
         let mut random = super::Random::new(u64::from(std::process::id()) << 8 | which as u64);
         while let Some((read_at, chunk)) = pending.recv().await {
-            if link.cut[which].load(Ordering::Relaxed) {
-                continue;
+            while link.cut[which].load(Ordering::Relaxed) {
+                tokio::time::sleep(Duration::from_millis(10)).await;
             }
             let mut wait = Duration::from_millis(link.delay_millis.load(Ordering::Relaxed));
             if random.below(100) < link.loss_percent.load(Ordering::Relaxed) {

@@ -7,7 +7,9 @@ use lockstep_client::Client;
 use lockstep_kv::{Answer, EventsRequest, KeyRange, Request, Response};
 use lockstep_sim::linearizability::{self, Input, Output, Verdict};
 
-use super::workload::{parse_value, Outcome, Record, PREFIX};
+use bytes::Bytes;
+
+use super::workload::{key_bytes, parse_value, Outcome, Record, PREFIX};
 
 /// One check's result.
 #[derive(Clone, Debug, serde::Serialize)]
@@ -44,8 +46,8 @@ pub fn linearizable(history: &[Record]) -> Check {
 }
 
 /// Every value written, as the store's history (its change events) holds them: value -> the
-/// number of times it was applied.
-pub type Applied = BTreeMap<u64, u32>;
+/// key it was applied to and the number of times.
+pub type Applied = BTreeMap<u64, (Bytes, u32)>;
 
 /// Reads the whole history of the harness's keys from lockstep (a linearizable read of the
 /// change events from revision 1).
@@ -68,7 +70,7 @@ pub async fn applied_lockstep(
         for event in &events.events {
             if event.put && event.kv.key != probe {
                 if let Some(value) = parse_value(&event.kv.value) {
-                    *applied.entry(value).or_default() += 1;
+                    applied.entry(value).or_insert_with(|| (event.kv.key.clone(), 0)).1 += 1;
                 }
             }
         }
@@ -94,8 +96,16 @@ pub fn durable_and_once(history: &[Record], applied: &Applied) -> Vec<Check> {
         let acked = matches!(record.outcome, Outcome::Ok(Output::Done | Output::Swapped(true)));
         if acked {
             acknowledged += 1;
-            if !applied.contains_key(&value) {
-                lost.push(format!("client {} wrote {value} to key {}", record.client, record.key));
+            match applied.get(&value) {
+                None => lost
+                    .push(format!("client {} wrote {value} to key {}", record.client, record.key)),
+                Some((key, _)) if *key != key_bytes(record.key) => lost.push(format!(
+                    "client {} wrote {value} to key {}, applied to {}",
+                    record.client,
+                    record.key,
+                    String::from_utf8_lossy(key)
+                )),
+                Some(_) => {}
             }
         }
         if record.outcome == Outcome::Ok(Output::Swapped(false)) && applied.contains_key(&value) {
@@ -104,7 +114,8 @@ pub fn durable_and_once(history: &[Record], applied: &Applied) -> Vec<Check> {
     }
     let twice: Vec<String> = applied
         .iter()
-        .filter(|(_, &count)| count > 1)
+        .map(|(value, (_, count))| (value, *count))
+        .filter(|(_, count)| *count > 1)
         .map(|(value, count)| format!("{value} applied {count} times"))
         .collect();
     let phantom: Vec<String> = applied
@@ -241,7 +252,8 @@ pub async fn applied_etcd(endpoint: &str) -> Result<Applied, String> {
             seen = seen.max(kv.mod_revision);
             if event.r#type == 0 && kv.key != probe.as_ref() {
                 if let Some(value) = parse_value(&kv.value) {
-                    *applied.entry(value).or_default() += 1;
+                    let key = Bytes::from(kv.key.clone());
+                    applied.entry(value).or_insert_with(|| (key, 0)).1 += 1;
                 }
             }
         }
@@ -273,6 +285,7 @@ pub async fn same_hash_etcd(endpoints: &[String], within: Duration) -> Check {
     loop {
         let mut hashes = Vec::new();
         let mut revision = 0;
+        let mut status_failed = false;
         for endpoint in endpoints {
             let Ok(channel) = etcd_channel(endpoint) else { break };
             // The newest revision every member has: the smallest of their own.
@@ -281,10 +294,14 @@ pub async fn same_hash_etcd(endpoints: &[String], within: Duration) -> Check {
                     let r = status.into_inner().header.map_or(0, |header| header.revision);
                     revision = if revision == 0 { r } else { revision.min(r) };
                 }
-                Err(status) => last = format!("{endpoint}: {status}"),
+                Err(status) => {
+                    status_failed = true;
+                    last = format!("{endpoint}: {status}");
+                }
             }
         }
-        for endpoint in endpoints {
+        // Without every member's revision there is no common one to hash at: ask again.
+        for endpoint in endpoints.iter().filter(|_| !status_failed && revision > 0) {
             let Ok(channel) = etcd_channel(endpoint) else { break };
             match MaintenanceClient::new(channel).hash_kv(pb::HashKvRequest { revision }).await {
                 Ok(response) => hashes.push((endpoint.clone(), response.into_inner().hash)),

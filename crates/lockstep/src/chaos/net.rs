@@ -321,11 +321,9 @@ pub fn sweep() -> Vec<String> {
                 continue;
             };
             let last = point.rsplit('/').next().unwrap_or_default();
-            if kind == "tmpfs" && last == format!("chaos-{pid}") {
-                if !alive(pid) {
-                    let _ = run("umount", &["-l", point]);
-                    removed.push(format!("mount {point}"));
-                }
+            if kind == "tmpfs" && last == format!("chaos-{pid}") && !alive(pid) {
+                let _ = run("umount", &["-l", point]);
+                removed.push(format!("mount {point}"));
             }
         }
     }

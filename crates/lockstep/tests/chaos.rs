@@ -126,7 +126,12 @@ fn writes_acknowledged_before_they_are_synced_are_caught() {
         "early-ack",
     ]);
     assert!(!passed, "the harness passed a server that acknowledges unsynced writes:\n{text}");
-    assert!(text.contains("FAIL no acknowledged write lost"), "{text}");
+    // Acknowledged writes lost with the majority that held them only in memory: missing from
+    // the store's history, or (when the history cannot be read back) reads that went back.
+    assert!(
+        text.contains("FAIL no acknowledged write lost") || text.contains("FAIL linearizable"),
+        "{text}"
+    );
 }
 
 #[test]

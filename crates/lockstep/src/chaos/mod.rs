@@ -580,11 +580,21 @@ async fn session(
                 bag.swap(i, random.below(i as u64 + 1) as usize);
             }
         }
-        let Some(kind) = bag.pop() else { break };
-        let begun = Instant::now();
-        let (what, effective) = inject(kind, &mut random, network, cluster, args.system).await?;
-        let _ = writeln!(faults_log, "{:8.2} {} {what}", at(begun), kind.name());
-        println!("{:8.2}s {}: {what}", at(begun), kind.name());
+        let Some(first) = bag.pop() else { break };
+        let mut kinds = vec![first];
+        // A quarter of the time a second fault, of another kind, at the same time.
+        if random.below(4) == 0 {
+            kinds.extend(bag.pop());
+        }
+        let mut injected = Vec::new();
+        for kind in kinds {
+            let begun = Instant::now();
+            let (what, effective) =
+                inject(kind, &mut random, network, cluster, args.system).await?;
+            let _ = writeln!(faults_log, "{:8.2} {} {what}", at(begun), kind.name());
+            println!("{:8.2}s {}: {what}", at(begun), kind.name());
+            injected.push((kind, what, effective, begun));
+        }
         tokio::time::sleep(random.between(args.interval / 2, args.interval * 3 / 2)).await;
         for note in heal(network, cluster).await? {
             let _ = writeln!(faults_log, "{:8.2} {note}", at(Instant::now()));
@@ -592,14 +602,16 @@ async fn session(
         }
         let healed = Instant::now();
         let _ = writeln!(faults_log, "{:8.2} heal", at(healed));
-        faults.push(Fault {
-            kind,
-            what,
-            effective,
-            at: at(begun),
-            healed: at(healed),
-            recovered_after: None,
-        });
+        for (kind, what, effective, begun) in injected {
+            faults.push(Fault {
+                kind,
+                what,
+                effective,
+                at: at(begun),
+                healed: at(healed),
+                recovered_after: None,
+            });
+        }
         tokio::time::sleep(random.between(args.interval / 2, args.interval * 3 / 2)).await;
     }
     if nemeses.is_empty() {

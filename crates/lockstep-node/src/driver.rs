@@ -18,9 +18,9 @@ use std::io::{self, Read};
 
 use lockstep_core::message::AppendResponse;
 use lockstep_core::{
-    ApplyContext, Config, ConfigError, Entry, EntryPayload, Event, InitialState, InstallSnapshot,
-    LogIndex, MembershipChange, Message, MessageBody, Node, NodeId, Persist, ProposeError,
-    ReadError, ReadId, SnapshotMeta, StateMachine, StateSnapshot, Term,
+    ApplyContext, Command, Config, ConfigError, Entry, EntryPayload, Event, InitialState,
+    InstallSnapshot, LogIndex, MembershipChange, Message, MessageBody, Node, NodeId, Persist,
+    ProposeError, ReadError, ReadId, SnapshotMeta, StateMachine, StateSnapshot, Term,
 };
 
 use crate::checkpoint::{Checkpoint, Checkpoints};
@@ -183,7 +183,47 @@ pub struct Replicated<M: StateMachine> {
     sessions: Sessions,
     session_config: SessionConfig,
     sabotage_skip_sessions: bool,
+    /// The output chain through the last entry applied.
+    chain: Chain,
+    /// The chain at every [`CHAIN_POINT_INTERVAL`]th index, the newest [`CHAIN_POINTS_KEPT`].
+    chain_points: BTreeMap<LogIndex, u64>,
 }
+
+/// The output chain: a running hash over everything a replica applied, in order. After entry
+/// `i`, `chain = xxh3(previous chain, i, its term, xxh3 of its command, xxh3 of the output)`
+/// (0 for entries that are no command, fixed markers for malformed or stale commands). Two
+/// replicas with equal chains at an index applied the same entries and produced the same
+/// outputs up to it; the first index where their chains differ is where one went wrong.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Chain {
+    /// The last index the chain covers.
+    pub index: LogIndex,
+    /// Its value.
+    pub value: u64,
+}
+
+impl Chain {
+    /// The chain after one more entry.
+    pub fn next(self, index: LogIndex, term: Term, input: u64, output: u64) -> Chain {
+        let mut bytes = [0u8; 40];
+        bytes[..8].copy_from_slice(&self.value.to_le_bytes());
+        bytes[8..16].copy_from_slice(&index.get().to_le_bytes());
+        bytes[16..24].copy_from_slice(&term.get().to_le_bytes());
+        bytes[24..32].copy_from_slice(&input.to_le_bytes());
+        bytes[32..].copy_from_slice(&output.to_le_bytes());
+        Chain { index, value: xxhash_rust::xxh3::xxh3_64(&bytes) }
+    }
+}
+
+/// The chain is kept at every this many indexes (for finding where two replicas part).
+pub const CHAIN_POINT_INTERVAL: u64 = 64;
+
+/// This many chain points are kept (the newest).
+pub const CHAIN_POINTS_KEPT: usize = 4096;
+
+/// Output digests in the chain for commands that produced no output.
+const CHAIN_MALFORMED: u64 = 1;
+const CHAIN_STALE: u64 = 2;
 
 impl<M: StateMachine> Replicated<M> {
     /// Wraps a state machine in its initial state.
@@ -193,6 +233,32 @@ impl<M: StateMachine> Replicated<M> {
             sessions: Sessions::new(),
             session_config,
             sabotage_skip_sessions: false,
+            chain: Chain::default(),
+            chain_points: BTreeMap::new(),
+        }
+    }
+
+    /// The output chain through the last entry applied.
+    pub fn chain(&self) -> Chain {
+        self.chain
+    }
+
+    /// The chain at `index`, if it is the current one or a kept chain point.
+    pub fn chain_at(&self, index: LogIndex) -> Option<u64> {
+        if index == self.chain.index {
+            return Some(self.chain.value);
+        }
+        self.chain_points.get(&index).copied()
+    }
+
+    /// Extends the chain with entry `entry` and what applying it gave.
+    fn extend_chain(&mut self, entry: &Entry, input: u64, output: u64) {
+        self.chain = self.chain.next(entry.index, entry.term, input, output);
+        if entry.index.get() % CHAIN_POINT_INTERVAL == 0 {
+            self.chain_points.insert(entry.index, self.chain.value);
+            while self.chain_points.len() > CHAIN_POINTS_KEPT {
+                self.chain_points.pop_first();
+            }
         }
     }
 
@@ -213,7 +279,18 @@ impl<M: StateMachine> Replicated<M> {
 
     /// Applies one committed entry: what it was and, for a client command, the answer.
     pub fn apply(&mut self, entry: &Entry) -> Applied<M::Output> {
-        let EntryPayload::Command(command) = &entry.payload else { return Applied::NotCommand };
+        let EntryPayload::Command(command) = &entry.payload else {
+            self.extend_chain(entry, 0, 0);
+            return Applied::NotCommand;
+        };
+        let input = xxhash_rust::xxh3::xxh3_64(&command.data);
+        let (applied, output) = self.apply_command(entry, command);
+        self.extend_chain(entry, input, output);
+        applied
+    }
+
+    /// Applies a command: what it did, and the digest of its output for the chain.
+    fn apply_command(&mut self, entry: &Entry, command: &Command) -> (Applied<M::Output>, u64) {
         let context = ApplyContext {
             index: entry.index,
             term: entry.term,
@@ -221,10 +298,10 @@ impl<M: StateMachine> Replicated<M> {
         };
         self.sessions.expire(context.timestamp_millis, &self.session_config);
         let Ok(decoded) = postcard::from_bytes::<LogCommand<M::Input>>(&command.data) else {
-            return Applied::Malformed;
+            return (Applied::Malformed, CHAIN_MALFORMED);
         };
         if decoded.version != LOG_COMMAND_VERSION {
-            return Applied::Malformed;
+            return (Applied::Malformed, CHAIN_MALFORMED);
         }
         let (client, sequence) = (decoded.client, decoded.sequence);
         let check = if self.sabotage_skip_sessions {
@@ -236,14 +313,18 @@ impl<M: StateMachine> Replicated<M> {
             SessionCheck::New => {
                 let output = self.machine.apply(decoded.input, &context);
                 let recorded = postcard::to_stdvec(&output).unwrap_or_default();
+                let digest = xxhash_rust::xxh3::xxh3_64(&recorded);
                 self.sessions.record(client, sequence, recorded, context.timestamp_millis);
-                Applied::Fresh { client, sequence, output }
+                (Applied::Fresh { client, sequence, output }, digest)
             }
             SessionCheck::Duplicate(recorded) => match postcard::from_bytes(&recorded) {
-                Ok(output) => Applied::Duplicate { client, sequence, output },
-                Err(_) => Applied::Malformed,
+                Ok(output) => (
+                    Applied::Duplicate { client, sequence, output },
+                    xxhash_rust::xxh3::xxh3_64(&recorded),
+                ),
+                Err(_) => (Applied::Malformed, CHAIN_MALFORMED),
             },
-            SessionCheck::Stale { .. } => Applied::Stale { client, sequence },
+            SessionCheck::Stale { .. } => (Applied::Stale { client, sequence }, CHAIN_STALE),
         }
     }
 
@@ -251,7 +332,11 @@ impl<M: StateMachine> Replicated<M> {
     /// machine — for a snapshot. Cheap: the state machine's own snapshot is a cheap view, and
     /// the session table is encoded now; the writing happens later, off the apply path.
     pub fn snapshot(&self) -> ReplicatedSnapshot<M::Snapshot> {
-        ReplicatedSnapshot { sessions: self.sessions.encode(), machine: self.machine.snapshot() }
+        ReplicatedSnapshot {
+            chain: self.chain,
+            sessions: self.sessions.encode(),
+            machine: self.machine.snapshot(),
+        }
     }
 
     /// Replaces the replicated state with one written by a [`ReplicatedSnapshot`]. Bytes that
@@ -259,16 +344,28 @@ impl<M: StateMachine> Replicated<M> {
     /// whole snapshot was read.
     pub fn restore(&mut self, input: &mut dyn io::Read) -> io::Result<()> {
         let invalid = |detail: String| io::Error::new(io::ErrorKind::InvalidData, detail);
-        let mut header = [0u8; 9];
-        input.read_exact(&mut header)?;
-        if header[0] != SNAPSHOT_VERSION {
-            return Err(invalid(format!(
-                "replicated-state snapshot version {} is not {SNAPSHOT_VERSION}",
-                header[0]
-            )));
-        }
+        let mut version = [0u8; 1];
+        input.read_exact(&mut version)?;
+        let chain = match version[0] {
+            // Version 1 had no chain: it starts again from the snapshot.
+            1 => Chain::default(),
+            SNAPSHOT_VERSION => {
+                let (mut index, mut value) = ([0u8; 8], [0u8; 8]);
+                input.read_exact(&mut index)?;
+                input.read_exact(&mut value)?;
+                Chain {
+                    index: LogIndex(u64::from_le_bytes(index)),
+                    value: u64::from_le_bytes(value),
+                }
+            }
+            other => {
+                return Err(invalid(format!(
+                    "replicated-state snapshot version {other} is not 1 or {SNAPSHOT_VERSION}"
+                )))
+            }
+        };
         let mut length = [0u8; 8];
-        length.copy_from_slice(&header[1..]);
+        input.read_exact(&mut length)?;
         let length = u64::from_le_bytes(length);
         if length > SESSIONS_BYTES_MAX {
             return Err(invalid(format!("a session table of {length} bytes is not plausible")));
@@ -287,6 +384,11 @@ impl<M: StateMachine> Replicated<M> {
             return Err(invalid("the state machine left bytes of the snapshot unread".into()));
         }
         self.sessions = sessions;
+        self.chain = chain;
+        self.chain_points.clear();
+        if chain.index > LogIndex::ZERO {
+            self.chain_points.insert(chain.index, chain.value);
+        }
         Ok(())
     }
 
@@ -298,16 +400,18 @@ impl<M: StateMachine> Replicated<M> {
     }
 }
 
-/// The version byte that starts a replicated-state snapshot.
-const SNAPSHOT_VERSION: u8 = 1;
+/// The version byte that starts a replicated-state snapshot (2: with the output chain).
+const SNAPSHOT_VERSION: u8 = 2;
 
 /// A session table larger than this in a snapshot is refused as damage.
 const SESSIONS_BYTES_MAX: u64 = 1 << 32;
 
-/// A consistent view of the replicated state: the session table (encoded) and the state
-/// machine's own snapshot. Written as a version byte, the session table's length (8 bytes,
-/// little-endian), the table, then the state machine's bytes.
+/// A consistent view of the replicated state: the output chain, the session table (encoded)
+/// and the state machine's own snapshot. Written as a version byte, the chain's index and
+/// value (8 bytes each), the session table's length (8 bytes; all little-endian), the table,
+/// then the state machine's bytes.
 pub struct ReplicatedSnapshot<S> {
+    chain: Chain,
     sessions: Vec<u8>,
     machine: S,
 }
@@ -315,6 +419,8 @@ pub struct ReplicatedSnapshot<S> {
 impl<S: StateSnapshot> StateSnapshot for ReplicatedSnapshot<S> {
     fn write_to(&self, out: &mut dyn io::Write) -> io::Result<()> {
         out.write_all(&[SNAPSHOT_VERSION])?;
+        out.write_all(&self.chain.index.get().to_le_bytes())?;
+        out.write_all(&self.chain.value.to_le_bytes())?;
         out.write_all(&(self.sessions.len() as u64).to_le_bytes())?;
         out.write_all(&self.sessions)?;
         self.machine.write_to(out)

@@ -19,8 +19,8 @@ pub mod store;
 
 pub use checkpoint::{Checkpoint, CheckpointPolicy, CheckpointStats, TransferProgress};
 pub use driver::{
-    Applied, AppliedRecord, ClientRequest, Completion, Driver, Refusal, Replicated,
-    ReplicatedSnapshot, RequestId, Storage, Transport,
+    Applied, AppliedRecord, Chain, ClientRequest, Completion, Driver, Refusal, Replicated,
+    ReplicatedSnapshot, RequestId, Storage, Transport, CHAIN_POINTS_KEPT, CHAIN_POINT_INTERVAL,
 };
 pub use local::LocalStorage;
 pub use sessions::{ClientId, SessionCheck, SessionConfig, Sessions};

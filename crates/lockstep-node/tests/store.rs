@@ -101,8 +101,97 @@ fn a_snapshot_carries_the_session_table() {
     assert!(restored.restore(&mut wrong_version.as_slice()).is_err());
     assert!(restored.restore(&mut &bytes[..5]).is_err());
     let mut huge = bytes.clone();
-    huge[1..9].copy_from_slice(&u64::MAX.to_le_bytes());
+    // After the version byte: the chain's index and value, then the session table's length.
+    huge[17..25].copy_from_slice(&u64::MAX.to_le_bytes());
     assert!(restored.restore(&mut huge.as_slice()).is_err());
+}
+
+/// A counter that, from index `skew_from` on, answers one more than it should: a replica
+/// gone wrong.
+struct Skewed {
+    counter: Counter,
+    skew_from: u64,
+}
+
+impl StateMachine for Skewed {
+    type Input = u64;
+    type Output = u64;
+    type Query = ();
+    type Snapshot = CounterSnapshot;
+
+    fn apply(&mut self, input: u64, context: &ApplyContext) -> u64 {
+        let total = self.counter.apply(input, context);
+        if context.index.get() >= self.skew_from {
+            total + 1
+        } else {
+            total
+        }
+    }
+    fn query(&self, query: &()) -> u64 {
+        self.counter.query(query)
+    }
+    fn snapshot(&self) -> CounterSnapshot {
+        self.counter.snapshot()
+    }
+    fn restore(&mut self, input: &mut dyn io::Read) -> io::Result<()> {
+        self.counter.restore(input)
+    }
+    fn digest(&self) -> StateDigest {
+        self.counter.digest()
+    }
+}
+
+#[test]
+fn the_output_chain_is_equal_where_replicas_agree_and_parts_where_one_answers_differently() {
+    let mut good = Replicated::new(Counter::default(), SessionConfig::default());
+    let mut twin = Replicated::new(Counter::default(), SessionConfig::default());
+    let skewed = Skewed { counter: Counter::default(), skew_from: 151 };
+    let mut bad = Replicated::new(skewed, SessionConfig::default());
+    for index in 1..=200 {
+        let entry = if index % 50 == 0 { noop(index, 1) } else { command(index, 7, index, 3) };
+        good.apply(&entry);
+        twin.apply(&entry);
+        bad.apply(&entry);
+        assert_eq!(good.chain().index, LogIndex(index));
+        assert_eq!(good.chain(), twin.chain(), "the same entries and outputs: the same chain");
+        if index < 151 {
+            assert_eq!(good.chain(), bad.chain(), "equal before the skew ({index})");
+        } else {
+            assert_ne!(good.chain(), bad.chain(), "different from the skew on ({index})");
+        }
+    }
+    // The state is the same (the skew is in the outputs only): the chain sees it anyway.
+    assert_eq!(good.machine().digest(), bad.machine().digest());
+    // Chain points every 64 indexes tell where the two parted: equal at 128, not at 192.
+    assert_eq!(good.chain_at(LogIndex(128)), bad.chain_at(LogIndex(128)));
+    assert!(good.chain_at(LogIndex(128)).is_some());
+    assert_ne!(good.chain_at(LogIndex(192)), bad.chain_at(LogIndex(192)));
+    assert_eq!(good.chain_at(LogIndex(100)), None, "only every 64th index is kept");
+}
+
+#[test]
+fn a_snapshot_carries_the_output_chain() {
+    let mut state = Replicated::new(Counter::default(), SessionConfig::default());
+    for index in 1..=70 {
+        state.apply(&command(index, 7, index, 1));
+    }
+    let mut bytes = Vec::new();
+    state.snapshot().write_to(&mut bytes).expect("writes");
+    let mut restored = Replicated::new(Counter::default(), SessionConfig::default());
+    restored.restore(&mut bytes.as_slice()).expect("restores");
+    assert_eq!(restored.chain(), state.chain());
+    assert_eq!(restored.chain_at(LogIndex(70)), state.chain_at(LogIndex(70)));
+    state.apply(&command(71, 7, 71, 1));
+    restored.apply(&command(71, 7, 71, 1));
+    assert_eq!(restored.chain(), state.chain(), "and goes on alike");
+
+    // A snapshot of the first format (no chain) still restores; the chain starts again.
+    let mut first_format = vec![1u8];
+    first_format.extend_from_slice(&bytes[17..]);
+    let mut old = Replicated::new(Counter::default(), SessionConfig::default());
+    old.restore(&mut first_format.as_slice()).expect("restores the first format");
+    assert_eq!(old.machine().0, 70);
+    assert_eq!(old.chain().index, LogIndex::ZERO);
 }
 
 fn noop(index: u64, term: u64) -> Entry {

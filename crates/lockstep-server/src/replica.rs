@@ -657,6 +657,8 @@ impl<M: StateMachine> Replica<M> {
             voters: membership.all_voters().iter().map(|id: &NodeId| id.0).collect(),
             learners: membership.learners.iter().map(|id| id.0).collect(),
             failure: self.driver.failure().map(str::to_string),
+            chain_index: self.driver.state().chain().index.get(),
+            chain: format!("{:016x}", self.driver.state().chain().value),
         }
     }
 }

@@ -200,6 +200,11 @@ pub struct ReplicaStatus {
     pub learners: Vec<u64>,
     /// Why it stopped serving, if it did.
     pub failure: Option<String>,
+    /// The last index its output chain covers (its applied index).
+    pub chain_index: u64,
+    /// The output chain there: a running hash over every entry applied and its output, hex.
+    /// Replicas with the same chain at the same index applied the same and answered the same.
+    pub chain: String,
 }
 
 /// A replica's answer to a client.

@@ -414,6 +414,8 @@ async fn status(args: &ClientArgs) -> Result<(), String> {
                         "persisted": status.persisted,
                         "checkpoint": status.checkpoint,
                         "digest": status.digest,
+                        "chain_index": status.chain_index,
+                        "chain": status.chain,
                         "lag": newest_commit.saturating_sub(status.applied),
                         "voters": status.voters,
                         "learners": status.learners,
@@ -427,13 +429,22 @@ async fn status(args: &ClientArgs) -> Result<(), String> {
         }
         Output::Text => {
             println!(
-                "{:<4} {:<21} {:<10} {:>6} {:>10} {:>10} {:>10} {:<16} {:>6}",
-                "ID", "ADDRESS", "ROLE", "TERM", "COMMIT", "APPLIED", "CHECKPOINT", "DIGEST", "LAG"
+                "{:<4} {:<21} {:<10} {:>6} {:>10} {:>10} {:>10} {:<16} {:<16} {:>6}",
+                "ID",
+                "ADDRESS",
+                "ROLE",
+                "TERM",
+                "COMMIT",
+                "APPLIED",
+                "CHECKPOINT",
+                "DIGEST",
+                "CHAIN",
+                "LAG"
             );
             for (endpoint, result) in &results {
                 match result {
                     Ok(status) => println!(
-                        "{:<4} {:<21} {:<10} {:>6} {:>10} {:>10} {:>10} {:<16} {:>6}",
+                        "{:<4} {:<21} {:<10} {:>6} {:>10} {:>10} {:>10} {:<16} {:<16} {:>6}",
                         status.id,
                         endpoint,
                         status.role,
@@ -442,6 +453,7 @@ async fn status(args: &ClientArgs) -> Result<(), String> {
                         status.applied,
                         status.checkpoint,
                         status.digest.get(..16).unwrap_or(&status.digest),
+                        status.chain,
                         newest_commit.saturating_sub(status.applied),
                     ),
                     Err(error) => println!("{:<4} {endpoint:<21} unreachable: {error}", "?"),

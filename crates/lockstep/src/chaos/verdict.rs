@@ -165,13 +165,22 @@ pub async fn same_digest(clients: &[Client<Request, Request, Answer>], within: D
             let applied: BTreeSet<u64> = statuses.iter().map(|status| status.applied).collect();
             let digests: BTreeSet<&str> =
                 statuses.iter().map(|status| status.digest.as_str()).collect();
+            // The output chains too: the same entries applied with the same answers.
+            let chains: BTreeSet<(u64, &str)> =
+                statuses.iter().map(|status| (status.chain_index, status.chain.as_str())).collect();
             let summary = statuses
                 .iter()
-                .map(|status| format!("{}@{} {}", status.id, status.applied, status.digest))
+                .map(|status| {
+                    format!(
+                        "{}@{} {} chain {}",
+                        status.id, status.applied, status.digest, status.chain
+                    )
+                })
                 .collect::<Vec<_>>()
                 .join(", ");
             if applied.len() == 1 {
-                return Check::new("same state on every replica", digests.len() == 1, summary);
+                let same = digests.len() == 1 && chains.len() == 1;
+                return Check::new("same state on every replica", same, summary);
             }
             last = format!("not yet at one index: {summary}");
         }

@@ -355,7 +355,7 @@ where
         while started.elapsed() < self.options.timeout {
             let id = self.shared.next_id.fetch_add(1, Ordering::Relaxed);
             match self.attempt(&ClientMessage::<I, Q>::Status { id, digest }, id).await {
-                Attempt::Answer(ServerMessage::Status { status, .. }) => return Ok(status),
+                Attempt::Answer(ServerMessage::Status { status, .. }) => return Ok(*status),
                 Attempt::Answer(_) => return Err(Error::Malformed("not a status".to_string())),
                 Attempt::Again(reason) => {
                     last = reason;

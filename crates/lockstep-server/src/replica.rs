@@ -292,7 +292,8 @@ impl<M: StateMachine> Replica<M> {
                 }
             },
             ClientMessage::Status { id, digest } => {
-                let _ = reply.send(ServerMessage::Status { id, status: self.status(digest) });
+                let _ =
+                    reply.send(ServerMessage::Status { id, status: Box::new(self.status(digest)) });
             }
             ClientMessage::Members { id, client, sequence, request } => {
                 self.members_request(id, client, sequence, request, reply);

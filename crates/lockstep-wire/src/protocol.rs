@@ -229,7 +229,7 @@ pub enum ServerMessage<O> {
         /// The request's id.
         id: u64,
         /// The status.
-        status: ReplicaStatus,
+        status: Box<ReplicaStatus>,
     },
     /// The members (after a change: as the change leaves them, once it is in the log).
     Members {

@@ -28,10 +28,6 @@ pub enum Sabotage {
 impl Sabotage {
     /// Its name on the command line.
     pub fn name(self) -> &'static str {
-        self.flag()
-    }
-
-    fn flag(self) -> &'static str {
         match self {
             Sabotage::UnsafeReads => "unsafe-reads",
             Sabotage::EarlyAck => "early-ack",
@@ -193,7 +189,7 @@ impl Cluster {
                     ));
                 }
                 if let Some(sabotage) = self.sabotage {
-                    command.args(["--sabotage", sabotage.flag()]);
+                    command.args(["--sabotage", sabotage.name()]);
                 }
                 command.env("RUST_LOG", "info");
             }

@@ -453,12 +453,19 @@ fn endpoint(system: System, network: &Network, index: usize) -> String {
 
 /// A native client on exactly one replica (for status).
 fn pinned(network: &Network, index: usize) -> Client<Request, Request, Answer> {
-    let options = ClientOptions {
-        timeout: Duration::from_secs(2),
-        attempt_timeout: Duration::from_millis(500),
-        ..ClientOptions::default()
-    };
-    Client::new(vec![endpoint(System::Lockstep, network, index)], options)
+    native(network, &[index], Duration::from_secs(2), Duration::from_millis(500))
+}
+
+/// A native client over the replicas at `indexes` (tried in that order).
+fn native(
+    network: &Network,
+    indexes: &[usize],
+    timeout: Duration,
+    attempt_timeout: Duration,
+) -> Client<Request, Request, Answer> {
+    let options = ClientOptions { timeout, attempt_timeout, ..ClientOptions::default() };
+    let endpoints = indexes.iter().map(|&index| endpoint(System::Lockstep, network, index));
+    Client::new(endpoints.collect(), options)
 }
 
 /// The leader, as the replicas say (lockstep only).
@@ -482,9 +489,10 @@ async fn etcd_leader(network: &Network, servers: usize) -> Option<usize> {
     use lockstep_etcd::proto::etcdserverpb as pb;
     use lockstep_etcd::rpc::maintenance_client::MaintenanceClient;
     for index in 0..servers {
-        let address = format!("http://{}", endpoint(System::Etcd, network, index));
-        let Ok(channel) = tonic::transport::Channel::from_shared(address) else { continue };
-        let channel = channel.timeout(Duration::from_millis(500)).connect_lazy();
+        let address = endpoint(System::Etcd, network, index);
+        let Ok(channel) = workload::etcd_channel(&address, Duration::from_millis(500)) else {
+            continue;
+        };
         let mut client = MaintenanceClient::new(channel);
         let asked = client.status(pb::StatusRequest {});
         if let Ok(Ok(status)) = tokio::time::timeout(Duration::from_millis(500), asked).await {
@@ -621,7 +629,6 @@ async fn session(
     for note in heal(network, cluster).await? {
         let _ = writeln!(faults_log, "{:8.2} {note}", at(Instant::now()));
     }
-    let healed = Instant::now();
     let recovery = serving(args.system, network, args.recovery_bound).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     stop.store(true, Ordering::Relaxed);
@@ -729,7 +736,6 @@ async fn session(
             checks.push(verdict::same_hash_etcd(&endpoints, Duration::from_secs(20)).await);
         }
     }
-    let _ = healed;
     let count = |wanted: fn(&Outcome) -> bool| {
         records.iter().filter(|record| record.client != u64::MAX && wanted(&record.outcome)).count()
     };
@@ -755,12 +761,7 @@ async fn session(
 
 /// A native client that may use any replica.
 fn pinned_any(network: &Network) -> Client<Request, Request, Answer> {
-    let options = ClientOptions {
-        timeout: Duration::from_secs(10),
-        attempt_timeout: Duration::from_secs(2),
-        ..ClientOptions::default()
-    };
-    Client::new((0..3).map(|index| endpoint(System::Lockstep, network, index)).collect(), options)
+    native(network, &[0, 1, 2], Duration::from_secs(10), Duration::from_secs(2))
 }
 
 /// Removes every fault: network rules, the disk filler; resumes and restarts servers; adds

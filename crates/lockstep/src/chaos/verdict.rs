@@ -191,13 +191,9 @@ pub async fn same_digest(clients: &[Client<Request, Request, Answer>], within: D
     }
 }
 
-/// etcd: the channel to one member.
+/// etcd: the channel to one member, for the checks.
 fn etcd_channel(endpoint: &str) -> Result<tonic::transport::Channel, String> {
-    Ok(tonic::transport::Channel::from_shared(format!("http://{endpoint}"))
-        .map_err(|error| error.to_string())?
-        .timeout(Duration::from_secs(10))
-        .connect_timeout(Duration::from_secs(5))
-        .connect_lazy())
+    super::workload::etcd_channel(endpoint, Duration::from_secs(10))
 }
 
 /// Reads the whole history of the harness's keys from etcd: a watch from revision 1 up to the

@@ -35,6 +35,16 @@ pub fn parse_value(bytes: &[u8]) -> Option<u64> {
     std::str::from_utf8(bytes).ok()?.parse().ok()
 }
 
+/// A channel to the etcd member at `endpoint` (connected on first use); calls and connecting
+/// give up after `timeout`.
+pub fn etcd_channel(endpoint: &str, timeout: Duration) -> Result<Channel, String> {
+    Ok(Channel::from_shared(format!("http://{endpoint}"))
+        .map_err(|error| error.to_string())?
+        .timeout(timeout)
+        .connect_timeout(timeout)
+        .connect_lazy())
+}
+
 /// How one client reaches the system.
 #[derive(Clone)]
 pub enum Backend {
@@ -79,12 +89,7 @@ impl Backend {
     pub fn etcd(endpoints: &[String], timeout: Duration) -> Result<Backend, String> {
         let mut clients = Vec::new();
         for endpoint in endpoints {
-            let channel = Channel::from_shared(format!("http://{endpoint}"))
-                .map_err(|error| error.to_string())?
-                .timeout(timeout)
-                .connect_timeout(timeout)
-                .connect_lazy();
-            clients.push(KVClient::new(channel));
+            clients.push(KVClient::new(etcd_channel(endpoint, timeout)?));
         }
         Ok(Backend::Etcd(clients))
     }

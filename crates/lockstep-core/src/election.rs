@@ -40,6 +40,7 @@ impl Node {
         // timeout it no longer holds the leader's lease, and grants votes that may be needed.
         if self.election_elapsed >= self.randomized_election_timeout
             && self.membership.is_voter(self.config.id)
+            && !self.quarantined
         {
             self.election_elapsed = 0;
             self.campaign(self.config.pre_vote, false);
@@ -83,7 +84,7 @@ impl Node {
     /// Starts an election: a pre-vote round if `pre_vote`, else a real one. `transfer` marks
     /// vote requests as asked for by the old leader.
     pub(crate) fn campaign(&mut self, pre_vote: bool, transfer: bool) {
-        if !self.membership.is_voter(self.config.id) {
+        if !self.membership.is_voter(self.config.id) || self.quarantined {
             return;
         }
         let (term, body): (Term, fn(VoteRequest) -> MessageBody) = if pre_vote {
@@ -142,7 +143,7 @@ impl Node {
             || self.config.sabotage == Sabotage::VoteTwice;
         let up_to_date = self.log.is_up_to_date(request.last_log_index, request.last_log_term)
             || self.config.sabotage == Sabotage::IgnoreLogUpToDate;
-        let granted = can_vote && up_to_date;
+        let granted = can_vote && up_to_date && !self.quarantined;
         let response = VoteResponse { granted };
         if pre_vote {
             // A granted pre-vote answers in the term it was asked about; a refusal in ours, so
@@ -190,6 +191,7 @@ impl Node {
         if self.role == Role::Leader
             || self.leader != Some(from)
             || !self.membership.is_voter(self.config.id)
+            || self.quarantined
         {
             self.reject_from(from, "TimeoutNow", RejectReason::Unexpected);
             return;

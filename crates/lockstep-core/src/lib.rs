@@ -71,7 +71,7 @@ pub mod types;
 
 pub use config::{Config, ReadMode, Sabotage};
 pub use membership::Membership;
-pub use message::{InstallSnapshot, InstallSnapshotResponse, Message, MessageBody};
+pub use message::{AuditMessage, InstallSnapshot, InstallSnapshotResponse, Message, MessageBody};
 pub use node::{InitialState, Node};
 pub use output::{
     Event, Output, Persist, ProposeError, Proposed, ReadError, ReadReady, RejectReason,

@@ -54,6 +54,10 @@ pub enum MessageBody {
     InstallSnapshot(InstallSnapshot),
     /// The answer to a snapshot chunk.
     InstallSnapshotResponse(InstallSnapshotResponse),
+    /// Auditing between replicas: output chain reports, divergence verdicts, repairs. The
+    /// consensus core carries these but never acts on them; the driver does
+    /// ([`AuditMessage`]).
+    Audit(AuditMessage),
 }
 
 /// A request for a vote or a pre-vote.
@@ -196,6 +200,7 @@ impl MessageBody {
             MessageBody::ReadIndexResponse(_) => "ReadIndexResponse",
             MessageBody::InstallSnapshot(_) => "InstallSnapshot",
             MessageBody::InstallSnapshotResponse(_) => "InstallSnapshotResponse",
+            MessageBody::Audit(audit) => audit.kind(),
         }
     }
 }
@@ -272,7 +277,175 @@ impl fmt::Display for Message {
                     if response.accepted { "accepted" } else { "rejected" }
                 )?;
             }
+            MessageBody::Audit(audit) => write!(f, " {audit}")?,
         }
         Ok(())
+    }
+}
+
+/// Auditing messages: how replicas compare what they applied, and how a divergent replica is
+/// told and repaired. The consensus core never acts on them (see the node driver's audit).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum AuditMessage {
+    /// A replica to its leader: its output chain where it stands, and state digests taken
+    /// since its last report.
+    Report(ChainReport),
+    /// The leader to a replica: send your chain at each index in `(after, through]`.
+    ChainsRequest {
+        /// The last index known to agree.
+        after: LogIndex,
+        /// The first index known to differ.
+        through: LogIndex,
+    },
+    /// The answer: the chain at each index asked for that this replica still holds.
+    Chains {
+        /// `(index, chain)`, in index order.
+        values: Vec<(LogIndex, u64)>,
+    },
+    /// The leader to a replica: a majority disagrees with you from this point on; stop
+    /// serving reads and voting.
+    Quarantine(Divergence),
+    /// The leader to a quarantined replica: a chunk of a checkpoint whose state digest a
+    /// majority reported, to repair from.
+    RepairChunk(RepairChunk),
+    /// A quarantined replica's answer to a repair chunk.
+    RepairAnswer(RepairAnswer),
+}
+
+/// A replica's report of what it applied.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChainReport {
+    /// The last index applied, and the output chain through it.
+    pub applied: LogIndex,
+    /// The chain through `applied`.
+    pub chain: u64,
+    /// State digests taken at digest points since the last report.
+    pub digests: Vec<DigestPoint>,
+    /// The first index of the replica's log (it can re-apply from a checkpoint no older).
+    pub log_first: LogIndex,
+    /// Whether the replica holds itself quarantined.
+    pub quarantined: bool,
+}
+
+/// The state digest a replica took at a digest point, with its chain there.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DigestPoint {
+    /// The index applied when the digest was taken.
+    pub index: LogIndex,
+    /// The output chain through it.
+    pub chain: u64,
+    /// The state machine's digest there.
+    pub digest: [u8; 32],
+}
+
+/// What part of a replica differs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum DivergenceKind {
+    /// Its output chain: it applied something differently or answered differently.
+    Output,
+    /// Its state digest at a digest point, with the same outputs.
+    State,
+}
+
+/// Where a replica departs from the majority.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Divergence {
+    /// The divergent replica.
+    pub replica: NodeId,
+    /// What differs.
+    pub kind: DivergenceKind,
+    /// The first index where it differs (for output: the exact entry once narrowed down; for
+    /// state: the digest point).
+    pub index: LogIndex,
+    /// Whether `index` is exact (narrowed down to one entry) or the first report that
+    /// differed.
+    pub exact: bool,
+    /// The majority's chain (or the first 8 bytes of its digest) there.
+    pub expected: u64,
+    /// The divergent replica's.
+    pub found: u64,
+    /// The entry at `index`, as the leader describes it.
+    pub entry: String,
+    /// The leader's commit index when it found the divergence.
+    pub detected_at: LogIndex,
+}
+
+/// A chunk of the checkpoint a quarantined replica repairs from.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RepairChunk {
+    /// The chunk, as a snapshot transfer would send it.
+    pub chunk: InstallSnapshot,
+    /// The state digest a majority reported at the checkpoint's index.
+    pub state_digest: [u8; 32],
+    /// The output chain a majority reported there.
+    pub chain: u64,
+}
+
+/// A quarantined replica's answer to a repair chunk.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RepairAnswer {
+    /// The checkpoint's index.
+    pub index: LogIndex,
+    /// Bytes held: send from here.
+    pub next_offset: u64,
+    /// The replica restored the checkpoint, checked its digest and rejoined.
+    pub repaired: bool,
+    /// Why a chunk or the checkpoint was refused, if it was.
+    pub refused: Option<String>,
+}
+
+impl AuditMessage {
+    /// A short name of the kind of message.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            AuditMessage::Report(_) => "AuditReport",
+            AuditMessage::ChainsRequest { .. } => "AuditChainsRequest",
+            AuditMessage::Chains { .. } => "AuditChains",
+            AuditMessage::Quarantine(_) => "AuditQuarantine",
+            AuditMessage::RepairChunk(_) => "AuditRepairChunk",
+            AuditMessage::RepairAnswer(_) => "AuditRepairAnswer",
+        }
+    }
+}
+
+impl fmt::Display for AuditMessage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            AuditMessage::Report(report) => write!(
+                f,
+                "applied={} chain={:016x} digests={} log_first={}{}",
+                report.applied,
+                report.chain,
+                report.digests.len(),
+                report.log_first,
+                if report.quarantined { " quarantined" } else { "" }
+            ),
+            AuditMessage::ChainsRequest { after, through } => write!(f, "({after}, {through}]"),
+            AuditMessage::Chains { values } => write!(f, "values={}", values.len()),
+            AuditMessage::Quarantine(divergence) => write!(
+                f,
+                "replica={} {:?} index={}{}",
+                divergence.replica,
+                divergence.kind,
+                divergence.index,
+                if divergence.exact { "" } else { " (first report)" }
+            ),
+            AuditMessage::RepairChunk(chunk) => write!(
+                f,
+                "checkpoint={} offset={} bytes={} of {}",
+                chunk.chunk.meta.last_index,
+                chunk.chunk.offset,
+                chunk.chunk.data.len(),
+                chunk.chunk.total_bytes
+            ),
+            AuditMessage::RepairAnswer(answer) => write!(
+                f,
+                "checkpoint={} next={}{}{}",
+                answer.index,
+                answer.next_offset,
+                if answer.repaired { " repaired" } else { "" },
+                answer.refused.as_deref().map(|why| format!(" refused: {why}")).unwrap_or_default()
+            ),
+        }
     }
 }

@@ -177,6 +177,10 @@ pub struct Node {
     /// The state machine has applied up to here (reported by the driver).
     pub(crate) applied_index: LogIndex,
 
+    /// The driver's audit found this replica's state wrong: it neither campaigns nor votes
+    /// until repaired.
+    pub(crate) quarantined: bool,
+
     pub(crate) output: Output,
     pub(crate) stats: Stats,
 }
@@ -256,6 +260,7 @@ impl Node {
             last_config: LogIndex::ZERO,
             handed_out_index: applied,
             applied_index: applied,
+            quarantined: false,
             output: Output::default(),
             stats: Stats::default(),
             config,
@@ -336,6 +341,8 @@ impl Node {
                 }
                 self.output.snapshot_chunks.push(SnapshotChunk { from, chunk });
             }
+            // Audit messages are the driver's: the core carries them and nothing more.
+            MessageBody::Audit(_) => {}
             MessageBody::InstallSnapshotResponse(answer) => {
                 let expected = self.role == Role::Leader
                     && self.progress.get(&from).is_some_and(|progress| {
@@ -592,6 +599,57 @@ impl Node {
         if let Some(progress) = self.progress.get_mut(&to) {
             progress.snapshot_aborted();
         }
+    }
+
+    /// Takes this replica out of elections, or puts it back: the driver's audit found its
+    /// state wrong (or repaired it). A quarantined replica never campaigns and refuses every
+    /// vote and pre-vote; a quarantined leader steps down at once. It still takes appends
+    /// (its log is sound; only what it applied is in doubt), so it keeps counting towards
+    /// commits.
+    pub fn set_quarantined(&mut self, quarantined: bool) {
+        self.quarantined = quarantined;
+        if quarantined && self.role != Role::Follower {
+            self.become_follower(self.term, None);
+        }
+    }
+
+    /// Whether this replica is quarantined ([`Node::set_quarantined`]).
+    pub fn quarantined(&self) -> bool {
+        self.quarantined
+    }
+
+    /// Hands the committed entries after `index` out for applying again: the driver replaced
+    /// the state machine with a checkpoint through `index` (a repair). Refused (false) if the
+    /// log no longer holds the entry after `index`, or `index` is past what was applied.
+    pub fn rewind_applied(&mut self, index: LogIndex) -> bool {
+        if index < self.log.snapshot_index() || index > self.applied_index {
+            return false;
+        }
+        self.applied_index = index;
+        self.handed_out_index = index;
+        true
+    }
+
+    /// Leader: appends an empty entry (a point every replica applies at the same place, for
+    /// the driver's audit). Refused anywhere but on a leader, or during a transfer.
+    pub fn propose_noop(&mut self) -> Result<LogIndex, ProposeError> {
+        if self.role != Role::Leader {
+            return Err(ProposeError::NotLeader { leader: self.leader });
+        }
+        if let Some(target) = self.transfer_target {
+            return Err(ProposeError::LeadershipTransfer { target });
+        }
+        let index = self.log.last_index().next();
+        self.append_to_log(Entry { term: self.term, index, payload: EntryPayload::Noop });
+        if self.is_single_voter() {
+            self.maybe_commit();
+        }
+        Ok(index)
+    }
+
+    /// The first index of the log held (entries before it are covered by a snapshot).
+    pub fn first_index(&self) -> LogIndex {
+        self.log.snapshot_index().next()
     }
 
     /// Asks the leader to hand leadership to `target`. The leader stops taking proposals,

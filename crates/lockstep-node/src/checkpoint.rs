@@ -137,7 +137,7 @@ pub(crate) struct Checkpoints {
     pub(crate) policy: Option<CheckpointPolicy>,
     entries_since: u64,
     bytes_since: u64,
-    in_progress: bool,
+    pub(crate) in_progress: bool,
     /// The index of the last checkpoint started.
     last_index: LogIndex,
     /// The size of the latest durable checkpoint, once asked of storage (`None`: ask again).
@@ -221,6 +221,8 @@ impl<M: StateMachine, D: Storage, T: Transport> Driver<M, D, T> {
         // A new checkpoint would replace the file a transfer is reading: wait for it.
         !self.checkpoints.in_progress
             && self.checkpoints.outgoing.is_empty()
+            && !self.audit.sending_repair()
+            && self.audit.quarantined.is_none()
             && self.node.applied_index() > self.checkpoints.last_index
             && (self.checkpoints.entries_since >= policy.entries
                 || self.checkpoints.bytes_since >= policy.bytes)
@@ -246,6 +248,15 @@ impl<M: StateMachine, D: Storage, T: Transport> Driver<M, D, T> {
     }
 
     /// Counts applied entries toward the policy.
+    /// The replicated state was restored from a checkpoint through `index` (a repair): count
+    /// from there.
+    pub(crate) fn restored_at(&mut self, index: LogIndex) {
+        self.checkpoints.last_index = index;
+        self.checkpoints.entries_since = 0;
+        self.checkpoints.bytes_since = 0;
+        self.checkpoints.latest_bytes.set(None);
+    }
+
     pub(crate) fn count_applied(&mut self, entries: u64, bytes: u64) {
         self.checkpoints.entries_since += entries;
         self.checkpoints.bytes_since += bytes;

@@ -16,13 +16,14 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::io::{self, Read};
 
-use lockstep_core::message::AppendResponse;
+use lockstep_core::message::{AppendResponse, DigestPoint};
 use lockstep_core::{
     ApplyContext, Command, Config, ConfigError, Entry, EntryPayload, Event, InitialState,
     InstallSnapshot, LogIndex, MembershipChange, Message, MessageBody, Node, NodeId, Persist,
     ProposeError, ReadError, ReadId, SnapshotMeta, StateMachine, StateSnapshot, Term,
 };
 
+use crate::audit::Audit;
 use crate::checkpoint::{Checkpoint, Checkpoints};
 use serde::{Deserialize, Serialize};
 
@@ -187,6 +188,16 @@ pub struct Replicated<M: StateMachine> {
     chain: Chain,
     /// The chain at every [`CHAIN_POINT_INTERVAL`]th index, the newest [`CHAIN_POINTS_KEPT`].
     chain_points: BTreeMap<LogIndex, u64>,
+    /// The chain after each of the newest [`RECENT_CHAINS`] entries applied, oldest first.
+    recent: VecDeque<(LogIndex, u64)>,
+    /// State digests are taken at every index that is a multiple of this (0: none), and at
+    /// every no-op entry when `digests_on`.
+    digest_interval: u64,
+    digests_on: bool,
+    /// The newest [`DIGESTS_KEPT`] digest points, oldest first.
+    digests: VecDeque<DigestPoint>,
+    /// Digest points not yet handed out by [`Replicated::take_new_digests`].
+    new_digests: Vec<DigestPoint>,
 }
 
 /// The output chain: a running hash over everything a replica applied, in order. After entry
@@ -221,6 +232,13 @@ pub const CHAIN_POINT_INTERVAL: u64 = 64;
 /// This many chain points are kept (the newest).
 pub const CHAIN_POINTS_KEPT: usize = 4096;
 
+/// The chain after each of this many newest entries is kept (for finding the exact entry
+/// where two replicas part).
+pub const RECENT_CHAINS: usize = 4096;
+
+/// This many state digest points are kept (the newest).
+pub const DIGESTS_KEPT: usize = 64;
+
 /// Output digests in the chain for commands that produced no output.
 const CHAIN_MALFORMED: u64 = 1;
 const CHAIN_STALE: u64 = 2;
@@ -235,7 +253,64 @@ impl<M: StateMachine> Replicated<M> {
             sabotage_skip_sessions: false,
             chain: Chain::default(),
             chain_points: BTreeMap::new(),
+            recent: VecDeque::new(),
+            digest_interval: 0,
+            digests_on: false,
+            digests: VecDeque::new(),
+            new_digests: Vec::new(),
         }
+    }
+
+    /// Takes the state machine's digest at every no-op entry (a point the leader places) and
+    /// at every index that is a multiple of `interval` (0: only at no-ops), for the audit.
+    pub fn take_digests(&mut self, interval: u64) {
+        self.digests_on = true;
+        self.digest_interval = interval;
+    }
+
+    /// The state digest taken at `index`, if it was a digest point and is still kept.
+    pub fn digest_at(&self, index: LogIndex) -> Option<DigestPoint> {
+        self.digests.iter().rev().find(|point| point.index == index).copied()
+    }
+
+    /// The newest digest point kept.
+    pub fn latest_digest(&self) -> Option<DigestPoint> {
+        self.digests.back().copied()
+    }
+
+    /// The newest `count` digest points, oldest first.
+    pub fn newest_digests(&self, count: usize) -> Vec<DigestPoint> {
+        self.digests.iter().skip(self.digests.len().saturating_sub(count)).copied().collect()
+    }
+
+    /// Digest points taken since the last call.
+    pub fn take_new_digests(&mut self) -> Vec<DigestPoint> {
+        std::mem::take(&mut self.new_digests)
+    }
+
+    /// The chain at each index in `(after, through]` still known (recent entries, or chain
+    /// points for older ones), in order, at most [`RECENT_CHAINS`] of them.
+    pub fn chains_between(&self, after: LogIndex, through: LogIndex) -> Vec<(LogIndex, u64)> {
+        let mut values: Vec<(LogIndex, u64)> = self
+            .chain_points
+            .range(after.next()..=through)
+            .map(|(index, value)| (*index, *value))
+            .filter(|(index, _)| self.recent.front().is_none_or(|(first, _)| index < first))
+            .collect();
+        values.extend(
+            self.recent.iter().filter(|(index, _)| *index > after && *index <= through).copied(),
+        );
+        if values.len() > RECENT_CHAINS {
+            values.drain(..values.len() - RECENT_CHAINS);
+        }
+        values
+    }
+
+    /// Damages the state machine as a memory error would, through `damage`: for showing that
+    /// the audit finds it.
+    #[doc(hidden)]
+    pub fn machine_mut(&mut self) -> &mut M {
+        &mut self.machine
     }
 
     /// The output chain through the last entry applied.
@@ -248,6 +323,16 @@ impl<M: StateMachine> Replicated<M> {
         if index == self.chain.index {
             return Some(self.chain.value);
         }
+        if let Some((first, _)) = self.recent.front() {
+            if index >= *first {
+                let offset = (index.get() - first.get()) as usize;
+                return self
+                    .recent
+                    .get(offset)
+                    .filter(|(at, _)| *at == index)
+                    .map(|(_, value)| *value);
+            }
+        }
         self.chain_points.get(&index).copied()
     }
 
@@ -259,6 +344,27 @@ impl<M: StateMachine> Replicated<M> {
             while self.chain_points.len() > CHAIN_POINTS_KEPT {
                 self.chain_points.pop_first();
             }
+        }
+        if self.recent.back().is_some_and(|(last, _)| last.next() != entry.index) {
+            self.recent.clear();
+        }
+        self.recent.push_back((entry.index, self.chain.value));
+        if self.recent.len() > RECENT_CHAINS {
+            self.recent.pop_front();
+        }
+        let digest_point = matches!(entry.payload, EntryPayload::Noop)
+            || (self.digest_interval > 0 && entry.index.get() % self.digest_interval == 0);
+        if self.digests_on && digest_point {
+            let point = DigestPoint {
+                index: entry.index,
+                chain: self.chain.value,
+                digest: self.machine.digest().0,
+            };
+            self.digests.push_back(point);
+            if self.digests.len() > DIGESTS_KEPT {
+                self.digests.pop_front();
+            }
+            self.new_digests.push(point);
         }
     }
 
@@ -386,8 +492,12 @@ impl<M: StateMachine> Replicated<M> {
         self.sessions = sessions;
         self.chain = chain;
         self.chain_points.clear();
+        self.recent.clear();
+        self.digests.clear();
+        self.new_digests.clear();
         if chain.index > LogIndex::ZERO {
             self.chain_points.insert(chain.index, chain.value);
+            self.recent.push_back((chain.index, chain.value));
         }
         Ok(())
     }
@@ -500,13 +610,13 @@ pub struct Driver<M: StateMachine, D: Storage, T: Transport> {
     pub(crate) node: Node,
     pub(crate) state: Replicated<M>,
     pub(crate) storage: D,
-    transport: T,
+    pub(crate) transport: T,
     next_write: u64,
     writes: VecDeque<PendingWrite>,
     /// Proposals waiting for their entry to apply: index -> (term, request) for each.
     pub(crate) proposals: BTreeMap<LogIndex, Vec<(Term, RequestId)>>,
     /// Reads waiting for the core to confirm them.
-    reads: BTreeMap<ReadId, (RequestId, M::Query)>,
+    pub(crate) reads: BTreeMap<ReadId, (RequestId, M::Query)>,
     next_request: u64,
     pub(crate) completions: Vec<Completion<M::Output>>,
     /// Applied entries, kept only when asked for.
@@ -514,6 +624,8 @@ pub struct Driver<M: StateMachine, D: Storage, T: Transport> {
     pub(crate) checkpoints: Checkpoints,
     /// Set when this replica can no longer go on (see [`Driver::failure`]).
     pub(crate) failure: Option<String>,
+    /// The audit of replicas' chains and digests (see [`crate::audit`]).
+    pub(crate) audit: Audit<M::Output>,
 }
 
 impl<M: StateMachine, D: Storage, T: Transport> Driver<M, D, T> {
@@ -540,6 +652,7 @@ impl<M: StateMachine, D: Storage, T: Transport> Driver<M, D, T> {
             applied: None,
             checkpoints: Checkpoints::default(),
             failure: None,
+            audit: Audit::default(),
         })
     }
 
@@ -596,6 +709,7 @@ impl<M: StateMachine, D: Storage, T: Transport> Driver<M, D, T> {
         }
         self.node.tick();
         self.tick_transfers();
+        self.audit_tick();
         self.drain();
     }
 
@@ -603,6 +717,30 @@ impl<M: StateMachine, D: Storage, T: Transport> Driver<M, D, T> {
     pub fn receive(&mut self, message: Message) {
         if self.failure.is_some() {
             return;
+        }
+        if let MessageBody::Audit(audit) = message.body {
+            self.on_audit(message.from, message.term, audit);
+            self.drain();
+            return;
+        }
+        if let MessageBody::ReadIndex(request) = &message.body {
+            if self.node.role() == lockstep_core::Role::Leader
+                && message.term == self.node.term()
+                && self.audit_refuses_reads_for(message.from)
+            {
+                // A quarantined replica's reads are not confirmed: its state differs.
+                let response = lockstep_core::message::ReadIndexResponse {
+                    request: request.request,
+                    index: None,
+                };
+                self.transport.send(Message {
+                    from: self.node.id(),
+                    to: message.from,
+                    term: self.node.term(),
+                    body: MessageBody::ReadIndexResponse(response),
+                });
+                return;
+            }
         }
         self.node.step(message);
         self.drain();
@@ -721,6 +859,11 @@ impl<M: StateMachine, D: Storage, T: Transport> Driver<M, D, T> {
         let id = self.request_id();
         if let Some(failure) = &self.failure {
             let refusal = Refusal::Retry(format!("this replica has stopped: {failure}"));
+            self.completions.push(Completion::Refused { request: id, refusal });
+            return id;
+        }
+        if self.quarantined() {
+            let refusal = Refusal::Retry("this replica is quarantined (its state differs)".into());
             self.completions.push(Completion::Refused { request: id, refusal });
             return id;
         }
@@ -844,11 +987,19 @@ impl<M: StateMachine, D: Storage, T: Transport> Driver<M, D, T> {
                         self.start_checkpoint(last);
                     }
                     self.apply(entry);
+                    if self.audit.checkpoint_wanted == Some(entry.index) {
+                        // The audit's repair point: a checkpoint exactly there.
+                        self.audit.checkpoint_wanted = None;
+                        if !self.checkpoints.in_progress {
+                            self.start_checkpoint(entry.index);
+                        }
+                    }
                 }
                 self.node.applied(last);
                 if self.checkpoint_due() {
                     self.start_checkpoint(last);
                 }
+                self.audit_after_apply();
             }
             for chunk in output.snapshot_chunks {
                 self.on_snapshot_chunk(chunk);
@@ -859,7 +1010,8 @@ impl<M: StateMachine, D: Storage, T: Transport> Driver<M, D, T> {
             for read in output.reads {
                 if let Some((request, query)) = self.reads.remove(&read.id) {
                     let output = self.state.machine.query(&query);
-                    self.completions.push(Completion::Done { request, output });
+                    let at = self.state.chain().index;
+                    self.complete(at, Completion::Done { request, output });
                 }
             }
             for event in output.events {
@@ -906,7 +1058,7 @@ impl<M: StateMachine, D: Storage, T: Transport> Driver<M, D, T> {
                 Some(Err(refusal)) => Completion::Refused { request, refusal },
                 None => Completion::Refused { request, refusal: Refusal::Lost },
             };
-            self.completions.push(completion);
+            self.complete(entry.index, completion);
         }
     }
 }

@@ -11,12 +11,14 @@
 
 #![deny(missing_docs)]
 
+pub mod audit;
 pub mod checkpoint;
 pub mod driver;
 pub mod local;
 pub mod sessions;
 pub mod store;
 
+pub use audit::{AuditConfig, AuditStats, AuditStatus, DivergenceRecord, PeerAudit, RepairMode};
 pub use checkpoint::{Checkpoint, CheckpointPolicy, CheckpointStats, TransferProgress};
 pub use driver::{
     Applied, AppliedRecord, Chain, ClientRequest, Completion, Driver, Refusal, Replicated,

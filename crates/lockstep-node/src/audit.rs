@@ -1,0 +1,1087 @@
+//! Auditing: finding a replica whose state or outputs differ from the majority's, taking it out
+//! of service and repairing it.
+//!
+//! - **Reports.** Every replica but the leader tells the leader its output chain where it
+//!   stands ([`crate::Chain`]) once every [`AuditConfig::report_interval`] entries (after every
+//!   batch applied with verified outputs), with its newest state digests, in an audit message
+//!   sent together with the append answers it gives anyway.
+//! - **State digests.** Every replica takes the state machine's digest at the same indexes:
+//!   every no-op entry (the leader places one when it needs a point now) and every multiple of
+//!   [`AuditConfig::digest_interval`].
+//! - **Comparison.** The leader compares each report with its own chain (and digest) at the
+//!   same index. A replica that differs where a majority of voters, the leader included,
+//!   agrees is divergent: the leader records where (narrowed down to the exact entry with the
+//!   replica's recent chains, searched by bisection), tells it, and no longer confirms reads
+//!   for it. A leader that a majority of voters differs from quarantines itself and steps down;
+//!   the next leader finds it the same way.
+//! - **Quarantine.** A divergent replica serves no reads, refuses votes, never campaigns and
+//!   answers no request with an output; it still takes appends (its log is sound).
+//! - **Repair.** The leader places a no-op, checkpoints there, and once a majority of voters
+//!   reported the same state digest and chain there it streams that checkpoint to the
+//!   quarantined replica, which restores it, checks the state digest against the agreed one,
+//!   re-applies its own log after it and rejoins. Automatic by default; [`RepairMode::Manual`]
+//!   waits for [`Driver::repair`].
+//! - **Verified outputs** ([`AuditConfig::verified_outputs`]): the leader holds each answer
+//!   until a majority of voters, itself included, reported the same chain at or after its
+//!   entry, so a divergent replica's output never reaches a client.
+
+use std::collections::{BTreeMap, VecDeque};
+
+use bytes::Bytes;
+use lockstep_core::message::{
+    AuditMessage, ChainReport, DigestPoint, Divergence, DivergenceKind, RepairAnswer, RepairChunk,
+};
+use lockstep_core::{
+    EntryPayload, InstallSnapshot, LogIndex, Message, MessageBody, NodeId, Role, StateMachine, Term,
+};
+
+use crate::checkpoint::Checkpoint;
+use crate::driver::{Chain, Completion, Driver, Refusal, RequestId, Storage, Transport};
+
+/// Whether a divergent replica repairs itself.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum RepairMode {
+    /// As soon as it is found (the default).
+    #[default]
+    Automatic,
+    /// Only when an operator asks ([`Driver::repair`], `lockstep audit repair ID`).
+    Manual,
+}
+
+/// How the audit runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AuditConfig {
+    /// A replica reports its chain after every this many entries (at least 1).
+    pub report_interval: u64,
+    /// State digests are taken at every multiple of this index (0: only at the leader's
+    /// no-ops).
+    pub digest_interval: u64,
+    /// Whether a divergent replica repairs itself.
+    pub repair: RepairMode,
+    /// The leader releases an answer only once a majority of voters reported the same chain.
+    pub verified_outputs: bool,
+}
+
+impl Default for AuditConfig {
+    fn default() -> AuditConfig {
+        AuditConfig {
+            report_interval: 64,
+            digest_interval: 16_384,
+            repair: RepairMode::Automatic,
+            verified_outputs: false,
+        }
+    }
+}
+
+/// Counters of the audit.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct AuditStats {
+    /// Reports received (as leader).
+    pub reports_received: u64,
+    /// Divergent replicas found (as leader).
+    pub divergences_found: u64,
+    /// Times this replica found itself divergent while leading, and stepped down.
+    pub self_quarantines: u64,
+    /// Repairs started (as leader).
+    pub repairs_started: u64,
+    /// Repairs completed (this replica repaired from a checkpoint).
+    pub repairs_done: u64,
+    /// Repair checkpoints refused (digest or chain not the agreed one, or not usable yet).
+    pub repair_refusals: u64,
+    /// Answers held until verified, and released.
+    pub outputs_verified: u64,
+    /// Answers held and then refused (this replica stopped leading before they were
+    /// verified).
+    pub outputs_unverified: u64,
+}
+
+/// One divergence found, and when it was repaired.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DivergenceRecord {
+    /// Where and how the replica differed.
+    pub divergence: Divergence,
+    /// The checkpoint index it was repaired from, once it was.
+    pub repaired_at: Option<LogIndex>,
+}
+
+/// What the leader knows of one replica's audit.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PeerAudit {
+    /// The replica.
+    pub id: NodeId,
+    /// The newest index where its chain equals the leader's.
+    pub agreed: LogIndex,
+    /// The newest index it reported.
+    pub reported: LogIndex,
+    /// Its newest state digest that equals the leader's.
+    pub agreed_digest: Option<LogIndex>,
+    /// Whether it is quarantined.
+    pub quarantined: bool,
+    /// Whether a repair is under way.
+    pub repairing: bool,
+}
+
+/// The audit as one replica sees it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct AuditStatus {
+    /// Whether the audit runs.
+    pub enabled: bool,
+    /// Whether answers wait for verification.
+    pub verified_outputs: bool,
+    /// Why this replica is quarantined, if it is.
+    pub quarantined: Option<Divergence>,
+    /// Leader: the newest index whose chain a majority of voters reported alike.
+    pub agreed: LogIndex,
+    /// This replica's newest state digest.
+    pub latest_digest: Option<DigestPoint>,
+    /// Divergences this replica found (as leader) or was told of, newest last.
+    pub history: Vec<DivergenceRecord>,
+    /// Leader: each other replica.
+    pub peers: Vec<PeerAudit>,
+    /// Counters.
+    pub stats: AuditStats,
+}
+
+/// How many divergence records are kept.
+const HISTORY_KEPT: usize = 32;
+/// How many digest points of each replica the leader keeps.
+const PEER_DIGESTS_KEPT: usize = 16;
+/// How many of its newest digest points a report carries.
+const DIGESTS_PER_REPORT: usize = 2;
+/// A replica repeats its report after this many ticks without one (a report may be lost).
+const REPORT_REPEAT_TICKS: u64 = 20;
+/// A repair that hears nothing for this many ticks asks again where to go on from.
+const REPAIR_ASK_TICKS: u64 = 10;
+/// A repair that makes no progress for this many ticks starts over.
+const REPAIR_STALL_TICKS: u64 = 100;
+
+#[derive(Debug, Default)]
+struct Peer {
+    agreed: LogIndex,
+    reported: LogIndex,
+    log_first: LogIndex,
+    applied: LogIndex,
+    /// The first difference seen and not yet judged (or judged: `quarantined`).
+    differs: Option<Divergence>,
+    /// A report past what the leader has applied, compared once it has.
+    pending: Option<(LogIndex, u64)>,
+    /// Its digest points, and whether each was compared.
+    digests: BTreeMap<LogIndex, (DigestPoint, bool)>,
+    agreed_digest: Option<LogIndex>,
+    quarantined: bool,
+    repair: Option<OutgoingRepair>,
+}
+
+#[derive(Debug, Default)]
+struct OutgoingRepair {
+    /// The checkpoint being sent, with the digest point it was agreed at.
+    checkpoint: Option<(Checkpoint, DigestPoint)>,
+    /// The no-op placed for a fresh checkpoint.
+    wanted_at: Option<LogIndex>,
+    acked: u64,
+    sent: u64,
+    idle_ticks: u64,
+}
+
+/// The driver's audit state (see the module documentation).
+pub(crate) struct Audit<O> {
+    pub(crate) config: Option<AuditConfig>,
+    /// The term in which `peers` was gathered (as leader).
+    term: Term,
+    peers: BTreeMap<NodeId, Peer>,
+    /// Leader: take a checkpoint right after applying this no-op.
+    pub(crate) checkpoint_wanted: Option<LogIndex>,
+    pub(crate) quarantined: Option<Divergence>,
+    last_report: LogIndex,
+    ticks_since_report: u64,
+    history: VecDeque<DivergenceRecord>,
+    /// Leader, verified outputs: answers waiting for a majority's chain at their index.
+    held: BTreeMap<LogIndex, Vec<Completion<O>>>,
+    pub(crate) stats: AuditStats,
+    pub(crate) sabotage_no_compare: bool,
+}
+
+impl<O> Default for Audit<O> {
+    fn default() -> Audit<O> {
+        Audit {
+            config: None,
+            term: Term(0),
+            peers: BTreeMap::new(),
+            checkpoint_wanted: None,
+            quarantined: None,
+            last_report: LogIndex::ZERO,
+            ticks_since_report: 0,
+            history: VecDeque::new(),
+            held: BTreeMap::new(),
+            stats: AuditStats::default(),
+            sabotage_no_compare: false,
+        }
+    }
+}
+
+impl<O> Audit<O> {
+    fn record(&mut self, divergence: Divergence) {
+        let same = |record: &DivergenceRecord| {
+            record.divergence.replica == divergence.replica && record.repaired_at.is_none()
+        };
+        if let Some(record) = self.history.iter_mut().rev().find(|record| same(record)) {
+            record.divergence = divergence;
+            return;
+        }
+        if self.history.len() == HISTORY_KEPT {
+            self.history.pop_front();
+        }
+        self.history.push_back(DivergenceRecord { divergence, repaired_at: None });
+    }
+
+    fn record_repaired(&mut self, replica: NodeId, index: LogIndex) {
+        if let Some(record) = self
+            .history
+            .iter_mut()
+            .rev()
+            .find(|record| record.divergence.replica == replica && record.repaired_at.is_none())
+        {
+            record.repaired_at = Some(index);
+        }
+    }
+
+    /// Whether a repair checkpoint is being streamed (a new checkpoint would replace its file).
+    pub(crate) fn sending_repair(&self) -> bool {
+        self.peers
+            .values()
+            .any(|peer| peer.repair.as_ref().is_some_and(|repair| repair.checkpoint.is_some()))
+    }
+}
+
+impl<M: StateMachine, D: Storage, T: Transport> Driver<M, D, T> {
+    /// Turns the audit on (see the module documentation). Call before the first input.
+    pub fn set_audit(&mut self, config: AuditConfig) {
+        let config = AuditConfig { report_interval: config.report_interval.max(1), ..config };
+        self.state.take_digests(config.digest_interval);
+        self.audit.config = Some(config);
+    }
+
+    /// Turns the comparison off (reports still flow, nothing is ever found divergent). Only for
+    /// showing that the simulator's checkers catch it.
+    #[doc(hidden)]
+    pub fn sabotage_audit_no_compare(&mut self) {
+        self.audit.sabotage_no_compare = true;
+    }
+
+    /// Whether this replica is quarantined (found divergent and not yet repaired).
+    pub fn quarantined(&self) -> bool {
+        self.audit.quarantined.is_some()
+    }
+
+    /// The audit as this replica sees it.
+    pub fn audit_status(&self) -> AuditStatus {
+        let audit = &self.audit;
+        let leading = self.node.role() == Role::Leader && audit.term == self.node.term();
+        let peers = if leading {
+            audit
+                .peers
+                .iter()
+                .map(|(id, peer)| PeerAudit {
+                    id: *id,
+                    agreed: peer.agreed,
+                    reported: peer.reported,
+                    agreed_digest: peer.agreed_digest,
+                    quarantined: peer.quarantined,
+                    repairing: peer.repair.is_some(),
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
+        AuditStatus {
+            enabled: audit.config.is_some(),
+            verified_outputs: audit.config.is_some_and(|config| config.verified_outputs),
+            quarantined: audit.quarantined.clone(),
+            agreed: if leading { self.verified_index() } else { LogIndex::ZERO },
+            latest_digest: self.state.latest_digest(),
+            history: audit.history.iter().cloned().collect(),
+            peers,
+            stats: audit.stats,
+        }
+    }
+
+    /// Leader: places a no-op now, a point where every replica takes its state digest and
+    /// reports; the comparison follows as the reports arrive. Returns its index.
+    pub fn audit_check(&mut self) -> Result<LogIndex, String> {
+        if self.audit.config.is_none() {
+            return Err("auditing is off on this replica".to_string());
+        }
+        let index = self.node.propose_noop().map_err(|error| error.to_string())?;
+        self.drain();
+        Ok(index)
+    }
+
+    /// Leader: repairs replica `id` now (for [`RepairMode::Manual`], or to repair again).
+    pub fn repair(&mut self, id: NodeId) -> Result<(), String> {
+        if self.audit.config.is_none() {
+            return Err("auditing is off on this replica".to_string());
+        }
+        if self.node.role() != Role::Leader {
+            return Err("this replica does not lead".to_string());
+        }
+        if id == self.node.id() {
+            return Err("a leader is never repaired; it steps down when it differs".to_string());
+        }
+        if !self.node.membership().contains(id) {
+            return Err(format!("replica {id} is not a member"));
+        }
+        self.audit_leader_term();
+        let peer = self.audit.peers.entry(id).or_default();
+        if !peer.quarantined {
+            return Err(format!("replica {id} is not quarantined"));
+        }
+        self.start_repair(id);
+        self.drain();
+        Ok(())
+    }
+
+    // ----- hooks the driver calls ------------------------------------------------------------
+
+    /// An audit message from another replica.
+    pub(crate) fn on_audit(&mut self, from: NodeId, term: Term, message: AuditMessage) {
+        if self.audit.config.is_none() || term != self.node.term() {
+            return;
+        }
+        let leading = self.node.role() == Role::Leader;
+        let from_leader = !leading && self.node.leader() == Some(from);
+        match message {
+            AuditMessage::Report(report) if leading => self.on_report(from, report),
+            AuditMessage::Chains { values } if leading => self.on_chains(from, values),
+            AuditMessage::RepairAnswer(answer) if leading => self.on_repair_answer(from, answer),
+            AuditMessage::ChainsRequest { after, through } if from_leader => {
+                let values = self.state.chains_between(after, through);
+                self.send_audit(from, AuditMessage::Chains { values });
+            }
+            AuditMessage::Quarantine(divergence)
+                if from_leader && divergence.replica == self.node.id() =>
+            {
+                self.enter_quarantine(divergence);
+            }
+            AuditMessage::RepairChunk(chunk) if from_leader => self.on_repair_chunk(from, chunk),
+            _ => {}
+        }
+    }
+
+    /// Called after entries were applied: reports, comparisons of reports that waited for the
+    /// leader to apply, verified answers, repairs waiting for a checkpoint.
+    pub(crate) fn audit_after_apply(&mut self) {
+        let Some(config) = self.audit.config else { return };
+        if self.node.role() == Role::Leader {
+            self.audit_leader_term();
+            let pending: Vec<(NodeId, LogIndex, u64)> = self
+                .audit
+                .peers
+                .iter_mut()
+                .filter_map(|(id, peer)| peer.pending.take().map(|(i, v)| (*id, i, v)))
+                .collect();
+            for (id, index, value) in pending {
+                self.compare_chain(id, index, value);
+            }
+            let ids: Vec<NodeId> = self.audit.peers.keys().copied().collect();
+            for id in ids {
+                self.compare_digests(id);
+            }
+            self.evaluate();
+            self.release_verified();
+            self.progress_repairs();
+        } else {
+            let applied = self.state.chain().index;
+            let interval = config.report_interval;
+            let crossed = applied.get() / interval > self.audit.last_report.get() / interval;
+            let new_digests = !self.state.take_new_digests().is_empty();
+            if applied > self.audit.last_report && (config.verified_outputs || crossed)
+                || new_digests
+            {
+                self.send_report();
+            }
+        }
+    }
+
+    /// Called every tick.
+    pub(crate) fn audit_tick(&mut self) {
+        if self.audit.config.is_none() {
+            return;
+        }
+        if self.node.role() == Role::Leader {
+            self.audit_leader_term();
+            let ids: Vec<NodeId> = self.audit.peers.keys().copied().collect();
+            for id in ids {
+                let Some(repair) = self.audit.peers.get_mut(&id).and_then(|p| p.repair.as_mut())
+                else {
+                    continue;
+                };
+                repair.idle_ticks += 1;
+                if repair.idle_ticks >= REPAIR_STALL_TICKS {
+                    // Start over: a fresh checkpoint, sent from its first byte.
+                    *repair = OutgoingRepair::default();
+                } else if repair.checkpoint.is_some() && repair.idle_ticks % REPAIR_ASK_TICKS == 0 {
+                    // Nothing heard for a while (a chunk lost, or the replica was not ready):
+                    // ask where to go on from.
+                    self.send_repair_chunks(id, true);
+                }
+            }
+            self.progress_repairs();
+        } else {
+            self.release_held_unverified();
+            self.audit.ticks_since_report += 1;
+            if self.audit.ticks_since_report >= REPORT_REPEAT_TICKS {
+                self.send_report();
+            }
+        }
+    }
+
+    /// Whether a read-index request from `from` must be refused (it is quarantined).
+    pub(crate) fn audit_refuses_reads_for(&self, from: NodeId) -> bool {
+        self.audit.peers.get(&from).is_some_and(|peer| peer.quarantined)
+            && self.audit.term == self.node.term()
+    }
+
+    /// Where the answer to a request applied at `index` goes: to the client now, or (verified
+    /// outputs, on a leader) held until a majority reported the same chain there.
+    pub(crate) fn complete(&mut self, index: LogIndex, completion: Completion<M::Output>) {
+        if self.audit.quarantined.is_some() {
+            // A divergent replica answers nothing with an output of its own.
+            let request = completion_request(&completion);
+            let refusal = Refusal::Retry("this replica is quarantined (its state differs)".into());
+            self.completions.push(Completion::Refused { request, refusal });
+            return;
+        }
+        let verified = self.audit.config.is_some_and(|config| config.verified_outputs);
+        if verified
+            && self.node.role() == Role::Leader
+            && matches!(completion, Completion::Done { .. })
+        {
+            self.audit.held.entry(index).or_default().push(completion);
+            return;
+        }
+        self.completions.push(completion);
+    }
+
+    // ----- leader ----------------------------------------------------------------------------
+
+    /// Forgets what was gathered in an earlier term.
+    fn audit_leader_term(&mut self) {
+        if self.audit.term != self.node.term() {
+            self.audit.term = self.node.term();
+            self.audit.peers.clear();
+            self.audit.checkpoint_wanted = None;
+        }
+    }
+
+    fn on_report(&mut self, from: NodeId, report: ChainReport) {
+        self.audit_leader_term();
+        self.audit.stats.reports_received += 1;
+        let peer = self.audit.peers.entry(from).or_default();
+        peer.reported = peer.reported.max(report.applied);
+        peer.applied = report.applied;
+        peer.log_first = report.log_first;
+        for point in &report.digests {
+            peer.digests.entry(point.index).or_insert((*point, false));
+        }
+        while peer.digests.len() > PEER_DIGESTS_KEPT {
+            peer.digests.pop_first();
+        }
+        let newly_quarantined = report.quarantined && !peer.quarantined;
+        if newly_quarantined {
+            // Told by an earlier leader: it stays out until repaired.
+            peer.quarantined = true;
+        }
+        self.compare_chain(from, report.applied, report.chain);
+        self.compare_digests(from);
+        self.evaluate();
+        self.release_verified();
+        if newly_quarantined && self.repair_mode() == RepairMode::Automatic {
+            self.start_repair(from);
+        }
+        self.progress_repairs();
+    }
+
+    fn repair_mode(&self) -> RepairMode {
+        self.audit.config.map_or(RepairMode::Automatic, |config| config.repair)
+    }
+
+    fn compare_chain(&mut self, from: NodeId, index: LogIndex, value: u64) {
+        if index > self.state.chain().index {
+            if let Some(peer) = self.audit.peers.get_mut(&from) {
+                peer.pending = Some((index, value));
+            }
+            return;
+        }
+        let Some(own) = self.state.chain_at(index) else { return };
+        if own == value {
+            if let Some(peer) = self.audit.peers.get_mut(&from) {
+                peer.agreed = peer.agreed.max(index);
+            }
+            return;
+        }
+        let divergence = Divergence {
+            replica: from,
+            kind: DivergenceKind::Output,
+            index,
+            exact: false,
+            expected: own,
+            found: value,
+            entry: self.describe_entry(index),
+            detected_at: self.node.commit_index(),
+        };
+        self.note_difference(from, divergence);
+    }
+
+    fn compare_digests(&mut self, from: NodeId) {
+        let applied = self.state.chain().index;
+        let unchecked: Vec<DigestPoint> = match self.audit.peers.get(&from) {
+            Some(peer) => peer
+                .digests
+                .values()
+                .filter(|(point, compared)| !compared && point.index <= applied)
+                .map(|(point, _)| *point)
+                .collect(),
+            None => return,
+        };
+        for point in unchecked {
+            if let Some((_, compared)) =
+                self.audit.peers.get_mut(&from).and_then(|peer| peer.digests.get_mut(&point.index))
+            {
+                *compared = true;
+            }
+            let Some(own) = self.state.digest_at(point.index) else { continue };
+            if own.chain != point.chain {
+                self.compare_chain(from, point.index, point.chain);
+                continue;
+            }
+            if own.digest == point.digest {
+                if let Some(peer) = self.audit.peers.get_mut(&from) {
+                    peer.agreed = peer.agreed.max(point.index);
+                    peer.agreed_digest = peer.agreed_digest.max(Some(point.index));
+                }
+                continue;
+            }
+            let divergence = Divergence {
+                replica: from,
+                kind: DivergenceKind::State,
+                index: point.index,
+                exact: false,
+                expected: digest_prefix(&own.digest),
+                found: digest_prefix(&point.digest),
+                entry: format!("state digest at {} (outputs alike so far)", point.index),
+                detected_at: self.node.commit_index(),
+            };
+            self.note_difference(from, divergence);
+        }
+    }
+
+    fn note_difference(&mut self, from: NodeId, divergence: Divergence) {
+        let Some(peer) = self.audit.peers.get_mut(&from) else { return };
+        if peer.differs.as_ref().is_none_or(|known| divergence.index < known.index) {
+            peer.differs = Some(divergence);
+        }
+    }
+
+    /// Judges the differences seen: a replica that differs where a majority agrees is
+    /// divergent; a leader that a majority differs from is.
+    fn evaluate(&mut self) {
+        if self.audit.sabotage_no_compare || self.audit.quarantined.is_some() {
+            return;
+        }
+        let membership = self.node.membership();
+        let voters: Vec<NodeId> = membership.voters.iter().copied().collect();
+        let majority = voters.len() / 2 + 1;
+        let me = self.node.id();
+        let leader_votes = usize::from(voters.contains(&me));
+        let dissent: Vec<&Divergence> = self
+            .audit
+            .peers
+            .iter()
+            .filter(|(id, peer)| voters.contains(id) && !peer.quarantined)
+            .filter_map(|(_, peer)| peer.differs.as_ref())
+            .collect();
+        if leader_votes == 1 && dissent.len() >= majority {
+            // This leader is the one that differs.
+            let first = dissent.iter().min_by_key(|divergence| divergence.index).copied();
+            if let Some(first) = first {
+                let divergence = Divergence {
+                    replica: me,
+                    expected: first.found,
+                    found: first.expected,
+                    ..first.clone()
+                };
+                self.audit.stats.self_quarantines += 1;
+                self.enter_quarantine(divergence);
+            }
+            return;
+        }
+        let judged: Vec<NodeId> = self
+            .audit
+            .peers
+            .iter()
+            .filter(|(_, peer)| !peer.quarantined)
+            .filter_map(|(id, peer)| {
+                let divergence = peer.differs.as_ref()?;
+                let support = leader_votes
+                    + self
+                        .audit
+                        .peers
+                        .iter()
+                        .filter(|(other, other_peer)| {
+                            *other != id
+                                && voters.contains(other)
+                                && !other_peer.quarantined
+                                && other_peer.agreed >= divergence.index
+                        })
+                        .count();
+                (support >= majority).then_some(*id)
+            })
+            .collect();
+        for id in judged {
+            self.found_divergent(id);
+        }
+    }
+
+    fn found_divergent(&mut self, id: NodeId) {
+        let Some(peer) = self.audit.peers.get_mut(&id) else { return };
+        let Some(divergence) = peer.differs.clone() else { return };
+        peer.quarantined = true;
+        let after = peer.agreed;
+        self.audit.stats.divergences_found += 1;
+        self.audit.record(divergence.clone());
+        let narrow = divergence.kind == DivergenceKind::Output;
+        let through = divergence.index;
+        self.send_audit(id, AuditMessage::Quarantine(divergence));
+        if narrow {
+            self.send_audit(id, AuditMessage::ChainsRequest { after, through });
+        }
+        if self.repair_mode() == RepairMode::Automatic {
+            self.start_repair(id);
+        }
+    }
+
+    /// The divergent replica's chains over the window where it parted: find the first entry
+    /// where they differ from this leader's (the chain differs from there on, so a bisection
+    /// over the values finds it).
+    fn on_chains(&mut self, from: NodeId, values: Vec<(LogIndex, u64)>) {
+        let Some(known) = self.audit.peers.get(&from).and_then(|peer| peer.differs.clone()) else {
+            return;
+        };
+        let comparable: Vec<(LogIndex, u64, u64)> = values
+            .into_iter()
+            .filter(|(index, _)| *index <= known.index)
+            .filter_map(|(index, value)| Some((index, value, self.state.chain_at(index)?)))
+            .collect();
+        let first_differing = comparable.partition_point(|(_, value, own)| value == own);
+        let Some((index, found, expected)) = comparable.get(first_differing).copied() else {
+            return;
+        };
+        let exact = first_differing > 0 && comparable[first_differing - 1].0.next() == index
+            || self.audit.peers.get(&from).is_some_and(|peer| peer.agreed.next() == index);
+        let divergence = Divergence {
+            index,
+            exact,
+            expected,
+            found,
+            entry: self.describe_entry(index),
+            ..known
+        };
+        if let Some(peer) = self.audit.peers.get_mut(&from) {
+            peer.differs = Some(divergence.clone());
+        }
+        self.audit.record(divergence.clone());
+        self.send_audit(from, AuditMessage::Quarantine(divergence));
+    }
+
+    fn describe_entry(&self, index: LogIndex) -> String {
+        match self.node.log_entry(index) {
+            Some(entry) => match &entry.payload {
+                EntryPayload::Command(command) => format!(
+                    "entry {index} (term {}): a command of {} bytes, xxh3 {:016x}",
+                    entry.term,
+                    command.data.len(),
+                    xxhash_rust::xxh3::xxh3_64(&command.data)
+                ),
+                EntryPayload::Noop => format!("entry {index} (term {}): a no-op", entry.term),
+                EntryPayload::Config(_) => {
+                    format!("entry {index} (term {}): a configuration", entry.term)
+                }
+            },
+            None => format!("entry {index} (no longer in the leader's log)"),
+        }
+    }
+
+    /// The newest index whose chain a majority of voters (this leader included) reported alike.
+    fn verified_index(&self) -> LogIndex {
+        let membership = self.node.membership();
+        let me = self.node.id();
+        let mut agreed: Vec<LogIndex> = membership
+            .voters
+            .iter()
+            .map(|id| {
+                if *id == me {
+                    self.state.chain().index
+                } else {
+                    self.audit
+                        .peers
+                        .get(id)
+                        .filter(|peer| !peer.quarantined)
+                        .map_or(LogIndex::ZERO, |peer| peer.agreed)
+                }
+            })
+            .collect();
+        if agreed.is_empty() {
+            return LogIndex::ZERO;
+        }
+        agreed.sort_unstable_by(|a, b| b.cmp(a));
+        agreed[agreed.len() / 2]
+    }
+
+    fn release_verified(&mut self) {
+        if self.audit.held.is_empty() {
+            return;
+        }
+        if self.node.role() != Role::Leader || self.audit.quarantined.is_some() {
+            self.release_held_unverified();
+            return;
+        }
+        let verified = self.verified_index();
+        while let Some(entry) = self.audit.held.first_entry() {
+            if *entry.key() > verified {
+                break;
+            }
+            let completions = entry.remove();
+            self.audit.stats.outputs_verified += completions.len() as u64;
+            self.completions.extend(completions);
+        }
+    }
+
+    /// No longer leading: answers still held were never verified; the client retries (with the
+    /// same number, answered from the session table by whoever leads).
+    fn release_held_unverified(&mut self) {
+        for (_, completions) in std::mem::take(&mut self.audit.held) {
+            for completion in completions {
+                self.audit.stats.outputs_unverified += 1;
+                let request = completion_request(&completion);
+                let refusal =
+                    Refusal::Retry("the answer could not be verified by a majority".to_string());
+                self.completions.push(Completion::Refused { request, refusal });
+            }
+        }
+    }
+
+    fn start_repair(&mut self, id: NodeId) {
+        let Some(peer) = self.audit.peers.get_mut(&id) else { return };
+        if peer.repair.is_none() {
+            peer.repair = Some(OutgoingRepair::default());
+            self.audit.stats.repairs_started += 1;
+        }
+        self.progress_repairs();
+    }
+
+    /// Moves each repair on: find (or make) a checkpoint a majority agrees with, then stream it.
+    fn progress_repairs(&mut self) {
+        let ids: Vec<NodeId> = self
+            .audit
+            .peers
+            .iter()
+            .filter(|(_, peer)| peer.repair.is_some())
+            .map(|(id, _)| *id)
+            .collect();
+        for id in ids {
+            let has_checkpoint = self
+                .audit
+                .peers
+                .get(&id)
+                .and_then(|peer| peer.repair.as_ref())
+                .is_some_and(|repair| repair.checkpoint.is_some());
+            if has_checkpoint {
+                continue;
+            }
+            if let Some(found) = self.agreed_checkpoint(id) {
+                if let Some(repair) = self.audit.peers.get_mut(&id).and_then(|p| p.repair.as_mut())
+                {
+                    repair.checkpoint = Some(found);
+                    repair.acked = 0;
+                    repair.sent = 0;
+                    repair.idle_ticks = 0;
+                }
+                self.send_repair_chunks(id, true);
+                continue;
+            }
+            let wanted =
+                self.audit.peers.get(&id).and_then(|p| p.repair.as_ref()).and_then(|r| r.wanted_at);
+            if wanted.is_none() {
+                if let Ok(index) = self.node.propose_noop() {
+                    self.audit.checkpoint_wanted = Some(index);
+                    if let Some(repair) =
+                        self.audit.peers.get_mut(&id).and_then(|p| p.repair.as_mut())
+                    {
+                        repair.wanted_at = Some(index);
+                    }
+                }
+            }
+        }
+    }
+
+    /// This leader's latest checkpoint, if it is at a digest point where a majority of voters
+    /// reported the same digest and chain, and replica `id` can re-apply its log after it.
+    fn agreed_checkpoint(&self, id: NodeId) -> Option<(Checkpoint, DigestPoint)> {
+        let checkpoint = self.storage.latest_checkpoint()?;
+        let index = checkpoint.meta.last_index;
+        let own = self.state.digest_at(index)?;
+        let peer = self.audit.peers.get(&id)?;
+        if index.next() < peer.log_first || index > peer.applied {
+            return None;
+        }
+        let membership = self.node.membership();
+        let me = self.node.id();
+        let alike = membership
+            .voters
+            .iter()
+            .filter(|voter| {
+                **voter == me
+                    || self.audit.peers.get(voter).is_some_and(|other| {
+                        !other.quarantined
+                            && other.digests.get(&index).is_some_and(|(point, _)| *point == own)
+                    })
+            })
+            .count();
+        (alike > membership.voters.len() / 2).then_some((checkpoint, own))
+    }
+
+    fn send_repair_chunks(&mut self, to: NodeId, offer: bool) {
+        let policy = self.checkpoints.policy.unwrap_or_default();
+        let chunk_bytes =
+            policy.chunk_bytes.clamp(1, lockstep_core::message::SNAPSHOT_CHUNK_BYTES_MAX);
+        let window = chunk_bytes.saturating_mul(policy.chunks_in_flight.max(1));
+        loop {
+            let Some(repair) = self.audit.peers.get(&to).and_then(|p| p.repair.as_ref()) else {
+                return;
+            };
+            let Some((checkpoint, point)) = repair.checkpoint.clone() else { return };
+            let total = checkpoint.total_bytes;
+            let (offset, data) = if offer {
+                (0, Bytes::new())
+            } else {
+                if repair.sent >= total || repair.sent - repair.acked >= window {
+                    return;
+                }
+                let offset = repair.sent;
+                let len = chunk_bytes.min(total - offset);
+                match self.storage.read_checkpoint(&checkpoint, offset, len) {
+                    Ok(data) => (offset, Bytes::from(data)),
+                    Err(_) => {
+                        // Replaced by a newer checkpoint: start over with a fresh one.
+                        if let Some(repair) =
+                            self.audit.peers.get_mut(&to).and_then(|p| p.repair.as_mut())
+                        {
+                            *repair = OutgoingRepair::default();
+                        }
+                        return;
+                    }
+                }
+            };
+            let len = data.len() as u64;
+            let chunk = InstallSnapshot {
+                meta: checkpoint.meta.clone(),
+                total_bytes: total,
+                digest: checkpoint.digest,
+                offset,
+                checksum: crc32c::crc32c(&data),
+                data,
+            };
+            let message = RepairChunk { chunk, state_digest: point.digest, chain: point.chain };
+            self.send_audit(to, AuditMessage::RepairChunk(message));
+            if offer {
+                return;
+            }
+            if let Some(repair) = self.audit.peers.get_mut(&to).and_then(|p| p.repair.as_mut()) {
+                repair.sent = offset + len;
+            }
+        }
+    }
+
+    fn on_repair_answer(&mut self, from: NodeId, answer: RepairAnswer) {
+        let Some(peer) = self.audit.peers.get_mut(&from) else { return };
+        let Some(repair) = peer.repair.as_mut() else { return };
+        let Some((checkpoint, _)) = &repair.checkpoint else { return };
+        if checkpoint.meta.last_index != answer.index {
+            return;
+        }
+        repair.idle_ticks = 0;
+        if answer.repaired {
+            *peer = Peer::default();
+            self.audit.record_repaired(from, answer.index);
+            return;
+        }
+        if let Some(reason) = answer.refused {
+            self.audit.stats.repair_refusals += 1;
+            if reason.starts_with(REFUSED_FOR_GOOD) {
+                // This checkpoint will never do: make a fresh one.
+                *repair = OutgoingRepair::default();
+            } else {
+                repair.acked = answer.next_offset;
+                repair.sent = answer.next_offset;
+            }
+            return;
+        }
+        repair.acked = repair.acked.max(answer.next_offset);
+        repair.sent = repair.sent.max(repair.acked);
+        self.send_repair_chunks(from, false);
+    }
+
+    // ----- any replica -----------------------------------------------------------------------
+
+    fn send_audit(&mut self, to: NodeId, message: AuditMessage) {
+        let message = Message {
+            from: self.node.id(),
+            to,
+            term: self.node.term(),
+            body: MessageBody::Audit(message),
+        };
+        self.transport.send(message);
+    }
+
+    fn send_report(&mut self) {
+        let Some(leader) = self.node.leader() else { return };
+        if leader == self.node.id() {
+            return;
+        }
+        let chain = self.state.chain();
+        let digests = self.state.newest_digests(DIGESTS_PER_REPORT);
+        let report = ChainReport {
+            applied: chain.index,
+            chain: chain.value,
+            digests,
+            log_first: self.node.first_index(),
+            quarantined: self.audit.quarantined.is_some(),
+        };
+        self.audit.last_report = chain.index;
+        self.audit.ticks_since_report = 0;
+        self.send_audit(leader, AuditMessage::Report(report));
+    }
+
+    fn enter_quarantine(&mut self, divergence: Divergence) {
+        self.audit.record(divergence.clone());
+        self.audit.quarantined = Some(divergence);
+        self.node.set_quarantined(true);
+        self.release_held_unverified();
+        // Reads waiting here would be answered from a state the majority disagrees with.
+        let waiting: Vec<RequestId> =
+            std::mem::take(&mut self.reads).into_values().map(|(request, _)| request).collect();
+        for request in waiting {
+            let refusal = Refusal::Retry("this replica is quarantined (its state differs)".into());
+            self.completions.push(Completion::Refused { request, refusal });
+        }
+    }
+
+    fn on_repair_chunk(&mut self, from: NodeId, message: RepairChunk) {
+        let RepairChunk { chunk, state_digest, chain } = message;
+        let index = chunk.meta.last_index;
+        let answer = |next_offset: u64, repaired: bool, refused: Option<String>| RepairAnswer {
+            index,
+            next_offset,
+            repaired,
+            refused,
+        };
+        if self.audit.quarantined.is_none() {
+            // Repaired already (the answer was lost), or never told: nothing to do.
+            self.send_audit(from, AuditMessage::RepairAnswer(answer(0, true, None)));
+            return;
+        }
+        let refuse = |driver: &mut Self, next_offset: u64, why: String| {
+            driver.audit.stats.repair_refusals += 1;
+            driver.send_audit(
+                from,
+                AuditMessage::RepairAnswer(answer(next_offset, false, Some(why))),
+            );
+        };
+        if index.next() < self.node.first_index() {
+            let why = format!(
+                "{REFUSED_FOR_GOOD}: checkpoint {index} is older than this replica's log (from {})",
+                self.node.first_index()
+            );
+            refuse(self, 0, why);
+            return;
+        }
+        if index > self.node.applied_index() || self.checkpoints.in_progress {
+            let why = "not ready: the checkpoint is past what was applied here, or a checkpoint \
+                       is being written"
+                .to_string();
+            refuse(self, 0, why);
+            return;
+        }
+        if crc32c::crc32c(&chunk.data) != chunk.checksum {
+            let held = self.storage.snapshot_bytes_received();
+            refuse(self, held, format!("chunk at byte {} fails its CRC32C", chunk.offset));
+            return;
+        }
+        let received = match self.storage.receive_snapshot_chunk(&chunk) {
+            Ok(received) => received,
+            Err(error) => {
+                let held = self.storage.snapshot_bytes_received();
+                refuse(self, held, error);
+                return;
+            }
+        };
+        if received < chunk.total_bytes {
+            self.send_audit(from, AuditMessage::RepairAnswer(answer(received, false, None)));
+            return;
+        }
+        let restored = match self.storage.finish_snapshot() {
+            Ok(mut reader) => self.state.restore(&mut reader),
+            Err(error) => {
+                refuse(self, 0, error);
+                return;
+            }
+        };
+        if let Err(error) = restored {
+            refuse(self, 0, format!("{REFUSED_FOR_GOOD}: restoring checkpoint {index}: {error}"));
+            return;
+        }
+        let digest = self.state.machine().digest().0;
+        let restored_chain = self.state.chain();
+        if digest != state_digest || restored_chain != (Chain { index, value: chain }) {
+            // Not the state the majority reported: this replica stays quarantined, and the
+            // leader makes a fresh checkpoint.
+            let why = format!(
+                "{REFUSED_FOR_GOOD}: checkpoint {index} restores to digest {:016x} and chain \
+                 {:016x}; the majority reported {:016x} and {chain:016x}",
+                digest_prefix(&digest),
+                restored_chain.value,
+                digest_prefix(&state_digest)
+            );
+            refuse(self, 0, why);
+            return;
+        }
+        if !self.node.rewind_applied(index) {
+            self.failure = Some(format!(
+                "repair from checkpoint {index}: the log no longer holds the entries after it"
+            ));
+            return;
+        }
+        self.restored_at(index);
+        self.audit.quarantined = None;
+        self.audit.record_repaired(self.node.id(), index);
+        self.audit.stats.repairs_done += 1;
+        self.audit.last_report = LogIndex::ZERO;
+        self.node.set_quarantined(false);
+        self.send_audit(from, AuditMessage::RepairAnswer(answer(chunk.total_bytes, true, None)));
+    }
+}
+
+/// A refusal that starts with this is final for that checkpoint: the leader makes a new one.
+const REFUSED_FOR_GOOD: &str = "refused";
+
+fn digest_prefix(digest: &[u8; 32]) -> u64 {
+    let mut bytes = [0u8; 8];
+    bytes.copy_from_slice(&digest[..8]);
+    u64::from_be_bytes(bytes)
+}
+
+fn completion_request<O>(completion: &Completion<O>) -> RequestId {
+    match completion {
+        Completion::Done { request, .. } | Completion::Refused { request, .. } => *request,
+    }
+}

@@ -310,6 +310,10 @@ pub enum AuditMessage {
     RepairChunk(RepairChunk),
     /// A quarantined replica's answer to a repair chunk.
     RepairAnswer(RepairAnswer),
+    /// The leader to every replica: a majority of voters reported this state digest and
+    /// chain at this index. A replica with the same there writes the checkpoint it holds for
+    /// it: only states a majority vouched for are written.
+    Agreed(DigestPoint),
 }
 
 /// A replica's report of what it applied.
@@ -404,6 +408,7 @@ impl AuditMessage {
             AuditMessage::Quarantine(_) => "AuditQuarantine",
             AuditMessage::RepairChunk(_) => "AuditRepairChunk",
             AuditMessage::RepairAnswer(_) => "AuditRepairAnswer",
+            AuditMessage::Agreed(_) => "AuditAgreed",
         }
     }
 }
@@ -422,6 +427,7 @@ impl fmt::Display for AuditMessage {
             ),
             AuditMessage::ChainsRequest { after, through } => write!(f, "({after}, {through}]"),
             AuditMessage::Chains { values } => write!(f, "values={}", values.len()),
+            AuditMessage::Agreed(point) => write!(f, "index={}", point.index),
             AuditMessage::Quarantine(divergence) => write!(
                 f,
                 "replica={} {:?} index={}{}",

@@ -142,6 +142,8 @@ pub struct AuditStatus {
     pub stats: AuditStats,
 }
 
+/// How many differing state digests of one replica the leader keeps.
+const DIFFERENCES_KEPT: usize = 8;
 /// How many divergence records are kept.
 const HISTORY_KEPT: usize = 32;
 /// How many digest points of each replica the leader keeps.
@@ -150,6 +152,11 @@ const PEER_DIGESTS_KEPT: usize = 16;
 const DIGESTS_PER_REPORT: usize = 2;
 /// A replica repeats its report after this many ticks without one (a report may be lost).
 const REPORT_REPEAT_TICKS: u64 = 20;
+/// A leader that applied nothing new for this many ticks places a digest point if the state
+/// changed since the last one.
+const IDLE_DIGEST_TICKS: u64 = 20;
+/// The leader places at most one no-op for a checkpoint every this many ticks.
+const NOOP_TICKS: u64 = 10;
 /// A repair that hears nothing for this many ticks asks again where to go on from.
 const REPAIR_ASK_TICKS: u64 = 10;
 /// A repair that makes no progress for this many ticks starts over.
@@ -161,8 +168,12 @@ struct Peer {
     reported: LogIndex,
     log_first: LogIndex,
     applied: LogIndex,
-    /// The first difference seen and not yet judged (or judged: `quarantined`).
-    differs: Option<Divergence>,
+    /// Differences seen, not yet judged: the first output difference, and the newest state
+    /// digests that differ (each judged on its own: a digest is backed only by others'
+    /// digests at the same point).
+    differs: Vec<Divergence>,
+    /// The difference it was found divergent by.
+    found: Option<Divergence>,
     /// A report past what the leader has applied, compared once it has.
     pending: Option<(LogIndex, u64)>,
     /// Its digest points, and whether each was compared.
@@ -176,8 +187,6 @@ struct Peer {
 struct OutgoingRepair {
     /// The checkpoint being sent, with the digest point it was agreed at.
     checkpoint: Option<(Checkpoint, DigestPoint)>,
-    /// The no-op placed for a fresh checkpoint.
-    wanted_at: Option<LogIndex>,
     acked: u64,
     sent: u64,
     idle_ticks: u64,
@@ -194,12 +203,31 @@ pub(crate) struct Audit<O> {
     pub(crate) quarantined: Option<Divergence>,
     last_report: LogIndex,
     ticks_since_report: u64,
+    applied_seen: LogIndex,
+    idle_ticks: u64,
+    ticks_since_noop: u64,
     history: VecDeque<DivergenceRecord>,
     /// Leader, verified outputs: answers waiting for a majority's chain at their index.
     held: BTreeMap<LogIndex, Vec<Completion<O>>>,
     pub(crate) stats: AuditStats,
     pub(crate) sabotage_no_compare: bool,
+    /// The newest digest point where a majority of voters reported the same state digest
+    /// (as leader: found; otherwise: told by the leader).
+    pub(crate) agreed_digest: LogIndex,
+    /// Checkpoints taken at digest points and not yet written: each is written once a
+    /// majority reports the same digest there (newest last).
+    pub(crate) pending_checkpoints: VecDeque<PendingCheckpoint>,
 }
+
+/// A checkpoint held until a majority vouches for its state.
+pub(crate) struct PendingCheckpoint {
+    pub(crate) point: DigestPoint,
+    pub(crate) meta: lockstep_core::SnapshotMeta,
+    pub(crate) state: Box<dyn lockstep_core::StateSnapshot>,
+}
+
+/// How many checkpoints may wait for agreement at once.
+const PENDING_CHECKPOINTS_MAX: usize = 4;
 
 impl<O> Default for Audit<O> {
     fn default() -> Audit<O> {
@@ -211,10 +239,15 @@ impl<O> Default for Audit<O> {
             quarantined: None,
             last_report: LogIndex::ZERO,
             ticks_since_report: 0,
+            applied_seen: LogIndex::ZERO,
+            idle_ticks: 0,
+            ticks_since_noop: NOOP_TICKS,
             history: VecDeque::new(),
             held: BTreeMap::new(),
             stats: AuditStats::default(),
             sabotage_no_compare: false,
+            agreed_digest: LogIndex::ZERO,
+            pending_checkpoints: VecDeque::new(),
         }
     }
 }
@@ -271,6 +304,20 @@ impl<M: StateMachine, D: Storage, T: Transport> Driver<M, D, T> {
     /// Whether this replica is quarantined (found divergent and not yet repaired).
     pub fn quarantined(&self) -> bool {
         self.audit.quarantined.is_some()
+    }
+
+    /// Leader: the replicas it holds quarantined (itself, if it found itself divergent).
+    pub fn quarantined_replicas(&self) -> Vec<NodeId> {
+        let mut found: Vec<NodeId> = Vec::new();
+        if self.audit.quarantined.is_some() {
+            found.push(self.node.id());
+        }
+        if self.node.role() == Role::Leader && self.audit.term == self.node.term() {
+            found.extend(
+                self.audit.peers.iter().filter(|(_, peer)| peer.quarantined).map(|(id, _)| *id),
+            );
+        }
+        found
     }
 
     /// The audit as this replica sees it.
@@ -363,6 +410,12 @@ impl<M: StateMachine, D: Storage, T: Transport> Driver<M, D, T> {
                 self.enter_quarantine(divergence);
             }
             AuditMessage::RepairChunk(chunk) if from_leader => self.on_repair_chunk(from, chunk),
+            AuditMessage::Agreed(point) if from_leader => {
+                if point.index > self.audit.agreed_digest {
+                    self.audit.agreed_digest = point.index;
+                    self.write_agreed_checkpoint(&point);
+                }
+            }
             _ => {}
         }
     }
@@ -386,6 +439,7 @@ impl<M: StateMachine, D: Storage, T: Transport> Driver<M, D, T> {
             for id in ids {
                 self.compare_digests(id);
             }
+            self.update_agreed_digest();
             self.evaluate();
             self.release_verified();
             self.progress_repairs();
@@ -407,8 +461,26 @@ impl<M: StateMachine, D: Storage, T: Transport> Driver<M, D, T> {
         if self.audit.config.is_none() {
             return;
         }
+        self.audit.ticks_since_noop = self.audit.ticks_since_noop.saturating_add(1);
+        let applied = self.state.chain().index;
+        if applied == self.audit.applied_seen {
+            self.audit.idle_ticks = self.audit.idle_ticks.saturating_add(1);
+        } else {
+            self.audit.applied_seen = applied;
+            self.audit.idle_ticks = 0;
+        }
         if self.node.role() == Role::Leader {
             self.audit_leader_term();
+            // Entries applied since the last digest point and nothing new for a while: place
+            // one, so that a state that went wrong is found even when no more writes come.
+            let digested = self.state.latest_digest().map_or(LogIndex::ZERO, |point| point.index);
+            if self.audit.idle_ticks >= IDLE_DIGEST_TICKS
+                && digested < applied
+                && self.audit.ticks_since_noop >= NOOP_TICKS
+                && self.node.propose_noop().is_ok()
+            {
+                self.audit.ticks_since_noop = 0;
+            }
             let ids: Vec<NodeId> = self.audit.peers.keys().copied().collect();
             for id in ids {
                 let Some(repair) = self.audit.peers.get_mut(&id).and_then(|p| p.repair.as_mut())
@@ -474,6 +546,9 @@ impl<M: StateMachine, D: Storage, T: Transport> Driver<M, D, T> {
     }
 
     fn on_report(&mut self, from: NodeId, report: ChainReport) {
+        if std::env::var_os("AUDIT_DEBUG").is_some() {
+            eprintln!("DEBUG leader {} term {} report from {from}: applied {} chain {} pts {:?} own chain {:?} own pts {:?} peer {:?}", self.node.id(), self.node.term(), report.applied, report.chain, report.digests.iter().map(|p| (p.index, p.chain, p.digest[0])).collect::<Vec<_>>(), self.state.chain(), self.state.newest_digests(3).iter().map(|p| (p.index, p.chain, p.digest[0], self.state.chain_at(p.index))).collect::<Vec<_>>(), self.audit.peers.get(&from).map(|p| (p.agreed, p.differs.clone(), p.quarantined)));
+        }
         self.audit_leader_term();
         self.audit.stats.reports_received += 1;
         let peer = self.audit.peers.entry(from).or_default();
@@ -493,6 +568,7 @@ impl<M: StateMachine, D: Storage, T: Transport> Driver<M, D, T> {
         }
         self.compare_chain(from, report.applied, report.chain);
         self.compare_digests(from);
+        self.update_agreed_digest();
         self.evaluate();
         self.release_verified();
         if newly_quarantined && self.repair_mode() == RepairMode::Automatic {
@@ -575,11 +651,98 @@ impl<M: StateMachine, D: Storage, T: Transport> Driver<M, D, T> {
         }
     }
 
+    /// Finds the newest digest point a majority agrees on; tells every replica when it moves
+    /// (each writes the checkpoint it holds there, if its state was the same).
+    fn update_agreed_digest(&mut self) {
+        let voters = self.node.membership().voters.len();
+        let newest = self.state.newest_digests(crate::driver::DIGESTS_KEPT).into_iter().rev().find(
+            |point| {
+                point.index > self.audit.agreed_digest
+                    && self.digest_alike_count(point.index, point) > voters / 2
+            },
+        );
+        let Some(point) = newest else { return };
+        self.audit.agreed_digest = point.index;
+        let members: Vec<NodeId> = self
+            .node
+            .membership()
+            .members()
+            .into_iter()
+            .filter(|id| *id != self.node.id())
+            .collect();
+        for member in members {
+            self.send_audit(member, AuditMessage::Agreed(point));
+        }
+        self.write_agreed_checkpoint(&point);
+    }
+
+    /// Holds a checkpoint of the state just after applying digest point `index` until a
+    /// majority vouches for it.
+    pub(crate) fn hold_checkpoint(&mut self, index: LogIndex) {
+        let Some(point) = self.state.digest_at(index) else { return };
+        let Some(last_term) = self.node.log_term(index) else { return };
+        let meta = lockstep_core::SnapshotMeta {
+            last_index: index,
+            last_term,
+            membership: self.node.membership_at(index),
+        };
+        let state: Box<dyn lockstep_core::StateSnapshot> = Box::new(self.state.snapshot());
+        self.audit.pending_checkpoints.push_back(PendingCheckpoint { point, meta, state });
+        while self.audit.pending_checkpoints.len() > PENDING_CHECKPOINTS_MAX {
+            self.audit.pending_checkpoints.pop_front();
+        }
+        if self.node.role() == Role::Leader {
+            // A single voter, or reports that came first, may vouch at once.
+            self.update_agreed_digest();
+        }
+    }
+
+    /// A majority reported `point`: write the checkpoint held there if this replica's state
+    /// was the same; drop older ones.
+    fn write_agreed_checkpoint(&mut self, point: &DigestPoint) {
+        while self.audit.pending_checkpoints.front().is_some_and(|p| p.point.index < point.index) {
+            self.audit.pending_checkpoints.pop_front();
+        }
+        let Some(front) = self.audit.pending_checkpoints.front() else { return };
+        if front.point.index != point.index {
+            return;
+        }
+        let Some(pending) = self.audit.pending_checkpoints.pop_front() else { return };
+        if pending.point != *point || self.checkpoints.in_progress || self.quarantined() {
+            return;
+        }
+        self.start_checkpoint_from(pending.meta, pending.state);
+    }
+
     fn note_difference(&mut self, from: NodeId, divergence: Divergence) {
         let Some(peer) = self.audit.peers.get_mut(&from) else { return };
-        if peer.differs.as_ref().is_none_or(|known| divergence.index < known.index) {
-            peer.differs = Some(divergence);
+        let kind = divergence.kind;
+        match kind {
+            DivergenceKind::Output => {
+                if let Some(known) = peer.differs.iter_mut().find(|known| known.kind == kind) {
+                    if divergence.index < known.index {
+                        *known = divergence;
+                    }
+                    return;
+                }
+            }
+            DivergenceKind::State => {
+                if peer
+                    .differs
+                    .iter()
+                    .any(|known| known.kind == kind && known.index == divergence.index)
+                {
+                    return;
+                }
+                let states = peer.differs.iter().filter(|known| known.kind == kind).count();
+                if states >= DIFFERENCES_KEPT {
+                    if let Some(oldest) = peer.differs.iter().position(|known| known.kind == kind) {
+                        peer.differs.remove(oldest);
+                    }
+                }
+            }
         }
+        peer.differs.push(divergence);
     }
 
     /// Judges the differences seen: a replica that differs where a majority agrees is
@@ -598,7 +761,7 @@ impl<M: StateMachine, D: Storage, T: Transport> Driver<M, D, T> {
             .peers
             .iter()
             .filter(|(id, peer)| voters.contains(id) && !peer.quarantined)
-            .filter_map(|(_, peer)| peer.differs.as_ref())
+            .filter_map(|(_, peer)| peer.differs.iter().min_by_key(|known| known.index))
             .collect();
         if leader_votes == 1 && dissent.len() >= majority {
             // This leader is the one that differs.
@@ -615,36 +778,53 @@ impl<M: StateMachine, D: Storage, T: Transport> Driver<M, D, T> {
             }
             return;
         }
-        let judged: Vec<NodeId> = self
+        let judged: Vec<(NodeId, Divergence)> = self
             .audit
             .peers
             .iter()
             .filter(|(_, peer)| !peer.quarantined)
             .filter_map(|(id, peer)| {
-                let divergence = peer.differs.as_ref()?;
-                let support = leader_votes
-                    + self
-                        .audit
-                        .peers
-                        .iter()
-                        .filter(|(other, other_peer)| {
-                            *other != id
-                                && voters.contains(other)
-                                && !other_peer.quarantined
-                                && other_peer.agreed >= divergence.index
-                        })
-                        .count();
-                (support >= majority).then_some(*id)
+                let backed = |divergence: &Divergence| {
+                    // Chains that agree say the outputs agree, nothing of the state: a state
+                    // digest is backed only by the same digest at the same point.
+                    let own_digest = self.state.digest_at(divergence.index);
+                    let backs = |other: &Peer| match divergence.kind {
+                        DivergenceKind::Output => other.agreed >= divergence.index,
+                        DivergenceKind::State => own_digest.is_some_and(|own| {
+                            other
+                                .digests
+                                .get(&divergence.index)
+                                .is_some_and(|(point, _)| *point == own)
+                        }),
+                    };
+                    let support = leader_votes
+                        + self
+                            .audit
+                            .peers
+                            .iter()
+                            .filter(|(other, other_peer)| {
+                                *other != id
+                                    && voters.contains(other)
+                                    && !other_peer.quarantined
+                                    && backs(other_peer)
+                            })
+                            .count();
+                    support >= majority
+                };
+                // An output difference first (it names an entry), then the earliest digest.
+                let mut candidates: Vec<&Divergence> = peer.differs.iter().collect();
+                candidates.sort_by_key(|known| (known.kind != DivergenceKind::Output, known.index));
+                candidates.into_iter().find(|known| backed(known)).map(|known| (*id, known.clone()))
             })
             .collect();
-        for id in judged {
-            self.found_divergent(id);
+        for (id, divergence) in judged {
+            self.found_divergent(id, divergence);
         }
     }
 
-    fn found_divergent(&mut self, id: NodeId) {
+    fn found_divergent(&mut self, id: NodeId, divergence: Divergence) {
         let Some(peer) = self.audit.peers.get_mut(&id) else { return };
-        let Some(divergence) = peer.differs.clone() else { return };
+        peer.found = Some(divergence.clone());
         peer.quarantined = true;
         let after = peer.agreed;
         self.audit.stats.divergences_found += 1;
@@ -664,7 +844,7 @@ impl<M: StateMachine, D: Storage, T: Transport> Driver<M, D, T> {
     /// where they differ from this leader's (the chain differs from there on, so a bisection
     /// over the values finds it).
     fn on_chains(&mut self, from: NodeId, values: Vec<(LogIndex, u64)>) {
-        let Some(known) = self.audit.peers.get(&from).and_then(|peer| peer.differs.clone()) else {
+        let Some(known) = self.audit.peers.get(&from).and_then(|peer| peer.found.clone()) else {
             return;
         };
         let comparable: Vec<(LogIndex, u64, u64)> = values
@@ -687,7 +867,7 @@ impl<M: StateMachine, D: Storage, T: Transport> Driver<M, D, T> {
             ..known
         };
         if let Some(peer) = self.audit.peers.get_mut(&from) {
-            peer.differs = Some(divergence.clone());
+            peer.found = Some(divergence.clone());
         }
         self.audit.record(divergence.clone());
         self.send_audit(from, AuditMessage::Quarantine(divergence));
@@ -809,19 +989,37 @@ impl<M: StateMachine, D: Storage, T: Transport> Driver<M, D, T> {
                 self.send_repair_chunks(id, true);
                 continue;
             }
-            let wanted =
-                self.audit.peers.get(&id).and_then(|p| p.repair.as_ref()).and_then(|r| r.wanted_at);
-            if wanted.is_none() {
-                if let Ok(index) = self.node.propose_noop() {
-                    self.audit.checkpoint_wanted = Some(index);
-                    if let Some(repair) =
-                        self.audit.peers.get_mut(&id).and_then(|p| p.repair.as_mut())
-                    {
-                        repair.wanted_at = Some(index);
-                    }
-                }
-            }
+            self.want_checkpoint();
         }
+    }
+
+    /// Places a no-op to checkpoint at (a digest point every replica reports), at most one
+    /// every [`NOOP_TICKS`] ticks and none while one is on its way.
+    fn want_checkpoint(&mut self) {
+        if self.audit.checkpoint_wanted.is_some() || self.audit.ticks_since_noop < NOOP_TICKS {
+            return;
+        }
+        if let Ok(wanted) = self.node.propose_noop() {
+            self.audit.checkpoint_wanted = Some(wanted);
+            self.audit.ticks_since_noop = 0;
+        }
+    }
+
+    /// How many voters (this leader included) reported `own` at `index`.
+    fn digest_alike_count(&self, index: LogIndex, own: &DigestPoint) -> usize {
+        let me = self.node.id();
+        self.node
+            .membership()
+            .voters
+            .iter()
+            .filter(|voter| {
+                **voter == me
+                    || self.audit.peers.get(voter).is_some_and(|other| {
+                        !other.quarantined
+                            && other.digests.get(&index).is_some_and(|(point, _)| point == own)
+                    })
+            })
+            .count()
     }
 
     /// This leader's latest checkpoint, if it is at a digest point where a majority of voters
@@ -834,20 +1032,8 @@ impl<M: StateMachine, D: Storage, T: Transport> Driver<M, D, T> {
         if index.next() < peer.log_first || index > peer.applied {
             return None;
         }
-        let membership = self.node.membership();
-        let me = self.node.id();
-        let alike = membership
-            .voters
-            .iter()
-            .filter(|voter| {
-                **voter == me
-                    || self.audit.peers.get(voter).is_some_and(|other| {
-                        !other.quarantined
-                            && other.digests.get(&index).is_some_and(|(point, _)| *point == own)
-                    })
-            })
-            .count();
-        (alike > membership.voters.len() / 2).then_some((checkpoint, own))
+        let voters = self.node.membership().voters.len();
+        (self.digest_alike_count(index, &own) > voters / 2).then_some((checkpoint, own))
     }
 
     fn send_repair_chunks(&mut self, to: NodeId, offer: bool) {

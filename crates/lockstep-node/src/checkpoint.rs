@@ -217,13 +217,18 @@ impl<M: StateMachine, D: Storage, T: Transport> Driver<M, D, T> {
 
     /// Whether the policy asks for a checkpoint now.
     pub(crate) fn checkpoint_due(&self) -> bool {
+        self.checkpoint_due_at(self.node.applied_index())
+    }
+
+    /// Whether a checkpoint is due once entry `applied` is applied.
+    pub(crate) fn checkpoint_due_at(&self, applied: LogIndex) -> bool {
         let Some(policy) = self.checkpoints.policy else { return false };
         // A new checkpoint would replace the file a transfer is reading: wait for it.
         !self.checkpoints.in_progress
             && self.checkpoints.outgoing.is_empty()
             && !self.audit.sending_repair()
             && self.audit.quarantined.is_none()
-            && self.node.applied_index() > self.checkpoints.last_index
+            && applied > self.checkpoints.last_index
             && (self.checkpoints.entries_since >= policy.entries
                 || self.checkpoints.bytes_since >= policy.bytes)
             && self.grown_enough(policy.growth_percent)
@@ -271,12 +276,22 @@ impl<M: StateMachine, D: Storage, T: Transport> Driver<M, D, T> {
             last_term,
             membership: self.node.membership_at(index),
         };
+        let state = Box::new(self.state.snapshot());
+        self.start_checkpoint_from(meta, state);
+    }
+
+    /// Hands `state` (taken through `meta`) to storage to write.
+    pub(crate) fn start_checkpoint_from(
+        &mut self,
+        meta: SnapshotMeta,
+        state: Box<dyn lockstep_core::StateSnapshot>,
+    ) {
         self.checkpoints.in_progress = true;
-        self.checkpoints.last_index = index;
+        self.checkpoints.last_index = meta.last_index;
         self.checkpoints.entries_since = 0;
         self.checkpoints.bytes_since = 0;
         self.checkpoints.stats.checkpoints_started += 1;
-        self.storage.start_checkpoint(meta, Box::new(self.state.snapshot()));
+        self.storage.start_checkpoint(meta, state);
     }
 
     // ----- sending --------------------------------------------------------------------------
@@ -298,6 +313,7 @@ impl<M: StateMachine, D: Storage, T: Transport> Driver<M, D, T> {
     /// The core asks for a snapshot through at least `index` for `to`.
     pub(crate) fn on_snapshot_needed(&mut self, to: NodeId, index: LogIndex) {
         self.checkpoints.waiting.remove(&to);
+        // (With the audit on, every checkpoint written is one a majority vouched for.)
         match self.storage.latest_checkpoint() {
             Some(checkpoint) if checkpoint.meta.last_index >= index => {
                 let outgoing = Outgoing {

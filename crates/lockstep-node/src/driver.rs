@@ -291,6 +291,9 @@ impl<M: StateMachine> Replicated<M> {
     /// The chain at each index in `(after, through]` still known (recent entries, or chain
     /// points for older ones), in order, at most [`RECENT_CHAINS`] of them.
     pub fn chains_between(&self, after: LogIndex, through: LogIndex) -> Vec<(LogIndex, u64)> {
+        if after >= through {
+            return Vec::new();
+        }
         let mut values: Vec<(LogIndex, u64)> = self
             .chain_points
             .range(after.next()..=through)
@@ -594,6 +597,8 @@ pub struct AppliedRecord {
     /// The session request it carried and whether it was applied fresh (not a duplicate,
     /// stale or malformed).
     pub request: Option<(ClientId, u64, bool)>,
+    /// The output chain through it.
+    pub chain: u64,
 }
 
 /// A write handed to storage and not yet durable.
@@ -664,6 +669,12 @@ impl<M: StateMachine, D: Storage, T: Transport> Driver<M, D, T> {
     /// The replicated state, to look at.
     pub fn state(&self) -> &Replicated<M> {
         &self.state
+    }
+
+    /// The replicated state, to damage on purpose (the simulator's faults).
+    #[doc(hidden)]
+    pub fn state_mut(&mut self) -> &mut Replicated<M> {
+        &mut self.state
     }
 
     /// The storage, to look at.
@@ -987,16 +998,29 @@ impl<M: StateMachine, D: Storage, T: Transport> Driver<M, D, T> {
                         self.start_checkpoint(last);
                     }
                     self.apply(entry);
-                    if self.audit.checkpoint_wanted == Some(entry.index) {
-                        // The audit's repair point: a checkpoint exactly there.
-                        self.audit.checkpoint_wanted = None;
-                        if !self.checkpoints.in_progress {
-                            self.start_checkpoint(entry.index);
+                    if self.audit.config.is_some() {
+                        // With the audit on, checkpoints are taken only at digest points, where
+                        // every replica took its state digest, and written only once a majority
+                        // reported the same digest there: a checkpoint on disk (restarted from,
+                        // or sent to another replica) is always a state a majority vouched for.
+                        let digest_point = self
+                            .state
+                            .latest_digest()
+                            .is_some_and(|point| point.index == entry.index);
+                        let wanted = self.audit.checkpoint_wanted == Some(entry.index);
+                        if wanted {
+                            self.audit.checkpoint_wanted = None;
+                        }
+                        if digest_point
+                            && ((wanted && !self.checkpoints.in_progress)
+                                || self.checkpoint_due_at(entry.index))
+                        {
+                            self.hold_checkpoint(entry.index);
                         }
                     }
                 }
                 self.node.applied(last);
-                if self.checkpoint_due() {
+                if self.audit.config.is_none() && self.checkpoint_due() {
                     self.start_checkpoint(last);
                 }
                 self.audit_after_apply();
@@ -1043,7 +1067,12 @@ impl<M: StateMachine, D: Storage, T: Transport> Driver<M, D, T> {
                 | Applied::Stale { client, sequence } => Some((*client, *sequence, false)),
                 Applied::NotCommand | Applied::Malformed => None,
             };
-            records.push(AppliedRecord { index: entry.index, term: entry.term, request });
+            records.push(AppliedRecord {
+                index: entry.index,
+                term: entry.term,
+                request,
+                chain: self.state.chain().value,
+            });
         }
         let Some(waiting) = self.proposals.remove(&entry.index) else { return };
         let mut answer = applied.into_answer();

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::io;
 
-use lockstep_core::{ApplyContext, StateDigest, StateMachine, StateSnapshot};
+use lockstep_core::{ApplyContext, LogIndex, StateDigest, StateMachine, StateSnapshot};
 use serde::{Deserialize, Serialize};
 
 use crate::linearizability::{Input, Key, Output, Value};
@@ -22,7 +22,19 @@ pub struct KvInput {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct KvMachine {
     values: BTreeMap<Key, Value>,
+    /// A fault the simulator injects: the next write applied here stores a wrong value, as a
+    /// state machine that read a per-replica random number would.
+    diverge_next: bool,
+    /// Where this replica's state departed from what the log says, if it did.
+    diverged_at: Option<LogIndex>,
 }
+
+/// The bit a fault sets in a value: no client ever writes it, so a value that has it came from
+/// a divergent replica.
+pub const WRONG: Value = 1 << 62;
+
+/// The key a fault writes to (no client uses it).
+pub const NOISE_KEY: Key = 1 << 40;
 
 /// A copy of the store's state.
 #[derive(Clone, Debug)]
@@ -45,6 +57,25 @@ impl KvMachine {
     pub fn get(&self, key: Key) -> Option<Value> {
         self.values.get(&key).copied()
     }
+
+    /// Makes the next write applied here non-deterministic: it stores a wrong value.
+    pub fn diverge_next_write(&mut self) {
+        self.diverge_next = true;
+    }
+
+    /// Corrupts the state in memory, as a memory error would: one value gets the [`WRONG`]
+    /// bit (or a key appears). `at` is the index applied so far.
+    pub fn corrupt(&mut self, key: Key, at: LogIndex) {
+        self.values.insert(NOISE_KEY + 1, WRONG | at.get());
+        let value = self.values.get(&key).copied().unwrap_or(0) ^ WRONG;
+        self.values.insert(key, value);
+        self.diverged_at.get_or_insert(at);
+    }
+
+    /// Where this replica's state departed from the log's, if a fault made it.
+    pub fn diverged_at(&self) -> Option<LogIndex> {
+        self.diverged_at
+    }
 }
 
 impl StateMachine for KvMachine {
@@ -53,10 +84,23 @@ impl StateMachine for KvMachine {
     type Query = Key;
     type Snapshot = KvSnapshot;
 
-    fn apply(&mut self, request: KvInput, _context: &ApplyContext) -> Output {
+    fn apply(&mut self, request: KvInput, context: &ApplyContext) -> Output {
         let current = self.get(request.key);
+        let fault = |machine: &mut KvMachine, value: Value| {
+            if machine.diverge_next {
+                machine.diverge_next = false;
+                machine.diverged_at.get_or_insert(context.index.prev());
+                // As if it had read a random number of its own: kept under a key no client
+                // uses, so the state stays wrong even after the value below is overwritten.
+                machine.values.insert(NOISE_KEY, WRONG | context.index.get());
+                value ^ WRONG
+            } else {
+                value
+            }
+        };
         match request.input {
             Input::Put(value) => {
+                let value = fault(self, value);
                 self.values.insert(request.key, value);
                 Output::Done
             }
@@ -64,6 +108,7 @@ impl StateMachine for KvMachine {
             Input::CompareAndSet { expected, new } => {
                 let swapped = current == expected;
                 if swapped {
+                    let new = fault(self, new);
                     self.values.insert(request.key, new);
                 }
                 Output::Swapped(swapped)
@@ -88,6 +133,9 @@ impl StateMachine for KvMachine {
         input.read_to_end(&mut bytes)?;
         self.values = postcard::from_bytes(&bytes)
             .map_err(|error| io::Error::new(io::ErrorKind::InvalidData, error))?;
+        // A restored state is whatever the snapshot held: the simulator judges it afresh.
+        self.diverged_at = None;
+        self.diverge_next = false;
         Ok(())
     }
 

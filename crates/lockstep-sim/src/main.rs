@@ -38,7 +38,8 @@ struct Args {
     liveness_millis: u64,
     /// Break the system on purpose, to see the checkers catch it: vote-unpersisted,
     /// vote-twice, commit-previous-term, read-without-read-index, ack-before-sync,
-    /// skip-sessions.
+    /// skip-sessions, checkpoint-off-by-one, joint-new-only, audit-no-compare (with
+    /// --divergence).
     #[arg(long, default_value = "none", value_parser = parse_sabotage)]
     sabotage: Sabotage,
     /// Runs at once (default: one per core).
@@ -57,6 +58,14 @@ struct Args {
     /// Propose the writes reaching a replica within a millisecond as one batch.
     #[arg(long)]
     batch: bool,
+    /// Inject divergences during the faults (a state machine non-deterministic on one
+    /// replica, a value corrupted in one replica's memory), with the audit on to find and
+    /// repair them.
+    #[arg(long)]
+    divergence: bool,
+    /// Turn on the audit's verified outputs (answers wait for a majority's chain).
+    #[arg(long)]
+    verified_outputs: bool,
 }
 
 fn parse_sabotage(name: &str) -> Result<Sabotage, String> {
@@ -92,6 +101,8 @@ fn main() -> ExitCode {
                     trace: args.trace,
                     membership: args.membership,
                     batch: args.batch,
+                    divergence: args.divergence,
+                    verified_outputs: args.verified_outputs,
                     ..SimConfig::new(0)
                 };
                 let report = run(config);
@@ -141,6 +152,13 @@ fn main() -> ExitCode {
             if args.membership { " --membership" } else { "" },
             if args.batch { " --batch" } else { "" }
         );
+        if args.divergence || args.verified_outputs {
+            println!(
+                "  (add{}{})\n",
+                if args.divergence { " --divergence" } else { "" },
+                if args.verified_outputs { " --verified-outputs" } else { "" }
+            );
+        }
     }
     let requests: u64 = reports.iter().map(|report| report.requests_completed).sum();
     let crashes: u64 = reports.iter().map(|report| report.crashes).sum();
@@ -156,6 +174,25 @@ fn main() -> ExitCode {
             sum(|r| r.changes.removals),
             sum(|r| r.changes.replacements),
             sum(|r| r.changes.leaders_removed)
+        );
+    }
+    if args.divergence || args.verified_outputs {
+        let sum = |kind: fn(&Report) -> u64| reports.iter().map(kind).sum::<u64>();
+        let mut latencies: Vec<u64> =
+            reports.iter().flat_map(|r| r.detection_latencies.iter().copied()).collect();
+        latencies.sort_unstable();
+        let median = latencies.get(latencies.len() / 2).copied().unwrap_or(0);
+        let max = latencies.last().copied().unwrap_or(0);
+        println!(
+            "divergences: {} injected, {} found ({} repaired), {} cleared before found (a \
+             restart or a snapshot); detection latency in entries: median {median}, max {max}; \
+             wrong outputs delivered: {} (verified outputs {})",
+            sum(|r| r.divergences_injected),
+            latencies.len(),
+            sum(|r| r.divergences_repaired),
+            sum(|r| r.divergences_cleared),
+            sum(|r| r.wrong_outputs),
+            if args.verified_outputs { "on" } else { "off" }
         );
     }
     let simulated: u64 = reports.iter().map(|report| report.simulated_millis).sum();

@@ -9,8 +9,10 @@
 //! | state machine safety | [`state_machine_safety`] | every replica applies the same entry at each index and reaches the same state (§5.4.3) |
 //! | durability | [`durability`] | every acknowledged write is applied by every replica at the end |
 //! | exactly-once | [`exactly_once`] | no session request is applied twice |
+//! | auditing | [`audit`] | every injected divergence found within a bound and repaired; no wrong output delivered with verified outputs |
 //! | linearizability | [`crate::linearizability`] | the clients' history could come from one copy of the store |
 
+pub mod audit;
 pub mod durability;
 pub mod election_safety;
 pub mod exactly_once;

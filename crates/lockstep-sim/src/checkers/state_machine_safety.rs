@@ -55,6 +55,11 @@ impl StateMachineSafety {
         }
     }
 
+    /// Whether `digest` is the state the replicas reached at `index`, if one is known there.
+    pub fn agrees(&self, index: u64, digest: StateDigest) -> Option<bool> {
+        self.digests.get(&index).map(|(_, known)| *known == digest)
+    }
+
     /// How many indexes were applied by some replica.
     pub fn applied_count(&self) -> usize {
         self.applied.len()

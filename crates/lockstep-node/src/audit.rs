@@ -301,6 +301,11 @@ impl<M: StateMachine, D: Storage, T: Transport> Driver<M, D, T> {
         self.audit.sabotage_no_compare = true;
     }
 
+    /// The audit's counters.
+    pub fn audit_stats(&self) -> AuditStats {
+        self.audit.stats
+    }
+
     /// Whether this replica is quarantined (found divergent and not yet repaired).
     pub fn quarantined(&self) -> bool {
         self.audit.quarantined.is_some()
@@ -524,11 +529,22 @@ impl<M: StateMachine, D: Storage, T: Transport> Driver<M, D, T> {
             return;
         }
         let verified = self.audit.config.is_some_and(|config| config.verified_outputs);
-        if verified
-            && self.node.role() == Role::Leader
-            && matches!(completion, Completion::Done { .. })
-        {
-            self.audit.held.entry(index).or_default().push(completion);
+        if verified && matches!(completion, Completion::Done { .. }) {
+            if self.node.role() == Role::Leader {
+                self.audit.held.entry(index).or_default().push(completion);
+            } else {
+                // Only a leader learns the others' chains: a replica that proposed this and
+                // no longer leads cannot verify it. The client asks again (same number), and
+                // whoever leads answers from its session table.
+                self.audit.stats.outputs_unverified += 1;
+                let request = completion_request(&completion);
+                let refusal = Refusal::Retry(
+                    "this replica no longer leads: the answer could \
+                                              not be verified by a majority"
+                        .to_string(),
+                );
+                self.completions.push(Completion::Refused { request, refusal });
+            }
             return;
         }
         self.completions.push(completion);
@@ -546,11 +562,17 @@ impl<M: StateMachine, D: Storage, T: Transport> Driver<M, D, T> {
     }
 
     fn on_report(&mut self, from: NodeId, report: ChainReport) {
-        if std::env::var_os("AUDIT_DEBUG").is_some() {
-            eprintln!("DEBUG leader {} term {} report from {from}: applied {} chain {} pts {:?} own chain {:?} own pts {:?} peer {:?}", self.node.id(), self.node.term(), report.applied, report.chain, report.digests.iter().map(|p| (p.index, p.chain, p.digest[0])).collect::<Vec<_>>(), self.state.chain(), self.state.newest_digests(3).iter().map(|p| (p.index, p.chain, p.digest[0], self.state.chain_at(p.index))).collect::<Vec<_>>(), self.audit.peers.get(&from).map(|p| (p.agreed, p.differs.clone(), p.quarantined)));
-        }
         self.audit_leader_term();
         self.audit.stats.reports_received += 1;
+        let own = self.state.chain_at(report.applied);
+        let peer = self.audit.peers.entry(from).or_default();
+        if peer.quarantined && !report.quarantined && own == Some(report.chain) {
+            // It holds itself healthy again and its chain agrees: it restarted from a
+            // checkpoint a majority vouched for, or installed one from a leader. Judge it
+            // afresh from here.
+            *peer = Peer::default();
+            self.audit.record_repaired(from, report.applied);
+        }
         let peer = self.audit.peers.entry(from).or_default();
         peer.reported = peer.reported.max(report.applied);
         peer.applied = report.applied;
@@ -592,6 +614,10 @@ impl<M: StateMachine, D: Storage, T: Transport> Driver<M, D, T> {
         if own == value {
             if let Some(peer) = self.audit.peers.get_mut(&from) {
                 peer.agreed = peer.agreed.max(index);
+                // Chains that agree here agree everywhere before (or the replica's state was
+                // replaced by a snapshot since): an older output difference is gone.
+                peer.differs
+                    .retain(|known| known.kind != DivergenceKind::Output || known.index > index);
             }
             return;
         }
@@ -634,6 +660,8 @@ impl<M: StateMachine, D: Storage, T: Transport> Driver<M, D, T> {
                 if let Some(peer) = self.audit.peers.get_mut(&from) {
                     peer.agreed = peer.agreed.max(point.index);
                     peer.agreed_digest = peer.agreed_digest.max(Some(point.index));
+                    // Same state and chain here: whatever differed before is gone.
+                    peer.differs.retain(|known| known.index > point.index);
                 }
                 continue;
             }
@@ -1112,7 +1140,12 @@ impl<M: StateMachine, D: Storage, T: Transport> Driver<M, D, T> {
             }
             return;
         }
-        repair.acked = repair.acked.max(answer.next_offset);
+        if answer.next_offset <= repair.acked {
+            // No progress: the answer to an offer (chunks were lost on the way): resend from
+            // what the replica holds.
+            repair.sent = answer.next_offset;
+        }
+        repair.acked = answer.next_offset;
         repair.sent = repair.sent.max(repair.acked);
         self.send_repair_chunks(from, false);
     }
@@ -1146,6 +1179,17 @@ impl<M: StateMachine, D: Storage, T: Transport> Driver<M, D, T> {
         self.audit.last_report = chain.index;
         self.audit.ticks_since_report = 0;
         self.send_audit(leader, AuditMessage::Report(report));
+    }
+
+    /// The replicated state was replaced by a checkpoint a majority vouched for (a snapshot
+    /// from the leader): whatever this replica got wrong before is gone.
+    pub(crate) fn audit_state_replaced(&mut self, index: LogIndex) {
+        if self.audit.quarantined.take().is_some() {
+            self.audit.record_repaired(self.node.id(), index);
+            self.node.set_quarantined(false);
+        }
+        self.audit.pending_checkpoints.clear();
+        self.audit.last_report = LogIndex::ZERO;
     }
 
     fn enter_quarantine(&mut self, divergence: Divergence) {

@@ -525,6 +525,7 @@ impl<M: StateMachine, D: Storage, T: Transport> Driver<M, D, T> {
         // this log matches from the answer to the snapshot).
         self.withhold_acknowledgements_above(last_index);
         self.checkpoints.stats.transfers_received += 1;
+        self.audit_state_replaced(last_index);
         self.checkpoints.last_index = last_index;
         self.checkpoints.entries_since = 0;
         self.checkpoints.bytes_since = 0;

@@ -24,7 +24,7 @@ pub struct KvMachine {
     values: BTreeMap<Key, Value>,
     /// A fault the simulator injects: the next write applied here stores a wrong value, as a
     /// state machine that read a per-replica random number would.
-    diverge_next: bool,
+    diverge_next: Option<Value>,
     /// Where this replica's state departed from what the log says, if it did.
     diverged_at: Option<LogIndex>,
 }
@@ -59,15 +59,17 @@ impl KvMachine {
     }
 
     /// Makes the next write applied here non-deterministic: it stores a wrong value.
-    pub fn diverge_next_write(&mut self) {
-        self.diverge_next = true;
+    /// `noise` makes the wrong value this fault's own.
+    pub fn diverge_next_write(&mut self, noise: Value) {
+        self.diverge_next = Some(noise);
     }
 
     /// Corrupts the state in memory, as a memory error would: one value gets the [`WRONG`]
     /// bit (or a key appears). `at` is the index applied so far.
-    pub fn corrupt(&mut self, key: Key, at: LogIndex) {
-        self.values.insert(NOISE_KEY + 1, WRONG | at.get());
-        let value = self.values.get(&key).copied().unwrap_or(0) ^ WRONG;
+    /// `noise` makes the wrong value this fault's own.
+    pub fn corrupt(&mut self, key: Key, at: LogIndex, noise: Value) {
+        self.values.insert(NOISE_KEY + 1, WRONG | noise);
+        let value = self.values.get(&key).copied().unwrap_or(0) ^ (WRONG | noise);
         self.values.insert(key, value);
         self.diverged_at.get_or_insert(at);
     }
@@ -87,13 +89,12 @@ impl StateMachine for KvMachine {
     fn apply(&mut self, request: KvInput, context: &ApplyContext) -> Output {
         let current = self.get(request.key);
         let fault = |machine: &mut KvMachine, value: Value| {
-            if machine.diverge_next {
-                machine.diverge_next = false;
+            if let Some(noise) = machine.diverge_next.take() {
                 machine.diverged_at.get_or_insert(context.index.prev());
                 // As if it had read a random number of its own: kept under a key no client
                 // uses, so the state stays wrong even after the value below is overwritten.
-                machine.values.insert(NOISE_KEY, WRONG | context.index.get());
-                value ^ WRONG
+                machine.values.insert(NOISE_KEY, WRONG | noise);
+                value ^ (WRONG | noise)
             } else {
                 value
             }
@@ -135,7 +136,7 @@ impl StateMachine for KvMachine {
             .map_err(|error| io::Error::new(io::ErrorKind::InvalidData, error))?;
         // A restored state is whatever the snapshot held: the simulator judges it afresh.
         self.diverged_at = None;
-        self.diverge_next = false;
+        self.diverge_next = None;
         Ok(())
     }
 

@@ -402,6 +402,8 @@ struct Replica {
     /// The last index whose application was given to the checkers (an index at or below it
     /// again means the replica re-applies after a repair).
     last_applied_seen: u64,
+    /// Repairs this incarnation completed (as last seen).
+    repairs_seen: u64,
 }
 
 struct Client {
@@ -535,6 +537,7 @@ impl World {
                     bootstrap: None,
                     created: false,
                     last_applied_seen: 0,
+                    repairs_seen: 0,
                 }
             })
             .collect();
@@ -907,7 +910,9 @@ impl World {
         replica.checked_commit = 0;
         replica.was_leader_in = None;
         replica.last_applied_seen = 0;
+        replica.repairs_seen = 0;
         let (id, incarnation) = (replica.id.get(), replica.incarnation);
+        self.audit.forget_answers(id);
         // A non-deterministic write that never happened before the crash never will.
         if let Some(active) = self.audit.active(id) {
             if active.since.is_none() {
@@ -961,9 +966,35 @@ impl World {
             self.route(node, message);
         }
         let id = self.replicas[node].id.get();
+        let repairs =
+            self.replicas[node].driver.as_ref().map_or(0, |d| d.audit_stats().repairs_done);
+        if repairs > self.replicas[node].repairs_seen || installed > self.replicas[node].installed {
+            // Its state was replaced by a checkpoint: answers from before say nothing now.
+            self.replicas[node].repairs_seen = repairs;
+            self.audit.forget_answers(id);
+        }
+        // When this replica's state departed (a fault that fired in this batch).
+        let diverged_at = driver_diverged_at(self.replicas[node].driver.as_ref());
+        let departed = match self.audit.active(id) {
+            Some(active) => {
+                if active.since.is_none() {
+                    active.since = diverged_at;
+                }
+                active.since
+            }
+            None => None,
+        };
         for record in &applied {
-            let request = record.request.map(|(client, sequence, _)| (client.0, sequence));
-            self.audit.applied(id, record.index.get(), record.chain, request);
+            // An answer is the output of the request's fresh application (a retry is answered
+            // with what was recorded then): that is the entry to judge it by.
+            let request = record
+                .request
+                .filter(|(_, _, fresh)| *fresh)
+                .map(|(client, sequence, _)| (client.0, sequence));
+            let index = record.index.get();
+            let healthy = departed.is_none_or(|since| index <= since);
+            let result = self.audit.applied(id, index, record.chain, request, healthy);
+            self.check("audit", result);
         }
         for completion in completions {
             let (request, answer) = match completion {
@@ -1281,10 +1312,12 @@ impl World {
             call: self.now,
             returned: None,
         });
+        let verified_reads = self.config.verified_outputs;
         let state = &mut self.clients[client];
-        let sequence = if input == Input::Get {
+        let sequence = if input == Input::Get && !verified_reads {
             0
         } else {
+            // (With verified outputs a read goes through the log, as a request of the session.)
             state.next_sequence += 1;
             state.next_sequence - 1
         };
@@ -1765,7 +1798,12 @@ impl World {
         if self.clients.iter().any(|client| client.current.is_some()) {
             return false;
         }
-        if self.audit.injected.iter().any(|i| i.since.is_some() && i.ending.is_none()) {
+        let members = self.committed_membership.members();
+        if self.audit.injected.iter().any(|injected| {
+            injected.since.is_some()
+                && injected.ending.is_none()
+                && members.contains(&NodeId(injected.replica))
+        }) {
             return false;
         }
         let Some(leader) = self.leader() else { return false };
@@ -1870,16 +1908,18 @@ impl World {
         let node = running[self.rng.range(0, running.len() as u64) as usize];
         let corruption = self.rng.range(0, 2) == 0;
         let key = self.rng.range(0, self.config.keys);
+        // Each fault its own wrong value: two faults never make the same mistake.
+        let noise = self.rng.next_u64() >> 2;
         let replica = &mut self.replicas[node];
         let id = replica.id.get();
         let Some(driver) = replica.driver.as_mut() else { return };
         let applied = driver.node().applied_index();
         let machine = driver.state_mut().machine_mut();
         let (kind, since) = if corruption {
-            machine.corrupt(key, applied);
+            machine.corrupt(key, applied, noise);
             (FaultKind::Corruption, Some(applied.get()))
         } else {
-            machine.diverge_next_write();
+            machine.diverge_next_write(noise);
             (FaultKind::NonDeterministic, None)
         };
         self.audit.injected.push(Injected::new(id, kind, since));
@@ -1988,10 +2028,6 @@ impl World {
         reachable > voters.len() / 2
     }
 
-    fn voter_count(&self) -> usize {
-        self.committed_membership.voters.len().max(1)
-    }
-
     /// Every injected divergence found within the bound and ended; wrong answers counted (none
     /// allowed with verified outputs).
     fn check_audit(&mut self) {
@@ -2031,7 +2067,7 @@ impl World {
                 );
             }
         }
-        let wrong = self.audit.wrong_outputs(self.voter_count());
+        let wrong = self.audit.wrong_outputs();
         self.report.wrong_outputs = (wrong.len() + self.wrong_reads.len()) as u64;
         if self.config.verified_outputs {
             if let Some((operation, replica, index)) = wrong.first() {
@@ -2096,18 +2132,27 @@ impl World {
     /// this holds whether or not the cluster finished).
     fn check_linearizability(&mut self) {
         // Wrong answers (from a divergent replica, outputs not verified) were counted by the
-        // audit check; the history holds what a correct store could have answered, so they
-        // count as unanswered.
-        let mut wrong: Vec<usize> =
-            self.audit.wrong_outputs(self.voter_count()).iter().map(|wrong| wrong.0).collect();
+        // audit check; the history holds what a correct store could have answered: a wrong
+        // read is left out, a write answered wrongly counts as unanswered (it happened, its
+        // answer is unknown).
+        let mut wrong: BTreeSet<usize> =
+            self.audit.wrong_outputs().iter().map(|wrong| wrong.0).collect();
         wrong.extend(self.wrong_reads.iter().copied());
         wrong.extend(self.unjudged_reads.iter().copied());
-        for operation in wrong {
-            if let Some(entry) = self.history.get_mut(operation) {
-                entry.returned = None;
-            }
-        }
-        match linearizability::check(&self.history) {
+        let history: Vec<Operation> = self
+            .history
+            .iter()
+            .enumerate()
+            .filter(|(operation, entry)| !(wrong.contains(operation) && entry.input == Input::Get))
+            .map(|(operation, entry)| {
+                let mut entry = entry.clone();
+                if wrong.contains(&operation) {
+                    entry.returned = None;
+                }
+                entry
+            })
+            .collect();
+        match linearizability::check(&history) {
             Verdict::Linearizable => {}
             Verdict::Violation(violation) => {
                 self.violation("linearizability", violation.to_string());
@@ -2122,12 +2167,17 @@ impl World {
     }
 }
 
-/// Whether recovery failed on an I/O error the disk injected (as opposed to finding damage).
+/// Where the replica's state departed from its log, if a fault made it.
+fn driver_diverged_at(driver: Option<&SimDriver>) -> Option<u64> {
+    driver.and_then(|driver| driver.state().machine().diverged_at()).map(LogIndex::get)
+}
+
 /// How many of `indexes` are after `since`.
 fn last_applied_count(indexes: &[u64], since: u64) -> u64 {
     indexes.iter().filter(|index| **index > since).count() as u64
 }
 
+/// Whether recovery failed on an I/O error the disk injected (as opposed to finding damage).
 fn is_injected_io_error(error: &StoreError) -> bool {
     matches!(
         error,

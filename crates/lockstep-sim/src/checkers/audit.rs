@@ -6,12 +6,13 @@
 //! it; the majority's chain there is the right one. An answer a client received is wrong when
 //! the chain of the replica that gave it differs from the majority's at the entry it answered.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
 /// A replica may apply this many entries after its state departed before the leader finds
-/// it: a digest point every 16 entries, a report every 4, and room for the reports and the
-/// leader's answers to travel while entries keep committing.
-pub const DETECTION_BOUND_ENTRIES: u64 = 128;
+/// it (counting only entries applied while a majority of the other voters could report): a
+/// digest point every 16 entries, a report every 4, and room for reports lost or delayed
+/// (the nemesis drops up to 20% of messages) while entries keep committing.
+pub const DETECTION_BOUND_ENTRIES: u64 = 256;
 
 impl Injected {
     /// A divergence of `kind` on `replica`, departed after `since` if known.
@@ -75,8 +76,8 @@ struct Delivered {
 pub struct AuditChecker {
     /// Every divergence injected, in order.
     pub injected: Vec<Injected>,
-    /// index -> chain -> replicas that reported it.
-    chains: BTreeMap<u64, BTreeMap<u64, BTreeSet<u64>>>,
+    /// index -> the chain replicas reached there while their state was right.
+    chains: BTreeMap<u64, u64>,
     /// replica -> (session, sequence) -> (index, chain) of its latest application.
     answered_from: BTreeMap<u64, BTreeMap<(u64, u64), (u64, u64)>>,
     delivered: Vec<Delivered>,
@@ -88,12 +89,40 @@ impl AuditChecker {
         AuditChecker::default()
     }
 
-    /// Replica `replica` applied `index` with `chain`, answering `request` if it carried one.
-    pub fn applied(&mut self, replica: u64, index: u64, chain: u64, request: Option<(u64, u64)>) {
-        self.chains.entry(index).or_default().entry(chain).or_default().insert(replica);
+    /// Replica `replica` applied `index` with `chain`, answering `request` if it carried one;
+    /// `healthy` if its state was right until then. Healthy replicas must reach one chain at
+    /// each index.
+    pub fn applied(
+        &mut self,
+        replica: u64,
+        index: u64,
+        chain: u64,
+        request: Option<(u64, u64)>,
+        healthy: bool,
+    ) -> Result<(), String> {
         if let Some(request) = request {
             self.answered_from.entry(replica).or_default().insert(request, (index, chain));
         }
+        if !healthy {
+            return Ok(());
+        }
+        match self.chains.get(&index) {
+            Some(known) if *known != chain => Err(format!(
+                "replica {replica} reached chain {chain:016x} at {index} with a right state; \
+                 others reached {known:016x}"
+            )),
+            Some(_) => Ok(()),
+            None => {
+                self.chains.insert(index, chain);
+                Ok(())
+            }
+        }
+    }
+
+    /// Replica `replica`'s state was replaced (restart, snapshot, repair): what it applied
+    /// before no longer says what it answers.
+    pub fn forget_answers(&mut self, replica: u64) {
+        self.answered_from.remove(&replica);
     }
 
     /// A client received replica `replica`'s answer to `request` (a write) as `operation`.
@@ -118,16 +147,12 @@ impl AuditChecker {
     }
 
     /// The operations whose answers were wrong (the answering replica's chain at the entry
-    /// differs from the one most replicas reported there), given `voters` replicas.
-    pub fn wrong_outputs(&self, voters: usize) -> Vec<(usize, u64, u64)> {
-        let majority = voters / 2 + 1;
+    /// differs from the one replicas with a right state reached there).
+    pub fn wrong_outputs(&self) -> Vec<(usize, u64, u64)> {
         self.delivered
             .iter()
             .filter(|delivered| {
-                let Some(at) = self.chains.get(&delivered.index) else { return false };
-                at.iter().any(|(chain, replicas)| {
-                    replicas.len() >= majority && *chain != delivered.chain
-                })
+                self.chains.get(&delivered.index).is_some_and(|right| *right != delivered.chain)
             })
             .map(|delivered| (delivered.operation, delivered.replica, delivered.index))
             .collect()
@@ -150,11 +175,13 @@ mod tests {
     fn an_answer_from_a_replica_whose_chain_differs_from_the_majority_is_wrong() {
         let mut checker = AuditChecker::new();
         for replica in [1, 2] {
-            checker.applied(replica, 5, 0xaa, Some((7, 1)));
+            checker.applied(replica, 5, 0xaa, Some((7, 1)), true).expect("agree");
         }
-        checker.applied(3, 5, 0xbb, Some((7, 1)));
+        checker.applied(3, 5, 0xbb, Some((7, 1)), false).expect("a divergent one is not judged");
         checker.delivered(1, 0, (7, 1));
         checker.delivered(3, 1, (7, 1));
-        assert_eq!(checker.wrong_outputs(3), vec![(1, 3, 5)]);
+        assert_eq!(checker.wrong_outputs(), vec![(1, 3, 5)]);
+        assert!(checker.applied(2, 6, 0xcc, None, true).is_ok());
+        assert!(checker.applied(1, 6, 0xdd, None, true).is_err());
     }
 }

@@ -57,7 +57,7 @@ pub enum MessageBody {
     /// Auditing between replicas: output chain reports, divergence verdicts, repairs. The
     /// consensus core carries these but never acts on them; the driver does
     /// ([`AuditMessage`]).
-    Audit(AuditMessage),
+    Audit(Box<AuditMessage>),
 }
 
 /// A request for a vote or a pre-vote.

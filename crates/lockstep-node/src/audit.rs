@@ -415,11 +415,11 @@ impl<M: StateMachine, D: Storage, T: Transport> Driver<M, D, T> {
                 self.enter_quarantine(divergence);
             }
             AuditMessage::RepairChunk(chunk) if from_leader => self.on_repair_chunk(from, chunk),
-            AuditMessage::Agreed(point) if from_leader => {
-                if point.index > self.audit.agreed_digest {
-                    self.audit.agreed_digest = point.index;
-                    self.write_agreed_checkpoint(&point);
-                }
+            AuditMessage::Agreed(point)
+                if from_leader && point.index > self.audit.agreed_digest =>
+            {
+                self.audit.agreed_digest = point.index;
+                self.write_agreed_checkpoint(&point);
             }
             _ => {}
         }
@@ -1157,7 +1157,7 @@ impl<M: StateMachine, D: Storage, T: Transport> Driver<M, D, T> {
             from: self.node.id(),
             to,
             term: self.node.term(),
-            body: MessageBody::Audit(message),
+            body: MessageBody::Audit(Box::new(message)),
         };
         self.transport.send(message);
     }

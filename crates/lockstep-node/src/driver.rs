@@ -730,7 +730,7 @@ impl<M: StateMachine, D: Storage, T: Transport> Driver<M, D, T> {
             return;
         }
         if let MessageBody::Audit(audit) = message.body {
-            self.on_audit(message.from, message.term, audit);
+            self.on_audit(message.from, message.term, *audit);
             self.drain();
             return;
         }

@@ -166,7 +166,14 @@ fn the_output_chain_is_equal_where_replicas_agree_and_parts_where_one_answers_di
     assert_eq!(good.chain_at(LogIndex(128)), bad.chain_at(LogIndex(128)));
     assert!(good.chain_at(LogIndex(128)).is_some());
     assert_ne!(good.chain_at(LogIndex(192)), bad.chain_at(LogIndex(192)));
-    assert_eq!(good.chain_at(LogIndex(100)), None, "only every 64th index is kept");
+    // The newest entries are kept one by one: they name the exact entry where they parted.
+    assert_eq!(good.chain_at(LogIndex(150)), bad.chain_at(LogIndex(150)));
+    assert_ne!(good.chain_at(LogIndex(151)), bad.chain_at(LogIndex(151)));
+    let window = bad.chains_between(LogIndex(128), LogIndex(192));
+    assert_eq!(window.len(), 64, "every index in (128, 192]");
+    let first = window.iter().find(|(index, value)| good.chain_at(*index) != Some(*value));
+    assert_eq!(first.map(|(index, _)| *index), Some(LogIndex(151)));
+    assert!(bad.chains_between(LogIndex(192), LogIndex(128)).is_empty(), "an empty window");
 }
 
 #[test]

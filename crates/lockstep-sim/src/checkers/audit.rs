@@ -62,6 +62,9 @@ pub struct Injected {
     pub ending: Option<Ending>,
 }
 
+/// A session request: (session, sequence).
+type Request = (u64, u64);
+
 /// An answer a client received for a write, with where it came from.
 #[derive(Clone, Copy, Debug)]
 struct Delivered {
@@ -79,7 +82,7 @@ pub struct AuditChecker {
     /// index -> the chain replicas reached there while their state was right.
     chains: BTreeMap<u64, u64>,
     /// replica -> (session, sequence) -> (index, chain) of its latest application.
-    answered_from: BTreeMap<u64, BTreeMap<(u64, u64), (u64, u64)>>,
+    answered_from: BTreeMap<u64, BTreeMap<Request, (u64, u64)>>,
     delivered: Vec<Delivered>,
 }
 

@@ -329,6 +329,9 @@ pub struct ChainReport {
     pub log_first: LogIndex,
     /// Whether the replica holds itself quarantined.
     pub quarantined: bool,
+    /// The index of the checkpoint its state was last replaced from (restart, snapshot,
+    /// repair): a change says the state the leader judged is gone.
+    pub restored_from: LogIndex,
 }
 
 /// The state digest a replica took at a digest point, with its chain there.

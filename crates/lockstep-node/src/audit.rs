@@ -157,6 +157,8 @@ const REPORT_REPEAT_TICKS: u64 = 20;
 const IDLE_DIGEST_TICKS: u64 = 20;
 /// The leader places at most one no-op for a checkpoint every this many ticks.
 const NOOP_TICKS: u64 = 10;
+/// Answers held this many ticks without the verified index moving are refused (retry).
+const HELD_STALL_TICKS: u64 = 100;
 /// A repair that hears nothing for this many ticks asks again where to go on from.
 const REPAIR_ASK_TICKS: u64 = 10;
 /// A repair that makes no progress for this many ticks starts over.
@@ -180,6 +182,14 @@ struct Peer {
     digests: BTreeMap<LogIndex, (DigestPoint, bool)>,
     agreed_digest: Option<LogIndex>,
     quarantined: bool,
+    /// Its `restored_from` when it was quarantined: a new one means its state was replaced.
+    quarantined_from: LogIndex,
+    /// Its latest `restored_from`.
+    restored_from: LogIndex,
+    /// The newest agreed point sent to it once it had applied it.
+    agreed_sent: LogIndex,
+    /// A checkpoint it refused for good (the next repair makes a fresh one).
+    bad_checkpoint: Option<LogIndex>,
     repair: Option<OutgoingRepair>,
 }
 
@@ -214,6 +224,12 @@ pub(crate) struct Audit<O> {
     /// The newest digest point where a majority of voters reported the same state digest
     /// (as leader: found; otherwise: told by the leader).
     pub(crate) agreed_digest: LogIndex,
+    /// Leader: the newest agreed digest point.
+    agreed_point: Option<DigestPoint>,
+    /// Leader: the verified index last seen, and for how many ticks it has not moved while
+    /// answers were held.
+    verified_seen: LogIndex,
+    held_stall_ticks: u64,
     /// Checkpoints taken at digest points and not yet written: each is written once a
     /// majority reports the same digest there (newest last).
     pub(crate) pending_checkpoints: VecDeque<PendingCheckpoint>,
@@ -247,6 +263,9 @@ impl<O> Default for Audit<O> {
             stats: AuditStats::default(),
             sabotage_no_compare: false,
             agreed_digest: LogIndex::ZERO,
+            agreed_point: None,
+            verified_seen: LogIndex::ZERO,
+            held_stall_ticks: 0,
             pending_checkpoints: VecDeque::new(),
         }
     }
@@ -276,13 +295,6 @@ impl<O> Audit<O> {
         {
             record.repaired_at = Some(index);
         }
-    }
-
-    /// Whether a repair checkpoint is being streamed (a new checkpoint would replace its file).
-    pub(crate) fn sending_repair(&self) -> bool {
-        self.peers
-            .values()
-            .any(|peer| peer.repair.as_ref().is_some_and(|repair| repair.checkpoint.is_some()))
     }
 }
 
@@ -399,6 +411,10 @@ impl<M: StateMachine, D: Storage, T: Transport> Driver<M, D, T> {
         if self.audit.config.is_none() || term != self.node.term() {
             return;
         }
+        // Network input: only from another member of the cluster.
+        if from == self.node.id() || !self.node.membership().contains(from) {
+            return;
+        }
         let leading = self.node.role() == Role::Leader;
         let from_leader = !leading && self.node.leader() == Some(from);
         match message {
@@ -415,10 +431,10 @@ impl<M: StateMachine, D: Storage, T: Transport> Driver<M, D, T> {
                 self.enter_quarantine(divergence);
             }
             AuditMessage::RepairChunk(chunk) if from_leader => self.on_repair_chunk(from, chunk),
-            AuditMessage::Agreed(point)
-                if from_leader && point.index > self.audit.agreed_digest =>
-            {
-                self.audit.agreed_digest = point.index;
+            AuditMessage::Agreed(point) if from_leader => {
+                // (Sent again once this replica has applied the point: a checkpoint held there
+                // is written then.)
+                self.audit.agreed_digest = self.audit.agreed_digest.max(point.index);
                 self.write_agreed_checkpoint(&point);
             }
             _ => {}
@@ -476,6 +492,21 @@ impl<M: StateMachine, D: Storage, T: Transport> Driver<M, D, T> {
         }
         if self.node.role() == Role::Leader {
             self.audit_leader_term();
+            // Digest points are for followers' reports; a leader has no use for the list.
+            self.state.take_new_digests();
+            // Answers held while the verified index stands still: nothing will verify them
+            // soon (a majority is down or quarantined); the clients ask again later.
+            let verified = self.verified_index();
+            if self.audit.held.is_empty() || verified != self.audit.verified_seen {
+                self.audit.verified_seen = verified;
+                self.audit.held_stall_ticks = 0;
+            } else {
+                self.audit.held_stall_ticks += 1;
+                if self.audit.held_stall_ticks >= HELD_STALL_TICKS {
+                    self.audit.held_stall_ticks = 0;
+                    self.release_held_unverified();
+                }
+            }
             // Entries applied since the last digest point and nothing new for a while: place
             // one, so that a state that went wrong is found even when no more writes come.
             let digested = self.state.latest_digest().map_or(LogIndex::ZERO, |point| point.index);
@@ -529,7 +560,14 @@ impl<M: StateMachine, D: Storage, T: Transport> Driver<M, D, T> {
             return;
         }
         let verified = self.audit.config.is_some_and(|config| config.verified_outputs);
-        if verified && matches!(completion, Completion::Done { .. }) {
+        // Answers worked out from the replicated state (an output, or a refusal the session
+        // table decided) are verified; the driver's own refusals are not.
+        let from_state = matches!(
+            completion,
+            Completion::Done { .. }
+                | Completion::Refused { refusal: Refusal::Stale | Refusal::Malformed, .. }
+        );
+        if verified && from_state {
             if self.node.role() == Role::Leader {
                 self.audit.held.entry(index).or_default().push(completion);
             } else {
@@ -539,15 +577,26 @@ impl<M: StateMachine, D: Storage, T: Transport> Driver<M, D, T> {
                 self.audit.stats.outputs_unverified += 1;
                 let request = completion_request(&completion);
                 let refusal = Refusal::Retry(
-                    "this replica no longer leads: the answer could \
-                                              not be verified by a majority"
-                        .to_string(),
+                    "this replica no longer leads: the answer could not be verified".to_string(),
                 );
                 self.completions.push(Completion::Refused { request, refusal });
             }
             return;
         }
         self.completions.push(completion);
+    }
+
+    /// Where the answer to a read served from the state as of `index` goes: with verified
+    /// outputs only a leader answers (held like any answer), others send the client to it.
+    pub(crate) fn complete_read(&mut self, index: LogIndex, completion: Completion<M::Output>) {
+        let verified = self.audit.config.is_some_and(|config| config.verified_outputs);
+        if verified && self.node.role() != Role::Leader && self.audit.quarantined.is_none() {
+            let request = completion_request(&completion);
+            let refusal = Refusal::NotLeader { leader: self.node.leader() };
+            self.completions.push(Completion::Refused { request, refusal });
+            return;
+        }
+        self.complete(index, completion);
     }
 
     // ----- leader ----------------------------------------------------------------------------
@@ -564,16 +613,33 @@ impl<M: StateMachine, D: Storage, T: Transport> Driver<M, D, T> {
     fn on_report(&mut self, from: NodeId, report: ChainReport) {
         self.audit_leader_term();
         self.audit.stats.reports_received += 1;
-        let own = self.state.chain_at(report.applied);
         let peer = self.audit.peers.entry(from).or_default();
-        if peer.quarantined && !report.quarantined && own == Some(report.chain) {
-            // It holds itself healthy again and its chain agrees: it restarted from a
-            // checkpoint a majority vouched for, or installed one from a leader. Judge it
-            // afresh from here.
-            *peer = Peer::default();
-            self.audit.record_repaired(from, report.applied);
+        if peer.quarantined && !report.quarantined {
+            if report.restored_from != peer.quarantined_from {
+                // Its state was replaced since it was found (a restart from a checkpoint a
+                // majority vouched for, or a snapshot): judge it afresh from here.
+                *peer = Peer::default();
+                self.audit.record_repaired(from, report.restored_from);
+            } else {
+                // It was never told, or the notice was lost: tell it again.
+                let notice = peer.found.clone();
+                if let Some(divergence) = notice {
+                    self.send_audit(from, AuditMessage::Quarantine(divergence));
+                }
+            }
+        }
+        let agreed_point = self.audit.agreed_point;
+        let peer = self.audit.peers.entry(from).or_default();
+        if let Some(point) = agreed_point {
+            if point.index > peer.agreed_sent && report.applied >= point.index {
+                // It has applied the agreed point now: a checkpoint it holds there can be
+                // written.
+                peer.agreed_sent = point.index;
+                self.send_audit(from, AuditMessage::Agreed(point));
+            }
         }
         let peer = self.audit.peers.entry(from).or_default();
+        peer.restored_from = report.restored_from;
         peer.reported = peer.reported.max(report.applied);
         peer.applied = report.applied;
         peer.log_first = report.log_first;
@@ -587,6 +653,17 @@ impl<M: StateMachine, D: Storage, T: Transport> Driver<M, D, T> {
         if newly_quarantined {
             // Told by an earlier leader: it stays out until repaired.
             peer.quarantined = true;
+            peer.quarantined_from = report.restored_from;
+            peer.found.get_or_insert_with(|| Divergence {
+                replica: from,
+                kind: DivergenceKind::Output,
+                index: report.applied,
+                exact: false,
+                expected: 0,
+                found: report.chain,
+                entry: "found by an earlier leader".to_string(),
+                detected_at: report.applied,
+            });
         }
         self.compare_chain(from, report.applied, report.chain);
         self.compare_digests(from);
@@ -682,24 +759,25 @@ impl<M: StateMachine, D: Storage, T: Transport> Driver<M, D, T> {
     /// Finds the newest digest point a majority agrees on; tells every replica when it moves
     /// (each writes the checkpoint it holds there, if its state was the same).
     fn update_agreed_digest(&mut self) {
-        let voters = self.node.membership().voters.len();
         let newest = self.state.newest_digests(crate::driver::DIGESTS_KEPT).into_iter().rev().find(
             |point| {
-                point.index > self.audit.agreed_digest
-                    && self.digest_alike_count(point.index, point) > voters / 2
+                point.index > self.audit.agreed_digest && self.digest_agreed(point.index, point)
             },
         );
         let Some(point) = newest else { return };
         self.audit.agreed_digest = point.index;
-        let members: Vec<NodeId> = self
-            .node
-            .membership()
-            .members()
-            .into_iter()
-            .filter(|id| *id != self.node.id())
-            .collect();
-        for member in members {
-            self.send_audit(member, AuditMessage::Agreed(point));
+        self.audit.agreed_point = Some(point);
+        let me = self.node.id();
+        let peers: Vec<NodeId> =
+            self.node.membership().members().into_iter().filter(|id| *id != me).collect();
+        for id in peers {
+            let applied = self.audit.peers.get(&id).map_or(LogIndex::ZERO, |peer| peer.applied);
+            if applied >= point.index {
+                if let Some(peer) = self.audit.peers.get_mut(&id) {
+                    peer.agreed_sent = point.index;
+                }
+                self.send_audit(id, AuditMessage::Agreed(point));
+            }
         }
         self.write_agreed_checkpoint(&point);
     }
@@ -736,7 +814,11 @@ impl<M: StateMachine, D: Storage, T: Transport> Driver<M, D, T> {
             return;
         }
         let Some(pending) = self.audit.pending_checkpoints.pop_front() else { return };
-        if pending.point != *point || self.checkpoints.in_progress || self.quarantined() {
+        if pending.point != *point
+            || self.checkpoints.in_progress
+            || self.quarantined()
+            || self.transfers_under_way()
+        {
             return;
         }
         self.start_checkpoint_from(pending.meta, pending.state);
@@ -779,36 +861,38 @@ impl<M: StateMachine, D: Storage, T: Transport> Driver<M, D, T> {
         if self.audit.sabotage_no_compare || self.audit.quarantined.is_some() {
             return;
         }
-        let membership = self.node.membership();
-        let voters: Vec<NodeId> = membership.voters.iter().copied().collect();
-        let majority = voters.len() / 2 + 1;
+        let membership = self.node.membership().clone();
         let me = self.node.id();
-        let leader_votes = usize::from(voters.contains(&me));
-        let dissent: Vec<&Divergence> = self
-            .audit
-            .peers
-            .iter()
-            .filter(|(id, peer)| voters.contains(id) && !peer.quarantined)
-            .filter_map(|(_, peer)| peer.differs.iter().min_by_key(|known| known.index))
-            .collect();
-        if leader_votes == 1 && dissent.len() >= majority {
-            // This leader is the one that differs.
-            let first = dissent.iter().min_by_key(|divergence| divergence.index).copied();
+        let peers = &self.audit.peers;
+        // A quorum (each half of a joint configuration) of other voters differs from this
+        // leader: it is the one that differs.
+        let dissent = membership.all_voters().contains(&me)
+            && membership.is_quorum(&|voter| {
+                voter != me
+                    && peers
+                        .get(&voter)
+                        .is_some_and(|peer| !peer.quarantined && !peer.differs.is_empty())
+            });
+        if dissent {
+            let first = peers
+                .values()
+                .filter(|peer| !peer.quarantined)
+                .flat_map(|peer| peer.differs.iter())
+                .min_by_key(|divergence| divergence.index)
+                .cloned();
             if let Some(first) = first {
                 let divergence = Divergence {
                     replica: me,
                     expected: first.found,
                     found: first.expected,
-                    ..first.clone()
+                    ..first
                 };
                 self.audit.stats.self_quarantines += 1;
                 self.enter_quarantine(divergence);
             }
             return;
         }
-        let judged: Vec<(NodeId, Divergence)> = self
-            .audit
-            .peers
+        let judged: Vec<(NodeId, Divergence)> = peers
             .iter()
             .filter(|(_, peer)| !peer.quarantined)
             .filter_map(|(id, peer)| {
@@ -825,19 +909,15 @@ impl<M: StateMachine, D: Storage, T: Transport> Driver<M, D, T> {
                                 .is_some_and(|(point, _)| *point == own)
                         }),
                     };
-                    let support = leader_votes
-                        + self
-                            .audit
-                            .peers
-                            .iter()
-                            .filter(|(other, other_peer)| {
-                                *other != id
-                                    && voters.contains(other)
-                                    && !other_peer.quarantined
-                                    && backs(other_peer)
-                            })
-                            .count();
-                    support >= majority
+                    // A quorum of voters, this leader included and the replica judged left
+                    // out, agrees where it differs.
+                    membership.is_quorum(&|voter| {
+                        voter == me
+                            || (voter != *id
+                                && peers
+                                    .get(&voter)
+                                    .is_some_and(|other| !other.quarantined && backs(other)))
+                    })
                 };
                 // An output difference first (it names an entry), then the earliest digest.
                 let mut candidates: Vec<&Divergence> = peer.differs.iter().collect();
@@ -854,6 +934,7 @@ impl<M: StateMachine, D: Storage, T: Transport> Driver<M, D, T> {
         let Some(peer) = self.audit.peers.get_mut(&id) else { return };
         peer.found = Some(divergence.clone());
         peer.quarantined = true;
+        peer.quarantined_from = peer.restored_from;
         let after = peer.agreed;
         self.audit.stats.divergences_found += 1;
         self.audit.record(divergence.clone());
@@ -921,28 +1002,19 @@ impl<M: StateMachine, D: Storage, T: Transport> Driver<M, D, T> {
 
     /// The newest index whose chain a majority of voters (this leader included) reported alike.
     fn verified_index(&self) -> LogIndex {
-        let membership = self.node.membership();
         let me = self.node.id();
-        let mut agreed: Vec<LogIndex> = membership
-            .voters
-            .iter()
-            .map(|id| {
-                if *id == me {
-                    self.state.chain().index
-                } else {
-                    self.audit
-                        .peers
-                        .get(id)
-                        .filter(|peer| !peer.quarantined)
-                        .map_or(LogIndex::ZERO, |peer| peer.agreed)
-                }
-            })
-            .collect();
-        if agreed.is_empty() {
-            return LogIndex::ZERO;
-        }
-        agreed.sort_unstable_by(|a, b| b.cmp(a));
-        agreed[agreed.len() / 2]
+        let applied = self.state.chain().index;
+        self.node.membership().committed_index(&|id| {
+            if id == me {
+                applied
+            } else {
+                self.audit
+                    .peers
+                    .get(&id)
+                    .filter(|peer| !peer.quarantined)
+                    .map_or(LogIndex::ZERO, |peer| peer.agreed)
+            }
+        })
     }
 
     fn release_verified(&mut self) {
@@ -1033,21 +1105,17 @@ impl<M: StateMachine, D: Storage, T: Transport> Driver<M, D, T> {
         }
     }
 
-    /// How many voters (this leader included) reported `own` at `index`.
-    fn digest_alike_count(&self, index: LogIndex, own: &DigestPoint) -> usize {
+    /// Whether a quorum of voters (this leader included; each half of a joint configuration)
+    /// reported `own` at `index`.
+    fn digest_agreed(&self, index: LogIndex, own: &DigestPoint) -> bool {
         let me = self.node.id();
-        self.node
-            .membership()
-            .voters
-            .iter()
-            .filter(|voter| {
-                **voter == me
-                    || self.audit.peers.get(voter).is_some_and(|other| {
-                        !other.quarantined
-                            && other.digests.get(&index).is_some_and(|(point, _)| point == own)
-                    })
-            })
-            .count()
+        self.node.membership().is_quorum(&|voter| {
+            voter == me
+                || self.audit.peers.get(&voter).is_some_and(|other| {
+                    !other.quarantined
+                        && other.digests.get(&index).is_some_and(|(point, _)| point == own)
+                })
+        })
     }
 
     /// This leader's latest checkpoint, if it is at a digest point where a majority of voters
@@ -1057,11 +1125,13 @@ impl<M: StateMachine, D: Storage, T: Transport> Driver<M, D, T> {
         let index = checkpoint.meta.last_index;
         let own = self.state.digest_at(index)?;
         let peer = self.audit.peers.get(&id)?;
-        if index.next() < peer.log_first || index > peer.applied {
+        if index.get().saturating_add(1) < peer.log_first.get() || index > peer.applied {
             return None;
         }
-        let voters = self.node.membership().voters.len();
-        (self.digest_alike_count(index, &own) > voters / 2).then_some((checkpoint, own))
+        if peer.bad_checkpoint == Some(index) {
+            return None;
+        }
+        self.digest_agreed(index, &own).then_some((checkpoint, own))
     }
 
     fn send_repair_chunks(&mut self, to: NodeId, offer: bool) {
@@ -1134,6 +1204,15 @@ impl<M: StateMachine, D: Storage, T: Transport> Driver<M, D, T> {
             if reason.starts_with(REFUSED_FOR_GOOD) {
                 // This checkpoint will never do: make a fresh one.
                 *repair = OutgoingRepair::default();
+                peer.bad_checkpoint = Some(answer.index);
+            } else if reason.starts_with(NOT_QUARANTINED) {
+                // It never got the notice: send it again, and the chunks after it.
+                repair.acked = 0;
+                repair.sent = 0;
+                let notice = peer.found.clone();
+                if let Some(divergence) = notice {
+                    self.send_audit(from, AuditMessage::Quarantine(divergence));
+                }
             } else {
                 repair.acked = answer.next_offset;
                 repair.sent = answer.next_offset;
@@ -1175,6 +1254,7 @@ impl<M: StateMachine, D: Storage, T: Transport> Driver<M, D, T> {
             digests,
             log_first: self.node.first_index(),
             quarantined: self.audit.quarantined.is_some(),
+            restored_from: self.state.restored_from(),
         };
         self.audit.last_report = chain.index;
         self.audit.ticks_since_report = 0;
@@ -1215,19 +1295,18 @@ impl<M: StateMachine, D: Storage, T: Transport> Driver<M, D, T> {
             repaired,
             refused,
         };
-        if self.audit.quarantined.is_none() {
-            // Repaired already (the answer was lost), or never told: nothing to do.
-            self.send_audit(from, AuditMessage::RepairAnswer(answer(0, true, None)));
-            return;
-        }
         let refuse = |driver: &mut Self, next_offset: u64, why: String| {
             driver.audit.stats.repair_refusals += 1;
-            driver.send_audit(
-                from,
-                AuditMessage::RepairAnswer(answer(next_offset, false, Some(why))),
-            );
+            let refused = answer(next_offset, false, Some(why));
+            driver.send_audit(from, AuditMessage::RepairAnswer(refused));
         };
-        if index.next() < self.node.first_index() {
+        if self.audit.quarantined.is_none() {
+            // Never told (or told and repaired since): the leader sends the notice again if it
+            // still holds this replica divergent.
+            refuse(self, 0, format!("{NOT_QUARANTINED}: this replica holds itself healthy"));
+            return;
+        }
+        if index.get().saturating_add(1) < self.node.first_index().get() {
             let why = format!(
                 "{REFUSED_FOR_GOOD}: checkpoint {index} is older than this replica's log (from {})",
                 self.node.first_index()
@@ -1259,31 +1338,43 @@ impl<M: StateMachine, D: Storage, T: Transport> Driver<M, D, T> {
             self.send_audit(from, AuditMessage::RepairAnswer(answer(received, false, None)));
             return;
         }
-        let restored = match self.storage.finish_snapshot() {
-            Ok(mut reader) => self.state.restore(&mut reader),
-            Err(error) => {
-                refuse(self, 0, error);
-                return;
-            }
+        // Restore it before it is kept, and keep it only if it is the state the majority
+        // reported: until then, what is on disk stays as it was.
+        let restored = match self.storage.received_snapshot_reader() {
+            Ok(mut reader) => self.state.restore(&mut reader).map_err(|error| error.to_string()),
+            Err(error) => Err(error),
         };
-        if let Err(error) = restored {
-            refuse(self, 0, format!("{REFUSED_FOR_GOOD}: restoring checkpoint {index}: {error}"));
+        let checked = restored.and_then(|()| {
+            let digest = self.state.state_digest();
+            let restored_chain = self.state.chain();
+            if digest == state_digest && restored_chain == (Chain { index, value: chain }) {
+                Ok(())
+            } else {
+                Err(format!(
+                    "it restores to digest {:016x} and chain {:016x}; the majority reported \
+                     {:016x} and {chain:016x}",
+                    digest_prefix(&digest),
+                    restored_chain.value,
+                    digest_prefix(&state_digest)
+                ))
+            }
+        });
+        if let Err(why) = checked {
+            // Not the state the majority reported (or unreadable): this replica stays
+            // quarantined (its state in memory is no better than before), its disk keeps what
+            // it had, and the leader makes a fresh checkpoint.
+            self.storage.abandon_snapshot();
+            refuse(self, 0, format!("{REFUSED_FOR_GOOD}: checkpoint {index}: {why}"));
             return;
         }
-        let digest = self.state.machine().digest().0;
-        let restored_chain = self.state.chain();
-        if digest != state_digest || restored_chain != (Chain { index, value: chain }) {
-            // Not the state the majority reported: this replica stays quarantined, and the
-            // leader makes a fresh checkpoint.
-            let why = format!(
-                "{REFUSED_FOR_GOOD}: checkpoint {index} restores to digest {:016x} and chain \
-                 {:016x}; the majority reported {:016x} and {chain:016x}",
-                digest_prefix(&digest),
-                restored_chain.value,
-                digest_prefix(&state_digest)
-            );
-            refuse(self, 0, why);
-            return;
+        if let Err(error) = self.storage.finish_snapshot() {
+            // The state in memory is the agreed one; the disk keeps its older checkpoint (a
+            // restart replays the log from there).
+            let note = format!("the repair checkpoint {index} could not be kept: {error}");
+            if self.checkpoints.refusals.len() == crate::checkpoint::REFUSALS_KEPT {
+                self.checkpoints.refusals.pop_front();
+            }
+            self.checkpoints.refusals.push_back(note);
         }
         if !self.node.rewind_applied(index) {
             self.failure = Some(format!(
@@ -1296,6 +1387,7 @@ impl<M: StateMachine, D: Storage, T: Transport> Driver<M, D, T> {
         self.audit.record_repaired(self.node.id(), index);
         self.audit.stats.repairs_done += 1;
         self.audit.last_report = LogIndex::ZERO;
+        self.audit.pending_checkpoints.clear();
         self.node.set_quarantined(false);
         self.send_audit(from, AuditMessage::RepairAnswer(answer(chunk.total_bytes, true, None)));
     }
@@ -1303,6 +1395,9 @@ impl<M: StateMachine, D: Storage, T: Transport> Driver<M, D, T> {
 
 /// A refusal that starts with this is final for that checkpoint: the leader makes a new one.
 const REFUSED_FOR_GOOD: &str = "refused";
+/// A refusal that starts with this says the replica holds itself healthy (it never got the
+/// notice): the leader sends it again.
+const NOT_QUARANTINED: &str = "not quarantined";
 
 fn digest_prefix(digest: &[u8; 32]) -> u64 {
     let mut bytes = [0u8; 8];

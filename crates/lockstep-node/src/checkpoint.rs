@@ -226,7 +226,6 @@ impl<M: StateMachine, D: Storage, T: Transport> Driver<M, D, T> {
         // A new checkpoint would replace the file a transfer is reading: wait for it.
         !self.checkpoints.in_progress
             && self.checkpoints.outgoing.is_empty()
-            && !self.audit.sending_repair()
             && self.audit.quarantined.is_none()
             && applied > self.checkpoints.last_index
             && (self.checkpoints.entries_since >= policy.entries
@@ -255,6 +254,12 @@ impl<M: StateMachine, D: Storage, T: Transport> Driver<M, D, T> {
     /// Counts applied entries toward the policy.
     /// The replicated state was restored from a checkpoint through `index` (a repair): count
     /// from there.
+    /// Whether a snapshot transfer to a follower is under way (a new checkpoint would replace
+    /// the file it reads).
+    pub(crate) fn transfers_under_way(&self) -> bool {
+        !self.checkpoints.outgoing.is_empty()
+    }
+
     pub(crate) fn restored_at(&mut self, index: LogIndex) {
         self.checkpoints.last_index = index;
         self.checkpoints.entries_since = 0;

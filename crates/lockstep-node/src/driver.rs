@@ -91,6 +91,16 @@ pub trait Storage {
     fn finish_snapshot(&mut self) -> Result<Box<dyn io::Read>, String> {
         Err("this storage cannot receive snapshots".to_string())
     }
+
+    /// A reader of the snapshot being received, checked whole but not made durable: to look
+    /// at before keeping it ([`Storage::finish_snapshot`]) or dropping it
+    /// ([`Storage::abandon_snapshot`]).
+    fn received_snapshot_reader(&mut self) -> Result<Box<dyn io::Read>, String> {
+        Err("this storage cannot receive snapshots".to_string())
+    }
+
+    /// Drops the snapshot being received.
+    fn abandon_snapshot(&mut self) {}
 }
 
 /// Where the driver sends messages to other replicas.
@@ -198,6 +208,8 @@ pub struct Replicated<M: StateMachine> {
     digests: VecDeque<DigestPoint>,
     /// Digest points not yet handed out by [`Replicated::take_new_digests`].
     new_digests: Vec<DigestPoint>,
+    /// The index of the snapshot the state was last restored from.
+    restored_from: LogIndex,
 }
 
 /// The output chain: a running hash over everything a replica applied, in order. After entry
@@ -258,7 +270,22 @@ impl<M: StateMachine> Replicated<M> {
             digests_on: false,
             digests: VecDeque::new(),
             new_digests: Vec::new(),
+            restored_from: LogIndex::ZERO,
         }
+    }
+
+    /// The index of the snapshot the state was last restored from (zero: none).
+    pub fn restored_from(&self) -> LogIndex {
+        self.restored_from
+    }
+
+    /// The state digest the audit compares: the state machine's digest, and the session
+    /// table's (a wrong session table answers retries wrongly).
+    pub fn state_digest(&self) -> [u8; 32] {
+        let mut hasher = blake3::Hasher::new();
+        hasher.update(&self.machine.digest().0);
+        hasher.update(&self.sessions.encode());
+        *hasher.finalize().as_bytes()
     }
 
     /// Takes the state machine's digest at every no-op entry (a point the leader places) and
@@ -303,9 +330,8 @@ impl<M: StateMachine> Replicated<M> {
         values.extend(
             self.recent.iter().filter(|(index, _)| *index > after && *index <= through).copied(),
         );
-        if values.len() > RECENT_CHAINS {
-            values.drain(..values.len() - RECENT_CHAINS);
-        }
+        // The first difference is near `after`: keep the oldest.
+        values.truncate(RECENT_CHAINS);
         values
     }
 
@@ -361,7 +387,7 @@ impl<M: StateMachine> Replicated<M> {
             let point = DigestPoint {
                 index: entry.index,
                 chain: self.chain.value,
-                digest: self.machine.digest().0,
+                digest: self.state_digest(),
             };
             self.digests.push_back(point);
             if self.digests.len() > DIGESTS_KEPT {
@@ -498,6 +524,7 @@ impl<M: StateMachine> Replicated<M> {
         self.recent.clear();
         self.digests.clear();
         self.new_digests.clear();
+        self.restored_from = chain.index;
         if chain.index > LogIndex::ZERO {
             self.chain_points.insert(chain.index, chain.value);
             self.recent.push_back((chain.index, chain.value));
@@ -904,6 +931,9 @@ impl<M: StateMachine, D: Storage, T: Transport> Driver<M, D, T> {
         if !self.node.membership().voters.contains(&target) {
             return Err(format!("replica {target} is not a voter"));
         }
+        if self.audit_refuses_reads_for(target) {
+            return Err(format!("replica {target} is quarantined (its state differs)"));
+        }
         let matched = self.node.progress(target).map_or(LogIndex::ZERO, |p| p.match_index);
         let behind = self.node.last_index().get().saturating_sub(matched.get());
         let allowed = self.node.config().promotion_lag_max;
@@ -1035,7 +1065,7 @@ impl<M: StateMachine, D: Storage, T: Transport> Driver<M, D, T> {
                 if let Some((request, query)) = self.reads.remove(&read.id) {
                     let output = self.state.machine.query(&query);
                     let at = self.state.chain().index;
-                    self.complete(at, Completion::Done { request, output });
+                    self.complete_read(at, Completion::Done { request, output });
                 }
             }
             for event in output.events {

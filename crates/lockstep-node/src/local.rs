@@ -150,4 +150,12 @@ impl Storage for LocalStorage {
     fn finish_snapshot(&mut self) -> Result<Box<dyn io::Read>, String> {
         self.store.finish_received()
     }
+
+    fn received_snapshot_reader(&mut self) -> Result<Box<dyn io::Read>, String> {
+        self.store.received_reader()
+    }
+
+    fn abandon_snapshot(&mut self) {
+        self.store.abandon_received();
+    }
 }

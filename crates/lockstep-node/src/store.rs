@@ -487,6 +487,24 @@ impl LogStore {
         .map_err(|error| error.to_string())
     }
 
+    /// A reader of the snapshot being received, checked whole but not yet made durable (it
+    /// stays the one being received): to look at it before keeping it.
+    pub fn received_reader(&mut self) -> Result<Box<dyn std::io::Read>, String> {
+        let Some((receiver, _)) = self.receiving.as_mut() else {
+            return Err("no snapshot is being received".to_string());
+        };
+        let stored = receiver.checked().map_err(|error| error.to_string())?;
+        let reader = self.snapshots.reader(&stored).map_err(|error| error.to_string())?;
+        Ok(Box::new(reader))
+    }
+
+    /// Drops the snapshot being received, if any.
+    pub fn abandon_received(&mut self) {
+        if let Some((receiver, _)) = self.receiving.take() {
+            receiver.abandon();
+        }
+    }
+
     /// Finishes the snapshot being received (see [`LogStore::finish_snapshot`]) and returns a
     /// reader of its data, to restore the state machine from.
     pub fn finish_received(&mut self) -> Result<Box<dyn std::io::Read>, String> {

@@ -255,4 +255,12 @@ impl Storage for ThreadedStorage {
     fn finish_snapshot(&mut self) -> Result<Box<dyn io::Read>, String> {
         lock(&self.store).finish_received()
     }
+
+    fn received_snapshot_reader(&mut self) -> Result<Box<dyn io::Read>, String> {
+        lock(&self.store).received_reader()
+    }
+
+    fn abandon_snapshot(&mut self) {
+        lock(&self.store).abandon_received();
+    }
 }

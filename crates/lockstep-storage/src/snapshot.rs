@@ -380,6 +380,13 @@ impl SnapshotReceiver {
         Ok(())
     }
 
+    /// Checks the whole file as [`SnapshotReceiver::finish`] does, without making it durable:
+    /// the snapshot as it stands in its temporary file, to read before deciding to keep it.
+    pub fn checked(&mut self) -> Result<StoredSnapshot, SnapshotError> {
+        let footer = self.check()?;
+        Ok(StoredSnapshot { path: self.temporary.clone(), footer })
+    }
+
     /// Gives up on this snapshot: its temporary file is removed.
     pub fn abandon(self) {
         let _ = self.disk.remove(&self.temporary);

@@ -31,8 +31,8 @@
 
 pub mod protocol;
 pub use protocol::{
-    ClientError, ClientMessage, MemberInfo, MemberRequest, PeerHello, PeerStream, ReadConsistency,
-    ReplicaStatus, ServerMessage,
+    AuditRequest, AuditView, ClientError, ClientMessage, MemberInfo, MemberRequest, PeerAuditView,
+    PeerHello, PeerStream, ReadConsistency, ReplicaStatus, ServerMessage,
 };
 
 use std::fmt;

@@ -85,6 +85,13 @@ pub enum ClientMessage<I, Q> {
         /// What to do.
         request: MemberRequest,
     },
+    /// An audit request (answered by the leader).
+    Audit {
+        /// The client's id for this request on this connection.
+        id: u64,
+        /// What is asked.
+        request: AuditRequest,
+    },
 }
 
 /// A request about the cluster's members.
@@ -205,6 +212,65 @@ pub struct ReplicaStatus {
     /// The output chain there: a running hash over every entry applied and its output, hex.
     /// Replicas with the same chain at the same index applied the same and answered the same.
     pub chain: String,
+    /// The audit of replicas as this replica sees it.
+    pub audit: AuditView,
+}
+
+/// The audit as one replica sees it (see `docs/auditing.md`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditView {
+    /// Whether the audit runs.
+    pub enabled: bool,
+    /// Whether answers wait until a majority reported the same output chain.
+    pub verified_outputs: bool,
+    /// Why this replica is quarantined (serves no reads, casts no votes), if it is.
+    pub quarantined: Option<String>,
+    /// Leader: the newest index whose output chain a majority of voters reported alike.
+    pub agreed: u64,
+    /// The newest digest point whose state digest a majority reported alike (as leader:
+    /// found; otherwise: told).
+    pub agreed_digest: u64,
+    /// This replica's newest state digest point.
+    pub digest_index: u64,
+    /// The digest there, hex.
+    pub digest: String,
+    /// Divergences found (as leader) or told of, oldest first.
+    pub history: Vec<String>,
+    /// Leader: each other replica.
+    pub peers: Vec<PeerAuditView>,
+    /// Divergent replicas found (as leader).
+    pub divergences_found: u64,
+    /// Times this replica found itself divergent while leading.
+    pub self_quarantines: u64,
+    /// Repairs this replica completed.
+    pub repairs_done: u64,
+}
+
+/// What a leader knows of another replica's audit.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeerAuditView {
+    /// The replica.
+    pub id: u64,
+    /// The newest index where its chain equals the leader's.
+    pub agreed: u64,
+    /// The newest index it reported.
+    pub reported: u64,
+    /// Whether it is quarantined.
+    pub quarantined: bool,
+    /// Whether a repair is under way.
+    pub repairing: bool,
+}
+
+/// What an operator asks of the audit.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum AuditRequest {
+    /// Compare now: the leader places a digest point every replica reports at once.
+    Check,
+    /// Repair this quarantined replica now (for manual repair).
+    Repair {
+        /// The replica.
+        id: u64,
+    },
 }
 
 /// A replica's answer to a client.
@@ -238,6 +304,14 @@ pub enum ServerMessage<O> {
         /// The members.
         members: Vec<MemberInfo>,
     },
+    /// An audit request was taken: for a check, the index of the digest point placed (0 for
+    /// a repair).
+    Audit {
+        /// The request's id.
+        id: u64,
+        /// The digest point's index.
+        index: u64,
+    },
 }
 
 impl<O> ServerMessage<O> {
@@ -247,7 +321,8 @@ impl<O> ServerMessage<O> {
             ServerMessage::Done { id, .. }
             | ServerMessage::Refused { id, .. }
             | ServerMessage::Status { id, .. }
-            | ServerMessage::Members { id, .. } => *id,
+            | ServerMessage::Members { id, .. }
+            | ServerMessage::Audit { id, .. } => *id,
         }
     }
 }

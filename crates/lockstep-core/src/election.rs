@@ -143,7 +143,13 @@ impl Node {
             || self.config.sabotage == Sabotage::VoteTwice;
         let up_to_date = self.log.is_up_to_date(request.last_log_index, request.last_log_term)
             || self.config.sabotage == Sabotage::IgnoreLogUpToDate;
-        let granted = can_vote && up_to_date && !self.quarantined;
+        // A quarantined replica stays out of elections while the others can hold one without
+        // it; once no leader has been heard of for two full election timeouts, it votes again
+        // (its log is sound: only what it applied is in doubt), so that quarantined replicas
+        // can never keep the cluster from electing a leader to repair them.
+        let quarantine_holds =
+            self.quarantined && self.leaderless_ticks < 2 * self.config.election_timeout_ticks_max;
+        let granted = can_vote && up_to_date && !quarantine_holds;
         let response = VoteResponse { granted };
         if pre_vote {
             // A granted pre-vote answers in the term it was asked about; a refusal in ours, so
@@ -219,6 +225,7 @@ impl Node {
             },
         }
         self.election_elapsed = 0;
+        self.leaderless_ticks = 0;
         true
     }
 

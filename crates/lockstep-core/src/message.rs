@@ -314,6 +314,12 @@ pub enum AuditMessage {
     /// chain at this index. A replica with the same there writes the checkpoint it holds for
     /// it: only states a majority vouched for are written.
     Agreed(DigestPoint),
+    /// The leader to a quarantined replica: your state and chain equal the leader's again at
+    /// this digest point (placed after you were found): leave quarantine.
+    Cleared {
+        /// The digest point.
+        index: LogIndex,
+    },
 }
 
 /// A replica's report of what it applied.
@@ -412,6 +418,7 @@ impl AuditMessage {
             AuditMessage::RepairChunk(_) => "AuditRepairChunk",
             AuditMessage::RepairAnswer(_) => "AuditRepairAnswer",
             AuditMessage::Agreed(_) => "AuditAgreed",
+            AuditMessage::Cleared { .. } => "AuditCleared",
         }
     }
 }
@@ -431,6 +438,7 @@ impl fmt::Display for AuditMessage {
             AuditMessage::ChainsRequest { after, through } => write!(f, "({after}, {through}]"),
             AuditMessage::Chains { values } => write!(f, "values={}", values.len()),
             AuditMessage::Agreed(point) => write!(f, "index={}", point.index),
+            AuditMessage::Cleared { index } => write!(f, "index={index}"),
             AuditMessage::Quarantine(divergence) => write!(
                 f,
                 "replica={} {:?} index={}{}",

@@ -180,6 +180,8 @@ pub struct Node {
     /// The driver's audit found this replica's state wrong: it neither campaigns nor votes
     /// until repaired.
     pub(crate) quarantined: bool,
+    /// Ticks since this replica last heard from a leader (or led).
+    pub(crate) leaderless_ticks: u64,
 
     pub(crate) output: Output,
     pub(crate) stats: Stats,
@@ -261,6 +263,7 @@ impl Node {
             handed_out_index: applied,
             applied_index: applied,
             quarantined: false,
+            leaderless_ticks: 0,
             output: Output::default(),
             stats: Stats::default(),
             config,
@@ -368,6 +371,10 @@ impl Node {
     /// and the expiry of a leadership transfer.
     pub fn tick(&mut self) {
         self.tick_count += 1;
+        self.leaderless_ticks = match self.role {
+            Role::Leader => 0,
+            _ => self.leaderless_ticks.saturating_add(1),
+        };
         self.expire_reads();
         if self.role == Role::Leader {
             self.tick_leader();

@@ -157,6 +157,8 @@ const REPORT_REPEAT_TICKS: u64 = 20;
 const IDLE_DIGEST_TICKS: u64 = 20;
 /// The leader places at most one no-op for a checkpoint every this many ticks.
 const NOOP_TICKS: u64 = 10;
+/// The leader checks its newest this many digest points against the others' together.
+const DIGESTS_COMPARED: usize = 4;
 /// Answers held this many ticks without the verified index moving are refused (retry).
 const HELD_STALL_TICKS: u64 = 100;
 /// A repair that hears nothing for this many ticks asks again where to go on from.
@@ -431,6 +433,13 @@ impl<M: StateMachine, D: Storage, T: Transport> Driver<M, D, T> {
                 self.enter_quarantine(divergence);
             }
             AuditMessage::RepairChunk(chunk) if from_leader => self.on_repair_chunk(from, chunk),
+            AuditMessage::Cleared { index } if from_leader => {
+                if self.audit.quarantined.take().is_some() {
+                    self.audit.record_repaired(self.node.id(), index);
+                    self.node.set_quarantined(false);
+                    self.audit.last_report = LogIndex::ZERO;
+                }
+            }
             AuditMessage::Agreed(point) if from_leader => {
                 // (Sent again once this replica has applied the point: a checkpoint held there
                 // is written then.)
@@ -734,6 +743,21 @@ impl<M: StateMachine, D: Storage, T: Transport> Driver<M, D, T> {
                 continue;
             }
             if own.digest == point.digest {
+                let healed = self.audit.peers.get(&from).is_some_and(|peer| {
+                    peer.quarantined
+                        && peer.found.as_ref().is_some_and(|found| point.index > found.detected_at)
+                });
+                if healed {
+                    // Quarantined, and now the same state and chain as this leader at a point
+                    // placed after it was found (it restarted and replayed its log right): it
+                    // rejoins without a repair.
+                    if let Some(peer) = self.audit.peers.get_mut(&from) {
+                        let restored_from = peer.restored_from;
+                        *peer = Peer { restored_from, ..Peer::default() };
+                    }
+                    self.audit.record_repaired(from, point.index);
+                    self.send_audit(from, AuditMessage::Cleared { index: point.index });
+                }
                 if let Some(peer) = self.audit.peers.get_mut(&from) {
                     peer.agreed = peer.agreed.max(point.index);
                     peer.agreed_digest = peer.agreed_digest.max(Some(point.index));
@@ -873,6 +897,46 @@ impl<M: StateMachine, D: Storage, T: Transport> Driver<M, D, T> {
                         .get(&voter)
                         .is_some_and(|peer| !peer.quarantined && !peer.differs.is_empty())
             });
+        // Or a quorum of other voters, quarantined ones included, reported one and the same
+        // state at a recent digest point, and it is not this leader's.
+        let outvoted =
+            self.state.newest_digests(DIGESTS_COMPARED).into_iter().rev().find_map(|own| {
+                let mut groups: BTreeMap<([u8; 32], u64), Vec<NodeId>> = BTreeMap::new();
+                for (id, peer) in peers.iter() {
+                    if let Some((point, _)) = peer.digests.get(&own.index) {
+                        if point.digest != own.digest || point.chain != own.chain {
+                            groups.entry((point.digest, point.chain)).or_default().push(*id);
+                        }
+                    }
+                }
+                groups.into_iter().find_map(|((digest, chain), group)| {
+                    let quorum = membership.all_voters().contains(&me)
+                        && membership.is_quorum(&|voter| group.contains(&voter));
+                    quorum.then(|| Divergence {
+                        replica: me,
+                        kind: if chain == own.chain {
+                            DivergenceKind::State
+                        } else {
+                            DivergenceKind::Output
+                        },
+                        index: own.index,
+                        exact: false,
+                        expected: if chain == own.chain { digest_prefix(&digest) } else { chain },
+                        found: if chain == own.chain {
+                            digest_prefix(&own.digest)
+                        } else {
+                            own.chain
+                        },
+                        entry: format!("state digest at {}", own.index),
+                        detected_at: self.node.commit_index(),
+                    })
+                })
+            });
+        if let Some(divergence) = outvoted {
+            self.audit.stats.self_quarantines += 1;
+            self.enter_quarantine(divergence);
+            return;
+        }
         if dissent {
             let first = peers
                 .values()

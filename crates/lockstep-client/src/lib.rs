@@ -34,7 +34,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-pub use lockstep_wire::{ClientError, MemberInfo, MemberRequest, ReadConsistency, ReplicaStatus};
+pub use lockstep_wire::{
+    AuditRequest, AuditView, ClientError, MemberInfo, MemberRequest, PeerAuditView,
+    ReadConsistency, ReplicaStatus,
+};
 use lockstep_wire::{ClientMessage, Decoder, Kind, ServerMessage};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -323,6 +326,19 @@ where
             |answer| match answer {
                 ServerMessage::Members { members, .. } => Ok(members),
                 _ => Err(Error::Malformed("not a member list".to_string())),
+            },
+        )
+        .await
+    }
+
+    /// Asks the leader for an audit action: for a check, the index of the digest point it
+    /// placed (every replica reports its state digest there); for a repair, 0.
+    pub async fn audit(&self, request: AuditRequest) -> Result<u64, Error> {
+        self.call_for(
+            |id| ClientMessage::<I, Q>::Audit { id, request: request.clone() },
+            |answer| match answer {
+                ServerMessage::Audit { index, .. } => Ok(index),
+                _ => Err(Error::Malformed("not an audit answer".to_string())),
             },
         )
         .await

@@ -1096,12 +1096,22 @@ impl Kv {
         Response::Compact
     }
 
-    /// A hash of every version kept up to `revision` (0: the current one).
-    fn hash(&self, revision: Revision) -> Response {
-        let revision = match self.readable(revision) {
+    /// A hash of every version kept up to `revision`; at the current one (0), the state
+    /// machine's digest (what the audit compares across replicas: history, compaction point,
+    /// leases), so that etcd's HashKV shows it.
+    fn hash(&self, requested: Revision) -> Response {
+        let revision = match self.readable(requested) {
             Ok(revision) => revision,
             Err(error) => return Response::Error(error),
         };
+        if requested == 0 {
+            let digest = StateMachine::digest(self).0;
+            return Response::Hash(HashResponse {
+                hash: u32::from_le_bytes([digest[0], digest[1], digest[2], digest[3]]),
+                hash_revision: revision,
+                compact_revision: self.compacted,
+            });
+        }
         let mut hasher = blake3::Hasher::new();
         hasher.update(&self.compacted.to_le_bytes());
         for (key, history) in &self.keys {

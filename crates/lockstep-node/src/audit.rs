@@ -132,6 +132,8 @@ pub struct AuditStatus {
     pub quarantined: Option<Divergence>,
     /// Leader: the newest index whose chain a majority of voters reported alike.
     pub agreed: LogIndex,
+    /// The newest digest point a majority reported alike (as leader: found; otherwise: told).
+    pub agreed_digest: LogIndex,
     /// This replica's newest state digest.
     pub latest_digest: Option<DigestPoint>,
     /// Divergences this replica found (as leader) or was told of, newest last.
@@ -364,6 +366,7 @@ impl<M: StateMachine, D: Storage, T: Transport> Driver<M, D, T> {
             verified_outputs: audit.config.is_some_and(|config| config.verified_outputs),
             quarantined: audit.quarantined.clone(),
             agreed: if leading { self.verified_index() } else { LogIndex::ZERO },
+            agreed_digest: audit.agreed_digest,
             latest_digest: self.state.latest_digest(),
             history: audit.history.iter().cloned().collect(),
             peers,

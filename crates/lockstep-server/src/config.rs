@@ -79,11 +79,41 @@ pub struct ServerConfig {
     /// automatically (0: never, as etcd's default; etcd's `--auto-compaction-mode=revision`).
     #[serde(default)]
     pub auto_compact_revisions: u64,
+    /// Audit the replicas (compare output chains and state digests, quarantine and repair a
+    /// replica that differs; see `docs/auditing.md`).
+    #[serde(default = "default_true")]
+    pub audit: bool,
+    /// Replicas report their output chain to the leader every this many entries.
+    #[serde(default = "default_audit_report_interval")]
+    pub audit_report_interval: u64,
+    /// Every replica takes its state digest at every multiple of this index (and at every
+    /// no-op entry); checkpoints are taken there.
+    #[serde(default = "default_audit_digest_interval")]
+    pub audit_digest_interval: u64,
+    /// How a divergent replica is repaired: "auto" (at once) or "manual" (by
+    /// `lockstep audit repair ID`).
+    #[serde(default)]
+    pub audit_repair: RepairSetting,
+    /// The leader answers a request only once a majority reported the same output chain at
+    /// its entry (a divergent replica's output never reaches a client).
+    #[serde(default)]
+    pub verified_outputs: bool,
     /// Test only: a deliberately broken server, for showing that fault tests catch it (only
     /// the hidden `--sabotage` flag sets it; a configuration file cannot).
     #[serde(skip)]
     #[doc(hidden)]
     pub sabotage: Option<Sabotage>,
+}
+
+/// How a divergent replica is repaired.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RepairSetting {
+    /// At once.
+    #[default]
+    Auto,
+    /// When an operator runs `lockstep audit repair ID`.
+    Manual,
 }
 
 /// Test only: how a deliberately broken server is broken.
@@ -97,8 +127,20 @@ pub enum Sabotage {
     /// Report writes durable when they are handed to the log thread, which writes and syncs
     /// them only once a second.
     EarlyAck,
+    /// Apply the client request at this index twice (once), as a state machine that is not
+    /// deterministic would: this replica's state and outputs depart from the others'.
+    DivergeAt(u64),
 }
 
+fn default_true() -> bool {
+    true
+}
+fn default_audit_report_interval() -> u64 {
+    64
+}
+fn default_audit_digest_interval() -> u64 {
+    16_384
+}
 fn default_tick_millis() -> u64 {
     50
 }
@@ -147,6 +189,11 @@ impl ServerConfig {
             lease_reads: false,
             join: false,
             auto_compact_revisions: 0,
+            audit: true,
+            audit_report_interval: default_audit_report_interval(),
+            audit_digest_interval: default_audit_digest_interval(),
+            audit_repair: RepairSetting::Auto,
+            verified_outputs: false,
             sabotage: None,
         }
     }
@@ -192,6 +239,12 @@ impl ServerConfig {
                     ConfigError(format!("members: replica {}: etcd address: {error}", member.id))
                 })?;
             }
+        }
+        if self.audit_report_interval == 0 {
+            return fail("audit_report_interval: at least 1".to_string());
+        }
+        if self.audit_digest_interval == 0 {
+            return fail("audit_digest_interval: at least 1".to_string());
         }
         if self.join && self.members.len() < 2 {
             return fail("join: the other members must be given too".to_string());

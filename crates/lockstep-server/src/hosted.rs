@@ -51,12 +51,21 @@ pub struct Hosted<M> {
     addresses: BTreeMap<u64, MemberAddress>,
     /// Raised by every change of the address book (not replicated: for the transport).
     changes: u64,
+    /// Test only: apply the user request at this index twice (see `Sabotage::DivergeAt`).
+    diverge_at: Option<u64>,
 }
 
 impl<M> Hosted<M> {
     /// Hosts `machine`, with no address recorded yet.
     pub fn new(machine: M) -> Hosted<M> {
-        Hosted { machine, addresses: BTreeMap::new(), changes: 0 }
+        Hosted { machine, addresses: BTreeMap::new(), changes: 0, diverge_at: None }
+    }
+
+    /// Test only: apply the user request at `index` twice, once, as a state machine that is
+    /// not deterministic would (this replica's state and outputs depart from the others').
+    #[doc(hidden)]
+    pub fn sabotage_diverge_at(&mut self, index: u64) {
+        self.diverge_at = Some(index);
     }
 
     /// The user's state machine.
@@ -103,7 +112,20 @@ impl<M: StateMachine> StateMachine for Hosted<M> {
 
     fn apply(&mut self, input: Self::Input, context: &ApplyContext) -> Self::Output {
         match input {
-            HostInput::User(input) => HostOutput::User(self.machine.apply(input, context)),
+            HostInput::User(input) => {
+                if self.diverge_at == Some(context.index.get()) {
+                    self.diverge_at = None;
+                    // Applied twice: the first time's effect is what departs.
+                    if let Ok(again) = postcard::to_stdvec(&input)
+                        .ok()
+                        .and_then(|bytes| postcard::from_bytes::<M::Input>(&bytes).ok())
+                        .ok_or(())
+                    {
+                        let _ = self.machine.apply(again, context);
+                    }
+                }
+                HostOutput::User(self.machine.apply(input, context))
+            }
             HostInput::Address(address) => {
                 let id = address.id;
                 match self.addresses.get(&id) {

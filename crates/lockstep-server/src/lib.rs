@@ -38,5 +38,5 @@ pub mod server;
 pub mod storage;
 pub mod transport;
 
-pub use config::{ConfigError, Member, Sabotage, ServerConfig};
+pub use config::{ConfigError, Member, RepairSetting, Sabotage, ServerConfig};
 pub use server::BoundServer;

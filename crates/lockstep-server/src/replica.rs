@@ -14,13 +14,14 @@
 use std::collections::BTreeMap;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
+use lockstep_core::message::{Divergence, DivergenceKind};
 use lockstep_core::{
     ConfigError, LogIndex, MembershipChange, Message, NodeId, Role, StateMachine, Term,
 };
 use lockstep_node::{ClientId, ClientRequest, Completion, Driver, Refusal, RequestId};
 use lockstep_wire::{
-    ClientError, ClientMessage, MemberInfo, MemberRequest, ReadConsistency, ReplicaStatus,
-    ServerMessage,
+    AuditRequest, AuditView, ClientError, ClientMessage, MemberInfo, MemberRequest, PeerAuditView,
+    ReadConsistency, ReplicaStatus, ServerMessage,
 };
 use tokio::sync::mpsc;
 
@@ -156,6 +157,7 @@ pub struct Replica<M: StateMachine> {
     /// Client addresses by replica id, to tell clients where the leader is.
     client_addresses: BTreeMap<u64, String>,
     was_leader: bool,
+    was_quarantined: bool,
     /// Test only (a deliberately broken server): linearizable reads answered from the local
     /// state, leader or not.
     pub(crate) unsafe_reads: bool,
@@ -180,6 +182,7 @@ impl<M: StateMachine> Replica<M> {
             cluster_id,
             client_addresses,
             was_leader: false,
+            was_quarantined: false,
             unsafe_reads: false,
         }
     }
@@ -276,6 +279,12 @@ impl<M: StateMachine> Replica<M> {
                     let output = self.driver.state().machine().machine().query(&query);
                     let _ = reply.send(ServerMessage::Done { id, output });
                 }
+                ReadConsistency::Follower if self.driver.quarantined() => {
+                    let error = ClientError::Retry(
+                        "this replica is quarantined (its state differs); ask another".into(),
+                    );
+                    let _ = reply.send(ServerMessage::Refused { id, error });
+                }
                 ReadConsistency::Follower => {
                     let output = self.driver.state().machine().machine().query(&query);
                     metrics::counter!("lockstep_reads_total", "consistency" => "follower")
@@ -298,7 +307,29 @@ impl<M: StateMachine> Replica<M> {
             ClientMessage::Members { id, client, sequence, request } => {
                 self.members_request(id, client, sequence, request, reply);
             }
+            ClientMessage::Audit { id, request } => self.audit_request(id, request, reply),
         }
+    }
+
+    fn audit_request(&mut self, id: u64, request: AuditRequest, reply: Reply<M::Output>) {
+        let node = self.driver.node();
+        if node.role() != Role::Leader {
+            let leader = node.leader();
+            let error = self.client_error(Refusal::NotLeader { leader });
+            let _ = reply.send(ServerMessage::Refused { id, error });
+            return;
+        }
+        let answer = match request {
+            AuditRequest::Check => match self.driver.audit_check() {
+                Ok(index) => ServerMessage::Audit { id, index: index.get() },
+                Err(reason) => ServerMessage::Refused { id, error: ClientError::Retry(reason) },
+            },
+            AuditRequest::Repair { id: replica } => match self.driver.repair(NodeId(replica)) {
+                Ok(()) => ServerMessage::Audit { id, index: 0 },
+                Err(reason) => ServerMessage::Refused { id, error: ClientError::Rejected(reason) },
+            },
+        };
+        let _ = reply.send(answer);
     }
 
     fn members_request(
@@ -633,6 +664,23 @@ impl<M: StateMachine> Replica<M> {
             .map(|progress| progress.inflights.bytes())
             .sum();
         metrics::gauge!("lockstep_bytes_in_flight").set(in_flight as f64);
+        let audit = self.driver.audit_stats();
+        metrics::gauge!("lockstep_audit_quarantined")
+            .set(f64::from(u8::from(self.driver.quarantined())));
+        metrics::counter!("lockstep_audit_divergences_found_total")
+            .absolute(audit.divergences_found);
+        metrics::counter!("lockstep_audit_self_quarantines_total").absolute(audit.self_quarantines);
+        metrics::counter!("lockstep_audit_repairs_total").absolute(audit.repairs_done);
+        metrics::counter!("lockstep_audit_outputs_verified_total").absolute(audit.outputs_verified);
+        if self.driver.quarantined() != self.was_quarantined {
+            self.was_quarantined = self.driver.quarantined();
+            match self.was_quarantined {
+                true => tracing::warn!(
+                    "this replica is quarantined: its state differs from the majority's"
+                ),
+                false => tracing::info!("this replica is repaired and serves again"),
+            }
+        }
     }
 
     /// This replica's status; the state's digest only if asked for (it reads the whole state).
@@ -660,6 +708,63 @@ impl<M: StateMachine> Replica<M> {
             failure: self.driver.failure().map(str::to_string),
             chain_index: self.driver.state().chain().index.get(),
             chain: format!("{:016x}", self.driver.state().chain().value),
+            audit: self.audit_view(),
+        }
+    }
+
+    /// The audit as this replica sees it, for the status.
+    fn audit_view(&self) -> AuditView {
+        let status = self.driver.audit_status();
+        let describe = |divergence: &Divergence| {
+            format!(
+                "replica {} differs ({}) at {} {}: expected {:016x}, found {:016x}; {} (found at \
+                 commit {})",
+                divergence.replica,
+                match divergence.kind {
+                    DivergenceKind::Output => "output chain",
+                    DivergenceKind::State => "state digest",
+                },
+                if divergence.exact { "entry" } else { "report" },
+                divergence.index,
+                divergence.expected,
+                divergence.found,
+                divergence.entry,
+                divergence.detected_at
+            )
+        };
+        let (digest_index, digest) = status.latest_digest.map_or((0, String::new()), |point| {
+            (point.index.get(), point.digest.iter().map(|byte| format!("{byte:02x}")).collect())
+        });
+        AuditView {
+            enabled: status.enabled,
+            verified_outputs: status.verified_outputs,
+            quarantined: status.quarantined.as_ref().map(describe),
+            agreed: status.agreed.get(),
+            agreed_digest: status.agreed_digest.get(),
+            digest_index,
+            digest,
+            history: status
+                .history
+                .iter()
+                .map(|record| match record.repaired_at {
+                    Some(at) => format!("{}; repaired from {at}", describe(&record.divergence)),
+                    None => describe(&record.divergence),
+                })
+                .collect(),
+            peers: status
+                .peers
+                .iter()
+                .map(|peer| PeerAuditView {
+                    id: peer.id.get(),
+                    agreed: peer.agreed.get(),
+                    reported: peer.reported.get(),
+                    quarantined: peer.quarantined,
+                    repairing: peer.repairing,
+                })
+                .collect(),
+            divergences_found: status.stats.divergences_found,
+            self_quarantines: status.stats.self_quarantines,
+            repairs_done: status.stats.repairs_done,
         }
     }
 }

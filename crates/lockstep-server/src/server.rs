@@ -8,13 +8,15 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use lockstep_core::{Config, Membership, NodeId, ReadMode, StateMachine};
-use lockstep_node::{CheckpointPolicy, Driver, LogStore, Replicated, SessionConfig};
+use lockstep_node::{
+    AuditConfig, CheckpointPolicy, Driver, LogStore, RepairMode, Replicated, SessionConfig,
+};
 use lockstep_storage::{RealDisk, WalOptions};
 use serde::Serialize;
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::clients::listen_clients;
-use crate::config::{Sabotage, ServerConfig};
+use crate::config::{RepairSetting, Sabotage, ServerConfig};
 use crate::hosted::{Hosted, MemberAddress};
 use crate::identity;
 use crate::replica::{Control, Event, Inputs, Replica, Stamped};
@@ -83,7 +85,11 @@ impl BoundServer {
             WalOptions::default(),
         )
         .map_err(|error| error.to_string())?;
-        let mut state = Replicated::new(Hosted::new(machine), SessionConfig::default());
+        let mut hosted = Hosted::new(machine);
+        if let Some(Sabotage::DivergeAt(index)) = config.sabotage {
+            hosted.sabotage_diverge_at(index);
+        }
+        let mut state = Replicated::new(hosted, SessionConfig::default());
         if let Some(stored) = store.latest_snapshot().cloned() {
             let mut reader = store.snapshot_reader(&stored).map_err(|error| error.to_string())?;
             state.restore(&mut reader).map_err(|error| {
@@ -150,6 +156,17 @@ impl BoundServer {
             growth_percent: config.checkpoint_growth_percent,
             ..CheckpointPolicy::default()
         });
+        if config.audit {
+            driver.set_audit(AuditConfig {
+                report_interval: config.audit_report_interval,
+                digest_interval: config.audit_digest_interval,
+                repair: match config.audit_repair {
+                    RepairSetting::Auto => RepairMode::Automatic,
+                    RepairSetting::Manual => RepairMode::Manual,
+                },
+                verified_outputs: config.verified_outputs,
+            });
+        }
         let mut replica = Replica::new(driver, config.cluster_id, configured);
         if config.sabotage == Some(Sabotage::UnsafeReads) {
             replica.unsafe_reads = true;

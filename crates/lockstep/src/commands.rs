@@ -1,14 +1,16 @@
 //! The client commands: put, get, del, scan, txn, status.
 
 use bytes::Bytes;
-use lockstep_client::{Client, ClientOptions, MemberRequest, ReadConsistency, ReplicaStatus};
+use lockstep_client::{
+    AuditRequest, Client, ClientOptions, MemberRequest, ReadConsistency, ReplicaStatus,
+};
 use lockstep_kv::{
     Answer, CompactRequest, Compare, CompareOp, CompareTarget, DeleteRequest, KeyRange, KeyValue,
     Operation, PutRequest, RangeRequest, Request, Response, TxnRequest,
 };
 use serde_json::{json, Value};
 
-use crate::{ClientArgs, Command, Consistency, MemberAction, Output};
+use crate::{AuditAction, ClientArgs, Command, Consistency, MemberAction, Output};
 
 /// The client of the key-value service.
 pub type KvClient = Client<Request, Request, Answer>;
@@ -94,6 +96,7 @@ pub async fn run(command: Command) -> Result<(), String> {
         }
         Command::Status { client: args } => status(&args).await,
         Command::Member { action, client: args } => member(action, &args).await,
+        Command::Audit { action, client: args } => audit(action, &args).await,
         Command::Compact { revision, client: args } => {
             let answer = write(&args, Request::Compact(CompactRequest { revision })).await?;
             print_answer(&args, &answer)
@@ -421,6 +424,7 @@ async fn status(args: &ClientArgs) -> Result<(), String> {
                         "learners": status.learners,
                         "cluster_id": status.cluster_id,
                         "failure": status.failure,
+                        "audit": serde_json::to_value(&status.audit).unwrap_or(Value::Null),
                     }),
                     Err(error) => json!({ "endpoint": endpoint, "error": error }),
                 })
@@ -429,7 +433,7 @@ async fn status(args: &ClientArgs) -> Result<(), String> {
         }
         Output::Text => {
             println!(
-                "{:<4} {:<21} {:<10} {:>6} {:>10} {:>10} {:>10} {:<16} {:<16} {:>6}",
+                "{:<4} {:<21} {:<10} {:>6} {:>10} {:>10} {:>10} {:<16} {:<16} {:>6} {:<11}",
                 "ID",
                 "ADDRESS",
                 "ROLE",
@@ -439,12 +443,13 @@ async fn status(args: &ClientArgs) -> Result<(), String> {
                 "CHECKPOINT",
                 "DIGEST",
                 "CHAIN",
-                "LAG"
+                "LAG",
+                "AUDIT"
             );
             for (endpoint, result) in &results {
                 match result {
                     Ok(status) => println!(
-                        "{:<4} {:<21} {:<10} {:>6} {:>10} {:>10} {:>10} {:<16} {:<16} {:>6}",
+                        "{:<4} {:<21} {:<10} {:>6} {:>10} {:>10} {:>10} {:<16} {:<16} {:>6} {:<11}",
                         status.id,
                         endpoint,
                         status.role,
@@ -455,6 +460,7 @@ async fn status(args: &ClientArgs) -> Result<(), String> {
                         status.digest.get(..16).unwrap_or(&status.digest),
                         status.chain,
                         newest_commit.saturating_sub(status.applied),
+                        audit_word(status),
                     ),
                     Err(error) => println!("{:<4} {endpoint:<21} unreachable: {error}", "?"),
                 }
@@ -465,6 +471,131 @@ async fn status(args: &ClientArgs) -> Result<(), String> {
         return Err("no replica answered".to_string());
     }
     Ok(())
+}
+
+/// A replica's audit in one word: `ok`, `QUARANTINED`, or `off`.
+fn audit_word(status: &ReplicaStatus) -> &'static str {
+    match (&status.audit.quarantined, status.audit.enabled) {
+        (Some(_), _) => "QUARANTINED",
+        (None, true) => "ok",
+        (None, false) => "off",
+    }
+}
+
+async fn audit(action: Option<AuditAction>, args: &ClientArgs) -> Result<(), String> {
+    let checked = match action {
+        None => None,
+        Some(AuditAction::Repair { id }) => {
+            client(args).audit(AuditRequest::Repair { id }).await.map_err(|e| e.to_string())?;
+            if args.output == Output::Text {
+                println!("repairing replica {id}");
+            }
+            return Ok(());
+        }
+        Some(AuditAction::Check) => {
+            let index = client(args).audit(AuditRequest::Check).await.map_err(|e| e.to_string())?;
+            // Wait until every replica that answers has reported the point (or time is up).
+            let started = std::time::Instant::now();
+            while started.elapsed() < args.timeout() {
+                let results = statuses(args, false).await;
+                let leader = results
+                    .iter()
+                    .filter_map(|(_, result)| result.as_ref().ok())
+                    .find(|status| status.role == "leader");
+                let reported = leader.is_some_and(|leader| {
+                    leader.audit.peers.iter().all(|peer| peer.quarantined || peer.reported >= index)
+                });
+                if reported {
+                    break;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+            Some(index)
+        }
+    };
+    let results = statuses(args, false).await;
+    let leader = results
+        .iter()
+        .filter_map(|(_, result)| result.as_ref().ok())
+        .find(|status| status.role == "leader")
+        .cloned();
+    match args.output {
+        Output::Json => {
+            let replicas: Vec<Value> = results
+                .iter()
+                .map(|(endpoint, result)| match result {
+                    Ok(status) => json!({
+                        "endpoint": endpoint,
+                        "id": status.id,
+                        "role": status.role,
+                        "applied": status.applied,
+                        "chain": status.chain,
+                        "agreed": agreed_of(status, leader.as_ref()),
+                        "audit": serde_json::to_value(&status.audit).unwrap_or(Value::Null),
+                    }),
+                    Err(error) => json!({ "endpoint": endpoint, "error": error }),
+                })
+                .collect();
+            println!("{}", json!({ "checked_at": checked, "replicas": replicas }));
+        }
+        Output::Text => {
+            if let Some(index) = checked {
+                println!("compared at digest point {index}");
+            }
+            println!(
+                "{:<4} {:<10} {:>10} {:>10} {:>10} {:<16} {:<11}",
+                "ID", "ROLE", "APPLIED", "AGREED", "DIGEST AT", "DIGEST", "AUDIT"
+            );
+            for (endpoint, result) in &results {
+                match result {
+                    Ok(status) => println!(
+                        "{:<4} {:<10} {:>10} {:>10} {:>10} {:<16} {:<11}",
+                        status.id,
+                        status.role,
+                        status.applied,
+                        agreed_of(status, leader.as_ref())
+                            .map_or("-".to_string(), |a| a.to_string()),
+                        status.audit.digest_index,
+                        status.audit.digest.get(..16).unwrap_or(&status.audit.digest),
+                        audit_word(status),
+                    ),
+                    Err(error) => println!("{:<4} {endpoint} unreachable: {error}", "?"),
+                }
+            }
+            let mut history: Vec<String> = Vec::new();
+            for status in results.iter().filter_map(|(_, result)| result.as_ref().ok()) {
+                if let Some(why) = &status.audit.quarantined {
+                    history.push(format!("replica {} is quarantined: {why}", status.id));
+                }
+                for line in &status.audit.history {
+                    if !history.contains(line) {
+                        history.push(line.clone());
+                    }
+                }
+            }
+            if history.is_empty() {
+                println!("no divergence found");
+            } else {
+                println!("divergences:");
+                for line in history {
+                    println!("  {line}");
+                }
+            }
+        }
+    }
+    if results.iter().all(|(_, result)| result.is_err()) {
+        return Err("no replica answered".to_string());
+    }
+    Ok(())
+}
+
+/// The newest index where `status`'s replica agrees with a majority: as the leader sees it.
+fn agreed_of(status: &ReplicaStatus, leader: Option<&ReplicaStatus>) -> Option<u64> {
+    let leader = leader?;
+    if leader.id == status.id {
+        return Some(leader.audit.agreed);
+    }
+    leader.audit.peers.iter().find(|peer| peer.id == status.id).map(|peer| peer.agreed)
 }
 
 #[cfg(test)]

@@ -134,6 +134,14 @@ enum Command {
         #[command(flatten)]
         client: ClientArgs,
     },
+    /// The audit of replicas: per replica the latest output chain index a majority agreed
+    /// on, its newest state digest, whether it is quarantined, and the divergences found.
+    Audit {
+        #[command(subcommand)]
+        action: Option<AuditAction>,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
     /// Forget the history before a revision (reads below it are refused from then on).
     Compact {
         /// The revision.
@@ -177,6 +185,19 @@ enum MemberAction {
     /// Hand leadership to a caught-up voter.
     Transfer {
         /// The voter's id.
+        id: u64,
+    },
+}
+
+/// What `lockstep audit` does besides showing.
+#[derive(Subcommand, Debug, Clone)]
+enum AuditAction {
+    /// Compare now: the leader places a digest point; every replica reports its state digest
+    /// there; then show the result.
+    Check,
+    /// Repair a quarantined replica now (with `audit_repair = "manual"`).
+    Repair {
+        /// The replica's id.
         id: u64,
     },
 }

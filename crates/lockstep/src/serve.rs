@@ -24,7 +24,9 @@ use lockstep_server::{BoundServer, Member, ServerConfig};
 /// Optional: listen_peer, listen_client (default: this member's addresses), listen_metrics
 /// (none), tick_millis (50),
 /// heartbeat_ticks (1), election_ticks (10), checkpoint_entries (100000),
-/// checkpoint_growth_percent (100), lease_reads (false),
+/// checkpoint_growth_percent (100), lease_reads (false), audit (true),
+/// audit_report_interval (64), audit_digest_interval (16384), audit_repair ("auto"),
+/// verified_outputs (false),
 /// join (false), auto_compact_revisions (0: never).
 #[derive(Args, Debug, Default, Clone)]
 pub struct ServeArgs {
@@ -81,8 +83,24 @@ pub struct ServeArgs {
     /// Keep this many revisions of history, compacting older ones automatically (0: never).
     #[arg(long)]
     auto_compact_revisions: Option<u64>,
-    /// Test only: start deliberately broken (unsafe-reads, early-ack), to show fault tests
-    /// catch it.
+    /// Turn the audit of replicas off (it is on by default).
+    #[arg(long)]
+    no_audit: bool,
+    /// Replicas report their output chain to the leader every this many entries.
+    #[arg(long)]
+    audit_report_interval: Option<u64>,
+    /// Every replica takes its state digest at every multiple of this index.
+    #[arg(long)]
+    audit_digest_interval: Option<u64>,
+    /// Repair a divergent replica at once (auto) or only on `lockstep audit repair ID`
+    /// (manual).
+    #[arg(long, value_parser = parse_repair)]
+    audit_repair: Option<lockstep_server::RepairSetting>,
+    /// Answer a request only once a majority reported the same output chain at its entry.
+    #[arg(long)]
+    verified_outputs: bool,
+    /// Test only: start deliberately broken (unsafe-reads, early-ack, diverge-at=INDEX), to
+    /// show fault tests catch it.
     #[arg(long, hide = true, value_parser = parse_sabotage)]
     sabotage: Option<lockstep_server::Sabotage>,
     /// Print the resulting configuration as TOML and exit.
@@ -91,10 +109,22 @@ pub struct ServeArgs {
 }
 
 fn parse_sabotage(text: &str) -> Result<lockstep_server::Sabotage, String> {
+    if let Some(index) = text.strip_prefix("diverge-at=") {
+        let index = index.parse().map_err(|_| format!("diverge-at={index}: not an index"))?;
+        return Ok(lockstep_server::Sabotage::DivergeAt(index));
+    }
     match text {
         "unsafe-reads" => Ok(lockstep_server::Sabotage::UnsafeReads),
         "early-ack" => Ok(lockstep_server::Sabotage::EarlyAck),
-        _ => Err(format!("unknown sabotage `{text}` (unsafe-reads, early-ack)")),
+        _ => Err(format!("unknown sabotage `{text}` (unsafe-reads, early-ack, diverge-at=INDEX)")),
+    }
+}
+
+fn parse_repair(text: &str) -> Result<lockstep_server::RepairSetting, String> {
+    match text {
+        "auto" => Ok(lockstep_server::RepairSetting::Auto),
+        "manual" => Ok(lockstep_server::RepairSetting::Manual),
+        _ => Err(format!("unknown repair mode `{text}` (auto, manual)")),
     }
 }
 
@@ -182,6 +212,21 @@ pub fn config(args: &ServeArgs) -> Result<ServerConfig, String> {
     }
     if let Some(value) = args.checkpoint_growth_percent {
         config.checkpoint_growth_percent = value;
+    }
+    if args.no_audit {
+        config.audit = false;
+    }
+    if let Some(value) = args.audit_report_interval {
+        config.audit_report_interval = value;
+    }
+    if let Some(value) = args.audit_digest_interval {
+        config.audit_digest_interval = value;
+    }
+    if let Some(value) = args.audit_repair {
+        config.audit_repair = value;
+    }
+    if args.verified_outputs {
+        config.verified_outputs = true;
     }
     if args.lease_reads {
         config.lease_reads = true;

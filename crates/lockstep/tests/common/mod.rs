@@ -92,6 +92,8 @@ pub struct Cluster {
     pub replicas: BTreeMap<u64, Replica>,
     /// More arguments for every `lockstep serve`.
     pub extra_args: Vec<String>,
+    /// More arguments for one replica's `lockstep serve`.
+    pub replica_args: BTreeMap<u64, Vec<String>>,
 }
 
 impl Cluster {
@@ -104,7 +106,13 @@ impl Cluster {
                 (id, Replica { id, peer, client, etcd, child: None, joined: None })
             })
             .collect();
-        Cluster { dir: TempDir::new(name), cluster_id: 4242, replicas, extra_args: Vec::new() }
+        Cluster {
+            dir: TempDir::new(name),
+            cluster_id: 4242,
+            replicas,
+            extra_args: Vec::new(),
+            replica_args: BTreeMap::new(),
+        }
     }
 
     pub fn data_dir(&self, id: u64) -> PathBuf {
@@ -132,6 +140,7 @@ impl Cluster {
             "5000".to_string(),
         ];
         args.extend(self.extra_args.iter().cloned());
+        args.extend(self.replica_args.get(&id).into_iter().flatten().cloned());
         let joined = self.replicas[&id].joined.clone();
         if joined.is_some() {
             args.push("--join".to_string());

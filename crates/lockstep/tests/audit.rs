@@ -1,0 +1,237 @@
+//! Auditing against real processes: three servers, one of them started with a test-only flag
+//! that makes its state machine apply one request twice (as a non-deterministic state machine
+//! would). `lockstep status` shows it quarantined within the bound, its reads are refused, and
+//! it is repaired (by `lockstep audit repair` with manual repair, at once with automatic), its
+//! state equal to the others' again; no client request fails but for retried ones.
+
+mod common;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::{lockstep, Cluster};
+use lockstep_client::Client;
+use lockstep_kv::{Answer, KeyRange, RangeRequest, Request, Response};
+use serde_json::Value;
+
+type KvClient = Client<Request, Request, Answer>;
+
+/// The entry replica 3 applies twice.
+const DIVERGE_AT: u64 = 300;
+/// Reports every 16 entries, digests every 64: the divergence must be found before the
+/// leader commits this many entries past it.
+const BOUND: u64 = 2 * 64 + 16;
+
+fn cluster(name: &str, repair: &str) -> Cluster {
+    let mut cluster = Cluster::new(name, 3);
+    cluster.extra_args = vec![
+        "--audit-report-interval".into(),
+        "16".into(),
+        "--audit-digest-interval".into(),
+        "64".into(),
+        "--audit-repair".into(),
+        repair.into(),
+    ];
+    cluster.replica_args.insert(3, vec!["--sabotage".into(), format!("diverge-at={DIVERGE_AT}")]);
+    cluster
+}
+
+/// Writes keys `from..to` with 16 writers; every write must succeed (the client retries what
+/// may be retried).
+async fn write_keys(client: KvClient, from: u64, to: u64) {
+    let next = Arc::new(AtomicU64::new(from));
+    let failures = Arc::new(Mutex::new(Vec::new()));
+    let mut workers = Vec::new();
+    for _ in 0..16 {
+        let (client, next, failures) = (client.clone(), next.clone(), failures.clone());
+        workers.push(tokio::spawn(async move {
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= to {
+                    return;
+                }
+                let key = format!("key-{i:06}");
+                match client.write(Request::put(key.clone(), format!("value-{i}"))).await {
+                    Ok(answer) if matches!(answer.response, Response::Put(_)) => {}
+                    Ok(answer) => failures.lock().expect("lock").push(format!("{key}: {answer:?}")),
+                    Err(error) => failures.lock().expect("lock").push(format!("{key}: {error}")),
+                }
+            }
+        }));
+    }
+    for worker in workers {
+        worker.await.expect("a writer panicked");
+    }
+    let failures = failures.lock().expect("lock").clone();
+    assert!(failures.is_empty(), "client requests failed: {failures:?}");
+}
+
+/// `lockstep status --output json` against the cluster: each replica's JSON, by id.
+fn status(cluster: &Cluster) -> Vec<Value> {
+    let output = lockstep()
+        .args(["status", "--output", "json", "--endpoints", &cluster.endpoints().join(",")])
+        .output()
+        .expect("run lockstep status");
+    let text = String::from_utf8_lossy(&output.stdout).to_string();
+    let parsed: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+    parsed["replicas"].as_array().cloned().unwrap_or_default()
+}
+
+fn replica<'a>(statuses: &'a [Value], id: u64) -> Option<&'a Value> {
+    statuses.iter().find(|status| status["id"].as_u64() == Some(id))
+}
+
+/// Waits until `check` holds on the cluster's status, or panics after `within`.
+fn wait_for(cluster: &Cluster, within: Duration, what: &str, check: impl Fn(&[Value]) -> bool) {
+    let started = Instant::now();
+    loop {
+        let statuses = status(cluster);
+        if check(&statuses) {
+            return;
+        }
+        if started.elapsed() > within {
+            panic!(
+                "{what}: not within {within:?}; last status {statuses:#?}; logs in {}",
+                cluster.dir.0.display()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// The replicas' digests once all three applied the same index (writes stopped).
+async fn digests_agree(cluster: &Cluster) {
+    let started = Instant::now();
+    loop {
+        let mut seen = Vec::new();
+        for id in 1..=3 {
+            if let Some(status) = cluster.status(id).await {
+                seen.push((status.applied, status.digest, status.chain));
+            }
+        }
+        if seen.len() == 3 && seen.iter().all(|entry| *entry == seen[0]) {
+            return;
+        }
+        if started.elapsed() > Duration::from_secs(20) {
+            panic!("the replicas' states differ: {seen:?}; logs in {}", cluster.dir.0.display());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The commit index at which the leader found replica 3, from its history line.
+fn found_at(statuses: &[Value]) -> Option<u64> {
+    statuses
+        .iter()
+        .flat_map(|status| status["audit"]["history"].as_array().cloned().unwrap_or_default())
+        .find_map(|line| {
+            let line = line.as_str()?.to_string();
+            if !line.starts_with("replica 3 differs") {
+                return None;
+            }
+            let at = line.split("found at commit ").nth(1)?;
+            at.trim_end_matches(|c: char| !c.is_ascii_digit()).split(')').next()?.parse().ok()
+        })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_divergent_replica_is_quarantined_then_repaired_by_the_operator() {
+    let mut cluster = cluster("audit-manual", "manual");
+    cluster.start_all();
+    cluster.leader(Duration::from_secs(15)).await;
+    write_keys(cluster.client(), 0, 1_000).await;
+
+    // Quarantined, found at the entry it applied twice, within the bound.
+    wait_for(&cluster, Duration::from_secs(20), "replica 3 quarantined", |statuses| {
+        replica(statuses, 3).is_some_and(|status| !status["audit"]["quarantined"].is_null())
+    });
+    let statuses = status(&cluster);
+    let line = replica(&statuses, 3).and_then(|s| s["audit"]["quarantined"].as_str()).unwrap_or("");
+    assert!(
+        line.contains(&format!("entry {DIVERGE_AT}")),
+        "the divergence names its entry: {line}"
+    );
+    let found = found_at(&statuses).expect("the leader's history names replica 3");
+    assert!(found <= DIVERGE_AT + BOUND, "found at commit {found}, bound {}", DIVERGE_AT + BOUND);
+    for id in [1, 2] {
+        let status = replica(&statuses, id).expect("a replica answers");
+        assert!(status["audit"]["quarantined"].is_null(), "replica {id} is healthy: {status}");
+    }
+    // A quarantined replica serves no reads, even serializable ones.
+    let read = cluster
+        .replica_client(3)
+        .read(Request::Range(RangeRequest {
+            range: KeyRange::key("key-000001"),
+            ..Default::default()
+        }))
+        .await;
+    assert!(read.is_err(), "a quarantined replica answered a read: {read:?}");
+    // `lockstep status` says so in its table too.
+    let table = lockstep()
+        .args(["status", "--endpoints", &cluster.endpoints().join(",")])
+        .output()
+        .expect("lockstep status");
+    let table = String::from_utf8_lossy(&table.stdout).to_string();
+    assert!(table.contains("QUARANTINED"), "{table}");
+
+    // The operator repairs it; it serves again, with the same state as the others.
+    let repaired = lockstep()
+        .args(["audit", "repair", "3", "--endpoints", &cluster.endpoints().join(",")])
+        .output()
+        .expect("lockstep audit repair");
+    assert!(repaired.status.success(), "{}", String::from_utf8_lossy(&repaired.stderr));
+    wait_for(&cluster, Duration::from_secs(30), "replica 3 repaired", |statuses| {
+        replica(statuses, 3).is_some_and(|status| {
+            status["audit"]["quarantined"].is_null()
+                && status["audit"]["repairs_done"].as_u64().unwrap_or(0) >= 1
+        })
+    });
+    write_keys(cluster.client(), 1_000, 1_200).await;
+    digests_agree(&cluster).await;
+    let read = cluster
+        .replica_client(3)
+        .read(Request::Range(RangeRequest {
+            range: KeyRange::key("key-001100"),
+            ..Default::default()
+        }))
+        .await
+        .expect("the repaired replica serves reads");
+    assert!(
+        matches!(read.response, Response::Range(ref range) if range.kvs.len() == 1),
+        "{read:?}"
+    );
+    // `lockstep audit` shows the history.
+    let audit = lockstep()
+        .args(["audit", "--endpoints", &cluster.endpoints().join(",")])
+        .output()
+        .expect("lockstep audit");
+    let audit = String::from_utf8_lossy(&audit.stdout).to_string();
+    assert!(audit.contains("replica 3 differs") && audit.contains("repaired from"), "{audit}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_divergent_replica_is_repaired_at_once_by_default() {
+    let mut cluster = cluster("audit-auto", "auto");
+    cluster.start_all();
+    cluster.leader(Duration::from_secs(15)).await;
+    write_keys(cluster.client(), 0, 1_000).await;
+    wait_for(&cluster, Duration::from_secs(30), "replica 3 found and repaired", |statuses| {
+        found_at(statuses).is_some()
+            && replica(statuses, 3).is_some_and(|status| {
+                status["audit"]["quarantined"].is_null()
+                    && status["audit"]["repairs_done"].as_u64().unwrap_or(0) >= 1
+            })
+    });
+    let found = found_at(&status(&cluster)).expect("found");
+    assert!(found <= DIVERGE_AT + BOUND, "found at commit {found}, bound {}", DIVERGE_AT + BOUND);
+    digests_agree(&cluster).await;
+    // `lockstep audit check` compares at a fresh digest point: all agree.
+    let check = lockstep()
+        .args(["audit", "check", "--endpoints", &cluster.endpoints().join(",")])
+        .output()
+        .expect("lockstep audit check");
+    let text = String::from_utf8_lossy(&check.stdout).to_string();
+    assert!(check.status.success() && text.contains("compared at digest point"), "{text}");
+    assert!(!text.contains("QUARANTINED"), "{text}");
+}

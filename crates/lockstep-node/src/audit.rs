@@ -676,6 +676,9 @@ impl<M: StateMachine, D: Storage, T: Transport> Driver<M, D, T> {
                 entry: "found by an earlier leader".to_string(),
                 detected_at: report.applied,
             });
+            // Narrow it down to the entry where it parted, as if found here.
+            let (after, through) = (peer.agreed, report.applied);
+            self.send_audit(from, AuditMessage::ChainsRequest { after, through });
         }
         self.compare_chain(from, report.applied, report.chain);
         self.compare_digests(from);

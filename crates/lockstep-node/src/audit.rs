@@ -465,17 +465,35 @@ impl<M: StateMachine, D: Storage, T: Transport> Driver<M, D, T> {
                 .iter_mut()
                 .filter_map(|(id, peer)| peer.pending.take().map(|(i, v)| (*id, i, v)))
                 .collect();
+            let compared = !pending.is_empty();
             for (id, index, value) in pending {
                 self.compare_chain(id, index, value);
             }
-            let ids: Vec<NodeId> = self.audit.peers.keys().copied().collect();
-            for id in ids {
+            // Digests reported before this leader took its own: compare them now that it has.
+            let digested = self.state.latest_digest().map_or(LogIndex::ZERO, |point| point.index);
+            let waiting: Vec<NodeId> = self
+                .audit
+                .peers
+                .iter()
+                .filter(|(_, peer)| {
+                    peer.digests.iter().any(|(index, (_, seen))| !seen && *index <= digested)
+                })
+                .map(|(id, _)| *id)
+                .collect();
+            let compared = compared || !waiting.is_empty();
+            for id in waiting {
                 self.compare_digests(id);
             }
-            self.update_agreed_digest();
-            self.evaluate();
+            if digested > self.audit.agreed_digest {
+                self.update_agreed_digest();
+            }
+            if compared {
+                self.evaluate();
+            }
             self.release_verified();
-            self.progress_repairs();
+            if self.audit.peers.values().any(|peer| peer.repair.is_some()) {
+                self.progress_repairs();
+            }
         } else {
             let applied = self.state.chain().index;
             let interval = config.report_interval;
@@ -581,7 +599,13 @@ impl<M: StateMachine, D: Storage, T: Transport> Driver<M, D, T> {
         );
         if verified && from_state {
             if self.node.role() == Role::Leader {
-                self.audit.held.entry(index).or_default().push(completion);
+                if index <= self.verified_index() {
+                    // A majority already reported the same chain at or after it.
+                    self.audit.stats.outputs_verified += 1;
+                    self.completions.push(completion);
+                } else {
+                    self.audit.held.entry(index).or_default().push(completion);
+                }
             } else {
                 // Only a leader learns the others' chains: a replica that proposed this and
                 // no longer leads cannot verify it. The client asks again (same number), and
@@ -889,6 +913,10 @@ impl<M: StateMachine, D: Storage, T: Transport> Driver<M, D, T> {
     /// divergent; a leader that a majority differs from is.
     fn evaluate(&mut self) {
         if self.audit.sabotage_no_compare || self.audit.quarantined.is_some() {
+            return;
+        }
+        // Nothing differs and nobody is quarantined: nothing to judge.
+        if self.audit.peers.values().all(|peer| peer.differs.is_empty() && !peer.quarantined) {
             return;
         }
         let membership = self.node.membership().clone();

@@ -36,6 +36,12 @@ pub struct UpArgs {
     /// Keep this many revisions of history, compacting older ones automatically (0: never).
     #[arg(long, default_value_t = 0)]
     auto_compact_revisions: u64,
+    /// Answer a request only once a majority reported the same output chain at its entry.
+    #[arg(long)]
+    verified_outputs: bool,
+    /// Turn the audit of replicas off.
+    #[arg(long)]
+    no_audit: bool,
 }
 
 impl Default for UpArgs {
@@ -47,6 +53,8 @@ impl Default for UpArgs {
             no_restart: false,
             etcd_port: 2379,
             auto_compact_revisions: 0,
+            verified_outputs: false,
+            no_audit: false,
         }
     }
 }
@@ -126,6 +134,12 @@ pub async fn run(args: UpArgs) -> Result<(), String> {
         }
         if args.auto_compact_revisions > 0 {
             command.arg("--auto-compact-revisions").arg(args.auto_compact_revisions.to_string());
+        }
+        if args.verified_outputs {
+            command.arg("--verified-outputs");
+        }
+        if args.no_audit {
+            command.arg("--no-audit");
         }
         command.stdin(Stdio::null()).stdout(log).stderr(log_err).kill_on_drop(true);
         command.spawn().map_err(|error| format!("cannot start replica {id}: {error}"))

@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 /// A replica may apply this many entries after its state departed before the leader finds
 /// it (counting only entries applied while a majority of the other voters could report): a
 /// digest point every 16 entries, a report every 4, and room for reports lost or delayed
-/// (the nemesis drops up to 20% of messages) while entries keep committing.
+/// (up to 5% of messages, crashes, elections) while entries keep committing.
 pub const DETECTION_BOUND_ENTRIES: u64 = 256;
 
 impl Injected {
@@ -51,8 +51,9 @@ pub struct Injected {
     /// The last index applied before its state departed (known once the fault fired).
     pub since: Option<u64>,
     /// Entries the replica applied after departing before the audit found it, counting only
-    /// those applied while a majority of the other voters ran and could reach the leader (with
-    /// fewer, no majority can say which replica is wrong).
+    /// those applied while a majority of the other voters ran and could reach the leader, with
+    /// at most 5% of messages lost (with fewer, no majority can say which replica is wrong;
+    /// with more loss, reports are lost as often as they are sent).
     pub latency: Option<u64>,
     /// Such entries so far.
     pub comparable: u64,

@@ -436,12 +436,11 @@ impl<M: StateMachine, D: Storage, T: Transport> Driver<M, D, T> {
                 self.enter_quarantine(divergence);
             }
             AuditMessage::RepairChunk(chunk) if from_leader => self.on_repair_chunk(from, chunk),
-            AuditMessage::Cleared { index } if from_leader => {
-                if self.audit.quarantined.take().is_some() {
-                    self.audit.record_repaired(self.node.id(), index);
-                    self.node.set_quarantined(false);
-                    self.audit.last_report = LogIndex::ZERO;
-                }
+            AuditMessage::Cleared { index } if from_leader && self.audit.quarantined.is_some() => {
+                self.audit.quarantined = None;
+                self.audit.record_repaired(self.node.id(), index);
+                self.node.set_quarantined(false);
+                self.audit.last_report = LogIndex::ZERO;
             }
             AuditMessage::Agreed(point) if from_leader => {
                 // (Sent again once this replica has applied the point: a checkpoint held there

@@ -78,7 +78,7 @@ fn status(cluster: &Cluster) -> Vec<Value> {
     parsed["replicas"].as_array().cloned().unwrap_or_default()
 }
 
-fn replica<'a>(statuses: &'a [Value], id: u64) -> Option<&'a Value> {
+fn replica(statuses: &[Value], id: u64) -> Option<&Value> {
     statuses.iter().find(|status| status["id"].as_u64() == Some(id))
 }
 

@@ -239,3 +239,45 @@ async fn a_divergent_replica_is_repaired_at_once_by_default() {
     assert!(check.status.success() && text.contains("compared at digest point"), "{text}");
     assert!(!text.contains("QUARANTINED"), "{text}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_divergent_leader_steps_down_and_is_repaired() {
+    let mut cluster = cluster("audit-leader", "auto");
+    cluster.start_all();
+    let leader = cluster.leader(Duration::from_secs(15)).await;
+    // Make the replica that will diverge the leader before it does.
+    if leader != 3 {
+        let mut moved = false;
+        for _ in 0..50 {
+            let transfer = lockstep()
+                .args(["member", "transfer", "3", "--endpoints", &cluster.endpoints().join(",")])
+                .output()
+                .expect("lockstep member transfer");
+            if transfer.status.success() && cluster.leader(Duration::from_secs(5)).await == 3 {
+                moved = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert!(moved, "replica 3 never took over; logs in {}", cluster.dir.0.display());
+    }
+    write_keys(cluster.client(), 0, 1_000).await;
+    // It finds itself outvoted, steps down, and the next leader repairs it.
+    wait_for(
+        &cluster,
+        Duration::from_secs(30),
+        "replica 3 stepped down and repaired",
+        |statuses| {
+            found_at(statuses).is_some()
+                && replica(statuses, 3).is_some_and(|status| {
+                    status["role"] != "leader"
+                        && status["audit"]["quarantined"].is_null()
+                        && status["audit"]["self_quarantines"].as_u64().unwrap_or(0) >= 1
+                        && status["audit"]["repairs_done"].as_u64().unwrap_or(0) >= 1
+                })
+        },
+    );
+    let found = found_at(&status(&cluster)).expect("found");
+    assert!(found <= DIVERGE_AT + BOUND, "found at commit {found}, bound {}", DIVERGE_AT + BOUND);
+    digests_agree(&cluster).await;
+}

@@ -116,11 +116,10 @@ impl<M: StateMachine> StateMachine for Hosted<M> {
                 if self.diverge_at == Some(context.index.get()) {
                     self.diverge_at = None;
                     // Applied twice: the first time's effect is what departs.
-                    if let Ok(again) = postcard::to_stdvec(&input)
+                    let again = postcard::to_stdvec(&input)
                         .ok()
-                        .and_then(|bytes| postcard::from_bytes::<M::Input>(&bytes).ok())
-                        .ok_or(())
-                    {
+                        .and_then(|bytes| postcard::from_bytes::<M::Input>(&bytes).ok());
+                    if let Some(again) = again {
                         let _ = self.machine.apply(again, context);
                     }
                 }

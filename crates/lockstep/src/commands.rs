@@ -498,11 +498,7 @@ async fn audit(action: Option<AuditAction>, args: &ClientArgs) -> Result<(), Str
             let started = std::time::Instant::now();
             while started.elapsed() < args.timeout() {
                 let results = statuses(args, false).await;
-                let leader = results
-                    .iter()
-                    .filter_map(|(_, result)| result.as_ref().ok())
-                    .find(|status| status.role == "leader");
-                let reported = leader.is_some_and(|leader| {
+                let reported = leader_of(&results).is_some_and(|leader| {
                     leader.audit.peers.iter().all(|peer| peer.quarantined || peer.reported >= index)
                 });
                 if reported {
@@ -514,11 +510,7 @@ async fn audit(action: Option<AuditAction>, args: &ClientArgs) -> Result<(), Str
         }
     };
     let results = statuses(args, false).await;
-    let leader = results
-        .iter()
-        .filter_map(|(_, result)| result.as_ref().ok())
-        .find(|status| status.role == "leader")
-        .cloned();
+    let leader = leader_of(&results).cloned();
     match args.output {
         Output::Json => {
             let replicas: Vec<Value> = results
@@ -587,6 +579,14 @@ async fn audit(action: Option<AuditAction>, args: &ClientArgs) -> Result<(), Str
         return Err("no replica answered".to_string());
     }
     Ok(())
+}
+
+/// The status of the replica that says it leads, among `results`.
+fn leader_of(results: &[(String, Result<ReplicaStatus, String>)]) -> Option<&ReplicaStatus> {
+    results
+        .iter()
+        .filter_map(|(_, result)| result.as_ref().ok())
+        .find(|status| status.role == "leader")
 }
 
 /// The newest index where `status`'s replica agrees with a majority: as the leader sees it.

@@ -1437,10 +1437,15 @@ impl<M: StateMachine, D: Storage, T: Transport> Driver<M, D, T> {
         }
         // Restore it before it is kept, and keep it only if it is the state the majority
         // reported: until then, what is on disk stays as it was.
-        let restored = match self.storage.received_snapshot_reader() {
-            Ok(mut reader) => self.state.restore(&mut reader).map_err(|error| error.to_string()),
-            Err(error) => Err(error),
+        let mut reader = match self.storage.received_snapshot_reader() {
+            Ok(reader) => reader,
+            Err(error) => {
+                self.storage.abandon_snapshot();
+                refuse(self, 0, format!("{REFUSED_FOR_GOOD}: checkpoint {index}: {error}"));
+                return;
+            }
         };
+        let restored = self.state.restore(&mut reader).map_err(|error| error.to_string());
         let checked = restored.and_then(|()| {
             let digest = self.state.state_digest();
             let restored_chain = self.state.chain();
@@ -1457,11 +1462,12 @@ impl<M: StateMachine, D: Storage, T: Transport> Driver<M, D, T> {
             }
         });
         if let Err(why) = checked {
-            // Not the state the majority reported (or unreadable): this replica stays
-            // quarantined (its state in memory is no better than before), its disk keeps what
-            // it had, and the leader makes a fresh checkpoint.
+            // The state in memory is now neither this replica's nor the majority's, and the
+            // log applied after it would not match: this replica stops (its disk keeps what it
+            // had; a restart recovers from its own vouched checkpoint and log).
             self.storage.abandon_snapshot();
             refuse(self, 0, format!("{REFUSED_FOR_GOOD}: checkpoint {index}: {why}"));
+            self.failure = Some(format!("repair from checkpoint {index} failed: {why}"));
             return;
         }
         if let Err(error) = self.storage.finish_snapshot() {

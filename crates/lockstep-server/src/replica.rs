@@ -275,15 +275,15 @@ impl<M: StateMachine> Replica<M> {
                 self.writes.push((request, id, reply));
             }
             ClientMessage::Read { id, query, consistency } => match consistency {
-                _ if self.unsafe_reads => {
-                    let output = self.driver.state().machine().machine().query(&query);
-                    let _ = reply.send(ServerMessage::Done { id, output });
-                }
                 ReadConsistency::Follower if self.driver.quarantined() => {
                     let error = ClientError::Retry(
                         "this replica is quarantined (its state differs); ask another".into(),
                     );
                     let _ = reply.send(ServerMessage::Refused { id, error });
+                }
+                _ if self.unsafe_reads => {
+                    let output = self.driver.state().machine().machine().query(&query);
+                    let _ = reply.send(ServerMessage::Done { id, output });
                 }
                 ReadConsistency::Follower => {
                     let output = self.driver.state().machine().machine().query(&query);

@@ -6,17 +6,14 @@
 
 mod common;
 
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{lockstep, Cluster};
-use lockstep_client::Client;
-use lockstep_kv::{Answer, KeyRange, RangeRequest, Request, Response};
+use common::{lockstep, write_keys, Cluster};
+use lockstep_kv::{KeyRange, RangeRequest, Request, Response};
 use serde_json::Value;
 
-type KvClient = Client<Request, Request, Answer>;
-
+/// Writers at once.
+const WRITERS: u64 = 16;
 /// The entry replica 3 applies twice.
 const DIVERGE_AT: u64 = 300;
 /// Reports every 16 entries, digests every 64: the divergence must be found before the
@@ -35,36 +32,6 @@ fn cluster(name: &str, repair: &str) -> Cluster {
     ];
     cluster.replica_args.insert(3, vec!["--sabotage".into(), format!("diverge-at={DIVERGE_AT}")]);
     cluster
-}
-
-/// Writes keys `from..to` with 16 writers; every write must succeed (the client retries what
-/// may be retried).
-async fn write_keys(client: KvClient, from: u64, to: u64) {
-    let next = Arc::new(AtomicU64::new(from));
-    let failures = Arc::new(Mutex::new(Vec::new()));
-    let mut workers = Vec::new();
-    for _ in 0..16 {
-        let (client, next, failures) = (client.clone(), next.clone(), failures.clone());
-        workers.push(tokio::spawn(async move {
-            loop {
-                let i = next.fetch_add(1, Ordering::Relaxed);
-                if i >= to {
-                    return;
-                }
-                let key = format!("key-{i:06}");
-                match client.write(Request::put(key.clone(), format!("value-{i}"))).await {
-                    Ok(answer) if matches!(answer.response, Response::Put(_)) => {}
-                    Ok(answer) => failures.lock().expect("lock").push(format!("{key}: {answer:?}")),
-                    Err(error) => failures.lock().expect("lock").push(format!("{key}: {error}")),
-                }
-            }
-        }));
-    }
-    for worker in workers {
-        worker.await.expect("a writer panicked");
-    }
-    let failures = failures.lock().expect("lock").clone();
-    assert!(failures.is_empty(), "client requests failed: {failures:?}");
 }
 
 /// `lockstep status --output json` against the cluster: each replica's JSON, by id.
@@ -140,7 +107,7 @@ async fn a_divergent_replica_is_quarantined_then_repaired_by_the_operator() {
     let mut cluster = cluster("audit-manual", "manual");
     cluster.start_all();
     cluster.leader(Duration::from_secs(15)).await;
-    write_keys(cluster.client(), 0, 1_000).await;
+    write_keys(cluster.client(), 0, 1_000, WRITERS).await;
 
     // Quarantined, found at the entry it applied twice, within the bound.
     // (The first notice names the report that differed; the exact entry follows once the
@@ -191,7 +158,7 @@ async fn a_divergent_replica_is_quarantined_then_repaired_by_the_operator() {
                 && status["audit"]["repairs_done"].as_u64().unwrap_or(0) >= 1
         })
     });
-    write_keys(cluster.client(), 1_000, 1_200).await;
+    write_keys(cluster.client(), 1_000, 1_200, WRITERS).await;
     digests_agree(&cluster).await;
     let read = cluster
         .replica_client(3)
@@ -219,7 +186,7 @@ async fn a_divergent_replica_is_repaired_at_once_by_default() {
     let mut cluster = cluster("audit-auto", "auto");
     cluster.start_all();
     cluster.leader(Duration::from_secs(15)).await;
-    write_keys(cluster.client(), 0, 1_000).await;
+    write_keys(cluster.client(), 0, 1_000, WRITERS).await;
     wait_for(&cluster, Duration::from_secs(30), "replica 3 found and repaired", |statuses| {
         found_at(statuses).is_some()
             && replica(statuses, 3).is_some_and(|status| {
@@ -261,7 +228,7 @@ async fn a_divergent_leader_steps_down_and_is_repaired() {
         }
         assert!(moved, "replica 3 never took over; logs in {}", cluster.dir.0.display());
     }
-    write_keys(cluster.client(), 0, 1_000).await;
+    write_keys(cluster.client(), 0, 1_000, WRITERS).await;
     // It finds itself outvoted, steps down, and the next leader repairs it.
     wait_for(
         &cluster,

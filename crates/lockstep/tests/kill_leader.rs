@@ -5,58 +5,14 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::Cluster;
-use lockstep_client::Client;
-use lockstep_kv::{Answer, KeyRange, RangeRequest, Request, Response};
+use common::{write_keys, Cluster};
+use lockstep_kv::{KeyRange, RangeRequest, Request, Response};
 
 const FIRST: u64 = 10_000;
 const SECOND: u64 = 3_000;
 const CONCURRENCY: u64 = 64;
-
-type KvClient = Client<Request, Request, Answer>;
-
-/// Writes keys `from..to` with `CONCURRENCY` writers; returns the acknowledged ones and the
-/// failures.
-async fn write_keys(client: KvClient, from: u64, to: u64) -> BTreeMap<String, String> {
-    let next = Arc::new(AtomicU64::new(from));
-    let acknowledged = Arc::new(Mutex::new(BTreeMap::new()));
-    let failures = Arc::new(Mutex::new(Vec::new()));
-    let mut workers = Vec::new();
-    for _ in 0..CONCURRENCY {
-        let client = client.clone();
-        let next = next.clone();
-        let acknowledged = acknowledged.clone();
-        let failures = failures.clone();
-        workers.push(tokio::spawn(async move {
-            loop {
-                let i = next.fetch_add(1, Ordering::Relaxed);
-                if i >= to {
-                    return;
-                }
-                let key = format!("key-{i:06}");
-                let value = format!("value-{i}");
-                match client.write(Request::put(key.clone(), value.clone())).await {
-                    Ok(answer) if matches!(answer.response, Response::Put(_)) => {
-                        acknowledged.lock().expect("lock").insert(key, value);
-                    }
-                    Ok(answer) => failures.lock().expect("lock").push(format!("{key}: {answer:?}")),
-                    Err(error) => failures.lock().expect("lock").push(format!("{key}: {error}")),
-                }
-            }
-        }));
-    }
-    for worker in workers {
-        worker.await.expect("a writer panicked");
-    }
-    let failures = failures.lock().expect("lock").clone();
-    assert!(failures.is_empty(), "writes failed: {failures:?}");
-    let acknowledged = acknowledged.lock().expect("lock").clone();
-    acknowledged
-}
 
 /// Every key with the `key-` prefix that replica `id` holds.
 async fn keys_on(cluster: &Cluster, id: u64) -> BTreeMap<String, String> {
@@ -84,7 +40,7 @@ async fn a_killed_leader_loses_no_acknowledged_write() {
     eprintln!("replica {leader} leads; writing {FIRST} keys");
 
     let started = Instant::now();
-    let mut acknowledged = write_keys(cluster.client(), 0, FIRST).await;
+    let mut acknowledged = write_keys(cluster.client(), 0, FIRST, CONCURRENCY).await;
     let elapsed = started.elapsed();
     eprintln!(
         "{FIRST} keys in {:.2} s ({:.0} writes/s, {CONCURRENCY} in flight, debug build)",
@@ -95,7 +51,7 @@ async fn a_killed_leader_loses_no_acknowledged_write() {
 
     let leader = cluster.leader(Duration::from_secs(5)).await;
     eprintln!("killing the leader, replica {leader}, with SIGKILL while writing {SECOND} more");
-    let writing = tokio::spawn(write_keys(cluster.client(), FIRST, FIRST + SECOND));
+    let writing = tokio::spawn(write_keys(cluster.client(), FIRST, FIRST + SECOND, CONCURRENCY));
     tokio::time::sleep(Duration::from_millis(150)).await;
     cluster.kill(leader);
     let more = writing.await.expect("the writers");

@@ -6,10 +6,12 @@ use std::collections::BTreeMap;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use lockstep_client::{Client, ClientOptions, ReadConsistency, ReplicaStatus};
-use lockstep_kv::{Answer, Request};
+use lockstep_kv::{Answer, Request, Response};
 
 /// The lockstep binary under test.
 pub fn lockstep() -> Command {
@@ -299,4 +301,46 @@ impl Drop for Cluster {
 /// Whether `path` exists.
 pub fn exists(path: &Path) -> bool {
     path.exists()
+}
+
+/// Writes `key-NNNNNN = value-N` for N in `from..to` with `writers` writers at once; every
+/// write must be acknowledged (the client retries what may be retried). Returns them.
+pub async fn write_keys(
+    client: Client<Request, Request, Answer>,
+    from: u64,
+    to: u64,
+    writers: u64,
+) -> BTreeMap<String, String> {
+    let next = Arc::new(AtomicU64::new(from));
+    let acknowledged = Arc::new(Mutex::new(BTreeMap::new()));
+    let failures = Arc::new(Mutex::new(Vec::new()));
+    let mut workers = Vec::new();
+    for _ in 0..writers {
+        let (client, next) = (client.clone(), next.clone());
+        let (acknowledged, failures) = (acknowledged.clone(), failures.clone());
+        workers.push(tokio::spawn(async move {
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= to {
+                    return;
+                }
+                let key = format!("key-{i:06}");
+                let value = format!("value-{i}");
+                match client.write(Request::put(key.clone(), value.clone())).await {
+                    Ok(answer) if matches!(answer.response, Response::Put(_)) => {
+                        acknowledged.lock().expect("lock").insert(key, value);
+                    }
+                    Ok(answer) => failures.lock().expect("lock").push(format!("{key}: {answer:?}")),
+                    Err(error) => failures.lock().expect("lock").push(format!("{key}: {error}")),
+                }
+            }
+        }));
+    }
+    for worker in workers {
+        worker.await.expect("a writer panicked");
+    }
+    let failures = failures.lock().expect("lock").clone();
+    assert!(failures.is_empty(), "writes failed: {failures:?}");
+    let acknowledged = acknowledged.lock().expect("lock").clone();
+    acknowledged
 }

@@ -43,6 +43,9 @@ pub enum Sabotage {
     /// In a joint configuration, let the incoming voters decide alone (the old and the new
     /// configuration can then decide independently).
     JointNewOnly,
+    /// Campaign and vote at once after storage lost acknowledged entries
+    /// ([`crate::InitialState::lost_through`]), instead of waiting to hold them again.
+    IgnoreLostEntries,
 }
 
 /// The configuration of one replica's consensus core.

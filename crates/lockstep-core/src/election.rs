@@ -41,6 +41,7 @@ impl Node {
         if self.election_elapsed >= self.randomized_election_timeout
             && self.membership.is_voter(self.config.id)
             && !self.quarantined
+            && !self.holds_for_lost_entries()
         {
             self.election_elapsed = 0;
             self.campaign(self.config.pre_vote, false);
@@ -84,7 +85,10 @@ impl Node {
     /// Starts an election: a pre-vote round if `pre_vote`, else a real one. `transfer` marks
     /// vote requests as asked for by the old leader.
     pub(crate) fn campaign(&mut self, pre_vote: bool, transfer: bool) {
-        if !self.membership.is_voter(self.config.id) || self.quarantined {
+        if !self.membership.is_voter(self.config.id)
+            || self.quarantined
+            || self.holds_for_lost_entries()
+        {
             return;
         }
         let (term, body): (Term, fn(VoteRequest) -> MessageBody) = if pre_vote {
@@ -149,7 +153,12 @@ impl Node {
         // can never keep the cluster from electing a leader to repair them.
         let quarantine_holds =
             self.quarantined && self.leaderless_ticks < 2 * self.config.election_timeout_ticks_max;
-        let granted = can_vote && up_to_date && !quarantine_holds;
+        // A replica whose storage lost entries it may have acknowledged never votes until its
+        // log holds that far again: a leader may have counted the acknowledgement, and a
+        // candidate lacking those entries must not win with this replica's help. (Unlike the
+        // quarantine this has no release: it is what keeps committed entries.)
+        let lost_holds = self.holds_for_lost_entries();
+        let granted = can_vote && up_to_date && !quarantine_holds && !lost_holds;
         let response = VoteResponse { granted };
         if pre_vote {
             // A granted pre-vote answers in the term it was asked about; a refusal in ours, so
@@ -198,6 +207,7 @@ impl Node {
             || self.leader != Some(from)
             || !self.membership.is_voter(self.config.id)
             || self.quarantined
+            || self.holds_for_lost_entries()
         {
             self.reject_from(from, "TimeoutNow", RejectReason::Unexpected);
             return;

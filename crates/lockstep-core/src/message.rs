@@ -111,6 +111,11 @@ pub enum AppendResponse {
         /// ...and the follower's term at `hint_index`. The leader skips straight to the last
         /// index of its own log whose term is at most this.
         hint_term: Term,
+        /// The follower's storage lost entries it had acknowledged (damage it cut off): the
+        /// leader must not take its earlier acknowledgements as what it holds now, and sends
+        /// again from the hint. Also sent unasked, in answer to heartbeats, while the follower's
+        /// log is short of what it lost.
+        lost_entries: bool,
     },
 }
 
@@ -239,8 +244,12 @@ impl fmt::Display for Message {
                 rejected_index,
                 hint_index,
                 hint_term,
+                lost_entries,
             }) => {
                 write!(f, " rejected index={rejected_index} hint={hint_index}@{hint_term}")?;
+                if *lost_entries {
+                    write!(f, " lost")?;
+                }
             }
             MessageBody::Heartbeat(heartbeat) => {
                 write!(f, " commit={} round={}", heartbeat.commit, heartbeat.read_round)?;

@@ -40,6 +40,13 @@ pub struct InitialState {
     pub membership: Membership,
     /// The index the state machine has already applied (at least the snapshot's index).
     pub applied: LogIndex,
+    /// Set when storage cut this replica's log at damage it found: the entries after the
+    /// log's end through this index were lost, and this replica may have acknowledged them
+    /// to a leader, which may count that acknowledgement towards a commit. Until the log
+    /// reaches this index again (from a leader) the replica neither campaigns nor votes, and
+    /// tells the leader it lost entries, so that no leader lacking them can be elected with
+    /// its help.
+    pub lost_through: Option<LogIndex>,
 }
 
 impl InitialState {
@@ -51,6 +58,7 @@ impl InitialState {
             entries: Vec::new(),
             membership: Membership::with_voters(voters),
             applied: LogIndex::ZERO,
+            lost_through: None,
         }
     }
 }
@@ -90,6 +98,7 @@ fn check_body(message: &Message) -> Result<(), RejectReason> {
             rejected_index,
             hint_index,
             hint_term,
+            ..
         }) => {
             in_range(*rejected_index)
                 && hint_index <= rejected_index
@@ -182,6 +191,9 @@ pub struct Node {
     pub(crate) quarantined: bool,
     /// Ticks since this replica last heard from a leader (or led).
     pub(crate) leaderless_ticks: u64,
+    /// Storage lost entries through this index that this replica may have acknowledged
+    /// ([`InitialState::lost_through`]): no campaigning or voting until the log reaches it.
+    pub(crate) lost_through: Option<LogIndex>,
 
     pub(crate) output: Output,
     pub(crate) stats: Stats,
@@ -264,12 +276,22 @@ impl Node {
             applied_index: applied,
             quarantined: false,
             leaderless_ticks: 0,
+            lost_through: initial.lost_through.filter(|&through| through > persisted_index),
             output: Output::default(),
             stats: Stats::default(),
             config,
         };
         node.membership = node.membership_from_log();
         node.find_last_config();
+        if let Some(through) = node.lost_through {
+            let voters: Vec<NodeId> = node.membership.all_voters().into_iter().collect();
+            if voters == [node.config.id] {
+                return Err(format!(
+                    "this replica's log lost entries through {through} to damage, and it is the \
+                     only voter: no other replica can supply them"
+                ));
+            }
+        }
         Ok(node)
     }
 
@@ -623,6 +645,23 @@ impl Node {
     /// Whether this replica is quarantined ([`Node::set_quarantined`]).
     pub fn quarantined(&self) -> bool {
         self.quarantined
+    }
+
+    /// The index through which this replica's log lost entries it may have acknowledged, while
+    /// its log has not reached it again ([`InitialState::lost_through`]); `None` once it has.
+    pub fn lost_through(&self) -> Option<LogIndex> {
+        self.lost_through.filter(|&through| self.log.last_index() < through)
+    }
+
+    /// Whether lost entries keep this replica out of elections (clearing the hold once the
+    /// log reached the lost index again).
+    pub(crate) fn holds_for_lost_entries(&mut self) -> bool {
+        if self.lost_through.is_some_and(|through| self.log.last_index() >= through)
+            || self.config.sabotage == crate::config::Sabotage::IgnoreLostEntries
+        {
+            self.lost_through = None;
+        }
+        self.lost_through.is_some()
     }
 
     /// Hands the committed entries after `index` out for applying again: the driver replaced
@@ -1140,6 +1179,7 @@ mod tests {
             entries,
             membership: Membership::with_voters([NodeId(1), NodeId(2), NodeId(3)]),
             applied: LogIndex::ZERO,
+            lost_through: None,
         };
         Node::new(Config::new(NodeId(1)), initial)
     }

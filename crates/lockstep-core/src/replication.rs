@@ -169,6 +169,7 @@ impl Node {
                 rejected_index: append.prev_index,
                 hint_index,
                 hint_term,
+                lost_entries: self.holds_for_lost_entries(),
             };
             self.send_after_persist(from, MessageBody::AppendResponse(response));
             return;
@@ -226,7 +227,14 @@ impl Node {
                 self.maybe_commit();
                 self.maybe_send_timeout_now(from);
             }
-            AppendResponse::Rejected { rejected_index, hint_index, hint_term } => {
+            AppendResponse::Rejected { rejected_index, hint_index, hint_term, lost_entries } => {
+                if lost_entries {
+                    self.on_follower_lost_entries(from, hint_index);
+                    if rejected_index > last_index {
+                        // Sent unasked from the follower's own log, which may be longer.
+                        return;
+                    }
+                }
                 if rejected_index > last_index {
                     self.reject_from(from, "AppendResponse", RejectReason::IndexOutOfRange);
                     return;
@@ -252,6 +260,35 @@ impl Node {
         self.commit_to(heartbeat.commit.min(self.log.last_index()));
         let response = HeartbeatResponse { read_round: heartbeat.read_round };
         self.send_after_persist(from, MessageBody::HeartbeatResponse(response));
+        if self.holds_for_lost_entries() {
+            // Storage lost entries this replica had acknowledged: the leader may believe it
+            // holds them, and an idle leader would then send nothing. Say what is held.
+            let last_index = self.log.last_index();
+            let response = AppendResponse::Rejected {
+                rejected_index: last_index,
+                hint_index: last_index,
+                hint_term: self.log.last_term(),
+                lost_entries: true,
+            };
+            self.send_after_persist(from, MessageBody::AppendResponse(response));
+        }
+    }
+
+    /// Leader: `from` says its storage lost entries it had acknowledged and that its log holds
+    /// (at most) through `held`. Its earlier acknowledgements beyond that no longer say what
+    /// it holds: lower its match to `held` and probe from there. (What was committed stays
+    /// committed; the follower keeps out of elections until it holds those entries again.)
+    fn on_follower_lost_entries(&mut self, from: NodeId, held: LogIndex) {
+        let Some(progress) = self.progress.get_mut(&from) else { return };
+        progress.recent_active = true;
+        if held >= progress.match_index || matches!(progress.state, ProgressState::Snapshot { .. })
+        {
+            return;
+        }
+        progress.match_index = held;
+        progress.commit_sent = progress.commit_sent.min(held);
+        progress.match_at_last_heartbeat = progress.match_at_last_heartbeat.min(held);
+        progress.become_probe();
     }
 
     pub(crate) fn on_heartbeat_response(&mut self, from: NodeId, response: HeartbeatResponse) {

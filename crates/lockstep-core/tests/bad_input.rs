@@ -99,13 +99,16 @@ fn body() -> impl Strategy<Value = MessageBody> {
         number().prop_map(|index| MessageBody::AppendResponse(AppendResponse::Accepted {
             match_index: LogIndex(index)
         })),
-        (number(), number(), number()).prop_map(|(rejected, hint_index, hint_term)| {
-            MessageBody::AppendResponse(AppendResponse::Rejected {
-                rejected_index: LogIndex(rejected),
-                hint_index: LogIndex(hint_index),
-                hint_term: Term(hint_term),
-            })
-        }),
+        (number(), number(), number(), any::<bool>()).prop_map(
+            |(rejected, hint_index, hint_term, lost_entries)| {
+                MessageBody::AppendResponse(AppendResponse::Rejected {
+                    rejected_index: LogIndex(rejected),
+                    hint_index: LogIndex(hint_index),
+                    hint_term: Term(hint_term),
+                    lost_entries,
+                })
+            }
+        ),
         (number(), number()).prop_map(|(commit, round)| MessageBody::Heartbeat(Heartbeat {
             commit: LogIndex(commit),
             read_round: round

@@ -24,6 +24,9 @@ struct Scenario {
     pre_vote: bool,
     check_quorum: bool,
     sabotage: Sabotage,
+    /// Some crashes also lose the end of the durable log, as storage that cut its log at
+    /// damage does (the replica is told it may have acknowledged what was lost).
+    lose_entries: bool,
 }
 
 impl Scenario {
@@ -34,6 +37,7 @@ impl Scenario {
             pre_vote: true,
             check_quorum: true,
             sabotage: Sabotage::None,
+            lose_entries: false,
         }
     }
 }
@@ -45,6 +49,7 @@ struct RunSummary {
     committed: usize,
     reads_served: usize,
     crashes: usize,
+    losses: usize,
 }
 
 /// Runs one randomized schedule: random ticks, deliveries (in any order), drops, duplicates,
@@ -130,7 +135,26 @@ fn run(seed: u64, scenario: Scenario) -> Result<RunSummary, String> {
             980..=985 => {
                 let id = pick(&mut rng);
                 summary.crashes += 1;
-                cluster.crash_and_restart(id);
+                let first_durable = cluster.replica_mut(id).disk.entries.first().map(|e| e.index);
+                let last_durable = cluster.replica_mut(id).disk.entries.last().map(|e| e.index);
+                // Damage is survivable while a majority holds every committed entry: at most
+                // a minority of replicas may be short of entries they lost at once.
+                let damaged = cluster
+                    .replicas
+                    .values()
+                    .filter(|replica| replica.disk.lost_through.is_some())
+                    .count() as u64;
+                let room = damaged < (scenario.replicas - 1) / 2
+                    || (damaged == (scenario.replicas - 1) / 2
+                        && cluster.replica_mut(id).disk.lost_through.is_some());
+                match (scenario.lose_entries && room, first_durable, last_durable) {
+                    (true, Some(first), Some(last)) if rng.range(0, 2) == 0 => {
+                        let from = LogIndex(rng.range(first.get(), last.get() + 1));
+                        summary.losses += 1;
+                        cluster.crash_and_restart_losing(id, Some(from));
+                    }
+                    _ => cluster.crash_and_restart(id),
+                }
             }
             986..=991 => {
                 cluster.heal();
@@ -275,6 +299,31 @@ fn five_replicas_keep_every_property_under_random_faults() {
 }
 
 #[test]
+fn replicas_that_lose_acknowledged_entries_keep_every_property() {
+    let scenario = Scenario { lose_entries: true, ..Scenario::new(3) };
+    let summaries = sweep(30_000, seeds(200), scenario);
+    let losses: usize = summaries.iter().map(|s| s.losses).sum();
+    let committed: usize = summaries.iter().map(|s| s.committed).sum();
+    println!("3 replicas losing entries: {losses} logs cut, {committed} entries committed");
+    assert!(losses > summaries.len(), "too few logs cut: {losses}");
+    let scenario = Scenario { lose_entries: true, ..Scenario::new(5) };
+    sweep(40_000, seeds(100), scenario);
+}
+
+#[test]
+fn leader_completeness_checker_catches_votes_after_lost_entries() {
+    let scenario =
+        Scenario { lose_entries: true, sabotage: Sabotage::IgnoreLostEntries, ..Scenario::new(3) };
+    let (seed, violation) = find_violation(500, scenario)
+        .expect("voting before lost entries are held again must be caught");
+    println!("seed {seed}: {violation}");
+    assert!(
+        violation.contains("leader completeness") || violation.contains("state machine safety"),
+        "{violation}"
+    );
+}
+
+#[test]
 fn without_pre_vote_or_check_quorum_every_property_still_holds() {
     let scenario = Scenario { pre_vote: false, check_quorum: false, ..Scenario::new(3) };
     sweep(20_000, seeds(150), scenario);
@@ -292,6 +341,7 @@ fn replay() {
         scenario.pre_vote = false;
         scenario.check_quorum = false;
     }
+    scenario.lose_entries = std::env::var("LOCKSTEP_LOSE_ENTRIES").is_ok_and(|v| v == "true");
     match run(seed, scenario) {
         Ok(summary) => println!("seed {seed}: {summary:?}"),
         Err(violation) => panic!("seed {seed}: {violation}"),

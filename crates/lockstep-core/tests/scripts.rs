@@ -44,6 +44,7 @@ scripts!(
     figure8,
     flow_control,
     lease_read,
+    lost_entries,
     pre_vote,
     read_index,
     read_retry,

@@ -21,13 +21,18 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use serde::{Deserialize, Serialize};
+
 use crate::checkpoint::Checkpoint;
 use lockstep_core::{
     HardState, InitialState, InstallSnapshot, LogIndex, Membership, Persist, SnapshotMeta,
     StateSnapshot, Term,
 };
+use lockstep_storage::frame::{
+    body_matches, decode_header, encode_frame, FrameKind, FRAME_HEADER_BYTES,
+};
 use lockstep_storage::{
-    Disk, DurableState, HardStateError, HardStateFile, IoFailure, SnapshotError, SnapshotReader,
+    Damage, Disk, DurableState, HardStateError, HardStateFile, IoFailure, SnapshotError, SnapshotReader,
     SnapshotReceiver, SnapshotStore, SnapshotWriter, StoredSnapshot, Wal, WalError, WalOptions,
 };
 
@@ -113,8 +118,82 @@ impl From<HardStateError> for StoreError {
     }
 }
 
+/// The file, beside the hard state, that notes entries the log lost to damage.
+const LOST_NOTE: &str = "lost-entries";
+
+/// Entries a replica's log lost to damage and must hold again before it takes part in
+/// elections (see `docs/storage.md`): kept in the file `lost-entries` until then.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LostNote {
+    /// The log was cut here: this entry and every later one were dropped.
+    pub cut_from: LogIndex,
+    /// The log held entries at least this far (found after the damage, or committed), any of
+    /// which this replica may have acknowledged.
+    pub lost_through: LogIndex,
+}
+
+fn read_lost_note(disk: &dyn Disk, path: &Path) -> Result<Option<LostNote>, StoreError> {
+    let file = match disk.open(path, false) {
+        Ok(file) => file,
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(source) => {
+            return Err(StoreError::Io(IoFailure { operation: "open", path: path.into(), source }))
+        }
+    };
+    let unreadable = || StoreError::Incomplete {
+        dir: path.parent().map(Path::to_path_buf).unwrap_or_default(),
+        detail: format!(
+            "{} (which entries the log lost to damage) is unreadable, so how far this replica \
+             had acknowledged is unknown",
+            path.display()
+        ),
+    };
+    let len = file.len().map_err(|source| {
+        StoreError::Io(IoFailure { operation: "read", path: path.into(), source })
+    })?;
+    if len > 4096 {
+        return Err(unreadable());
+    }
+    let mut bytes = vec![0u8; len as usize];
+    file.read_at(0, &mut bytes).map_err(|source| {
+        StoreError::Io(IoFailure { operation: "read", path: path.into(), source })
+    })?;
+    let header = decode_header(&bytes).filter(|header| header.kind == FrameKind::Note);
+    let body = header.and_then(|header| {
+        bytes
+            .get(FRAME_HEADER_BYTES..FRAME_HEADER_BYTES + header.body_len as usize)
+            .filter(|body| body_matches(&header, body))
+    });
+    let note = body.and_then(|body| postcard::from_bytes::<LostNote>(body).ok());
+    note.map(Some).ok_or_else(unreadable)
+}
+
+/// Writes the note durably: a temporary file, synced, renamed into place, directory synced.
+fn write_lost_note(disk: &dyn Disk, dir: &Path, note: &LostNote) -> Result<(), StoreError> {
+    let io = |operation: &'static str, path: &Path| {
+        let path = path.to_path_buf();
+        move |source| StoreError::Io(IoFailure { operation, path, source })
+    };
+    let path = dir.join(LOST_NOTE);
+    let temporary = dir.join(format!("{LOST_NOTE}.tmp"));
+    let body = postcard::to_stdvec(note).map_err(|error| StoreError::Failed(error.to_string()))?;
+    let frame = encode_frame(FrameKind::Note, 0, &body);
+    let mut file = disk.open(&temporary, true).map_err(io("create", &temporary))?;
+    file.set_len(0).map_err(io("truncate", &temporary))?;
+    file.write_at(0, &frame).map_err(io("write", &temporary))?;
+    file.sync_data().map_err(io("sync", &temporary))?;
+    disk.rename(&temporary, &path).map_err(io("rename", &temporary))?;
+    disk.sync_dir(dir).map_err(io("sync", dir))
+}
+
 /// A replica's log and hard state. See the module documentation.
 pub struct LogStore {
+    disk: Arc<dyn Disk>,
+    dir: PathBuf,
+    /// Entries the log lost to damage and does not hold again yet.
+    lost: Option<LostNote>,
+    /// The damage this open cut the log at.
+    repaired: Option<Damage>,
     wal: Wal,
     hard_state: HardStateFile,
     snapshots: SnapshotStore,
@@ -250,7 +329,36 @@ impl LogStore {
         let commit = durable.hard_state.commit;
         let must_hold = if commit > snapshot_index { commit } else { LogIndex::ZERO };
         let options = WalOptions { create_if_missing: true, ..options };
-        let mut wal = Wal::open_holding(disk, &wal_dir, options, must_hold)?;
+        let note_path = dir.join(LOST_NOTE);
+        let mut lost = read_lost_note(disk.as_ref(), &note_path)?;
+        // While entries lost to damage are being fetched again, the log may end below the
+        // commit index: the note's bound (at least that commit index) keeps them safe.
+        let must_hold = if lost.is_some() { LogIndex::ZERO } else { must_hold };
+        let mut repaired = None;
+        let mut wal = match Wal::open_holding(disk.clone(), &wal_dir, options.clone(), must_hold) {
+            Ok(wal) => wal,
+            Err(error) => {
+                // Damage inside the log: cut the log there and fetch what followed from the
+                // other replicas, if how far the log reached is known (else stop, as before).
+                let Some(damage) = Wal::survey_damage(disk.as_ref(), &wal_dir, &options, &error)?
+                else {
+                    return Err(error.into());
+                };
+                let cut_from = damage.intact_through.map_or(LogIndex(1), LogIndex::next);
+                let note = LostNote {
+                    cut_from: lost.map_or(cut_from, |note| note.cut_from.min(cut_from)),
+                    lost_through: damage
+                        .found_through
+                        .max(commit)
+                        .max(lost.map_or(LogIndex::ZERO, |note| note.lost_through)),
+                };
+                write_lost_note(disk.as_ref(), dir, &note)?;
+                Wal::cut_at_damage(disk.as_ref(), &wal_dir, &damage)?;
+                lost = Some(note);
+                repaired = Some(damage);
+                Wal::open_holding(disk.clone(), &wal_dir, options, LogIndex::ZERO)?
+            }
+        };
         let holds_entries = wal.last_index() >= wal.first_index();
         let after_gap = wal.first_index() > snapshot_index.next();
         if after_gap && (holds_entries || snapshot_index > LogIndex::ZERO) {
@@ -294,8 +402,13 @@ impl LogStore {
             entries,
             membership: durable.membership,
             applied: snapshot_index,
+            lost_through: lost.map(|note| note.lost_through),
         };
-        let store = LogStore {
+        let mut store = LogStore {
+            disk,
+            dir: dir.to_path_buf(),
+            lost,
+            repaired,
             wal,
             hard_state,
             snapshots,
@@ -306,7 +419,41 @@ impl LogStore {
             failed: None,
             command_bytes_max,
         };
+        // The entries may be back already (fetched, and a crash came before the note went).
+        store.settle_lost_note()?;
         Ok((store, initial))
+    }
+
+    /// The damage this open found in the log and cut it at, if any (the entries after it are
+    /// fetched again from the other replicas).
+    pub fn repaired_damage(&self) -> Option<&Damage> {
+        self.repaired.as_ref()
+    }
+
+    /// Entries this replica's log lost to damage, while it does not hold that far again.
+    pub fn lost_entries(&self) -> Option<LostNote> {
+        self.lost
+    }
+
+    /// Removes the note of lost entries once the durable log reaches its bound again.
+    fn settle_lost_note(&mut self) -> Result<(), StoreError> {
+        let Some(note) = self.lost else { return Ok(()) };
+        if self.wal.last_index() < note.lost_through {
+            return Ok(());
+        }
+        let path = self.dir.join(LOST_NOTE);
+        match self.disk.remove(&path) {
+            Ok(()) => {}
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+            Err(source) => {
+                return Err(StoreError::Io(IoFailure { operation: "remove", path, source }))
+            }
+        }
+        self.disk.sync_dir(&self.dir).map_err(|source| {
+            StoreError::Io(IoFailure { operation: "sync", path: self.dir.clone(), source })
+        })?;
+        self.lost = None;
+        Ok(())
     }
 
     /// The latest durable snapshot (a checkpoint this replica took, or one it received), from
@@ -550,7 +697,8 @@ impl LogStore {
             self.pending_hard_state = None;
         }
         self.dirty = false;
-        Ok(())
+        let settled = self.settle_lost_note();
+        self.note_failure(settled)
     }
 
     /// The largest command one entry may carry: a bigger one could never be written, so the

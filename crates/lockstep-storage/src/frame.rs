@@ -41,6 +41,8 @@ pub enum FrameKind {
     HardState = 3,
     /// A snapshot's metadata.
     SnapshotMeta = 4,
+    /// A note a replica keeps about its own state (entries its log lost to damage).
+    Note = 5,
 }
 
 impl FrameKind {
@@ -50,6 +52,7 @@ impl FrameKind {
             2 => Some(FrameKind::Records),
             3 => Some(FrameKind::HardState),
             4 => Some(FrameKind::SnapshotMeta),
+            5 => Some(FrameKind::Note),
             _ => None,
         }
     }

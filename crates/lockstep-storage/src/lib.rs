@@ -48,4 +48,4 @@ pub use snapshot::{
     SnapshotError, SnapshotFooter, SnapshotReader, SnapshotReceiver, SnapshotStore, SnapshotWriter,
     StoredSnapshot,
 };
-pub use wal::{Wal, WalError, WalOptions};
+pub use wal::{Damage, Wal, WalError, WalOptions};

@@ -978,6 +978,187 @@ impl Wal {
     }
 }
 
+/// Damage that opening the log reported, surveyed so that the log can be cut at it and the
+/// lost entries fetched again from other replicas (see [`Wal::survey_damage`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Damage {
+    /// The segment the damage starts in.
+    pub segment: u64,
+    /// Where in it (0: the segment is unreadable from its header on).
+    pub offset: u64,
+    /// Entries up to here read back intact and are kept.
+    pub intact_through: Option<LogIndex>,
+    /// The highest entry index found in any intact frame or segment header after the damage:
+    /// this replica held entries at least that far, and may have acknowledged them.
+    pub found_through: LogIndex,
+    /// What was wrong, as opening the log reported it.
+    pub detail: String,
+}
+
+impl fmt::Display for Damage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} at byte {}: {}", segment_name(self.segment), self.offset, self.detail)?;
+        match self.intact_through {
+            Some(index) => write!(f, "; entries through {index} are intact")?,
+            None => write!(f, "; no entry before it is affected")?,
+        }
+        write!(f, ", entries through {} were held after it", self.found_through)
+    }
+}
+
+impl Wal {
+    /// Looks at the damage `error` (from opening the log in `dir`) reported, to cut the log
+    /// there: where it starts, and how far the log reached after it. `None` when the log
+    /// cannot be cut safely: the error is not damage inside a segment, or nothing intact after
+    /// the damage tells how far the log reached (the damaged frames may have held entries
+    /// this replica acknowledged, and no bound on them is known).
+    pub fn survey_damage(
+        disk: &dyn Disk,
+        dir: &Path,
+        options: &WalOptions,
+        error: &WalError,
+    ) -> Result<Option<Damage>, WalError> {
+        let WalError::Corrupt { path, offset, detail, intact_through, .. } = error else {
+            return Ok(None);
+        };
+        let Some(segment) = path
+            .file_name()
+            .and_then(|name| name.to_str())
+            .and_then(parse_segment_name)
+            .filter(|_| path.parent() == Some(dir))
+        else {
+            return Ok(None);
+        };
+        let mut numbers: Vec<u64> = disk
+            .list(dir)
+            .map_err(io_error("list the log directory", dir))?
+            .iter()
+            .filter_map(|name| parse_segment_name(name))
+            .filter(|number| *number >= segment)
+            .collect();
+        numbers.sort_unstable();
+        let size_max = options.segment_bytes.max(MINIMUM_SEGMENT_BYTES) * 2;
+        let mut found: Option<LogIndex> = None;
+        for number in numbers {
+            let path = dir.join(segment_name(number));
+            let file = disk.open(&path, false).map_err(io_error("open", &path))?;
+            let len = file.len().map_err(io_error("read the length of", &path))?.min(size_max);
+            let mut bytes = vec![0u8; len as usize];
+            file.read_at(0, &mut bytes).map_err(io_error("read", &path))?;
+            let start = if number == segment { *offset + FRAME_ALIGN } else { 0 };
+            found = found.max(highest_index_in(&bytes, start));
+        }
+        Ok(found.map(|found_through| Damage {
+            segment,
+            offset: *offset,
+            intact_through: *intact_through,
+            found_through,
+            detail: detail.clone(),
+        }))
+    }
+
+    /// Cuts the log in `dir` at `damage`: the damaged segment keeps what lies before the
+    /// damage (zeros after it) and every later segment is set aside. Nothing is destroyed: the
+    /// damaged segment is first copied, and later segments renamed, to `<name>.damaged`
+    /// (never read again; remove them at will). Record how far the log reached
+    /// ([`Damage::found_through`]) durably before calling this: after it, nothing on disk
+    /// says. Opening the log afterwards finds it ending where the damage started.
+    pub fn cut_at_damage(disk: &dyn Disk, dir: &Path, damage: &Damage) -> Result<(), WalError> {
+        let mut later: Vec<u64> = disk
+            .list(dir)
+            .map_err(io_error("list the log directory", dir))?
+            .iter()
+            .filter_map(|name| parse_segment_name(name))
+            .filter(|number| *number > damage.segment)
+            .collect();
+        // Newest first: a crash part way leaves the log a run of consecutive segments.
+        later.sort_unstable_by(|a, b| b.cmp(a));
+        let set_aside = |number: u64| -> Result<(), WalError> {
+            let path = dir.join(segment_name(number));
+            let aside = dir.join(format!("{}.damaged", segment_name(number)));
+            match disk.remove(&aside) {
+                Ok(()) => {}
+                Err(error) if error.kind() == io::ErrorKind::NotFound => {}
+                Err(error) => return Err(io_error("remove", &aside)(error)),
+            }
+            disk.rename(&path, &aside).map_err(io_error("rename", &path))
+        };
+        for number in later {
+            set_aside(number)?;
+        }
+        let path = dir.join(segment_name(damage.segment));
+        if damage.offset == 0 {
+            set_aside(damage.segment)?;
+        } else {
+            let mut file = disk.open(&path, false).map_err(io_error("open", &path))?;
+            let len = file.len().map_err(io_error("read the length of", &path))?;
+            let mut bytes = vec![0u8; len as usize];
+            file.read_at(0, &mut bytes).map_err(io_error("read", &path))?;
+            let copy_path = dir.join(format!("{}.damaged", segment_name(damage.segment)));
+            let mut copy = disk.open(&copy_path, true).map_err(io_error("create", &copy_path))?;
+            copy.set_len(0).map_err(io_error("truncate", &copy_path))?;
+            copy.write_at(0, &bytes).map_err(io_error("write", &copy_path))?;
+            copy.sync_data().map_err(io_error("sync", &copy_path))?;
+            let zeros = vec![0u8; len.saturating_sub(damage.offset) as usize];
+            file.write_at(damage.offset, &zeros).map_err(io_error("zero the damage in", &path))?;
+            file.sync_data().map_err(io_error("sync", &path))?;
+        }
+        disk.sync_dir(dir).map_err(io_error("sync", dir))
+    }
+}
+
+/// The highest entry index in any intact record frame (checksum good, any sequence) or
+/// segment header found in `bytes` from `start` on.
+fn highest_index_in(bytes: &[u8], start: u64) -> Option<LogIndex> {
+    let mut found: Option<LogIndex> = None;
+    let mut offset = align(start);
+    while offset + FRAME_HEADER_BYTES as u64 <= bytes.len() as u64 {
+        let at = offset as usize;
+        let Some(header) = decode_header(&bytes[at..]) else {
+            offset += FRAME_ALIGN;
+            continue;
+        };
+        let begin = at + FRAME_HEADER_BYTES;
+        let Some(body) = begin
+            .checked_add(header.body_len as usize)
+            .and_then(|end| bytes.get(begin..end))
+            .filter(|body| body_matches(&header, body))
+        else {
+            offset += FRAME_ALIGN;
+            continue;
+        };
+        match header.kind {
+            FrameKind::Records => found = found.max(last_entry_index(body)),
+            FrameKind::SegmentHeader => {
+                let before = postcard::from_bytes::<SegmentHeader>(body)
+                    .ok()
+                    .map(|segment| segment.next_index.prev())
+                    .filter(|index| *index > LogIndex::ZERO && index.get() <= VALUE_MAX);
+                found = found.max(before);
+            }
+            _ => {}
+        }
+        offset += header.frame_bytes();
+    }
+    found
+}
+
+/// The index of the last entry in a frame body, if any.
+fn last_entry_index(body: &[u8]) -> Option<LogIndex> {
+    let mut position = SYNCED_THROUGH_BYTES;
+    let mut last = None;
+    while position < body.len() {
+        let Ok((payload, used)) = decode_record(&body[position..]) else { break };
+        if let Ok(Record::Entry(entry)) = postcard::from_bytes::<Record>(payload) {
+            if entry.index.get() <= VALUE_MAX {
+                last = Some(entry.index);
+            }
+        }
+        position += used;
+    }
+    last
+}
+
 /// Segments smaller than this cannot hold a header and a useful frame.
 const MINIMUM_SEGMENT_BYTES: u64 = 2 * FRAME_HEADER_BYTES as u64 + 256;
 

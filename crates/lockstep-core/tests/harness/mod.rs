@@ -29,6 +29,9 @@ pub struct Disk {
     /// The snapshot the log continues after, if any.
     pub snapshot: Option<lockstep_core::SnapshotMeta>,
     pub entries: Vec<Entry>,
+    /// Storage cut the log at damage and may have lost acknowledged entries through here; kept
+    /// (as the larger of every cut's bound) until the durable log reaches it again.
+    pub lost_through: Option<LogIndex>,
 }
 
 impl Disk {
@@ -261,6 +264,14 @@ impl Cluster {
         let replica = self.replica_mut(id);
         let Some(write) = replica.unsynced.pop_front() else { return false };
         replica.disk.write(&write.persist);
+        let durable_last = replica.disk.entries.last().map(|entry| entry.index).or(replica
+            .disk
+            .snapshot
+            .as_ref()
+            .map(|meta| meta.last_index));
+        if replica.disk.lost_through.is_some_and(|through| durable_last >= Some(through)) {
+            replica.disk.lost_through = None;
+        }
         let last_written = write
             .persist
             .entries
@@ -380,6 +391,12 @@ impl Cluster {
     /// Crashes `id` (its unsynced writes are lost, and its volatile state) and restarts it from
     /// its disk.
     pub fn crash_and_restart(&mut self, id: NodeId) {
+        self.crash_and_restart_losing(id, None);
+    }
+
+    /// Crashes `id` and restarts it as storage that found damage would: every durable entry
+    /// from `from` on is gone, and the replica is told it may have acknowledged them.
+    pub fn crash_and_restart_losing(&mut self, id: NodeId, from: Option<LogIndex>) {
         let membership = self.membership.clone();
         let replica = self.replica_mut(id);
         replica.unsynced.clear();
@@ -388,12 +405,19 @@ impl Cluster {
         replica.restarts += 1;
         let mut config = replica.config.clone();
         config.random_seed = config.random_seed.wrapping_add(replica.restarts.wrapping_mul(7919));
+        if let Some(from) = from {
+            let last = replica.disk.entries.last().map(|entry| entry.index);
+            replica.disk.lost_through = replica.disk.lost_through.max(last);
+            replica.disk.entries.retain(|entry| entry.index < from);
+        }
+        let lost_through = replica.disk.lost_through;
         let initial = InitialState {
             hard_state: replica.disk.hard_state,
             snapshot: replica.disk.snapshot.clone(),
             entries: replica.disk.entries.clone(),
             membership,
             applied: LogIndex::ZERO,
+            lost_through,
         };
         replica.node = Node::new(config, initial).expect("a replica restarts from its own disk");
         self.check();

@@ -346,6 +346,13 @@ impl Runner {
                 self.cluster().crash_and_restart(id);
                 out.push(state_line(self.cluster().node(id)));
             }
+            "crash-losing" => {
+                // Restarts as if storage had cut the log at damage from `from` on.
+                let id = args.id(0);
+                let from = LogIndex(parse_number(args.option("from").expect("from=N")));
+                self.cluster().crash_and_restart_losing(id, Some(from));
+                out.push(state_line(self.cluster().node(id)));
+            }
             "status" => {
                 for id in args.ids() {
                     out.extend(status_lines(self.cluster().node(id)));
@@ -411,6 +418,7 @@ impl Runner {
             entries,
             membership,
             applied: LogIndex::ZERO,
+            lost_through: None,
         };
         replica.node = Node::new(replica.config.clone(), initial).expect("valid log");
         replica.applied.clear();
@@ -458,6 +466,9 @@ fn status_lines(node: &Node) -> Vec<String> {
         node.persisted_index(),
         node.applied_index()
     ));
+    if let Some(through) = node.lost_through() {
+        lines.push(format!("  lost entries through {through}: out of elections"));
+    }
     for follower in node.membership().members() {
         if let Some(progress) = node.progress(follower) {
             lines.push(format!(
@@ -527,6 +538,7 @@ fn parse_message(args: &Args) -> Message {
                     rejected_index: LogIndex(args.option("rejected").map_or(0, parse_number)),
                     hint_index,
                     hint_term,
+                    lost_entries: args.option("lost") == Some("true"),
                 })
             }
         },

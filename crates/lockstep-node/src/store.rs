@@ -32,8 +32,9 @@ use lockstep_storage::frame::{
     body_matches, decode_header, encode_frame, FrameKind, FRAME_HEADER_BYTES,
 };
 use lockstep_storage::{
-    Damage, Disk, DurableState, HardStateError, HardStateFile, IoFailure, SnapshotError, SnapshotReader,
-    SnapshotReceiver, SnapshotStore, SnapshotWriter, StoredSnapshot, Wal, WalError, WalOptions,
+    Damage, Disk, DurableState, HardStateError, HardStateFile, IoFailure, SnapshotError,
+    SnapshotReader, SnapshotReceiver, SnapshotStore, SnapshotWriter, StoredSnapshot, Wal, WalError,
+    WalOptions,
 };
 
 /// What can go wrong with a replica's durable state.

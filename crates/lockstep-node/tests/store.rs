@@ -431,3 +431,128 @@ fn a_log_compacted_past_a_lost_snapshot_is_refused() {
         "{error}"
     );
 }
+
+/// Writes entries `from..=to` (200-byte commands, one write and sync each, so each is a frame
+/// of its own), with the commit index at `commit`.
+fn write_frames(store: &mut LogStore, from: u64, to: u64, commit: u64) {
+    for index in from..=to {
+        let entry = Entry {
+            term: Term(1),
+            index: LogIndex(index),
+            payload: EntryPayload::Command(Command {
+                data: Bytes::from(vec![index as u8; 200]),
+                timestamp_millis: 0,
+            }),
+        };
+        let hard_state = HardState { term: Term(1), vote: None, commit: LogIndex(commit) };
+        store
+            .write(&Persist {
+                snapshot: None,
+                truncate_from: None,
+                entries: vec![entry],
+                hard_state: Some(hard_state),
+            })
+            .expect("writes");
+        store.sync().expect("syncs");
+    }
+}
+
+/// The offset in the segment file of the frame holding entry `index`'s payload bytes.
+fn offset_of_entry(bytes: &[u8], index: u64) -> usize {
+    let marker = vec![index as u8; 200];
+    bytes.windows(200).position(|window| window == marker.as_slice()).expect("entry is in the file")
+}
+
+#[test]
+fn a_damaged_log_record_is_cut_off_noted_and_fetched_again() {
+    use lockstep_storage::Disk;
+    let disk = SimDisk::new(9, Faults::default());
+    let (mut store, _) = open(&disk, true).expect("bootstraps");
+    write_frames(&mut store, 1, 12, 6);
+    let segments: Vec<String> = disk.list(Path::new("/data/replica/wal")).expect("lists");
+    drop(store);
+    // Flip a byte inside entry 5's record, in whichever segment holds it.
+    let (segment, offset) = segments
+        .iter()
+        .filter(|name| name.ends_with(".seg"))
+        .find_map(|name| {
+            let path = Path::new("/data/replica/wal").join(name);
+            let bytes = disk.contents(&path)?;
+            let marker = vec![5u8; 200];
+            bytes
+                .windows(200)
+                .any(|w| w == marker.as_slice())
+                .then(|| (path, offset_of_entry(&bytes, 5)))
+        })
+        .expect("entry 5 is on disk");
+    disk.flip_bit(&segment, offset as u64 + 17, 3).expect("flips");
+
+    // Reopened: the log is cut where the damage starts, the lost bound noted and handed on.
+    let (mut store, initial) = open(&disk, false).expect("a damaged log is cut, not refused");
+    let damage = store.repaired_damage().expect("the damage is reported").clone();
+    assert_eq!(damage.intact_through, Some(LogIndex(4)), "{damage}");
+    assert_eq!(damage.found_through, LogIndex(12), "{damage}");
+    let indexes: Vec<u64> = initial.entries.iter().map(|entry| entry.index.get()).collect();
+    assert_eq!(indexes, (1..=4).collect::<Vec<_>>());
+    assert_eq!(initial.lost_through, Some(LogIndex(12)));
+    let note = store.lost_entries().expect("noted");
+    assert_eq!((note.cut_from, note.lost_through), (LogIndex(5), LogIndex(12)));
+    let names = disk.list(Path::new("/data/replica/wal")).expect("lists");
+    assert!(names.iter().any(|name| name.ends_with(".seg.damaged")), "{names:?}: kept aside");
+    drop(store);
+
+    // Restarted again before anything was fetched: the note still holds the bound.
+    disk.crash();
+    let (mut store, initial) = open(&disk, false).expect("recovers");
+    assert_eq!(initial.lost_through, Some(LogIndex(12)));
+    assert_eq!(initial.entries.len(), 4);
+    // Entries 5..=12 arrive again from a leader; once durable the note goes.
+    write_frames(&mut store, 5, 11, 6);
+    assert!(store.lost_entries().is_some(), "short of the bound");
+    write_frames(&mut store, 12, 12, 12);
+    assert_eq!(store.lost_entries(), None);
+    drop(store);
+    disk.crash();
+    let (store, initial) = open(&disk, false).expect("recovers");
+    assert_eq!(initial.lost_through, None);
+    assert_eq!(initial.entries.len(), 12);
+    assert!(store.repaired_damage().is_none());
+}
+
+#[test]
+fn damage_to_the_last_frame_with_nothing_after_it_stops_the_replica() {
+    let disk = SimDisk::new(10, Faults::default());
+    let (mut store, _) = open(&disk, true).expect("bootstraps");
+    write_frames(&mut store, 1, 3, 3);
+    drop(store);
+    let path = Path::new("/data/replica/wal/wal-00000000000000000001.seg");
+    let bytes = disk.contents(path).expect("segment");
+    disk.flip_bit(path, offset_of_entry(&bytes, 3) as u64 + 9, 1).expect("flips");
+    // Entry 3 was committed, so this is damage, not a torn write; but nothing after it tells
+    // how far the log reached, so it cannot be cut safely.
+    let error = open(&disk, false).expect_err("refused");
+    assert!(error.to_string().contains("committed"), "{error}");
+}
+
+#[test]
+fn a_damaged_segment_header_sets_the_segment_and_all_after_it_aside() {
+    use lockstep_storage::Disk;
+    let disk = SimDisk::new(11, Faults::default());
+    let (mut store, _) = open(&disk, true).expect("bootstraps");
+    // 4096-byte segments: many segments.
+    write_frames(&mut store, 1, 40, 40);
+    drop(store);
+    let dir = Path::new("/data/replica/wal");
+    let mut segments: Vec<String> =
+        disk.list(dir).expect("lists").into_iter().filter(|n| n.ends_with(".seg")).collect();
+    segments.sort();
+    assert!(segments.len() >= 3, "{segments:?}");
+    disk.flip_bit(&dir.join(&segments[1]), 2, 0).expect("flips the second segment's magic");
+    let (_, initial) = open(&disk, false).expect("cut");
+    let last = initial.entries.last().map_or(0, |entry| entry.index.get());
+    assert!(last < 40 && last > 0, "kept through {last}");
+    assert_eq!(initial.lost_through, Some(LogIndex(40)));
+    let names = disk.list(dir).expect("lists");
+    let aside = names.iter().filter(|name| name.ends_with(".damaged")).count();
+    assert_eq!(aside, segments.len() - 1, "{names:?}");
+}

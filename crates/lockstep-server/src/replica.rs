@@ -709,6 +709,7 @@ impl<M: StateMachine> Replica<M> {
             chain_index: self.driver.state().chain().index.get(),
             chain: format!("{:016x}", self.driver.state().chain().value),
             audit: self.audit_view(),
+            lost_through: node.lost_through().map(|index| index.0),
         }
     }
 

@@ -85,6 +85,19 @@ impl BoundServer {
             WalOptions::default(),
         )
         .map_err(|error| error.to_string())?;
+        if let Some(damage) = store.repaired_damage() {
+            tracing::warn!(replica = config.id, "the write-ahead log is damaged: {damage}");
+        }
+        if let Some(note) = store.lost_entries() {
+            tracing::warn!(
+                replica = config.id,
+                "the log was cut at entry {} and lost entries through {}: they are fetched \
+                 again from the leader; until they are held, this replica takes no part in \
+                 elections",
+                note.cut_from,
+                note.lost_through
+            );
+        }
         let mut hosted = Hosted::new(machine);
         if let Some(Sabotage::DivergeAt(index)) = config.sabotage {
             hosted.sabotage_diverge_at(index);

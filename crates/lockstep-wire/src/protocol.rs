@@ -214,6 +214,10 @@ pub struct ReplicaStatus {
     pub chain: String,
     /// The audit of replicas as this replica sees it.
     pub audit: AuditView,
+    /// Its log lost entries through this index to damage (cut off at restart) and does not
+    /// hold them again yet: it fetches them from the leader and takes no part in elections
+    /// until it does.
+    pub lost_through: Option<u64>,
 }
 
 /// The audit as one replica sees it (see `docs/auditing.md`).

@@ -425,6 +425,7 @@ async fn status(args: &ClientArgs) -> Result<(), String> {
                         "cluster_id": status.cluster_id,
                         "failure": status.failure,
                         "audit": serde_json::to_value(&status.audit).unwrap_or(Value::Null),
+                        "lost_through": status.lost_through,
                     }),
                     Err(error) => json!({ "endpoint": endpoint, "error": error }),
                 })
@@ -473,12 +474,14 @@ async fn status(args: &ClientArgs) -> Result<(), String> {
     Ok(())
 }
 
-/// A replica's audit in one word: `ok`, `QUARANTINED`, or `off`.
+/// A replica's audit in one word: `ok`, `QUARANTINED`, `LOG-REPAIR` (fetching entries its
+/// log lost to damage), or `off`.
 fn audit_word(status: &ReplicaStatus) -> &'static str {
-    match (&status.audit.quarantined, status.audit.enabled) {
-        (Some(_), _) => "QUARANTINED",
-        (None, true) => "ok",
-        (None, false) => "off",
+    match (&status.audit.quarantined, status.lost_through, status.audit.enabled) {
+        (Some(_), _, _) => "QUARANTINED",
+        (None, Some(_), _) => "LOG-REPAIR",
+        (None, None, true) => "ok",
+        (None, None, false) => "off",
     }
 }
 

@@ -1,0 +1,166 @@
+//! Storage faults repaired from peers, against real processes: bytes flipped in a stopped
+//! replica's write-ahead log are found when it restarts; it cuts its log at the damage,
+//! fetches what followed from the leader, keeps out of elections until it holds it again, and
+//! serves again with the others' state. A single replica, which no one can repair, says so
+//! and stops.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use common::{lockstep, write_keys, Cluster};
+use lockstep_kv::{KeyRange, RangeRequest, Request, Response};
+
+/// The log segments of replica `id`, oldest first.
+fn segments(cluster: &Cluster, id: u64) -> Vec<PathBuf> {
+    let dir = cluster.data_dir(id).join("wal");
+    let mut paths: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .expect("the log directory")
+        .filter_map(|entry| entry.ok().map(|entry| entry.path()))
+        .filter(|path| path.extension().is_some_and(|ext| ext == "seg"))
+        .collect();
+    paths.sort();
+    paths
+}
+
+/// Flips every bit of 8 bytes where `needle` is written in the log; returns the file.
+fn flip_bytes_at(paths: &[PathBuf], needle: &str) -> PathBuf {
+    for path in paths {
+        let mut bytes = std::fs::read(path).expect("read a segment");
+        if let Some(at) = bytes.windows(needle.len()).position(|window| window == needle.as_bytes())
+        {
+            for byte in &mut bytes[at..at + 8] {
+                *byte ^= 0xFF;
+            }
+            std::fs::write(path, &bytes).expect("write the segment back");
+            return path.clone();
+        }
+    }
+    panic!("{needle} is in no segment of {paths:?}");
+}
+
+fn has_damaged_copy(dir: &Path) -> bool {
+    std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .filter_map(Result::ok)
+                .any(|entry| entry.file_name().to_string_lossy().ends_with(".seg.damaged"))
+        })
+        .unwrap_or(false)
+}
+
+/// Waits until every replica applied the same index with the same digest and chain.
+async fn states_agree(cluster: &Cluster, ids: &[u64], within: Duration) {
+    let started = Instant::now();
+    loop {
+        let mut seen = Vec::new();
+        for &id in ids {
+            if let Some(status) = cluster.status(id).await {
+                seen.push((status.applied, status.digest, status.chain, status.lost_through));
+            }
+        }
+        if seen.len() == ids.len()
+            && seen.iter().all(|entry| *entry == seen[0])
+            && seen[0].3.is_none()
+        {
+            return;
+        }
+        if started.elapsed() > within {
+            panic!("the replicas differ: {seen:?}; logs in {}", cluster.dir.0.display());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bytes_flipped_in_a_stopped_replicas_log_are_repaired_from_its_peers() {
+    let mut cluster = Cluster::new("log-repair", 3);
+    cluster.start_all();
+    cluster.leader(Duration::from_secs(15)).await;
+    write_keys(cluster.client(), 0, 800, 16).await;
+    states_agree(&cluster, &[1, 2, 3], Duration::from_secs(20)).await;
+
+    // Replica 3 stops; a record in the middle of its log is damaged.
+    cluster.kill(3);
+    let damaged = flip_bytes_at(&segments(&cluster, 3), "key-000400");
+
+    // Restarted, it finds the damage, cuts its log there and fetches the rest again.
+    cluster.start(3);
+    // Writes go on meanwhile; none fails.
+    write_keys(cluster.client(), 800, 1_000, 16).await;
+    states_agree(&cluster, &[1, 2, 3], Duration::from_secs(30)).await;
+    let log = cluster.log(3);
+    let damage = log.lines().find(|line| line.contains("the write-ahead log is damaged"));
+    let cut = log.lines().find(|line| line.contains("fetched again from the leader"));
+    let (Some(damage), Some(cut)) = (damage, cut) else { panic!("no damage reported: {log}") };
+    println!("{damage}\n{cut}");
+    // "the log was cut at entry N and lost entries through M": entries N..=M were fetched.
+    let numbers: Vec<u64> = cut
+        .split("the log was cut at entry ")
+        .nth(1)
+        .map(|rest| {
+            rest.split(|c: char| !c.is_ascii_digit())
+                .filter(|word| !word.is_empty())
+                .take(2)
+                .filter_map(|word| word.parse().ok())
+                .collect()
+        })
+        .unwrap_or_default();
+    assert!(numbers.len() == 2 && numbers[0] < numbers[1], "{cut}");
+    assert!(has_damaged_copy(&cluster.data_dir(3).join("wal")), "the damaged segment is kept");
+    assert!(damaged.exists(), "the segment itself stays, cut at the damage");
+
+    // It serves the damaged key (and the later ones) again from its own state.
+    for key in ["key-000400", "key-000799", "key-000999"] {
+        let read = cluster
+            .replica_client(3)
+            .read(Request::Range(RangeRequest { range: KeyRange::key(key), ..Default::default() }))
+            .await
+            .expect("the repaired replica serves reads");
+        let Response::Range(range) = read.response else { panic!("{read:?}") };
+        let value = key.replace("key-", "value-").trim_start_matches("value-").to_string();
+        let expected = format!("value-{}", value.parse::<u64>().expect("a number"));
+        assert_eq!(range.kvs.len(), 1, "{key}: {range:?}");
+        assert_eq!(range.kvs[0].value, expected.as_bytes(), "{key}");
+    }
+    // `lockstep status` shows it healthy.
+    let table = lockstep()
+        .args(["status", "--endpoints", &cluster.endpoints().join(",")])
+        .output()
+        .expect("lockstep status");
+    let table = String::from_utf8_lossy(&table.stdout).to_string();
+    assert!(!table.contains("LOG-REPAIR") && !table.contains("QUARANTINED"), "{table}");
+
+    // And it takes part in elections again: with the other two in turn stopped, it is part
+    // of every majority.
+    cluster.kill(1);
+    write_keys(cluster.client_of(&[2, 3]), 1_000, 1_050, 4).await;
+    cluster.start(1);
+    cluster.kill(2);
+    write_keys(cluster.client_of(&[1, 3]), 1_050, 1_100, 4).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_single_replica_whose_log_is_damaged_says_so_and_stops() {
+    let mut cluster = Cluster::new("log-repair-alone", 1);
+    cluster.start_all();
+    cluster.leader(Duration::from_secs(15)).await;
+    write_keys(cluster.client(), 0, 400, 8).await;
+    cluster.kill(1);
+    flip_bytes_at(&segments(&cluster, 1), "key-000200");
+    cluster.start(1);
+    let started = Instant::now();
+    let status = loop {
+        let child = cluster.replicas.get_mut(&1).and_then(|r| r.child.as_mut()).expect("started");
+        if let Some(status) = child.try_wait().expect("wait") {
+            break status;
+        }
+        assert!(started.elapsed() < Duration::from_secs(20), "it kept running");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(!status.success());
+    let log = cluster.log(1);
+    assert!(log.contains("the write-ahead log is damaged"), "{log}");
+    assert!(log.contains("no other replica can supply them"), "{log}");
+}

@@ -488,7 +488,7 @@ fn a_damaged_log_record_is_cut_off_noted_and_fetched_again() {
     disk.flip_bit(&segment, offset as u64 + 17, 3).expect("flips");
 
     // Reopened: the log is cut where the damage starts, the lost bound noted and handed on.
-    let (mut store, initial) = open(&disk, false).expect("a damaged log is cut, not refused");
+    let (store, initial) = open(&disk, false).expect("a damaged log is cut, not refused");
     let damage = store.repaired_damage().expect("the damage is reported").clone();
     assert_eq!(damage.intact_through, Some(LogIndex(4)), "{damage}");
     assert_eq!(damage.found_through, LogIndex(12), "{damage}");

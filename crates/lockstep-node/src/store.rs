@@ -336,7 +336,25 @@ impl LogStore {
         // commit index: the note's bound (at least that commit index) keeps them safe.
         let must_hold = if lost.is_some() { LogIndex::ZERO } else { must_hold };
         let mut repaired = None;
-        let mut wal = match Wal::open_holding(disk.clone(), &wal_dir, options.clone(), must_hold) {
+        // A bad frame at the end that intact frames follow is cut off as a torn write; but
+        // those frames may have been acknowledged: note how far they reach first.
+        let mut noted_tail = None;
+        let mut note_tail = |cut_from: LogIndex, beyond: LogIndex| -> Result<(), WalError> {
+            let note = LostNote {
+                cut_from: lost.map_or(cut_from, |note| note.cut_from.min(cut_from)),
+                lost_through: beyond.max(lost.map_or(LogIndex::ZERO, |note| note.lost_through)),
+            };
+            write_lost_note(disk.as_ref(), dir, &note)
+                .map_err(|error| WalError::Invalid(format!("cannot note lost entries: {error}")))?;
+            noted_tail = Some(note);
+            Ok(())
+        };
+        let opened =
+            Wal::open_noting(disk.clone(), &wal_dir, options.clone(), must_hold, &mut note_tail);
+        if noted_tail.is_some() {
+            lost = noted_tail;
+        }
+        let mut wal = match opened {
             Ok(wal) => wal,
             Err(error) => {
                 // Damage inside the log: cut the log there and fetch what followed from the

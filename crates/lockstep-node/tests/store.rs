@@ -556,3 +556,41 @@ fn a_damaged_segment_header_sets_the_segment_and_all_after_it_aside() {
     let aside = names.iter().filter(|name| name.ends_with(".damaged")).count();
     assert_eq!(aside, segments.len() - 1, "{names:?}");
 }
+
+#[test]
+fn a_bad_frame_cut_off_as_torn_notes_the_intact_frames_after_it() {
+    let disk = SimDisk::new(12, Faults::default());
+    let (mut store, _) = open(&disk, true).expect("bootstraps");
+    write_frames(&mut store, 1, 4, 4);
+    // Entries 5 and 6 in two frames under one sync: no later frame proves 5 was synced, so
+    // damage to it reads like a write torn at a crash; yet 6, intact, may have been
+    // acknowledged with it.
+    for index in [5u64, 6] {
+        let entry = Entry {
+            term: Term(1),
+            index: LogIndex(index),
+            payload: EntryPayload::Command(Command {
+                data: Bytes::from(vec![index as u8; 200]),
+                timestamp_millis: 0,
+            }),
+        };
+        store
+            .write(&Persist {
+                snapshot: None,
+                truncate_from: None,
+                entries: vec![entry],
+                hard_state: None,
+            })
+            .expect("writes");
+    }
+    store.sync().expect("syncs");
+    drop(store);
+    let path = Path::new("/data/replica/wal/wal-00000000000000000001.seg");
+    let bytes = disk.contents(path).expect("segment");
+    disk.flip_bit(path, offset_of_entry(&bytes, 5) as u64 + 50, 6).expect("flips");
+    let (store, initial) = open(&disk, false).expect("cut as torn");
+    assert_eq!(initial.entries.len(), 4);
+    assert_eq!(initial.lost_through, Some(LogIndex(6)), "the frames after it are noted");
+    let note = store.lost_entries().expect("noted");
+    assert_eq!((note.cut_from, note.lost_through), (LogIndex(5), LogIndex(6)));
+}

@@ -239,6 +239,23 @@ impl Wal {
         options: WalOptions,
         must_hold_through: LogIndex,
     ) -> Result<Wal, WalError> {
+        Wal::open_noting(disk, dir, options, must_hold_through, &mut |_, _| Ok(()))
+    }
+
+    /// Opens the log like [`Wal::open_holding`]; and before it cuts off a bad frame at the end
+    /// that intact frames follow (a write torn at a crash, or damage no later frame proves
+    /// was synced), calls `before_cut` with the first index it cuts off and the highest entry
+    /// index those frames hold. A
+    /// caller that must know whether it may have acknowledged entries it loses (a replica:
+    /// see `docs/storage.md`) records that bound durably there; an error from it stops the
+    /// open with nothing cut.
+    pub fn open_noting(
+        disk: Arc<dyn Disk>,
+        dir: &Path,
+        options: WalOptions,
+        must_hold_through: LogIndex,
+        before_cut: &mut dyn FnMut(LogIndex, LogIndex) -> Result<(), WalError>,
+    ) -> Result<Wal, WalError> {
         let minimum = MINIMUM_SEGMENT_BYTES;
         if options.segment_bytes < minimum || options.frame_bytes_max == 0 {
             return Err(WalError::Invalid(format!(
@@ -306,8 +323,9 @@ impl Wal {
             torn_tail = wal.recover_segment(number, position == 0, position + 1 == count)?;
         }
         if wal.last_index_if_any().unwrap_or(wal.first_index.prev()) < must_hold_through {
-            let (path, offset) = torn_tail.clone().unwrap_or_else(|| {
-                (wal.segments.last().map(|s| s.path.clone()).unwrap_or_default(), wal.write_offset)
+            let (path, offset, _) = torn_tail.clone().unwrap_or_else(|| {
+                let path = wal.segments.last().map(|s| s.path.clone()).unwrap_or_default();
+                (path, wal.write_offset, None)
             });
             return Err(WalError::Corrupt {
                 path,
@@ -320,7 +338,10 @@ impl Wal {
                 found_again_from: None,
             });
         }
-        if let Some((path, offset)) = torn_tail {
+        if let Some((path, offset, beyond)) = torn_tail {
+            if let Some(beyond) = beyond.filter(|&beyond| Some(beyond) > wal.last_index_if_any()) {
+                before_cut(wal.next_index(), beyond)?;
+            }
             // Cut off the torn write and zero what it left, so nothing of it is read again.
             let segment =
                 wal.segments.last_mut().ok_or_else(|| WalError::Invalid("no segment".into()))?;
@@ -349,7 +370,7 @@ impl Wal {
         number: u64,
         first: bool,
         last: bool,
-    ) -> Result<Option<(PathBuf, u64)>, WalError> {
+    ) -> Result<Option<(PathBuf, u64, Option<LogIndex>)>, WalError> {
         let path = self.dir.join(segment_name(number));
         let file = self.disk.open(&path, false).map_err(io_error("open", &path))?;
         let len = file.len().map_err(io_error("read the length of", &path))?;
@@ -441,7 +462,9 @@ impl Wal {
         }
         self.segments.push(Segment { number, path: path.clone(), file });
         self.write_offset = offset;
-        Ok((last && torn).then_some((path, offset)))
+        let beyond =
+            if last && torn { highest_index_in(&bytes, offset + FRAME_ALIGN) } else { None };
+        Ok((last && torn).then_some((path, offset, beyond)))
     }
 
     /// The frame at `offset` if it is a complete, checksummed record frame with the expected

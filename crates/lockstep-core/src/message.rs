@@ -126,6 +126,10 @@ pub struct Heartbeat {
     pub commit: LogIndex,
     /// The leader's read round when it sent this; echoed in the response.
     pub read_round: u64,
+    /// The leader's last entry (index, term) when it sent this. A follower whose storage lost
+    /// entries it had acknowledged takes part in elections again once its log ends exactly
+    /// there: it then holds the leader's whole log, so nothing it lost can be committed.
+    pub leader_last: Option<(LogIndex, Term)>,
 }
 
 /// The answer to a heartbeat.

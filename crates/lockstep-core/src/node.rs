@@ -104,7 +104,12 @@ fn check_body(message: &Message) -> Result<(), RejectReason> {
                 && hint_index <= rejected_index
                 && hint_term.get() <= VALUE_MAX
         }
-        MessageBody::Heartbeat(heartbeat) => in_range(heartbeat.commit),
+        MessageBody::Heartbeat(heartbeat) => {
+            in_range(heartbeat.commit)
+                && heartbeat
+                    .leader_last
+                    .is_none_or(|(index, term)| in_range(index) && term.get() <= VALUE_MAX)
+        }
         MessageBody::ReadIndexResponse(response) => response.index.is_none_or(in_range),
         MessageBody::InstallSnapshot(chunk) => {
             let length = chunk.data.len() as u64;
@@ -194,6 +199,9 @@ pub struct Node {
     /// Storage lost entries through this index that this replica may have acknowledged
     /// ([`InitialState::lost_through`]): no campaigning or voting until the log reaches it.
     pub(crate) lost_through: Option<LogIndex>,
+    /// The term when this replica restarted with lost entries: every acknowledgement it lost
+    /// was given in this term or before.
+    pub(crate) lost_term: Term,
 
     pub(crate) output: Output,
     pub(crate) stats: Stats,
@@ -277,6 +285,7 @@ impl Node {
             quarantined: false,
             leaderless_ticks: 0,
             lost_through: initial.lost_through.filter(|&through| through > persisted_index),
+            lost_term: hard_state.term,
             output: Output::default(),
             stats: Stats::default(),
             config,

@@ -19,7 +19,7 @@ use crate::message::{AppendRequest, AppendResponse, Heartbeat, HeartbeatResponse
 use crate::node::Node;
 use crate::output::{Event, RejectReason};
 use crate::progress::ProgressState;
-use crate::types::{LogIndex, NodeId, Role};
+use crate::types::{LogIndex, NodeId, Role, Term};
 
 impl Node {
     /// Sends whatever each follower is ready for: new entries, probes, commit updates and a
@@ -103,7 +103,8 @@ impl Node {
             return;
         }
         progress.commit_sent = commit_for_follower;
-        let heartbeat = Heartbeat { commit: commit_for_follower, read_round };
+        let leader_last = Some((self.log.last_index(), self.log.last_term()));
+        let heartbeat = Heartbeat { commit: commit_for_follower, read_round, leader_last };
         self.send(to, MessageBody::Heartbeat(heartbeat));
     }
 
@@ -121,8 +122,10 @@ impl Node {
                 (*id, commit_for_follower)
             })
             .collect();
+        let leader_last = Some((self.log.last_index(), self.log.last_term()));
         for (follower, commit_for_follower) in followers {
-            let heartbeat = Heartbeat { commit: commit_for_follower, read_round: round };
+            let heartbeat =
+                Heartbeat { commit: commit_for_follower, read_round: round, leader_last };
             self.send(follower, MessageBody::Heartbeat(heartbeat));
         }
         if self.progress.is_empty() {
@@ -229,7 +232,7 @@ impl Node {
             }
             AppendResponse::Rejected { rejected_index, hint_index, hint_term, lost_entries } => {
                 if lost_entries {
-                    self.on_follower_lost_entries(from, hint_index);
+                    self.on_follower_lost_entries(from, hint_index, hint_term);
                     if rejected_index > last_index {
                         // Sent unasked from the follower's own log, which may be longer.
                         return;
@@ -260,6 +263,21 @@ impl Node {
         self.commit_to(heartbeat.commit.min(self.log.last_index()));
         let response = HeartbeatResponse { read_round: heartbeat.read_round };
         self.send_after_persist(from, MessageBody::HeartbeatResponse(response));
+        if let Some((index, term)) = heartbeat.leader_last {
+            // A leader of a later term than ours at the restart was elected without our vote
+            // (a term is stored before any vote in it): every entry ever committed with our
+            // lost acknowledgements is in its log. If our log is exactly its whole log (log
+            // matching), we hold them all, and what else we lost can never be committed.
+            // (A leader of our own term may still append, and commit with our acknowledgement,
+            // entries beyond what it sent: for it, the log must reach the lost index.)
+            if self.lost_through.is_some()
+                && self.term > self.lost_term
+                && self.log.last_index() == index
+                && self.log.term(index) == Some(term)
+            {
+                self.lost_through = None;
+            }
+        }
         if self.holds_for_lost_entries() {
             // Storage lost entries this replica had acknowledged: the leader may believe it
             // holds them, and an idle leader would then send nothing. Say what is held.
@@ -275,20 +293,27 @@ impl Node {
     }
 
     /// Leader: `from` says its storage lost entries it had acknowledged and that its log holds
-    /// (at most) through `held`. Its earlier acknowledgements beyond that no longer say what
-    /// it holds: lower its match to `held` and probe from there. (What was committed stays
-    /// committed; the follower keeps out of elections until it holds those entries again.)
-    fn on_follower_lost_entries(&mut self, from: NodeId, held: LogIndex) {
+    /// (at most) through `held`, of term `held_term` there. Its earlier acknowledgements beyond
+    /// that no longer say what it holds: lower its match to `held` (to nothing if our logs
+    /// differ there) and probe from there. (What was committed stays committed; the follower
+    /// keeps out of elections until it holds those entries again.)
+    fn on_follower_lost_entries(&mut self, from: NodeId, held: LogIndex, held_term: Term) {
+        let agrees = self.log.term(held) == Some(held_term);
+        let last_index = self.log.last_index();
         let Some(progress) = self.progress.get_mut(&from) else { return };
         progress.recent_active = true;
-        if held >= progress.match_index || matches!(progress.state, ProgressState::Snapshot { .. })
+        if (agrees && held >= progress.match_index)
+            || matches!(progress.state, ProgressState::Snapshot { .. })
         {
             return;
         }
-        progress.match_index = held;
-        progress.commit_sent = progress.commit_sent.min(held);
-        progress.match_at_last_heartbeat = progress.match_at_last_heartbeat.min(held);
+        let matched = if agrees { held.min(progress.match_index) } else { LogIndex::ZERO };
+        progress.match_index = matched;
+        progress.commit_sent = progress.commit_sent.min(matched);
+        progress.match_at_last_heartbeat = progress.match_at_last_heartbeat.min(matched);
         progress.become_probe();
+        // Probe right after what it holds; fast backtracking finds where the logs agree.
+        progress.next_index = held.min(last_index).next().max(matched.next());
     }
 
     pub(crate) fn on_heartbeat_response(&mut self, from: NodeId, response: HeartbeatResponse) {

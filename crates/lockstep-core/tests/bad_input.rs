@@ -109,10 +109,13 @@ fn body() -> impl Strategy<Value = MessageBody> {
                 })
             }
         ),
-        (number(), number()).prop_map(|(commit, round)| MessageBody::Heartbeat(Heartbeat {
-            commit: LogIndex(commit),
-            read_round: round
-        })),
+        (number(), number(), number(), number()).prop_map(|(commit, round, last, term)| {
+            MessageBody::Heartbeat(Heartbeat {
+                leader_last: (last % 2 == 0).then_some((LogIndex(last), Term(term))),
+                commit: LogIndex(commit),
+                read_round: round,
+            })
+        }),
         number().prop_map(|round| MessageBody::HeartbeatResponse(HeartbeatResponse {
             read_round: round
         })),

@@ -135,8 +135,6 @@ fn run(seed: u64, scenario: Scenario) -> Result<RunSummary, String> {
             980..=985 => {
                 let id = pick(&mut rng);
                 summary.crashes += 1;
-                let first_durable = cluster.replica_mut(id).disk.entries.first().map(|e| e.index);
-                let last_durable = cluster.replica_mut(id).disk.entries.last().map(|e| e.index);
                 // Damage is survivable while a majority holds every committed entry: at most
                 // a minority of replicas may be short of entries they lost at once.
                 let damaged = cluster
@@ -147,13 +145,11 @@ fn run(seed: u64, scenario: Scenario) -> Result<RunSummary, String> {
                 let room = damaged < (scenario.replicas - 1) / 2
                     || (damaged == (scenario.replicas - 1) / 2
                         && cluster.replica_mut(id).disk.lost_through.is_some());
-                match (scenario.lose_entries && room, first_durable, last_durable) {
-                    (true, Some(first), Some(last)) if rng.range(0, 2) == 0 => {
-                        let from = LogIndex(rng.range(first.get(), last.get() + 1));
-                        summary.losses += 1;
-                        cluster.crash_and_restart_losing(id, Some(from));
-                    }
-                    _ => cluster.crash_and_restart(id),
+                if scenario.lose_entries && room && rng.range(0, 2) == 0 {
+                    summary.losses += 1;
+                    cluster.crash_and_restart_losing(id, true);
+                } else {
+                    cluster.crash_and_restart(id);
                 }
             }
             986..=991 => {

@@ -26,4 +26,4 @@ pub use driver::{
 };
 pub use local::LocalStorage;
 pub use sessions::{ClientId, SessionCheck, SessionConfig, Sessions};
-pub use store::{write_checkpoint, LogStore, StoreError};
+pub use store::{write_checkpoint, LogStore, LostNote, StoreError};

@@ -126,11 +126,12 @@ const LOST_NOTE: &str = "lost-entries";
 /// elections (see `docs/storage.md`): kept in the file `lost-entries` until then.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LostNote {
-    /// The log was cut here: this entry and every later one were dropped.
-    pub cut_from: LogIndex,
-    /// The log held entries at least this far (found after the damage, or committed), any of
-    /// which this replica may have acknowledged.
+    /// The log held entries at least this far (found in it, or committed), any of which this
+    /// replica may have acknowledged.
     pub lost_through: LogIndex,
+    /// The damaged log was set aside and the log restarted after the snapshot: whatever it
+    /// holds now came from leaders. Until then, a restart sets it aside again.
+    pub set_aside: bool,
 }
 
 fn read_lost_note(disk: &dyn Disk, path: &Path) -> Result<Option<LostNote>, StoreError> {
@@ -332,50 +333,38 @@ impl LogStore {
         let options = WalOptions { create_if_missing: true, ..options };
         let note_path = dir.join(LOST_NOTE);
         let mut lost = read_lost_note(disk.as_ref(), &note_path)?;
+        if let Some(note) = lost.filter(|note| !note.set_aside) {
+            // A crash came while the damaged log was being set aside: finish that first.
+            Wal::set_aside(disk.as_ref(), &wal_dir)?;
+            lost = Some(note);
+        }
         // While entries lost to damage are being fetched again, the log may end below the
         // commit index: the note's bound (at least that commit index) keeps them safe.
         let must_hold = if lost.is_some() { LogIndex::ZERO } else { must_hold };
         let mut repaired = None;
-        // A bad frame at the end that intact frames follow is cut off as a torn write; but
-        // those frames may have been acknowledged: note how far they reach first.
-        let mut noted_tail = None;
-        let mut note_tail = |cut_from: LogIndex, beyond: LogIndex| -> Result<(), WalError> {
-            let note = LostNote {
-                cut_from: lost.map_or(cut_from, |note| note.cut_from.min(cut_from)),
-                lost_through: beyond.max(lost.map_or(LogIndex::ZERO, |note| note.lost_through)),
-            };
-            write_lost_note(disk.as_ref(), dir, &note)
-                .map_err(|error| WalError::Invalid(format!("cannot note lost entries: {error}")))?;
-            noted_tail = Some(note);
-            Ok(())
-        };
-        let opened =
-            Wal::open_noting(disk.clone(), &wal_dir, options.clone(), must_hold, &mut note_tail);
-        if noted_tail.is_some() {
-            lost = noted_tail;
-        }
-        let mut wal = match opened {
+        let mut wal = match Wal::open_strict(disk.clone(), &wal_dir, options.clone(), must_hold) {
             Ok(wal) => wal,
             Err(error) => {
-                // Damage inside the log: cut the log there and fetch what followed from the
-                // other replicas, if how far the log reached is known (else stop, as before).
+                // Damage in the log: drop the log and fetch it again from the other replicas,
+                // if how far it reached is known (else stop, as before). All of it, not only
+                // what follows the damage: a damaged frame may have held a truncation, so
+                // what precedes it may be entries the log had since replaced.
                 let Some(damage) = Wal::survey_damage(disk.as_ref(), &wal_dir, &options, &error)?
                 else {
                     return Err(error.into());
                 };
-                let cut_from = damage.intact_through.map_or(LogIndex(1), LogIndex::next);
                 let note = LostNote {
-                    cut_from: lost.map_or(cut_from, |note| note.cut_from.min(cut_from)),
                     lost_through: damage
                         .found_through
                         .max(commit)
                         .max(lost.map_or(LogIndex::ZERO, |note| note.lost_through)),
+                    set_aside: false,
                 };
                 write_lost_note(disk.as_ref(), dir, &note)?;
-                Wal::cut_at_damage(disk.as_ref(), &wal_dir, &damage)?;
+                Wal::set_aside(disk.as_ref(), &wal_dir)?;
                 lost = Some(note);
                 repaired = Some(damage);
-                Wal::open_holding(disk.clone(), &wal_dir, options, LogIndex::ZERO)?
+                Wal::open_strict(disk.clone(), &wal_dir, options, LogIndex::ZERO)?
             }
         };
         let holds_entries = wal.last_index() >= wal.first_index();
@@ -408,6 +397,16 @@ impl LogStore {
             // the log's restart was durable: what the log holds belongs to the old history.
             wal.restart_at(snapshot_index.next())?;
             wal.sync()?;
+        }
+        if let Some(note) = lost {
+            // The log holds nothing from before the damage now (it restarts after the
+            // snapshot): only entries fetched from leaders from here on. The bound covers the
+            // commit index too (a commit stored after the note was written).
+            let settled = LostNote { lost_through: note.lost_through.max(commit), set_aside: true };
+            if settled != note {
+                write_lost_note(disk.as_ref(), dir, &settled)?;
+            }
+            lost = Some(settled);
         }
         let first = wal.first_index().max(snapshot_index.next());
         let entries = if wal.last_index() >= first {

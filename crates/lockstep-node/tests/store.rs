@@ -487,16 +487,16 @@ fn a_damaged_log_record_is_cut_off_noted_and_fetched_again() {
         .expect("entry 5 is on disk");
     disk.flip_bit(&segment, offset as u64 + 17, 3).expect("flips");
 
-    // Reopened: the log is cut where the damage starts, the lost bound noted and handed on.
-    let (store, initial) = open(&disk, false).expect("a damaged log is cut, not refused");
+    // Reopened: the damaged log is set aside whole (a damaged frame may have held a
+    // truncation, so even what precedes it may be stale), the lost bound noted and handed on.
+    let (store, initial) = open(&disk, false).expect("a damaged log is set aside, not refused");
     let damage = store.repaired_damage().expect("the damage is reported").clone();
     assert_eq!(damage.intact_through, Some(LogIndex(4)), "{damage}");
     assert_eq!(damage.found_through, LogIndex(12), "{damage}");
-    let indexes: Vec<u64> = initial.entries.iter().map(|entry| entry.index.get()).collect();
-    assert_eq!(indexes, (1..=4).collect::<Vec<_>>());
+    assert!(initial.entries.is_empty(), "{:?}", initial.entries);
     assert_eq!(initial.lost_through, Some(LogIndex(12)));
     let note = store.lost_entries().expect("noted");
-    assert_eq!((note.cut_from, note.lost_through), (LogIndex(5), LogIndex(12)));
+    assert_eq!((note.lost_through, note.set_aside), (LogIndex(12), true));
     let names = disk.list(Path::new("/data/replica/wal")).expect("lists");
     assert!(names.iter().any(|name| name.ends_with(".seg.damaged")), "{names:?}: kept aside");
     drop(store);
@@ -505,9 +505,9 @@ fn a_damaged_log_record_is_cut_off_noted_and_fetched_again() {
     disk.crash();
     let (mut store, initial) = open(&disk, false).expect("recovers");
     assert_eq!(initial.lost_through, Some(LogIndex(12)));
-    assert_eq!(initial.entries.len(), 4);
-    // Entries 5..=12 arrive again from a leader; once durable the note goes.
-    write_frames(&mut store, 5, 11, 6);
+    assert!(initial.entries.is_empty());
+    // Entries 1..=12 arrive again from a leader; once durable the note goes.
+    write_frames(&mut store, 1, 11, 6);
     assert!(store.lost_entries().is_some(), "short of the bound");
     write_frames(&mut store, 12, 12, 12);
     assert_eq!(store.lost_entries(), None);
@@ -548,13 +548,12 @@ fn a_damaged_segment_header_sets_the_segment_and_all_after_it_aside() {
     segments.sort();
     assert!(segments.len() >= 3, "{segments:?}");
     disk.flip_bit(&dir.join(&segments[1]), 2, 0).expect("flips the second segment's magic");
-    let (_, initial) = open(&disk, false).expect("cut");
-    let last = initial.entries.last().map_or(0, |entry| entry.index.get());
-    assert!(last < 40 && last > 0, "kept through {last}");
+    let (_, initial) = open(&disk, false).expect("set aside");
+    assert!(initial.entries.is_empty());
     assert_eq!(initial.lost_through, Some(LogIndex(40)));
     let names = disk.list(dir).expect("lists");
     let aside = names.iter().filter(|name| name.ends_with(".damaged")).count();
-    assert_eq!(aside, segments.len() - 1, "{names:?}");
+    assert_eq!(aside, segments.len(), "{names:?}");
 }
 
 #[test]
@@ -588,9 +587,60 @@ fn a_bad_frame_cut_off_as_torn_notes_the_intact_frames_after_it() {
     let path = Path::new("/data/replica/wal/wal-00000000000000000001.seg");
     let bytes = disk.contents(path).expect("segment");
     disk.flip_bit(path, offset_of_entry(&bytes, 5) as u64 + 50, 6).expect("flips");
-    let (store, initial) = open(&disk, false).expect("cut as torn");
-    assert_eq!(initial.entries.len(), 4);
+    let (store, initial) = open(&disk, false).expect("set aside");
+    assert!(initial.entries.is_empty());
     assert_eq!(initial.lost_through, Some(LogIndex(6)), "the frames after it are noted");
     let note = store.lost_entries().expect("noted");
-    assert_eq!((note.cut_from, note.lost_through), (LogIndex(5), LogIndex(6)));
+    assert_eq!(note.lost_through, LogIndex(6));
+}
+
+#[test]
+fn a_damaged_log_after_a_checkpoint_restarts_after_it_and_a_crash_mid_way_finishes_the_job() {
+    use lockstep_storage::Disk;
+    let disk = SimDisk::new(13, Faults::default());
+    let (mut store, _) = open(&disk, true).expect("bootstraps");
+    write_frames(&mut store, 1, 30, 30);
+    let meta = SnapshotMeta { last_index: LogIndex(20), last_term: Term(1), membership: members() };
+    store.save_checkpoint(meta, &Empty).expect("checkpoint");
+    drop(store);
+    let dir = Path::new("/data/replica/wal");
+    let mut segments: Vec<String> =
+        disk.list(dir).expect("lists").into_iter().filter(|n| n.ends_with(".seg")).collect();
+    segments.sort();
+    let first = dir.join(&segments[0]);
+    let bytes = disk.contents(&first).expect("segment");
+    disk.flip_bit(&first, offset_of_entry(&bytes, 3) as u64 + 30, 2).expect("flips");
+    let note = dir.parent().expect("parent").join("lost-entries");
+    let (store, initial) = open(&disk, false).expect("set aside");
+    assert!(disk.contents(&note).is_some());
+    assert!(initial.entries.is_empty());
+    assert_eq!(initial.applied, LogIndex(20), "the checkpoint stays");
+    assert_eq!(initial.lost_through, Some(LogIndex(30)));
+    assert_eq!(store.wal().first_index(), LogIndex(21), "the log restarts after the checkpoint");
+    drop(store);
+
+    // As if the crash had come after the note was written and before the log was set aside:
+    // the damaged segments back in place, the note saying so. The next open finishes the job.
+    for name in disk.list(dir).expect("lists") {
+        if let Some(original) = name.strip_suffix(".damaged") {
+            disk.rename(&dir.join(&name), &dir.join(original)).expect("renames back");
+        }
+    }
+    let pending = lockstep_node::LostNote { lost_through: LogIndex(30), set_aside: false };
+    let body = postcard::to_stdvec(&pending).expect("encodes");
+    let frame =
+        lockstep_storage::frame::encode_frame(lockstep_storage::frame::FrameKind::Note, 0, &body);
+    disk.put(&note, &frame);
+    let (store, initial) = open(&disk, false).expect("finishes setting the log aside");
+    assert!(initial.entries.is_empty(), "no stale entry comes back");
+    assert_eq!(initial.lost_through, Some(LogIndex(30)));
+    assert_eq!(store.wal().first_index(), LogIndex(21));
+    assert_eq!(store.lost_entries().map(|note| note.set_aside), Some(true));
+    drop(store);
+    disk.crash();
+    let (mut store, initial) = open(&disk, false).expect("recovers");
+    assert_eq!(initial.lost_through, Some(LogIndex(30)));
+    write_frames(&mut store, 21, 30, 30);
+    assert_eq!(store.lost_entries(), None);
+    assert!(disk.contents(&note).is_none(), "the note goes once the log holds that far");
 }

@@ -91,10 +91,11 @@ impl BoundServer {
         if let Some(note) = store.lost_entries() {
             tracing::warn!(
                 replica = config.id,
-                "the log was cut at entry {} and lost entries through {}: they are fetched \
-                 again from the leader; until they are held, this replica takes no part in \
-                 elections",
-                note.cut_from,
+                "the damaged log was set aside (kept as *.damaged in the log directory): the \
+                 log restarts after the latest checkpoint (entry {}), and the entries after it, \
+                 through at least {}, are fetched again from the leader; until it holds them, \
+                 this replica takes no part in elections",
+                initial.applied,
                 note.lost_through
             );
         }

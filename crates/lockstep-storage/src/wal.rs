@@ -239,22 +239,29 @@ impl Wal {
         options: WalOptions,
         must_hold_through: LogIndex,
     ) -> Result<Wal, WalError> {
-        Wal::open_noting(disk, dir, options, must_hold_through, &mut |_, _| Ok(()))
+        Wal::open_inner(disk, dir, options, must_hold_through, false)
     }
 
-    /// Opens the log like [`Wal::open_holding`]; and before it cuts off a bad frame at the end
-    /// that intact frames follow (a write torn at a crash, or damage no later frame proves
-    /// was synced), calls `before_cut` with the first index it cuts off and the highest entry
-    /// index those frames hold. A
-    /// caller that must know whether it may have acknowledged entries it loses (a replica:
-    /// see `docs/storage.md`) records that bound durably there; an error from it stops the
-    /// open with nothing cut.
-    pub fn open_noting(
+    /// Opens the log like [`Wal::open_holding`], but reports a bad frame at the end that
+    /// intact frames follow as [`WalError::Corrupt`] instead of cutting it off as a torn
+    /// write: it may be damage to frames that had been synced (and acknowledged) with no
+    /// later frame to prove it. For a replica, which must know whether it lost entries it may
+    /// have acknowledged (see `docs/storage.md`).
+    pub fn open_strict(
         disk: Arc<dyn Disk>,
         dir: &Path,
         options: WalOptions,
         must_hold_through: LogIndex,
-        before_cut: &mut dyn FnMut(LogIndex, LogIndex) -> Result<(), WalError>,
+    ) -> Result<Wal, WalError> {
+        Wal::open_inner(disk, dir, options, must_hold_through, true)
+    }
+
+    fn open_inner(
+        disk: Arc<dyn Disk>,
+        dir: &Path,
+        options: WalOptions,
+        must_hold_through: LogIndex,
+        strict: bool,
     ) -> Result<Wal, WalError> {
         let minimum = MINIMUM_SEGMENT_BYTES;
         if options.segment_bytes < minimum || options.frame_bytes_max == 0 {
@@ -339,8 +346,16 @@ impl Wal {
             });
         }
         if let Some((path, offset, beyond)) = torn_tail {
-            if let Some(beyond) = beyond.filter(|&beyond| Some(beyond) > wal.last_index_if_any()) {
-                before_cut(wal.next_index(), beyond)?;
+            if let Some(beyond) = beyond.filter(|_| strict) {
+                return Err(WalError::Corrupt {
+                    path,
+                    offset,
+                    detail: "a frame is missing or fails its checksum, and intact frames follow \
+                             it"
+                    .to_string(),
+                    intact_through: wal.last_index_if_any(),
+                    found_again_from: Some(beyond),
+                });
             }
             // Cut off the torn write and zero what it left, so nothing of it is read again.
             let segment =
@@ -1011,8 +1026,9 @@ pub struct Damage {
     pub offset: u64,
     /// Entries up to here read back intact and are kept.
     pub intact_through: Option<LogIndex>,
-    /// The highest entry index found in any intact frame or segment header after the damage:
-    /// this replica held entries at least that far, and may have acknowledged them.
+    /// The highest entry index found in any intact frame or segment header of the log (one
+    /// after the damage bounds what the damaged frames held): this replica held entries at
+    /// least that far, and may have acknowledged them.
     pub found_through: LogIndex,
     /// What was wrong, as opening the log reported it.
     pub detail: String,
@@ -1021,11 +1037,7 @@ pub struct Damage {
 impl fmt::Display for Damage {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{} at byte {}: {}", segment_name(self.segment), self.offset, self.detail)?;
-        match self.intact_through {
-            Some(index) => write!(f, "; entries through {index} are intact")?,
-            None => write!(f, "; no entry before it is affected")?,
-        }
-        write!(f, ", entries through {} were held after it", self.found_through)
+        write!(f, "; the log held entries through {}", self.found_through)
     }
 }
 
@@ -1057,46 +1069,52 @@ impl Wal {
             .map_err(io_error("list the log directory", dir))?
             .iter()
             .filter_map(|name| parse_segment_name(name))
-            .filter(|number| *number >= segment)
             .collect();
         numbers.sort_unstable();
         let size_max = options.segment_bytes.max(MINIMUM_SEGMENT_BYTES) * 2;
-        let mut found: Option<LogIndex> = None;
+        // What intact frames after the damage name bounds what the damaged ones held; the
+        // frames before it count too, as the whole log is dropped.
+        let (mut before, mut after): (Option<LogIndex>, Option<LogIndex>) = (None, None);
         for number in numbers {
             let path = dir.join(segment_name(number));
             let file = disk.open(&path, false).map_err(io_error("open", &path))?;
             let len = file.len().map_err(io_error("read the length of", &path))?.min(size_max);
             let mut bytes = vec![0u8; len as usize];
             file.read_at(0, &mut bytes).map_err(io_error("read", &path))?;
-            let start = if number == segment { *offset + FRAME_ALIGN } else { 0 };
-            found = found.max(highest_index_in(&bytes, start));
+            if number < segment {
+                before = before.max(highest_index_in(&bytes, 0));
+            } else if number == segment {
+                let end = (*offset as usize).min(bytes.len());
+                before = before.max(highest_index_in(&bytes[..end], 0));
+                after = after.max(highest_index_in(&bytes, *offset + FRAME_ALIGN));
+            } else {
+                after = after.max(highest_index_in(&bytes, 0));
+            }
         }
-        Ok(found.map(|found_through| Damage {
+        Ok(after.map(|after| Damage {
             segment,
             offset: *offset,
             intact_through: *intact_through,
-            found_through,
+            found_through: after.max(before.unwrap_or(LogIndex::ZERO)),
             detail: detail.clone(),
         }))
     }
 
-    /// Cuts the log in `dir` at `damage`: the damaged segment keeps what lies before the
-    /// damage (zeros after it) and every later segment is set aside. Nothing is destroyed: the
-    /// damaged segment is first copied, and later segments renamed, to `<name>.damaged`
-    /// (never read again; remove them at will). Record how far the log reached
-    /// ([`Damage::found_through`]) durably before calling this: after it, nothing on disk
-    /// says. Opening the log afterwards finds it ending where the damage started.
-    pub fn cut_at_damage(disk: &dyn Disk, dir: &Path, damage: &Damage) -> Result<(), WalError> {
-        let mut later: Vec<u64> = disk
+    /// Sets every segment of the log in `dir` aside (renamed to `<name>.damaged`, never read
+    /// again; remove them at will): the log is empty afterwards. A replica whose log is
+    /// damaged drops all of it, not only what follows the damage: a damaged frame may have
+    /// held a truncation, so what precedes it may be entries the log had since replaced.
+    /// Record what was lost durably before calling this: after it, nothing on disk says.
+    pub fn set_aside(disk: &dyn Disk, dir: &Path) -> Result<(), WalError> {
+        let mut numbers: Vec<u64> = disk
             .list(dir)
             .map_err(io_error("list the log directory", dir))?
             .iter()
             .filter_map(|name| parse_segment_name(name))
-            .filter(|number| *number > damage.segment)
             .collect();
         // Newest first: a crash part way leaves the log a run of consecutive segments.
-        later.sort_unstable_by(|a, b| b.cmp(a));
-        let set_aside = |number: u64| -> Result<(), WalError> {
+        numbers.sort_unstable_by(|a, b| b.cmp(a));
+        for number in numbers {
             let path = dir.join(segment_name(number));
             let aside = dir.join(format!("{}.damaged", segment_name(number)));
             match disk.remove(&aside) {
@@ -1104,27 +1122,7 @@ impl Wal {
                 Err(error) if error.kind() == io::ErrorKind::NotFound => {}
                 Err(error) => return Err(io_error("remove", &aside)(error)),
             }
-            disk.rename(&path, &aside).map_err(io_error("rename", &path))
-        };
-        for number in later {
-            set_aside(number)?;
-        }
-        let path = dir.join(segment_name(damage.segment));
-        if damage.offset == 0 {
-            set_aside(damage.segment)?;
-        } else {
-            let mut file = disk.open(&path, false).map_err(io_error("open", &path))?;
-            let len = file.len().map_err(io_error("read the length of", &path))?;
-            let mut bytes = vec![0u8; len as usize];
-            file.read_at(0, &mut bytes).map_err(io_error("read", &path))?;
-            let copy_path = dir.join(format!("{}.damaged", segment_name(damage.segment)));
-            let mut copy = disk.open(&copy_path, true).map_err(io_error("create", &copy_path))?;
-            copy.set_len(0).map_err(io_error("truncate", &copy_path))?;
-            copy.write_at(0, &bytes).map_err(io_error("write", &copy_path))?;
-            copy.sync_data().map_err(io_error("sync", &copy_path))?;
-            let zeros = vec![0u8; len.saturating_sub(damage.offset) as usize];
-            file.write_at(damage.offset, &zeros).map_err(io_error("zero the damage in", &path))?;
-            file.sync_data().map_err(io_error("sync", &path))?;
+            disk.rename(&path, &aside).map_err(io_error("rename", &path))?;
         }
         disk.sync_dir(dir).map_err(io_error("sync", dir))
     }
@@ -1166,20 +1164,54 @@ fn highest_index_in(bytes: &[u8], start: u64) -> Option<LogIndex> {
     found
 }
 
-/// The index of the last entry in a frame body, if any.
+/// The highest index the records of a frame body name: an entry's, or the index before a
+/// truncation or a restart (the log reached at least that far).
 fn last_entry_index(body: &[u8]) -> Option<LogIndex> {
     let mut position = SYNCED_THROUGH_BYTES;
     let mut last = None;
     while position < body.len() {
         let Ok((payload, used)) = decode_record(&body[position..]) else { break };
-        if let Ok(Record::Entry(entry)) = postcard::from_bytes::<Record>(payload) {
-            if entry.index.get() <= VALUE_MAX {
-                last = Some(entry.index);
+        let named = match postcard::from_bytes::<Record>(payload) {
+            Ok(Record::Entry(entry)) => Some(entry.index),
+            Ok(Record::Truncate(from) | Record::Restart(from)) => {
+                Some(from.prev()).filter(|index| *index > LogIndex::ZERO)
             }
-        }
+            Err(_) => None,
+        };
+        last = last.max(named.filter(|index| index.get() <= VALUE_MAX));
         position += used;
     }
     last
+}
+
+/// Tests only: where the record frames of the log in `dir` lie, oldest first, as (segment
+/// file, offset, length of header and body), for damaging one on purpose.
+#[doc(hidden)]
+pub fn record_frames(disk: &dyn Disk, dir: &Path) -> io::Result<Vec<(PathBuf, u64, u64)>> {
+    let mut numbers: Vec<u64> =
+        disk.list(dir)?.iter().filter_map(|name| parse_segment_name(name)).collect();
+    numbers.sort_unstable();
+    let mut frames = Vec::new();
+    for number in numbers {
+        let path = dir.join(segment_name(number));
+        let file = disk.open(&path, false)?;
+        let mut bytes = vec![0u8; file.len()? as usize];
+        file.read_at(0, &mut bytes)?;
+        let mut offset = 0u64;
+        while let Some(header) = decode_header(bytes.get(offset as usize..).unwrap_or_default()) {
+            let begin = offset as usize + FRAME_HEADER_BYTES;
+            let Some(body) = bytes.get(begin..begin + header.body_len as usize) else { break };
+            if !body_matches(&header, body) {
+                break;
+            }
+            if header.kind == FrameKind::Records {
+                let len = (FRAME_HEADER_BYTES + body.len()) as u64;
+                frames.push((path.clone(), offset, len));
+            }
+            offset += header.frame_bytes();
+        }
+    }
+    Ok(frames)
 }
 
 /// Segments smaller than this cannot hold a header and a useful frame.

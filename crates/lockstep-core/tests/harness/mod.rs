@@ -391,12 +391,13 @@ impl Cluster {
     /// Crashes `id` (its unsynced writes are lost, and its volatile state) and restarts it from
     /// its disk.
     pub fn crash_and_restart(&mut self, id: NodeId) {
-        self.crash_and_restart_losing(id, None);
+        self.crash_and_restart_losing(id, false);
     }
 
-    /// Crashes `id` and restarts it as storage that found damage would: every durable entry
-    /// from `from` on is gone, and the replica is told it may have acknowledged them.
-    pub fn crash_and_restart_losing(&mut self, id: NodeId, from: Option<LogIndex>) {
+    /// Crashes `id` and, if `lose`, restarts it as storage that found damage in its log does:
+    /// every entry after the snapshot is gone (set aside), and the replica is told it may
+    /// have acknowledged entries through the highest it held.
+    pub fn crash_and_restart_losing(&mut self, id: NodeId, lose: bool) {
         let membership = self.membership.clone();
         let replica = self.replica_mut(id);
         replica.unsynced.clear();
@@ -405,10 +406,10 @@ impl Cluster {
         replica.restarts += 1;
         let mut config = replica.config.clone();
         config.random_seed = config.random_seed.wrapping_add(replica.restarts.wrapping_mul(7919));
-        if let Some(from) = from {
+        if lose {
             let last = replica.disk.entries.last().map(|entry| entry.index);
             replica.disk.lost_through = replica.disk.lost_through.max(last);
-            replica.disk.entries.retain(|entry| entry.index < from);
+            replica.disk.entries.clear();
         }
         let lost_through = replica.disk.lost_through;
         let initial = InitialState {

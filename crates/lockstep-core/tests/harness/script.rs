@@ -347,10 +347,9 @@ impl Runner {
                 out.push(state_line(self.cluster().node(id)));
             }
             "crash-losing" => {
-                // Restarts as if storage had cut the log at damage from `from` on.
+                // Restarts as if storage had found damage and set the log aside.
                 let id = args.id(0);
-                let from = LogIndex(parse_number(args.option("from").expect("from=N")));
-                self.cluster().crash_and_restart_losing(id, Some(from));
+                self.cluster().crash_and_restart_losing(id, true);
                 out.push(state_line(self.cluster().node(id)));
             }
             "status" => {
@@ -543,6 +542,7 @@ fn parse_message(args: &Args) -> Message {
             }
         },
         "Heartbeat" => MessageBody::Heartbeat(Heartbeat {
+            leader_last: args.option("last").map(parse_position),
             commit: LogIndex(args.option("commit").map_or(0, parse_number)),
             read_round: args.option("round").map_or(0, parse_number),
         }),

@@ -111,11 +111,12 @@ pub enum AppendResponse {
         /// ...and the follower's term at `hint_index`. The leader skips straight to the last
         /// index of its own log whose term is at most this.
         hint_term: Term,
-        /// The follower's storage lost entries it had acknowledged (damage it cut off): the
-        /// leader must not take its earlier acknowledgements as what it holds now, and sends
-        /// again from the hint. Also sent unasked, in answer to heartbeats, while the follower's
-        /// log is short of what it lost.
-        lost_entries: bool,
+        /// Set when the follower's storage lost entries it had acknowledged (damage: it set
+        /// its log aside): the leader must not take its earlier acknowledgements as what it
+        /// holds now, and sends again from the hint. The number is the follower's, drawn at
+        /// its restart, for the leader to echo ([`Heartbeat::lost_check`]). Also sent unasked,
+        /// in answer to heartbeats, while the follower's log is short of what it lost.
+        lost_entries: Option<u64>,
     },
 }
 
@@ -126,10 +127,24 @@ pub struct Heartbeat {
     pub commit: LogIndex,
     /// The leader's read round when it sent this; echoed in the response.
     pub read_round: u64,
-    /// The leader's last entry (index, term) when it sent this. A follower whose storage lost
-    /// entries it had acknowledged takes part in elections again once its log ends exactly
-    /// there: it then holds the leader's whole log, so nothing it lost can be committed.
-    pub leader_last: Option<(LogIndex, Term)>,
+    /// To a follower that said it lost entries: its number echoed, with the leader's last
+    /// entry when it sent this. Sent after the leader heard the follower after its restart,
+    /// so the leader's log then held everything the follower had acknowledged to it; once the
+    /// follower's log ends at exactly that entry it holds the leader's whole log (log
+    /// matching), so nothing it lost that is not in it can ever be committed, and it takes
+    /// part in elections again.
+    pub lost_check: Option<LostCheck>,
+}
+
+/// A leader's answer, inside a heartbeat, to a follower that lost entries.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LostCheck {
+    /// The number the follower sent with its `lost_entries` rejection.
+    pub nonce: u64,
+    /// The leader's last index when it sent this...
+    pub last_index: LogIndex,
+    /// ...and its term there.
+    pub last_term: Term,
 }
 
 /// The answer to a heartbeat.
@@ -251,7 +266,7 @@ impl fmt::Display for Message {
                 lost_entries,
             }) => {
                 write!(f, " rejected index={rejected_index} hint={hint_index}@{hint_term}")?;
-                if *lost_entries {
+                if lost_entries.is_some() {
                     write!(f, " lost")?;
                 }
             }

@@ -106,9 +106,9 @@ fn check_body(message: &Message) -> Result<(), RejectReason> {
         }
         MessageBody::Heartbeat(heartbeat) => {
             in_range(heartbeat.commit)
-                && heartbeat
-                    .leader_last
-                    .is_none_or(|(index, term)| in_range(index) && term.get() <= VALUE_MAX)
+                && heartbeat.lost_check.is_none_or(|check| {
+                    in_range(check.last_index) && check.last_term.get() <= VALUE_MAX
+                })
         }
         MessageBody::ReadIndexResponse(response) => response.index.is_none_or(in_range),
         MessageBody::InstallSnapshot(chunk) => {
@@ -199,9 +199,9 @@ pub struct Node {
     /// Storage lost entries through this index that this replica may have acknowledged
     /// ([`InitialState::lost_through`]): no campaigning or voting until the log reaches it.
     pub(crate) lost_through: Option<LogIndex>,
-    /// The term when this replica restarted with lost entries: every acknowledgement it lost
-    /// was given in this term or before.
-    pub(crate) lost_term: Term,
+    /// This replica's number for its lost-entries notices in this run (see
+    /// [`crate::message::LostCheck`]).
+    pub(crate) lost_nonce: u64,
 
     pub(crate) output: Output,
     pub(crate) stats: Stats,
@@ -285,7 +285,8 @@ impl Node {
             quarantined: false,
             leaderless_ticks: 0,
             lost_through: initial.lost_through.filter(|&through| through > persisted_index),
-            lost_term: hard_state.term,
+            // A stream of its own, so that drawing it leaves the election timeouts unchanged.
+            lost_nonce: SeededRng::new(config.random_seed ^ 0x105_7E27_1E5).next_u64(),
             output: Output::default(),
             stats: Stats::default(),
             config,

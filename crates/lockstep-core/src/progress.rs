@@ -101,6 +101,8 @@ pub struct Progress {
     pub match_at_last_heartbeat: LogIndex,
     /// Whether this follower votes (learners do not).
     pub is_voter: bool,
+    /// The follower said it lost entries, with this number: heartbeats echo it.
+    pub lost_nonce: Option<u64>,
 }
 
 impl Progress {
@@ -117,6 +119,7 @@ impl Progress {
             commit_sent: LogIndex::ZERO,
             match_at_last_heartbeat: LogIndex::ZERO,
             is_voter,
+            lost_nonce: None,
         }
     }
 

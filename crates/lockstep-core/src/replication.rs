@@ -15,7 +15,9 @@
 //!   append.
 
 use crate::config::Sabotage;
-use crate::message::{AppendRequest, AppendResponse, Heartbeat, HeartbeatResponse, MessageBody};
+use crate::message::{
+    AppendRequest, AppendResponse, Heartbeat, HeartbeatResponse, LostCheck, MessageBody,
+};
 use crate::node::Node;
 use crate::output::{Event, RejectReason};
 use crate::progress::ProgressState;
@@ -97,14 +99,16 @@ impl Node {
     fn maybe_send_commit(&mut self, to: NodeId) {
         let commit = self.commit;
         let read_round = self.reads.round;
+        let (last_index, last_term) = (self.log.last_index(), self.log.last_term());
         let Some(progress) = self.progress.get_mut(&to) else { return };
         let commit_for_follower = commit.min(progress.match_index);
         if commit_for_follower <= progress.commit_sent {
             return;
         }
         progress.commit_sent = commit_for_follower;
-        let leader_last = Some((self.log.last_index(), self.log.last_term()));
-        let heartbeat = Heartbeat { commit: commit_for_follower, read_round, leader_last };
+        let lost_check =
+            progress.lost_nonce.map(|nonce| LostCheck { nonce, last_index, last_term });
+        let heartbeat = Heartbeat { commit: commit_for_follower, read_round, lost_check };
         self.send(to, MessageBody::Heartbeat(heartbeat));
     }
 
@@ -112,20 +116,21 @@ impl Node {
     pub(crate) fn broadcast_heartbeat(&mut self) {
         let round = self.reads.open_round(self.tick_count);
         let commit = self.commit;
-        let followers: Vec<(NodeId, LogIndex)> = self
+        let followers: Vec<(NodeId, LogIndex, Option<u64>)> = self
             .progress
             .iter_mut()
             .map(|(id, progress)| {
                 // Never tell a follower to commit beyond what it is known to hold.
                 let commit_for_follower = commit.min(progress.match_index);
                 progress.commit_sent = progress.commit_sent.max(commit_for_follower);
-                (*id, commit_for_follower)
+                (*id, commit_for_follower, progress.lost_nonce)
             })
             .collect();
-        let leader_last = Some((self.log.last_index(), self.log.last_term()));
-        for (follower, commit_for_follower) in followers {
+        let (last_index, last_term) = (self.log.last_index(), self.log.last_term());
+        for (follower, commit_for_follower, lost_nonce) in followers {
+            let lost_check = lost_nonce.map(|nonce| LostCheck { nonce, last_index, last_term });
             let heartbeat =
-                Heartbeat { commit: commit_for_follower, read_round: round, leader_last };
+                Heartbeat { commit: commit_for_follower, read_round: round, lost_check };
             self.send(follower, MessageBody::Heartbeat(heartbeat));
         }
         if self.progress.is_empty() {
@@ -172,7 +177,7 @@ impl Node {
                 rejected_index: append.prev_index,
                 hint_index,
                 hint_term,
-                lost_entries: self.holds_for_lost_entries(),
+                lost_entries: self.holds_for_lost_entries().then_some(self.lost_nonce),
             };
             self.send_after_persist(from, MessageBody::AppendResponse(response));
             return;
@@ -231,8 +236,8 @@ impl Node {
                 self.maybe_send_timeout_now(from);
             }
             AppendResponse::Rejected { rejected_index, hint_index, hint_term, lost_entries } => {
-                if lost_entries {
-                    self.on_follower_lost_entries(from, hint_index, hint_term);
+                if let Some(nonce) = lost_entries {
+                    self.on_follower_lost_entries(from, hint_index, hint_term, nonce);
                     if rejected_index > last_index {
                         // Sent unasked from the follower's own log, which may be longer.
                         return;
@@ -263,17 +268,14 @@ impl Node {
         self.commit_to(heartbeat.commit.min(self.log.last_index()));
         let response = HeartbeatResponse { read_round: heartbeat.read_round };
         self.send_after_persist(from, MessageBody::HeartbeatResponse(response));
-        if let Some((index, term)) = heartbeat.leader_last {
-            // A leader of a later term than ours at the restart was elected without our vote
-            // (a term is stored before any vote in it): every entry ever committed with our
-            // lost acknowledgements is in its log. If our log is exactly its whole log (log
-            // matching), we hold them all, and what else we lost can never be committed.
-            // (A leader of our own term may still append, and commit with our acknowledgement,
-            // entries beyond what it sent: for it, the log must reach the lost index.)
+        if let Some(check) = heartbeat.lost_check {
+            // The leader heard our notice from this run before it sent this, so its log then
+            // held everything we had acknowledged to it. If our log is exactly its whole log
+            // (log matching), we hold every entry our lost acknowledgements could commit.
             if self.lost_through.is_some()
-                && self.term > self.lost_term
-                && self.log.last_index() == index
-                && self.log.term(index) == Some(term)
+                && check.nonce == self.lost_nonce
+                && self.log.last_index() == check.last_index
+                && self.log.term(check.last_index) == Some(check.last_term)
             {
                 self.lost_through = None;
             }
@@ -286,7 +288,7 @@ impl Node {
                 rejected_index: last_index,
                 hint_index: last_index,
                 hint_term: self.log.last_term(),
-                lost_entries: true,
+                lost_entries: Some(self.lost_nonce),
             };
             self.send_after_persist(from, MessageBody::AppendResponse(response));
         }
@@ -297,11 +299,18 @@ impl Node {
     /// that no longer say what it holds: lower its match to `held` (to nothing if our logs
     /// differ there) and probe from there. (What was committed stays committed; the follower
     /// keeps out of elections until it holds those entries again.)
-    fn on_follower_lost_entries(&mut self, from: NodeId, held: LogIndex, held_term: Term) {
+    fn on_follower_lost_entries(
+        &mut self,
+        from: NodeId,
+        held: LogIndex,
+        held_term: Term,
+        nonce: u64,
+    ) {
         let agrees = self.log.term(held) == Some(held_term);
         let last_index = self.log.last_index();
         let Some(progress) = self.progress.get_mut(&from) else { return };
         progress.recent_active = true;
+        progress.lost_nonce = Some(nonce);
         if (agrees && held >= progress.match_index)
             || matches!(progress.state, ProgressState::Snapshot { .. })
         {

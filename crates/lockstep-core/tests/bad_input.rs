@@ -11,7 +11,8 @@ use std::collections::VecDeque;
 use bytes::Bytes;
 use lockstep_core::message::{
     AppendRequest, AppendResponse, Heartbeat, HeartbeatResponse, InstallSnapshot,
-    InstallSnapshotResponse, ReadIndexRequest, ReadIndexResponse, VoteRequest, VoteResponse,
+    InstallSnapshotResponse, LostCheck, ReadIndexRequest, ReadIndexResponse, VoteRequest,
+    VoteResponse,
 };
 use lockstep_core::{
     Command, Config, Entry, EntryPayload, InitialState, LogIndex, Membership, Message, MessageBody,
@@ -100,18 +101,22 @@ fn body() -> impl Strategy<Value = MessageBody> {
             match_index: LogIndex(index)
         })),
         (number(), number(), number(), any::<bool>()).prop_map(
-            |(rejected, hint_index, hint_term, lost_entries)| {
+            |(rejected, hint_index, hint_term, lost)| {
                 MessageBody::AppendResponse(AppendResponse::Rejected {
                     rejected_index: LogIndex(rejected),
                     hint_index: LogIndex(hint_index),
                     hint_term: Term(hint_term),
-                    lost_entries,
+                    lost_entries: lost.then_some(hint_term),
                 })
             }
         ),
         (number(), number(), number(), number()).prop_map(|(commit, round, last, term)| {
             MessageBody::Heartbeat(Heartbeat {
-                leader_last: (last % 2 == 0).then_some((LogIndex(last), Term(term))),
+                lost_check: (last % 2 == 0).then_some(LostCheck {
+                    nonce: term,
+                    last_index: LogIndex(last),
+                    last_term: Term(term),
+                }),
                 commit: LogIndex(commit),
                 read_round: round,
             })

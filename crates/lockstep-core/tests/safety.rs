@@ -208,8 +208,12 @@ fn liveness_phase(cluster: &mut Cluster) -> Result<(), String> {
             }
         }
         if let Some((index, term)) = proposed {
+            // Every replica applied it, and none is still out of elections for entries its
+            // storage lost (the leader's echo releases one that holds its whole log).
             let everywhere = cluster.replicas.values().all(|replica| {
-                replica.node.applied_index() >= index && replica.node.log_term(index) == Some(term)
+                replica.node.applied_index() >= index
+                    && replica.node.log_term(index) == Some(term)
+                    && replica.node.lost_through().is_none()
             });
             if everywhere {
                 return Ok(());

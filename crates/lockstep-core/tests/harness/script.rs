@@ -537,12 +537,12 @@ fn parse_message(args: &Args) -> Message {
                     rejected_index: LogIndex(args.option("rejected").map_or(0, parse_number)),
                     hint_index,
                     hint_term,
-                    lost_entries: args.option("lost") == Some("true"),
+                    lost_entries: args.option("lost").map(parse_number),
                 })
             }
         },
         "Heartbeat" => MessageBody::Heartbeat(Heartbeat {
-            leader_last: args.option("last").map(parse_position),
+            lost_check: None,
             commit: LogIndex(args.option("commit").map_or(0, parse_number)),
             read_round: args.option("round").map_or(0, parse_number),
         }),

@@ -342,7 +342,7 @@ impl LogStore {
         // commit index: the note's bound (at least that commit index) keeps them safe.
         let must_hold = if lost.is_some() { LogIndex::ZERO } else { must_hold };
         let mut repaired = None;
-        let mut wal = match Wal::open_strict(disk.clone(), &wal_dir, options.clone(), must_hold) {
+        let mut wal = match Wal::open_holding(disk.clone(), &wal_dir, options.clone(), must_hold) {
             Ok(wal) => wal,
             Err(error) => {
                 // Damage in the log: drop the log and fetch it again from the other replicas,
@@ -364,7 +364,7 @@ impl LogStore {
                 Wal::set_aside(disk.as_ref(), &wal_dir)?;
                 lost = Some(note);
                 repaired = Some(damage);
-                Wal::open_strict(disk.clone(), &wal_dir, options, LogIndex::ZERO)?
+                Wal::open_holding(disk.clone(), &wal_dir, options, LogIndex::ZERO)?
             }
         };
         let holds_entries = wal.last_index() >= wal.first_index();

@@ -39,7 +39,7 @@ struct Args {
     /// Break the system on purpose, to see the checkers catch it: vote-unpersisted,
     /// vote-twice, commit-previous-term, read-without-read-index, ack-before-sync,
     /// skip-sessions, checkpoint-off-by-one, joint-new-only, audit-no-compare (with
-    /// --divergence).
+    /// --divergence), ignore-lost-entries (with --disk-corruption).
     #[arg(long, default_value = "none", value_parser = parse_sabotage)]
     sabotage: Sabotage,
     /// Runs at once (default: one per core).
@@ -66,6 +66,10 @@ struct Args {
     /// Turn on the audit's verified outputs (answers wait for a majority's chain).
     #[arg(long)]
     verified_outputs: bool,
+    /// Damage restarting replicas' logs on disk (a bit flipped in a record), at most a
+    /// minority at a time: they set the log aside and fetch it again from the others.
+    #[arg(long)]
+    disk_corruption: bool,
 }
 
 fn parse_sabotage(name: &str) -> Result<Sabotage, String> {
@@ -103,6 +107,7 @@ fn main() -> ExitCode {
                     batch: args.batch,
                     divergence: args.divergence,
                     verified_outputs: args.verified_outputs,
+                    disk_corruption: args.disk_corruption,
                     ..SimConfig::new(0)
                 };
                 let report = run(config);
@@ -152,11 +157,12 @@ fn main() -> ExitCode {
             if args.membership { " --membership" } else { "" },
             if args.batch { " --batch" } else { "" }
         );
-        if args.divergence || args.verified_outputs {
+        if args.divergence || args.verified_outputs || args.disk_corruption {
             println!(
-                "  (add{}{})\n",
+                "  (add{}{}{})\n",
                 if args.divergence { " --divergence" } else { "" },
-                if args.verified_outputs { " --verified-outputs" } else { "" }
+                if args.verified_outputs { " --verified-outputs" } else { "" },
+                if args.disk_corruption { " --disk-corruption" } else { "" }
             );
         }
     }
@@ -193,6 +199,18 @@ fn main() -> ExitCode {
             sum(|r| r.divergences_cleared),
             sum(|r| r.wrong_outputs),
             if args.verified_outputs { "on" } else { "off" }
+        );
+    }
+    if args.disk_corruption {
+        let sum = |kind: fn(&Report) -> u64| reports.iter().map(kind).sum::<u64>();
+        println!(
+            "disk damage: {} bits flipped in stopped replicas' logs; {} damaged logs set aside \
+             and fetched again; {} starts short of lost entries (out of elections until held \
+             again), {} still short at the end",
+            sum(|r| r.disk_damage_injected),
+            sum(|r| r.logs_set_aside),
+            sum(|r| r.lost_entry_holds),
+            sum(|r| r.lost_entry_holds_left)
         );
     }
     let simulated: u64 = reports.iter().map(|report| report.simulated_millis).sum();

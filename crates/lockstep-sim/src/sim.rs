@@ -72,11 +72,14 @@ pub enum Sabotage {
     /// The leader never compares the chains and digests replicas report (shows with
     /// divergence faults).
     AuditNoCompare,
+    /// A replica whose log was set aside for damage votes and campaigns at once, instead of
+    /// waiting to hold what it lost again (shows with disk corruption).
+    IgnoreLostEntries,
 }
 
 impl Sabotage {
     /// Every switch that breaks something.
-    pub const ALL: [Sabotage; 9] = [
+    pub const ALL: [Sabotage; 10] = [
         Sabotage::VoteUnpersisted,
         Sabotage::VoteTwice,
         Sabotage::CommitPreviousTerm,
@@ -86,6 +89,7 @@ impl Sabotage {
         Sabotage::CheckpointOffByOne,
         Sabotage::JointNewOnly,
         Sabotage::AuditNoCompare,
+        Sabotage::IgnoreLostEntries,
     ];
 
     /// The switch's name on the command line.
@@ -101,6 +105,7 @@ impl Sabotage {
             Sabotage::CheckpointOffByOne => "checkpoint-off-by-one",
             Sabotage::JointNewOnly => "joint-new-only",
             Sabotage::AuditNoCompare => "audit-no-compare",
+            Sabotage::IgnoreLostEntries => "ignore-lost-entries",
         }
     }
 
@@ -148,6 +153,10 @@ pub struct SimConfig {
     /// The audit's verified outputs: answers wait for a majority's chain (reads go through
     /// the log).
     pub verified_outputs: bool,
+    /// Damage a restarting replica's log on disk (a bit flipped in a record frame that intact
+    /// frames follow) while at most a minority is short of entries it lost: the replica sets
+    /// its log aside and fetches it again from the others.
+    pub disk_corruption: bool,
 }
 
 impl SimConfig {
@@ -167,6 +176,7 @@ impl SimConfig {
             batch: false,
             divergence: false,
             verified_outputs: false,
+            disk_corruption: false,
         }
     }
 }
@@ -243,6 +253,15 @@ pub struct Report {
     pub detection_latencies: Vec<u64>,
     /// Answers a client received that differ from the majority's (reads included).
     pub wrong_outputs: u64,
+    /// Bits flipped in a stopped replica's log records.
+    pub disk_damage_injected: u64,
+    /// Damaged logs a replica set aside at its restart, to fetch again from the others.
+    pub logs_set_aside: u64,
+    /// Replicas started short of entries their storage lost (taking no part in elections).
+    pub lost_entry_holds: u64,
+    /// Replicas still short of them at the end (their log shorter than what they lost, and
+    /// the leader's release not yet heard).
+    pub lost_entry_holds_left: u64,
 }
 
 /// Committed membership changes of each kind.
@@ -404,6 +423,8 @@ struct Replica {
     last_applied_seen: u64,
     /// Repairs this incarnation completed (as last seen).
     repairs_seen: u64,
+    /// A bit was flipped in its log since it last started: the next start must find it.
+    damage_pending: bool,
 }
 
 struct Client {
@@ -510,6 +531,7 @@ impl World {
             Sabotage::VoteTwice => CoreSabotage::VoteTwice,
             Sabotage::CommitPreviousTerm => CoreSabotage::CommitPreviousTerm,
             Sabotage::JointNewOnly => CoreSabotage::JointNewOnly,
+            Sabotage::IgnoreLostEntries => CoreSabotage::IgnoreLostEntries,
             _ => CoreSabotage::None,
         };
         let replicas = ids
@@ -536,6 +558,7 @@ impl World {
                     active: id.get() <= config.replicas as u64,
                     bootstrap: None,
                     created: false,
+                    damage_pending: false,
                     last_applied_seen: 0,
                     repairs_seen: 0,
                 }
@@ -813,9 +836,19 @@ impl World {
     // ----- replicas ----------------------------------------------------------------------
 
     fn start(&mut self, node: usize) {
+        if self.config.disk_corruption
+            && self.replicas[node].created
+            && !self.replicas[node].damage_pending
+            && self.rng.range(0, 2) == 0
+        {
+            self.damage_log(node);
+        }
+        let noted_before = self.replicas[node].damage_pending
+            && self.replicas[node]
+                .disk
+                .contents(&Path::new(DATA_DIR).join("lost-entries"))
+                .is_some();
         let replica = &mut self.replicas[node];
-        // The initial members are given at the first start only; a restart must find its
-        // replica on disk.
         // The initial members are given until the replica has been created on its disk once; a
         // restart after that must find it there.
         let bootstrap =
@@ -846,6 +879,25 @@ impl World {
                 return;
             }
         };
+        let id = self.replicas[node].id;
+        if noted_before {
+            // An earlier start found the damage and noted it, then failed (the disk).
+            self.report.logs_set_aside += 1;
+        } else if let Some(damage) = store.repaired_damage() {
+            let line = format!("replica {id} sets its damaged log aside: {damage}");
+            self.report.logs_set_aside += 1;
+            self.note(|| line);
+        } else if self.replicas[node].damage_pending {
+            self.violation(
+                "disk damage",
+                format!("replica {id} started from a damaged log without finding the damage"),
+            );
+        }
+        self.replicas[node].damage_pending = false;
+        if initial.lost_through.is_some() {
+            self.report.lost_entry_holds += 1;
+        }
+        let replica = &mut self.replicas[node];
         let mut config = self.core_config.clone();
         config.id = replica.id;
         config.random_seed = self.rng.next_u64();
@@ -1790,6 +1842,51 @@ impl World {
         self.note(|| "heal: every fault ends; clients finish what they started".to_string());
     }
 
+    /// Flips one bit in a record frame of stopped replica `node`'s log whose damage can be
+    /// found (a later frame records it as synced, or its segment is complete: damage to the
+    /// last synced frames cannot be told from a write torn at a crash, see docs/storage.md),
+    /// if at most a minority would then be short of entries it lost.
+    fn damage_log(&mut self, node: usize) {
+        // Faulty replicas (short of lost entries, or divergent) stay a minority.
+        let divergent = self.audit.injected.iter().filter(|i| i.ending.is_none()).count();
+        let others_short = (0..self.replicas.len())
+            .filter(|&other| other != node && self.short_of_lost(other))
+            .count();
+        if others_short + divergent + 1 > (self.replicas.len() - 1) / 2 || self.short_of_lost(node)
+        {
+            return;
+        }
+        let wal = Path::new(DATA_DIR).join("wal");
+        let Ok(frames) = lockstep_storage::wal::record_frames(&self.replicas[node].disk, &wal)
+        else {
+            return;
+        };
+        let provable: Vec<&(std::path::PathBuf, u64, u64, bool)> =
+            frames.iter().filter(|frame| frame.3).collect();
+        if provable.is_empty() {
+            return;
+        }
+        let (path, offset, len, _) =
+            provable[self.rng.range(0, provable.len() as u64) as usize].clone();
+        let at = offset + self.rng.range(0, len);
+        let bit = self.rng.range(0, 8) as u8;
+        if self.replicas[node].disk.flip_bit(&path, at, bit).is_ok() {
+            self.report.disk_damage_injected += 1;
+            self.replicas[node].damage_pending = true;
+            let id = self.replicas[node].id;
+            self.note(|| {
+                format!("replica {id}: bit {bit} of byte {at} in {} flipped", path.display())
+            });
+        }
+    }
+
+    /// Whether replica `node`'s log was damaged and it does not hold what it lost again yet.
+    fn short_of_lost(&self, node: usize) -> bool {
+        let replica = &self.replicas[node];
+        replica.damage_pending
+            || replica.disk.contents(&Path::new(DATA_DIR).join("lost-entries")).is_some()
+    }
+
     // ----- the end -----------------------------------------------------------------------
 
     /// Whether the healed cluster has finished: a leader, every request answered, every
@@ -1896,7 +1993,10 @@ impl World {
         }
         let next = self.rng.range(200 * MILLIS, 700 * MILLIS);
         self.schedule(next, Event::Diverge);
-        if self.audit.any_active() {
+        // One faulty replica at a time within the budget: a replica short of entries its
+        // storage lost counts too.
+        let short = (0..self.replicas.len()).filter(|&node| self.short_of_lost(node)).count();
+        if self.audit.any_active() || short + 1 > (self.replicas.len() - 1) / 2 {
             return;
         }
         let running: Vec<usize> = (0..self.replicas.len())
@@ -2097,6 +2197,12 @@ impl World {
     }
 
     fn final_checks(&mut self) {
+        self.report.lost_entry_holds_left = self
+            .replicas
+            .iter()
+            .filter_map(|replica| replica.driver.as_ref())
+            .filter(|driver| driver.node().lost_through().is_some())
+            .count() as u64;
         self.check_logs();
         let mut digests = Vec::new();
         let members = self

@@ -239,21 +239,7 @@ impl Wal {
         options: WalOptions,
         must_hold_through: LogIndex,
     ) -> Result<Wal, WalError> {
-        Wal::open_inner(disk, dir, options, must_hold_through, false)
-    }
-
-    /// Opens the log like [`Wal::open_holding`], but reports a bad frame at the end that
-    /// intact frames follow as [`WalError::Corrupt`] instead of cutting it off as a torn
-    /// write: it may be damage to frames that had been synced (and acknowledged) with no
-    /// later frame to prove it. For a replica, which must know whether it lost entries it may
-    /// have acknowledged (see `docs/storage.md`).
-    pub fn open_strict(
-        disk: Arc<dyn Disk>,
-        dir: &Path,
-        options: WalOptions,
-        must_hold_through: LogIndex,
-    ) -> Result<Wal, WalError> {
-        Wal::open_inner(disk, dir, options, must_hold_through, true)
+        Wal::open_inner(disk, dir, options, must_hold_through)
     }
 
     fn open_inner(
@@ -261,7 +247,6 @@ impl Wal {
         dir: &Path,
         options: WalOptions,
         must_hold_through: LogIndex,
-        strict: bool,
     ) -> Result<Wal, WalError> {
         let minimum = MINIMUM_SEGMENT_BYTES;
         if options.segment_bytes < minimum || options.frame_bytes_max == 0 {
@@ -330,9 +315,8 @@ impl Wal {
             torn_tail = wal.recover_segment(number, position == 0, position + 1 == count)?;
         }
         if wal.last_index_if_any().unwrap_or(wal.first_index.prev()) < must_hold_through {
-            let (path, offset, _) = torn_tail.clone().unwrap_or_else(|| {
-                let path = wal.segments.last().map(|s| s.path.clone()).unwrap_or_default();
-                (path, wal.write_offset, None)
+            let (path, offset) = torn_tail.clone().unwrap_or_else(|| {
+                (wal.segments.last().map(|s| s.path.clone()).unwrap_or_default(), wal.write_offset)
             });
             return Err(WalError::Corrupt {
                 path,
@@ -345,18 +329,7 @@ impl Wal {
                 found_again_from: None,
             });
         }
-        if let Some((path, offset, beyond)) = torn_tail {
-            if let Some(beyond) = beyond.filter(|_| strict) {
-                return Err(WalError::Corrupt {
-                    path,
-                    offset,
-                    detail: "a frame is missing or fails its checksum, and intact frames follow \
-                             it"
-                    .to_string(),
-                    intact_through: wal.last_index_if_any(),
-                    found_again_from: Some(beyond),
-                });
-            }
+        if let Some((path, offset)) = torn_tail {
             // Cut off the torn write and zero what it left, so nothing of it is read again.
             let segment =
                 wal.segments.last_mut().ok_or_else(|| WalError::Invalid("no segment".into()))?;
@@ -385,7 +358,7 @@ impl Wal {
         number: u64,
         first: bool,
         last: bool,
-    ) -> Result<Option<(PathBuf, u64, Option<LogIndex>)>, WalError> {
+    ) -> Result<Option<(PathBuf, u64)>, WalError> {
         let path = self.dir.join(segment_name(number));
         let file = self.disk.open(&path, false).map_err(io_error("open", &path))?;
         let len = file.len().map_err(io_error("read the length of", &path))?;
@@ -477,9 +450,7 @@ impl Wal {
         }
         self.segments.push(Segment { number, path: path.clone(), file });
         self.write_offset = offset;
-        let beyond =
-            if last && torn { highest_index_in(&bytes, offset + FRAME_ALIGN) } else { None };
-        Ok((last && torn).then_some((path, offset, beyond)))
+        Ok((last && torn).then_some((path, offset)))
     }
 
     /// The frame at `offset` if it is a complete, checksummed record frame with the expected
@@ -1185,12 +1156,15 @@ fn last_entry_index(body: &[u8]) -> Option<LogIndex> {
 }
 
 /// Tests only: where the record frames of the log in `dir` lie, oldest first, as (segment
-/// file, offset, length of header and body), for damaging one on purpose.
+/// file, offset, length of header and body, whether damage to it would be found: a later
+/// frame records it as synced, or its segment is complete), for damaging one on purpose.
 #[doc(hidden)]
-pub fn record_frames(disk: &dyn Disk, dir: &Path) -> io::Result<Vec<(PathBuf, u64, u64)>> {
+pub fn record_frames(disk: &dyn Disk, dir: &Path) -> io::Result<Vec<(PathBuf, u64, u64, bool)>> {
     let mut numbers: Vec<u64> =
         disk.list(dir)?.iter().filter_map(|name| parse_segment_name(name)).collect();
     numbers.sort_unstable();
+    let last_segment = numbers.last().copied();
+    // (path, offset, len, sequence, synced through, in a complete segment)
     let mut frames = Vec::new();
     for number in numbers {
         let path = dir.join(segment_name(number));
@@ -1206,12 +1180,21 @@ pub fn record_frames(disk: &dyn Disk, dir: &Path) -> io::Result<Vec<(PathBuf, u6
             }
             if header.kind == FrameKind::Records {
                 let len = (FRAME_HEADER_BYTES + body.len()) as u64;
-                frames.push((path.clone(), offset, len));
+                let synced = synced_through(body).unwrap_or(0);
+                let complete = Some(number) != last_segment;
+                frames.push((path.clone(), offset, len, header.sequence, synced, complete));
             }
             offset += header.frame_bytes();
         }
     }
-    Ok(frames)
+    let mut proven_through = 0u64;
+    let mut out = Vec::with_capacity(frames.len());
+    for (path, offset, len, sequence, synced, complete) in frames.into_iter().rev() {
+        out.push((path, offset, len, complete || proven_through >= sequence));
+        proven_through = proven_through.max(synced);
+    }
+    out.reverse();
+    Ok(out)
 }
 
 /// Segments smaller than this cannot hold a header and a useful frame.

@@ -286,7 +286,7 @@ impl Node {
             leaderless_ticks: 0,
             lost_through: initial.lost_through.filter(|&through| through > persisted_index),
             // A stream of its own, so that drawing it leaves the election timeouts unchanged.
-            lost_nonce: SeededRng::new(config.random_seed ^ 0x105_7E27_1E5).next_u64(),
+            lost_nonce: SeededRng::new(config.random_seed ^ 0x0010_57E2_71E5).next_u64(),
             output: Output::default(),
             stats: Stats::default(),
             config,
@@ -913,11 +913,16 @@ impl Node {
     fn on_stale_term(&mut self, message: Message) {
         match &message.body {
             MessageBody::Append(_) | MessageBody::Heartbeat(_)
-                if self.config.check_quorum || self.config.pre_vote =>
+                if self.config.check_quorum
+                    || self.config.pre_vote
+                    || self.quarantined
+                    || self.lost_through.is_some() =>
             {
                 // A leader from an older term that was cut off. With pre-vote it could never
                 // learn of the newer term through a vote request, so tell it: any message
-                // with our term makes it step down.
+                // with our term makes it step down. Nor can it from a replica that does not
+                // campaign (quarantined, or short of entries its storage lost), which would
+                // otherwise never hear from a leader again.
                 let response = HeartbeatResponse { read_round: 0 };
                 self.send(message.from, MessageBody::HeartbeatResponse(response));
                 self.reject(&message, RejectReason::StaleTerm);

@@ -194,8 +194,10 @@ pub struct LogStore {
     dir: PathBuf,
     /// Entries the log lost to damage and does not hold again yet.
     lost: Option<LostNote>,
-    /// The damage this open cut the log at.
+    /// The damage this open found in the log.
     repaired: Option<Damage>,
+    /// The damaged checkpoint this open set aside, and why.
+    repaired_snapshot: Option<String>,
     wal: Wal,
     hard_state: HardStateFile,
     snapshots: SnapshotStore,
@@ -321,23 +323,48 @@ impl LogStore {
             });
         }
         let command_bytes_max = options.segment_bytes / 2;
+        let commit = durable.hard_state.commit;
+        let note_path = dir.join(LOST_NOTE);
+        let mut lost = read_lost_note(disk.as_ref(), &note_path)?;
+        if lost.is_some_and(|note| !note.set_aside) {
+            // A crash came while the damaged log was being set aside: finish that first.
+            Wal::set_aside(disk.as_ref(), &wal_dir)?;
+        }
+        let mut repaired_snapshot = None;
         let snapshots = SnapshotStore::open(disk.clone(), &dir.join("snapshots"))?;
-        let latest = snapshots.latest()?;
+        let latest = match snapshots.latest().and_then(|latest| match latest {
+            Some(stored) => snapshots.verify(&stored).map(|()| Some(stored)),
+            None => Ok(None),
+        }) {
+            Ok(latest) => latest,
+            Err(SnapshotError::Corrupt { path, detail }) => {
+                // The checkpoint is damaged: the state it held is gone here, and so is the use
+                // of the log after it. Set both aside and fetch everything from the others,
+                // noting first how far the log reached.
+                let found = Wal::highest_index(disk.as_ref(), &wal_dir)?;
+                let note = LostNote {
+                    lost_through: found
+                        .unwrap_or(LogIndex::ZERO)
+                        .max(commit)
+                        .max(lost.map_or(LogIndex::ZERO, |note| note.lost_through)),
+                    set_aside: false,
+                };
+                write_lost_note(disk.as_ref(), dir, &note)?;
+                snapshots.set_aside(&path)?;
+                Wal::set_aside(disk.as_ref(), &wal_dir)?;
+                lost = Some(note);
+                repaired_snapshot = Some(format!("{}: {detail}", path.display()));
+                None
+            }
+            Err(error) => return Err(error.into()),
+        };
         let (snapshot_index, snapshot_term) =
             latest.as_ref().map_or((LogIndex::ZERO, Term::ZERO), |stored| {
                 (stored.footer.meta.last_index, stored.footer.meta.last_term)
             });
         // The log must hold what was committed beyond the snapshot; below it, the snapshot does.
-        let commit = durable.hard_state.commit;
         let must_hold = if commit > snapshot_index { commit } else { LogIndex::ZERO };
         let options = WalOptions { create_if_missing: true, ..options };
-        let note_path = dir.join(LOST_NOTE);
-        let mut lost = read_lost_note(disk.as_ref(), &note_path)?;
-        if let Some(note) = lost.filter(|note| !note.set_aside) {
-            // A crash came while the damaged log was being set aside: finish that first.
-            Wal::set_aside(disk.as_ref(), &wal_dir)?;
-            lost = Some(note);
-        }
         // While entries lost to damage are being fetched again, the log may end below the
         // commit index: the note's bound (at least that commit index) keeps them safe.
         let must_hold = if lost.is_some() { LogIndex::ZERO } else { must_hold };
@@ -427,6 +454,7 @@ impl LogStore {
             dir: dir.to_path_buf(),
             lost,
             repaired,
+            repaired_snapshot,
             wal,
             hard_state,
             snapshots,
@@ -446,6 +474,16 @@ impl LogStore {
     /// fetched again from the other replicas).
     pub fn repaired_damage(&self) -> Option<&Damage> {
         self.repaired.as_ref()
+    }
+
+    /// The damage this open found, in the log or in the checkpoint, said for a person: the
+    /// damaged files were set aside and what they held is fetched again from the others.
+    pub fn damage_found(&self) -> Option<String> {
+        match (&self.repaired, &self.repaired_snapshot) {
+            (Some(damage), _) => Some(format!("the write-ahead log is damaged: {damage}")),
+            (None, Some(snapshot)) => Some(format!("the latest checkpoint is damaged: {snapshot}")),
+            (None, None) => None,
+        }
     }
 
     /// Entries this replica's log lost to damage, while it does not hold that far again.

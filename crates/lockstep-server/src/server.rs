@@ -85,16 +85,16 @@ impl BoundServer {
             WalOptions::default(),
         )
         .map_err(|error| error.to_string())?;
-        if let Some(damage) = store.repaired_damage() {
-            tracing::warn!(replica = config.id, "the write-ahead log is damaged: {damage}");
+        if let Some(damage) = store.damage_found() {
+            tracing::warn!(replica = config.id, "{damage}");
         }
         if let Some(note) = store.lost_entries() {
             tracing::warn!(
                 replica = config.id,
-                "the damaged log was set aside (kept as *.damaged in the log directory): the \
-                 log restarts after the latest checkpoint (entry {}), and the entries after it, \
-                 through at least {}, are fetched again from the leader; until it holds them, \
-                 this replica takes no part in elections",
+                "the damaged files were set aside (kept as *.damaged): the log restarts after \
+                 the latest checkpoint (entry {}), and the entries after it, through at least \
+                 {}, are fetched again from the leader; until it holds them, this replica takes \
+                 no part in elections",
                 initial.applied,
                 note.lost_through
             );

@@ -883,8 +883,8 @@ impl World {
         if noted_before {
             // An earlier start found the damage and noted it, then failed (the disk).
             self.report.logs_set_aside += 1;
-        } else if let Some(damage) = store.repaired_damage() {
-            let line = format!("replica {id} sets its damaged log aside: {damage}");
+        } else if let Some(damage) = store.damage_found() {
+            let line = format!("replica {id} sets damaged files aside: {damage}");
             self.report.logs_set_aside += 1;
             self.note(|| line);
         } else if self.replicas[node].damage_pending {
@@ -1842,7 +1842,8 @@ impl World {
         self.note(|| "heal: every fault ends; clients finish what they started".to_string());
     }
 
-    /// Flips one bit in a record frame of stopped replica `node`'s log whose damage can be
+    /// Flips one bit in stopped replica `node`'s latest checkpoint, or in a record frame of
+    /// its log whose damage can be
     /// found (a later frame records it as synced, or its segment is complete: damage to the
     /// last synced frames cannot be told from a write torn at a crash, see docs/storage.md),
     /// if at most a minority would then be short of entries it lost.
@@ -1855,6 +1856,35 @@ impl World {
         if others_short + divergent + 1 > (self.replicas.len() - 1) / 2 || self.short_of_lost(node)
         {
             return;
+        }
+        // A quarter of the time the latest checkpoint, if there is one.
+        let snapshots = Path::new(DATA_DIR).join("snapshots");
+        let checkpoint = lockstep_storage::Disk::list(&self.replicas[node].disk, &snapshots)
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|name| name.ends_with(".snap"))
+            .max()
+            .map(|name| snapshots.join(name));
+        if let Some(path) = checkpoint {
+            if self.rng.range(0, 4) == 0 {
+                let len = self.replicas[node].disk.contents(&path).map_or(0, |bytes| bytes.len());
+                if len > 0 {
+                    let at = self.rng.range(0, len as u64);
+                    let bit = self.rng.range(0, 8) as u8;
+                    if self.replicas[node].disk.flip_bit(&path, at, bit).is_ok() {
+                        self.report.disk_damage_injected += 1;
+                        self.replicas[node].damage_pending = true;
+                        let id = self.replicas[node].id;
+                        self.note(|| {
+                            format!(
+                                "replica {id}: bit {bit} of byte {at} in {} flipped",
+                                path.display()
+                            )
+                        });
+                    }
+                    return;
+                }
+            }
         }
         let wal = Path::new(DATA_DIR).join("wal");
         let Ok(frames) = lockstep_storage::wal::record_frames(&self.replicas[node].disk, &wal)

@@ -215,6 +215,43 @@ impl SnapshotStore {
         })
     }
 
+    /// Reads `snapshot`'s whole data and checks it against its digest: damage is
+    /// [`SnapshotError::Corrupt`], a failing read [`SnapshotError::Io`].
+    pub fn verify(&self, snapshot: &StoredSnapshot) -> Result<(), SnapshotError> {
+        let path = &snapshot.path;
+        let file = self.disk.open(path, false).map_err(io_error("open", path))?;
+        let mut hasher = blake3::Hasher::new();
+        let mut buf = vec![0u8; 1 << 20];
+        let mut position = 0u64;
+        while position < snapshot.footer.data_len {
+            let count = (snapshot.footer.data_len - position).min(buf.len() as u64) as usize;
+            file.read_at(position, &mut buf[..count]).map_err(io_error("read", path))?;
+            hasher.update(&buf[..count]);
+            position += count as u64;
+        }
+        if *hasher.finalize().as_bytes() != snapshot.footer.digest {
+            return Err(SnapshotError::Corrupt {
+                path: path.clone(),
+                detail: "its data does not match its BLAKE3 digest".to_string(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Sets the damaged snapshot file `path` aside (renamed to `<name>.damaged`, never read
+    /// again; remove it at will).
+    pub fn set_aside(&self, path: &Path) -> Result<(), SnapshotError> {
+        let name = path.file_name().map(|name| name.to_string_lossy().to_string());
+        let aside = self.dir.join(format!("{}.damaged", name.unwrap_or_default()));
+        match self.disk.remove(&aside) {
+            Ok(()) => {}
+            Err(error) if error.kind() == io::ErrorKind::NotFound => {}
+            Err(error) => return Err(io_error("remove", &aside)(error)),
+        }
+        self.disk.rename(path, &aside).map_err(io_error("rename", path))?;
+        self.disk.sync_dir(&self.dir).map_err(io_error("sync", &self.dir))
+    }
+
     /// A reader of `snapshot`'s data that fails at the end if the digest does not match.
     pub fn reader(&self, snapshot: &StoredSnapshot) -> Result<SnapshotReader, SnapshotError> {
         let file =
@@ -254,10 +291,15 @@ fn read_footer(file: &dyn DiskFile, path: &Path) -> Result<SnapshotFooter, Snaps
     let header = decode_header(&bytes)
         .filter(|header| header.kind == FrameKind::SnapshotMeta)
         .ok_or_else(|| corrupt("the footer frame is unreadable"))?;
+    let end = FRAME_HEADER_BYTES + header.body_len as usize;
     let body = bytes
-        .get(FRAME_HEADER_BYTES..FRAME_HEADER_BYTES + header.body_len as usize)
+        .get(FRAME_HEADER_BYTES..end)
         .filter(|body| body_matches(&header, body))
         .ok_or_else(|| corrupt("the footer fails its checksum"))?;
+    // The padding after the footer's body is not under its checksum: it must be zeros.
+    if !bytes.get(end..).is_some_and(crate::frame::is_zero) {
+        return Err(corrupt("the footer's padding is not zeros"));
+    }
     let footer: SnapshotFooter =
         postcard::from_bytes(body).map_err(|_| corrupt("the footer does not decode"))?;
     if footer.data_len != footer_offset {

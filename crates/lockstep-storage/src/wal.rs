@@ -1071,6 +1071,26 @@ impl Wal {
         }))
     }
 
+    /// The highest entry index any intact frame (or segment header) of the log in `dir`
+    /// names, whatever the state of the rest: how far the log reached.
+    pub fn highest_index(disk: &dyn Disk, dir: &Path) -> Result<Option<LogIndex>, WalError> {
+        let names = match disk.list(dir) {
+            Ok(names) => names,
+            Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(error) => return Err(io_error("list the log directory", dir)(error)),
+        };
+        let mut found = None;
+        for number in names.iter().filter_map(|name| parse_segment_name(name)) {
+            let path = dir.join(segment_name(number));
+            let file = disk.open(&path, false).map_err(io_error("open", &path))?;
+            let len = file.len().map_err(io_error("read the length of", &path))?;
+            let mut bytes = vec![0u8; len as usize];
+            file.read_at(0, &mut bytes).map_err(io_error("read", &path))?;
+            found = found.max(highest_index_in(&bytes, 0));
+        }
+        Ok(found)
+    }
+
     /// Sets every segment of the log in `dir` aside (renamed to `<name>.damaged`, never read
     /// again; remove them at will): the log is empty afterwards. A replica whose log is
     /// damaged drops all of it, not only what follows the damage: a damaged frame may have

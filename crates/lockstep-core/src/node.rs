@@ -294,8 +294,12 @@ impl Node {
         node.membership = node.membership_from_log();
         node.find_last_config();
         if let Some(through) = node.lost_through {
-            let voters: Vec<NodeId> = node.membership.all_voters().into_iter().collect();
-            if voters == [node.config.id] {
+            // Alone in a configuration (or in one half of a joint one), it can never be
+            // outvoted: no leader could ever be elected without it.
+            let alone = |voters: &std::collections::BTreeSet<NodeId>| {
+                voters.len() == 1 && voters.contains(&node.config.id)
+            };
+            if alone(&node.membership.voters) || alone(&node.membership.voters_outgoing) {
                 return Err(format!(
                     "this replica's log lost entries through {through} to damage, and it is the \
                      only voter: no other replica can supply them"

@@ -289,6 +289,7 @@ impl LogStore {
                 hard_state.store(&DurableState {
                     hard_state: HardState::default(),
                     membership: membership.clone(),
+                    commit_term: None,
                 })?;
             }
             let stored = &hard_state.state().membership;
@@ -316,7 +317,9 @@ impl LogStore {
         };
         // The log's first segment is durable before any hard state is stored: a stored term
         // with no log at all means the log was lost.
-        if (!wal_exists || !has_log) && durable.hard_state != HardState::default() {
+        // (Unless the log was set aside for damage, and a crash came before a new one began.)
+        let noted = read_lost_note(disk.as_ref(), &dir.join(LOST_NOTE))?.is_some();
+        if (!wal_exists || !has_log) && durable.hard_state != HardState::default() && !noted {
             return Err(StoreError::Incomplete {
                 dir: dir.to_path_buf(),
                 detail: format!("a hard state ({}) but no log", durable.hard_state),
@@ -369,7 +372,12 @@ impl LogStore {
         // commit index: the note's bound (at least that commit index) keeps them safe.
         let must_hold = if lost.is_some() { LogIndex::ZERO } else { must_hold };
         let mut repaired = None;
-        let mut wal = match Wal::open_holding(disk.clone(), &wal_dir, options.clone(), must_hold) {
+        // The entry at the commit index must be the committed one (when the log holds it).
+        let committed =
+            durable.commit_term.filter(|_| commit > snapshot_index).map(|term| (commit, term));
+        let opened =
+            Wal::open_holding_term(disk.clone(), &wal_dir, options.clone(), must_hold, committed);
+        let mut wal = match opened {
             Ok(wal) => wal,
             Err(error) => {
                 // Damage in the log: drop the log and fetch it again from the other replicas,
@@ -748,7 +756,17 @@ impl LogStore {
         self.note_failure(synced)?;
         if let Some(hard_state) = self.pending_hard_state {
             let membership = self.hard_state.state().membership.clone();
-            let stored = self.hard_state.store(&DurableState { hard_state, membership });
+            // The entry at the commit index is durable now (the log was synced first): note
+            // its term, for recovery to check (see `Wal::open_holding_term`).
+            let commit_term = self.wal.term(hard_state.commit).or_else(|| {
+                self.latest
+                    .as_ref()
+                    .map(|stored| &stored.footer.meta)
+                    .filter(|meta| meta.last_index == hard_state.commit)
+                    .map(|meta| meta.last_term)
+            });
+            let stored =
+                self.hard_state.store(&DurableState { hard_state, membership, commit_term });
             self.note_failure(stored)?;
             self.pending_hard_state = None;
         }

@@ -674,3 +674,39 @@ fn a_damaged_checkpoint_is_set_aside_with_the_log_and_everything_fetched_again()
     assert!(store.damage_found().is_none());
     assert_eq!(initial.lost_through, Some(LogIndex(30)));
 }
+
+#[test]
+fn a_damaged_truncation_cannot_bring_replaced_entries_back_under_the_commit_index() {
+    let disk = SimDisk::new(15, Faults::default());
+    let (mut store, _) = open(&disk, true).expect("bootstraps");
+    write_frames(&mut store, 1, 10, 5);
+    // A new leader replaces 6..=10 with entries of term 2, committed through 7, in one write.
+    let replacement: Vec<Entry> = (6..=7)
+        .map(|index| Entry {
+            term: Term(2),
+            index: LogIndex(index),
+            payload: EntryPayload::Command(Command {
+                data: Bytes::from(vec![100 + index as u8; 200]),
+                timestamp_millis: 0,
+            }),
+        })
+        .collect();
+    store
+        .write(&Persist {
+            snapshot: None,
+            truncate_from: Some(LogIndex(6)),
+            entries: replacement,
+            hard_state: Some(HardState { term: Term(2), vote: None, commit: LogIndex(7) }),
+        })
+        .expect("writes");
+    store.sync().expect("syncs");
+    drop(store);
+    // Its frame, the last one written, is damaged: it reads like a write torn at a crash, and
+    // cutting it would bring back entries 6..=10 of term 1 under commit index 7.
+    let path = Path::new("/data/replica/wal/wal-00000000000000000001.seg");
+    let bytes = disk.contents(path).expect("segment");
+    disk.flip_bit(path, offset_of_entry(&bytes, 106) as u64 + 40, 2).expect("flips");
+    let error = open(&disk, false).expect_err("refused, not applied wrong");
+    let text = error.to_string();
+    assert!(text.contains("committed there is of term 2"), "{text}");
+}

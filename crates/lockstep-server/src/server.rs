@@ -163,6 +163,13 @@ impl BoundServer {
         if config.lease_reads {
             core.read_mode = ReadMode::Lease { clock_drift_ticks_max: 2 };
         }
+        // Fresh at every start (the operating system's randomness, through the standard
+        // library's hasher keys): election timeouts, read numbers and the number a replica
+        // that lost entries draws for its notices must not repeat across restarts.
+        core.random_seed = {
+            use std::hash::BuildHasher;
+            std::collections::hash_map::RandomState::new().hash_one((config.id, std::process::id()))
+        };
         core.validate().map_err(|error| format!("configuration: {error}"))?;
         let mut driver = Driver::new(core, initial, state, storage, outbox)?;
         driver.set_checkpoint_policy(CheckpointPolicy {

@@ -9,7 +9,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use lockstep_core::{HardState, Membership};
+use lockstep_core::{HardState, Membership, Term};
 use serde::{Deserialize, Serialize};
 
 use crate::disk::{Disk, DiskFile};
@@ -27,6 +27,18 @@ pub struct DurableState {
     /// The configuration the replica was bootstrapped with (the log and snapshots carry later
     /// ones).
     pub membership: Membership,
+    /// The term of the entry at the commit index when this was stored (if the log held it):
+    /// recovery checks the log still has that entry there, so that a damaged write that
+    /// replaced entries (a truncation) can never bring the replaced ones back under the
+    /// commit index. Absent in files written before it existed.
+    pub commit_term: Option<Term>,
+}
+
+/// The file's body before `commit_term` existed, still read.
+#[derive(Deserialize)]
+struct DurableStateWithoutCommitTerm {
+    hard_state: HardState,
+    membership: Membership,
 }
 
 /// What can go wrong with the hard state file.
@@ -180,7 +192,15 @@ fn decode_slot(bytes: &[u8]) -> Option<(u64, DurableState)> {
     if !body_matches(&header, body) {
         return None;
     }
-    postcard::from_bytes(body).ok().map(|state| (header.sequence, state))
+    let state = postcard::from_bytes::<DurableState>(body).ok().or_else(|| {
+        let old = postcard::from_bytes::<DurableStateWithoutCommitTerm>(body).ok()?;
+        Some(DurableState {
+            hard_state: old.hard_state,
+            membership: old.membership,
+            commit_term: None,
+        })
+    })?;
+    Some((header.sequence, state))
 }
 
 #[cfg(test)]
@@ -197,6 +217,7 @@ mod tests {
                 commit: LogIndex(term),
             },
             membership: Membership::with_voters([NodeId(1), NodeId(2), NodeId(3)]),
+            commit_term: Some(Term(term)),
         }
     }
 
@@ -291,5 +312,21 @@ mod tests {
         disk.create_dir_all(Path::new("/r")).expect("dir");
         disk.put(Path::new("/r/hard-state"), b"this is not a hard state file");
         assert!(HardStateFile::open(disk, Path::new("/r/hard-state"), true).is_err());
+    }
+
+    #[test]
+    fn a_file_written_before_the_commit_term_existed_is_read() {
+        #[derive(Serialize)]
+        struct Old {
+            hard_state: HardState,
+            membership: Membership,
+        }
+        let old = Old { hard_state: state(3).hard_state, membership: state(3).membership };
+        let body = postcard::to_stdvec(&old).expect("encodes");
+        let frame = encode_frame(FrameKind::HardState, 7, &body);
+        let (sequence, decoded) = decode_slot(&frame).expect("read");
+        assert_eq!(sequence, 7);
+        assert_eq!(decoded.hard_state, state(3).hard_state);
+        assert_eq!(decoded.commit_term, None);
     }
 }

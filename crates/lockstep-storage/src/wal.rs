@@ -239,7 +239,21 @@ impl Wal {
         options: WalOptions,
         must_hold_through: LogIndex,
     ) -> Result<Wal, WalError> {
-        Wal::open_inner(disk, dir, options, must_hold_through)
+        Wal::open_inner(disk, dir, options, must_hold_through, None)
+    }
+
+    /// Opens the log like [`Wal::open_holding`], and also fails with [`WalError::Corrupt`]
+    /// (changing nothing) if the log holds an entry at `committed.0` whose term is not
+    /// `committed.1`: a damaged write that replaced entries (a truncation), cut off as if
+    /// torn, would otherwise bring the replaced ones back under the commit index.
+    pub fn open_holding_term(
+        disk: Arc<dyn Disk>,
+        dir: &Path,
+        options: WalOptions,
+        must_hold_through: LogIndex,
+        committed: Option<(LogIndex, Term)>,
+    ) -> Result<Wal, WalError> {
+        Wal::open_inner(disk, dir, options, must_hold_through, committed)
     }
 
     fn open_inner(
@@ -247,6 +261,7 @@ impl Wal {
         dir: &Path,
         options: WalOptions,
         must_hold_through: LogIndex,
+        committed: Option<(LogIndex, Term)>,
     ) -> Result<Wal, WalError> {
         let minimum = MINIMUM_SEGMENT_BYTES;
         if options.segment_bytes < minimum || options.frame_bytes_max == 0 {
@@ -328,6 +343,27 @@ impl Wal {
                 intact_through: wal.last_index_if_any(),
                 found_again_from: None,
             });
+        }
+        if let Some((index, expected)) = committed {
+            match wal.term(index) {
+                Some(held) if held != expected && index > LogIndex::ZERO => {
+                    let (path, offset) = torn_tail.clone().unwrap_or_else(|| {
+                        let path = wal.segments.last().map(|s| s.path.clone()).unwrap_or_default();
+                        (path, wal.write_offset)
+                    });
+                    return Err(WalError::Corrupt {
+                        path,
+                        offset,
+                        detail: format!(
+                            "entry {index} is of term {held}, but the one committed there is of \
+                             term {expected}: a write that replaced it is damaged"
+                        ),
+                        intact_through: wal.last_index_if_any(),
+                        found_again_from: None,
+                    });
+                }
+                _ => {}
+            }
         }
         if let Some((path, offset)) = torn_tail {
             // Cut off the torn write and zero what it left, so nothing of it is read again.

@@ -432,18 +432,23 @@ fn a_log_compacted_past_a_lost_snapshot_is_refused() {
     );
 }
 
+/// An entry holding a 200-byte command of `fill` bytes, easy to find in a segment file.
+fn filled(index: u64, term: u64, fill: u8) -> Entry {
+    Entry {
+        term: Term(term),
+        index: LogIndex(index),
+        payload: EntryPayload::Command(Command {
+            data: Bytes::from(vec![fill; 200]),
+            timestamp_millis: 0,
+        }),
+    }
+}
+
 /// Writes entries `from..=to` (200-byte commands, one write and sync each, so each is a frame
 /// of its own), with the commit index at `commit`.
 fn write_frames(store: &mut LogStore, from: u64, to: u64, commit: u64) {
     for index in from..=to {
-        let entry = Entry {
-            term: Term(1),
-            index: LogIndex(index),
-            payload: EntryPayload::Command(Command {
-                data: Bytes::from(vec![index as u8; 200]),
-                timestamp_millis: 0,
-            }),
-        };
+        let entry = filled(index, 1, index as u8);
         let hard_state = HardState { term: Term(1), vote: None, commit: LogIndex(commit) };
         store
             .write(&Persist {
@@ -566,14 +571,7 @@ fn damage_no_later_frame_proves_synced_reads_like_a_torn_write() {
     write_frames(&mut store, 1, 4, 4);
     // Entries 5 and 6 in two frames under one sync: no later frame proves 5 was synced.
     for index in [5u64, 6] {
-        let entry = Entry {
-            term: Term(1),
-            index: LogIndex(index),
-            payload: EntryPayload::Command(Command {
-                data: Bytes::from(vec![index as u8; 200]),
-                timestamp_millis: 0,
-            }),
-        };
+        let entry = filled(index, 1, index as u8);
         store
             .write(&Persist {
                 snapshot: None,
@@ -681,16 +679,8 @@ fn a_damaged_truncation_cannot_bring_replaced_entries_back_under_the_commit_inde
     let (mut store, _) = open(&disk, true).expect("bootstraps");
     write_frames(&mut store, 1, 10, 5);
     // A new leader replaces 6..=10 with entries of term 2, committed through 7, in one write.
-    let replacement: Vec<Entry> = (6..=7)
-        .map(|index| Entry {
-            term: Term(2),
-            index: LogIndex(index),
-            payload: EntryPayload::Command(Command {
-                data: Bytes::from(vec![100 + index as u8; 200]),
-                timestamp_millis: 0,
-            }),
-        })
-        .collect();
+    let replacement: Vec<Entry> =
+        (6..=7).map(|index| filled(index, 2, 100 + index as u8)).collect();
     store
         .write(&Persist {
             snapshot: None,

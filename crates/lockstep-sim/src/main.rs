@@ -204,9 +204,9 @@ fn main() -> ExitCode {
     if args.disk_corruption {
         let sum = |kind: fn(&Report) -> u64| reports.iter().map(kind).sum::<u64>();
         println!(
-            "disk damage: {} bits flipped in stopped replicas' logs; {} damaged logs set aside \
-             and fetched again; {} starts short of lost entries (out of elections until held \
-             again), {} still short at the end",
+            "disk damage: {} bits flipped in stopped replicas' logs and checkpoints; {} found \
+             at the restart, the damaged files set aside and fetched again; {} starts short of \
+             lost entries (out of elections until held again), {} still short at the end",
             sum(|r| r.disk_damage_injected),
             sum(|r| r.logs_set_aside),
             sum(|r| r.lost_entry_holds),

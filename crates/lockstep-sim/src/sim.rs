@@ -1857,47 +1857,34 @@ impl World {
         {
             return;
         }
-        // A quarter of the time the latest checkpoint, if there is one.
+        // A quarter of the time the latest checkpoint, if there is one; else a log record.
         let snapshots = Path::new(DATA_DIR).join("snapshots");
         let checkpoint = lockstep_storage::Disk::list(&self.replicas[node].disk, &snapshots)
             .unwrap_or_default()
             .into_iter()
             .filter(|name| name.ends_with(".snap"))
             .max()
-            .map(|name| snapshots.join(name));
-        if let Some(path) = checkpoint {
-            if self.rng.range(0, 4) == 0 {
+            .map(|name| snapshots.join(name))
+            .and_then(|path| {
                 let len = self.replicas[node].disk.contents(&path).map_or(0, |bytes| bytes.len());
-                if len > 0 {
-                    let at = self.rng.range(0, len as u64);
-                    let bit = self.rng.range(0, 8) as u8;
-                    if self.replicas[node].disk.flip_bit(&path, at, bit).is_ok() {
-                        self.report.disk_damage_injected += 1;
-                        self.replicas[node].damage_pending = true;
-                        let id = self.replicas[node].id;
-                        self.note(|| {
-                            format!(
-                                "replica {id}: bit {bit} of byte {at} in {} flipped",
-                                path.display()
-                            )
-                        });
-                    }
+                (len > 0).then_some((path, 0, len as u64))
+            });
+        let target = match checkpoint {
+            Some(checkpoint) if self.rng.range(0, 4) == 0 => checkpoint,
+            _ => {
+                let wal = Path::new(DATA_DIR).join("wal");
+                let disk = &self.replicas[node].disk;
+                let Ok(frames) = lockstep_storage::wal::record_frames(disk, &wal) else { return };
+                let provable: Vec<_> = frames.into_iter().filter(|frame| frame.3).collect();
+                if provable.is_empty() {
                     return;
                 }
+                let (path, offset, len, _) =
+                    provable[self.rng.range(0, provable.len() as u64) as usize].clone();
+                (path, offset, len)
             }
-        }
-        let wal = Path::new(DATA_DIR).join("wal");
-        let Ok(frames) = lockstep_storage::wal::record_frames(&self.replicas[node].disk, &wal)
-        else {
-            return;
         };
-        let provable: Vec<&(std::path::PathBuf, u64, u64, bool)> =
-            frames.iter().filter(|frame| frame.3).collect();
-        if provable.is_empty() {
-            return;
-        }
-        let (path, offset, len, _) =
-            provable[self.rng.range(0, provable.len() as u64) as usize].clone();
+        let (path, offset, len) = target;
         let at = offset + self.rng.range(0, len);
         let bit = self.rng.range(0, 8) as u8;
         if self.replicas[node].disk.flip_bit(&path, at, bit).is_ok() {

@@ -40,12 +40,12 @@ pub struct InitialState {
     pub membership: Membership,
     /// The index the state machine has already applied (at least the snapshot's index).
     pub applied: LogIndex,
-    /// Set when storage cut this replica's log at damage it found: the entries after the
-    /// log's end through this index were lost, and this replica may have acknowledged them
-    /// to a leader, which may count that acknowledgement towards a commit. Until the log
-    /// reaches this index again (from a leader) the replica neither campaigns nor votes, and
-    /// tells the leader it lost entries, so that no leader lacking them can be elected with
-    /// its help.
+    /// Set when storage found damage and set this replica's log aside: it held entries
+    /// through this index, and may have acknowledged them to a leader, which may count that
+    /// acknowledgement towards a commit. Until its log reaches this index again (from leaders),
+    /// or a leader that heard from it since says it holds that leader's whole log, the replica
+    /// neither campaigns nor votes, and tells the leader it lost entries, so that no leader
+    /// lacking them can be elected with its help.
     pub lost_through: Option<LogIndex>,
 }
 

@@ -304,7 +304,7 @@ fn replicas_that_lose_acknowledged_entries_keep_every_property() {
     let summaries = sweep(30_000, seeds(200), scenario);
     let losses: usize = summaries.iter().map(|s| s.losses).sum();
     let committed: usize = summaries.iter().map(|s| s.committed).sum();
-    println!("3 replicas losing entries: {losses} logs cut, {committed} entries committed");
+    println!("3 replicas losing entries: {losses} logs set aside, {committed} entries committed");
     assert!(losses > summaries.len(), "too few logs cut: {losses}");
     let scenario = Scenario { lose_entries: true, ..Scenario::new(5) };
     sweep(40_000, seeds(100), scenario);

@@ -16,6 +16,13 @@
 //! Recovery starts from the latest snapshot and the log entries after it. If the log does
 //! not continue the snapshot (a snapshot from a leader replaced the log, and the crash came
 //! before the log's restart was durable), the log is restarted after the snapshot.
+//!
+//! A damaged log (when something intact after the damage tells how far it reached) or a
+//! damaged snapshot does not stop the replica: a note, `lost-entries`, records the highest
+//! index it may have acknowledged, the damaged files are set aside (`*.damaged`), and the
+//! replica starts from its last good snapshot (or nothing) with an empty log, out of elections
+//! until it holds that far again (`InitialState::lost_through`). See `docs/storage.md`,
+//! "Damage repaired from peers".
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -132,6 +139,15 @@ pub struct LostNote {
     /// The damaged log was set aside and the log restarted after the snapshot: whatever it
     /// holds now came from leaders. Until then, a restart sets it aside again.
     pub set_aside: bool,
+}
+
+impl LostNote {
+    /// The note written before a damaged log is set aside: the log held entries through
+    /// `found`; the bound is at least the commit index and any earlier note's.
+    fn setting_aside(found: LogIndex, commit: LogIndex, earlier: Option<LostNote>) -> LostNote {
+        let earlier = earlier.map_or(LogIndex::ZERO, |note| note.lost_through);
+        LostNote { lost_through: found.max(commit).max(earlier), set_aside: false }
+    }
 }
 
 fn read_lost_note(disk: &dyn Disk, path: &Path) -> Result<Option<LostNote>, StoreError> {
@@ -345,13 +361,7 @@ impl LogStore {
                 // of the log after it. Set both aside and fetch everything from the others,
                 // noting first how far the log reached.
                 let found = Wal::highest_index(disk.as_ref(), &wal_dir)?;
-                let note = LostNote {
-                    lost_through: found
-                        .unwrap_or(LogIndex::ZERO)
-                        .max(commit)
-                        .max(lost.map_or(LogIndex::ZERO, |note| note.lost_through)),
-                    set_aside: false,
-                };
+                let note = LostNote::setting_aside(found.unwrap_or(LogIndex::ZERO), commit, lost);
                 write_lost_note(disk.as_ref(), dir, &note)?;
                 snapshots.set_aside(&path)?;
                 Wal::set_aside(disk.as_ref(), &wal_dir)?;
@@ -366,11 +376,11 @@ impl LogStore {
                 (stored.footer.meta.last_index, stored.footer.meta.last_term)
             });
         // The log must hold what was committed beyond the snapshot; below it, the snapshot does.
-        let must_hold = if commit > snapshot_index { commit } else { LogIndex::ZERO };
+        // (Not while entries lost to damage are fetched again: then the log may end below the
+        // commit index, and the note's bound, at least that index, keeps them safe.)
+        let must_hold =
+            if commit > snapshot_index && lost.is_none() { commit } else { LogIndex::ZERO };
         let options = WalOptions { create_if_missing: true, ..options };
-        // While entries lost to damage are being fetched again, the log may end below the
-        // commit index: the note's bound (at least that commit index) keeps them safe.
-        let must_hold = if lost.is_some() { LogIndex::ZERO } else { must_hold };
         let mut repaired = None;
         // The entry at the commit index must be the committed one (when the log holds it).
         let committed =
@@ -388,13 +398,7 @@ impl LogStore {
                 else {
                     return Err(error.into());
                 };
-                let note = LostNote {
-                    lost_through: damage
-                        .found_through
-                        .max(commit)
-                        .max(lost.map_or(LogIndex::ZERO, |note| note.lost_through)),
-                    set_aside: false,
-                };
+                let note = LostNote::setting_aside(damage.found_through, commit, lost);
                 write_lost_note(disk.as_ref(), dir, &note)?;
                 Wal::set_aside(disk.as_ref(), &wal_dir)?;
                 lost = Some(note);

@@ -85,7 +85,7 @@ async fn bytes_flipped_in_a_stopped_replicas_log_are_repaired_from_its_peers() {
     cluster.kill(3);
     let damaged = flip_bytes_at(&segments(&cluster, 3), "key-000400");
 
-    // Restarted, it finds the damage, cuts its log there and fetches the rest again.
+    // Restarted, it finds the damage, sets its log aside and fetches it again.
     cluster.start(3);
     // Writes go on meanwhile; none fails.
     write_keys(cluster.client(), 800, 1_000, 16).await;
@@ -121,8 +121,9 @@ async fn bytes_flipped_in_a_stopped_replicas_log_are_repaired_from_its_peers() {
     let table = String::from_utf8_lossy(&table.stdout).to_string();
     assert!(!table.contains("LOG-REPAIR") && !table.contains("QUARANTINED"), "{table}");
 
-    // And it takes part in elections again: with the other two in turn stopped, it is part
-    // of every majority.
+    // And it takes part in elections again: the other two are stopped in turn, so unless it
+    // leads already, one of the stops takes the leader away and the election that follows
+    // needs its vote (or it wins).
     cluster.kill(1);
     write_keys(cluster.client_of(&[2, 3]), 1_000, 1_050, 4).await;
     cluster.start(1);

@@ -403,7 +403,7 @@ impl LogStore {
                 Wal::set_aside(disk.as_ref(), &wal_dir)?;
                 lost = Some(note);
                 repaired = Some(damage);
-                Wal::open_holding(disk.clone(), &wal_dir, options, LogIndex::ZERO)?
+                Wal::open(disk.clone(), &wal_dir, options)?
             }
         };
         let holds_entries = wal.last_index() >= wal.first_index();

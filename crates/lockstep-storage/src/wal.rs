@@ -239,7 +239,7 @@ impl Wal {
         options: WalOptions,
         must_hold_through: LogIndex,
     ) -> Result<Wal, WalError> {
-        Wal::open_inner(disk, dir, options, must_hold_through, None)
+        Wal::open_holding_term(disk, dir, options, must_hold_through, None)
     }
 
     /// Opens the log like [`Wal::open_holding`], and also fails with [`WalError::Corrupt`]
@@ -247,16 +247,6 @@ impl Wal {
     /// `committed.1`: a damaged write that replaced entries (a truncation), cut off as if
     /// torn, would otherwise bring the replaced ones back under the commit index.
     pub fn open_holding_term(
-        disk: Arc<dyn Disk>,
-        dir: &Path,
-        options: WalOptions,
-        must_hold_through: LogIndex,
-        committed: Option<(LogIndex, Term)>,
-    ) -> Result<Wal, WalError> {
-        Wal::open_inner(disk, dir, options, must_hold_through, committed)
-    }
-
-    fn open_inner(
         disk: Arc<dyn Disk>,
         dir: &Path,
         options: WalOptions,

@@ -17,8 +17,15 @@
 //! any revision from the **compaction revision** on; a compaction forgets the versions that
 //! are no longer current at its revision, and a read below it is refused. Ranges sort and
 //! filter by revisions as etcd's do. A hash of the history up to a revision lets replicas be
-//! compared (etcd's HashKV). Not yet modelled: leases (a put naming one is refused), nested
+//! compared (etcd's HashKV). Leases live in log time: a lease's deadline is measured against
+//! each entry's timestamp, and its expiry is ordered through the log. Not yet modelled: nested
 //! transactions.
+//!
+//! The state's **digest** is kept current as the store changes: every version kept and every
+//! lease is an element of an [`LtHash`], added when it appears and subtracted when it goes
+//! (compaction, a lease's change), so the digest at any index costs one element hash per
+//! change and never a pass over the store. A checkpoint carries it, and a restore recomputes it
+//! from what it read and refuses a state whose digest differs.
 //!
 //! ```
 //! use lockstep_kv::{Kv, Request, Response};
@@ -34,6 +41,8 @@
 
 #![deny(missing_docs)]
 
+pub mod lthash;
+
 use std::collections::{BTreeMap, BTreeSet};
 
 use std::sync::Arc;
@@ -45,6 +54,8 @@ use std::ops::Bound;
 use bytes::Bytes;
 use lockstep_core::{ApplyContext, StateDigest, StateMachine, StateSnapshot};
 use serde::{Deserialize, Serialize};
+
+pub use lthash::LtHash;
 
 /// A revision of the whole store.
 pub type Revision = u64;
@@ -650,6 +661,9 @@ pub struct Kv {
     /// Every kept version's key, by (revision, sub): where watches find changes from a
     /// revision on without scanning every key (derived from `keys`; rebuilt at restore).
     by_revision: BTreeMap<(Revision, u32), Bytes>,
+    /// Every kept version and every lease, hashed as a set (see the crate documentation);
+    /// updated with each change.
+    elements: LtHash,
 }
 
 /// A lease: its time to live, its deadline in log time, and its keys.
@@ -690,6 +704,7 @@ impl Kv {
             changes: 0,
             leases: BTreeMap::new(),
             by_revision: BTreeMap::new(),
+            elements: LtHash::new(),
         }
     }
 
@@ -735,12 +750,14 @@ impl Kv {
             Request::Compact(compact) => self.compact(compact.revision),
             Request::LeaseGrant(grant) => self.grant(grant, now_millis),
             Request::LeaseRevoke(lease) => self.revoke(lease.id),
-            Request::LeaseKeepAlive(lease) => match self.leases.get_mut(&lease.id) {
+            Request::LeaseKeepAlive(lease) => match self.leases.get(&lease.id) {
                 // Too late: the lease expired (its expiry was not yet ordered); it goes now.
                 Some(held) if held.deadline_millis <= now_millis => self.revoke(lease.id),
-                Some(held) => {
-                    held.deadline_millis = deadline(now_millis, held.ttl);
-                    Response::Lease(lease_info(lease.id, held))
+                Some(_) => {
+                    let info = self.change_lease(lease.id, |held| {
+                        held.deadline_millis = deadline(now_millis, held.ttl);
+                    });
+                    info.map_or(Response::Error(KvError::LeaseNotFound), Response::Lease)
                 }
                 None => Response::Error(KvError::LeaseNotFound),
             },
@@ -792,8 +809,19 @@ impl Kv {
         let lease =
             Lease { ttl, deadline_millis: deadline(now_millis, ttl), keys: BTreeSet::new() };
         let info = lease_info(grant.id, &lease);
+        self.elements.add(&lease_element(grant.id, &lease));
         self.leases.insert(grant.id, lease);
         Response::Lease(info)
+    }
+
+    /// Changes lease `id` (if held), keeping the digest's element for it current; returns the
+    /// lease as it is after the change.
+    fn change_lease(&mut self, id: i64, change: impl FnOnce(&mut Lease)) -> Option<LeaseInfo> {
+        let lease = self.leases.get_mut(&id)?;
+        self.elements.remove(&lease_element(id, lease));
+        change(lease);
+        self.elements.add(&lease_element(id, lease));
+        Some(lease_info(id, lease))
     }
 
     /// Removes lease `id` and deletes its keys, at one new revision if it had any.
@@ -801,6 +829,7 @@ impl Kv {
         let Some(lease) = self.leases.remove(&id) else {
             return Response::Error(KvError::LeaseNotFound);
         };
+        self.elements.remove(&lease_element(id, &lease));
         self.write(|kv, revision| {
             let mut changed = false;
             for key in lease.keys {
@@ -876,7 +905,9 @@ impl Kv {
         let sub = self.changes;
         self.changes += 1;
         self.by_revision.insert((revision, sub), key.clone());
-        Arc::make_mut(self.keys.entry(key).or_default()).push(Version { revision, sub, kv });
+        let version = Version { revision, sub, kv };
+        self.elements.add(&version_element(&key, &version));
+        Arc::make_mut(self.keys.entry(key).or_default()).push(version);
     }
 
     /// Checks that `revision` (0: the current one) can be read; returns the revision to read.
@@ -1011,13 +1042,15 @@ impl Kv {
         }
         if let Some(previous) = &previous {
             if previous.lease != 0 && previous.lease != lease {
-                if let Some(old) = self.leases.get_mut(&previous.lease) {
+                self.change_lease(previous.lease, |old| {
                     old.keys.remove(&request.key);
-                }
+                });
             }
         }
-        if let Some(held) = self.leases.get_mut(&lease) {
-            held.keys.insert(request.key.clone());
+        if lease != 0 {
+            self.change_lease(lease, |held| {
+                held.keys.insert(request.key.clone());
+            });
         }
         let kv = KeyValue {
             key: request.key.clone(),
@@ -1040,8 +1073,10 @@ impl Kv {
         let doomed: Vec<KeyValue> = self.keys_at(&request.range, revision).cloned().collect();
         let mut response = DeleteResponse { deleted: doomed.len() as u64, prev_kvs: Vec::new() };
         for kv in doomed {
-            if let Some(lease) = self.leases.get_mut(&kv.lease) {
-                lease.keys.remove(&kv.key);
+            if kv.lease != 0 {
+                self.change_lease(kv.lease, |lease| {
+                    lease.keys.remove(&kv.key);
+                });
             }
             self.record(kv.key.clone(), revision, None);
             if request.prev_kv {
@@ -1075,11 +1110,13 @@ impl Kv {
                 }
             })
         };
-        let trimmed: Vec<Bytes> = self
-            .keys
-            .iter()
-            .filter(|(_, history)| first_kept(history) > 0)
-            .map(|(key, _)| key.clone())
+        // Only keys with a version at or below `revision` can lose one: the revision index names
+        // them, so the cost is the history compacted away, not the whole store.
+        let candidates: BTreeSet<Bytes> =
+            self.by_revision.range(..=(revision, u32::MAX)).map(|(_, key)| key.clone()).collect();
+        let trimmed: Vec<Bytes> = candidates
+            .into_iter()
+            .filter(|key| self.keys.get(key).is_some_and(|history| first_kept(history) > 0))
             .collect();
         for key in trimmed {
             let Some(history) = self.keys.get_mut(&key) else { continue };
@@ -1087,6 +1124,7 @@ impl Kv {
             let cut = first_kept(history);
             for gone in history.drain(..cut) {
                 self.by_revision.remove(&(gone.revision, gone.sub));
+                self.elements.remove(&version_element(&key, &gone));
             }
             if history.is_empty() {
                 self.keys.remove(&key);
@@ -1307,24 +1345,44 @@ fn lease_info(id: i64, lease: &Lease) -> LeaseInfo {
 }
 
 fn hash_version(hasher: &mut blake3::Hasher, key: &[u8], version: &Version) {
-    hasher.update(&(key.len() as u64).to_le_bytes());
-    hasher.update(key);
-    hasher.update(&version.revision.to_le_bytes());
-    hasher.update(&version.sub.to_le_bytes());
+    hasher.update(&version_element(key, version));
+}
+
+/// A kept version as an element of the state's digest: every field, each length-prefixed or
+/// of fixed width. Unique: no two versions share a (revision, sub).
+fn version_element(key: &[u8], version: &Version) -> Vec<u8> {
+    let value_len = version.kv.as_ref().map_or(0, |kv| kv.value.len());
+    let mut out = Vec::with_capacity(64 + key.len() + value_len);
+    out.push(b'v');
+    out.extend_from_slice(&(key.len() as u64).to_le_bytes());
+    out.extend_from_slice(key);
+    out.extend_from_slice(&version.revision.to_le_bytes());
+    out.extend_from_slice(&version.sub.to_le_bytes());
     match &version.kv {
-        None => {
-            hasher.update(&[0]);
-        }
+        None => out.push(0),
         Some(kv) => {
-            hasher.update(&[1]);
-            hasher.update(&(kv.value.len() as u64).to_le_bytes());
-            hasher.update(&kv.value);
-            hasher.update(&kv.create_revision.to_le_bytes());
-            hasher.update(&kv.mod_revision.to_le_bytes());
-            hasher.update(&kv.version.to_le_bytes());
-            hasher.update(&kv.lease.to_le_bytes());
+            out.push(1);
+            out.extend_from_slice(&(kv.value.len() as u64).to_le_bytes());
+            out.extend_from_slice(&kv.value);
+            out.extend_from_slice(&kv.create_revision.to_le_bytes());
+            out.extend_from_slice(&kv.mod_revision.to_le_bytes());
+            out.extend_from_slice(&kv.version.to_le_bytes());
+            out.extend_from_slice(&kv.lease.to_le_bytes());
         }
     }
+    out
+}
+
+/// A lease as an element of the state's digest (its keys count; which keys follows from the
+/// versions). Unique: lease ids are.
+fn lease_element(id: i64, lease: &Lease) -> [u8; 33] {
+    let mut out = [0u8; 33];
+    out[0] = b'l';
+    out[1..9].copy_from_slice(&id.to_le_bytes());
+    out[9..17].copy_from_slice(&lease.ttl.to_le_bytes());
+    out[17..25].copy_from_slice(&lease.deadline_millis.to_le_bytes());
+    out[25..33].copy_from_slice(&(lease.keys.len() as u64).to_le_bytes());
+    out
 }
 
 /// A view of the store for a checkpoint: the history and the revisions as they were.
@@ -1334,9 +1392,10 @@ pub struct KvSnapshot {
     revision: Revision,
     compacted: Revision,
     leases: BTreeMap<i64, Lease>,
+    elements: LtHash,
 }
 
-/// The encoded form of a snapshot.
+/// The encoded form of a snapshot (version 4: with the digest's elements, checked at restore).
 #[derive(Serialize, Deserialize)]
 struct Encoded {
     version: u8,
@@ -1344,9 +1403,20 @@ struct Encoded {
     compacted: Revision,
     keys: Vec<(Bytes, Vec<Version>)>,
     leases: Vec<(i64, Lease)>,
+    elements: Vec<u8>,
 }
 
-const SNAPSHOT_VERSION: u8 = 3;
+/// The encoded form of a version 3 snapshot (no digest elements), still read.
+#[derive(Deserialize)]
+struct EncodedV3 {
+    version: u8,
+    revision: Revision,
+    compacted: Revision,
+    keys: Vec<(Bytes, Vec<Version>)>,
+    leases: Vec<(i64, Lease)>,
+}
+
+const SNAPSHOT_VERSION: u8 = 4;
 
 /// The encoded form of a snapshot, borrowed from the view (it encodes as [`Encoded`]).
 #[derive(Serialize)]
@@ -1354,8 +1424,27 @@ struct EncodedView<'a> {
     version: u8,
     revision: Revision,
     compacted: Revision,
-    keys: Vec<(&'a Bytes, &'a [Version])>,
-    leases: Vec<(i64, &'a Lease)>,
+    #[serde(serialize_with = "serialize_keys")]
+    keys: &'a OrdMap<Bytes, History>,
+    #[serde(serialize_with = "serialize_leases")]
+    leases: &'a BTreeMap<i64, Lease>,
+    elements: Vec<u8>,
+}
+
+/// The keys and their histories as a sequence of pairs, streamed from the map.
+fn serialize_keys<S: serde::Serializer>(
+    keys: &&OrdMap<Bytes, History>,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    serializer.collect_seq(keys.iter().map(|(key, history)| (key, history.as_slice())))
+}
+
+/// The leases as a sequence of pairs.
+fn serialize_leases<S: serde::Serializer>(
+    leases: &&BTreeMap<i64, Lease>,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    serializer.collect_seq(leases.iter())
 }
 
 impl StateSnapshot for KvSnapshot {
@@ -1364,11 +1453,46 @@ impl StateSnapshot for KvSnapshot {
             version: SNAPSHOT_VERSION,
             revision: self.revision,
             compacted: self.compacted,
-            keys: self.keys.iter().map(|(key, history)| (key, history.as_slice())).collect(),
-            leases: self.leases.iter().map(|(id, lease)| (*id, lease)).collect(),
+            keys: &self.keys,
+            leases: &self.leases,
+            elements: self.elements.to_bytes(),
         };
-        let bytes = postcard::to_stdvec(&encoded).map_err(io::Error::other)?;
-        out.write_all(&bytes)
+        // Streamed: the encoding is never held whole in memory.
+        let mut buffered = io::BufWriter::new(out);
+        postcard::to_io(&encoded, &mut buffered).map_err(io::Error::other)?;
+        io::Write::flush(&mut buffered)
+    }
+}
+
+impl Kv {
+    /// The digest's elements recomputed from the whole store: what `elements` must equal. A
+    /// pass over every version kept: for restores and offline checks only.
+    fn elements_recomputed(&self) -> LtHash {
+        let mut elements = LtHash::new();
+        for (key, history) in &self.keys {
+            for version in history.iter() {
+                elements.add(&version_element(key, version));
+            }
+        }
+        for (id, lease) in &self.leases {
+            elements.add(&lease_element(*id, lease));
+        }
+        elements
+    }
+
+    /// Checks the digest kept up to date with each change against one recomputed from the
+    /// whole store (a full pass: `lockstep audit verify` runs it on a data directory).
+    pub fn verify_digest(&self) -> Result<(), String> {
+        let recomputed = self.elements_recomputed();
+        if recomputed != self.elements {
+            return Err(format!(
+                "the store's digest kept with each change ({}) differs from the one recomputed \
+                 from its contents ({})",
+                self.elements.checksum().to_hex(),
+                recomputed.checksum().to_hex()
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -1395,6 +1519,7 @@ impl StateMachine for Kv {
             revision: self.revision(),
             compacted: self.compacted,
             leases: self.leases.clone(),
+            elements: self.elements.clone(),
         }
     }
 
@@ -1402,27 +1527,59 @@ impl StateMachine for Kv {
         let mut bytes = Vec::new();
         input.read_to_end(&mut bytes)?;
         let invalid = |detail: String| io::Error::new(io::ErrorKind::InvalidData, detail);
-        let encoded: Encoded = postcard::from_bytes(&bytes)
-            .map_err(|error| invalid(format!("key-value snapshot does not decode: {error}")))?;
-        if encoded.version != SNAPSHOT_VERSION {
-            return Err(invalid(format!(
-                "key-value snapshot version {} is unknown",
-                encoded.version
-            )));
-        }
-        self.keys =
-            encoded.keys.into_iter().map(|(key, history)| (key, Arc::new(history))).collect();
-        self.revision = encoded.revision;
-        self.compacted = encoded.compacted;
-        self.leases = encoded.leases.into_iter().collect();
-        self.changes = 0;
-        self.by_revision = self
+        let undecodable = |error: postcard::Error| {
+            invalid(format!("key-value snapshot does not decode: {error}"))
+        };
+        let (revision, compacted, keys, leases, written) = match bytes.first() {
+            Some(&SNAPSHOT_VERSION) => {
+                let encoded: Encoded = postcard::from_bytes(&bytes).map_err(undecodable)?;
+                let elements = LtHash::from_bytes(&encoded.elements).ok_or_else(|| {
+                    invalid(format!(
+                        "key-value snapshot digest is {} bytes, not {}",
+                        encoded.elements.len(),
+                        lthash::LANES * 2
+                    ))
+                })?;
+                (encoded.revision, encoded.compacted, encoded.keys, encoded.leases, Some(elements))
+            }
+            Some(3) => {
+                let encoded: EncodedV3 = postcard::from_bytes(&bytes).map_err(undecodable)?;
+                assert_eq!(encoded.version, 3, "the version byte was read as 3");
+                (encoded.revision, encoded.compacted, encoded.keys, encoded.leases, None)
+            }
+            Some(other) => {
+                return Err(invalid(format!("key-value snapshot version {other} is unknown")))
+            }
+            None => return Err(invalid("key-value snapshot is empty".to_string())),
+        };
+        let mut restored = Kv {
+            keys: keys.into_iter().map(|(key, history)| (key, Arc::new(history))).collect(),
+            revision,
+            compacted,
+            changes: 0,
+            leases: leases.into_iter().collect(),
+            by_revision: BTreeMap::new(),
+            elements: LtHash::new(),
+        };
+        restored.by_revision = restored
             .keys
             .iter()
             .flat_map(|(key, history)| {
                 history.iter().map(move |version| ((version.revision, version.sub), key.clone()))
             })
             .collect();
+        restored.elements = restored.elements_recomputed();
+        if let Some(written) = written {
+            if written != restored.elements {
+                return Err(invalid(format!(
+                    "key-value snapshot holds a state whose digest ({}) is not the one written \
+                     with it ({})",
+                    restored.elements.checksum().to_hex(),
+                    written.checksum().to_hex()
+                )));
+            }
+        }
+        *self = restored;
         Ok(())
     }
 
@@ -1430,17 +1587,7 @@ impl StateMachine for Kv {
         let mut hasher = blake3::Hasher::new();
         hasher.update(&self.revision().to_le_bytes());
         hasher.update(&self.compacted.to_le_bytes());
-        for (key, history) in &self.keys {
-            for version in history.iter() {
-                hash_version(&mut hasher, key, version);
-            }
-        }
-        for (id, lease) in &self.leases {
-            hasher.update(&id.to_le_bytes());
-            hasher.update(&lease.ttl.to_le_bytes());
-            hasher.update(&lease.deadline_millis.to_le_bytes());
-            hasher.update(&(lease.keys.len() as u64).to_le_bytes());
-        }
+        hasher.update(self.elements.checksum().as_bytes());
         StateDigest(*hasher.finalize().as_bytes())
     }
 }

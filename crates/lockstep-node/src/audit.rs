@@ -1446,6 +1446,8 @@ impl<M: StateMachine, D: Storage, T: Transport> Driver<M, D, T> {
             }
         };
         let restored = self.state.restore(&mut reader).map_err(|error| error.to_string());
+        // Entries handed out before and not yet applied follow a state that is gone.
+        self.forget_queued_entries();
         let checked = restored.and_then(|()| {
             let digest = self.state.state_digest();
             let restored_chain = self.state.chain();

@@ -513,6 +513,8 @@ impl<M: StateMachine, D: Storage, T: Transport> Driver<M, D, T> {
                 return;
             }
         };
+        // Entries handed out before and not yet applied are older than the state now.
+        self.forget_queued_entries();
         if let Err(error) = restored {
             // The snapshot passed its checksums yet the state machine cannot read it: this
             // replica's state is unknown now, and it must stop.

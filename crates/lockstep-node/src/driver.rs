@@ -7,7 +7,9 @@
 //!    them until storage reports that write (and every earlier one) durable; then sends them
 //!    and tells the core `persisted`;
 //! 3. applies committed entries to the state machine in order, through the session table, and
-//!    answers the proposals they carried;
+//!    answers the proposals they carried, at most [`Driver::set_apply_budget`] of them per
+//!    call (the rest wait for [`Driver::apply_queued`]), so that a caller that must stay
+//!    responsive (ticks, heartbeats, votes) never waits behind a long apply;
 //! 4. answers reads the core has confirmed, from the state machine.
 //!
 //! It reads no clock and starts no thread: time arrives as [`Driver::tick`], durability as
@@ -658,7 +660,17 @@ pub struct Driver<M: StateMachine, D: Storage, T: Transport> {
     pub(crate) failure: Option<String>,
     /// The audit of replicas' chains and digests (see [`crate::audit`]).
     pub(crate) audit: Audit<M::Output>,
+    /// Committed entries handed out by the core and not yet applied, in order.
+    apply_queue: VecDeque<Entry>,
+    /// Entries that may still be applied before [`Driver::set_apply_budget`] is called again.
+    apply_budget: u64,
+    /// Proposals are refused while more than this many committed entries wait to be applied.
+    apply_backlog_max: u64,
 }
+
+/// Proposals are refused while more than this many committed entries wait to be applied,
+/// unless [`Driver::set_apply_backlog_max`] says otherwise.
+pub const APPLY_BACKLOG_MAX: u64 = 65_536;
 
 impl<M: StateMachine, D: Storage, T: Transport> Driver<M, D, T> {
     /// A replica starting from `initial` (what storage recovered), with `machine` holding the
@@ -685,7 +697,43 @@ impl<M: StateMachine, D: Storage, T: Transport> Driver<M, D, T> {
             checkpoints: Checkpoints::default(),
             failure: None,
             audit: Audit::default(),
+            apply_queue: VecDeque::new(),
+            apply_budget: u64::MAX,
+            apply_backlog_max: APPLY_BACKLOG_MAX,
         })
+    }
+
+    /// From now on, apply at most `entries` committed entries until called again (`u64::MAX`,
+    /// the default: no limit). Entries beyond the budget wait, in order, for
+    /// [`Driver::apply_queued`]; everything else (messages, writes, ticks) goes on meanwhile.
+    pub fn set_apply_budget(&mut self, entries: u64) {
+        self.apply_budget = entries;
+    }
+
+    /// Refuse proposals (`Retry`) while more than `entries` committed entries wait to be
+    /// applied: a state machine that falls behind slows its clients down, never its elections.
+    pub fn set_apply_backlog_max(&mut self, entries: u64) {
+        self.apply_backlog_max = entries.max(1);
+    }
+
+    /// Committed entries waiting to be applied.
+    pub fn apply_backlog(&self) -> u64 {
+        self.apply_queue.len() as u64
+    }
+
+    /// Applies waiting entries, as many as the budget allows, and carries out what follows.
+    pub fn apply_queued(&mut self) {
+        if self.failure.is_some() {
+            return;
+        }
+        self.apply_some();
+        self.drain();
+    }
+
+    /// Entries the core handed out are no longer to be applied: the state was replaced (a
+    /// snapshot installed, or a repair) and the core hands out what follows it again.
+    pub(crate) fn forget_queued_entries(&mut self) {
+        self.apply_queue.clear();
     }
 
     /// The consensus core, to look at.
@@ -812,6 +860,14 @@ impl<M: StateMachine, D: Storage, T: Transport> Driver<M, D, T> {
             ids.push(id);
             if let Some(failure) = &self.failure {
                 let refusal = Refusal::Retry(format!("this replica has stopped: {failure}"));
+                self.completions.push(Completion::Refused { request: id, refusal });
+                continue;
+            }
+            if self.apply_backlog() > self.apply_backlog_max {
+                let refusal = Refusal::Retry(format!(
+                    "the state machine is {} entries behind the log; retry shortly",
+                    self.apply_backlog()
+                ));
                 self.completions.push(Completion::Refused { request: id, refusal });
                 continue;
             }
@@ -1019,42 +1075,8 @@ impl<M: StateMachine, D: Storage, T: Transport> Driver<M, D, T> {
                     self.transport.send(message);
                 }
             }
-            if let Some(last) = output.committed.last().map(|entry| entry.index) {
-                let bytes: u64 = output.committed.iter().map(Entry::size_bytes).sum();
-                self.count_applied(output.committed.len() as u64, bytes);
-                let early = self.checkpoints.sabotage_off_by_one && self.checkpoint_due();
-                for entry in &output.committed {
-                    if early && entry.index == last {
-                        self.start_checkpoint(last);
-                    }
-                    self.apply(entry);
-                    if self.audit.config.is_some() {
-                        // With the audit on, checkpoints are taken only at digest points, where
-                        // every replica took its state digest, and written only once a majority
-                        // reported the same digest there: a checkpoint on disk (restarted from,
-                        // or sent to another replica) is always a state a majority vouched for.
-                        let digest_point = self
-                            .state
-                            .latest_digest()
-                            .is_some_and(|point| point.index == entry.index);
-                        let wanted = self.audit.checkpoint_wanted == Some(entry.index);
-                        if wanted {
-                            self.audit.checkpoint_wanted = None;
-                        }
-                        if digest_point
-                            && ((wanted && !self.checkpoints.in_progress)
-                                || self.checkpoint_due_at(entry.index))
-                        {
-                            self.hold_checkpoint(entry.index);
-                        }
-                    }
-                }
-                self.node.applied(last);
-                if self.audit.config.is_none() && self.checkpoint_due() {
-                    self.start_checkpoint(last);
-                }
-                self.audit_after_apply();
-            }
+            self.apply_queue.extend(output.committed);
+            self.apply_some();
             for chunk in output.snapshot_chunks {
                 self.on_snapshot_chunk(chunk);
             }
@@ -1086,6 +1108,57 @@ impl<M: StateMachine, D: Storage, T: Transport> Driver<M, D, T> {
                 }
             }
         }
+    }
+
+    /// Applies queued entries, at most the budget, in order; then tells the core, takes a
+    /// checkpoint if one is due, and reports to the audit.
+    fn apply_some(&mut self) {
+        let count = (self.apply_queue.len() as u64).min(self.apply_budget) as usize;
+        if count == 0 {
+            return;
+        }
+        self.apply_budget = self.apply_budget.saturating_sub(count as u64);
+        let batch: Vec<Entry> = self.apply_queue.drain(..count).collect();
+        let last = batch[batch.len() - 1].index;
+        let bytes: u64 = batch.iter().map(Entry::size_bytes).sum();
+        self.count_applied(batch.len() as u64, bytes);
+        let early = self.checkpoints.sabotage_off_by_one && self.checkpoint_due();
+        let mut expected = self.node.applied_index().next();
+        for entry in &batch {
+            assert!(
+                entry.index == expected,
+                "entry {} handed out for applying out of order (expected {expected})",
+                entry.index
+            );
+            expected = expected.next();
+            if early && entry.index == last {
+                self.start_checkpoint(last);
+            }
+            self.apply(entry);
+            if self.audit.config.is_some() {
+                // With the audit on, checkpoints are taken only at digest points, where
+                // every replica took its state digest, and written only once a majority
+                // reported the same digest there: a checkpoint on disk (restarted from,
+                // or sent to another replica) is always a state a majority vouched for.
+                let digest_point =
+                    self.state.latest_digest().is_some_and(|point| point.index == entry.index);
+                let wanted = self.audit.checkpoint_wanted == Some(entry.index);
+                if wanted {
+                    self.audit.checkpoint_wanted = None;
+                }
+                if digest_point
+                    && ((wanted && !self.checkpoints.in_progress)
+                        || self.checkpoint_due_at(entry.index))
+                {
+                    self.hold_checkpoint(entry.index);
+                }
+            }
+        }
+        self.node.applied(last);
+        if self.audit.config.is_none() && self.checkpoint_due() {
+            self.start_checkpoint(last);
+        }
+        self.audit_after_apply();
     }
 
     fn apply(&mut self, entry: &Entry) {

@@ -29,6 +29,10 @@ use crate::hosted::{HostInput, HostOutput, Hosted, MemberAddress};
 use crate::storage::{StorageReport, ThreadedStorage};
 use crate::transport::PeerOutbox;
 
+/// Committed entries one turn of the replica thread applies at most (a few milliseconds of
+/// work for small commands); the rest wait for the next turns, after the inputs that arrived.
+pub const APPLY_ENTRIES_PER_TURN: u64 = 2_048;
+
 /// Where a client connection's answers go.
 pub type Reply<O> = mpsc::UnboundedSender<ServerMessage<O>>;
 
@@ -201,9 +205,14 @@ impl<M: StateMachine> Replica<M> {
     fn serve(&mut self, inputs: &mut Inputs<M>) -> Result<(), String> {
         let mut held = Held { control: None, event: None };
         loop {
-            if !inputs.wait(&mut held) {
+            // Committed entries still to apply: take what arrived meanwhile, then apply more,
+            // without waiting for an input.
+            if self.driver.apply_backlog() == 0 && !inputs.wait(&mut held) {
                 return Ok(());
             }
+            // A turn applies a bounded number of entries, so that ticks, heartbeats and votes
+            // never wait behind a long apply; the rest waits for the next turn.
+            self.driver.set_apply_budget(APPLY_ENTRIES_PER_TURN);
             let mut handled = 0u64;
             let mut stop = false;
             while !stop && handled < 4096 {
@@ -217,6 +226,11 @@ impl<M: StateMachine> Replica<M> {
                 }
             }
             metrics::histogram!("lockstep_event_batch").record(handled as f64);
+            if !stop && self.driver.apply_backlog() > 0 {
+                self.driver.apply_queued();
+            }
+            metrics::gauge!("lockstep_apply_backlog_entries")
+                .set(self.driver.apply_backlog() as f64);
             if stop {
                 // Writes taken in the turn that stops are refused, not proposed.
                 return Ok(());

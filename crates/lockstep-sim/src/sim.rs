@@ -326,6 +326,12 @@ enum Event {
         node: usize,
         incarnation: u64,
     },
+    /// A replica applies committed entries that waited (a slow state machine: see
+    /// `World::apply_budget`).
+    Apply {
+        node: usize,
+        incarnation: u64,
+    },
     /// The writes a replica has gathered are proposed as one batch.
     Flush {
         node: usize,
@@ -376,6 +382,7 @@ impl Event {
             Event::Membership => 15,
             Event::Flush { .. } => 16,
             Event::Diverge => 17,
+            Event::Apply { .. } => 18,
         }
     }
 }
@@ -400,6 +407,7 @@ struct Replica {
     tick_micros: Time,
     clock_offset_millis: u64,
     sync_scheduled: bool,
+    apply_scheduled: bool,
     /// Requests in the driver: which client operation each answers.
     requests: BTreeMap<RequestId, (usize, usize)>,
     /// Writes gathered for the next batch (with `batch`), and which operations they answer.
@@ -441,6 +449,8 @@ struct Client {
 
 /// The whole simulated world.
 struct World {
+    /// Committed entries a replica applies per turn, when this seed has a slow state machine.
+    apply_budget: Option<u64>,
     config: SimConfig,
     rng: SeededRng,
     now: Time,
@@ -548,6 +558,7 @@ impl World {
                     tick_micros,
                     clock_offset_millis: 1_700_000_000_000 + rng.range(0, 2_000),
                     sync_scheduled: false,
+                    apply_scheduled: false,
                     requests: BTreeMap::new(),
                     batch: Vec::new(),
                     checked_commit: 0,
@@ -592,8 +603,15 @@ impl World {
                 chunks_in_flight: rng.range(1, 5),
                 transfer_timeout_ticks: 20,
             });
+        // Some seeds apply committed entries a few at a time, a millisecond or two after they
+        // commit (a slow state machine): reads, answers, checkpoints and repairs wait for it.
+        // Drawn from a generator of its own, so that seeds with a prompt state machine keep
+        // the schedules they had before this fault existed.
+        let mut apply_rng = SeededRng::new(config.seed ^ 0x5eed_a991_7000_0001);
+        let apply_budget = (apply_rng.range(0, 3) == 0).then(|| apply_rng.range(1, 17));
         let report = Report { seed: config.seed, ..Report::default() };
         World {
+            apply_budget,
             config,
             rng,
             now: 0,
@@ -748,6 +766,7 @@ impl World {
             | Event::Sync { node, .. }
             | Event::LateSync { node, .. }
             | Event::Flush { node, .. }
+            | Event::Apply { node, .. }
             | Event::Kill { node, .. }
             | Event::CheckpointDone { node, .. }
             | Event::Restart { node } => self.trace.update(&(*node as u64).to_le_bytes()),
@@ -800,6 +819,19 @@ impl World {
             Event::Sync { node, incarnation } => self.sync(node, incarnation),
             Event::LateSync { node, incarnation } => self.late_sync(node, incarnation),
             Event::Flush { node, incarnation } => self.flush(node, incarnation),
+            Event::Apply { node, incarnation } => {
+                if self.replicas[node].incarnation != incarnation {
+                    return;
+                }
+                self.replicas[node].apply_scheduled = false;
+                if let (Some(driver), Some(budget)) =
+                    (self.replicas[node].driver.as_mut(), self.apply_budget)
+                {
+                    driver.set_apply_budget(budget);
+                    driver.apply_queued();
+                    self.pump(node);
+                }
+            }
             Event::Timeout { client, attempt } => {
                 if self.clients[client].attempt == attempt && self.clients[client].current.is_some()
                 {
@@ -936,6 +968,10 @@ impl World {
             }
         };
         driver.record_applies();
+        if let Some(budget) = self.apply_budget {
+            driver.set_apply_budget(budget);
+            driver.set_apply_backlog_max(budget * 8);
+        }
         if let Some(policy) = self.checkpoint_policy {
             driver.set_checkpoint_policy(policy);
         }
@@ -955,6 +991,7 @@ impl World {
         }
         replica.driver = Some(driver);
         replica.sync_scheduled = false;
+        replica.apply_scheduled = false;
         replica.checkpoint_scheduled = false;
         replica.installed = 0;
         replica.requests.clear();
@@ -1005,6 +1042,13 @@ impl World {
 
     /// Routes what a replica's driver produced: messages, answers, applied entries, writes.
     fn pump(&mut self, node: usize) {
+        let backlog = self.replicas[node].driver.as_ref().map_or(0, |d| d.apply_backlog());
+        if backlog > 0 && !self.replicas[node].apply_scheduled {
+            self.replicas[node].apply_scheduled = true;
+            let incarnation = self.replicas[node].incarnation;
+            let delay = self.rng.range(100, 2_000);
+            self.schedule(delay, Event::Apply { node, incarnation });
+        }
         let Some(driver) = self.replicas[node].driver.as_mut() else { return };
         let messages = std::mem::take(&mut driver.transport_mut().0);
         let completions = driver.take_completions();

@@ -89,6 +89,10 @@ pub struct BenchArgs {
     /// For `mixed`: the share of reads, in percent.
     #[arg(long, default_value_t = 90)]
     read_percent: u8,
+    /// Also report throughput, latency and errors per window of this many seconds (0: only
+    /// the whole run): a long run shows whether the cluster holds its pace as its state grows.
+    #[arg(long, default_value_t = 0.0)]
+    window: f64,
     #[command(flatten)]
     client: ClientArgs,
 }
@@ -281,6 +285,7 @@ pub async fn run(args: BenchArgs) -> Result<(), String> {
     let histogram = Arc::new(Mutex::new(
         Histogram::<u64>::new_with_bounds(1, 600_000_000, 3).map_err(|e| e.to_string())?,
     ));
+    let windows = Arc::new(Windows::new(args.window));
     // Open loop: request i is due at start + i / rate; workers take the next due time.
     let open_loop_start = Instant::now();
     let next_ticket = Arc::new(AtomicU64::new(0));
@@ -289,13 +294,14 @@ pub async fn run(args: BenchArgs) -> Result<(), String> {
         let backend = backend.clone();
         let value = value.clone();
         let first_error = first_error.clone();
-        let (measuring, stop, errors, done, histogram, next_ticket) = (
+        let (measuring, stop, errors, done, histogram, next_ticket, windows) = (
             measuring.clone(),
             stop.clone(),
             errors.clone(),
             done.clone(),
             histogram.clone(),
             next_ticket.clone(),
+            windows.clone(),
         );
         let args = args.clone();
         workers.push(tokio::spawn(async move {
@@ -333,13 +339,15 @@ pub async fn run(args: BenchArgs) -> Result<(), String> {
                 match outcome {
                     Ok(()) => {
                         done.fetch_add(1, Ordering::Relaxed);
+                        let micros = due.elapsed().as_micros() as u64;
                         if let Some(local) = local.as_mut() {
-                            let micros = due.elapsed().as_micros() as u64;
                             let _ = local.record(micros.max(1));
                         }
+                        windows.record(Some(micros));
                     }
                     Err(error) => {
                         errors.fetch_add(1, Ordering::Relaxed);
+                        windows.record(None);
                         if let Ok(mut first) = first_error.lock() {
                             first.get_or_insert(error);
                         }
@@ -354,6 +362,7 @@ pub async fn run(args: BenchArgs) -> Result<(), String> {
     tokio::time::sleep(Duration::from_secs_f64(args.warmup.max(0.0))).await;
     measuring.store(true, Ordering::Relaxed);
     let started = Instant::now();
+    windows.start(started);
     let measure = Duration::from_secs_f64(args.duration.max(0.1));
     let progress = progress_bar(&args, measure);
     while started.elapsed() < measure {
@@ -379,8 +388,85 @@ pub async fn run(args: BenchArgs) -> Result<(), String> {
     }
     let histogram = histogram.lock().map_err(|_| "a worker panicked".to_string())?.clone();
     let first_error = first_error.lock().ok().and_then(|first| first.clone());
-    report(&args, &histogram, elapsed, errors.load(Ordering::Relaxed), first_error);
+    let windows = windows.finish(elapsed);
+    report(&args, &histogram, elapsed, errors.load(Ordering::Relaxed), first_error, &windows);
     Ok(())
+}
+
+/// Per-window figures of a run (`--window`).
+struct Windows {
+    seconds: f64,
+    started: Mutex<Option<Instant>>,
+    /// Latencies (microseconds) and errors of each window so far.
+    windows: Mutex<Vec<(Histogram<u64>, u64)>>,
+}
+
+/// One window's figures.
+struct WindowReport {
+    start_seconds: f64,
+    seconds: f64,
+    requests: u64,
+    errors: u64,
+    p50_ms: f64,
+    p99_ms: f64,
+    max_ms: f64,
+}
+
+impl Windows {
+    fn new(seconds: f64) -> Windows {
+        Windows { seconds, started: Mutex::new(None), windows: Mutex::new(Vec::new()) }
+    }
+
+    fn start(&self, at: Instant) {
+        if let Ok(mut started) = self.started.lock() {
+            *started = Some(at);
+        }
+    }
+
+    /// Records an answer's latency, or an error (`None`), in the current window.
+    fn record(&self, micros: Option<u64>) {
+        if self.seconds <= 0.0 {
+            return;
+        }
+        let Some(started) = self.started.lock().ok().and_then(|started| *started) else { return };
+        let window = (started.elapsed().as_secs_f64() / self.seconds) as usize;
+        let Ok(mut windows) = self.windows.lock() else { return };
+        while windows.len() <= window {
+            let Ok(histogram) = Histogram::<u64>::new_with_bounds(1, 600_000_000, 3) else {
+                return;
+            };
+            windows.push((histogram, 0));
+        }
+        match micros {
+            Some(micros) => {
+                let _ = windows[window].0.record(micros.max(1));
+            }
+            None => windows[window].1 += 1,
+        }
+    }
+
+    /// The windows' figures, the last one cut at `elapsed`.
+    fn finish(&self, elapsed: Duration) -> Vec<WindowReport> {
+        let Ok(windows) = self.windows.lock() else { return Vec::new() };
+        let total = elapsed.as_secs_f64();
+        windows
+            .iter()
+            .enumerate()
+            .filter_map(|(n, (histogram, errors))| {
+                let start_seconds = n as f64 * self.seconds;
+                let seconds = (total - start_seconds).min(self.seconds);
+                (seconds > 0.0).then(|| WindowReport {
+                    start_seconds,
+                    seconds,
+                    requests: histogram.len(),
+                    errors: *errors,
+                    p50_ms: histogram.value_at_quantile(0.5) as f64 / 1000.0,
+                    p99_ms: histogram.value_at_quantile(0.99) as f64 / 1000.0,
+                    max_ms: histogram.max() as f64 / 1000.0,
+                })
+            })
+            .collect()
+    }
 }
 
 fn progress_bar(args: &BenchArgs, measure: Duration) -> Option<indicatif::ProgressBar> {
@@ -403,6 +489,7 @@ fn report(
     elapsed: Duration,
     errors: u64,
     first_error: Option<String>,
+    windows: &[WindowReport],
 ) {
     let count = histogram.len();
     let rate = count as f64 / elapsed.as_secs_f64();
@@ -427,6 +514,16 @@ fn report(
                     "p50": millis(0.5), "p90": millis(0.9), "p99": millis(0.99),
                     "p99.9": millis(0.999), "max": histogram.max() as f64 / 1000.0,
                 },
+                "windows": windows.iter().map(|window| json!({
+                    "start_seconds": window.start_seconds,
+                    "seconds": window.seconds,
+                    "requests": window.requests,
+                    "per_second": window.requests as f64 / window.seconds,
+                    "errors": window.errors,
+                    "latency_ms": {
+                        "p50": window.p50_ms, "p99": window.p99_ms, "max": window.max_ms,
+                    },
+                })).collect::<Vec<_>>(),
             })
         ),
         Output::Text => {
@@ -449,6 +546,23 @@ fn report(
             );
             if let Some(error) = first_error {
                 println!("first error: {error}");
+            }
+            if !windows.is_empty() {
+                println!(
+                    "{:>8} {:>10} {:>8} {:>9} {:>9} {:>9}",
+                    "from s", "requests/s", "errors", "p50 ms", "p99 ms", "max ms"
+                );
+                for window in windows {
+                    println!(
+                        "{:>8.0} {:>10.0} {:>8} {:>9.2} {:>9.2} {:>9.2}",
+                        window.start_seconds,
+                        window.requests as f64 / window.seconds,
+                        window.errors,
+                        window.p50_ms,
+                        window.p99_ms,
+                        window.max_ms
+                    );
+                }
             }
         }
     }

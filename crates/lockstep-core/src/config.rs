@@ -77,6 +77,9 @@ pub struct Config {
     pub append_bytes_max: u64,
     /// At most this many committed entry bytes handed out for applying in one output.
     pub apply_bytes_max: u64,
+    /// At most this many committed entries handed out for applying and not yet reported
+    /// applied: a state machine that falls behind holds the rest in the log, not in memory.
+    pub apply_entries_in_flight_max: u64,
     /// A leader refuses proposals while this many bytes of its log are uncommitted.
     pub uncommitted_bytes_max: u64,
     /// At most this many reads waiting for confirmation or for the state machine to catch up.
@@ -105,6 +108,7 @@ impl Config {
             bytes_in_flight_max: 16 << 20,
             append_bytes_max: 1 << 20,
             apply_bytes_max: 4 << 20,
+            apply_entries_in_flight_max: 65_536,
             uncommitted_bytes_max: 64 << 20,
             promotion_lag_max: 1_000,
             pending_reads_max: 64 << 10,
@@ -152,6 +156,9 @@ impl Config {
         }
         if self.pending_reads_max == 0 {
             return Err("pending_reads_max must be at least 1".to_string());
+        }
+        if self.apply_entries_in_flight_max == 0 {
+            return Err("apply_entries_in_flight_max must be at least 1".to_string());
         }
         Ok(())
     }

@@ -1042,9 +1042,13 @@ impl Node {
         }
     }
 
-    /// Hands out committed, durable entries for applying, up to the byte limit.
+    /// Hands out committed, durable entries for applying, up to the byte limit and the limit
+    /// of entries handed out but not yet applied.
     fn hand_out_committed(&mut self) {
-        let ready_to = self.commit.min(self.persisted_index);
+        let window_end = LogIndex(
+            self.applied_index.get().saturating_add(self.config.apply_entries_in_flight_max),
+        );
+        let ready_to = self.commit.min(self.persisted_index).min(window_end);
         if ready_to <= self.handed_out_index {
             return;
         }

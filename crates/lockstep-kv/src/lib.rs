@@ -41,11 +41,11 @@
 
 #![deny(missing_docs)]
 
+mod history;
 pub mod lthash;
+mod revision_index;
 
 use std::collections::{BTreeMap, BTreeSet};
-
-use std::sync::Arc;
 
 use imbl::OrdMap;
 use std::io;
@@ -55,7 +55,9 @@ use bytes::Bytes;
 use lockstep_core::{ApplyContext, StateDigest, StateMachine, StateSnapshot};
 use serde::{Deserialize, Serialize};
 
+use history::{History, Version};
 pub use lthash::LtHash;
+use revision_index::RevisionIndex;
 
 /// A revision of the whole store.
 pub type Revision = u64;
@@ -630,17 +632,6 @@ pub struct Answer {
     pub response: Response,
 }
 
-/// One version of a key: its key-value from `revision` on, or its deletion at `revision`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-struct Version {
-    /// The revision of the change.
-    revision: Revision,
-    /// Its place among the changes of that revision (a transaction makes several).
-    sub: u32,
-    /// The key-value from then on; `None`: deleted then.
-    kv: Option<KeyValue>,
-}
-
 /// The store. See the crate documentation.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Kv {
@@ -660,7 +651,7 @@ pub struct Kv {
     leases: BTreeMap<i64, Lease>,
     /// Every kept version's key, by (revision, sub): where watches find changes from a
     /// revision on without scanning every key (derived from `keys`; rebuilt at restore).
-    by_revision: BTreeMap<(Revision, u32), Bytes>,
+    by_revision: RevisionIndex,
     /// Every kept version and every lease, hashed as a set (see the crate documentation);
     /// updated with each change.
     elements: LtHash,
@@ -680,18 +671,14 @@ pub const LEASE_TTL_MIN: i64 = 2;
 /// The longest time to live a lease may ask for, in seconds (as etcd's).
 pub const LEASE_TTL_MAX: i64 = 9_000_000_000;
 
-/// A key's versions, shared: a write while a checkpoint's view holds the map copies the one
-/// history it changes, not its neighbours'.
-type History = Arc<Vec<Version>>;
-
-/// The value of a history at `revision`.
-fn at(history: &[Version], revision: Revision) -> Option<&KeyValue> {
-    history.iter().rev().find(|version| version.revision <= revision)?.kv.as_ref()
+/// The key-value of `key`, whose history is `history`, at `revision` (`None`: absent then).
+fn at(key: &Bytes, history: &History, revision: Revision) -> Option<KeyValue> {
+    history.at(revision)?.key_value(key)
 }
 
-/// The current value of a history.
-fn current(history: &[Version]) -> Option<&KeyValue> {
-    history.last()?.kv.as_ref()
+/// The current key-value of `key`, whose history is `history`.
+fn current(key: &Bytes, history: &History) -> Option<KeyValue> {
+    history.last().key_value(key)
 }
 
 impl Kv {
@@ -703,7 +690,7 @@ impl Kv {
             compacted: 0,
             changes: 0,
             leases: BTreeMap::new(),
-            by_revision: BTreeMap::new(),
+            by_revision: RevisionIndex::default(),
             elements: LtHash::new(),
         }
     }
@@ -720,7 +707,7 @@ impl Kv {
 
     /// How many keys the store holds now.
     pub fn len(&self) -> usize {
-        self.keys.values().filter(|history| current(history).is_some()).count()
+        self.keys.values().filter(|history| history.last().is_put()).count()
     }
 
     /// Whether the store holds no key now.
@@ -833,7 +820,7 @@ impl Kv {
         self.write(|kv, revision| {
             let mut changed = false;
             for key in lease.keys {
-                if kv.keys.get(&key).and_then(|history| current(history)).is_some() {
+                if kv.keys.get(&key).is_some_and(|history| history.last().is_put()) {
                     kv.record(key, revision, None);
                     changed = true;
                 }
@@ -853,7 +840,7 @@ impl Kv {
         }
         let mut events = Vec::new();
         let mut through = self.revision();
-        for (&(revision, sub), key) in self.by_revision.range((request.from, 0)..) {
+        for &((revision, sub), ref key) in self.by_revision.from(request.from) {
             if !request.range.contains(key) {
                 continue;
             }
@@ -864,14 +851,13 @@ impl Kv {
                 }
             }
             let Some(history) = self.keys.get(key) else { continue };
-            let Ok(position) = history
-                .binary_search_by_key(&(revision, sub), |version| (version.revision, version.sub))
-            else {
-                continue;
-            };
-            let version = &history[position];
-            let prev_kv = position.checked_sub(1).and_then(|before| history[before].kv.clone());
-            let kv = version.kv.clone().unwrap_or_else(|| KeyValue {
+            let Some(position) = history.position(revision, sub) else { continue };
+            let Some(version) = history.get(position) else { continue };
+            let prev_kv = position
+                .checked_sub(1)
+                .and_then(|before| history.get(before))
+                .and_then(|before| before.key_value(key));
+            let kv = version.key_value(key).unwrap_or_else(|| KeyValue {
                 key: key.clone(),
                 value: Bytes::new(),
                 create_revision: 0,
@@ -879,7 +865,7 @@ impl Kv {
                 version: 0,
                 lease: 0,
             });
-            events.push(Event { put: version.kv.is_some(), kv, prev_kv });
+            events.push(Event { put: version.is_put(), kv, prev_kv });
             through = revision;
         }
         // Without a limit reached, everything up to the current revision has been seen.
@@ -904,10 +890,17 @@ impl Kv {
     fn record(&mut self, key: Bytes, revision: Revision, kv: Option<KeyValue>) {
         let sub = self.changes;
         self.changes += 1;
-        self.by_revision.insert((revision, sub), key.clone());
-        let version = Version { revision, sub, kv };
+        let version = Version::new(revision, sub, kv);
         self.elements.add(&version_element(&key, &version));
-        Arc::make_mut(self.keys.entry(key).or_default()).push(version);
+        // The index shares the map's copy of the key, not the request's.
+        let key = self.keys.get_key_value(&key).map_or(key, |(kept, _)| kept.clone());
+        self.by_revision.push(revision, sub, key.clone());
+        match self.keys.get_mut(&key) {
+            Some(history) => history.push(version),
+            None => {
+                self.keys.insert(key, History::new(version));
+            }
+        }
     }
 
     /// Checks that `revision` (0: the current one) can be read; returns the revision to read.
@@ -940,9 +933,9 @@ impl Kv {
         &'a self,
         range: &KeyRange,
         revision: Revision,
-    ) -> impl Iterator<Item = &'a KeyValue> + 'a {
+    ) -> impl Iterator<Item = KeyValue> + 'a {
         let keys = if range.is_backwards() { None } else { Some(self.keys.range(range.bounds())) };
-        keys.into_iter().flatten().filter_map(move |(_, history)| at(history, revision))
+        keys.into_iter().flatten().filter_map(move |(key, history)| at(key, history, revision))
     }
 
     /// A range at `revision` (checked readable), as etcd answers it: count everything in the
@@ -1008,8 +1001,7 @@ impl Kv {
         }
         response.kvs = kvs
             .into_iter()
-            .map(|kv| {
-                let mut kv = kv.clone();
+            .map(|mut kv| {
                 if request.keys_only {
                     kv.value = Bytes::new();
                 }
@@ -1020,7 +1012,8 @@ impl Kv {
     }
 
     fn put(&mut self, request: PutRequest, revision: Revision) -> (Response, bool) {
-        let previous = self.keys.get(&request.key).and_then(|history| current(history)).cloned();
+        let previous =
+            self.keys.get(&request.key).and_then(|history| current(&request.key, history));
         let value = if request.ignore_value {
             match &previous {
                 Some(previous) => previous.value.clone(),
@@ -1070,7 +1063,7 @@ impl Kv {
     fn delete(&mut self, request: &DeleteRequest, revision: Revision) -> (Response, bool) {
         // At the revision being written: a delete earlier in the same transaction has already
         // removed what it deleted.
-        let doomed: Vec<KeyValue> = self.keys_at(&request.range, revision).cloned().collect();
+        let doomed: Vec<KeyValue> = self.keys_at(&request.range, revision).collect();
         let mut response = DeleteResponse { deleted: doomed.len() as u64, prev_kvs: Vec::new() };
         for kv in doomed {
             if kv.lease != 0 {
@@ -1101,35 +1094,36 @@ impl Kv {
         }
         // Keep, for every key, the version current at `revision` (unless it is a deletion) and
         // all after.
-        let first_kept = |history: &[Version]| {
-            history.iter().rposition(|version| version.revision <= revision).map_or(0, |at| {
-                if history[at].kv.is_some() {
-                    at
-                } else {
-                    at + 1
-                }
-            })
+        let first_kept = |history: &History| {
+            let through = history.count_through(revision);
+            match through.checked_sub(1).and_then(|at| history.get(at)) {
+                Some(version) if version.is_put() => through - 1,
+                Some(_) => through,
+                None => 0,
+            }
         };
         // Only keys with a version at or below `revision` can lose one: the revision index names
-        // them, so the cost is the history compacted away, not the whole store.
+        // them.
         let candidates: BTreeSet<Bytes> =
-            self.by_revision.range(..=(revision, u32::MAX)).map(|(_, key)| key.clone()).collect();
+            self.by_revision.through(revision).map(|(_, key)| key.clone()).collect();
         let trimmed: Vec<Bytes> = candidates
             .into_iter()
             .filter(|key| self.keys.get(key).is_some_and(|history| first_kept(history) > 0))
             .collect();
+        let mut forgotten = BTreeSet::new();
         for key in trimmed {
             let Some(history) = self.keys.get_mut(&key) else { continue };
-            let history = Arc::make_mut(history);
             let cut = first_kept(history);
-            for gone in history.drain(..cut) {
-                self.by_revision.remove(&(gone.revision, gone.sub));
+            let (gone, emptied) = history.drop_oldest(cut);
+            for gone in gone {
+                forgotten.insert((gone.revision, gone.sub));
                 self.elements.remove(&version_element(&key, &gone));
             }
-            if history.is_empty() {
+            if emptied {
                 self.keys.remove(&key);
             }
         }
+        self.by_revision.retain_through(revision, |version| !forgotten.contains(version));
         self.compacted = revision;
         Response::Compact
     }
@@ -1190,12 +1184,13 @@ impl Kv {
             }
         };
         if compare.range.range_end.is_empty() {
-            return holds(self.keys.get(&compare.range.key).and_then(|history| current(history)));
+            let key = &compare.range.key;
+            return holds(self.keys.get(key).and_then(|history| current(key, history)).as_ref());
         }
         let mut any = false;
         for kv in self.keys_at(&compare.range, self.revision()) {
             any = true;
-            if !holds(Some(kv)) {
+            if !holds(Some(&kv)) {
                 return false;
             }
         }
@@ -1297,7 +1292,7 @@ impl Kv {
         for operation in &branch {
             if let Operation::Put(put) = operation {
                 let present =
-                    self.keys.get(&put.key).and_then(|history| current(history)).is_some();
+                    self.keys.get(&put.key).is_some_and(|history| history.last().is_put());
                 if (put.ignore_value || put.ignore_lease) && !present {
                     return Response::Error(KvError::KeyNotFound);
                 }
@@ -1351,23 +1346,22 @@ fn hash_version(hasher: &mut blake3::Hasher, key: &[u8], version: &Version) {
 /// A kept version as an element of the state's digest: every field, each length-prefixed or
 /// of fixed width. Unique: no two versions share a (revision, sub).
 fn version_element(key: &[u8], version: &Version) -> Vec<u8> {
-    let value_len = version.kv.as_ref().map_or(0, |kv| kv.value.len());
+    let value_len = version.value.as_ref().map_or(0, |value| value.value.len());
     let mut out = Vec::with_capacity(64 + key.len() + value_len);
     out.push(b'v');
     out.extend_from_slice(&(key.len() as u64).to_le_bytes());
     out.extend_from_slice(key);
     out.extend_from_slice(&version.revision.to_le_bytes());
     out.extend_from_slice(&version.sub.to_le_bytes());
-    match &version.kv {
+    match &version.value {
         None => out.push(0),
-        Some(kv) => {
+        Some(value) => {
             out.push(1);
-            out.extend_from_slice(&(kv.value.len() as u64).to_le_bytes());
-            out.extend_from_slice(&kv.value);
-            out.extend_from_slice(&kv.create_revision.to_le_bytes());
-            out.extend_from_slice(&kv.mod_revision.to_le_bytes());
-            out.extend_from_slice(&kv.version.to_le_bytes());
-            out.extend_from_slice(&kv.lease.to_le_bytes());
+            out.extend_from_slice(&(value.value.len() as u64).to_le_bytes());
+            out.extend_from_slice(&value.value);
+            out.extend_from_slice(&value.create_revision.to_le_bytes());
+            out.extend_from_slice(&value.version.to_le_bytes());
+            out.extend_from_slice(&value.lease.to_le_bytes());
         }
     }
     out
@@ -1406,14 +1400,23 @@ struct Encoded {
     elements: Vec<u8>,
 }
 
-/// The encoded form of a version 3 snapshot (no digest elements), still read.
+/// The encoded form of a version 3 snapshot (no digest elements; each version with its key
+/// and modification revision), still read.
 #[derive(Deserialize)]
 struct EncodedV3 {
     version: u8,
     revision: Revision,
     compacted: Revision,
-    keys: Vec<(Bytes, Vec<Version>)>,
+    keys: Vec<(Bytes, Vec<VersionV3>)>,
     leases: Vec<(i64, Lease)>,
+}
+
+/// A version as version 3 snapshots hold it.
+#[derive(Deserialize)]
+struct VersionV3 {
+    revision: Revision,
+    sub: u32,
+    kv: Option<KeyValue>,
 }
 
 const SNAPSHOT_VERSION: u8 = 4;
@@ -1436,7 +1439,7 @@ fn serialize_keys<S: serde::Serializer>(
     keys: &&OrdMap<Bytes, History>,
     serializer: S,
 ) -> Result<S::Ok, S::Error> {
-    serializer.collect_seq(keys.iter().map(|(key, history)| (key, history.as_slice())))
+    serializer.collect_seq(keys.iter())
 }
 
 /// The leases as a sequence of pairs.
@@ -1545,29 +1548,51 @@ impl StateMachine for Kv {
             Some(3) => {
                 let encoded: EncodedV3 = postcard::from_bytes(&bytes).map_err(undecodable)?;
                 assert_eq!(encoded.version, 3, "the version byte was read as 3");
-                (encoded.revision, encoded.compacted, encoded.keys, encoded.leases, None)
+                let keys = encoded
+                    .keys
+                    .into_iter()
+                    .map(|(key, versions)| {
+                        let versions = versions
+                            .into_iter()
+                            .map(|old| Version::new(old.revision, old.sub, old.kv))
+                            .collect();
+                        (key, versions)
+                    })
+                    .collect();
+                (encoded.revision, encoded.compacted, keys, encoded.leases, None)
             }
             Some(other) => {
                 return Err(invalid(format!("key-value snapshot version {other} is unknown")))
             }
             None => return Err(invalid("key-value snapshot is empty".to_string())),
         };
+        let mut histories = OrdMap::new();
+        for (key, versions) in keys {
+            let Some(history) = History::from_versions(versions) else {
+                return Err(invalid("key-value snapshot holds a key with no versions".to_string()));
+            };
+            histories.insert(key, history);
+        }
         let mut restored = Kv {
-            keys: keys.into_iter().map(|(key, history)| (key, Arc::new(history))).collect(),
+            keys: histories,
             revision,
             compacted,
             changes: 0,
             leases: leases.into_iter().collect(),
-            by_revision: BTreeMap::new(),
+            by_revision: RevisionIndex::default(),
             elements: LtHash::new(),
         };
-        restored.by_revision = restored
-            .keys
-            .iter()
-            .flat_map(|(key, history)| {
-                history.iter().map(move |version| ((version.revision, version.sub), key.clone()))
-            })
-            .collect();
+        restored.by_revision = RevisionIndex::from_entries(
+            restored
+                .keys
+                .iter()
+                .flat_map(|(key, history)| {
+                    history
+                        .iter()
+                        .map(move |version| ((version.revision, version.sub), key.clone()))
+                })
+                .collect(),
+        );
         restored.elements = restored.elements_recomputed();
         if let Some(written) = written {
             if written != restored.elements {

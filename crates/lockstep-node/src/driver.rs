@@ -22,7 +22,7 @@ use lockstep_core::message::{AppendResponse, DigestPoint};
 use lockstep_core::{
     ApplyContext, Command, Config, ConfigError, Entry, EntryPayload, Event, InitialState,
     InstallSnapshot, LogIndex, MembershipChange, Message, MessageBody, Node, NodeId, Persist,
-    ProposeError, ReadError, ReadId, SnapshotMeta, StateMachine, StateSnapshot, Term,
+    ProposeError, ReadError, ReadId, Role, SnapshotMeta, StateMachine, StateSnapshot, Term,
 };
 
 use crate::audit::Audit;
@@ -662,8 +662,10 @@ pub struct Driver<M: StateMachine, D: Storage, T: Transport> {
     pub(crate) audit: Audit<M::Output>,
     /// Committed entries handed out by the core and not yet applied, in order.
     apply_queue: VecDeque<Entry>,
-    /// Entries that may still be applied before [`Driver::set_apply_budget`] is called again.
+    /// Entries, and their bytes, that may still be applied before [`Driver::set_apply_budget`]
+    /// is called again.
     apply_budget: u64,
+    apply_budget_bytes: u64,
     /// Proposals are refused while more than this many committed entries wait to be applied.
     apply_backlog_max: u64,
 }
@@ -699,19 +701,23 @@ impl<M: StateMachine, D: Storage, T: Transport> Driver<M, D, T> {
             audit: Audit::default(),
             apply_queue: VecDeque::new(),
             apply_budget: u64::MAX,
+            apply_budget_bytes: u64::MAX,
             apply_backlog_max: APPLY_BACKLOG_MAX,
         })
     }
 
-    /// From now on, apply at most `entries` committed entries until called again (`u64::MAX`,
-    /// the default: no limit). Entries beyond the budget wait, in order, for
-    /// [`Driver::apply_queued`]; everything else (messages, writes, ticks) goes on meanwhile.
-    pub fn set_apply_budget(&mut self, entries: u64) {
+    /// From now on, apply at most `entries` committed entries of at most `bytes` in all (at
+    /// least one entry) until called again (`u64::MAX`, the default: no limit). Entries beyond
+    /// the budget wait, in order, for [`Driver::apply_queued`]; everything else (messages,
+    /// writes, ticks) goes on meanwhile.
+    pub fn set_apply_budget(&mut self, entries: u64, bytes: u64) {
         self.apply_budget = entries;
+        self.apply_budget_bytes = bytes;
     }
 
-    /// Refuse proposals (`Retry`) while more than `entries` committed entries wait to be
-    /// applied: a state machine that falls behind slows its clients down, never its elections.
+    /// While leading, refuse proposals (`Retry`) while more than `entries` committed entries
+    /// wait to be applied: a state machine that falls behind slows its clients down, never its
+    /// elections.
     pub fn set_apply_backlog_max(&mut self, entries: u64) {
         self.apply_backlog_max = entries.max(1);
     }
@@ -863,10 +869,10 @@ impl<M: StateMachine, D: Storage, T: Transport> Driver<M, D, T> {
                 self.completions.push(Completion::Refused { request: id, refusal });
                 continue;
             }
-            if self.apply_backlog() > self.apply_backlog_max {
+            let behind = self.node.commit_index().get() - self.node.applied_index().get();
+            if behind > self.apply_backlog_max && self.node.role() == Role::Leader {
                 let refusal = Refusal::Retry(format!(
-                    "the state machine is {} entries behind the log; retry shortly",
-                    self.apply_backlog()
+                    "the state machine is {behind} entries behind the log; retry shortly"
                 ));
                 self.completions.push(Completion::Refused { request: id, refusal });
                 continue;
@@ -1044,6 +1050,11 @@ impl<M: StateMachine, D: Storage, T: Transport> Driver<M, D, T> {
         // Each pass either empties the core's output or applies entries and serves reads,
         // which cannot produce new output forever; the bound is a safety net.
         for _ in 0..1024 {
+            if self.failure.is_some() {
+                // Nothing more is carried out for a replica that must stop (its state may be
+                // neither the old one nor the one it was replacing it with).
+                return;
+            }
             let output = self.node.take_output();
             if output.is_empty() {
                 return;
@@ -1113,14 +1124,27 @@ impl<M: StateMachine, D: Storage, T: Transport> Driver<M, D, T> {
     /// Applies queued entries, at most the budget, in order; then tells the core, takes a
     /// checkpoint if one is due, and reports to the audit.
     fn apply_some(&mut self) {
-        let count = (self.apply_queue.len() as u64).min(self.apply_budget) as usize;
-        if count == 0 {
+        if self.failure.is_some() {
+            return;
+        }
+        let mut count = 0usize;
+        let mut bytes = 0u64;
+        for entry in self.apply_queue.iter().take(self.apply_budget.min(usize::MAX as u64) as usize)
+        {
+            let size = entry.size_bytes();
+            if count > 0 && bytes.saturating_add(size) > self.apply_budget_bytes {
+                break;
+            }
+            count += 1;
+            bytes += size;
+        }
+        if count == 0 || self.apply_budget_bytes == 0 {
             return;
         }
         self.apply_budget = self.apply_budget.saturating_sub(count as u64);
+        self.apply_budget_bytes = self.apply_budget_bytes.saturating_sub(bytes);
         let batch: Vec<Entry> = self.apply_queue.drain(..count).collect();
         let last = batch[batch.len() - 1].index;
-        let bytes: u64 = batch.iter().map(Entry::size_bytes).sum();
         self.count_applied(batch.len() as u64, bytes);
         let early = self.checkpoints.sabotage_off_by_one && self.checkpoint_due();
         let mut expected = self.node.applied_index().next();

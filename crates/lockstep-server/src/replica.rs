@@ -30,8 +30,11 @@ use crate::storage::{StorageReport, ThreadedStorage};
 use crate::transport::PeerOutbox;
 
 /// Committed entries one turn of the replica thread applies at most (a few milliseconds of
-/// work for small commands); the rest wait for the next turns, after the inputs that arrived.
+/// work for small commands), and their bytes at most (at least one entry); the rest wait for
+/// the next turns, after the inputs that arrived.
 pub const APPLY_ENTRIES_PER_TURN: u64 = 2_048;
+/// See [`APPLY_ENTRIES_PER_TURN`].
+pub const APPLY_BYTES_PER_TURN: u64 = 4 << 20;
 
 /// Where a client connection's answers go.
 pub type Reply<O> = mpsc::UnboundedSender<ServerMessage<O>>;
@@ -212,7 +215,7 @@ impl<M: StateMachine> Replica<M> {
             }
             // A turn applies a bounded number of entries, so that ticks, heartbeats and votes
             // never wait behind a long apply; the rest waits for the next turn.
-            self.driver.set_apply_budget(APPLY_ENTRIES_PER_TURN);
+            self.driver.set_apply_budget(APPLY_ENTRIES_PER_TURN, APPLY_BYTES_PER_TURN);
             let mut handled = 0u64;
             let mut stop = false;
             while !stop && handled < 4096 {

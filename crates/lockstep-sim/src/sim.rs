@@ -609,6 +609,10 @@ impl World {
         // the schedules they had before this fault existed.
         let mut apply_rng = SeededRng::new(config.seed ^ 0x5eed_a991_7000_0001);
         let apply_budget = (apply_rng.range(0, 3) == 0).then(|| apply_rng.range(1, 17));
+        if let Some(budget) = apply_budget {
+            // The core hands out only a few entries ahead of what was applied.
+            core_config.apply_entries_in_flight_max = apply_rng.range(1, 4 * budget + 1);
+        }
         let report = Report { seed: config.seed, ..Report::default() };
         World {
             apply_budget,
@@ -827,7 +831,7 @@ impl World {
                 if let (Some(driver), Some(budget)) =
                     (self.replicas[node].driver.as_mut(), self.apply_budget)
                 {
-                    driver.set_apply_budget(budget);
+                    driver.set_apply_budget(budget, u64::MAX);
                     driver.apply_queued();
                     self.pump(node);
                 }
@@ -969,7 +973,7 @@ impl World {
         };
         driver.record_applies();
         if let Some(budget) = self.apply_budget {
-            driver.set_apply_budget(budget);
+            driver.set_apply_budget(budget, u64::MAX);
             driver.set_apply_backlog_max(budget * 8);
         }
         if let Some(policy) = self.checkpoint_policy {

@@ -86,7 +86,7 @@ impl RevisionIndex {
 
     /// An index of `entries` (in any order).
     pub(crate) fn from_entries(mut entries: Vec<IndexEntry>) -> RevisionIndex {
-        entries.sort_by(|a, b| a.0.cmp(&b.0));
+        entries.sort_by_key(|entry| entry.0);
         RevisionIndex {
             chunks: entries.chunks(CHUNK_ENTRIES).map(<[IndexEntry]>::to_vec).collect(),
         }

@@ -6,7 +6,9 @@
 # same client (`lockstep bench`: etcd's v3 API through one gRPC client for both, and lockstep's
 # native client too), alternating lockstep and etcd round after round so that drift on this
 # shared machine falls on both; runs Redis with `appendfsync always` as a single-node
-# reference; prints a table with the ratios and writes it into docs/BENCHMARKS.md.
+# reference; prints a table with the ratios and the servers' CPU time per request (summed over
+# the three server processes of each system, from /proc: it does not depend on how much of the
+# machine the load generator takes) and writes it into docs/BENCHMARKS.md.
 #
 #   bash bench/vs-etcd.sh                 # the full run (a few minutes)
 #   ROUNDS=1 SECONDS_EACH=3 bash bench/vs-etcd.sh   # a quick look
@@ -91,6 +93,7 @@ done
 
 # name | bench arguments
 WORKLOADS=(
+    "put-1|--workload put --concurrency 1"
     "put-64|--workload put --concurrency 64"
     "put-256|--workload put --concurrency 256"
     "get-64|--workload get --concurrency 64"
@@ -98,14 +101,30 @@ WORKLOADS=(
     "mixed-90-10-64|--workload mixed --read-percent 90 --concurrency 64"
     "cas-64|--workload cas --concurrency 64"
 )
+# CPU ticks (user + system) of a system's three server processes so far.
+server_ticks() { # system
+    local pids
+    if [ "$1" = etcd ]; then
+        pids="${PIDS[*]:0:3}"
+    else
+        pids=$(pgrep -f "lockstep serve .*$WORK/lockstep" | tr '\n' ' ')
+    fi
+    local total=0
+    for pid in $pids; do
+        total=$((total + $(awk '{print $14 + $15}' "/proc/$pid/stat" 2>/dev/null || echo 0)))
+    done
+    echo "$total"
+}
 run() { # system workload target endpoints args...
     local system="$1" workload="$2" target="$3" endpoints="$4"
     shift 4
-    local json
+    local json before after
+    before=$(server_ticks "$system")
     json=$("$LOCKSTEP" bench --target "$target" --endpoints "$endpoints" --connections 4 \
         --duration "$SECONDS_EACH" --warmup "$WARMUP" --key-size 16 --value-size 128 \
         --output json "$@")
-    echo "{\"system\": \"$system\", \"workload\": \"$workload\", \"result\": $json}" >>"$RESULTS"
+    after=$(server_ticks "$system")
+    echo "{\"system\": \"$system\", \"workload\": \"$workload\", \"cpu_ticks\": $((after - before)), \"ticks_per_second\": $(getconf CLK_TCK), \"measured_and_warmup_seconds\": $(python3 -c "print($SECONDS_EACH + $WARMUP)"), \"result\": $json}" >>"$RESULTS"
     echo "   $system $workload: $(echo "$json" | python3 -c 'import json,sys; r=json.load(sys.stdin); print("%.0f/s p99 %.2f ms" % (r["per_second"], r["latency_ms"]["p99"]))')"
 }
 for round in $(seq 1 "$ROUNDS"); do
@@ -132,25 +151,37 @@ python3 - "$RESULTS" "$REDIS" "$MACHINE" "$VERSIONS" "$ROUNDS" "$SECONDS_EACH" "
 import json, statistics, sys, datetime, re
 results_path, redis, machine, versions, rounds, seconds, write_docs, compact = sys.argv[1:9]
 runs = [json.loads(line) for line in open(results_path)]
+def cpu_us_per_request(run):
+    # The servers' CPU over the warm-up and the measurement, over the requests of both (the
+    # warm-up's counted at the measured rate).
+    r = run["result"]
+    requests = r["per_second"] * run["measured_and_warmup_seconds"]
+    return run["cpu_ticks"] / run["ticks_per_second"] * 1e6 / requests if requests else float("nan")
 def median(system, workload, field):
     values = []
     for run in runs:
         if run["system"] == system and run["workload"] == workload:
             r = run["result"]
-            values.append(r["per_second"] if field == "rate" else r["latency_ms"][field])
+            if field == "rate":
+                values.append(r["per_second"])
+            elif field == "cpu":
+                values.append(cpu_us_per_request(run))
+            else:
+                values.append(r["latency_ms"][field])
     return statistics.median(values) if values else float("nan")
 workloads = []
 for run in runs:
     if run["workload"] not in workloads:
         workloads.append(run["workload"])
 lines = [
-    "| workload | lockstep (etcd API) req/s | etcd req/s | ratio | lockstep p99 ms | etcd p99 ms | p99 ratio | lockstep native req/s | native p99 ms |",
-    "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    "| workload | lockstep (etcd API) req/s | etcd req/s | ratio | lockstep p99 ms | etcd p99 ms | p99 ratio | lockstep CPU µs/req | etcd CPU µs/req | CPU ratio | lockstep native req/s | native p99 ms | native CPU µs/req |",
+    "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
 ]
 for w in workloads:
     l, e, n = median("lockstep-etcd-api", w, "rate"), median("etcd", w, "rate"), median("lockstep-native", w, "rate")
     lp, ep, np_ = median("lockstep-etcd-api", w, "p99"), median("etcd", w, "p99"), median("lockstep-native", w, "p99")
-    lines.append(f"| {w} | {l:,.0f} | {e:,.0f} | {l/e:.2f}x | {lp:.2f} | {ep:.2f} | {lp/ep:.2f} | {n:,.0f} | {np_:.2f} |")
+    lc, ec, nc = median("lockstep-etcd-api", w, "cpu"), median("etcd", w, "cpu"), median("lockstep-native", w, "cpu")
+    lines.append(f"| {w} | {l:,.0f} | {e:,.0f} | {l/e:.2f}x | {lp:.2f} | {ep:.2f} | {lp/ep:.2f} | {lc:.0f} | {ec:.0f} | {lc/ec:.2f} | {n:,.0f} | {np_:.2f} | {nc:.0f} |")
 redis_rate = ""
 m = re.findall(r'"([0-9.]+)"', redis)
 if m:
@@ -172,7 +203,9 @@ if write_docs == "1":
 medians shown). Both clusters have three members on loopback, their data on the same file
 system, every write synced to disk; one client (`lockstep bench`, 4 connections, 16-byte keys,
 128-byte values, 10,000 keys) drives etcd's v3 API on both, and lockstep's native protocol too.
-Ratios are lockstep over etcd: above 1 is better for throughput, below 1 is better for p99.
+Ratios are lockstep over etcd: above 1 is better for throughput, below 1 is better for p99 and
+for CPU. CPU is the three server processes' user and system time (from /proc) per request,
+whatever the load generator takes.
 {compaction}
 
 Run {day} on {machine}; {versions}.

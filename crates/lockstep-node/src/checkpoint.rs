@@ -42,6 +42,10 @@ pub struct CheckpointPolicy {
     /// constant factor of the bytes the log takes (as Redis's `auto-aof-rewrite-percentage`),
     /// at the price of a log (and its replay at restart) up to that percentage of the state.
     pub growth_percent: u64,
+    /// ... and in any case once this many bytes of entries were applied since the last one,
+    /// however large the state: the log since the last checkpoint is held in memory, and this
+    /// bounds it.
+    pub log_bytes_max: u64,
     /// Keep this many entries below a checkpoint in the log, so that a follower only a little
     /// behind catches up from the log rather than by a transfer.
     pub trailing_entries: u64,
@@ -59,6 +63,7 @@ impl Default for CheckpointPolicy {
             entries: 10_000,
             bytes: 64 << 20,
             growth_percent: 0,
+            log_bytes_max: u64::MAX,
             trailing_entries: 1_000,
             chunk_bytes: 1 << 20,
             chunks_in_flight: 4,
@@ -151,7 +156,14 @@ pub(crate) struct Checkpoints {
     pub(crate) refusals: std::collections::VecDeque<String>,
     /// Test-only: checkpoints are taken one entry early but labelled as if after it.
     pub(crate) sabotage_off_by_one: bool,
+    /// The in-memory log is compacted through here, a step at a time (see
+    /// [`COMPACTION_ENTRIES_PER_STEP`]).
+    compact_through: LogIndex,
 }
+
+/// Entries the in-memory log drops at once: dropping millions of entries (a large state's log
+/// between two checkpoints) would hold the replica thread for a long time in one go.
+pub const COMPACTION_ENTRIES_PER_STEP: u64 = 32_768;
 
 impl<M: StateMachine, D: Storage, T: Transport> Driver<M, D, T> {
     /// Takes checkpoints (and compacts the log and sends state to followers that need it) by
@@ -197,10 +209,24 @@ impl<M: StateMachine, D: Storage, T: Transport> Driver<M, D, T> {
         let trailing = self.checkpoints.policy.map_or(0, |policy| policy.trailing_entries);
         let index = LogIndex(meta.last_index.get().saturating_sub(trailing));
         if index > LogIndex::ZERO {
-            self.node.compact(index);
+            self.checkpoints.compact_through = self.checkpoints.compact_through.max(index);
+            self.compact_step();
             self.storage.compact(index);
         }
         self.drain();
+    }
+
+    /// Compacts the in-memory log a step further towards the last checkpoint (called at each
+    /// checkpoint saved and each tick).
+    pub(crate) fn compact_step(&mut self) {
+        let target = self.checkpoints.compact_through;
+        let first = self.node.first_index();
+        if target < first {
+            return;
+        }
+        let step =
+            LogIndex(target.get().min(first.get().saturating_add(COMPACTION_ENTRIES_PER_STEP)));
+        self.node.compact(step);
     }
 
     /// Storage could not save the checkpoint; a later one is tried.
@@ -228,9 +254,10 @@ impl<M: StateMachine, D: Storage, T: Transport> Driver<M, D, T> {
             && self.checkpoints.outgoing.is_empty()
             && self.audit.quarantined.is_none()
             && applied > self.checkpoints.last_index
-            && (self.checkpoints.entries_since >= policy.entries
+            && (((self.checkpoints.entries_since >= policy.entries
                 || self.checkpoints.bytes_since >= policy.bytes)
-            && self.grown_enough(policy.growth_percent)
+                && self.grown_enough(policy.growth_percent))
+                || self.checkpoints.bytes_since >= policy.log_bytes_max)
     }
 
     /// Whether the entries applied since the last checkpoint add up to `percent` of its size.

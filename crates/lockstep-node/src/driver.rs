@@ -800,6 +800,7 @@ impl<M: StateMachine, D: Storage, T: Transport> Driver<M, D, T> {
             return;
         }
         self.node.tick();
+        self.compact_step();
         self.tick_transfers();
         self.audit_tick();
         self.drain();

@@ -67,6 +67,10 @@ pub struct ServerConfig {
     /// state; this keeps what checkpoints write within a constant factor of what the log does.
     #[serde(default = "default_checkpoint_growth_percent")]
     pub checkpoint_growth_percent: u64,
+    /// ... and in any case once this many bytes of entries were applied since the last one
+    /// (the log since the last checkpoint is held in memory: this bounds it).
+    #[serde(default = "default_checkpoint_log_bytes_max")]
+    pub checkpoint_log_bytes_max: u64,
     /// Serve linearizable reads under a leader lease instead of a heartbeat round
     /// (assumes clocks whose rates differ by less than the lease margin).
     #[serde(default)]
@@ -156,6 +160,9 @@ fn default_checkpoint_entries() -> u64 {
 fn default_checkpoint_growth_percent() -> u64 {
     100
 }
+fn default_checkpoint_log_bytes_max() -> u64 {
+    512 << 20
+}
 
 /// Why a configuration is refused.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -186,6 +193,7 @@ impl ServerConfig {
             election_ticks: default_election_ticks(),
             checkpoint_entries: default_checkpoint_entries(),
             checkpoint_growth_percent: default_checkpoint_growth_percent(),
+            checkpoint_log_bytes_max: default_checkpoint_log_bytes_max(),
             lease_reads: false,
             join: false,
             auto_compact_revisions: 0,

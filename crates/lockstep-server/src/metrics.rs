@@ -9,7 +9,9 @@
 //! Metrics: `lockstep_proposals_total`, `lockstep_answered_total`, `lockstep_refused_total`,
 //! `lockstep_reads_total{consistency}`, `lockstep_sync_seconds` (fsync latency histogram),
 //! `lockstep_sync_batch_writes` (writes per fsync), `lockstep_event_batch` (events per turn
-//! of the replica thread), `lockstep_is_leader`, `lockstep_term`, `lockstep_commit_index`,
+//! of the replica thread), `lockstep_turn_seconds` (how long each turn took),
+//! `lockstep_apply_backlog_entries` (committed entries waiting to be applied),
+//! `lockstep_is_leader`, `lockstep_term`, `lockstep_commit_index`,
 //! `lockstep_applied_index`, `lockstep_last_index`, `lockstep_elections_started_total`,
 //! `lockstep_terms_led_total`, `lockstep_messages_rejected_total`,
 //! `lockstep_bytes_in_flight` (appends sent to followers and not yet acknowledged),

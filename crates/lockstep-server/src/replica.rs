@@ -36,6 +36,19 @@ pub const APPLY_ENTRIES_PER_TURN: u64 = 2_048;
 /// See [`APPLY_ENTRIES_PER_TURN`].
 pub const APPLY_BYTES_PER_TURN: u64 = 4 << 20;
 
+/// A turn of the replica thread that takes this long or longer is logged with where its time
+/// went (heartbeats wait behind it).
+const TURN_MILLIS_NOTED: u128 = 100;
+
+/// This thread's time on a CPU, in nanoseconds: tells a long turn that worked from one that
+/// waited.
+fn thread_cpu_nanos() -> u64 {
+    let now = rustix::time::clock_gettime(rustix::time::ClockId::ThreadCPUTime);
+    (now.tv_sec.max(0) as u64)
+        .saturating_mul(1_000_000_000)
+        .saturating_add(now.tv_nsec.max(0) as u64)
+}
+
 /// Where a client connection's answers go.
 pub type Reply<O> = mpsc::UnboundedSender<ServerMessage<O>>;
 
@@ -216,11 +229,18 @@ impl<M: StateMachine> Replica<M> {
             // A turn applies a bounded number of entries, so that ticks, heartbeats and votes
             // never wait behind a long apply; the rest waits for the next turn.
             self.driver.set_apply_budget(APPLY_ENTRIES_PER_TURN, APPLY_BYTES_PER_TURN);
+            let turn_started = Instant::now();
+            let cpu_before = thread_cpu_nanos();
+            let applied_before = self.driver.node().applied_index();
             let mut handled = 0u64;
+            let mut controls = 0u64;
             let mut stop = false;
             while !stop && handled < 4096 {
                 match inputs.try_next(&mut held) {
-                    Some(Next::Control(control)) => stop = !self.control(control)?,
+                    Some(Next::Control(control)) => {
+                        controls += 1;
+                        stop = !self.control(control)?;
+                    }
                     Some(Next::Event(event)) => {
                         handled += 1;
                         self.handle(event);
@@ -229,9 +249,11 @@ impl<M: StateMachine> Replica<M> {
                 }
             }
             metrics::histogram!("lockstep_event_batch").record(handled as f64);
+            let inputs_done = turn_started.elapsed();
             if !stop && self.driver.apply_backlog() > 0 {
                 self.driver.apply_queued();
             }
+            let apply_done = turn_started.elapsed();
             metrics::gauge!("lockstep_apply_backlog_entries")
                 .set(self.driver.apply_backlog() as f64);
             if stop {
@@ -244,6 +266,25 @@ impl<M: StateMachine> Replica<M> {
             self.sync_peers();
             self.driver.transport_mut().flush();
             self.observe();
+            let took = turn_started.elapsed();
+            metrics::histogram!("lockstep_turn_seconds").record(took.as_secs_f64());
+            if took.as_millis() >= TURN_MILLIS_NOTED {
+                // A long turn holds heartbeats back: say where it went.
+                let applied = self.driver.node().applied_index().get() - applied_before.get();
+                let on_cpu_millis = thread_cpu_nanos().saturating_sub(cpu_before) / 1_000_000;
+                let schedule = format!(
+                    "; on a CPU {on_cpu_millis} ms, the rest waiting (for a CPU, a lock or the disk)"
+                );
+                tracing::warn!(
+                    "a turn of the replica thread took {} ms: {handled} inputs and {controls} ticks \
+                     or storage reports in {} ms, {applied} \
+                     entries applied ({} ms after the inputs), answers and messages {} ms{schedule}",
+                    took.as_millis(),
+                    inputs_done.as_millis(),
+                    (apply_done - inputs_done).as_millis(),
+                    (took - apply_done).as_millis()
+                );
+            }
             if let Some(failure) = self.driver.failure() {
                 return Err(failure.to_string());
             }

@@ -175,6 +175,7 @@ impl BoundServer {
         driver.set_checkpoint_policy(CheckpointPolicy {
             entries: config.checkpoint_entries,
             growth_percent: config.checkpoint_growth_percent,
+            log_bytes_max: config.checkpoint_log_bytes_max,
             ..CheckpointPolicy::default()
         });
         if config.audit {

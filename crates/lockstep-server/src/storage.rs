@@ -8,7 +8,11 @@
 //! state is written out, so log syncs go on meanwhile.
 //!
 //! Snapshot files (reading chunks to send, receiving chunks, finishing a received snapshot)
-//! are handled on the driver's thread under the same lock; they are rare and short.
+//! are handled on the driver's thread under the same lock; they are rare and short. Nothing the
+//! driver does at every checkpoint waits for that lock (it may wait behind a slow sync): the
+//! log is compacted on the log thread after its next sync, and the latest checkpoint is kept
+//! apart, under a lock of its own. The checkpoint thread runs at a lower priority than the
+//! others, so that writing a large state out takes the CPU the replica thread leaves.
 //!
 //! Reports go through `report`, which must never block (the server sends them on an
 //! unbounded channel): the log thread must not wait on the replica thread while it holds the
@@ -39,6 +43,8 @@ type Report = Arc<dyn Fn(StorageReport) -> bool + Send + Sync>;
 
 enum Job {
     Write(u64, Persist),
+    /// Drop the log through this index (a durable checkpoint covers it).
+    Compact(LogIndex),
 }
 
 /// See the module documentation.
@@ -48,14 +54,24 @@ pub struct ThreadedStorage {
     thread: Option<JoinHandle<()>>,
     checkpoints: Option<mpsc::Sender<(SnapshotMeta, Box<dyn StateSnapshot>)>>,
     checkpoint_thread: Option<JoinHandle<()>>,
+    /// The latest durable checkpoint, as the store last said (see the module documentation).
+    latest: Arc<Mutex<Option<Checkpoint>>>,
     command_bytes_max: u64,
     /// Test only: reports every write durable as it is submitted.
     early_ack: Option<Report>,
 }
 
-fn lock(store: &Mutex<LogStore>) -> MutexGuard<'_, LogStore> {
+fn lock<T>(store: &Mutex<T>) -> MutexGuard<'_, T> {
     store.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
+
+/// Records the store's latest checkpoint where the replica thread reads it.
+fn note_latest(store: &LogStore, latest: &Mutex<Option<Checkpoint>>) {
+    *lock(latest) = store.latest_checkpoint();
+}
+
+/// Nice value of the checkpoint thread: it yields the CPU to the replica and log threads.
+const CHECKPOINT_THREAD_NICE: i32 = 10;
 
 impl ThreadedStorage {
     /// Starts the log thread over `store`; it reports through `report` (which returns false
@@ -75,6 +91,7 @@ impl ThreadedStorage {
     ) -> io::Result<ThreadedStorage> {
         let command_bytes_max = store.command_bytes_max();
         let early_ack_report = early_ack.then(|| report.clone());
+        let latest = Arc::new(Mutex::new(store.latest_checkpoint()));
         let store = Arc::new(Mutex::new(store));
         let (sender, receiver) = mpsc::channel();
         let thread = {
@@ -87,9 +104,10 @@ impl ThreadedStorage {
         let (checkpoints, pending) = mpsc::channel();
         let checkpoint_thread = {
             let store = store.clone();
+            let latest = latest.clone();
             std::thread::Builder::new()
                 .name("lockstep-checkpoint".to_string())
-                .spawn(move || checkpoint_thread(&store, &pending, &*report))?
+                .spawn(move || checkpoint_thread(&store, &latest, &pending, &*report))?
         };
         Ok(ThreadedStorage {
             store,
@@ -97,6 +115,7 @@ impl ThreadedStorage {
             thread: Some(thread),
             checkpoints: Some(checkpoints),
             checkpoint_thread: Some(checkpoint_thread),
+            latest,
             command_bytes_max,
             early_ack: early_ack_report,
         })
@@ -104,7 +123,7 @@ impl ThreadedStorage {
 
     /// The last index the latest durable checkpoint covers.
     pub fn latest_checkpoint_index(&self) -> Option<LogIndex> {
-        lock(&self.store).latest_snapshot().map(|stored| stored.footer.meta.last_index)
+        lock(&self.latest).as_ref().map(|checkpoint| checkpoint.meta.last_index)
     }
 
     /// Finishes every queued write and checkpoint, then stops the log thread.
@@ -152,11 +171,19 @@ fn log_thread(
             }
         }
         let mut newest = None;
+        let mut compact = None;
         let written = batch.len();
         let started;
         {
             let mut guard = lock(store);
-            for Job::Write(id, persist) in batch {
+            for job in batch {
+                let (id, persist) = match job {
+                    Job::Write(id, persist) => (id, persist),
+                    Job::Compact(index) => {
+                        compact = compact.max(Some(index));
+                        continue;
+                    }
+                };
                 if let Err(error) = guard.write(&persist) {
                     drop(guard);
                     report(StorageReport::Failed(error.to_string()));
@@ -177,14 +204,29 @@ fn log_thread(
             // Nobody may be listening any more (shutting down): the writes still finish.
             let _ = report(StorageReport::Durable(id));
         }
+        if let Some(index) = compact {
+            // After the sync and its report: removing files never delays a commit. A failed
+            // compaction leaves segments that recovery skips; the next write reports the
+            // store's failure.
+            if let Err(error) = lock(store).compact(index) {
+                tracing::error!("compacting the log through {index} failed: {error}");
+            }
+        }
     }
 }
 
 fn checkpoint_thread(
     store: &Mutex<LogStore>,
+    latest: &Mutex<Option<Checkpoint>>,
     checkpoints: &mpsc::Receiver<(SnapshotMeta, Box<dyn StateSnapshot>)>,
     report: &dyn Fn(StorageReport) -> bool,
 ) {
+    // Best effort: a platform that cannot lower a thread's priority writes at the same one.
+    if let Err(error) =
+        rustix::process::setpriority_process(Some(rustix::thread::gettid()), CHECKPOINT_THREAD_NICE)
+    {
+        tracing::debug!("the checkpoint thread keeps its priority: {error}");
+    }
     while let Ok((meta, state)) = checkpoints.recv() {
         let started = Instant::now();
         let begun = lock(store).begin_checkpoint(meta.clone());
@@ -193,8 +235,11 @@ fn checkpoint_thread(
             Ok(None) => StorageReport::CheckpointSaved(meta),
             Ok(Some(writer)) => {
                 let written = write_checkpoint(writer, state.as_ref());
-                match lock(store).finish_checkpoint(written) {
-                    Ok(_) => StorageReport::CheckpointSaved(meta),
+                let mut guard = lock(store);
+                let finished = guard.finish_checkpoint(written).map(|_| ());
+                note_latest(&guard, latest);
+                match finished {
+                    Ok(()) => StorageReport::CheckpointSaved(meta),
                     Err(error) => StorageReport::CheckpointFailed(error.to_string()),
                 }
             }
@@ -224,7 +269,7 @@ impl Storage for ThreadedStorage {
     }
 
     fn latest_checkpoint(&self) -> Option<Checkpoint> {
-        lock(&self.store).latest_checkpoint()
+        lock(&self.latest).clone()
     }
 
     fn read_checkpoint(
@@ -237,11 +282,7 @@ impl Storage for ThreadedStorage {
     }
 
     fn compact(&mut self, index: LogIndex) {
-        // A failed compaction leaves segments that recovery skips; the log thread's next
-        // write reports the store's failure.
-        if let Err(error) = lock(&self.store).compact(index) {
-            tracing::error!("compacting the log through {index} failed: {error}");
-        }
+        self.send(Job::Compact(index));
     }
 
     fn receive_snapshot_chunk(&mut self, chunk: &InstallSnapshot) -> Result<u64, String> {
@@ -253,7 +294,10 @@ impl Storage for ThreadedStorage {
     }
 
     fn finish_snapshot(&mut self) -> Result<Box<dyn io::Read>, String> {
-        lock(&self.store).finish_received()
+        let mut guard = lock(&self.store);
+        let finished = guard.finish_received();
+        note_latest(&guard, &self.latest);
+        finished
     }
 
     fn received_snapshot_reader(&mut self) -> Result<Box<dyn io::Read>, String> {

@@ -598,6 +598,7 @@ impl World {
                 entries: rng.range(16, 64),
                 bytes: 1 << 20,
                 growth_percent: 0,
+                log_bytes_max: u64::MAX,
                 trailing_entries: rng.range(0, 16),
                 chunk_bytes: rng.range(32, 512),
                 chunks_in_flight: rng.range(1, 5),

@@ -73,6 +73,9 @@ pub struct ServeArgs {
     /// ... once the log since the last checkpoint is this percentage of its size (0: always).
     #[arg(long)]
     checkpoint_growth_percent: Option<u64>,
+    /// ... and in any case once this many bytes of log were applied since the last one.
+    #[arg(long)]
+    checkpoint_log_bytes_max: Option<u64>,
     /// Serve linearizable reads under a leader lease.
     #[arg(long)]
     lease_reads: bool,
@@ -212,6 +215,9 @@ pub fn config(args: &ServeArgs) -> Result<ServerConfig, String> {
     }
     if let Some(value) = args.checkpoint_growth_percent {
         config.checkpoint_growth_percent = value;
+    }
+    if let Some(value) = args.checkpoint_log_bytes_max {
+        config.checkpoint_log_bytes_max = value;
     }
     if args.no_audit {
         config.audit = false;

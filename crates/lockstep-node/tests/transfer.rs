@@ -42,6 +42,7 @@ fn small_policy() -> CheckpointPolicy {
         entries: 20,
         bytes: 1 << 30,
         growth_percent: 0,
+        log_bytes_max: u64::MAX,
         trailing_entries: 5,
         chunk_bytes: 512,
         chunks_in_flight: 2,
@@ -177,9 +178,9 @@ fn bad_chunks_are_refused_and_never_installed() {
 /// that checkpoint: a state that keeps growing is rewritten less and less often.
 #[test]
 fn checkpoints_wait_for_the_log_to_grow_by_the_set_percentage_of_the_last_one() {
-    let count = |growth_percent| {
+    let count = |growth_percent, log_bytes_max| {
         let disk: Arc<dyn Disk> = Arc::new(SimDisk::new(3, Faults::default()));
-        let policy = CheckpointPolicy { growth_percent, ..small_policy() };
+        let policy = CheckpointPolicy { growth_percent, log_bytes_max, ..small_policy() };
         let mut cluster = Cluster::new(disk, Path::new("/cluster"), policy);
         let leader = cluster.elect();
         // Every key is new: the state grows by what each entry carries.
@@ -190,15 +191,22 @@ fn checkpoints_wait_for_the_log_to_grow_by_the_set_percentage_of_the_last_one() 
         let checkpoint = cluster.drivers[&leader].storage().latest_checkpoint();
         (stats.checkpoints_saved, checkpoint)
     };
-    let (every_20, _) = count(0);
-    let (grown, latest) = count(100);
+    let (every_20, _) = count(0, u64::MAX);
+    let (grown, latest) = count(100, u64::MAX);
     assert!(every_20 >= 15, "a checkpoint every 20 entries: {every_20}");
     // Each checkpoint holds every value so far, so each waits for as many new bytes as all
     // before: the count grows with the logarithm of the writes, not linearly.
     assert!((3..=8).contains(&grown), "checkpoints with growth 100%: {grown} (vs {every_20})");
-    eprintln!("checkpoints: {every_20} every 20 entries, {grown} with growth 100%");
     let latest = latest.expect("a checkpoint");
     assert!(latest.meta.last_index.get() > 200, "checkpoints still taken: {latest:?}");
+    // A cap on the log since the last checkpoint (it is held in memory) takes a checkpoint
+    // once that much was applied, whatever the growth rule says: about every 40 entries here.
+    let (capped, _) = count(100, 40 * 100);
+    assert!(capped >= 9, "checkpoints with growth 100% and a log capped at 4,000 bytes: {capped}");
+    eprintln!(
+        "checkpoints: {every_20} every 20 entries, {grown} with growth 100%, {capped} with the \
+         log capped"
+    );
 }
 
 /// 200 MB of state on the real file system: the transfer runs in 1 MiB chunks with 4 in
@@ -212,6 +220,7 @@ fn a_200_mb_state_is_transferred_in_chunks_within_a_memory_bound() {
         entries: 50,
         bytes: 150 << 20,
         growth_percent: 0,
+        log_bytes_max: u64::MAX,
         trailing_entries: 2,
         chunk_bytes: 1 << 20,
         chunks_in_flight: 4,

@@ -30,7 +30,7 @@ enum Command {
     /// Start a local cluster of server processes on loopback (the default command).
     Up(up::UpArgs),
     /// Run one replica (see `lockstep serve --help` for the configuration file).
-    Serve(serve::ServeArgs),
+    Serve(Box<serve::ServeArgs>),
     /// Write a key.
     Put {
         /// The key.
@@ -299,7 +299,7 @@ fn main() -> ExitCode {
             }
             Command::Serve(args) => {
                 init_logging("info");
-                serve::run(args).await
+                serve::run(*args).await
             }
             Command::Bench(args) => {
                 init_logging("error");

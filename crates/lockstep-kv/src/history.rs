@@ -65,15 +65,17 @@ impl Version {
 }
 
 /// A key's versions, oldest first; never empty. See the module documentation.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug)]
 pub(crate) enum History {
     One(Version),
     Many(Arc<Chunked>),
 }
 
 /// Versions sealed in shared chunks of [`CHUNK_VERSIONS`] and a tail being filled: a clone
-/// copies the chunks' pointers and the tail, never the sealed versions.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// copies the chunks' pointers and the tail, never the sealed versions. A chunk partly
+/// compacted away keeps its dropped versions in memory until the rest of it goes (at most
+/// [`CHUNK_VERSIONS`] less one per key).
+#[derive(Clone, Debug)]
 pub(crate) struct Chunked {
     /// Versions of the first sealed chunk already dropped (compacted away).
     skip: usize,
@@ -242,6 +244,15 @@ impl History {
         Some(history)
     }
 }
+
+/// Histories are equal when they hold the same versions, however they hold them.
+impl PartialEq for History {
+    fn eq(&self, other: &History) -> bool {
+        self.len() == other.len() && self.iter().eq(other.iter())
+    }
+}
+
+impl Eq for History {}
 
 impl Serialize for History {
     /// As a sequence of versions, oldest first.

@@ -17,11 +17,20 @@ const CHUNK_ENTRIES: usize = 1024;
 type IndexEntry = ((Revision, u32), Bytes);
 
 /// See the module documentation.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default)]
 pub(crate) struct RevisionIndex {
     /// Each chunk non-empty and in order; the last one is filled up to [`CHUNK_ENTRIES`].
     chunks: Vec<Vec<IndexEntry>>,
 }
+
+/// Indexes are equal when they hold the same entries, however they are chunked.
+impl PartialEq for RevisionIndex {
+    fn eq(&self, other: &RevisionIndex) -> bool {
+        self.chunks.iter().flatten().eq(other.chunks.iter().flatten())
+    }
+}
+
+impl Eq for RevisionIndex {}
 
 impl RevisionIndex {
     /// Records `key`'s version at (`revision`, `sub`), which follows every recorded one.

@@ -211,13 +211,14 @@ impl<M: StateMachine, D: Storage, T: Transport> Driver<M, D, T> {
         if index > LogIndex::ZERO {
             self.checkpoints.compact_through = self.checkpoints.compact_through.max(index);
             self.compact_step();
-            self.storage.compact(index);
         }
         self.drain();
     }
 
-    /// Compacts the in-memory log a step further towards the last checkpoint (called at each
-    /// checkpoint saved and each tick).
+    /// Compacts the log a step further towards the last checkpoint (called at each checkpoint
+    /// saved and each tick): the core's entries in memory, and storage's no further, so that
+    /// the log on disk always starts at or before the core's first index (which repairs and
+    /// transfers judge checkpoints by).
     pub(crate) fn compact_step(&mut self) {
         let target = self.checkpoints.compact_through;
         let first = self.node.first_index();
@@ -227,6 +228,10 @@ impl<M: StateMachine, D: Storage, T: Transport> Driver<M, D, T> {
         let step =
             LogIndex(target.get().min(first.get().saturating_add(COMPACTION_ENTRIES_PER_STEP)));
         self.node.compact(step);
+        let compacted = LogIndex(self.node.first_index().get().saturating_sub(1));
+        if compacted >= first {
+            self.storage.compact(compacted);
+        }
     }
 
     /// Storage could not save the checkpoint; a later one is tried.

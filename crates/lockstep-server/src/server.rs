@@ -154,7 +154,16 @@ impl BoundServer {
                 (member.id, address)
             })
             .collect();
-        let outbox = start_peers(config.id, config.cluster_id, &peers, stopped.clone());
+        // Peers have a network thread of their own: heartbeats, votes and acknowledgements
+        // never wait behind clients' requests on the client network thread.
+        let peer_runtime = start_peer_runtime(stopped.clone())?;
+        let outbox = start_peers(
+            config.id,
+            config.cluster_id,
+            &peers,
+            stopped.clone(),
+            peer_runtime.clone(),
+        );
 
         let mut core = Config::new(NodeId(config.id));
         core.heartbeat_interval_ticks = config.heartbeat_ticks;
@@ -207,7 +216,7 @@ impl BoundServer {
             })
             .map_err(|error| format!("cannot start the replica thread: {error}"))?;
 
-        tokio::spawn(listen_peers(
+        peer_runtime.spawn(listen_peers(
             peer_listener,
             config.id,
             config.cluster_id,
@@ -270,6 +279,31 @@ impl BoundServer {
         }
         result
     }
+}
+
+/// The runtime of the peer connections, on a thread of its own ("lockstep-peers") until
+/// `stopped` says to stop (or its sender is gone); its tasks end with it.
+fn start_peer_runtime(
+    mut stopped: watch::Receiver<bool>,
+) -> Result<tokio::runtime::Handle, String> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|error| format!("cannot start the peer network runtime: {error}"))?;
+    let handle = runtime.handle().clone();
+    std::thread::Builder::new()
+        .name("lockstep-peers".to_string())
+        .spawn(move || {
+            runtime.block_on(async move {
+                while !*stopped.borrow_and_update() {
+                    if stopped.changed().await.is_err() {
+                        break;
+                    }
+                }
+            });
+        })
+        .map_err(|error| format!("cannot start the peer network thread: {error}"))?;
+    Ok(handle)
 }
 
 /// Tells the replica thread to stop when dropped.

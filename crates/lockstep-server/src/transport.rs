@@ -136,13 +136,14 @@ pub fn start_peers(
     cluster_id: u64,
     peers: &BTreeMap<u64, String>,
     shutdown: watch::Receiver<bool>,
+    runtime: tokio::runtime::Handle,
 ) -> PeerOutbox {
     let mut outbox = PeerOutbox {
         peers: BTreeMap::new(),
         addresses: BTreeMap::new(),
         me,
         cluster_id,
-        runtime: tokio::runtime::Handle::current(),
+        runtime,
         shutdown,
     };
     for (&id, address) in peers {

@@ -111,6 +111,8 @@ print("| from s | puts/s | p50 ms | p99 ms | max ms | errors | servers' RSS MiB 
 print("|---:|---:|---:|---:|---:|---:|---:|---:|")
 previous = None
 for n, w in enumerate(bench["windows"]):
+    if w["seconds"] < 1:
+        continue  # the last moments of the run, too short to say anything
     # The sample nearest the window's end.
     end = w["start_seconds"] + w["seconds"]
     near = min(samples, key=lambda s: abs(s[0] - end)) if samples else None

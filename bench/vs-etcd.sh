@@ -14,6 +14,8 @@
 #   ROUNDS=1 SECONDS_EACH=3 bash bench/vs-etcd.sh   # a quick look
 #   COMPACT=10000 bash bench/vs-etcd.sh   # both keep only the newest 10,000 revisions
 #                                         # (etcd's revision auto-compaction; lockstep's)
+#   MEMORY_KEYS=0 bash bench/vs-etcd.sh   # skip the memory phase (1,000,000 keys loaded into
+#                                         # each, resident memory per key)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -22,6 +24,7 @@ SECONDS_EACH="${SECONDS_EACH:-5}"
 WARMUP="${WARMUP:-1}"
 WRITE_DOCS="${WRITE_DOCS:-1}"
 COMPACT="${COMPACT:-0}"
+MEMORY_KEYS="${MEMORY_KEYS:-1000000}"
 ETCD_COMPACTION=()
 LOCKSTEP_COMPACTION=()
 if [ "$COMPACT" != "0" ]; then
@@ -101,17 +104,27 @@ WORKLOADS=(
     "mixed-90-10-64|--workload mixed --read-percent 90 --concurrency 64"
     "cas-64|--workload cas --concurrency 64"
 )
+# A system's three server processes.
+server_pids() { # system
+    if [ "$1" = etcd ]; then
+        echo "${PIDS[*]:0:3}"
+    else
+        pgrep -f "lockstep serve .*$WORK/lockstep" | tr '\n' ' '
+    fi
+}
 # CPU ticks (user + system) of a system's three server processes so far.
 server_ticks() { # system
-    local pids
-    if [ "$1" = etcd ]; then
-        pids="${PIDS[*]:0:3}"
-    else
-        pids=$(pgrep -f "lockstep serve .*$WORK/lockstep" | tr '\n' ' ')
-    fi
     local total=0
-    for pid in $pids; do
+    for pid in $(server_pids "$1"); do
         total=$((total + $(awk '{print $14 + $15}' "/proc/$pid/stat" 2>/dev/null || echo 0)))
+    done
+    echo "$total"
+}
+# Resident KiB of a system's three server processes, summed.
+server_rss_kib() { # system
+    local total=0
+    for pid in $(server_pids "$1"); do
+        total=$((total + $(awk '/^VmRSS:/ {print $2}' "/proc/$pid/status" 2>/dev/null || echo 0)))
     done
     echo "$total"
 }
@@ -145,11 +158,30 @@ echo "==> redis-benchmark (SET, 64 clients, appendfsync always)"
 REDIS=$(redis-benchmark -p 26379 -t set -c 64 -n 200000 -d 128 -r 10000 --csv 2>/dev/null | tail -1)
 echo "   $REDIS"
 
+MEMORY=""
+if [ "$MEMORY_KEYS" != "0" ]; then
+    echo "==> memory: $MEMORY_KEYS keys with 128-byte values written into each, resident memory"
+    for entry in "etcd|$ETCD_ENDPOINTS" "lockstep|$LOCKSTEP_ETCD"; do
+        system="${entry%%|*}"
+        endpoints="${entry#*|}"
+        before=$(server_rss_kib "$system")
+        "$LOCKSTEP" bench --target etcd --endpoints "$endpoints" --workload put --sequential \
+            --keys "$MEMORY_KEYS" --duration 3600 --warmup 0 --concurrency 64 --connections 4 \
+            --key-size 16 --value-size 128 --output json >"$WORK/memory-$system.json"
+        sleep 2
+        after=$(server_rss_kib "$system")
+        per_key=$(( (after - before) * 1024 / 3 / MEMORY_KEYS ))
+        echo "   $system: $((before / 1024)) MiB -> $((after / 1024)) MiB over three members: $per_key bytes per key per member"
+        MEMORY+="$system=$per_key;"
+    done
+fi
+
 MACHINE="$(nproc) cores, $(free -g | awk '/Mem:/ {print $2}') GiB, $(uname -r), $(df -T "$WORK" | awk 'NR==2 {print $2}') file system"
 VERSIONS="etcd $(etcd --version | awk '/etcd Version/ {print $3}'), $(redis-server --version | awk '{print $1, $3}'), lockstep $(git rev-parse --short HEAD)"
-python3 - "$RESULTS" "$REDIS" "$MACHINE" "$VERSIONS" "$ROUNDS" "$SECONDS_EACH" "$WRITE_DOCS" "$COMPACT" <<'PY'
+python3 - "$RESULTS" "$REDIS" "$MACHINE" "$VERSIONS" "$ROUNDS" "$SECONDS_EACH" "$WRITE_DOCS" "$COMPACT" "$MEMORY" "$MEMORY_KEYS" <<'PY'
 import json, statistics, sys, datetime, re
-results_path, redis, machine, versions, rounds, seconds, write_docs, compact = sys.argv[1:9]
+results_path, redis, machine, versions, rounds, seconds, write_docs, compact, memory, memory_keys = sys.argv[1:11]
+memory = dict(item.split("=") for item in memory.split(";") if item)
 runs = [json.loads(line) for line in open(results_path)]
 def cpu_us_per_request(run):
     # The servers' CPU over the warm-up and the measurement, over the requests of both (the
@@ -191,6 +223,15 @@ print()
 print(table)
 print()
 print(f"Redis (one node, appendfsync always), SET at 64 clients: {redis_rate} req/s")
+memory_line = ""
+if memory:
+    e, l = int(memory.get("etcd", 0)), int(memory.get("lockstep", 0))
+    ratio = f"{l / e:.2f}x" if e else "?"
+    memory_line = (f"Memory: {int(memory_keys):,} keys with 16-byte keys and 128-byte values written "
+        f"into each (after the rounds above), resident memory grown per key per member: etcd "
+        f"{e:,} bytes, lockstep {l:,} bytes ({ratio}; etcd's includes the pages of its database "
+        f"file it touched).")
+    print(memory_line)
 if write_docs == "1":
     day = datetime.date.today().isoformat()
     compaction = ("History is never compacted (both systems' default)." if compact == "0" else
@@ -214,6 +255,8 @@ Run {day} on {machine}; {versions}.
 
 Redis 7 on one node with `appendfsync always` (`redis-benchmark -t set -c 64 -d 128`), the
 single-node reference: {redis_rate} SET/s.
+
+{memory_line}
 <!-- vs-etcd:end -->"""
     path = "docs/BENCHMARKS.md"
     text = open(path).read()

@@ -741,7 +741,8 @@ impl<M: StateMachine> Replica<M> {
         }
     }
 
-    /// This replica's status; the state's digest only if asked for (it reads the whole state).
+    /// This replica's status; the state's digest only if asked for (what it costs is the
+    /// state machine's: the key-value store keeps its digest current, other machines may not).
     pub fn status(&self, with_digest: bool) -> ReplicaStatus {
         let node = self.driver.node();
         let membership = node.membership();

@@ -93,6 +93,10 @@ pub struct BenchArgs {
     /// the whole run): a long run shows whether the cluster holds its pace as its state grows.
     #[arg(long, default_value_t = 0.0)]
     window: f64,
+    /// Write (or read) keys 0, 1, 2, ... in order, each once, and stop when all `--keys` were
+    /// asked for or `--duration` ran out: a store loaded with exactly that many keys.
+    #[arg(long)]
+    sequential: bool,
     #[command(flatten)]
     client: ClientArgs,
 }
@@ -289,12 +293,13 @@ pub async fn run(args: BenchArgs) -> Result<(), String> {
     // Open loop: request i is due at start + i / rate; workers take the next due time.
     let open_loop_start = Instant::now();
     let next_ticket = Arc::new(AtomicU64::new(0));
+    let next_key = Arc::new(AtomicU64::new(0));
     let mut workers = Vec::new();
     for worker in 0..args.concurrency {
         let backend = backend.clone();
         let value = value.clone();
         let first_error = first_error.clone();
-        let (measuring, stop, errors, done, histogram, next_ticket, windows) = (
+        let (measuring, stop, errors, done, histogram, next_ticket, windows, next_key) = (
             measuring.clone(),
             stop.clone(),
             errors.clone(),
@@ -302,6 +307,7 @@ pub async fn run(args: BenchArgs) -> Result<(), String> {
             histogram.clone(),
             next_ticket.clone(),
             windows.clone(),
+            next_key.clone(),
         );
         let args = args.clone();
         workers.push(tokio::spawn(async move {
@@ -317,7 +323,15 @@ pub async fn run(args: BenchArgs) -> Result<(), String> {
                 } else {
                     Instant::now()
                 };
-                let n = random.next() % args.keys;
+                let n = if args.sequential {
+                    let n = next_key.fetch_add(1, Ordering::Relaxed);
+                    if n >= args.keys {
+                        break;
+                    }
+                    n
+                } else {
+                    random.next() % args.keys
+                };
                 let op = match args.workload {
                     Workload::Put => Op::Put,
                     Workload::Get => Op::Get { serializable: false },
@@ -365,7 +379,8 @@ pub async fn run(args: BenchArgs) -> Result<(), String> {
     windows.start(started);
     let measure = Duration::from_secs_f64(args.duration.max(0.1));
     let progress = progress_bar(&args, measure);
-    while started.elapsed() < measure {
+    let all_asked = || args.sequential && next_key.load(Ordering::Relaxed) >= args.keys;
+    while started.elapsed() < measure && !all_asked() {
         tokio::time::sleep(
             Duration::from_millis(200).min(measure.saturating_sub(started.elapsed())),
         )

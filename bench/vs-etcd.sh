@@ -112,22 +112,17 @@ server_pids() { # system
         pgrep -f "lockstep serve .*$WORK/lockstep" | tr '\n' ' '
     fi
 }
-# CPU ticks (user + system) of a system's three server processes so far.
-server_ticks() { # system
+# A figure summed over a system's three server processes: awk program over /proc/PID/FILE.
+server_sum() { # system file awk-program
     local total=0
     for pid in $(server_pids "$1"); do
-        total=$((total + $(awk '{print $14 + $15}' "/proc/$pid/stat" 2>/dev/null || echo 0)))
+        total=$((total + $(awk "$3" "/proc/$pid/$2" 2>/dev/null || echo 0)))
     done
     echo "$total"
 }
-# Resident KiB of a system's three server processes, summed.
-server_rss_kib() { # system
-    local total=0
-    for pid in $(server_pids "$1"); do
-        total=$((total + $(awk '/^VmRSS:/ {print $2}' "/proc/$pid/status" 2>/dev/null || echo 0)))
-    done
-    echo "$total"
-}
+# CPU ticks (user + system) so far; resident KiB.
+server_ticks() { server_sum "$1" stat '{print $14 + $15}'; }
+server_rss_kib() { server_sum "$1" status '/^VmRSS:/ {print $2}'; }
 run() { # system workload target endpoints args...
     local system="$1" workload="$2" target="$3" endpoints="$4"
     shift 4

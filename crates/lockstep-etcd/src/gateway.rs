@@ -71,6 +71,9 @@ pub struct GatewayConfig {
     pub members: Vec<GatewayMember>,
     /// How long a request may take before it fails as unavailable.
     pub timeout: Duration,
+    /// This replica's applied index, published by its replica thread when the gateway runs in
+    /// the same process: watchers wait on it instead of polling (`None`: they poll).
+    pub applied: Option<tokio::sync::watch::Receiver<u64>>,
 }
 
 type KvClient = Client<Request, Request, Answer>;
@@ -144,6 +147,11 @@ impl Gateway {
     /// Whether this replica leads now.
     pub(crate) async fn leads(&self) -> bool {
         self.local_status().await.is_ok_and(|status| status.role == "leader")
+    }
+
+    /// The replica's published applied index, when the gateway runs beside it.
+    pub(crate) fn applied(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
+        self.shared.config.applied.clone()
     }
 
     pub(crate) fn header(&self, revision: u64) -> Option<pb::ResponseHeader> {

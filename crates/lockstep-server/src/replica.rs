@@ -181,6 +181,8 @@ pub struct Replica<M: StateMachine> {
     /// Test only (a deliberately broken server): linearizable reads answered from the local
     /// state, leader or not.
     pub(crate) unsafe_reads: bool,
+    /// Where the applied index is published after each turn that moved it.
+    pub(crate) applied: Option<tokio::sync::watch::Sender<u64>>,
 }
 
 impl<M: StateMachine> Replica<M> {
@@ -204,6 +206,7 @@ impl<M: StateMachine> Replica<M> {
             was_leader: false,
             was_quarantined: false,
             unsafe_reads: false,
+            applied: None,
         }
     }
 
@@ -697,6 +700,14 @@ impl<M: StateMachine> Replica<M> {
 
     fn observe(&mut self) {
         let node = self.driver.node();
+        if let Some(published) = &self.applied {
+            let applied = node.applied_index().get();
+            published.send_if_modified(|seen| {
+                let moved = *seen != applied;
+                *seen = applied;
+                moved
+            });
+        }
         let leader = node.role() == Role::Leader;
         if leader != self.was_leader {
             match leader {

@@ -33,6 +33,7 @@ pub struct BoundServer {
     peer_listener: tokio::net::TcpListener,
     client_listener: tokio::net::TcpListener,
     metrics_listener: Option<tokio::net::TcpListener>,
+    applied: watch::Sender<u64>,
 }
 
 impl BoundServer {
@@ -52,7 +53,15 @@ impl BoundServer {
             }
             None => None,
         };
-        Ok(BoundServer { config, peer_listener, client_listener, metrics_listener })
+        let (applied, _) = watch::channel(0);
+        Ok(BoundServer { config, peer_listener, client_listener, metrics_listener, applied })
+    }
+
+    /// The replica's applied index, published after every turn of its thread that moved it:
+    /// a component in the same process (the etcd gateway's watchers) waits on it instead of
+    /// polling.
+    pub fn applied_index(&self) -> watch::Receiver<u64> {
+        self.applied.subscribe()
     }
 
     /// The bound peer and client addresses.
@@ -70,7 +79,8 @@ impl BoundServer {
         M::Output: Send + Serialize,
         F: Future<Output = ()>,
     {
-        let BoundServer { config, peer_listener, client_listener, metrics_listener } = self;
+        let BoundServer { config, peer_listener, client_listener, metrics_listener, applied } =
+            self;
         let claimed = identity::claim(&config.data_dir, config.cluster_id, config.id)?;
         // A replica joining a running cluster starts from the others' initial members, without
         // itself: it votes and campaigns only once the cluster's log makes it a voter.
@@ -199,6 +209,7 @@ impl BoundServer {
             });
         }
         let mut replica = Replica::new(driver, config.cluster_id, configured);
+        replica.applied = Some(applied);
         if config.sabotage == Some(Sabotage::UnsafeReads) {
             replica.unsafe_reads = true;
         }

@@ -264,6 +264,7 @@ pub async fn run(args: ServeArgs) -> Result<(), String> {
         None => None,
     };
     let (peer, client) = server.addresses();
+    let applied = server.applied_index();
     tracing::info!(
         replica = config.id,
         peers = ?peer,
@@ -285,6 +286,7 @@ pub async fn run(args: ServeArgs) -> Result<(), String> {
                 .map(|member| GatewayMember { id: member.id, client: member.client.clone() })
                 .collect(),
             timeout: std::time::Duration::from_secs(10),
+            applied: Some(applied.clone()),
         });
         let mut stopped = etcd_stopped.clone();
         tokio::spawn(lockstep_etcd::serve(listener, gateway, async move {

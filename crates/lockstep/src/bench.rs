@@ -97,6 +97,12 @@ pub struct BenchArgs {
     /// asked for or `--duration` ran out: a store loaded with exactly that many keys.
     #[arg(long)]
     sequential: bool,
+    /// First measure this machine's floor for a durable write: `fdatasync` of a small append
+    /// to a file in this directory (put it on the servers' file system) and a loopback TCP
+    /// round trip; a replicated put at one in flight cannot take less than a sync on the
+    /// leader, a round trip and a sync on a follower.
+    #[arg(long, value_name = "DIR")]
+    floor: Option<std::path::PathBuf>,
     #[command(flatten)]
     client: ClientArgs,
 }
@@ -267,6 +273,19 @@ pub async fn run(args: BenchArgs) -> Result<(), String> {
     if args.concurrency == 0 || args.keys == 0 || args.client.endpoints.is_empty() {
         return Err("--concurrency, --keys and --endpoints must be given".to_string());
     }
+    let floor = match &args.floor {
+        Some(dir) => Some(measure_floor(dir).await?),
+        None => None,
+    };
+    if let (Some(floor), Output::Text) = (&floor, args.client.output) {
+        println!(
+            "floor: fdatasync {:.3} ms, loopback round trip {:.3} ms (p50): a replicated put \
+             takes at least {:.3} ms",
+            floor.sync_ms_p50,
+            floor.round_trip_ms_p50,
+            floor.put_ms()
+        );
+    }
     let backend = Backend::connect(&args).await?;
     let value = Bytes::from(vec![b'x'; args.value_size]);
     if matches!(
@@ -404,8 +423,77 @@ pub async fn run(args: BenchArgs) -> Result<(), String> {
     let histogram = histogram.lock().map_err(|_| "a worker panicked".to_string())?.clone();
     let first_error = first_error.lock().ok().and_then(|first| first.clone());
     let windows = windows.finish(elapsed);
-    report(&args, &histogram, elapsed, errors.load(Ordering::Relaxed), first_error, &windows);
+    let errors = errors.load(Ordering::Relaxed);
+    report(&args, &histogram, elapsed, errors, first_error, &windows, floor.as_ref());
     Ok(())
+}
+
+/// This machine's floor for a durable replicated write (`--floor`).
+struct Floor {
+    sync_ms_p50: f64,
+    round_trip_ms_p50: f64,
+}
+
+impl Floor {
+    /// A sync on the leader, a round trip to a follower, a sync there.
+    fn put_ms(&self) -> f64 {
+        2.0 * self.sync_ms_p50 + self.round_trip_ms_p50
+    }
+}
+
+/// Syncs of 200 small appends to a file in `dir` (removed after), and 1,000 round trips of
+/// a 64-byte message over loopback TCP; the medians.
+async fn measure_floor(dir: &std::path::Path) -> Result<Floor, String> {
+    use std::io::Write;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let median = |mut samples: Vec<f64>| {
+        samples.sort_by(f64::total_cmp);
+        samples.get(samples.len() / 2).copied().unwrap_or(f64::NAN)
+    };
+    let path = dir.join(format!(".lockstep-floor-{}", std::process::id()));
+    let syncs = {
+        let mut file = std::fs::File::create(&path)
+            .map_err(|error| format!("--floor: cannot create {}: {error}", path.display()))?;
+        let mut samples = Vec::with_capacity(200);
+        for _ in 0..200 {
+            let started = Instant::now();
+            file.write_all(&[0u8; 256])
+                .and_then(|()| file.sync_data())
+                .map_err(|error| format!("--floor: writing {}: {error}", path.display()))?;
+            samples.push(started.elapsed().as_secs_f64() * 1000.0);
+        }
+        samples
+    };
+    let _ = std::fs::remove_file(&path);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .map_err(|error| format!("--floor: {error}"))?;
+    let address = listener.local_addr().map_err(|error| format!("--floor: {error}"))?;
+    let echo = tokio::spawn(async move {
+        let Ok((mut stream, _)) = listener.accept().await else { return };
+        let _ = stream.set_nodelay(true);
+        let mut buffer = [0u8; 64];
+        while stream.read_exact(&mut buffer).await.is_ok() {
+            if stream.write_all(&buffer).await.is_err() {
+                return;
+            }
+        }
+    });
+    let mut stream = tokio::net::TcpStream::connect(address)
+        .await
+        .map_err(|error| format!("--floor: {error}"))?;
+    let _ = stream.set_nodelay(true);
+    let mut round_trips = Vec::with_capacity(1_000);
+    let mut buffer = [0u8; 64];
+    for _ in 0..1_000 {
+        let started = Instant::now();
+        stream.write_all(&buffer).await.map_err(|error| format!("--floor: {error}"))?;
+        stream.read_exact(&mut buffer).await.map_err(|error| format!("--floor: {error}"))?;
+        round_trips.push(started.elapsed().as_secs_f64() * 1000.0);
+    }
+    drop(stream);
+    let _ = echo.await;
+    Ok(Floor { sync_ms_p50: median(syncs), round_trip_ms_p50: median(round_trips) })
 }
 
 /// Per-window figures of a run (`--window`).
@@ -505,6 +593,7 @@ fn report(
     errors: u64,
     first_error: Option<String>,
     windows: &[WindowReport],
+    floor: Option<&Floor>,
 ) {
     let count = histogram.len();
     let rate = count as f64 / elapsed.as_secs_f64();
@@ -539,6 +628,11 @@ fn report(
                         "p50": window.p50_ms, "p99": window.p99_ms, "max": window.max_ms,
                     },
                 })).collect::<Vec<_>>(),
+                "floor": floor.map(|floor| json!({
+                    "fdatasync_ms_p50": floor.sync_ms_p50,
+                    "loopback_round_trip_ms_p50": floor.round_trip_ms_p50,
+                    "replicated_put_ms": floor.put_ms(),
+                })),
             })
         ),
         Output::Text => {

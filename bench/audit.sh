@@ -15,21 +15,10 @@ SECONDS_EACH="${SECONDS_EACH:-5}"
 WARMUP="${WARMUP:-1}"
 WRITE_DOCS="${WRITE_DOCS:-1}"
 
-bash scripts/ensure-packages.sh python3=python3
-echo "==> cargo build --release"
-cargo build --release --quiet
-LOCKSTEP="$PWD/target/release/lockstep"
-
-WORK="$PWD/target/bench/audit-$(date +%Y%m%d-%H%M%S)"
-mkdir -p "$WORK"
+source bench/common.sh
+bench_setup audit python3=python3
 RESULTS="$WORK/results.jsonl"
 : > "$RESULTS"
-PIDS=()
-cleanup() {
-    for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
-    wait 2>/dev/null || true
-}
-trap cleanup EXIT INT TERM
 
 # mode | port | flags
 MODES=("off|25100|--no-audit" "on|26100|" "verified|27100|--verified-outputs")

@@ -20,23 +20,12 @@ WINDOW="${WINDOW:-10}"
 AUDIT_MODES="${AUDIT_MODES:-on off}"
 PORT="${PORT:-25100}"
 
-bash scripts/ensure-packages.sh python3=python3
-
-echo "==> cargo build --release"
-cargo build --release --quiet
-LOCKSTEP="$PWD/target/release/lockstep"
-WORK="$PWD/target/bench/soak-$(date +%Y%m%d-%H%M%S)"
-mkdir -p "$WORK"
+source bench/common.sh
+bench_setup soak python3=python3
 ENDPOINTS="127.0.0.1:$((PORT + 1)),127.0.0.1:$((PORT + 2)),127.0.0.1:$((PORT + 3))"
 
 UP_PID=""
 SAMPLER_PID=""
-cleanup() {
-    [ -n "$SAMPLER_PID" ] && kill "$SAMPLER_PID" 2>/dev/null || true
-    [ -n "$UP_PID" ] && kill "$UP_PID" 2>/dev/null || true
-    wait 2>/dev/null || true
-}
-trap cleanup EXIT INT TERM
 
 # Every 10 s: seconds since start, then per server pid its resident KiB and CPU ticks.
 sample() {
@@ -70,6 +59,7 @@ for audit in $AUDIT_MODES; do
     "$LOCKSTEP" up --data-dir "$data" --port "$PORT" --etcd-port 0 --no-restart "${flags[@]}" \
         >"$WORK/up-$audit.log" 2>&1 &
     UP_PID=$!
+    PIDS+=("$UP_PID")
     for _ in $(seq 1 100); do
         if "$LOCKSTEP" put soak/ready yes --endpoints "$ENDPOINTS" >/dev/null 2>&1; then break; fi
         sleep 0.2
@@ -78,6 +68,7 @@ for audit in $AUDIT_MODES; do
     : >"$WORK/samples-$audit.txt"
     sample "$data" "$WORK/samples-$audit.txt" &
     SAMPLER_PID=$!
+    PIDS+=("$SAMPLER_PID")
     echo "==> audit $audit: $DURATION s of puts at $CONCURRENCY in flight (terms at start: $terms_before)"
     "$LOCKSTEP" bench --endpoints "$ENDPOINTS" --workload put --concurrency "$CONCURRENCY" \
         --duration "$DURATION" --window "$WINDOW" --output json >"$WORK/bench-$audit.json"

@@ -32,23 +32,11 @@ if [ "$COMPACT" != "0" ]; then
     LOCKSTEP_COMPACTION=(--auto-compact-revisions "$COMPACT")
 fi
 
-bash scripts/ensure-packages.sh etcd=etcd-server redis-server=redis-server \
-    redis-benchmark=redis-tools python3=python3
-
-echo "==> cargo build --release"
-cargo build --release --quiet
-LOCKSTEP="$PWD/target/release/lockstep"
-
-WORK="$PWD/target/bench/vs-etcd-$(date +%Y%m%d-%H%M%S)"
-mkdir -p "$WORK"
+source bench/common.sh
+bench_setup vs-etcd etcd=etcd-server redis-server=redis-server redis-benchmark=redis-tools \
+    python3=python3
 RESULTS="$WORK/results.jsonl"
 : > "$RESULTS"
-PIDS=()
-cleanup() {
-    for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
-    wait 2>/dev/null || true
-}
-trap cleanup EXIT INT TERM
 
 # etcd: 3 members on loopback.
 ETCD_CLIENTS=(23791 23792 23793)

@@ -666,7 +666,8 @@ pub struct Driver<M: StateMachine, D: Storage, T: Transport> {
     /// is called again.
     apply_budget: u64,
     apply_budget_bytes: u64,
-    /// Proposals are refused while more than this many committed entries wait to be applied.
+    /// A leader refuses proposals while its commit index is more than this many entries ahead
+    /// of what was applied.
     apply_backlog_max: u64,
 }
 
@@ -1128,10 +1129,14 @@ impl<M: StateMachine, D: Storage, T: Transport> Driver<M, D, T> {
         if self.failure.is_some() {
             return;
         }
+        if self.apply_budget == 0 || self.apply_budget_bytes == 0 {
+            return;
+        }
+        // As many entries as the budget allows, and always the first.
         let mut count = 0usize;
         let mut bytes = 0u64;
-        for entry in self.apply_queue.iter().take(self.apply_budget.min(usize::MAX as u64) as usize)
-        {
+        let entries_max = usize::try_from(self.apply_budget).unwrap_or(usize::MAX);
+        for entry in self.apply_queue.iter().take(entries_max) {
             let size = entry.size_bytes();
             if count > 0 && bytes.saturating_add(size) > self.apply_budget_bytes {
                 break;
@@ -1139,7 +1144,7 @@ impl<M: StateMachine, D: Storage, T: Transport> Driver<M, D, T> {
             count += 1;
             bytes += size;
         }
-        if count == 0 || self.apply_budget_bytes == 0 {
+        if count == 0 {
             return;
         }
         self.apply_budget = self.apply_budget.saturating_sub(count as u64);

@@ -273,15 +273,15 @@ impl<M: StateMachine> Replica<M> {
             metrics::histogram!("lockstep_turn_seconds").record(took.as_secs_f64());
             if took.as_millis() >= TURN_MILLIS_NOTED {
                 // A long turn holds heartbeats back: say where it went.
-                let applied = self.driver.node().applied_index().get() - applied_before.get();
+                // A repair may have moved the applied index back.
+                let applied =
+                    self.driver.node().applied_index().get().saturating_sub(applied_before.get());
                 let on_cpu_millis = thread_cpu_nanos().saturating_sub(cpu_before) / 1_000_000;
-                let schedule = format!(
-                    "; on a CPU {on_cpu_millis} ms, the rest waiting (for a CPU, a lock or the disk)"
-                );
                 tracing::warn!(
                     "a turn of the replica thread took {} ms: {handled} inputs and {controls} ticks \
-                     or storage reports in {} ms, {applied} \
-                     entries applied ({} ms after the inputs), answers and messages {} ms{schedule}",
+                     or storage reports in {} ms, {applied} entries applied ({} ms after the \
+                     inputs), answers and messages {} ms; on a CPU {on_cpu_millis} ms, the rest \
+                     waiting (for a CPU, a lock or the disk)",
                     took.as_millis(),
                     inputs_done.as_millis(),
                     (apply_done - inputs_done).as_millis(),

@@ -28,17 +28,19 @@
 
 use std::collections::HashMap;
 use std::fmt;
+use std::future::Future;
 use std::marker::PhantomData;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 pub use lockstep_wire::{
-    AuditRequest, AuditView, ClientError, MemberInfo, MemberRequest, PeerAuditView,
-    ReadConsistency, ReplicaStatus,
+    AuditRequest, AuditView, ClientError, ClientMessage, MemberInfo, MemberRequest, PeerAuditView,
+    Progress, ReadConsistency, ReplicaStatus, ServerMessage,
 };
-use lockstep_wire::{ClientMessage, Decoder, Kind, ServerMessage};
+use lockstep_wire::{Decoder, Kind};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -119,16 +121,82 @@ impl std::error::Error for Error {}
 
 type Pending<O> = Arc<Mutex<HashMap<u64, oneshot::Sender<ServerMessage<O>>>>>;
 
+/// Where a replica in the client's process sends its answers.
+pub type Answers<O> = mpsc::UnboundedSender<ServerMessage<O>>;
+
+/// Hands a request to a replica in the client's process, its answer to come on the given
+/// sender; completes with false once that replica has stopped.
+pub type Submit<I, Q, O> = Arc<
+    dyn Fn(ClientMessage<I, Q>, Answers<O>) -> Pin<Box<dyn Future<Output = bool> + Send>>
+        + Send
+        + Sync,
+>;
+
+/// A replica in the same process as the client (the etcd gateway beside its replica): the
+/// client reaches it by handing over requests and answers as values, with no socket and no
+/// encoding, and reaches every other replica over the network as usual. Leader discovery,
+/// sessions and retries are the same either way.
+pub struct InProcess<I, Q, O> {
+    /// The client address of that replica: the endpoint this link stands for.
+    pub endpoint: String,
+    /// How a request reaches it.
+    pub submit: Submit<I, Q, O>,
+}
+
+impl<I, Q, O> fmt::Debug for InProcess<I, Q, O> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("InProcess").field("endpoint", &self.endpoint).finish_non_exhaustive()
+    }
+}
+
+impl<I, Q, O> Clone for InProcess<I, Q, O> {
+    fn clone(&self) -> Self {
+        InProcess { endpoint: self.endpoint.clone(), submit: self.submit.clone() }
+    }
+}
+
+/// How a connection carries requests.
+enum Link<I, Q, O> {
+    /// Frames to a socket's writer task.
+    Socket(mpsc::UnboundedSender<Bytes>),
+    /// Values to a replica in this process.
+    InProcess { submit: Submit<I, Q, O>, answers: Answers<O> },
+}
+
 /// One connection to one replica, shared by every request.
-struct Connection<O> {
+struct Connection<I, Q, O> {
     endpoint: String,
-    frames: mpsc::UnboundedSender<Bytes>,
+    link: Link<I, Q, O>,
     pending: Pending<O>,
     alive: Arc<AtomicBool>,
 }
 
-impl<O: DeserializeOwned + Send + 'static> Connection<O> {
-    async fn open(endpoint: &str, timeout: Duration) -> Result<Connection<O>, String> {
+impl<I: Serialize, Q: Serialize, O: DeserializeOwned + Send + 'static> Connection<I, Q, O> {
+    /// A connection to the replica in this process: its answers are routed to their waiters
+    /// by a task that ends when the connection and every request it sent are gone.
+    fn in_process(local: &InProcess<I, Q, O>) -> Connection<I, Q, O> {
+        let (answers, mut receiver) = mpsc::unbounded_channel::<ServerMessage<O>>();
+        let pending: Pending<O> = Arc::default();
+        {
+            let pending = pending.clone();
+            tokio::spawn(async move {
+                while let Some(answer) = receiver.recv().await {
+                    let waiter = lock(&pending).remove(&answer.id());
+                    if let Some(waiter) = waiter {
+                        let _ = waiter.send(answer);
+                    }
+                }
+            });
+        }
+        Connection {
+            endpoint: local.endpoint.clone(),
+            link: Link::InProcess { submit: local.submit.clone(), answers },
+            pending,
+            alive: Arc::new(AtomicBool::new(true)),
+        }
+    }
+
+    async fn open(endpoint: &str, timeout: Duration) -> Result<Connection<I, Q, O>, String> {
         let stream = tokio::time::timeout(timeout, TcpStream::connect(endpoint))
             .await
             .map_err(|_| format!("connecting to {endpoint} timed out"))?
@@ -202,14 +270,40 @@ impl<O: DeserializeOwned + Send + 'static> Connection<O> {
                 lock(&pending).clear();
             });
         }
-        Ok(Connection { endpoint: endpoint.to_string(), frames, pending, alive })
+        Ok(Connection {
+            endpoint: endpoint.to_string(),
+            link: Link::Socket(frames),
+            pending,
+            alive,
+        })
     }
 
-    /// Sends a frame for request `id` and returns where its answer will come.
-    fn send(&self, id: u64, frame: Bytes) -> Result<oneshot::Receiver<ServerMessage<O>>, String> {
+    /// Sends request `id` and returns where its answer will come.
+    async fn send(
+        &self,
+        id: u64,
+        message: ClientMessage<I, Q>,
+    ) -> Result<oneshot::Receiver<ServerMessage<O>>, String> {
         let (sender, receiver) = oneshot::channel();
         lock(&self.pending).insert(id, sender);
-        if !self.alive.load(Ordering::Acquire) || self.frames.send(frame).is_err() {
+        let sent = self.alive.load(Ordering::Acquire)
+            && match &self.link {
+                Link::Socket(frames) => match lockstep_wire::encode(Kind::Client, &message) {
+                    Ok(frame) => frames.send(frame).is_ok(),
+                    Err(error) => {
+                        lock(&self.pending).remove(&id);
+                        return Err(error.to_string());
+                    }
+                },
+                Link::InProcess { submit, answers } => {
+                    let sent = submit(message, answers.clone()).await;
+                    if !sent {
+                        self.alive.store(false, Ordering::Release);
+                    }
+                    sent
+                }
+            };
+        if !sent {
             lock(&self.pending).remove(&id);
             return Err(format!("the connection to {} is closed", self.endpoint));
         }
@@ -233,10 +327,15 @@ struct Session {
 /// sessions after 10 minutes, and a forgotten session's next request would be refused.
 const SESSION_IDLE_MAX: Duration = Duration::from_secs(300);
 
-struct Shared<O> {
+/// The connection in use, if any, and the index of the endpoint to try next.
+type Current<I, Q, O> = (Option<Arc<Connection<I, Q, O>>>, usize);
+
+struct Shared<I, Q, O> {
     endpoints: Vec<String>,
+    /// The replica in this process, reached without a socket, if there is one.
+    local: Option<InProcess<I, Q, O>>,
     /// The connection in use, and the index of the endpoint to try next when it fails.
-    current: tokio::sync::Mutex<(Option<Arc<Connection<O>>>, usize)>,
+    current: tokio::sync::Mutex<Current<I, Q, O>>,
     next_id: AtomicU64,
     /// Idle sessions: each request in flight holds its own, so pipelined writes never race
     /// within a session.
@@ -245,7 +344,7 @@ struct Shared<O> {
 
 /// See the crate documentation. Cloning gives another handle on the same connection.
 pub struct Client<I, Q, O> {
-    shared: Arc<Shared<O>>,
+    shared: Arc<Shared<I, Q, O>>,
     options: ClientOptions,
     types: PhantomData<fn(I, Q) -> O>,
 }
@@ -273,9 +372,28 @@ where
     /// A client of the cluster reachable at `endpoints` (client addresses, `host:port`). It
     /// connects when first used.
     pub fn new(endpoints: Vec<String>, options: ClientOptions) -> Client<I, Q, O> {
+        Client::build(endpoints, options, None)
+    }
+
+    /// A client of the cluster reachable at `endpoints`, one of which is the replica `local`
+    /// in this process: that one is reached through `local`, the others over the network.
+    pub fn with_local(
+        endpoints: Vec<String>,
+        options: ClientOptions,
+        local: InProcess<I, Q, O>,
+    ) -> Client<I, Q, O> {
+        Client::build(endpoints, options, Some(local))
+    }
+
+    fn build(
+        endpoints: Vec<String>,
+        options: ClientOptions,
+        local: Option<InProcess<I, Q, O>>,
+    ) -> Client<I, Q, O> {
         Client {
             shared: Arc::new(Shared {
                 endpoints,
+                local,
                 current: tokio::sync::Mutex::new((None, 0)),
                 next_id: AtomicU64::new(1),
                 sessions: Mutex::new(Vec::new()),
@@ -370,7 +488,7 @@ where
         let mut last = String::new();
         while started.elapsed() < self.options.timeout {
             let id = self.shared.next_id.fetch_add(1, Ordering::Relaxed);
-            match self.attempt(&ClientMessage::<I, Q>::Status { id, digest }, id).await {
+            match self.attempt(ClientMessage::<I, Q>::Status { id, digest }, id).await {
                 Attempt::Answer(ServerMessage::Status { status, .. }) => return Ok(*status),
                 Attempt::Answer(_) => return Err(Error::Malformed("not a status".to_string())),
                 Attempt::Again(reason) => {
@@ -406,7 +524,7 @@ where
         let mut backoff = Duration::from_millis(10);
         while started.elapsed() < self.options.timeout {
             let id = self.shared.next_id.fetch_add(1, Ordering::Relaxed);
-            let again = match self.attempt(&make(id), id).await {
+            let again = match self.attempt(make(id), id).await {
                 Attempt::Answer(ServerMessage::Refused { error, .. }) => match error {
                     ClientError::NotLeader { leader, address } => {
                         let moved = self.move_on(address.as_deref()).await;
@@ -440,16 +558,12 @@ where
         Err(Error::Timeout { waited: started.elapsed(), last })
     }
 
-    async fn attempt(&self, message: &ClientMessage<I, Q>, id: u64) -> Attempt<O> {
+    async fn attempt(&self, message: ClientMessage<I, Q>, id: u64) -> Attempt<O> {
         let connection = match self.connection().await {
             Ok(connection) => connection,
             Err(reason) => return Attempt::Again(reason),
         };
-        let frame = match lockstep_wire::encode(Kind::Client, message) {
-            Ok(frame) => frame,
-            Err(error) => return Attempt::Again(error.to_string()),
-        };
-        let answer = match connection.send(id, frame) {
+        let answer = match connection.send(id, message).await {
             Ok(answer) => answer,
             Err(reason) => return Attempt::Again(reason),
         };
@@ -466,7 +580,7 @@ where
     }
 
     /// The connection in use, opening one to the next endpoint if there is none.
-    async fn connection(&self) -> Result<Arc<Connection<O>>, String> {
+    async fn connection(&self) -> Result<Arc<Connection<I, Q, O>>, String> {
         let mut current = self.shared.current.lock().await;
         if let Some(connection) = &current.0 {
             if connection.alive.load(Ordering::Acquire) {
@@ -475,7 +589,7 @@ where
         }
         let endpoints = &self.shared.endpoints;
         let endpoint = endpoints[current.1 % endpoints.len()].clone();
-        match Connection::open(&endpoint, self.options.attempt_timeout).await {
+        match self.open(&endpoint).await {
             Ok(connection) => {
                 let connection = Arc::new(connection);
                 current.0 = Some(connection.clone());
@@ -522,12 +636,27 @@ where
     }
 
     async fn connect_to(&self, endpoint: &str) -> bool {
-        let Ok(connection) = Connection::open(endpoint, self.options.attempt_timeout).await else {
+        let Ok(connection) = self.open(endpoint).await else {
             return false;
         };
         let mut current = self.shared.current.lock().await;
         current.0 = Some(Arc::new(connection));
         true
+    }
+}
+
+impl<I, Q, O> Client<I, Q, O>
+where
+    I: Serialize,
+    Q: Serialize,
+    O: DeserializeOwned + Send + 'static,
+{
+    /// A connection to `endpoint`: in process if it is the local replica's.
+    async fn open(&self, endpoint: &str) -> Result<Connection<I, Q, O>, String> {
+        match &self.shared.local {
+            Some(local) if local.endpoint == endpoint => Ok(Connection::in_process(local)),
+            _ => Connection::open(endpoint, self.options.attempt_timeout).await,
+        }
     }
 }
 

@@ -1,6 +1,10 @@
 //! The gateway: etcd's v3 KV, Maintenance and Cluster services, answered by the replicated
 //! key-value store through lockstep's native client.
 //!
+//! Beside its replica (as `lockstep serve` runs it) the gateway reaches that replica in
+//! process ([`LocalReplica`]: requests handed over as values, progress published by the
+//! replica thread) and the other replicas, the leader among them, over the network.
+//!
 //! Each replica runs a gateway. Writes and linearizable reads go to the cluster (the client
 //! finds the leader and retries under a session, so a write is applied once); serializable
 //! reads and status are answered by this replica alone, as etcd's are. Response headers carry
@@ -12,8 +16,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use lockstep_client::{
-    Client, ClientOptions, Error as ClientError, MemberInfo, MemberRequest, ReadConsistency,
-    ReplicaStatus,
+    Client, ClientOptions, Error as ClientError, InProcess, MemberInfo, MemberRequest, Progress,
+    ReadConsistency, ReplicaStatus,
 };
 use lockstep_kv::{self as kv, Answer, KvError, Request, Response};
 use tonic::{Request as GrpcRequest, Response as GrpcResponse, Status};
@@ -71,9 +75,19 @@ pub struct GatewayConfig {
     pub members: Vec<GatewayMember>,
     /// How long a request may take before it fails as unavailable.
     pub timeout: Duration,
-    /// This replica's applied index, published by its replica thread when the gateway runs in
-    /// the same process: watchers wait on it instead of polling (`None`: they poll).
-    pub applied: Option<tokio::sync::watch::Receiver<u64>>,
+    /// The replica this gateway runs beside, when it runs in the same process (`None`: the
+    /// gateway reaches its replica over the network and polls what it needs).
+    pub local: Option<LocalReplica>,
+}
+
+/// The gateway's replica in its own process.
+#[derive(Clone, Debug)]
+pub struct LocalReplica {
+    /// Requests reach it as values: no socket, no encoding.
+    pub link: InProcess<Request, Request, Answer>,
+    /// Its applied index, term and leader, published by its replica thread after each turn
+    /// that changed them: watchers wait on it, headers and leadership read it.
+    pub progress: tokio::sync::watch::Receiver<Progress>,
 }
 
 type KvClient = Client<Request, Request, Answer>;
@@ -111,18 +125,22 @@ impl Gateway {
         };
         let local_options =
             ClientOptions { consistency: ReadConsistency::Follower, ..options.clone() };
-        Gateway {
-            shared: Arc::new(Shared {
-                cluster: Client::new(endpoints, options),
-                local: Client::new(vec![own], local_options),
-                term: AtomicU64::new(0),
-                config,
-            }),
-        }
+        let (cluster, local) = match &config.local {
+            Some(local) => (
+                Client::with_local(endpoints, options, local.link.clone()),
+                Client::with_local(vec![own], local_options, local.link.clone()),
+            ),
+            None => (Client::new(endpoints, options), Client::new(vec![own], local_options)),
+        };
+        Gateway { shared: Arc::new(Shared { cluster, local, term: AtomicU64::new(0), config }) }
     }
 
-    /// Keeps the raft term for headers fresh (every 100 ms) until the gateway is dropped.
+    /// Keeps the raft term for headers fresh (every 100 ms) until the gateway is dropped; a
+    /// gateway beside its replica reads the published term instead.
     pub fn start_refreshing(&self) {
+        if self.shared.config.local.is_some() {
+            return;
+        }
         let weak = Arc::downgrade(&self.shared);
         tokio::spawn(async move {
             loop {
@@ -146,20 +164,27 @@ impl Gateway {
 
     /// Whether this replica leads now.
     pub(crate) async fn leads(&self) -> bool {
-        self.local_status().await.is_ok_and(|status| status.role == "leader")
+        match &self.shared.config.local {
+            Some(local) => local.progress.borrow().leader == Some(self.shared.config.member_id),
+            None => self.local_status().await.is_ok_and(|status| status.role == "leader"),
+        }
     }
 
-    /// The replica's published applied index, when the gateway runs beside it.
-    pub(crate) fn applied(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
-        self.shared.config.applied.clone()
+    /// The replica's published progress, when the gateway runs beside it.
+    pub(crate) fn progress(&self) -> Option<tokio::sync::watch::Receiver<Progress>> {
+        self.shared.config.local.as_ref().map(|local| local.progress.clone())
     }
 
     pub(crate) fn header(&self, revision: u64) -> Option<pb::ResponseHeader> {
+        let term = match &self.shared.config.local {
+            Some(local) => local.progress.borrow().term,
+            None => self.shared.term.load(Ordering::Relaxed),
+        };
         Some(pb::ResponseHeader {
             cluster_id: self.shared.config.cluster_id,
             member_id: self.shared.config.member_id,
             revision: revision as i64,
-            raft_term: self.shared.term.load(Ordering::Relaxed),
+            raft_term: term,
         })
     }
 

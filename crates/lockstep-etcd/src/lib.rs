@@ -22,7 +22,7 @@ pub mod rpc {
 pub mod gateway;
 pub mod streams;
 
-pub use gateway::{Gateway, GatewayConfig, GatewayMember};
+pub use gateway::{Gateway, GatewayConfig, GatewayMember, LocalReplica};
 
 use std::future::Future;
 

@@ -264,7 +264,7 @@ impl Watcher {
     /// Delivers changes until the stream closes or the watcher is canceled.
     async fn run(mut self, gateway: Gateway, sender: Sender) {
         let mut last_sent = Instant::now();
-        let mut applied = gateway.applied();
+        let mut applied = gateway.progress();
         loop {
             if self.canceled.load(Ordering::Acquire) {
                 return;

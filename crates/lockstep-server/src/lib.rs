@@ -39,4 +39,4 @@ pub mod storage;
 pub mod transport;
 
 pub use config::{ConfigError, Member, RepairSetting, Sabotage, ServerConfig};
-pub use server::BoundServer;
+pub use server::{BoundServer, Inbox, LocalLink};

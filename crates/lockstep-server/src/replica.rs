@@ -21,7 +21,7 @@ use lockstep_core::{
 use lockstep_node::{ClientId, ClientRequest, Completion, Driver, Refusal, RequestId};
 use lockstep_wire::{
     AuditRequest, AuditView, ClientError, ClientMessage, MemberInfo, MemberRequest, PeerAuditView,
-    ReadConsistency, ReplicaStatus, ServerMessage,
+    Progress, ReadConsistency, ReplicaStatus, ServerMessage,
 };
 use tokio::sync::mpsc;
 
@@ -181,8 +181,9 @@ pub struct Replica<M: StateMachine> {
     /// Test only (a deliberately broken server): linearizable reads answered from the local
     /// state, leader or not.
     pub(crate) unsafe_reads: bool,
-    /// Where the applied index is published after each turn that moved it.
-    pub(crate) applied: Option<tokio::sync::watch::Sender<u64>>,
+    /// Where the applied index, term and leader are published after each turn that changed
+    /// them.
+    pub(crate) progress: Option<tokio::sync::watch::Sender<Progress>>,
 }
 
 impl<M: StateMachine> Replica<M> {
@@ -206,7 +207,7 @@ impl<M: StateMachine> Replica<M> {
             was_leader: false,
             was_quarantined: false,
             unsafe_reads: false,
-            applied: None,
+            progress: None,
         }
     }
 
@@ -700,12 +701,16 @@ impl<M: StateMachine> Replica<M> {
 
     fn observe(&mut self) {
         let node = self.driver.node();
-        if let Some(published) = &self.applied {
-            let applied = node.applied_index().get();
+        if let Some(published) = &self.progress {
+            let now = Progress {
+                applied: node.applied_index().get(),
+                term: node.term().0,
+                leader: node.leader().map(|leader| leader.0),
+            };
             published.send_if_modified(|seen| {
-                let moved = *seen != applied;
-                *seen = applied;
-                moved
+                let changed = *seen != now;
+                *seen = now;
+                changed
             });
         }
         let leader = node.role() == Role::Leader;

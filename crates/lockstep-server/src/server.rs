@@ -12,6 +12,7 @@ use lockstep_node::{
     AuditConfig, CheckpointPolicy, Driver, LogStore, RepairMode, Replicated, SessionConfig,
 };
 use lockstep_storage::{RealDisk, WalOptions};
+use lockstep_wire::{ClientMessage, Progress};
 use serde::Serialize;
 use tokio::sync::{mpsc, oneshot, watch};
 
@@ -19,7 +20,7 @@ use crate::clients::listen_clients;
 use crate::config::{RepairSetting, Sabotage, ServerConfig};
 use crate::hosted::{Hosted, MemberAddress};
 use crate::identity;
-use crate::replica::{Control, Event, Inputs, Replica, Stamped};
+use crate::replica::{Control, Event, Inputs, Replica, Reply, Stamped};
 use crate::storage::ThreadedStorage;
 use crate::transport::{bind, listen_peers, start_peers};
 
@@ -33,7 +34,57 @@ pub struct BoundServer {
     peer_listener: tokio::net::TcpListener,
     client_listener: tokio::net::TcpListener,
     metrics_listener: Option<tokio::net::TcpListener>,
-    applied: watch::Sender<u64>,
+    progress: watch::Sender<Progress>,
+}
+
+/// The queue of the replica thread's requests from clients and peers, made before the server
+/// runs so that a component in the same process can be handed a [`LocalLink`] to it first.
+pub struct Inbox<M: StateMachine> {
+    sender: mpsc::Sender<Stamped<Event<M>>>,
+    receiver: mpsc::Receiver<Stamped<Event<M>>>,
+}
+
+impl<M: StateMachine> Inbox<M> {
+    /// An empty queue.
+    pub fn new() -> Inbox<M> {
+        let (sender, receiver) = mpsc::channel(EVENT_QUEUE);
+        Inbox { sender, receiver }
+    }
+
+    /// A handle on the queue for a client in this process.
+    pub fn local(&self) -> LocalLink<M> {
+        LocalLink { events: self.sender.clone() }
+    }
+}
+
+impl<M: StateMachine> Default for Inbox<M> {
+    fn default() -> Inbox<M> {
+        Inbox::new()
+    }
+}
+
+/// A client's way to the replica thread from the same process: the requests and answers of
+/// the native protocol, handed over as values (no socket, no encoding). The requests wait in
+/// the same queue as those from the network, under the same limits.
+pub struct LocalLink<M: StateMachine> {
+    events: mpsc::Sender<Stamped<Event<M>>>,
+}
+
+impl<M: StateMachine> Clone for LocalLink<M> {
+    fn clone(&self) -> LocalLink<M> {
+        LocalLink { events: self.events.clone() }
+    }
+}
+
+impl<M: StateMachine> LocalLink<M> {
+    /// Queues `message`; its answer comes on `reply`. False once the replica has stopped.
+    pub async fn submit(
+        &self,
+        message: ClientMessage<M::Input, M::Query>,
+        reply: Reply<M::Output>,
+    ) -> bool {
+        self.events.send((Instant::now(), Event::Client(message, reply))).await.is_ok()
+    }
 }
 
 impl BoundServer {
@@ -53,15 +104,15 @@ impl BoundServer {
             }
             None => None,
         };
-        let (applied, _) = watch::channel(0);
-        Ok(BoundServer { config, peer_listener, client_listener, metrics_listener, applied })
+        let (progress, _) = watch::channel(Progress::default());
+        Ok(BoundServer { config, peer_listener, client_listener, metrics_listener, progress })
     }
 
-    /// The replica's applied index, published after every turn of its thread that moved it:
-    /// a component in the same process (the etcd gateway's watchers) waits on it instead of
-    /// polling.
-    pub fn applied_index(&self) -> watch::Receiver<u64> {
-        self.applied.subscribe()
+    /// The replica's applied index, term and leader, published after every turn of its thread
+    /// that changed them: a component in the same process (the etcd gateway) waits on them
+    /// instead of polling.
+    pub fn progress(&self) -> watch::Receiver<Progress> {
+        self.progress.subscribe()
     }
 
     /// The bound peer and client addresses.
@@ -79,7 +130,25 @@ impl BoundServer {
         M::Output: Send + Serialize,
         F: Future<Output = ()>,
     {
-        let BoundServer { config, peer_listener, client_listener, metrics_listener, applied } =
+        self.run_with(machine, Inbox::new(), shutdown).await
+    }
+
+    /// As [`BoundServer::run`], taking requests from `inbox`, to which links may have been
+    /// handed out already ([`Inbox::local`]).
+    pub async fn run_with<M, F>(
+        self,
+        machine: M,
+        inbox: Inbox<M>,
+        shutdown: F,
+    ) -> Result<(), String>
+    where
+        M: StateMachine + Send + 'static,
+        M::Input: Send,
+        M::Query: Send,
+        M::Output: Send + Serialize,
+        F: Future<Output = ()>,
+    {
+        let BoundServer { config, peer_listener, client_listener, metrics_listener, progress } =
             self;
         let claimed = identity::claim(&config.data_dir, config.cluster_id, config.id)?;
         // A replica joining a running cluster starts from the others' initial members, without
@@ -132,7 +201,7 @@ impl BoundServer {
             "recovered"
         );
 
-        let (events, receiver) = mpsc::channel::<Stamped<Event<M>>>(EVENT_QUEUE);
+        let Inbox { sender: events, receiver } = inbox;
         let (control, control_receiver) = mpsc::unbounded_channel::<Stamped<Control>>();
         let mut inputs = Inputs {
             control: control_receiver,
@@ -209,7 +278,7 @@ impl BoundServer {
             });
         }
         let mut replica = Replica::new(driver, config.cluster_id, configured);
-        replica.applied = Some(applied);
+        replica.progress = Some(progress);
         if config.sabotage == Some(Sabotage::UnsafeReads) {
             replica.unsafe_reads = true;
         }

@@ -32,7 +32,7 @@
 pub mod protocol;
 pub use protocol::{
     AuditRequest, AuditView, ClientError, ClientMessage, MemberInfo, MemberRequest, PeerAuditView,
-    PeerHello, PeerStream, ReadConsistency, ReplicaStatus, ServerMessage,
+    PeerHello, PeerStream, Progress, ReadConsistency, ReplicaStatus, ServerMessage,
 };
 
 use std::fmt;

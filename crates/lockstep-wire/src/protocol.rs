@@ -220,6 +220,18 @@ pub struct ReplicaStatus {
     pub lost_through: Option<u64>,
 }
 
+/// What a replica publishes, after each turn that changed it, to components running in its
+/// process (the etcd gateway): never sent over the network, so it carries no version.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Progress {
+    /// Its applied index.
+    pub applied: u64,
+    /// Its term.
+    pub term: u64,
+    /// The leader it knows of.
+    pub leader: Option<u64>,
+}
+
 /// The audit as one replica sees it (see `docs/auditing.md`).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AuditView {

@@ -3,9 +3,9 @@
 use std::path::PathBuf;
 
 use clap::Args;
-use lockstep_etcd::{Gateway, GatewayConfig, GatewayMember};
+use lockstep_etcd::{Gateway, GatewayConfig, GatewayMember, LocalReplica};
 use lockstep_kv::Kv;
-use lockstep_server::{BoundServer, Member, ServerConfig};
+use lockstep_server::{BoundServer, Inbox, LocalLink, Member, ServerConfig};
 
 /// Run one replica of the key-value service.
 ///
@@ -264,7 +264,8 @@ pub async fn run(args: ServeArgs) -> Result<(), String> {
         None => None,
     };
     let (peer, client) = server.addresses();
-    let applied = server.applied_index();
+    let progress = server.progress();
+    let inbox = Inbox::<Kv>::new();
     tracing::info!(
         replica = config.id,
         peers = ?peer,
@@ -286,19 +287,36 @@ pub async fn run(args: ServeArgs) -> Result<(), String> {
                 .map(|member| GatewayMember { id: member.id, client: member.client.clone() })
                 .collect(),
             timeout: std::time::Duration::from_secs(10),
-            applied: Some(applied.clone()),
+            local: config.me().ok().map(|me| LocalReplica {
+                link: in_process(me.client.clone(), inbox.local()),
+                progress: progress.clone(),
+            }),
         });
         let mut stopped = etcd_stopped.clone();
         tokio::spawn(lockstep_etcd::serve(listener, gateway, async move {
             let _ = stopped.changed().await;
         }))
     });
-    let result = server.run(Kv::new(), shutdown_signal()).await;
+    let result = server.run_with(Kv::new(), inbox, shutdown_signal()).await;
     let _ = stop_etcd.send(true);
     if let Some(task) = etcd_task {
         let _ = tokio::time::timeout(std::time::Duration::from_secs(5), task).await;
     }
     result
+}
+
+/// The gateway's way to `link`, the replica serving clients at `endpoint` in this process.
+fn in_process(
+    endpoint: String,
+    link: LocalLink<Kv>,
+) -> lockstep_client::InProcess<lockstep_kv::Request, lockstep_kv::Request, lockstep_kv::Answer> {
+    lockstep_client::InProcess {
+        endpoint,
+        submit: std::sync::Arc::new(move |message, answers| {
+            let link = link.clone();
+            Box::pin(async move { link.submit(message, answers).await })
+        }),
+    }
 }
 
 /// While this replica leads, compacts the history older than the newest

@@ -1,0 +1,149 @@
+//! A client given a replica in its own process reaches that replica without a socket, and
+//! every other replica (the leader it is sent to, the next endpoint when the local one has
+//! stopped) over the network, with the same retries.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use lockstep_client::{
+    Answers, Client, ClientError, ClientMessage, ClientOptions, InProcess, ServerMessage,
+};
+use lockstep_wire::{Decoder, Kind};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+
+/// An address nothing listens on: a client that tried it over the network would time out.
+const UNREACHABLE: &str = "127.0.0.1:1";
+
+fn options() -> ClientOptions {
+    ClientOptions {
+        timeout: Duration::from_secs(5),
+        attempt_timeout: Duration::from_secs(1),
+        ..ClientOptions::default()
+    }
+}
+
+fn request_id(message: &ClientMessage<u64, u64>) -> u64 {
+    match message {
+        ClientMessage::Write { id, .. }
+        | ClientMessage::Read { id, .. }
+        | ClientMessage::Status { id, .. }
+        | ClientMessage::Members { id, .. }
+        | ClientMessage::Audit { id, .. } => *id,
+    }
+}
+
+fn input(message: &ClientMessage<u64, u64>) -> u64 {
+    match message {
+        ClientMessage::Write { input, .. } => *input,
+        ClientMessage::Read { query, .. } => *query,
+        _ => 0,
+    }
+}
+
+/// A replica in this process that answers every request with `answer`, counting requests.
+fn local(
+    count: Arc<AtomicU64>,
+    answer: impl Fn(&ClientMessage<u64, u64>) -> Option<ServerMessage<u64>> + Send + Sync + 'static,
+) -> InProcess<u64, u64, u64> {
+    let answer = Arc::new(answer);
+    InProcess {
+        endpoint: UNREACHABLE.to_string(),
+        submit: Arc::new(move |message, answers: Answers<u64>| {
+            count.fetch_add(1, Ordering::Relaxed);
+            let reply = answer(&message);
+            Box::pin(async move {
+                match reply {
+                    Some(reply) => answers.send(reply).is_ok(),
+                    // The replica has stopped.
+                    None => false,
+                }
+            })
+        }),
+    }
+}
+
+/// A replica over TCP that answers every write and read with its input plus 1000.
+async fn remote(count: Arc<AtomicU64>) -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let address = listener.local_addr().expect("address").to_string();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let count = count.clone();
+            tokio::spawn(async move {
+                let mut decoder = Decoder::new(1 << 20);
+                let mut buffer = vec![0u8; 4096];
+                loop {
+                    let Ok(read) = stream.read(&mut buffer).await else { return };
+                    if read == 0 {
+                        return;
+                    }
+                    decoder.extend(&buffer[..read]);
+                    while let Ok(Some((_, body))) = decoder.next_frame() {
+                        let message: ClientMessage<u64, u64> =
+                            lockstep_wire::decode(&body).expect("a request");
+                        count.fetch_add(1, Ordering::Relaxed);
+                        let answer = ServerMessage::Done {
+                            id: request_id(&message),
+                            output: input(&message) + 1000,
+                        };
+                        let frame = lockstep_wire::encode(Kind::Client, &answer).expect("encode");
+                        if stream.write_all(&frame).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+            });
+        }
+    });
+    address
+}
+
+#[tokio::test]
+async fn the_local_replica_is_reached_without_a_socket() {
+    let count = Arc::new(AtomicU64::new(0));
+    let link = local(count.clone(), |message| {
+        Some(ServerMessage::Done { id: request_id(message), output: input(message) * 2 })
+    });
+    let client: Client<u64, u64, u64> =
+        Client::with_local(vec![UNREACHABLE.to_string()], options(), link);
+    for value in 1..=100 {
+        assert_eq!(client.write(value).await, Ok(value * 2));
+        assert_eq!(client.read(value).await, Ok(value * 2));
+    }
+    assert_eq!(count.load(Ordering::Relaxed), 200);
+}
+
+#[tokio::test]
+async fn a_local_follower_sends_the_client_to_the_leader_over_the_network() {
+    let local_count = Arc::new(AtomicU64::new(0));
+    let remote_count = Arc::new(AtomicU64::new(0));
+    let leader = remote(remote_count.clone()).await;
+    let address = leader.clone();
+    let link = local(local_count.clone(), move |message| {
+        Some(ServerMessage::Refused {
+            id: request_id(message),
+            error: ClientError::NotLeader { leader: Some(2), address: Some(address.clone()) },
+        })
+    });
+    let client: Client<u64, u64, u64> =
+        Client::with_local(vec![UNREACHABLE.to_string(), leader], options(), link);
+    assert_eq!(client.write(7).await, Ok(1007));
+    assert_eq!(client.write(8).await, Ok(1008));
+    assert_eq!(local_count.load(Ordering::Relaxed), 1, "asked the local follower once");
+    assert_eq!(remote_count.load(Ordering::Relaxed), 2);
+}
+
+#[tokio::test]
+async fn a_stopped_local_replica_is_passed_over() {
+    let local_count = Arc::new(AtomicU64::new(0));
+    let remote_count = Arc::new(AtomicU64::new(0));
+    let other = remote(remote_count.clone()).await;
+    let link = local(local_count.clone(), |_| None);
+    let client: Client<u64, u64, u64> =
+        Client::with_local(vec![UNREACHABLE.to_string(), other], options(), link);
+    assert_eq!(client.write(3).await, Ok(1003));
+    assert_eq!(local_count.load(Ordering::Relaxed), 1);
+    assert_eq!(remote_count.load(Ordering::Relaxed), 1);
+}

@@ -45,7 +45,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 
 /// The largest answer frame accepted.
 const FRAME_BYTES_MAX: u64 = 64 << 20;
@@ -159,9 +159,13 @@ impl<I, Q, O> Clone for InProcess<I, Q, O> {
 enum Link<I, Q, O> {
     /// Frames to a socket's writer task.
     Socket(mpsc::UnboundedSender<Bytes>),
-    /// Values to a replica in this process.
-    InProcess { submit: Submit<I, Q, O>, answers: Answers<O> },
+    /// Values to a replica in this process, at most `room`'s permits of them in flight.
+    InProcess { submit: Submit<I, Q, O>, answers: Answers<O>, room: Arc<Semaphore> },
 }
+
+/// Requests one in-process connection may have in flight: the replica's queue, shared with
+/// its peers' messages, is never filled by one client (as a network connection's window).
+const IN_PROCESS_IN_FLIGHT_MAX: usize = 16_384;
 
 /// One connection to one replica, shared by every request.
 struct Connection<I, Q, O> {
@@ -190,7 +194,11 @@ impl<I: Serialize, Q: Serialize, O: DeserializeOwned + Send + 'static> Connectio
         }
         Connection {
             endpoint: local.endpoint.clone(),
-            link: Link::InProcess { submit: local.submit.clone(), answers },
+            link: Link::InProcess {
+                submit: local.submit.clone(),
+                answers,
+                room: Arc::new(Semaphore::new(IN_PROCESS_IN_FLIGHT_MAX)),
+            },
             pending,
             alive: Arc::new(AtomicBool::new(true)),
         }
@@ -278,25 +286,25 @@ impl<I: Serialize, Q: Serialize, O: DeserializeOwned + Send + 'static> Connectio
         })
     }
 
-    /// Sends request `id` and returns where its answer will come.
+    /// Sends request `id` and returns where its answer will come, with the room it takes
+    /// until then (in process). The caller removes `id` from `pending` however it ends.
     async fn send(
         &self,
         id: u64,
         message: ClientMessage<I, Q>,
-    ) -> Result<oneshot::Receiver<ServerMessage<O>>, String> {
+    ) -> Result<(oneshot::Receiver<ServerMessage<O>>, Option<OwnedSemaphorePermit>), String> {
         let (sender, receiver) = oneshot::channel();
         lock(&self.pending).insert(id, sender);
+        let mut permit = None;
         let sent = self.alive.load(Ordering::Acquire)
             && match &self.link {
                 Link::Socket(frames) => match lockstep_wire::encode(Kind::Client, &message) {
                     Ok(frame) => frames.send(frame).is_ok(),
-                    Err(error) => {
-                        lock(&self.pending).remove(&id);
-                        return Err(error.to_string());
-                    }
+                    Err(error) => return Err(error.to_string()),
                 },
-                Link::InProcess { submit, answers } => {
-                    let sent = submit(message, answers.clone()).await;
+                Link::InProcess { submit, answers, room } => {
+                    permit = room.clone().acquire_owned().await.ok();
+                    let sent = permit.is_some() && submit(message, answers.clone()).await;
                     if !sent {
                         self.alive.store(false, Ordering::Release);
                     }
@@ -304,10 +312,21 @@ impl<I: Serialize, Q: Serialize, O: DeserializeOwned + Send + 'static> Connectio
                 }
             };
         if !sent {
-            lock(&self.pending).remove(&id);
             return Err(format!("the connection to {} is closed", self.endpoint));
         }
-        Ok(receiver)
+        Ok((receiver, permit))
+    }
+}
+
+/// Removes a request's waiter when dropped.
+struct Forget<'a, O> {
+    pending: &'a Pending<O>,
+    id: u64,
+}
+
+impl<O> Drop for Forget<'_, O> {
+    fn drop(&mut self) {
+        lock(self.pending).remove(&self.id);
     }
 }
 
@@ -563,19 +582,25 @@ where
             Ok(connection) => connection,
             Err(reason) => return Attempt::Again(reason),
         };
-        let answer = match connection.send(id, message).await {
-            Ok(answer) => answer,
-            Err(reason) => return Attempt::Again(reason),
-        };
-        match tokio::time::timeout(self.options.attempt_timeout, answer).await {
+        // However the attempt ends (answered, timed out, failed, or dropped by its caller),
+        // its waiter goes.
+        let _forget = Forget { pending: &connection.pending, id };
+        // The whole attempt, handing the request over included (a replica in this process
+        // whose queue is full takes it only when there is room), has one deadline.
+        let deadline = tokio::time::Instant::now() + self.options.attempt_timeout;
+        let late = || Attempt::Again(format!("{} did not answer in time", connection.endpoint));
+        let (answer, _room) =
+            match tokio::time::timeout_at(deadline, connection.send(id, message)).await {
+                Ok(Ok(sent)) => sent,
+                Ok(Err(reason)) => return Attempt::Again(reason),
+                Err(_) => return late(),
+            };
+        match tokio::time::timeout_at(deadline, answer).await {
             Ok(Ok(answer)) => Attempt::Answer(answer),
             Ok(Err(_)) => {
                 Attempt::Again(format!("the connection to {} was lost", connection.endpoint))
             }
-            Err(_) => {
-                lock(&connection.pending).remove(&id);
-                Attempt::Again(format!("{} did not answer in time", connection.endpoint))
-            }
+            Err(_) => late(),
         }
     }
 

@@ -25,13 +25,7 @@ fn options() -> ClientOptions {
 }
 
 fn request_id(message: &ClientMessage<u64, u64>) -> u64 {
-    match message {
-        ClientMessage::Write { id, .. }
-        | ClientMessage::Read { id, .. }
-        | ClientMessage::Status { id, .. }
-        | ClientMessage::Members { id, .. }
-        | ClientMessage::Audit { id, .. } => *id,
-    }
+    message.id()
 }
 
 fn input(message: &ClientMessage<u64, u64>) -> u64 {
@@ -64,13 +58,21 @@ fn local(
     }
 }
 
+type Sessions = Arc<std::sync::Mutex<Vec<(u64, u64)>>>;
+
 /// A replica over TCP that answers every write and read with its input plus 1000.
 async fn remote(count: Arc<AtomicU64>) -> String {
+    remote_recording(count, Sessions::default()).await
+}
+
+/// As [`remote`], recording each write's session and sequence number.
+async fn remote_recording(count: Arc<AtomicU64>, sessions: Sessions) -> String {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let address = listener.local_addr().expect("address").to_string();
     tokio::spawn(async move {
         while let Ok((mut stream, _)) = listener.accept().await {
             let count = count.clone();
+            let sessions = sessions.clone();
             tokio::spawn(async move {
                 let mut decoder = Decoder::new(1 << 20);
                 let mut buffer = vec![0u8; 4096];
@@ -84,6 +86,9 @@ async fn remote(count: Arc<AtomicU64>) -> String {
                         let message: ClientMessage<u64, u64> =
                             lockstep_wire::decode(&body).expect("a request");
                         count.fetch_add(1, Ordering::Relaxed);
+                        if let ClientMessage::Write { client, sequence, .. } = &message {
+                            sessions.lock().expect("lock").push((*client, *sequence));
+                        }
                         let answer = ServerMessage::Done {
                             id: request_id(&message),
                             output: input(&message) + 1000,
@@ -146,4 +151,51 @@ async fn a_stopped_local_replica_is_passed_over() {
     assert_eq!(client.write(3).await, Ok(1003));
     assert_eq!(local_count.load(Ordering::Relaxed), 1);
     assert_eq!(remote_count.load(Ordering::Relaxed), 1);
+}
+
+#[tokio::test]
+async fn a_local_replica_that_takes_nothing_fails_the_request_in_time() {
+    // A replica whose queue never has room: handing a request over never completes.
+    let link: InProcess<u64, u64, u64> = InProcess {
+        endpoint: UNREACHABLE.to_string(),
+        submit: Arc::new(|_, _| Box::pin(std::future::pending())),
+    };
+    let options = ClientOptions {
+        timeout: Duration::from_millis(600),
+        attempt_timeout: Duration::from_millis(200),
+        ..ClientOptions::default()
+    };
+    let client: Client<u64, u64, u64> =
+        Client::with_local(vec![UNREACHABLE.to_string()], options, link);
+    let outcome = tokio::time::timeout(Duration::from_secs(5), client.write(1)).await;
+    match outcome {
+        Ok(Err(lockstep_client::Error::Timeout { .. })) => {}
+        other => panic!("expected a timeout within the client's limit, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_write_retried_from_the_local_replica_elsewhere_keeps_its_session() {
+    let seen = Sessions::default();
+    let remote_seen = Sessions::default();
+    let remote_count = Arc::new(AtomicU64::new(0));
+    let leader = remote_recording(remote_count.clone(), remote_seen.clone()).await;
+    let address = leader.clone();
+    let record = seen.clone();
+    let link = local(Arc::new(AtomicU64::new(0)), move |message| {
+        if let ClientMessage::Write { client, sequence, .. } = message {
+            record.lock().expect("lock").push((*client, *sequence));
+        }
+        Some(ServerMessage::Refused {
+            id: request_id(message),
+            error: ClientError::NotLeader { leader: Some(2), address: Some(address.clone()) },
+        })
+    });
+    let client: Client<u64, u64, u64> =
+        Client::with_local(vec![UNREACHABLE.to_string(), leader], options(), link);
+    assert_eq!(client.write(7).await, Ok(1007));
+    let seen = seen.lock().expect("lock").clone();
+    let remote_seen = remote_seen.lock().expect("lock").clone();
+    assert_eq!(seen.len(), 1);
+    assert_eq!(remote_seen, seen, "the retry on the leader is the same request of one session");
 }

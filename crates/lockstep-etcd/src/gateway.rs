@@ -165,7 +165,11 @@ impl Gateway {
     /// Whether this replica leads now.
     pub(crate) async fn leads(&self) -> bool {
         match &self.shared.config.local {
-            Some(local) => local.progress.borrow().leader == Some(self.shared.config.member_id),
+            // A replica that stopped publishing (its thread ended) leads nothing.
+            Some(local) => {
+                local.progress.has_changed().is_ok()
+                    && local.progress.borrow().leader == Some(self.shared.config.member_id)
+            }
             None => self.local_status().await.is_ok_and(|status| status.role == "leader"),
         }
     }

@@ -217,7 +217,19 @@ impl<M: StateMachine> Replica<M> {
         let result = self.serve(inputs);
         inputs.events.close();
         inputs.control.close();
-        self.refuse_everything("this replica is stopping; retry with another");
+        let reason = "this replica is stopping; retry with another";
+        self.refuse_everything(reason);
+        // Requests still queued are answered too (a client in this process would otherwise
+        // wait out its attempt), and no component here goes on believing this replica leads.
+        while let Ok((_, event)) = inputs.events.try_recv() {
+            if let Event::Client(message, reply) = event {
+                let error = ClientError::Retry(reason.to_string());
+                let _ = reply.send(ServerMessage::Refused { id: message.id(), error });
+            }
+        }
+        if let Some(progress) = &self.progress {
+            progress.send_modify(|progress| progress.leader = None);
+        }
         self.driver.storage_mut().stop();
         result
     }

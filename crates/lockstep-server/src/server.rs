@@ -65,7 +65,8 @@ impl<M: StateMachine> Default for Inbox<M> {
 
 /// A client's way to the replica thread from the same process: the requests and answers of
 /// the native protocol, handed over as values (no socket, no encoding). The requests wait in
-/// the same queue as those from the network, under the same limits.
+/// the same bounded queue as those from the network; the client bounds its requests in flight
+/// (`lockstep_client::InProcess`), as a network connection's window does.
 pub struct LocalLink<M: StateMachine> {
     events: mpsc::Sender<Stamped<Event<M>>>,
 }

@@ -94,6 +94,19 @@ pub enum ClientMessage<I, Q> {
     },
 }
 
+impl<I, Q> ClientMessage<I, Q> {
+    /// The client's id for this request.
+    pub fn id(&self) -> u64 {
+        match self {
+            ClientMessage::Write { id, .. }
+            | ClientMessage::Read { id, .. }
+            | ClientMessage::Status { id, .. }
+            | ClientMessage::Members { id, .. }
+            | ClientMessage::Audit { id, .. } => *id,
+        }
+    }
+}
+
 /// A request about the cluster's members.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum MemberRequest {

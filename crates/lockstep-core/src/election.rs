@@ -12,12 +12,13 @@
 //! - leadership transfer brings the target up to date and sends it timeout-now (§3.10).
 
 use crate::config::Sabotage;
+use crate::membership::Membership;
 use crate::membership::VoteResult;
 use crate::message::{MessageBody, VoteRequest, VoteResponse};
 use crate::node::Node;
 use crate::output::{Event, ReadError, RejectReason};
 use crate::progress::Progress;
-use crate::types::{EntryPayload, NodeId, Role, Term};
+use crate::types::{Entry, EntryPayload, LogIndex, NodeId, Role, Term};
 
 impl Node {
     /// Whether this replica still hears from a leader, so vote requests should be ignored.
@@ -39,7 +40,7 @@ impl Node {
         // made a voter, keeps counting: once it has not heard from a leader for an election
         // timeout it no longer holds the leader's lease, and grants votes that may be needed.
         if self.election_elapsed >= self.randomized_election_timeout
-            && self.membership.is_voter(self.config.id)
+            && self.may_campaign()
             && !self.quarantined
             && !self.holds_for_lost_entries()
         {
@@ -85,10 +86,7 @@ impl Node {
     /// Starts an election: a pre-vote round if `pre_vote`, else a real one. `transfer` marks
     /// vote requests as asked for by the old leader.
     pub(crate) fn campaign(&mut self, pre_vote: bool, transfer: bool) {
-        if !self.membership.is_voter(self.config.id)
-            || self.quarantined
-            || self.holds_for_lost_entries()
-        {
+        if !self.may_campaign() || self.quarantined || self.holds_for_lost_entries() {
             return;
         }
         let (term, body): (Term, fn(VoteRequest) -> MessageBody) = if pre_vote {
@@ -134,6 +132,42 @@ impl Node {
         }
     }
 
+    /// Whether this replica may stand for election. A voter of the configuration in force
+    /// may; so may one that the configuration in force removes (or makes a learner) while
+    /// that configuration is not known to be committed. Its log may hold entries, that
+    /// configuration among them, that the remaining voters lack and cannot elect a leader
+    /// without: with another voter short of entries its storage lost (it votes for no one),
+    /// a removed replica that never campaigned kept a cluster without a leader for good. As
+    /// leader it counts only the votes and acknowledgements of the configuration's voters,
+    /// and hands over once the configuration is committed, as a leader that removes itself
+    /// does (a leader may manage a configuration it is not part of; Raft dissertation §4.2.2).
+    /// Elections stay safe because votes are counted in the candidate's latest configuration,
+    /// whether or not the candidate belongs to it.
+    pub(crate) fn may_campaign(&self) -> bool {
+        let id = self.config.id;
+        if self.membership.is_voter(id) {
+            return true;
+        }
+        let latest = self.last_config_index();
+        latest > self.commit && self.membership_before(latest).is_voter(id)
+    }
+
+    /// The configuration in force just before the entry at `index`: the last configuration
+    /// entry below it, else the snapshot's or bootstrap. (Walks back from `index`: asked only
+    /// of a replica that an uncommitted configuration removes.)
+    fn membership_before(&self, index: LogIndex) -> Membership {
+        let mut at = index;
+        while at > self.log.snapshot_index().next() {
+            at = at.prev();
+            if let Some(Entry { payload: EntryPayload::Config(membership), .. }) =
+                self.log.entry(at)
+            {
+                return membership.clone();
+            }
+        }
+        self.base_membership.clone()
+    }
+
     pub(crate) fn on_vote_request(
         &mut self,
         from: NodeId,
@@ -153,11 +187,17 @@ impl Node {
         // can never keep the cluster from electing a leader to repair them.
         let quarantine_holds =
             self.quarantined && self.leaderless_ticks < 2 * self.config.election_timeout_ticks_max;
-        // A replica whose storage lost entries it may have acknowledged never votes until its
-        // log holds that far again: a leader may have counted the acknowledgement, and a
-        // candidate lacking those entries must not win with this replica's help. (Unlike the
-        // quarantine this has no release: it is what keeps committed entries.)
-        let lost_holds = self.holds_for_lost_entries();
+        // A replica whose storage lost entries it may have acknowledged votes, until its log
+        // holds that far again, only for a candidate whose last entry is of a later term than
+        // any of those entries: a leader may have counted the acknowledgements, and a
+        // candidate lacking what they committed must not win with this replica's help. A log
+        // ending in a later term holds every entry committed in earlier terms (Raft §5.4.3:
+        // its last entry came from a leader that held them, and log matching gives the
+        // rest). Without that exception, replicas short of entries together with a removed
+        // one could keep a cluster from ever electing a leader. (Unlike the quarantine this
+        // has no release: it is what keeps committed entries.)
+        let lost_holds = self.holds_for_lost_entries()
+            && self.lost_term_max.is_none_or(|term| request.last_log_term <= term);
         let granted = can_vote && up_to_date && !quarantine_holds && !lost_holds;
         let response = VoteResponse { granted };
         if pre_vote {

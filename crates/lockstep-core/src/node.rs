@@ -47,6 +47,13 @@ pub struct InitialState {
     /// neither campaigns nor votes, and tells the leader it lost entries, so that no leader
     /// lacking them can be elected with its help.
     pub lost_through: Option<LogIndex>,
+    /// With `lost_through`: the term of the hard state when the damage was found, so at least
+    /// the term of every entry the replica may have acknowledged. While it is short of lost
+    /// entries it may vote for a candidate whose last entry is of a later term (whose log
+    /// holds every entry those acknowledgements could have committed, by the same argument
+    /// as Raft's election restriction, §5.4.3). `None`: it votes for no one until it holds its
+    /// entries again.
+    pub lost_term_max: Option<Term>,
 }
 
 impl InitialState {
@@ -59,6 +66,7 @@ impl InitialState {
             membership: Membership::with_voters(voters),
             applied: LogIndex::ZERO,
             lost_through: None,
+            lost_term_max: None,
         }
     }
 }
@@ -197,8 +205,11 @@ pub struct Node {
     /// Ticks since this replica last heard from a leader (or led).
     pub(crate) leaderless_ticks: u64,
     /// Storage lost entries through this index that this replica may have acknowledged
-    /// ([`InitialState::lost_through`]): no campaigning or voting until the log reaches it.
+    /// ([`InitialState::lost_through`]): no campaigning, and votes only for candidates whose
+    /// last entry is of a term after `lost_term_max`, until the log reaches it.
     pub(crate) lost_through: Option<LogIndex>,
+    /// [`InitialState::lost_term_max`].
+    pub(crate) lost_term_max: Option<Term>,
     /// This replica's number for its lost-entries notices in this run (see
     /// [`crate::message::LostCheck`]).
     pub(crate) lost_nonce: u64,
@@ -285,6 +296,7 @@ impl Node {
             quarantined: false,
             leaderless_ticks: 0,
             lost_through: initial.lost_through.filter(|&through| through > persisted_index),
+            lost_term_max: initial.lost_term_max,
             // A stream of its own, so that drawing it leaves the election timeouts unchanged.
             lost_nonce: SeededRng::new(config.random_seed ^ 0x0010_57E2_71E5).next_u64(),
             output: Output::default(),
@@ -893,16 +905,22 @@ impl Node {
         }
         // A leader may be a member this replica does not know of yet (it was added by a
         // configuration entry this replica has not received): its appends, heartbeats,
-        // snapshots and hand-overs are how this replica learns of it. Anything else from a
-        // stranger (votes for a removed replica, say) is refused.
-        let from_leader = matches!(
+        // snapshots and hand-overs are how this replica learns of it. So may a candidate:
+        // a replica behind on the configuration is still a voter of the newer one, and its
+        // vote may be the one the cluster needs (servers answer vote requests without
+        // consulting their configuration, Raft dissertation §4.1; whom to vote for is decided
+        // by terms and logs alone, and the candidate counts votes in its own configuration).
+        // Anything else from a stranger (answers, reads) is refused.
+        let from_leader_or_candidate = matches!(
             message.body,
             MessageBody::Append(_)
                 | MessageBody::Heartbeat(_)
                 | MessageBody::InstallSnapshot(_)
                 | MessageBody::TimeoutNow
+                | MessageBody::Vote(_)
+                | MessageBody::PreVote(_)
         );
-        if !from_leader && !self.membership.contains(message.from) {
+        if !from_leader_or_candidate && !self.membership.contains(message.from) {
             return Err(RejectReason::UnknownSender);
         }
         if message.term == Term::ZERO {
@@ -1203,6 +1221,7 @@ mod tests {
             membership: Membership::with_voters([NodeId(1), NodeId(2), NodeId(3)]),
             applied: LogIndex::ZERO,
             lost_through: None,
+            lost_term_max: None,
         };
         Node::new(Config::new(NodeId(1)), initial)
     }

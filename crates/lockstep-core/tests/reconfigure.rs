@@ -169,3 +169,99 @@ fn bad_changes_are_refused_with_reasons() {
     assert!(cluster.node(id(1)).membership().voters.contains(&id(4)));
     let _ = LogIndex::ZERO;
 }
+
+/// A leader appended a configuration that removes it, and no one else received it; then a
+/// voter's storage lost its log (it votes for no one until it holds it again). The remaining
+/// voters lack the removal and cannot win without the removed leader's vote, which it refuses
+/// them (its log is longer): only the removed replica, campaigning under the configuration
+/// that removes it, can be elected, commit the removal and hand over.
+#[test]
+fn a_replica_removed_by_an_uncommitted_configuration_stands_when_the_others_need_its_log() {
+    let mut cluster = Cluster::new(&[1, 2, 3, 4], |_| {});
+    cluster.elect(id(1));
+    propose(&mut cluster, id(1), 3);
+    cluster.isolate(id(1));
+    cluster.node_mut(id(1)).propose_membership(MembershipChange::Remove(id(1))).expect("taken");
+    cluster.stabilize();
+    assert_eq!(cluster.node(id(1)).membership().voters, ids(&[2, 3, 4]));
+    assert_eq!(cluster.node(id(2)).membership().voters, ids(&[1, 2, 3, 4]));
+    // The leader restarts (a follower now, its removal in its log), and 4 loses its log.
+    cluster.crash_and_restart(id(1));
+    cluster.crash_and_restart_losing(id(4), true);
+    assert!(cluster.node(id(4)).lost_through().is_some(), "4 is short of lost entries");
+    cluster.heal();
+    let leader = the_leader(&mut cluster);
+    // Whoever leads first, the removal ends committed and a remaining voter leads.
+    let leader = if leader == id(1) {
+        cluster.stabilize();
+        the_leader(&mut cluster)
+    } else {
+        leader
+    };
+    assert!(ids(&[2, 3, 4]).contains(&leader), "a remaining voter leads: {leader}");
+    let membership = cluster.node(leader).membership().clone();
+    assert_eq!(membership.voters, ids(&[2, 3, 4]));
+    assert!(cluster.node(leader).commit_index() >= cluster.node(leader).last_config_index());
+}
+
+/// A voter that missed the configuration adding a new voter still answers that voter's vote
+/// requests: the newcomer's election may need its vote.
+#[test]
+fn a_voter_behind_on_the_configuration_votes_for_a_member_it_does_not_know_yet() {
+    // Without check-quorum no replica ignores vote requests for having heard a leader lately.
+    let mut cluster = Cluster::new(&[1, 2, 3], |config| config.check_quorum = false);
+    cluster.elect(id(1));
+    start_replica(&mut cluster, 4, |config| config.check_quorum = false);
+    cluster.isolate(id(3));
+    change(&mut cluster, id(1), MembershipChange::AddLearner(id(4)));
+    propose(&mut cluster, id(1), 2);
+    change(&mut cluster, id(1), MembershipChange::Promote(id(4)));
+    propose(&mut cluster, id(1), 2);
+    assert_eq!(cluster.node(id(1)).membership().voters, ids(&[1, 2, 3, 4]));
+    assert!(!cluster.node(id(3)).membership().contains(id(4)), "3 never heard of 4");
+    // The leader goes; 3 returns. 4 needs three votes of four: its own, 2's and 3's.
+    cluster.heal();
+    cluster.isolate(id(1));
+    cluster.tick_until_campaign(id(4));
+    cluster.stabilize();
+    assert_eq!(cluster.node(id(4)).role(), Role::Leader, "3 voted for a member it did not know");
+}
+
+/// A replica whose storage lost entries it had acknowledged votes only for a candidate whose
+/// last entry is of a later term than the term it held when the entries were lost: such a
+/// candidate holds every entry those acknowledgements could have committed; one whose log
+/// ends in that term or an earlier one may lack them and is refused.
+#[test]
+fn a_replica_short_of_lost_entries_votes_only_for_logs_from_later_terms() {
+    let mut cluster = Cluster::new(&[1, 2, 3], |config| config.check_quorum = false);
+    cluster.elect(id(1));
+    propose(&mut cluster, id(1), 2);
+    let lost_term = cluster.node(id(3)).term();
+    cluster.crash_and_restart_losing(id(3), true);
+    assert!(cluster.node(id(3)).lost_through().is_some());
+
+    // 2's log ends in the term 3 lost entries in: 3 refuses it.
+    cluster.isolate(id(1));
+    cluster.tick_until_campaign(id(2));
+    cluster.stabilize();
+    assert_ne!(cluster.node(id(2)).role(), Role::Leader, "3 refused a log ending in its term");
+
+    // 2 wins with 1 while 3 is away, and writes in a later term.
+    cluster.heal();
+    cluster.isolate(id(3));
+    cluster.crash_and_restart(id(1));
+    cluster.tick_until_campaign(id(2));
+    cluster.stabilize();
+    assert_eq!(cluster.node(id(2)).role(), Role::Leader);
+    propose(&mut cluster, id(2), 1);
+    assert!(cluster.node(id(1)).last_term() > lost_term);
+
+    // 1's log now ends in a later term: with 2 gone, 3's vote elects it.
+    cluster.heal();
+    cluster.isolate(id(2));
+    cluster.tick_until_campaign(id(1));
+    cluster.stabilize();
+    assert_eq!(cluster.node(id(1)).role(), Role::Leader, "3 voted for a log from a later term");
+    propose(&mut cluster, id(1), 1);
+    assert_eq!(cluster.node(id(3)).lost_through(), None, "3 holds its entries again");
+}

@@ -139,14 +139,39 @@ pub struct LostNote {
     /// The damaged log was set aside and the log restarted after the snapshot: whatever it
     /// holds now came from leaders. Until then, a restart sets it aside again.
     pub set_aside: bool,
+    /// The term of the hard state when the damage was found: every entry this replica may
+    /// have acknowledged is of that term or an earlier one (an acknowledgement leaves only
+    /// once its term is durable). The replica may vote for a candidate whose last entry is of
+    /// a later term: that candidate's log holds every entry those acknowledgements could have
+    /// committed. `None` in a note written before the term was recorded: the term of the
+    /// hard state at the next start is used, a bound as safe and no tighter.
+    pub term_max: Option<Term>,
+}
+
+/// The note as written before it recorded a term.
+#[derive(Deserialize)]
+struct LostNoteWithoutTerm {
+    lost_through: LogIndex,
+    set_aside: bool,
 }
 
 impl LostNote {
     /// The note written before a damaged log is set aside: the log held entries through
-    /// `found`; the bound is at least the commit index and any earlier note's.
-    fn setting_aside(found: LogIndex, commit: LogIndex, earlier: Option<LostNote>) -> LostNote {
-        let earlier = earlier.map_or(LogIndex::ZERO, |note| note.lost_through);
-        LostNote { lost_through: found.max(commit).max(earlier), set_aside: false }
+    /// `found`; the bound is at least the commit index and any earlier note's; the hard state
+    /// holds `term`.
+    fn setting_aside(
+        found: LogIndex,
+        commit: LogIndex,
+        term: Term,
+        earlier: Option<LostNote>,
+    ) -> LostNote {
+        let earlier_through = earlier.map_or(LogIndex::ZERO, |note| note.lost_through);
+        let earlier_term = earlier.and_then(|note| note.term_max).unwrap_or(Term::ZERO);
+        LostNote {
+            lost_through: found.max(commit).max(earlier_through),
+            set_aside: false,
+            term_max: Some(term.max(earlier_term)),
+        }
     }
 }
 
@@ -182,7 +207,16 @@ fn read_lost_note(disk: &dyn Disk, path: &Path) -> Result<Option<LostNote>, Stor
             .get(FRAME_HEADER_BYTES..FRAME_HEADER_BYTES + header.body_len as usize)
             .filter(|body| body_matches(&header, body))
     });
-    let note = body.and_then(|body| postcard::from_bytes::<LostNote>(body).ok());
+    let note = body.and_then(|body| {
+        postcard::from_bytes::<LostNote>(body).ok().or_else(|| {
+            let older = postcard::from_bytes::<LostNoteWithoutTerm>(body).ok()?;
+            Some(LostNote {
+                lost_through: older.lost_through,
+                set_aside: older.set_aside,
+                term_max: None,
+            })
+        })
+    });
     note.map(Some).ok_or_else(unreadable)
 }
 
@@ -343,6 +377,7 @@ impl LogStore {
         }
         let command_bytes_max = options.segment_bytes / 2;
         let commit = durable.hard_state.commit;
+        let term = durable.hard_state.term;
         let note_path = dir.join(LOST_NOTE);
         let mut lost = read_lost_note(disk.as_ref(), &note_path)?;
         if lost.is_some_and(|note| !note.set_aside) {
@@ -361,7 +396,8 @@ impl LogStore {
                 // of the log after it. Set both aside and fetch everything from the others,
                 // noting first how far the log reached.
                 let found = Wal::highest_index(disk.as_ref(), &wal_dir)?;
-                let note = LostNote::setting_aside(found.unwrap_or(LogIndex::ZERO), commit, lost);
+                let found = found.unwrap_or(LogIndex::ZERO);
+                let note = LostNote::setting_aside(found, commit, term, lost);
                 write_lost_note(disk.as_ref(), dir, &note)?;
                 snapshots.set_aside(&path)?;
                 Wal::set_aside(disk.as_ref(), &wal_dir)?;
@@ -398,7 +434,7 @@ impl LogStore {
                 else {
                     return Err(error.into());
                 };
-                let note = LostNote::setting_aside(damage.found_through, commit, lost);
+                let note = LostNote::setting_aside(damage.found_through, commit, term, lost);
                 write_lost_note(disk.as_ref(), dir, &note)?;
                 Wal::set_aside(disk.as_ref(), &wal_dir)?;
                 lost = Some(note);
@@ -441,7 +477,11 @@ impl LogStore {
             // The log holds nothing from before the damage now (it restarts after the
             // snapshot): only entries fetched from leaders from here on. The bound covers the
             // commit index too (a commit stored after the note was written).
-            let settled = LostNote { lost_through: note.lost_through.max(commit), set_aside: true };
+            let settled = LostNote {
+                lost_through: note.lost_through.max(commit),
+                set_aside: true,
+                term_max: Some(note.term_max.unwrap_or(term)),
+            };
             if settled != note {
                 write_lost_note(disk.as_ref(), dir, &settled)?;
             }
@@ -460,6 +500,7 @@ impl LogStore {
             membership: durable.membership,
             applied: snapshot_index,
             lost_through: lost.map(|note| note.lost_through),
+            lost_term_max: lost.and_then(|note| note.term_max),
         };
         let mut store = LogStore {
             disk,

@@ -624,7 +624,8 @@ fn a_damaged_log_after_a_checkpoint_restarts_after_it_and_a_crash_mid_way_finish
             disk.rename(&dir.join(&name), &dir.join(original)).expect("renames back");
         }
     }
-    let pending = lockstep_node::LostNote { lost_through: LogIndex(30), set_aside: false };
+    // (In the note's first format, without the term: a tuple encodes as those fields do.)
+    let pending = (LogIndex(30), false);
     let body = postcard::to_stdvec(&pending).expect("encodes");
     let frame =
         lockstep_storage::frame::encode_frame(lockstep_storage::frame::FrameKind::Note, 0, &body);
@@ -634,6 +635,10 @@ fn a_damaged_log_after_a_checkpoint_restarts_after_it_and_a_crash_mid_way_finish
     assert_eq!(initial.lost_through, Some(LogIndex(30)));
     assert_eq!(store.wal().first_index(), LogIndex(21));
     assert_eq!(store.lost_entries().map(|note| note.set_aside), Some(true));
+    // A note without its term takes the hard state's: a bound as safe, and now recorded.
+    let term = store.stored_hard_state().term;
+    assert_eq!(initial.lost_term_max, Some(term));
+    assert_eq!(store.lost_entries().and_then(|note| note.term_max), Some(term));
     drop(store);
     disk.crash();
     let (mut store, initial) = open(&disk, false).expect("recovers");

@@ -35,7 +35,9 @@ use lockstep_node::{
 use lockstep_storage::{Faults, HardStateError, SimDisk, WalError, WalOptions};
 use xxhash_rust::xxh3::Xxh3;
 
-use crate::checkers::audit::{AuditChecker, Ending, FaultKind, Injected, DETECTION_BOUND_ENTRIES};
+use crate::checkers::audit::{
+    AuditChecker, Ending, FaultKind, Injected, COMPARED_WINDOW_ENTRIES, DETECTION_BOUND_ENTRIES,
+};
 use crate::checkers::{
     Durability, ElectionSafety, EntryId, ExactlyOnce, LeaderCompleteness, LogMatching,
     StateMachineSafety,
@@ -433,6 +435,9 @@ struct Replica {
     repairs_seen: u64,
     /// A bit was flipped in its log since it last started: the next start must find it.
     damage_pending: bool,
+    /// The configuration it held when it last stopped (it may hold a newer one than the
+    /// cluster committed, and lead with it when it returns).
+    membership_seen: Option<Membership>,
 }
 
 struct Client {
@@ -570,6 +575,7 @@ impl World {
                     bootstrap: None,
                     created: false,
                     damage_pending: false,
+                    membership_seen: None,
                     last_applied_seen: 0,
                     repairs_seen: 0,
                 }
@@ -1027,7 +1033,9 @@ impl World {
         self.observe();
         self.check_logs();
         let replica = &mut self.replicas[node];
-        replica.driver = None;
+        if let Some(driver) = replica.driver.take() {
+            replica.membership_seen = Some(driver.node().membership().clone());
+        }
         replica.disk.crash();
         self.crashed_at.insert((node, replica.incarnation), self.now);
         replica.incarnation += 1;
@@ -1131,7 +1139,7 @@ impl World {
             }
         }
         self.observe_divergence(node);
-        let comparable = self.majority_can_compare(node);
+        let comparable = self.majority_can_compare(node) && self.within_compared_window(node);
         if let Some(active) = self.audit.active(id) {
             if let (Some(since), None) = (active.since, active.latency) {
                 let after = last_applied_count(&applied_indexes, since);
@@ -1897,13 +1905,7 @@ impl World {
     /// last synced frames cannot be told from a write torn at a crash, see docs/storage.md),
     /// if at most a minority would then be short of entries it lost.
     fn damage_log(&mut self, node: usize) {
-        // Faulty replicas (short of lost entries, or divergent) stay a minority.
-        let divergent = self.audit.injected.iter().filter(|i| i.ending.is_none()).count();
-        let others_short = (0..self.replicas.len())
-            .filter(|&other| other != node && self.short_of_lost(other))
-            .count();
-        if others_short + divergent + 1 > (self.replicas.len() - 1) / 2 || self.short_of_lost(node)
-        {
+        if self.short_of_lost(node) || !self.faults_leave_quorum(node) {
             return;
         }
         // A quarter of the time the latest checkpoint, if there is one; else a log record.
@@ -1944,6 +1946,33 @@ impl World {
                 format!("replica {id}: bit {bit} of byte {at} in {} flipped", path.display())
             });
         }
+    }
+
+    /// Whether the faulty replicas (short of entries their storage lost, or divergent), with
+    /// `node` one of them, still leave a quorum of sound voters in every configuration that
+    /// may decide: the one the cluster committed and each one a replica holds or held when it
+    /// stopped. Counting against every replica slot instead let faults reach a majority of a
+    /// three-voter configuration while four spare replicas sat outside it, and the nemesis
+    /// then caused a loss of data no protocol can repair.
+    fn faults_leave_quorum(&self, node: usize) -> bool {
+        let faulty: BTreeSet<NodeId> = (0..self.replicas.len())
+            .filter(|&other| other == node || self.short_of_lost(other))
+            .map(|other| self.replicas[other].id)
+            .chain(
+                self.audit
+                    .injected
+                    .iter()
+                    .filter(|injected| injected.ending.is_none())
+                    .map(|injected| NodeId(injected.replica)),
+            )
+            .collect();
+        let held = self.replicas.iter().filter_map(|replica| match &replica.driver {
+            Some(driver) => Some(driver.node().membership()),
+            None => replica.membership_seen.as_ref(),
+        });
+        std::iter::once(&self.committed_membership)
+            .chain(held)
+            .all(|membership| membership.is_quorum(&|id| !faulty.contains(&id)))
     }
 
     /// Whether replica `node`'s log was damaged and it does not hold what it lost again yet.
@@ -2061,8 +2090,7 @@ impl World {
         self.schedule(next, Event::Diverge);
         // One faulty replica at a time within the budget: a replica short of entries its
         // storage lost counts too.
-        let short = (0..self.replicas.len()).filter(|&node| self.short_of_lost(node)).count();
-        if self.audit.any_active() || short + 1 > (self.replicas.len() - 1) / 2 {
+        if self.audit.any_active() {
             return;
         }
         let running: Vec<usize> = (0..self.replicas.len())
@@ -2072,6 +2100,9 @@ impl World {
             return;
         }
         let node = running[self.rng.range(0, running.len() as u64) as usize];
+        if !self.faults_leave_quorum(node) {
+            return;
+        }
         let corruption = self.rng.range(0, 2) == 0;
         let key = self.rng.range(0, self.config.keys);
         // Each fault its own wrong value: two faults never make the same mistake.
@@ -2197,6 +2228,18 @@ impl World {
             })
             .count();
         reachable > voters.len() / 2
+    }
+
+    /// Whether replica `node` has applied to within the leader's compared window of digest
+    /// points (see [`COMPARED_WINDOW_ENTRIES`]).
+    fn within_compared_window(&self, node: usize) -> bool {
+        let applied = |node: usize| {
+            self.replicas[node].driver.as_ref().map(|driver| driver.node().applied_index().get())
+        };
+        match (self.leader().and_then(applied), applied(node)) {
+            (Some(leader), Some(own)) => own + COMPARED_WINDOW_ENTRIES >= leader,
+            _ => false,
+        }
     }
 
     /// Every injected divergence found within the bound and ended; wrong answers counted (none
@@ -2359,6 +2402,7 @@ fn is_injected_io_error(error: &StoreError) -> bool {
     matches!(
         error,
         StoreError::Io(_)
+            | StoreError::Snapshot(lockstep_storage::SnapshotError::Io(_))
             | StoreError::Wal(WalError::Io(_) | WalError::Poisoned(_))
             | StoreError::HardState(HardStateError::Io(_))
     )

@@ -17,7 +17,7 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use lockstep_core::{
     Config, Entry, HardState, InitialState, LogIndex, Membership, Message, Node, NodeId, Output,
-    Persist, ReadId, ReadReady,
+    Persist, ReadId, ReadReady, Term,
 };
 
 pub use checker::SafetyChecker;
@@ -32,6 +32,8 @@ pub struct Disk {
     /// Storage cut the log at damage and may have lost acknowledged entries through here; kept
     /// (as the larger of every cut's bound) until the durable log reaches it again.
     pub lost_through: Option<LogIndex>,
+    /// The hard state's term when the entries were lost (as storage's note records it).
+    pub lost_term_max: Option<Term>,
 }
 
 impl Disk {
@@ -271,6 +273,7 @@ impl Cluster {
             .map(|meta| meta.last_index));
         if replica.disk.lost_through.is_some_and(|through| durable_last >= Some(through)) {
             replica.disk.lost_through = None;
+            replica.disk.lost_term_max = None;
         }
         let last_written = write
             .persist
@@ -409,9 +412,12 @@ impl Cluster {
         if lose {
             let last = replica.disk.entries.last().map(|entry| entry.index);
             replica.disk.lost_through = replica.disk.lost_through.max(last);
+            let term = replica.disk.hard_state.term;
+            replica.disk.lost_term_max = replica.disk.lost_term_max.max(Some(term));
             replica.disk.entries.clear();
         }
         let lost_through = replica.disk.lost_through;
+        let lost_term_max = replica.disk.lost_term_max;
         let initial = InitialState {
             hard_state: replica.disk.hard_state,
             snapshot: replica.disk.snapshot.clone(),
@@ -419,6 +425,7 @@ impl Cluster {
             membership,
             applied: LogIndex::ZERO,
             lost_through,
+            lost_term_max,
         };
         replica.node = Node::new(config, initial).expect("a replica restarts from its own disk");
         self.check();

@@ -418,6 +418,7 @@ impl Runner {
             membership,
             applied: LogIndex::ZERO,
             lost_through: None,
+            lost_term_max: None,
         };
         replica.node = Node::new(replica.config.clone(), initial).expect("valid log");
         replica.applied.clear();

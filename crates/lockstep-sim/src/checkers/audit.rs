@@ -9,10 +9,16 @@
 use std::collections::BTreeMap;
 
 /// A replica may apply this many entries after its state departed before the leader finds
-/// it (counting only entries applied while a majority of the other voters could report): a
-/// digest point every 16 entries, a report every 4, and room for reports lost or delayed
-/// (up to 5% of messages, crashes, elections) while entries keep committing.
+/// it (counting only entries applied while a majority of the other voters could report and
+/// while the replica was within [`COMPARED_WINDOW_ENTRIES`] of the leader): a digest point
+/// every 16 entries, a report every 4, and room for reports lost or delayed (up to 5% of
+/// messages, crashes, elections) while entries keep committing.
 pub const DETECTION_BOUND_ENTRIES: u64 = 256;
+
+/// The leader compares its newest 4 digest points (16 entries apart in the simulator) with the
+/// others' reports: a replica further behind (a learner catching up) is compared once it has
+/// caught up that far, and the entries it applies before then are not counted.
+pub const COMPARED_WINDOW_ENTRIES: u64 = 4 * 16;
 
 impl Injected {
     /// A divergence of `kind` on `replica`, departed after `since` if known.
@@ -53,7 +59,8 @@ pub struct Injected {
     /// Entries the replica applied after departing before the audit found it, counting only
     /// those applied while a majority of the other voters ran and could reach the leader, with
     /// at most 5% of messages lost (with fewer, no majority can say which replica is wrong;
-    /// with more loss, reports are lost as often as they are sent).
+    /// with more loss, reports are lost as often as they are sent), and while the replica was
+    /// within the leader's compared window.
     pub latency: Option<u64>,
     /// Such entries so far.
     pub comparable: u64,

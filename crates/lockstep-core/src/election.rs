@@ -41,7 +41,7 @@ impl Node {
         // timeout it no longer holds the leader's lease, and grants votes that may be needed.
         if self.election_elapsed >= self.randomized_election_timeout
             && self.may_campaign()
-            && !self.quarantined
+            && !self.quarantine_holds()
             && !self.holds_for_lost_entries()
         {
             self.election_elapsed = 0;
@@ -77,6 +77,7 @@ impl Node {
                 }
             }
         }
+        self.hand_over_as_caretaker();
         if self.heartbeat_elapsed >= self.config.heartbeat_interval_ticks {
             self.heartbeat_elapsed = 0;
             self.broadcast_heartbeat();
@@ -86,7 +87,7 @@ impl Node {
     /// Starts an election: a pre-vote round if `pre_vote`, else a real one. `transfer` marks
     /// vote requests as asked for by the old leader.
     pub(crate) fn campaign(&mut self, pre_vote: bool, transfer: bool) {
-        if !self.may_campaign() || self.quarantined || self.holds_for_lost_entries() {
+        if !self.may_campaign() || self.quarantine_holds() || self.holds_for_lost_entries() {
             return;
         }
         let (term, body): (Term, fn(VoteRequest) -> MessageBody) = if pre_vote {
@@ -132,24 +133,68 @@ impl Node {
         }
     }
 
+    /// Whether a quarantine keeps this replica out of elections. It does while the others can
+    /// hold one without it; once no leader has been heard of for two full election timeouts,
+    /// it votes and stands again (its log is sound: only what it applied is in doubt), so
+    /// that quarantined replicas can never keep the cluster from electing a leader to repair
+    /// them, even when one of them holds the longest log. Elected, it is a caretaker: it
+    /// takes no requests and hands leadership to a voter as soon as one holds its log
+    /// ([`Node::hand_over_as_caretaker`]).
+    pub(crate) fn quarantine_holds(&self) -> bool {
+        self.quarantined && self.leaderless_ticks < 2 * self.config.election_timeout_ticks_max
+    }
+
+    /// A quarantined leader's one task: bring a voter's log up to its own and hand leadership
+    /// over (a leadership transfer, so proposals are refused meanwhile; answers from its
+    /// state are refused by the driver anyway). The target is the most caught-up voter other
+    /// than the one tried last; a transfer that times out is followed by another.
+    pub(crate) fn hand_over_as_caretaker(&mut self) {
+        if self.role != Role::Leader || !self.quarantined || self.transfer_target.is_some() {
+            return;
+        }
+        let id = self.config.id;
+        let last = self.caretaker_target;
+        let target = self
+            .membership
+            .voters
+            .iter()
+            .filter(|voter| **voter != id)
+            .map(|voter| {
+                let matched = self.progress.get(voter).map_or(LogIndex::ZERO, |p| p.match_index);
+                (Some(*voter) != last, matched, std::cmp::Reverse(*voter))
+            })
+            .max()
+            .map(|(_, _, std::cmp::Reverse(voter))| voter);
+        if let Some(target) = target {
+            self.caretaker_target = Some(target);
+            self.start_transfer(target);
+        }
+    }
+
     /// Whether this replica may stand for election. A voter of the configuration in force
-    /// may; so may one that the configuration in force removes (or makes a learner) while
-    /// that configuration is not known to be committed. Its log may hold entries, that
-    /// configuration among them, that the remaining voters lack and cannot elect a leader
-    /// without: with another voter short of entries its storage lost (it votes for no one),
-    /// a removed replica that never campaigned kept a cluster without a leader for good. As
-    /// leader it counts only the votes and acknowledgements of the configuration's voters,
-    /// and hands over once the configuration is committed, as a leader that removes itself
-    /// does (a leader may manage a configuration it is not part of; Raft dissertation §4.2.2).
+    /// may. So may one that the configuration in force removes (or makes a learner) while
+    /// that configuration is not known to be committed, and a learner that has heard no
+    /// leader for two full election timeouts: either may hold entries, a configuration among
+    /// them, that the voters lack and cannot elect a leader without (a voter whose log is
+    /// ahead refuses them, and a voter short of entries its storage lost refuses all but the
+    /// newest logs), so without it the cluster could stay leaderless for good. As leader it
+    /// counts only the votes and acknowledgements of the configuration's voters, and hands
+    /// over once its configuration is committed, as a leader that removes itself does (a
+    /// leader may manage a configuration it is not part of; Raft dissertation §4.2.2).
     /// Elections stay safe because votes are counted in the candidate's latest configuration,
-    /// whether or not the candidate belongs to it.
+    /// whether or not the candidate belongs to it. A replica whose removal it knows to be
+    /// committed never stands.
     pub(crate) fn may_campaign(&self) -> bool {
         let id = self.config.id;
         if self.membership.is_voter(id) {
             return true;
         }
         let latest = self.last_config_index();
-        latest > self.commit && self.membership_before(latest).is_voter(id)
+        if latest > self.commit && self.membership_before(latest).is_voter(id) {
+            return true;
+        }
+        self.membership.learners.contains(&id)
+            && self.leaderless_ticks >= 2 * self.config.election_timeout_ticks_max
     }
 
     /// The configuration in force just before the entry at `index`: the last configuration
@@ -182,11 +227,8 @@ impl Node {
         let up_to_date = self.log.is_up_to_date(request.last_log_index, request.last_log_term)
             || self.config.sabotage == Sabotage::IgnoreLogUpToDate;
         // A quarantined replica stays out of elections while the others can hold one without
-        // it; once no leader has been heard of for two full election timeouts, it votes again
-        // (its log is sound: only what it applied is in doubt), so that quarantined replicas
-        // can never keep the cluster from electing a leader to repair them.
-        let quarantine_holds =
-            self.quarantined && self.leaderless_ticks < 2 * self.config.election_timeout_ticks_max;
+        // it (`quarantine_holds`), except to elect the replica it hands leadership to.
+        let quarantine_holds = self.quarantine_holds() && !request.leadership_transfer;
         // A replica whose storage lost entries it may have acknowledged votes, until its log
         // holds that far again, only for a candidate whose last entry is of a later term than
         // any of those entries: a leader may have counted the acknowledgements, and a
@@ -309,6 +351,7 @@ impl Node {
         if self.is_single_voter() {
             self.maybe_commit();
         }
+        self.hand_over_as_caretaker();
     }
 
     /// Moves to `term` (forgetting the vote if it is newer) and clears per-role state.

@@ -204,6 +204,8 @@ pub struct Node {
     pub(crate) quarantined: bool,
     /// Ticks since this replica last heard from a leader (or led).
     pub(crate) leaderless_ticks: u64,
+    /// A quarantined leader: the voter it last tried to hand leadership to.
+    pub(crate) caretaker_target: Option<NodeId>,
     /// Storage lost entries through this index that this replica may have acknowledged
     /// ([`InitialState::lost_through`]): no campaigning, and votes only for candidates whose
     /// last entry is of a term after `lost_term_max`, until the log reaches it.
@@ -232,11 +234,15 @@ impl Node {
             .map_err(|reason| format!("recovered log is inconsistent: {reason}"))?;
         let log = RaftLog::new(snapshot_index, snapshot_term, initial.entries);
         let mut hard_state = initial.hard_state;
+        let stored = initial.hard_state;
         // An output's entries and hard state are two writes; a crash between them leaves one
         // without the other, in either order. Both cases are safe to repair:
         // - entries of a newer term without the hard state that raised the term: adopt that
         //   term with no vote. Any vote cast in it left only after the hard state was durable,
-        //   so it never left.
+        //   so it never left. The adopted term is written before anything else leaves (the
+        //   hard state last sent is the stored one): every entry this replica acknowledges is
+        //   then of its durable term or an earlier one, which storage relies on when it notes
+        //   the term of entries lost to damage.
         // - a commit index beyond the entries it was written with: commit is only what this
         //   replica knew; the entries are committed on a quorum whatever it remembers.
         if log.last_term() > hard_state.term {
@@ -271,7 +277,7 @@ impl Node {
             log,
             membership: base_membership.clone(),
             base_membership,
-            hard_state_sent: HardState { term: hard_state.term, vote: hard_state.vote, commit },
+            hard_state_sent: HardState { term: stored.term, vote: stored.vote, commit },
             writes_in_flight: VecDeque::new(),
             durable_index: persisted_index,
             persisted_index,
@@ -295,6 +301,7 @@ impl Node {
             applied_index: applied,
             quarantined: false,
             leaderless_ticks: 0,
+            caretaker_target: None,
             lost_through: initial.lost_through.filter(|&through| through > persisted_index),
             lost_term_max: initial.lost_term_max,
             // A stream of its own, so that drawing it leaves the election timeouts unchanged.
@@ -329,6 +336,18 @@ impl Node {
         if let Err(reason) = self.check_envelope(&message).and_then(|()| check_body(&message)) {
             self.reject(&message, reason);
             return;
+        }
+        if message.term > self.term && !self.membership.contains(message.from) {
+            if let MessageBody::Vote(request) = &message.body {
+                // A stranger's vote request is answered (see `check_envelope`), but one that
+                // could not be granted does not raise our term: a replica removed long ago,
+                // behind on the log, must not depose a leader that runs without pre-vote and
+                // check-quorum.
+                if !self.log.is_up_to_date(request.last_log_index, request.last_log_term) {
+                    self.reject(&message, RejectReason::UnknownSender);
+                    return;
+                }
+            }
         }
         if message.term > self.term {
             let transfer = match &message.body {
@@ -657,8 +676,9 @@ impl Node {
     }
 
     /// Takes this replica out of elections, or puts it back: the driver's audit found its
-    /// state wrong (or repaired it). A quarantined replica never campaigns and refuses every
-    /// vote and pre-vote; a quarantined leader steps down at once. It still takes appends
+    /// state wrong (or repaired it). A quarantined replica does not campaign and refuses votes
+    /// and pre-votes while the others can elect a leader without it (see
+    /// `quarantine_holds`); a quarantined leader steps down at once. It still takes appends
     /// (its log is sound; only what it applied is in doubt), so it keeps counting towards
     /// commits.
     pub fn set_quarantined(&mut self, quarantined: bool) {
@@ -954,6 +974,16 @@ impl Node {
                 self.send(message.from, MessageBody::PreVoteResponse(response));
                 self.reject(&message, RejectReason::StaleTerm);
             }
+            MessageBody::Vote(_) => {
+                // A refusal in our term (Raft's RequestVote reply carries the current term), so
+                // a candidate behind learns the newer term. It may hear of it no other way: a
+                // replica behind on the configuration does not know the candidate is a voter
+                // and sends it nothing, and two such candidates would otherwise campaign past
+                // each other's terms for ever. A refusal promises nothing: it leaves at once.
+                let response = crate::message::VoteResponse { granted: false };
+                self.send(message.from, MessageBody::VoteResponse(response));
+                self.reject(&message, RejectReason::StaleTerm);
+            }
             MessageBody::ReadIndex(request) => {
                 // The follower fails the read over when it learns our newer term.
                 let response =
@@ -1229,10 +1259,14 @@ mod tests {
     #[test]
     fn entries_written_without_their_hard_state_raise_the_term_without_a_vote() {
         let hard_state = HardState { term: Term(2), vote: Some(NodeId(2)), commit: LogIndex(1) };
-        let node = recover(hard_state, vec![entry(1, 1), entry(2, 3)]).expect("recoverable");
+        let mut node = recover(hard_state, vec![entry(1, 1), entry(2, 3)]).expect("recoverable");
         assert_eq!(node.term(), Term(3));
         assert_eq!(node.hard_state().vote, None);
         node.check_invariants().expect("consistent");
+        // The adopted term is made durable first: nothing acknowledged outruns it.
+        let output = node.take_output();
+        let written = output.persist.hard_state.expect("the adopted term is written");
+        assert_eq!((written.term, written.vote), (Term(3), None));
     }
 
     #[test]

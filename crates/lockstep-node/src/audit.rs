@@ -322,6 +322,14 @@ impl<M: StateMachine, D: Storage, T: Transport> Driver<M, D, T> {
         self.audit.stats
     }
 
+    /// Whether this replica does the leader's share of the audit: it leads and is not
+    /// quarantined. A quarantined replica may lead only as a caretaker that hands leadership
+    /// over (see `lockstep_core::Node` elections); its own state is in doubt, so it compares
+    /// no one, quarantines no one and repairs no one.
+    fn audits_as_leader(&self) -> bool {
+        self.node.role() == Role::Leader && self.audit.quarantined.is_none()
+    }
+
     /// Whether this replica is quarantined (found divergent and not yet repaired).
     pub fn quarantined(&self) -> bool {
         self.audit.quarantined.is_some()
@@ -390,8 +398,8 @@ impl<M: StateMachine, D: Storage, T: Transport> Driver<M, D, T> {
         if self.audit.config.is_none() {
             return Err("auditing is off on this replica".to_string());
         }
-        if self.node.role() != Role::Leader {
-            return Err("this replica does not lead".to_string());
+        if !self.audits_as_leader() {
+            return Err("this replica does not lead (or is quarantined itself)".to_string());
         }
         if id == self.node.id() {
             return Err("a leader is never repaired; it steps down when it differs".to_string());
@@ -420,7 +428,7 @@ impl<M: StateMachine, D: Storage, T: Transport> Driver<M, D, T> {
         if from == self.node.id() || !self.node.membership().contains(from) {
             return;
         }
-        let leading = self.node.role() == Role::Leader;
+        let leading = self.audits_as_leader();
         let from_leader = !leading && self.node.leader() == Some(from);
         match message {
             AuditMessage::Report(report) if leading => self.on_report(from, report),
@@ -456,7 +464,7 @@ impl<M: StateMachine, D: Storage, T: Transport> Driver<M, D, T> {
     /// leader to apply, verified answers, repairs waiting for a checkpoint.
     pub(crate) fn audit_after_apply(&mut self) {
         let Some(config) = self.audit.config else { return };
-        if self.node.role() == Role::Leader {
+        if self.audits_as_leader() {
             self.audit_leader_term();
             let pending: Vec<(NodeId, LogIndex, u64)> = self
                 .audit
@@ -519,7 +527,7 @@ impl<M: StateMachine, D: Storage, T: Transport> Driver<M, D, T> {
             self.audit.applied_seen = applied;
             self.audit.idle_ticks = 0;
         }
-        if self.node.role() == Role::Leader {
+        if self.audits_as_leader() {
             self.audit_leader_term();
             // Digest points are for followers' reports; a leader has no use for the list.
             self.state.take_new_digests();
@@ -850,7 +858,7 @@ impl<M: StateMachine, D: Storage, T: Transport> Driver<M, D, T> {
         while self.audit.pending_checkpoints.len() > PENDING_CHECKPOINTS_MAX {
             self.audit.pending_checkpoints.pop_front();
         }
-        if self.node.role() == Role::Leader {
+        if self.audits_as_leader() {
             // A single voter, or reports that came first, may vouch at once.
             self.update_agreed_digest();
         }

@@ -143,8 +143,9 @@ pub struct LostNote {
     /// have acknowledged is of that term or an earlier one (an acknowledgement leaves only
     /// once its term is durable). The replica may vote for a candidate whose last entry is of
     /// a later term: that candidate's log holds every entry those acknowledgements could have
-    /// committed. `None` in a note written before the term was recorded: the term of the
-    /// hard state at the next start is used, a bound as safe and no tighter.
+    /// committed. `None` in a note written before the term was recorded (by a version that
+    /// could acknowledge entries of a term not yet durable): the replica then votes for no one
+    /// until it holds its entries again.
     pub term_max: Option<Term>,
 }
 
@@ -480,7 +481,7 @@ impl LogStore {
             let settled = LostNote {
                 lost_through: note.lost_through.max(commit),
                 set_aside: true,
-                term_max: Some(note.term_max.unwrap_or(term)),
+                term_max: note.term_max,
             };
             if settled != note {
                 write_lost_note(disk.as_ref(), dir, &settled)?;

@@ -635,10 +635,10 @@ fn a_damaged_log_after_a_checkpoint_restarts_after_it_and_a_crash_mid_way_finish
     assert_eq!(initial.lost_through, Some(LogIndex(30)));
     assert_eq!(store.wal().first_index(), LogIndex(21));
     assert_eq!(store.lost_entries().map(|note| note.set_aside), Some(true));
-    // A note without its term takes the hard state's: a bound as safe, and now recorded.
-    let term = store.stored_hard_state().term;
-    assert_eq!(initial.lost_term_max, Some(term));
-    assert_eq!(store.lost_entries().and_then(|note| note.term_max), Some(term));
+    // A note without its term (an older version's) keeps none: the replica votes for no one
+    // until it holds its entries again.
+    assert_eq!(initial.lost_term_max, None);
+    assert_eq!(store.lost_entries().and_then(|note| note.term_max), None);
     drop(store);
     disk.crash();
     let (mut store, initial) = open(&disk, false).expect("recovers");

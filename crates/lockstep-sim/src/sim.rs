@@ -2055,7 +2055,11 @@ impl World {
                         core.log_entries().next().map(|entry| entry.index),
                         driver.checkpoint_stats(),
                     ) + &format!(
-                        " transfers {:?} latest checkpoint {:?}",
+                        "{}{} transfers {:?} latest checkpoint {:?}",
+                        if core.quarantined() { " quarantined" } else { "" },
+                        core.lost_through()
+                            .map(|i| format!(" short-through {i}"))
+                            .unwrap_or_default(),
                         driver.transfers(),
                         lockstep_node::Storage::latest_checkpoint(driver.storage())
                             .map(|checkpoint| checkpoint.meta.last_index)

@@ -36,16 +36,19 @@ impl Node {
 
     pub(crate) fn tick_election(&mut self) {
         self.election_elapsed = self.election_elapsed.saturating_add(1);
-        // Only a voter campaigns. A learner, or a replica that does not know yet that it was
-        // made a voter, keeps counting: once it has not heard from a leader for an election
-        // timeout it no longer holds the leader's lease, and grants votes that may be needed.
+        // Who may stand is `may_campaign`'s to say. Everyone keeps counting: once it has not
+        // heard from a leader for an election timeout it no longer holds the leader's lease,
+        // and grants votes that may be needed. A replica that is not a voter of its own
+        // configuration (a learner, or one an uncommitted configuration removes) always asks
+        // for pre-votes first, so it cannot raise anyone's term in vain.
         if self.election_elapsed >= self.randomized_election_timeout
             && self.may_campaign()
             && !self.quarantine_holds()
             && !self.holds_for_lost_entries()
         {
             self.election_elapsed = 0;
-            self.campaign(self.config.pre_vote, false);
+            let pre_vote = self.config.pre_vote || !self.membership.is_voter(self.config.id);
+            self.campaign(pre_vote, false);
         }
     }
 
@@ -156,7 +159,7 @@ impl Node {
         let last = self.caretaker_target;
         let target = self
             .membership
-            .voters
+            .all_voters()
             .iter()
             .filter(|voter| **voter != id)
             .map(|voter| {
@@ -273,6 +276,11 @@ impl Node {
             _ => false,
         };
         if !expected || !self.membership.is_voter(from) {
+            return;
+        }
+        // A voter grants at most once a term: a refusal after its grant is the late answer to
+        // a request of an earlier term (refused in this one), and changes nothing.
+        if !granted && self.votes.get(&from) == Some(&true) {
             return;
         }
         self.votes.insert(from, granted);

@@ -479,6 +479,10 @@ impl Node {
         if self.role != Role::Leader {
             return Err(ProposeError::NotLeader { leader: self.leader });
         }
+        if self.quarantined {
+            // A caretaker (see `hand_over_as_caretaker`) writes nothing but its term's no-op.
+            return Err(ProposeError::NotLeader { leader: None });
+        }
         if let Some(target) = self.transfer_target {
             return Err(ProposeError::LeadershipTransfer { target });
         }
@@ -727,6 +731,10 @@ impl Node {
     pub fn propose_noop(&mut self) -> Result<LogIndex, ProposeError> {
         if self.role != Role::Leader {
             return Err(ProposeError::NotLeader { leader: self.leader });
+        }
+        if self.quarantined {
+            // A caretaker (see `hand_over_as_caretaker`) writes nothing but its term's no-op.
+            return Err(ProposeError::NotLeader { leader: None });
         }
         if let Some(target) = self.transfer_target {
             return Err(ProposeError::LeadershipTransfer { target });

@@ -130,7 +130,7 @@ impl Node {
     }
 
     fn leader_read(&mut self, origin: ReadOrigin) {
-        if self.transfer_target.is_some() {
+        if self.transfer_target.is_some() || self.quarantined {
             return self.reject_read(origin, ReadError::LeadershipTransfer);
         }
         if self.log.term(self.commit) != Some(self.term) {

@@ -137,6 +137,9 @@ impl Node {
         if self.role != Role::Leader {
             return Err(ConfigError::NotLeader { leader: self.leader });
         }
+        if self.quarantined {
+            return Err(ConfigError::NotLeader { leader: None });
+        }
         if self.transfer_target.is_some() {
             return Err(ConfigError::LeadershipTransfer);
         }
@@ -273,7 +276,8 @@ impl Node {
     /// After the commit index advanced on a leader: leave a committed joint configuration, or
     /// step down if a committed configuration no longer has this replica as a voter.
     pub(crate) fn after_commit_advanced(&mut self) {
-        if self.role != Role::Leader || self.last_config_index() > self.commit {
+        // (A caretaker leaves configuration changes to the leader it hands over to.)
+        if self.role != Role::Leader || self.last_config_index() > self.commit || self.quarantined {
             return;
         }
         if self.membership.is_joint() {

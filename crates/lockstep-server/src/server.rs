@@ -169,12 +169,19 @@ impl BoundServer {
             tracing::warn!(replica = config.id, "{damage}");
         }
         if let Some(note) = store.lost_entries() {
+            let votes = match note.term_max {
+                Some(term) => format!(
+                    "does not stand for election and votes only for a candidate whose log ends \
+                     in a term after {term} (the entries it lost are of that term or earlier)"
+                ),
+                None => "takes no part in elections".to_string(),
+            };
             tracing::warn!(
                 replica = config.id,
                 "the damaged files were set aside (kept as *.damaged): the log restarts after \
                  the latest checkpoint (entry {}), and the entries after it, through at least \
-                 {}, are fetched again from the leader; until it holds them, this replica takes \
-                 no part in elections",
+                 {}, are fetched again from the leader; until it holds them, this replica \
+                 {votes}",
                 initial.applied,
                 note.lost_through
             );

@@ -8,7 +8,7 @@
 //! [`checkers`] holds one checker per property (election safety, log matching, leader
 //! completeness, state machine safety, durability, exactly-once), and [`linearizability`] the
 //! Wing–Gong/Lowe checker for the clients' history. [`kv`] is the key-value state machine the
-//! simulation replicates.
+//! simulation replicates. [`matrix`] runs every combination of the fault modes.
 //!
 //! ```
 //! use lockstep_sim::sim::{run, SimConfig};
@@ -23,4 +23,5 @@
 pub mod checkers;
 pub mod kv;
 pub mod linearizability;
+pub mod matrix;
 pub mod sim;

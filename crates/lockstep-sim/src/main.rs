@@ -4,6 +4,7 @@
 //! cargo run -p lockstep-sim --release -- --seeds 500
 //! cargo run -p lockstep-sim --release -- --seed 1234 --seeds 1 --replicas 5 --verbose
 //! cargo run -p lockstep-sim --release -- --seeds 50 --sabotage skip-sessions
+//! cargo run -p lockstep-sim --release -- --matrix --seeds 1000   # every mode combination
 //! ```
 
 use std::process::ExitCode;
@@ -70,6 +71,52 @@ struct Args {
     /// minority at a time: they set the log aside and fetch it again from the others.
     #[arg(long)]
     disk_corruption: bool,
+    /// Run `--seeds` seeds for every combination of 3 or 5 replicas and the modes above
+    /// (`--membership`, `--divergence`, `--disk-corruption`, `--batch`, `--verified-outputs`),
+    /// instead of one combination; prints one line per combination.
+    #[arg(long)]
+    matrix: bool,
+}
+
+/// `--matrix`: every combination, a line each, the failures with their replay commands.
+fn run_matrix(args: &Args, jobs: usize) -> ExitCode {
+    use lockstep_sim::matrix::{run_matrix, Modes};
+    let started = Instant::now();
+    let base = SimConfig {
+        clients: args.clients,
+        safety_millis: args.safety_millis,
+        liveness_millis: args.liveness_millis,
+        sabotage: args.sabotage,
+        ..SimConfig::new(0)
+    };
+    let modes = Modes::all();
+    let outcomes = run_matrix(&modes, base, args.seed, args.seeds, jobs);
+    let mut violations = 0;
+    let mut seeds = 0;
+    for outcome in &outcomes {
+        let failed = outcome.failed().count();
+        violations += failed;
+        seeds += outcome.reports.len();
+        let requests: u64 = outcome.reports.iter().map(|report| report.requests_completed).sum();
+        println!(
+            "{:<80} seeds {:>5}  requests {:>8}  violations {failed}",
+            outcome.modes.flags(),
+            outcome.reports.len(),
+            requests
+        );
+        print!("{}", outcome.describe_failures());
+    }
+    println!(
+        "matrix: {} combinations, {seeds} seeds from {} in {:.0} s, violations: {violations}",
+        outcomes.len(),
+        args.seed,
+        started.elapsed().as_secs_f64()
+    );
+    if violations == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
 }
 
 fn parse_sabotage(name: &str) -> Result<Sabotage, String> {
@@ -85,6 +132,9 @@ fn main() -> ExitCode {
         .jobs
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
         .max(1);
+    if args.matrix {
+        return run_matrix(&args, jobs);
+    }
     let started = Instant::now();
     let next = AtomicU64::new(0);
     let reports: Mutex<Vec<Report>> = Mutex::new(Vec::new());

@@ -6,39 +6,11 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::{lockstep, write_keys, Cluster};
+use common::{flip_bytes_at, lockstep, segments, write_keys, Cluster};
 use lockstep_kv::{KeyRange, RangeRequest, Request, Response};
-
-/// The log segments of replica `id`, oldest first.
-fn segments(cluster: &Cluster, id: u64) -> Vec<PathBuf> {
-    let dir = cluster.data_dir(id).join("wal");
-    let mut paths: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .expect("the log directory")
-        .filter_map(|entry| entry.ok().map(|entry| entry.path()))
-        .filter(|path| path.extension().is_some_and(|ext| ext == "seg"))
-        .collect();
-    paths.sort();
-    paths
-}
-
-/// Flips every bit of 8 bytes where `needle` is written in the log; returns the file.
-fn flip_bytes_at(paths: &[PathBuf], needle: &str) -> PathBuf {
-    for path in paths {
-        let mut bytes = std::fs::read(path).expect("read a segment");
-        if let Some(at) = bytes.windows(needle.len()).position(|window| window == needle.as_bytes())
-        {
-            for byte in &mut bytes[at..at + 8] {
-                *byte ^= 0xFF;
-            }
-            std::fs::write(path, &bytes).expect("write the segment back");
-            return path.clone();
-        }
-    }
-    panic!("{needle} is in no segment of {paths:?}");
-}
 
 fn has_damaged_copy(dir: &Path) -> bool {
     std::fs::read_dir(dir)

@@ -298,6 +298,34 @@ impl Drop for Cluster {
     }
 }
 
+/// The log segments of replica `id`, oldest first.
+pub fn segments(cluster: &Cluster, id: u64) -> Vec<PathBuf> {
+    let dir = cluster.data_dir(id).join("wal");
+    let mut paths: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .expect("the log directory")
+        .filter_map(|entry| entry.ok().map(|entry| entry.path()))
+        .filter(|path| path.extension().is_some_and(|ext| ext == "seg"))
+        .collect();
+    paths.sort();
+    paths
+}
+
+/// Flips every bit of 8 bytes where `needle` is written in the log; returns the file.
+pub fn flip_bytes_at(paths: &[PathBuf], needle: &str) -> PathBuf {
+    for path in paths {
+        let mut bytes = std::fs::read(path).expect("read a segment");
+        if let Some(at) = bytes.windows(needle.len()).position(|window| window == needle.as_bytes())
+        {
+            for byte in &mut bytes[at..at + 8] {
+                *byte ^= 0xFF;
+            }
+            std::fs::write(path, &bytes).expect("write the segment back");
+            return path.clone();
+        }
+    }
+    panic!("{needle} is in no segment of {paths:?}");
+}
+
 /// Whether `path` exists.
 pub fn exists(path: &Path) -> bool {
     path.exists()

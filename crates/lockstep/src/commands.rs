@@ -468,10 +468,74 @@ async fn status(args: &ClientArgs) -> Result<(), String> {
             }
         }
     }
+    let diagnosis = election_diagnosis(&results);
+    match args.output {
+        // (In JSON it is the last line, after the replicas.)
+        Output::Json if !diagnosis.is_empty() => println!("{}", json!({ "diagnosis": diagnosis })),
+        Output::Json => {}
+        Output::Text => {
+            for line in &diagnosis {
+                println!("{line}");
+            }
+        }
+    }
     if results.iter().all(|(_, result)| result.is_err()) {
         return Err("no replica answered".to_string());
     }
     Ok(())
+}
+
+/// When no replica that answered knows of a leader: which replicas hold themselves out of
+/// elections and why, and whether those short of entries lost to damage are a majority of
+/// the voters (then no leader can be elected without a log newer than theirs; see
+/// docs/storage.md, "When a majority lost its data"). Empty while a leader is known.
+fn election_diagnosis(results: &[(String, Result<ReplicaStatus, String>)]) -> Vec<String> {
+    let answered: Vec<&ReplicaStatus> =
+        results.iter().filter_map(|(_, result)| result.as_ref().ok()).collect();
+    if answered.is_empty() || answered.iter().any(|status| status.leader.is_some()) {
+        return Vec::new();
+    }
+    let mut lines = vec!["no leader is known to any replica that answered".to_string()];
+    for status in &answered {
+        if let Some(through) = status.lost_through {
+            lines.push(format!(
+                "  replica {}: its log lost entries through {through} to damage; it does not \
+                 stand for election, and votes only for a log newer than what it lost, until a \
+                 leader sends them again",
+                status.id
+            ));
+        }
+        if status.audit.quarantined.is_some() {
+            lines.push(format!(
+                "  replica {}: quarantined (its state differs from the majority's); it votes \
+                 and stands again after two election timeouts without a leader, and hands \
+                 leadership over if elected",
+                status.id
+            ));
+        }
+    }
+    let voters: std::collections::BTreeSet<u64> =
+        answered.iter().flat_map(|status| status.voters.iter().copied()).collect();
+    let short: Vec<u64> = answered
+        .iter()
+        .filter(|status| status.lost_through.is_some() && voters.contains(&status.id))
+        .map(|status| status.id)
+        .collect();
+    if !voters.is_empty() && short.len() > voters.len() / 2 {
+        lines.push(format!(
+            "  {} of the {} voters ({short:?}) lost entries they may have acknowledged: a leader \
+             can be elected only from a log that ends in a later term than theirs. If no voter \
+             holds one, bring back a voter whose disk is intact; see docs/storage.md, \"When a \
+             majority lost its data\"",
+            short.len(),
+            voters.len()
+        ));
+    }
+    let unreachable = results.len() - answered.len();
+    if unreachable > 0 {
+        lines.push(format!("  {unreachable} replica(s) did not answer"));
+    }
+    lines
 }
 
 /// A replica's audit in one word: `ok`, `QUARANTINED`, `LOG-REPAIR` (fetching entries its
@@ -621,5 +685,43 @@ mod tests {
         assert!(matches!(parse_operation("del k"), Ok(Operation::Delete(_))));
         assert!(parse_operation("get").is_err());
         assert!(parse_operation("del k v").is_err());
+    }
+
+    #[test]
+    fn without_a_leader_status_names_who_holds_out_and_a_lost_majority() {
+        let replica = |id: u64, lost: Option<u64>| ReplicaStatus {
+            id,
+            voters: vec![1, 2, 3],
+            lost_through: lost,
+            ..ReplicaStatus::default()
+        };
+        let answered =
+            |replicas: Vec<ReplicaStatus>| -> Vec<(String, Result<ReplicaStatus, String>)> {
+                replicas.into_iter().map(|status| (format!("r{}", status.id), Ok(status))).collect()
+            };
+        let one_short = election_diagnosis(&answered(vec![
+            replica(1, Some(40)),
+            replica(2, None),
+            replica(3, None),
+        ]));
+        assert!(
+            one_short[1].contains("replica 1: its log lost entries through 40"),
+            "{one_short:?}"
+        );
+        assert!(!one_short.iter().any(|line| line.contains("of the 3 voters")), "{one_short:?}");
+        let two_short = election_diagnosis(&answered(vec![
+            replica(1, Some(40)),
+            replica(2, Some(41)),
+            replica(3, None),
+        ]));
+        assert!(
+            two_short.iter().any(|line| line.contains("2 of the 3 voters ([1, 2])")),
+            "{two_short:?}"
+        );
+        let led = election_diagnosis(&answered(vec![
+            ReplicaStatus { leader: Some(3), ..replica(1, Some(40)) },
+            replica(2, Some(41)),
+        ]));
+        assert!(led.is_empty(), "a leader is known: {led:?}");
     }
 }

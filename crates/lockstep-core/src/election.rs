@@ -122,7 +122,11 @@ impl Node {
             last_log_term: self.log.last_term(),
             leadership_transfer: transfer,
         };
-        for voter in self.membership.all_voters() {
+        // Learners are asked too (their answers count for nothing): one that was made a voter
+        // by a configuration this candidate has not received yet learns the term, and a
+        // voter that never hears of the terms of candidates behind on the configuration would
+        // campaign a term behind them for ever.
+        for voter in self.membership.members() {
             if voter == self.config.id {
                 continue;
             }

@@ -682,12 +682,30 @@ impl<M: StateMachine, D: Storage, T: Transport> Driver<M, D, T> {
             }
         }
         let peer = self.audit.peers.entry(from).or_default();
+        if !peer.quarantined && peer.restored_from != report.restored_from {
+            // Its state was replaced since its last report (a restart from a checkpoint a
+            // majority vouched for, a snapshot): the differences and digests it reported
+            // before say nothing of it now. Kept, they made a sound leader count a replica
+            // that had diverged and restarted as differing, with a second divergent replica
+            // a quorum, and quarantine itself.
+            peer.differs.clear();
+            peer.digests.clear();
+            peer.pending = None;
+        }
         peer.restored_from = report.restored_from;
         peer.reported = peer.reported.max(report.applied);
         peer.applied = report.applied;
         peer.log_first = report.log_first;
         for point in &report.digests {
-            peer.digests.entry(point.index).or_insert((*point, false));
+            match peer.digests.get(&point.index) {
+                Some((known, _)) if known == point => {}
+                // New, or reported again with another value (its state was rebuilt since, a
+                // replay from its log after a restart, say): compared afresh. Kept as first
+                // reported, a stale difference outlived the state it described.
+                _ => {
+                    peer.digests.insert(point.index, (*point, false));
+                }
+            }
         }
         while peer.digests.len() > PEER_DIGESTS_KEPT {
             peer.digests.pop_first();

@@ -49,6 +49,49 @@ fn thread_cpu_nanos() -> u64 {
         .saturating_add(now.tv_nsec.max(0) as u64)
 }
 
+/// The machine's monotonic clock in microseconds: the same clock in every process on the
+/// machine, so the entry trace of three replicas can be laid side by side.
+fn monotonic_micros() -> u64 {
+    let now = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
+    (now.tv_sec.max(0) as u64)
+        .saturating_mul(1_000_000)
+        .saturating_add(now.tv_nsec.max(0) as u64 / 1_000)
+}
+
+/// `at` on the machine's monotonic clock, in microseconds.
+fn monotonic_micros_at(at: Instant) -> u64 {
+    monotonic_micros().saturating_sub(at.elapsed().as_micros() as u64)
+}
+
+/// The stages of an entry's life on one replica that the entry trace reports: in its log
+/// (proposed, on a leader; received, on a follower), durable, committed, applied (and, on the
+/// leader, answered in the same turn).
+const TRACE_STAGES: [&str; 4] = ["log", "durable", "committed", "applied"];
+
+/// At most this many entries of one stage are reported in one turn.
+const TRACE_PER_TURN_MAX: u64 = 16;
+
+/// The entry trace (`LOCKSTEP_TRACE_EVERY=N`): every `N`th log index, each replica logs when
+/// the entry reached each stage here, with the start of the turn that saw it and when that
+/// turn's first input was queued, on the machine's monotonic clock (`bench/trace.sh` lays
+/// the three replicas' lines side by side). Off (0) by default.
+#[derive(Default)]
+struct EntryTrace {
+    every: u64,
+    /// Per stage, the index it had reached at the end of the last turn.
+    seen: [u64; 4],
+}
+
+impl EntryTrace {
+    fn from_environment() -> EntryTrace {
+        let every = std::env::var("LOCKSTEP_TRACE_EVERY")
+            .ok()
+            .and_then(|value| value.parse().ok())
+            .unwrap_or(0);
+        EntryTrace { every, seen: [0; 4] }
+    }
+}
+
 /// Where a client connection's answers go.
 pub type Reply<O> = mpsc::UnboundedSender<ServerMessage<O>>;
 
@@ -181,6 +224,8 @@ pub struct Replica<M: StateMachine> {
     /// Test only (a deliberately broken server): linearizable reads answered from the local
     /// state, leader or not.
     pub(crate) unsafe_reads: bool,
+    /// `LOCKSTEP_TRACE_EVERY`: see [`EntryTrace`].
+    trace: EntryTrace,
     /// Where the applied index, term and leader are published after each turn that changed
     /// them.
     pub(crate) progress: Option<tokio::sync::watch::Sender<Progress>>,
@@ -208,6 +253,7 @@ impl<M: StateMachine> Replica<M> {
             was_quarantined: false,
             unsafe_reads: false,
             progress: None,
+            trace: EntryTrace::from_environment(),
         }
     }
 
@@ -246,6 +292,10 @@ impl<M: StateMachine> Replica<M> {
             // never wait behind a long apply; the rest waits for the next turn.
             self.driver.set_apply_budget(APPLY_ENTRIES_PER_TURN, APPLY_BYTES_PER_TURN);
             let turn_started = Instant::now();
+            let queued_at = [held.control.as_ref().map(|c| c.0), held.event.as_ref().map(|e| e.0)]
+                .into_iter()
+                .flatten()
+                .min();
             let cpu_before = thread_cpu_nanos();
             let applied_before = self.driver.node().applied_index();
             let mut handled = 0u64;
@@ -282,6 +332,7 @@ impl<M: StateMachine> Replica<M> {
             self.sync_peers();
             self.driver.transport_mut().flush();
             self.observe();
+            self.trace_entries(turn_started, queued_at);
             let took = turn_started.elapsed();
             metrics::histogram!("lockstep_turn_seconds").record(took.as_secs_f64());
             if took.as_millis() >= TURN_MILLIS_NOTED {
@@ -708,6 +759,49 @@ impl<M: StateMachine> Replica<M> {
                 ClientError::Malformed("the request does not decode as this service's input".into())
             }
             Refusal::TooLarge { bytes, max } => ClientError::TooLarge { bytes, max },
+        }
+    }
+
+    /// Logs the traced entries that reached a stage in this turn (see [`EntryTrace`]).
+    fn trace_entries(&mut self, turn_started: Instant, queued_at: Option<Instant>) {
+        let every = self.trace.every;
+        if every == 0 {
+            return;
+        }
+        let node = self.driver.node();
+        let reached = [
+            node.last_index().get(),
+            node.persisted_index().get(),
+            node.commit_index().get(),
+            node.applied_index().get(),
+        ];
+        let leads = node.role() == Role::Leader;
+        let (turn_us, queued_us) =
+            (monotonic_micros_at(turn_started), queued_at.map_or(0, monotonic_micros_at));
+        let at_us = monotonic_micros();
+        for (slot, stage) in TRACE_STAGES.iter().enumerate() {
+            let before = self.trace.seen[slot];
+            let now = reached[slot];
+            self.trace.seen[slot] = now;
+            if now <= before {
+                continue;
+            }
+            let mut index = (before / every + 1) * every;
+            let mut reported = 0;
+            while index <= now && reported < TRACE_PER_TURN_MAX {
+                tracing::info!(
+                    target: "lockstep::trace",
+                    index,
+                    stage,
+                    leads,
+                    at_us,
+                    turn_us,
+                    queued_us,
+                    "entry trace"
+                );
+                index += every;
+                reported += 1;
+            }
         }
     }
 

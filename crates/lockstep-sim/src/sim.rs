@@ -19,7 +19,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::fmt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use lockstep_core::rng::SeededRng;
@@ -435,6 +435,8 @@ struct Replica {
     repairs_seen: u64,
     /// A bit was flipped in its log since it last started: the next start must find it.
     damage_pending: bool,
+    /// Where: the file, the offset and the byte as flipped.
+    damage_at: Option<(PathBuf, u64, u8)>,
     /// The configuration it held when it last stopped (it may hold a newer one than the
     /// cluster committed, and lead with it when it returns).
     membership_seen: Option<Membership>,
@@ -575,6 +577,7 @@ impl World {
                     bootstrap: None,
                     created: false,
                     damage_pending: false,
+                    damage_at: None,
                     membership_seen: None,
                     last_applied_seen: 0,
                     repairs_seen: 0,
@@ -886,11 +889,6 @@ impl World {
         {
             self.damage_log(node);
         }
-        let noted_before = self.replicas[node].damage_pending
-            && self.replicas[node]
-                .disk
-                .contents(&Path::new(DATA_DIR).join("lost-entries"))
-                .is_some();
         let replica = &mut self.replicas[node];
         // The initial members are given until the replica has been created on its disk once; a
         // restart after that must find it there.
@@ -923,18 +921,35 @@ impl World {
             }
         };
         let id = self.replicas[node].id;
-        if noted_before {
-            // An earlier start found the damage and noted it, then failed (the disk).
-            self.report.logs_set_aside += 1;
-        } else if let Some(damage) = store.damage_found() {
+        if let Some(damage) = store.damage_found() {
             let line = format!("replica {id} sets damaged files aside: {damage}");
             self.report.logs_set_aside += 1;
             self.note(|| line);
         } else if self.replicas[node].damage_pending {
-            self.violation(
-                "disk damage",
-                format!("replica {id} started from a damaged log without finding the damage"),
-            );
+            // Whether the damaged byte is still where it was flipped.
+            let still_there =
+                self.replicas[node].damage_at.as_ref().is_some_and(|(path, at, byte)| {
+                    self.replicas[node]
+                        .disk
+                        .contents(path)
+                        .and_then(|bytes| bytes.get(*at as usize).copied())
+                        == Some(*byte)
+                });
+            if store.lost_entries().is_some() {
+                // An earlier start found the damage and noted it, then failed (the disk)
+                // before it was done; this one finished setting the files aside. (A replica
+                // still short of lost entries is never damaged again, so the note is this
+                // damage's.)
+                self.report.logs_set_aside += 1;
+            } else if !still_there {
+                // An earlier start that then failed (the disk) discarded the damaged bytes
+                // with what held them: a log a snapshot had replaced, restarted after it.
+            } else {
+                self.violation(
+                    "disk damage",
+                    format!("replica {id} started from a damaged log without finding the damage"),
+                );
+            }
         }
         self.replicas[node].damage_pending = false;
         if initial.lost_through.is_some() {
@@ -1941,6 +1956,12 @@ impl World {
         if self.replicas[node].disk.flip_bit(&path, at, bit).is_ok() {
             self.report.disk_damage_injected += 1;
             self.replicas[node].damage_pending = true;
+            let flipped = self.replicas[node]
+                .disk
+                .contents(&path)
+                .and_then(|bytes| bytes.get(at as usize).copied())
+                .unwrap_or(0);
+            self.replicas[node].damage_at = Some((path.clone(), at, flipped));
             let id = self.replicas[node].id;
             self.note(|| {
                 format!("replica {id}: bit {bit} of byte {at} in {} flipped", path.display())

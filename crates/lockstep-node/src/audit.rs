@@ -684,12 +684,10 @@ impl<M: StateMachine, D: Storage, T: Transport> Driver<M, D, T> {
         let peer = self.audit.peers.entry(from).or_default();
         if !peer.quarantined && peer.restored_from != report.restored_from {
             // Its state was replaced since its last report (a restart from a checkpoint a
-            // majority vouched for, a snapshot): the differences and digests it reported
-            // before say nothing of it now. Kept, they made a sound leader count a replica
-            // that had diverged and restarted as differing, with a second divergent replica
-            // a quorum, and quarantine itself.
+            // majority vouched for, a snapshot): the differences noted before say nothing of
+            // it now. (Its digest points stay: they still vouch for what it held, and one it
+            // reports again with another value is compared afresh.)
             peer.differs.clear();
-            peer.digests.clear();
             peer.pending = None;
         }
         peer.restored_from = report.restored_from;

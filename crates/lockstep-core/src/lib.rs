@@ -77,7 +77,7 @@ pub use output::{
     Event, Output, Persist, ProposeError, Proposed, ReadError, ReadReady, RejectReason,
     SnapshotAnswer, SnapshotChunk, Stats,
 };
-pub use reconfigure::{ConfigError, MembershipChange};
+pub use reconfigure::{ConfigError, MembershipChange, PROMOTION_HEARD_HEARTBEATS};
 pub use state_machine::{ApplyContext, StateDigest, StateMachine, StateSnapshot};
 pub use types::{
     Command, Entry, EntryPayload, HardState, LogIndex, NodeId, ReadId, Role, SnapshotMeta, Term,

@@ -426,8 +426,9 @@ impl Node {
                     );
                     return;
                 }
+                let tick = self.tick_count;
                 if let Some(progress) = self.progress.get_mut(&from) {
-                    progress.recent_active = true;
+                    progress.heard(tick);
                 }
                 self.output.snapshot_answers.push(SnapshotAnswer { from, answer });
             }

@@ -92,6 +92,9 @@ pub struct Progress {
     pub inflights: Inflights,
     /// Heard from since the last check-quorum round.
     pub recent_active: bool,
+    /// The leader's tick when it last heard from this follower in this term (`None`: not
+    /// yet). Its progress may be stale by then: the follower may have restarted with less.
+    pub heard_tick: Option<u64>,
     /// The highest read round this follower acknowledged.
     pub read_round_acked: u64,
     /// The highest commit index sent to this follower.
@@ -106,6 +109,12 @@ pub struct Progress {
 }
 
 impl Progress {
+    /// Notes an answer from the follower, heard at the leader's `tick`.
+    pub fn heard(&mut self, tick: u64) {
+        self.recent_active = true;
+        self.heard_tick = Some(tick);
+    }
+
     /// A follower about which nothing is known yet; the leader probes from `next_index`.
     pub fn new(next_index: LogIndex, is_voter: bool) -> Progress {
         Progress {
@@ -115,6 +124,7 @@ impl Progress {
             probe_sent: false,
             inflights: Inflights::default(),
             recent_active: false,
+            heard_tick: None,
             read_round_acked: 0,
             commit_sent: LogIndex::ZERO,
             match_at_last_heartbeat: LogIndex::ZERO,

@@ -25,6 +25,10 @@ use crate::node::Node;
 use crate::output::Proposed;
 use crate::types::{Entry, EntryPayload, LogIndex, NodeId, Role};
 
+/// A learner is promoted only if the leader heard from it within this many heartbeat
+/// intervals (see `Node::check_caught_up`).
+pub const PROMOTION_HEARD_HEARTBEATS: u64 = 3;
+
 /// A membership change a client asks for.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum MembershipChange {
@@ -78,6 +82,13 @@ pub enum ConfigError {
         /// The most allowed.
         allowed: u64,
     },
+    /// The leader has not heard from the learner lately: what it knows of it may be stale.
+    LearnerSilent {
+        /// The learner.
+        id: NodeId,
+        /// Ticks since the leader last heard from it (`None`: not in this term).
+        silent_ticks: Option<u64>,
+    },
     /// The resulting configuration is not valid.
     Invalid(String),
 }
@@ -118,6 +129,16 @@ impl fmt::Display for ConfigError {
                 f,
                 "learner {id} is {behind} entries behind the leader (at most {allowed} to be \
                  promoted); try again once it has caught up"
+            ),
+            ConfigError::LearnerSilent { id, silent_ticks: Some(ticks) } => write!(
+                f,
+                "the leader has not heard from learner {id} for {ticks} ticks, so what it knows \
+                 of the learner may be stale; try again once the learner answers"
+            ),
+            ConfigError::LearnerSilent { id, silent_ticks: None } => write!(
+                f,
+                "the leader has not heard from learner {id} in its term yet; try again once the \
+                 learner answers"
             ),
             ConfigError::Invalid(reason) => write!(f, "invalid configuration: {reason}"),
         }
@@ -245,7 +266,12 @@ impl Node {
     }
 
     /// A learner may become a voter only when it is alive, replicating, past the snapshot, and
-    /// within `promotion_lag_max` entries of the leader.
+    /// within `promotion_lag_max` entries of the leader, as it answered within the last
+    /// [`PROMOTION_HEARD_HEARTBEATS`] heartbeat intervals. (What the leader knows of a learner
+    /// it has not heard from lately may be stale: the learner may have restarted since with a
+    /// damaged log set aside, and a voter short of entries it lost votes for almost no one. A
+    /// leader cut off from the cluster would otherwise promote such a learner on old news,
+    /// into a configuration in which no one can be elected.)
     fn check_caught_up(&self, id: NodeId) -> Result<(), ConfigError> {
         let allowed = self.config.promotion_lag_max;
         let last = self.log.last_index().get();
@@ -253,6 +279,12 @@ impl Node {
             return Err(ConfigError::LearnerBehind { id, behind: last, allowed });
         };
         let behind = last.saturating_sub(progress.match_index.get());
+        let window =
+            self.config.heartbeat_interval_ticks.saturating_mul(PROMOTION_HEARD_HEARTBEATS);
+        let silent_ticks = progress.heard_tick.map(|tick| self.tick_count.saturating_sub(tick));
+        if silent_ticks.is_none_or(|ticks| ticks > window) {
+            return Err(ConfigError::LearnerSilent { id, silent_ticks });
+        }
         let replicating = progress.state == crate::progress::ProgressState::Replicate
             && progress.recent_active
             && progress.match_index > LogIndex::ZERO

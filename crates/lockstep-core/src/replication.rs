@@ -218,8 +218,9 @@ impl Node {
                     self.reject_from(from, "AppendResponse", RejectReason::IndexOutOfRange);
                     return;
                 }
+                let tick = self.tick_count;
                 let Some(progress) = self.progress.get_mut(&from) else { return };
-                progress.recent_active = true;
+                progress.heard(tick);
                 if !progress.maybe_update(match_index) {
                     return;
                 }
@@ -248,8 +249,9 @@ impl Node {
                     return;
                 }
                 let hint_next = self.log.last_index_with_term_at_most(hint_index, hint_term).next();
+                let tick = self.tick_count;
                 let Some(progress) = self.progress.get_mut(&from) else { return };
-                progress.recent_active = true;
+                progress.heard(tick);
                 if progress.maybe_decrease(rejected_index, hint_next)
                     && progress.state == ProgressState::Replicate
                 {
@@ -266,8 +268,6 @@ impl Node {
         // The leader caps the commit index at what we hold; a log that lost its unsynced tail
         // in a crash may hold less, so cap again.
         self.commit_to(heartbeat.commit.min(self.log.last_index()));
-        let response = HeartbeatResponse { read_round: heartbeat.read_round };
-        self.send_after_persist(from, MessageBody::HeartbeatResponse(response));
         if let Some(check) = heartbeat.lost_check {
             // The leader heard our notice from this run before it sent this, so its log then
             // held everything we had acknowledged to it. If our log is exactly its whole log
@@ -292,6 +292,11 @@ impl Node {
             };
             self.send_after_persist(from, MessageBody::AppendResponse(response));
         }
+        // After the notice: on one connection, the leader learns that its news of this
+        // replica is stale before it hears from it again (it promotes a learner only on
+        // fresh news).
+        let response = HeartbeatResponse { read_round: heartbeat.read_round };
+        self.send_after_persist(from, MessageBody::HeartbeatResponse(response));
     }
 
     /// Leader: `from` says its storage lost entries it had acknowledged and that its log holds
@@ -308,8 +313,9 @@ impl Node {
     ) {
         let agrees = self.log.term(held) == Some(held_term);
         let last_index = self.log.last_index();
+        let tick = self.tick_count;
         let Some(progress) = self.progress.get_mut(&from) else { return };
-        progress.recent_active = true;
+        progress.heard(tick);
         progress.lost_nonce = Some(nonce);
         if (agrees && held >= progress.match_index)
             || matches!(progress.state, ProgressState::Snapshot { .. })
@@ -333,8 +339,9 @@ impl Node {
             self.reject_from(from, "HeartbeatResponse", RejectReason::IndexOutOfRange);
             return;
         }
+        let tick = self.tick_count;
         let Some(progress) = self.progress.get_mut(&from) else { return };
-        progress.recent_active = true;
+        progress.heard(tick);
         progress.read_round_acked = progress.read_round_acked.max(response.read_round);
         self.nudge_follower_on_heartbeat(from);
         self.advance_reads();

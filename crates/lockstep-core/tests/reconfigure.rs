@@ -169,3 +169,45 @@ fn bad_changes_are_refused_with_reasons() {
     assert!(cluster.node(id(1)).membership().voters.contains(&id(4)));
     let _ = LogIndex::ZERO;
 }
+
+/// A leader promotes a learner only on fresh news of it: what it heard before the learner
+/// fell silent may be stale (the learner may have restarted since with its damaged log set
+/// aside), and a voter short of entries it lost votes for almost no one. A leader cut off from
+/// the learner refuses the promotion once a few heartbeats went unanswered, well before
+/// check-quorum would notice, and promotes it again once it answers.
+#[test]
+fn a_learner_not_heard_from_lately_is_not_promoted() {
+    let mut cluster = Cluster::new(&[1, 2, 3], |_| {});
+    cluster.elect(id(1));
+    start_replica(&mut cluster, 4, |_| {});
+    change(&mut cluster, id(1), MembershipChange::AddLearner(id(4)));
+    propose(&mut cluster, id(1), 3);
+
+    cluster.isolate(id(4));
+    for _ in 0..lockstep_core::PROMOTION_HEARD_HEARTBEATS + 1 {
+        cluster.node_mut(id(1)).tick();
+        cluster.stabilize();
+    }
+    assert_eq!(cluster.leaders(), vec![id(1)], "the leader still holds its quorum");
+    let progress = cluster.node(id(1)).progress(id(4)).expect("the learner's progress").clone();
+    assert!(progress.recent_active, "check-quorum has not run yet: {progress:?}");
+    let stale = cluster
+        .node_mut(id(1))
+        .propose_membership(MembershipChange::Promote(id(4)))
+        .expect_err("a learner not heard from lately stays a learner");
+    assert_eq!(
+        stale,
+        ConfigError::LearnerSilent {
+            id: id(4),
+            silent_ticks: Some(lockstep_core::PROMOTION_HEARD_HEARTBEATS + 1)
+        }
+    );
+    assert!(stale.to_string().contains("has not heard from learner 4"), "{stale}");
+
+    cluster.heal();
+    cluster.node_mut(id(1)).tick();
+    cluster.stabilize();
+    change(&mut cluster, id(1), MembershipChange::Promote(id(4)));
+    assert!(cluster.node(id(1)).membership().voters.contains(&id(4)));
+    cluster.check();
+}

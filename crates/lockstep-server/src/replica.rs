@@ -571,7 +571,8 @@ impl<M: StateMachine> Replica<M> {
                 error @ (ConfigError::InProgress { .. }
                 | ConfigError::LeadershipTransfer
                 | ConfigError::NotReady
-                | ConfigError::LearnerBehind { .. }),
+                | ConfigError::LearnerBehind { .. }
+                | ConfigError::LearnerSilent { .. }),
             ) => ClientError::Retry(error.to_string()),
             Err(error) => ClientError::Rejected(error.to_string()),
         };

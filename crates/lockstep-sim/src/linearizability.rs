@@ -19,7 +19,7 @@
 //!   not. Such an operation has no return event: it may be linearized at any instant after its
 //!   call, with any result, or never.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
@@ -118,7 +118,7 @@ impl fmt::Display for Violation {
 }
 
 /// How much searching one key may take before the checker gives up.
-pub const STEPS_MAX: u64 = 50_000_000;
+pub const STEPS_MAX: u64 = 500_000_000;
 
 /// The outcome of a check.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -172,6 +172,62 @@ fn shrink(mut operations: Vec<Operation>) -> Vec<Operation> {
 enum Event {
     Call(usize),
     Return(usize),
+}
+
+/// The configurations explored (linearized operations and the state after them), none of
+/// which led to a linearization (or which is being explored now).
+///
+/// Operations with no answer are optional: one not linearized yet may still be linearized
+/// later, or never. So a configuration with the same answered operations linearized and the
+/// same state as one explored, but with a superset of its unanswered operations used, has no
+/// future the explored one lacks, and is pruned too. Without this, a few unanswered writes
+/// beside an operation pending across the whole history made the search explore every subset
+/// of them at every point (2^16 subsets in one simulated history).
+struct Seen {
+    /// The operations with no answer that take part (at most 64; beyond that, configurations
+    /// are compared exactly), each with its bit in the mask of those used.
+    unanswered: Vec<(usize, u64)>,
+    /// The linearized-set words with those operations' bits cleared.
+    answered_mask: Vec<u64>,
+    /// By the answered operations linearized and the state: the masks of unanswered
+    /// operations used with which that configuration was explored.
+    explored: HashMap<(Vec<u64>, Option<Value>), Vec<u64>>,
+}
+
+impl Seen {
+    fn new(operations: &[Operation]) -> Seen {
+        let unanswered: Vec<(usize, u64)> = operations
+            .iter()
+            .enumerate()
+            .filter(|(_, operation)| operation.returned.is_none())
+            .take(64)
+            .enumerate()
+            .map(|(bit, (id, _))| (id, 1u64 << bit))
+            .collect();
+        let mut answered_mask = vec![u64::MAX; operations.len().div_ceil(64)];
+        for (id, _) in &unanswered {
+            answered_mask[id / 64] &= !(1 << (id % 64));
+        }
+        Seen { unanswered, answered_mask, explored: HashMap::new() }
+    }
+
+    /// Records the configuration; false if it (or one at least as free) was explored.
+    fn insert(&mut self, linearized: &[u64], state: Option<Value>) -> bool {
+        let answered: Vec<u64> =
+            linearized.iter().zip(&self.answered_mask).map(|(word, mask)| word & mask).collect();
+        let used = self
+            .unanswered
+            .iter()
+            .filter(|(id, _)| linearized[id / 64] & (1 << (id % 64)) != 0)
+            .fold(0u64, |used, (_, bit)| used | bit);
+        let masks = self.explored.entry((answered, state)).or_default();
+        if masks.iter().any(|&explored| explored & !used == 0) {
+            return false;
+        }
+        masks.retain(|&explored| used & !explored != 0);
+        masks.push(used);
+        true
+    }
 }
 
 /// Checks one key's operations. `Some(true)`: linearizable; `Some(false)`: not; `None`: the
@@ -229,7 +285,7 @@ fn check_key(operations: &[Operation]) -> Option<bool> {
     let words = operations.len().div_ceil(64);
     let mut linearized = vec![0u64; words];
     let mut state: Option<Value> = None;
-    let mut seen: HashSet<(Vec<u64>, Option<Value>)> = HashSet::new();
+    let mut seen = Seen::new(operations);
     // The stack of linearized operations: (call position, state before it).
     let mut stack: Vec<(usize, Option<Value>)> = Vec::new();
     let mut cursor = next[head];
@@ -255,7 +311,7 @@ fn check_key(operations: &[Operation]) -> Option<bool> {
                     if agrees {
                         let mut marked = linearized.clone();
                         marked[id / 64] |= 1 << (id % 64);
-                        if seen.insert((marked.clone(), new_state)) {
+                        if seen.insert(&marked, new_state) {
                             stack.push((cursor, state));
                             linearized = marked;
                             state = new_state;

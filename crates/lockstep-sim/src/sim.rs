@@ -732,6 +732,7 @@ impl World {
         while let Some(((time, _), event)) = self.queue.pop_first() {
             self.now = time;
             if time > deadline {
+                self.count_lost_entry_holds_left();
                 self.report_liveness_failure();
                 self.check_audit();
                 self.check_linearizability();
@@ -2330,13 +2331,18 @@ impl World {
         self.report.detection_latencies = self.audit.latencies();
     }
 
-    fn final_checks(&mut self) {
+    /// Counts the replicas still short of entries their storage lost.
+    fn count_lost_entry_holds_left(&mut self) {
         self.report.lost_entry_holds_left = self
             .replicas
             .iter()
             .filter_map(|replica| replica.driver.as_ref())
             .filter(|driver| driver.node().lost_through().is_some())
             .count() as u64;
+    }
+
+    fn final_checks(&mut self) {
+        self.count_lost_entry_holds_left();
         self.check_logs();
         let mut digests = Vec::new();
         let members = self

@@ -17,7 +17,8 @@
 //!   history is linearizable iff each object's sub-history is), so each key is checked alone.
 //! - **Requests with no answer** (a client timed out, or crashed) may have taken effect or
 //!   not. Such an operation has no return event: it may be linearized at any instant after its
-//!   call, with any result, or never.
+//!   call, with any result, or never. One known to have taken effect whose answer cannot be
+//!   judged returns [`Output::Unknown`]: it is linearized before its return, with any result.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
@@ -57,6 +58,10 @@ pub enum Output {
     Value(Option<Value>),
     /// Whether a compare-and-set applied.
     Swapped(bool),
+    /// Never a store's answer: the operation took effect before it returned, but its answer
+    /// cannot be judged (a write answered by a replica whose state had diverged). The checker
+    /// accepts any result for it.
+    Unknown,
 }
 
 /// One client operation as recorded: when it was called, and when and how it returned.
@@ -306,8 +311,10 @@ fn check_key(operations: &[Operation]) -> Option<bool> {
                 Event::Call(id) => {
                     let operation = &operations[id];
                     let (new_state, output) = apply(state, &operation.input);
-                    let agrees =
-                        operation.returned.as_ref().is_none_or(|(_, seen)| *seen == output);
+                    let agrees = operation
+                        .returned
+                        .as_ref()
+                        .is_none_or(|(_, seen)| *seen == output || *seen == Output::Unknown);
                     if agrees {
                         let mut marked = linearized.clone();
                         marked[id / 64] |= 1 << (id % 64);
@@ -432,6 +439,21 @@ mod tests {
             op(2, Input::Get, 7, read(8, None)),
         ];
         assert_eq!(check(&history), Verdict::Linearizable);
+    }
+
+    #[test]
+    fn a_write_whose_answer_cannot_be_judged_took_effect_before_it_returned() {
+        let unknown = Some((1, Output::Unknown));
+        let seen =
+            [op(1, Input::Put(1), 0, unknown.clone()), op(2, Input::Get, 2, read(3, Some(1)))];
+        assert_eq!(check(&seen), Verdict::Linearizable);
+        let missed =
+            [op(1, Input::Put(1), 0, unknown.clone()), op(2, Input::Get, 2, read(3, None))];
+        assert!(matches!(check(&missed), Verdict::Violation(_)));
+        // Any result is accepted for it: a compare-and-set that did not apply, too.
+        let cas = Input::CompareAndSet { expected: Some(7), new: 8 };
+        let refused = [op(1, cas, 0, unknown), op(2, Input::Get, 2, read(3, None))];
+        assert_eq!(check(&refused), Verdict::Linearizable);
     }
 
     #[test]

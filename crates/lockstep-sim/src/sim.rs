@@ -2021,7 +2021,7 @@ impl World {
         if self.audit.injected.iter().any(|injected| {
             injected.since.is_some()
                 && injected.ending.is_none()
-                && (injected.raw > 0 || injected.latency.is_some())
+                && injected.seeable()
                 && members.contains(&NodeId(injected.replica))
         }) {
             return false;
@@ -2296,11 +2296,7 @@ impl World {
                     );
                 }
             }
-            // A divergence after which its replica applied nothing is beyond what the audit
-            // can see (it compares states at indexes): the run may end before any entry
-            // follows one injected at its very end.
-            let seeable = divergence.raw > 0 || divergence.latency.is_some();
-            if divergence.ending.is_none() && member && seeable {
+            if divergence.ending.is_none() && member && divergence.seeable() {
                 self.violation(
                     "audit",
                     format!(

@@ -25,6 +25,13 @@ impl Injected {
     pub fn new(replica: u64, kind: FaultKind, since: Option<u64>) -> Injected {
         Injected { replica, kind, since, latency: None, comparable: 0, raw: 0, ending: None }
     }
+
+    /// Whether the audit can see it: found already, or its replica applied an entry since.
+    /// One after which its replica applied nothing is beyond an audit of states at indexes
+    /// (the run may end before any entry follows one injected at its very end).
+    pub fn seeable(&self) -> bool {
+        self.raw > 0 || self.latency.is_some()
+    }
 }
 
 /// What was injected.

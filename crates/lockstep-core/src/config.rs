@@ -57,7 +57,9 @@ pub struct Config {
     /// from a leader before they campaign; a leader steps down (with `check_quorum`) when a
     /// quorum has been silent this long.
     pub election_timeout_ticks_min: u64,
-    /// Election timeouts are drawn uniformly from `min..max`.
+    /// Election timeouts are drawn uniformly from `min..max`, which must hold at least two
+    /// values: with a single one, two replicas that campaign in step stay in step for ever
+    /// (each election ends in a split vote, and the next starts on the same tick).
     pub election_timeout_ticks_max: u64,
     /// A leader sends heartbeats this often.
     pub heartbeat_interval_ticks: u64,
@@ -131,9 +133,11 @@ impl Config {
                 self.election_timeout_ticks_min, self.heartbeat_interval_ticks
             ));
         }
-        if self.election_timeout_ticks_max <= self.election_timeout_ticks_min {
+        if self.election_timeout_ticks_max < self.election_timeout_ticks_min.saturating_add(2) {
             return Err(format!(
-                "election_timeout_ticks_max ({}) must exceed election_timeout_ticks_min ({})",
+                "election_timeout_ticks_max ({}) must exceed election_timeout_ticks_min ({}) by \
+                 at least 2: timeouts are drawn from min..max, and a single value leaves \
+                 candidates that campaign in step in step for ever",
                 self.election_timeout_ticks_max, self.election_timeout_ticks_min
             ));
         }

@@ -59,7 +59,7 @@ pub struct Config {
     pub election_timeout_ticks_min: u64,
     /// Election timeouts are drawn uniformly from `min..max`, which must hold at least two
     /// values: with a single one, two replicas that campaign in step stay in step for ever
-    /// (each election ends in a split vote, and the next starts on the same tick).
+    /// (each election ends as the last did, and the next starts at the same offset).
     pub election_timeout_ticks_max: u64,
     /// A leader sends heartbeats this often.
     pub heartbeat_interval_ticks: u64,

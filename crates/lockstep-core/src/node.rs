@@ -1306,8 +1306,9 @@ mod tests {
     fn a_timeout_range_of_one_value_is_refused() {
         // Two candidates whose timeouts cannot differ stay in step: found by the simulator
         // (seed 14000120 of `--membership --divergence --disk-corruption --batch`, before
-        // this rule), where a candidate behind on the configuration reached every term one
-        // tick before the only replica that could win asked for its vote.
+        // this rule, which that seed no longer draws), where a candidate behind on the
+        // configuration reached every term just before the only replica that could win asked
+        // for its vote.
         let mut config = Config::new(NodeId(1));
         config.election_timeout_ticks_max = config.election_timeout_ticks_min + 1;
         let error = Node::new(config.clone(), InitialState::new_cluster([NodeId(1)]))

@@ -11,6 +11,9 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
+/// With lease reads, the clock drift between replicas allowed for, in ticks.
+pub const LEASE_CLOCK_DRIFT_TICKS: u64 = 2;
+
 /// One member of the cluster and where to reach it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -277,6 +280,12 @@ impl ServerConfig {
             return fail(
                 "election_ticks must exceed heartbeat_ticks, which must be at least 1".to_string(),
             );
+        }
+        if self.lease_reads && self.election_ticks <= LEASE_CLOCK_DRIFT_TICKS {
+            return fail(format!(
+                "election_ticks: lease reads need more than {LEASE_CLOCK_DRIFT_TICKS} (the clock \
+                 drift they allow for)"
+            ));
         }
         if self.checkpoint_entries == 0 {
             return fail("checkpoint_entries: must be at least 1".to_string());

@@ -255,9 +255,10 @@ impl BoundServer {
         let mut core = Config::new(NodeId(config.id));
         core.heartbeat_interval_ticks = config.heartbeat_ticks;
         core.election_timeout_ticks_min = config.election_ticks;
-        core.election_timeout_ticks_max = config.election_ticks * 2;
+        core.election_timeout_ticks_max = config.election_ticks.saturating_mul(2);
         if config.lease_reads {
-            core.read_mode = ReadMode::Lease { clock_drift_ticks_max: 2 };
+            core.read_mode =
+                ReadMode::Lease { clock_drift_ticks_max: crate::config::LEASE_CLOCK_DRIFT_TICKS };
         }
         // Fresh at every start (the operating system's randomness, through the standard
         // library's hasher keys): election timeouts, read numbers and the number a replica

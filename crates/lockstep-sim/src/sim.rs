@@ -539,8 +539,8 @@ impl World {
             core_config.read_mode = ReadMode::Lease { clock_drift_ticks_max: 2 };
         }
         // Narrow timeout ranges make split votes and rival candidates in one term common. (At
-        // least two values: `Config::validate` refuses a range of one. The draw is kept as it
-        // was, so seeds run before that rule replay as they did.)
+        // least two values: `Config::validate` refuses a range of one. The generator is called
+        // as before, so only seeds that drew 11 run differently.)
         core_config.election_timeout_ticks_max = rng.range(11, 21).max(12);
         core_config.messages_in_flight_max =
             if rng.range(0, 3) == 0 { 1 } else { rng.range(2, 64) as usize };

@@ -22,11 +22,14 @@ use lockstep_client::{
 use lockstep_kv::{self as kv, Answer, KvError, Request, Response};
 use tonic::{Request as GrpcRequest, Response as GrpcResponse, Status};
 
+use crate::lessor::Lessor;
 use crate::proto::etcdserverpb as pb;
 use crate::proto::mvccpb;
 use crate::rpc::cluster_server::Cluster;
 use crate::rpc::k_v_server::KV;
+use crate::rpc::lease_client::LeaseClient;
 use crate::rpc::maintenance_server::Maintenance;
+use tonic::transport::Channel;
 
 /// The etcd API level this gateway speaks (what `Status` reports as the version).
 pub const API_VERSION: &str = "3.5.0";
@@ -76,8 +79,15 @@ pub struct GatewayConfig {
     /// How long a request may take before it fails as unavailable.
     pub timeout: Duration,
     /// The replica this gateway runs beside, when it runs in the same process (`None`: the
-    /// gateway reaches its replica over the network and polls what it needs).
+    /// gateway reaches its replica over the network and polls what it needs, and hands every
+    /// lease keep-alive to the leader's gateway).
     pub local: Option<LocalReplica>,
+    /// A new leader gives a lease that may have been renewed in a deposed leader's memory its
+    /// whole TTL plus this (an election timeout: time for that leader to learn it was
+    /// deposed). See [`crate::lessor`].
+    pub lease_extension: Duration,
+    /// How often the leader records in the log what remains of leases renewed in its memory.
+    pub lease_checkpoint_every: Duration,
 }
 
 /// The gateway's replica in its own process.
@@ -100,6 +110,11 @@ pub(crate) struct Shared {
     local: KvClient,
     /// The latest raft term seen here, for headers.
     term: AtomicU64,
+    /// Lease deadlines promised while this replica leads.
+    lessor: std::sync::Mutex<Lessor>,
+    /// The leader's Lease service, where keep-alives go while this replica does not lead
+    /// (with the leader's id: a new leader needs a new client).
+    leader_leases: tokio::sync::Mutex<Option<(u64, LeaseClient<Channel>)>>,
 }
 
 /// The gateway; clone it into each service.
@@ -132,7 +147,20 @@ impl Gateway {
             ),
             None => (Client::new(endpoints, options), Client::new(vec![own], local_options)),
         };
-        Gateway { shared: Arc::new(Shared { cluster, local, term: AtomicU64::new(0), config }) }
+        let lessor = Lessor::new(
+            config.lease_extension.as_millis() as u64,
+            config.lease_checkpoint_every.as_millis() as u64,
+        );
+        Gateway {
+            shared: Arc::new(Shared {
+                cluster,
+                local,
+                term: AtomicU64::new(0),
+                lessor: std::sync::Mutex::new(lessor),
+                leader_leases: tokio::sync::Mutex::new(None),
+                config,
+            }),
+        }
     }
 
     /// Keeps the raft term for headers fresh (every 100 ms) until the gateway is dropped; a
@@ -162,16 +190,78 @@ impl Gateway {
         weak.upgrade().map(|shared| Gateway { shared })
     }
 
-    /// Whether this replica leads now.
-    pub(crate) async fn leads(&self) -> bool {
-        match &self.shared.config.local {
-            // A replica that stopped publishing (its thread ended) leads nothing.
-            Some(local) => {
-                local.progress.has_changed().is_ok()
-                    && local.progress.borrow().leader == Some(self.shared.config.member_id)
-            }
-            None => self.local_status().await.is_ok_and(|status| status.role == "leader"),
+    /// The term in which this replica leads, as its replica thread last published (`None` if
+    /// it does not lead, or the gateway does not run beside it).
+    pub(crate) fn leading_term(&self) -> Option<u64> {
+        let local = self.shared.config.local.as_ref()?;
+        if local.progress.has_changed().is_err() {
+            return None;
         }
+        let progress = local.progress.borrow();
+        (progress.leader == Some(self.shared.config.member_id)).then_some(progress.term)
+    }
+
+    /// A linearizable read that this replica answered as leader in `term`. A replica leads at
+    /// most once in a term, so if it led in `term` when the read was handed over and still does
+    /// once it is answered, it led throughout, and the read was confirmed by a quorum in
+    /// `term` (a follower's read would have been answered by another leader: refused here).
+    pub(crate) async fn read_as_leader(
+        &self,
+        term: u64,
+        request: Request,
+    ) -> Result<Answer, Status> {
+        if self.leading_term() != Some(term) {
+            return Err(not_leading());
+        }
+        let answer = self
+            .shared
+            .local
+            .read_with(request, ReadConsistency::Linearizable)
+            .await
+            .map_err(client_status)?;
+        if self.leading_term() != Some(term) {
+            return Err(not_leading());
+        }
+        check(answer)
+    }
+
+    /// The lessor, locked.
+    pub(crate) fn lessor(&self) -> std::sync::MutexGuard<'_, Lessor> {
+        // A panic while it was held left nothing half-changed that matters: every change is
+        // one insert or one clear.
+        self.shared.lessor.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// A client of the leader's Lease service (its etcd address from the member list).
+    pub(crate) async fn leader_leases(&self) -> Result<LeaseClient<Channel>, Status> {
+        let leader = match &self.shared.config.local {
+            Some(local) => local.progress.borrow().leader,
+            None => self.local_status().await?.leader,
+        }
+        .ok_or_else(|| Status::unavailable("etcdserver: no leader"))?;
+        let mut cached = self.shared.leader_leases.lock().await;
+        if let Some((id, client)) = cached.as_ref() {
+            if *id == leader {
+                return Ok(client.clone());
+            }
+        }
+        let members =
+            self.shared.local.members(MemberRequest::List).await.map_err(client_status)?;
+        let address = members
+            .iter()
+            .find(|member| member.id == leader)
+            .and_then(|member| member.etcd.clone())
+            .ok_or_else(|| {
+                Status::unavailable(format!(
+                    "etcdserver: the leader (member {leader:x}) serves no etcd API"
+                ))
+            })?;
+        let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{address}"))
+            .map_err(|error| Status::internal(format!("the leader's etcd address: {error}")))?
+            .connect_timeout(self.shared.config.timeout);
+        let client = LeaseClient::new(endpoint.connect_lazy());
+        *cached = Some((leader, client.clone()));
+        Ok(client)
     }
 
     /// The replica's published progress, when the gateway runs beside it.
@@ -225,6 +315,12 @@ impl Gateway {
         self.shared.term.store(status.term, Ordering::Relaxed);
         Ok(status)
     }
+}
+
+/// What a request that only the leader answers gets from a member that does not lead (etcd
+/// clients retry it).
+pub(crate) fn not_leading() -> Status {
+    Status::unavailable("etcdserver: not leader")
 }
 
 /// A refused answer as etcd's error.

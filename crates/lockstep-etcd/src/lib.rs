@@ -20,6 +20,7 @@ pub mod rpc {
 }
 
 pub mod gateway;
+mod lessor;
 pub mod streams;
 
 pub use gateway::{Gateway, GatewayConfig, GatewayMember, LocalReplica};

@@ -1,11 +1,10 @@
 //! etcd's Lease and Watch services.
 //!
-//! **Leases** live in the replicated store: granting, keeping alive (a renewal sets the
-//! deadline to its TTL after the renewal's log time) and revoking all go through the log. The
-//! leader's gateway looks for leases whose deadline has passed every half second and proposes
-//! their expiry; the store revokes a lease only if its deadline has passed by the log time of
-//! that proposal, so a renewal that raced it wins, and every replica deletes the same keys at
-//! the same revision.
+//! **Leases** live in the replicated store; granting and revoking go through the log. Keep-alives
+//! are answered by the leader's gateway from memory, and the leader alone decides that a lease
+//! has expired and writes the expiry through the log, so every replica deletes the same keys
+//! at the same revision ([`crate::lessor`] has the rules). A member that does not lead passes
+//! keep-alives and time-to-live requests on to the leader's etcd address, as etcd's members do.
 //!
 //! **Watches** are served by the member the client is connected to, from its own applied
 //! state: each watcher asks its replica for the changes to its range after the last revision
@@ -22,7 +21,7 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use lockstep_kv::{self as kv, Request, Response};
+use lockstep_kv::{self as kv, Answer, Request, Response};
 use tokio::sync::mpsc;
 use tonic::{Request as GrpcRequest, Response as GrpcResponse, Status, Streaming};
 
@@ -52,31 +51,128 @@ fn lease_id() -> i64 {
     (lockstep_client::random_id() >> 1).max(1) as i64
 }
 
+/// Marks a request a member passed to the leader: a member that does not lead answers it
+/// with an error rather than passing it on again (leaders in flux could otherwise bounce it).
+const FORWARDED: &str = "lockstep-forwarded";
+
+/// Leases per checkpoint entry at most.
+const CHECKPOINT_LEASES_MAX: usize = 1_000;
+
 impl Gateway {
-    /// Proposes the expiry of every lease whose deadline has passed, while this replica leads;
-    /// runs until the gateway is dropped.
+    /// While this replica leads: every half second proposes the expiry of every lease past its
+    /// deadline, and, once a checkpoint interval, records what remains of leases renewed in
+    /// memory ([`crate::lessor`]). Runs until the gateway is dropped.
     pub(crate) fn start_reaping(&self) {
         let gateway = self.downgrade();
         tokio::spawn(async move {
             loop {
                 tokio::time::sleep(Duration::from_millis(500)).await;
                 let Some(gateway) = Gateway::upgrade(&gateway) else { return };
-                if !gateway.leads().await {
-                    continue;
-                }
-                let expired = kv::LeasesExpiredRequest { now_millis: now_millis() };
-                let Ok(answer) = gateway.read(Request::LeasesExpired(expired), true).await else {
+                let Some(term) = gateway.leading_term() else { continue };
+                let Ok(answer) = gateway.read_as_leader(term, Request::LeaseDeadlines).await else {
                     continue;
                 };
-                let Response::Leases(leases) = answer.response else { continue };
-                for lease in leases {
-                    let expire = Request::LeaseExpire(kv::LeaseIdRequest { id: lease.id });
+                let Response::LeaseDeadlines(leases) = answer.response else { continue };
+                let now = now_millis();
+                let (expired, checkpoint) = {
+                    let mut lessor = gateway.lessor();
+                    if !lessor.enter(term, now) {
+                        continue;
+                    }
+                    (lessor.expired(&leases, now), lessor.checkpoint(&leases, now))
+                };
+                for id in expired {
+                    let expire = Request::LeaseExpire(kv::LeaseIdRequest { id });
                     if let Err(error) = gateway.write(expire).await {
-                        tracing::debug!(lease = lease.id, "expiring a lease failed: {error}");
+                        tracing::debug!(lease = id, "expiring a lease failed: {error}");
+                    }
+                }
+                for chunk in checkpoint.unwrap_or_default().chunks(CHECKPOINT_LEASES_MAX) {
+                    let leases = chunk.to_vec();
+                    let record = Request::LeaseCheckpoint(kv::LeaseCheckpointRequest { leases });
+                    if let Err(error) = gateway.write(record).await {
+                        tracing::debug!("a lease checkpoint failed: {error}");
                     }
                 }
             }
         });
+    }
+
+    /// Renews lease `id` as the leader in `term`: its TTL in seconds from now, or 0 if it is
+    /// gone or expired.
+    async fn renew_as_leader(&self, term: u64, id: i64) -> Result<i64, Status> {
+        let mut lease = match self.lease_as_leader(term, id).await? {
+            Some(lease) => lease,
+            None => return Ok(0),
+        };
+        if !lease.renewed {
+            // The first renewal since the deadline was recorded goes through the log, which
+            // marks the lease: a later leader then gives it its whole TTL. Too late, it revokes.
+            let renew = Request::LeaseKeepAlive(kv::LeaseIdRequest { id });
+            match self.write(renew).await {
+                Ok(Answer { response: Response::Lease(_), .. }) => {}
+                Ok(_) => return Ok(0),
+                Err(status) if status.code() == tonic::Code::NotFound => return Ok(0),
+                Err(status) => return Err(status),
+            }
+            // Leadership confirmed again after the mark, so no leader elected meanwhile can
+            // have missed it.
+            lease = match self.lease_as_leader(term, id).await? {
+                Some(lease) => lease,
+                None => return Ok(0),
+            };
+        }
+        let now = now_millis();
+        let mut lessor = self.lessor();
+        if !lessor.enter(term, now) {
+            return Err(crate::gateway::not_leading());
+        }
+        if lessor.deadline(&lease) <= now || !lease.renewed {
+            // Expired (the reaper revokes it), or revoked and granted again meanwhile.
+            return Ok(0);
+        }
+        lessor.renew(&lease, now);
+        Ok(lease.ttl)
+    }
+
+    /// Lease `id` as the log records it, read as the leader in `term` (`None`: not held).
+    async fn lease_as_leader(
+        &self,
+        term: u64,
+        id: i64,
+    ) -> Result<Option<kv::LeaseDeadline>, Status> {
+        let query = Request::LeaseTimeToLive(kv::LeaseIdRequest { id });
+        match self.read_as_leader(term, query).await {
+            Ok(Answer { response: Response::Lease(info), .. }) => Ok(Some(kv::LeaseDeadline {
+                id,
+                ttl: info.ttl,
+                deadline_millis: info.deadline_millis,
+                renewed: info.renewed,
+            })),
+            Ok(_) => Err(Status::internal("lockstep: not a lease")),
+            Err(status) if status.code() == tonic::Code::NotFound => Ok(None),
+            Err(status) => Err(status),
+        }
+    }
+
+    /// Renews lease `id` here if this replica leads, else at the leader (unless `forwarded`:
+    /// a member passes a keep-alive on once at most).
+    async fn renew(&self, id: i64, forwarded: bool) -> Result<i64, Status> {
+        if let Some(term) = self.leading_term() {
+            return self.renew_as_leader(term, id).await;
+        }
+        if forwarded {
+            return Err(crate::gateway::not_leading());
+        }
+        let mut leader = self.leader_leases().await?;
+        let once = tonic::codegen::tokio_stream::once(pb::LeaseKeepAliveRequest { id });
+        let mut request = GrpcRequest::new(once);
+        request.metadata_mut().insert(FORWARDED, tonic::metadata::MetadataValue::from_static("1"));
+        let mut answers = leader.lease_keep_alive(request).await?.into_inner();
+        match answers.message().await? {
+            Some(answer) => Ok(answer.ttl),
+            None => Err(Status::unavailable("etcdserver: the leader ended the keep-alive")),
+        }
     }
 }
 
@@ -123,38 +219,25 @@ impl Lease for Gateway {
 
     type LeaseKeepAliveStream = Outbound<pb::LeaseKeepAliveResponse>;
 
+    /// Each keep-alive is answered by the leader from memory (see [`crate::lessor`]); a member
+    /// that does not lead passes it on. A lease that expired or was revoked is answered with
+    /// TTL 0, as etcd does.
     async fn lease_keep_alive(
         &self,
         request: GrpcRequest<Streaming<pb::LeaseKeepAliveRequest>>,
     ) -> Result<GrpcResponse<Self::LeaseKeepAliveStream>, Status> {
+        let forwarded = request.metadata().contains_key(FORWARDED);
         let mut inbound = request.into_inner();
         let (sender, receiver) = mpsc::channel(64);
         let gateway = self.clone();
         tokio::spawn(async move {
             while let Ok(Some(keep_alive)) = inbound.message().await {
-                let renew = Request::LeaseKeepAlive(kv::LeaseIdRequest { id: keep_alive.id });
-                let response = match gateway.write(renew).await {
-                    Ok(answer) => {
-                        // A renewal that came too late revoked the lease: TTL 0.
-                        let ttl = match answer.response {
-                            Response::Lease(lease) => lease.ttl,
-                            _ => 0,
-                        };
-                        Ok(pb::LeaseKeepAliveResponse {
-                            header: gateway.header(answer.revision),
-                            id: keep_alive.id,
-                            ttl,
-                        })
-                    }
-                    // A lease that expired or was revoked is answered with TTL 0, as etcd does.
-                    Err(status) if status.code() == tonic::Code::NotFound => {
-                        let revision = gateway.current().await.map_or(0, |answer| answer.revision);
-                        Ok(pb::LeaseKeepAliveResponse {
-                            header: gateway.header(revision),
-                            id: keep_alive.id,
-                            ttl: 0,
-                        })
-                    }
+                let response = match gateway.renew(keep_alive.id, forwarded).await {
+                    Ok(ttl) => gateway.current().await.map(|answer| pb::LeaseKeepAliveResponse {
+                        header: gateway.header(answer.revision),
+                        id: keep_alive.id,
+                        ttl,
+                    }),
                     Err(status) => Err(status),
                 };
                 if sender.send(response).await.is_err() {
@@ -165,19 +248,46 @@ impl Lease for Gateway {
         Ok(GrpcResponse::new(Outbound(receiver)))
     }
 
+    /// Answered by the leader, which alone knows how long a lease has left; a member that does
+    /// not lead passes it on.
     async fn lease_time_to_live(
         &self,
         request: GrpcRequest<pb::LeaseTimeToLiveRequest>,
     ) -> Result<GrpcResponse<pb::LeaseTimeToLiveResponse>, Status> {
+        let forwarded = request.metadata().contains_key(FORWARDED);
         let request = request.into_inner();
+        let Some(term) = self.leading_term() else {
+            if forwarded {
+                return Err(crate::gateway::not_leading());
+            }
+            let mut leader = self.leader_leases().await?;
+            let mut passed = GrpcRequest::new(request);
+            passed
+                .metadata_mut()
+                .insert(FORWARDED, tonic::metadata::MetadataValue::from_static("1"));
+            return leader.lease_time_to_live(passed).await;
+        };
         let query = Request::LeaseTimeToLive(kv::LeaseIdRequest { id: request.id });
-        match self.read(query, false).await {
+        match self.read_as_leader(term, query).await {
             Ok(answer) => {
                 let Response::Lease(lease) = answer.response else {
                     return Err(Status::internal("lockstep: not a lease"));
                 };
+                let now = now_millis();
+                let deadline = {
+                    let mut lessor = self.lessor();
+                    if !lessor.enter(term, now) {
+                        return Err(crate::gateway::not_leading());
+                    }
+                    lessor.deadline(&kv::LeaseDeadline {
+                        id: request.id,
+                        ttl: lease.ttl,
+                        deadline_millis: lease.deadline_millis,
+                        renewed: lease.renewed,
+                    })
+                };
                 // Whole seconds left, truncated as etcd's.
-                let remaining = lease.deadline_millis.saturating_sub(now_millis()) / 1000;
+                let remaining = deadline.saturating_sub(now) / 1000;
                 Ok(GrpcResponse::new(pb::LeaseTimeToLiveResponse {
                     header: self.header(answer.revision),
                     id: request.id,

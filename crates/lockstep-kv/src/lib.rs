@@ -18,8 +18,10 @@
 //! are no longer current at its revision, and a read below it is refused. Ranges sort and
 //! filter by revisions as etcd's do. A hash of the history up to a revision lets replicas be
 //! compared (etcd's HashKV). Leases live in log time: a lease's deadline is measured against
-//! each entry's timestamp, and its expiry is ordered through the log. Not yet modelled: nested
-//! transactions.
+//! each entry's timestamp, and its expiry is ordered through the log. The log records a lease's
+//! deadline at its grant, its checkpoints and its renewals through the log, and marks a lease
+//! renewed since its last checkpoint; the leader keeps later renewals in memory (the etcd
+//! gateway's lessor). Not yet modelled: nested transactions.
 //!
 //! The state's **digest** is kept current as the store changes: every version kept and every
 //! lease is an element of an [`LtHash`], added when it appears and subtracted when it goes
@@ -340,6 +342,20 @@ pub enum Request {
     /// The changes to a range from a revision on, in revision order (read-only): what a watch
     /// delivers.
     Events(EventsRequest),
+    /// Record how long each listed lease has left: its deadline becomes this request's log
+    /// time plus what remains, and it is no longer marked renewed (the leader's lease
+    /// checkpoint; see [`LeaseInfo::renewed`]).
+    LeaseCheckpoint(LeaseCheckpointRequest),
+    /// Every lease's id, TTL, deadline and mark, without its keys (read-only): what the
+    /// leader's lessor looks through.
+    LeaseDeadlines,
+}
+
+/// How long leases have left, as the leader measured it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LeaseCheckpointRequest {
+    /// (lease id, milliseconds left); a lease no longer held is passed over.
+    pub leases: Vec<(i64, u64)>,
 }
 
 /// Grant lease `id` (which the caller chose, nonzero and unused) for `ttl` seconds.
@@ -416,7 +432,8 @@ impl Request {
             | Request::LeaseList
             | Request::LeasesExpired(_)
             | Request::Revisions
-            | Request::Events(_) => true,
+            | Request::Events(_)
+            | Request::LeaseDeadlines => true,
             Request::Txn(txn) => txn
                 .success
                 .iter()
@@ -428,7 +445,8 @@ impl Request {
             | Request::LeaseGrant(_)
             | Request::LeaseRevoke(_)
             | Request::LeaseKeepAlive(_)
-            | Request::LeaseExpire(_) => false,
+            | Request::LeaseExpire(_)
+            | Request::LeaseCheckpoint(_) => false,
         }
     }
 }
@@ -577,6 +595,23 @@ pub enum Response {
     },
     /// Refused; nothing changed.
     Error(KvError),
+    /// Leases without their keys.
+    LeaseDeadlines(Vec<LeaseDeadline>),
+    /// A lease checkpoint was recorded for this many leases.
+    LeasesCheckpointed(u64),
+}
+
+/// A lease without its keys.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LeaseDeadline {
+    /// Its id.
+    pub id: i64,
+    /// The time to live it was granted, in seconds.
+    pub ttl: i64,
+    /// When it expires, as recorded in the log (see [`LeaseInfo::deadline_millis`]).
+    pub deadline_millis: u64,
+    /// See [`LeaseInfo::renewed`].
+    pub renewed: bool,
 }
 
 /// A lease as the store holds it.
@@ -586,10 +621,15 @@ pub struct LeaseInfo {
     pub id: i64,
     /// The time to live it was granted, in seconds.
     pub ttl: i64,
-    /// When it expires, in log time (milliseconds since the Unix epoch).
+    /// When it expires, in log time (milliseconds since the Unix epoch), as the log last
+    /// recorded it: at its grant, its last renewal through the log, or its last checkpoint.
     pub deadline_millis: u64,
     /// The keys attached to it.
     pub keys: Vec<Bytes>,
+    /// Renewed through the log since its deadline was last checkpointed: its leader may have
+    /// renewed it further in memory, past `deadline_millis`, so a new leader gives it its whole
+    /// TTL again from its election (etcd's rule).
+    pub renewed: bool,
 }
 
 /// What happened to a key at a revision.
@@ -657,12 +697,28 @@ pub struct Kv {
     elements: LtHash,
 }
 
-/// A lease: its time to live, its deadline in log time, and its keys.
+/// A lease: its time to live, its deadline in log time, its keys, and whether it was renewed
+/// since its deadline was last checkpointed ([`LeaseInfo::renewed`]).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 struct Lease {
     ttl: i64,
     deadline_millis: u64,
     keys: BTreeSet<Bytes>,
+    renewed: bool,
+}
+
+/// A lease as version 3 and 4 snapshots hold it (none was marked renewed).
+#[derive(Deserialize)]
+struct LeaseV4 {
+    ttl: i64,
+    deadline_millis: u64,
+    keys: BTreeSet<Bytes>,
+}
+
+impl From<LeaseV4> for Lease {
+    fn from(old: LeaseV4) -> Lease {
+        Lease { ttl: old.ttl, deadline_millis: old.deadline_millis, keys: old.keys, renewed: false }
+    }
 }
 
 /// The shortest time to live a lease is granted (shorter asks are raised to it), in seconds.
@@ -743,6 +799,7 @@ impl Kv {
                 Some(_) => {
                     let info = self.change_lease(lease.id, |held| {
                         held.deadline_millis = deadline(now_millis, held.ttl);
+                        held.renewed = true;
                     });
                     info.map_or(Response::Error(KvError::LeaseNotFound), Response::Lease)
                 }
@@ -753,6 +810,17 @@ impl Kv {
                 Some(held) => Response::Lease(lease_info(lease.id, held)),
                 None => Response::Error(KvError::LeaseNotFound),
             },
+            Request::LeaseCheckpoint(checkpoint) => {
+                let mut recorded = 0;
+                for (id, remaining_millis) in checkpoint.leases {
+                    let changed = self.change_lease(id, |held| {
+                        held.deadline_millis = now_millis.saturating_add(remaining_millis);
+                        held.renewed = false;
+                    });
+                    recorded += u64::from(changed.is_some());
+                }
+                Response::LeasesCheckpointed(recorded)
+            }
             query => self.read_only(&query),
         }
     }
@@ -781,6 +849,17 @@ impl Kv {
             Request::Revisions => {
                 Response::Revisions { current: self.revision(), compacted: self.compacted }
             }
+            Request::LeaseDeadlines => Response::LeaseDeadlines(
+                self.leases
+                    .iter()
+                    .map(|(&id, lease)| LeaseDeadline {
+                        id,
+                        ttl: lease.ttl,
+                        deadline_millis: lease.deadline_millis,
+                        renewed: lease.renewed,
+                    })
+                    .collect(),
+            ),
             _ => Response::Error(KvError::NotReadOnly),
         }
     }
@@ -793,8 +872,12 @@ impl Kv {
             return Response::Error(KvError::LeaseExists);
         }
         let ttl = grant.ttl.max(LEASE_TTL_MIN);
-        let lease =
-            Lease { ttl, deadline_millis: deadline(now_millis, ttl), keys: BTreeSet::new() };
+        let lease = Lease {
+            ttl,
+            deadline_millis: deadline(now_millis, ttl),
+            keys: BTreeSet::new(),
+            renewed: false,
+        };
         let info = lease_info(grant.id, &lease);
         self.elements.add(&lease_element(grant.id, &lease));
         self.leases.insert(grant.id, lease);
@@ -1336,6 +1419,7 @@ fn lease_info(id: i64, lease: &Lease) -> LeaseInfo {
         ttl: lease.ttl,
         deadline_millis: lease.deadline_millis,
         keys: lease.keys.iter().cloned().collect(),
+        renewed: lease.renewed,
     }
 }
 
@@ -1371,7 +1455,9 @@ fn version_element(key: &[u8], version: &Version) -> Vec<u8> {
 /// versions). Unique: lease ids are.
 fn lease_element(id: i64, lease: &Lease) -> [u8; 33] {
     let mut out = [0u8; 33];
-    out[0] = b'l';
+    // The mark is in the tag, so a lease never renewed hashes as snapshots before the mark
+    // existed recorded it.
+    out[0] = if lease.renewed { b'L' } else { b'l' };
     out[1..9].copy_from_slice(&id.to_le_bytes());
     out[9..17].copy_from_slice(&lease.ttl.to_le_bytes());
     out[17..25].copy_from_slice(&lease.deadline_millis.to_le_bytes());
@@ -1389,7 +1475,8 @@ pub struct KvSnapshot {
     elements: LtHash,
 }
 
-/// The encoded form of a snapshot (version 4: with the digest's elements, checked at restore).
+/// The encoded form of a snapshot (version 5: with the digest's elements, checked at restore,
+/// and each lease's renewed mark).
 #[derive(Serialize, Deserialize)]
 struct Encoded {
     version: u8,
@@ -1397,6 +1484,17 @@ struct Encoded {
     compacted: Revision,
     keys: Vec<(Bytes, Vec<Version>)>,
     leases: Vec<(i64, Lease)>,
+    elements: Vec<u8>,
+}
+
+/// The encoded form of a version 4 snapshot (no lease marked renewed), still read.
+#[derive(Deserialize)]
+struct EncodedV4 {
+    version: u8,
+    revision: Revision,
+    compacted: Revision,
+    keys: Vec<(Bytes, Vec<Version>)>,
+    leases: Vec<(i64, LeaseV4)>,
     elements: Vec<u8>,
 }
 
@@ -1408,7 +1506,7 @@ struct EncodedV3 {
     revision: Revision,
     compacted: Revision,
     keys: Vec<(Bytes, Vec<VersionV3>)>,
-    leases: Vec<(i64, Lease)>,
+    leases: Vec<(i64, LeaseV4)>,
 }
 
 /// A version as version 3 snapshots hold it.
@@ -1419,7 +1517,7 @@ struct VersionV3 {
     kv: Option<KeyValue>,
 }
 
-const SNAPSHOT_VERSION: u8 = 4;
+const SNAPSHOT_VERSION: u8 = 5;
 
 /// The encoded form of a snapshot, borrowed from the view (it encodes as [`Encoded`]).
 #[derive(Serialize)]
@@ -1533,17 +1631,27 @@ impl StateMachine for Kv {
         let undecodable = |error: postcard::Error| {
             invalid(format!("key-value snapshot does not decode: {error}"))
         };
+        let digest = |elements: &[u8]| {
+            LtHash::from_bytes(elements).ok_or_else(|| {
+                invalid(format!(
+                    "key-value snapshot digest is {} bytes, not {}",
+                    elements.len(),
+                    lthash::LANES * 2
+                ))
+            })
+        };
         let (revision, compacted, keys, leases, written) = match bytes.first() {
             Some(&SNAPSHOT_VERSION) => {
                 let encoded: Encoded = postcard::from_bytes(&bytes).map_err(undecodable)?;
-                let elements = LtHash::from_bytes(&encoded.elements).ok_or_else(|| {
-                    invalid(format!(
-                        "key-value snapshot digest is {} bytes, not {}",
-                        encoded.elements.len(),
-                        lthash::LANES * 2
-                    ))
-                })?;
+                let elements = digest(&encoded.elements)?;
                 (encoded.revision, encoded.compacted, encoded.keys, encoded.leases, Some(elements))
+            }
+            Some(4) => {
+                let encoded: EncodedV4 = postcard::from_bytes(&bytes).map_err(undecodable)?;
+                assert_eq!(encoded.version, 4, "the version byte was read as 4");
+                let elements = digest(&encoded.elements)?;
+                let leases = encoded.leases.into_iter().map(|(id, old)| (id, old.into())).collect();
+                (encoded.revision, encoded.compacted, encoded.keys, leases, Some(elements))
             }
             Some(3) => {
                 let encoded: EncodedV3 = postcard::from_bytes(&bytes).map_err(undecodable)?;
@@ -1559,7 +1667,8 @@ impl StateMachine for Kv {
                         (key, versions)
                     })
                     .collect();
-                (encoded.revision, encoded.compacted, keys, encoded.leases, None)
+                let leases = encoded.leases.into_iter().map(|(id, old)| (id, old.into())).collect();
+                (encoded.revision, encoded.compacted, keys, leases, None)
             }
             Some(other) => {
                 return Err(invalid(format!("key-value snapshot version {other} is unknown")))

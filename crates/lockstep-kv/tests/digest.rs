@@ -6,8 +6,8 @@ use std::collections::BTreeSet;
 use bytes::Bytes;
 use lockstep_core::{ApplyContext, LogIndex, StateMachine, StateSnapshot, Term};
 use lockstep_kv::{
-    CompactRequest, DeleteRequest, KeyRange, KeyValue, Kv, LeaseGrantRequest, LeaseIdRequest,
-    PutRequest, Request,
+    CompactRequest, DeleteRequest, KeyRange, KeyValue, Kv, LeaseCheckpointRequest,
+    LeaseGrantRequest, LeaseIdRequest, PutRequest, Request, Response,
 };
 use proptest::prelude::*;
 use serde::Serialize;
@@ -34,7 +34,10 @@ fn change() -> impl Strategy<Value = Request> {
         (1i64..4, 2i64..5).prop_map(|(id, ttl)| Request::LeaseGrant(LeaseGrantRequest { id, ttl })),
         lease.clone().prop_map(|id| Request::LeaseKeepAlive(LeaseIdRequest { id })),
         lease.clone().prop_map(|id| Request::LeaseRevoke(LeaseIdRequest { id })),
-        lease.prop_map(|id| Request::LeaseExpire(LeaseIdRequest { id })),
+        lease.clone().prop_map(|id| Request::LeaseExpire(LeaseIdRequest { id })),
+        (lease, 0u64..20_000).prop_map(|(id, remaining)| {
+            Request::LeaseCheckpoint(LeaseCheckpointRequest { leases: vec![(id, remaining)] })
+        }),
     ]
 }
 
@@ -150,4 +153,44 @@ fn a_version_3_checkpoint_is_still_read() {
     expected.execute(Request::put("a", "2"));
     assert_eq!(restored.digest(), expected.digest());
     assert_eq!(restored.verify_digest(), Ok(()));
+}
+
+/// A version 4 checkpoint (before leases were marked renewed) as it was encoded.
+#[derive(Serialize)]
+struct EncodedV4 {
+    version: u8,
+    revision: u64,
+    compacted: u64,
+    keys: Vec<(Bytes, Vec<()>)>,
+    leases: Vec<(i64, LeaseV3)>,
+    elements: Vec<u8>,
+}
+
+#[test]
+fn a_version_4_checkpoint_is_still_read() {
+    let mut expected = Kv::new();
+    expected.execute_at(Request::LeaseGrant(LeaseGrantRequest { id: 7, ttl: 10 }), 1_000);
+    // The digest's lanes are the last bytes of any checkpoint: a lease never renewed hashes
+    // as version 4 hashed it, so this store's lanes are what version 4 wrote.
+    let mut current = Vec::new();
+    expected.snapshot().write_to(&mut current).expect("writes");
+    let lanes = lockstep_kv::lthash::LANES * 2;
+    let elements = current[current.len() - lanes..].to_vec();
+    let old = EncodedV4 {
+        version: 4,
+        revision: 1,
+        compacted: 0,
+        keys: vec![],
+        leases: vec![(7, LeaseV3 { ttl: 10, deadline_millis: 11_000, keys: BTreeSet::new() })],
+        elements,
+    };
+    let bytes = postcard::to_stdvec(&old).expect("encodes");
+    let mut restored = Kv::new();
+    restored.restore(&mut bytes.as_slice()).expect("a version 4 checkpoint restores");
+    assert_eq!(restored.digest(), expected.digest());
+    assert_eq!(restored.verify_digest(), Ok(()));
+    let Response::LeaseDeadlines(leases) = restored.query(&Request::LeaseDeadlines).response else {
+        panic!("not lease deadlines")
+    };
+    assert!(!leases[0].renewed && leases[0].deadline_millis == 11_000, "{leases:?}");
 }

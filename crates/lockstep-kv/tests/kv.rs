@@ -644,3 +644,46 @@ fn a_late_keep_alive_does_not_revive_an_expired_lease() {
     });
     assert_eq!(kv.execute(both), Response::Error(KvError::LeaseProvided));
 }
+
+#[test]
+fn a_lease_checkpoint_records_what_remains_and_a_renewal_through_the_log_marks_it() {
+    use lockstep_kv::{LeaseCheckpointRequest, LeaseDeadline, LeaseGrantRequest, LeaseIdRequest};
+    let mut kv = Kv::new();
+    let deadlines = |kv: &Kv| match kv.query(&Request::LeaseDeadlines).response {
+        Response::LeaseDeadlines(deadlines) => deadlines,
+        other => panic!("{other:?}"),
+    };
+    kv.execute_at(Request::LeaseGrant(LeaseGrantRequest { id: 1, ttl: 10 }), 1_000);
+    kv.execute_at(Request::LeaseGrant(LeaseGrantRequest { id: 2, ttl: 10 }), 1_000);
+    let granted = LeaseDeadline { id: 1, ttl: 10, deadline_millis: 11_000, renewed: false };
+    assert_eq!(deadlines(&kv)[0], granted);
+    // A renewal through the log: its leader may promise more from memory from now on.
+    kv.execute_at(Request::LeaseKeepAlive(LeaseIdRequest { id: 1 }), 3_000);
+    assert_eq!(
+        deadlines(&kv)[0],
+        LeaseDeadline { deadline_millis: 13_000, renewed: true, ..granted }
+    );
+    // A checkpoint records what the leader measured as remaining, and clears the mark; a
+    // lease no longer held is passed over.
+    let checkpoint = LeaseCheckpointRequest { leases: vec![(1, 9_500), (2, 4_000), (3, 1)] };
+    let before = kv.revision();
+    assert_eq!(
+        kv.execute_at(Request::LeaseCheckpoint(checkpoint), 5_000),
+        Response::LeasesCheckpointed(2)
+    );
+    assert_eq!(kv.revision(), before, "a checkpoint changes no key");
+    let after = deadlines(&kv);
+    assert_eq!(after[0], LeaseDeadline { deadline_millis: 14_500, ..granted });
+    assert_eq!(after[1], LeaseDeadline { id: 2, deadline_millis: 9_000, ..granted });
+    // An expiry the leader proposes is checked against the recorded deadline.
+    assert!(matches!(
+        kv.execute_at(Request::LeaseExpire(LeaseIdRequest { id: 2 }), 8_999),
+        Response::Lease(_)
+    ));
+    assert_eq!(
+        kv.execute_at(Request::LeaseExpire(LeaseIdRequest { id: 2 }), 9_000),
+        Response::LeaseRevoked
+    );
+    assert!(Request::LeaseDeadlines.is_read_only());
+    assert!(!Request::LeaseCheckpoint(LeaseCheckpointRequest::default()).is_read_only());
+}

@@ -86,6 +86,11 @@ pub struct ServerConfig {
     /// automatically (0: never, as etcd's default; etcd's `--auto-compaction-mode=revision`).
     #[serde(default)]
     pub auto_compact_revisions: u64,
+    /// For the key-value service: the leader records in the log what remains of leases it
+    /// renewed in memory every this many milliseconds, so that a new leader does not give them
+    /// their whole TTL again (etcd's lease checkpoints; 5 minutes, as etcd's).
+    #[serde(default = "default_lease_checkpoint_millis")]
+    pub lease_checkpoint_millis: u64,
     /// Audit the replicas (compare output chains and state digests, quarantine and repair a
     /// replica that differs; see `docs/auditing.md`).
     #[serde(default = "default_true")]
@@ -154,6 +159,10 @@ fn default_tick_millis() -> u64 {
 fn default_heartbeat_ticks() -> u64 {
     1
 }
+fn default_lease_checkpoint_millis() -> u64 {
+    300_000
+}
+
 fn default_election_ticks() -> u64 {
     10
 }
@@ -200,6 +209,7 @@ impl ServerConfig {
             lease_reads: false,
             join: false,
             auto_compact_revisions: 0,
+            lease_checkpoint_millis: default_lease_checkpoint_millis(),
             audit: true,
             audit_report_interval: default_audit_report_interval(),
             audit_digest_interval: default_audit_digest_interval(),
@@ -286,6 +296,9 @@ impl ServerConfig {
                 "election_ticks: lease reads need more than {LEASE_CLOCK_DRIFT_TICKS} (the clock \
                  drift they allow for)"
             ));
+        }
+        if self.lease_checkpoint_millis == 0 {
+            return fail("lease_checkpoint_millis: must be at least 1".to_string());
         }
         if self.checkpoint_entries == 0 {
             return fail("checkpoint_entries: must be at least 1".to_string());

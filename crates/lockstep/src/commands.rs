@@ -200,6 +200,7 @@ fn lease_json(lease: &lockstep_kv::LeaseInfo) -> Value {
         "ttl": lease.ttl,
         "deadline_millis": lease.deadline_millis,
         "keys": lease.keys.iter().map(|key| text(key)).collect::<Vec<_>>(),
+        "renewed": lease.renewed,
     })
 }
 
@@ -241,6 +242,15 @@ fn response_json(response: &Response) -> Value {
                 "prev_kv": event.prev_kv.as_ref().map(kv_json),
             })).collect::<Vec<_>>(),
         }),
+        Response::LeaseDeadlines(leases) => json!({
+            "leases": leases.iter().map(|lease| json!({
+                "id": lease.id,
+                "ttl": lease.ttl,
+                "deadline_millis": lease.deadline_millis,
+                "renewed": lease.renewed,
+            })).collect::<Vec<_>>(),
+        }),
+        Response::LeasesCheckpointed(count) => json!({ "checkpointed": count }),
         Response::Error(error) => json!({ "error": error.to_string() }),
     }
 }
@@ -297,6 +307,12 @@ fn print_response(response: &Response, lines: &mut Vec<String>) {
                 lines.push(format!("{kind}\t{}\t{}", text(&event.kv.key), text(&event.kv.value)));
             }
         }
+        Response::LeaseDeadlines(leases) => {
+            lines.extend(leases.iter().map(|lease| {
+                format!("lease {} ttl {} deadline {}", lease.id, lease.ttl, lease.deadline_millis)
+            }));
+        }
+        Response::LeasesCheckpointed(count) => lines.push(format!("checkpointed {count}")),
         Response::Error(error) => lines.push(format!("error: {error}")),
     }
 }

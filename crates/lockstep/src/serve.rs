@@ -27,7 +27,7 @@ use lockstep_server::{BoundServer, Inbox, LocalLink, Member, ServerConfig};
 /// checkpoint_growth_percent (100), lease_reads (false), audit (true),
 /// audit_report_interval (64), audit_digest_interval (16384), audit_repair ("auto"),
 /// verified_outputs (false),
-/// join (false), auto_compact_revisions (0: never).
+/// join (false), auto_compact_revisions (0: never), lease_checkpoint_millis (300000).
 #[derive(Args, Debug, Default, Clone)]
 pub struct ServeArgs {
     /// A TOML configuration file.
@@ -86,6 +86,10 @@ pub struct ServeArgs {
     /// Keep this many revisions of history, compacting older ones automatically (0: never).
     #[arg(long)]
     auto_compact_revisions: Option<u64>,
+    /// Record what remains of leases renewed in the leader's memory every this many
+    /// milliseconds.
+    #[arg(long)]
+    lease_checkpoint_millis: Option<u64>,
     /// Turn the audit of replicas off (it is on by default).
     #[arg(long)]
     no_audit: bool,
@@ -240,6 +244,9 @@ pub fn config(args: &ServeArgs) -> Result<ServerConfig, String> {
     if args.join {
         config.join = true;
     }
+    if let Some(every) = args.lease_checkpoint_millis {
+        config.lease_checkpoint_millis = every;
+    }
     if let Some(keep) = args.auto_compact_revisions {
         config.auto_compact_revisions = keep;
     }
@@ -291,6 +298,13 @@ pub async fn run(args: ServeArgs) -> Result<(), String> {
                 link: in_process(me.client.clone(), inbox.local()),
                 progress: progress.clone(),
             }),
+            // The longest election timeout: a deposed leader has learned it by then.
+            lease_extension: std::time::Duration::from_millis(
+                config.tick_millis.saturating_mul(config.election_ticks).saturating_mul(2),
+            ),
+            lease_checkpoint_every: std::time::Duration::from_millis(
+                config.lease_checkpoint_millis,
+            ),
         });
         let mut stopped = etcd_stopped.clone();
         tokio::spawn(lockstep_etcd::serve(listener, gateway, async move {

@@ -20,3 +20,41 @@ bench_cleanup() {
     for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
     wait 2>/dev/null || true
 }
+
+# start_etcd CLIENT_BASE PEER_BASE [ETCD ARGUMENTS...]: a 3-member etcd on loopback, clients on
+# ports CLIENT_BASE+1..3, peers on PEER_BASE+1..3, data under $WORK. Sets ETCD_ENDPOINTS and
+# ETCD_PIDS (also in PIDS).
+start_etcd() {
+    local client_base="$1" peer_base="$2" initial="" n
+    shift 2
+    for n in 1 2 3; do
+        initial+="n$n=http://127.0.0.1:$((peer_base + n)),"
+    done
+    ETCD_PIDS=()
+    ETCD_ENDPOINTS=""
+    for n in 1 2 3; do
+        etcd --name "n$n" --data-dir "$WORK/etcd-$n" \
+            --listen-client-urls "http://127.0.0.1:$((client_base + n))" \
+            --advertise-client-urls "http://127.0.0.1:$((client_base + n))" \
+            --listen-peer-urls "http://127.0.0.1:$((peer_base + n))" \
+            --initial-advertise-peer-urls "http://127.0.0.1:$((peer_base + n))" \
+            --initial-cluster "${initial%,}" --initial-cluster-state new \
+            --initial-cluster-token bench "$@" >"$WORK/etcd-$n.log" 2>&1 &
+        ETCD_PIDS+=($!)
+        PIDS+=($!)
+        ETCD_ENDPOINTS+="127.0.0.1:$((client_base + n)),"
+    done
+    ETCD_ENDPOINTS="${ETCD_ENDPOINTS%,}"
+}
+
+# proc_sum FILE AWK-PROGRAM PID...: a figure summed over processes, from /proc/PID/FILE
+# (a process that is gone counts 0). CPU ticks: proc_sum stat '{print $14 + $15}' PIDS...;
+# resident KiB: proc_sum status '/^VmRSS:/ {print $2}' PIDS...
+proc_sum() {
+    local file="$1" program="$2" total=0 pid
+    shift 2
+    for pid in "$@"; do
+        total=$((total + $(awk "$program" "/proc/$pid/$file" 2>/dev/null || echo 0)))
+    done
+    echo "$total"
+}

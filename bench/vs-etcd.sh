@@ -38,25 +38,8 @@ bench_setup vs-etcd etcd=etcd-server redis-server=redis-server redis-benchmark=r
 RESULTS="$WORK/results.jsonl"
 : > "$RESULTS"
 
-# etcd: 3 members on loopback.
-ETCD_CLIENTS=(23791 23792 23793)
-ETCD_PEERS=(23801 23802 23803)
-initial=""
-for n in 0 1 2; do
-    initial+="n$n=http://127.0.0.1:${ETCD_PEERS[$n]},"
-done
-initial="${initial%,}"
-for n in 0 1 2; do
-    etcd --name "n$n" --data-dir "$WORK/etcd-$n" \
-        --listen-client-urls "http://127.0.0.1:${ETCD_CLIENTS[$n]}" \
-        --advertise-client-urls "http://127.0.0.1:${ETCD_CLIENTS[$n]}" \
-        --listen-peer-urls "http://127.0.0.1:${ETCD_PEERS[$n]}" \
-        --initial-advertise-peer-urls "http://127.0.0.1:${ETCD_PEERS[$n]}" \
-        --initial-cluster "$initial" --initial-cluster-state new \
-        --initial-cluster-token bench "${ETCD_COMPACTION[@]}" >"$WORK/etcd-$n.log" 2>&1 &
-    PIDS+=($!)
-done
-ETCD_ENDPOINTS="127.0.0.1:23791,127.0.0.1:23792,127.0.0.1:23793"
+# etcd: 3 members on loopback (clients on 23791-23793).
+start_etcd 23790 23800 "${ETCD_COMPACTION[@]}"
 
 # lockstep: 3 replicas (separate processes) with etcd's API on 24379, 34379, 44379.
 "$LOCKSTEP" up --data-dir "$WORK/lockstep" --port 24100 --etcd-port 24379 --no-restart \
@@ -95,18 +78,15 @@ WORKLOADS=(
 # A system's three server processes.
 server_pids() { # system
     if [ "$1" = etcd ]; then
-        echo "${PIDS[*]:0:3}"
+        echo "${ETCD_PIDS[*]}"
     else
         pgrep -f "lockstep serve .*$WORK/lockstep" | tr '\n' ' '
     fi
 }
 # A figure summed over a system's three server processes: awk program over /proc/PID/FILE.
 server_sum() { # system file awk-program
-    local total=0
-    for pid in $(server_pids "$1"); do
-        total=$((total + $(awk "$3" "/proc/$pid/$2" 2>/dev/null || echo 0)))
-    done
-    echo "$total"
+    # shellcheck disable=SC2046
+    proc_sum "$2" "$3" $(server_pids "$1")
 }
 # CPU ticks (user + system) so far; resident KiB.
 server_ticks() { server_sum "$1" stat '{print $14 + $15}'; }

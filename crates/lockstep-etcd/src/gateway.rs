@@ -83,8 +83,9 @@ pub struct GatewayConfig {
     /// lease keep-alive to the leader's gateway).
     pub local: Option<LocalReplica>,
     /// A new leader gives a lease that may have been renewed in a deposed leader's memory its
-    /// whole TTL plus this (an election timeout: time for that leader to learn it was
-    /// deposed). See [`crate::lessor`].
+    /// whole TTL plus this (time for that leader to learn it was deposed, with a margin), and
+    /// a deadline an earlier leader recorded this much more (its clock may differ). See
+    /// [`crate::lessor`].
     pub lease_extension: Duration,
     /// How often the leader records in the log what remains of leases renewed in its memory.
     pub lease_checkpoint_every: Duration,
@@ -112,6 +113,8 @@ pub(crate) struct Shared {
     term: AtomicU64,
     /// Lease deadlines promised while this replica leads.
     lessor: std::sync::Mutex<Lessor>,
+    /// Renewals hold it shared, a lease checkpoint exclusively (see `checkpoint_leases`).
+    lease_gate: tokio::sync::RwLock<()>,
     /// The leader's Lease service, where keep-alives go while this replica does not lead
     /// (with the leader's id: a new leader needs a new client).
     leader_leases: tokio::sync::Mutex<Option<(u64, LeaseClient<Channel>)>>,
@@ -157,6 +160,7 @@ impl Gateway {
                 local,
                 term: AtomicU64::new(0),
                 lessor: std::sync::Mutex::new(lessor),
+                lease_gate: tokio::sync::RwLock::new(()),
                 leader_leases: tokio::sync::Mutex::new(None),
                 config,
             }),
@@ -230,6 +234,11 @@ impl Gateway {
         // A panic while it was held left nothing half-changed that matters: every change is
         // one insert or one clear.
         self.shared.lessor.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Renewals hold it shared, a lease checkpoint exclusively.
+    pub(crate) fn lease_gate(&self) -> &tokio::sync::RwLock<()> {
+        &self.shared.lease_gate
     }
 
     /// A client of the leader's Lease service (its etcd address from the member list).

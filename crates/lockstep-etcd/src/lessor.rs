@@ -10,17 +10,30 @@
 //!   lease renewed (one entry); later ones are answered from memory;
 //! - every checkpoint interval the leader writes what remains of each renewed lease (one entry
 //!   for many leases), which clears the mark;
-//! - a new leader takes a lease that is not marked at its recorded deadline: no leader
-//!   promised more. A marked one may have been promised more than the log knows, by a leader
-//!   now gone, so it gets its whole TTL again from the new leader's election, plus an election
-//!   timeout for the old leader to learn it was deposed (etcd's rule).
+//! - a new leader takes a lease that is not marked at its recorded deadline, plus an extension
+//!   for the clock of the leader that recorded it: no leader promised more. A marked one may
+//!   have been promised more than the log knows, by a leader now gone, so it gets its whole
+//!   TTL again from the new leader's election, plus the extension (time for the old leader to
+//!   learn it was deposed; etcd's rule).
 //!
 //! So a lease kept alive costs at most two entries per checkpoint interval however often it
 //! is kept alive, and a lease whose holder is gone expires within its TTL of its last renewal,
 //! extended at most once per leader change and never past the next checkpoint.
 //!
-//! Memory is per term: a replica that leads again after another did has forgotten what it
-//! promised before, and starts as a new leader.
+//! What keeps the promises (the gateway's part, in `streams.rs` and `gateway.rs`):
+//! - a promise follows a read that this replica answered as leader, confirmed by a quorum in
+//!   its term (`read_as_leader`); the replica thread publishes its term and leader before the
+//!   answers of each turn leave, so an answer given after it stepped down is never taken as
+//!   the leader's;
+//! - expiries and checkpoints name the term whose leader decided them, and the store ignores
+//!   them in an entry of any other term: retried at a later leader, or left in a log a later
+//!   leader commits, they cannot undo that leader's promises (a later leader promises only
+//!   after its own first entry, so after any such entry, is applied);
+//! - no renewal reads a lease between the moment a checkpoint measures what remains and the
+//!   moment it is applied (the checkpoint holds renewals off), so the log never records less
+//!   than was promised;
+//! - memory is per term: a replica that leads again after another did has forgotten what it
+//!   promised before, and starts as a new leader.
 
 use std::collections::BTreeMap;
 
@@ -71,16 +84,25 @@ impl Lessor {
         true
     }
 
-    /// When `lease` expires, as this leader sees it.
+    /// When `lease` expires, as this leader sees it: never before the deadline the log
+    /// recorded, nor before what this leader promised. A lease marked renewed gets its whole
+    /// TTL from this leader's election (a deposed leader may have promised that much), and a
+    /// deadline that may have been recorded by an earlier leader, on its clock, gets the
+    /// extension too. (A deadline recorded at time `t` is at most `t` plus the TTL, so one
+    /// more than a TTL past the election was recorded in this term, on this clock.)
     pub(crate) fn deadline(&self, lease: &LeaseDeadline) -> u64 {
-        let recorded = if lease.renewed {
-            self.promoted_millis
-                .saturating_add(ttl_millis(lease.ttl))
-                .saturating_add(self.extension_millis)
-        } else {
-            lease.deadline_millis
-        };
-        self.promised.get(&lease.id).map_or(recorded, |&promised| promised.max(recorded))
+        let ttl = ttl_millis(lease.ttl);
+        let recorded_earlier = lease.deadline_millis < self.promoted_millis.saturating_add(ttl);
+        let mut deadline = lease.deadline_millis;
+        if recorded_earlier {
+            deadline = deadline.saturating_add(self.extension_millis);
+        }
+        if lease.renewed {
+            let whole =
+                self.promoted_millis.saturating_add(ttl).saturating_add(self.extension_millis);
+            deadline = deadline.max(whole);
+        }
+        self.promised.get(&lease.id).map_or(deadline, |&promised| promised.max(deadline))
     }
 
     /// Renews `lease` at `now` (it must be marked renewed in the log already, so a new leader
@@ -114,6 +136,7 @@ impl Lessor {
         if now_millis < self.checkpointed_millis.saturating_add(self.checkpoint_every_millis) {
             return None;
         }
+        // Due again a whole interval on, unless it fails (`checkpoint_failed`).
         self.checkpointed_millis = now_millis;
         Some(
             leases
@@ -122,6 +145,13 @@ impl Lessor {
                 .map(|lease| (lease.id, self.deadline(lease).saturating_sub(now_millis)))
                 .collect(),
         )
+    }
+}
+
+impl Lessor {
+    /// The checkpoint last handed out was not written: it is due again at once.
+    pub(crate) fn checkpoint_failed(&mut self) {
+        self.checkpointed_millis = 0;
     }
 }
 
@@ -141,22 +171,26 @@ mod tests {
     fn a_new_leader_honours_recorded_deadlines_and_gives_marked_leases_their_whole_ttl() {
         let mut lessor = Lessor::new(2_000, 60_000);
         assert!(lessor.enter(5, 100_000));
-        // Not marked: no leader promised more than the log recorded.
-        assert_eq!(lessor.deadline(&lease(1, 104_000, false)), 104_000);
+        // Not marked: no leader promised more than the log recorded, on its clock (the
+        // extension allows for the difference between clocks).
+        assert_eq!(lessor.deadline(&lease(1, 104_000, false)), 106_000);
         // Marked: a deposed leader may have promised up to its TTL from any moment before the
         // election, so the whole TTL from the election, and an election timeout more.
         assert_eq!(lessor.deadline(&lease(2, 90_000, true)), 112_000);
-        assert_eq!(
-            lessor.expired(&[lease(1, 104_000, false), lease(2, 90_000, true)], 104_000),
-            [1]
-        );
+        let both = [lease(1, 104_000, false), lease(2, 90_000, true)];
+        assert_eq!(lessor.expired(&both, 106_000), [1]);
+        // A deadline recorded in this term, on this clock, is taken as it is.
+        assert_eq!(lessor.deadline(&lease(3, 150_000, false)), 150_000);
+        // A lease marked long after the election keeps the deadline the mark recorded.
+        assert_eq!(lessor.deadline(&lease(4, 500_000, true)), 500_000);
     }
 
     #[test]
     fn a_renewal_promises_the_ttl_from_now_and_a_new_term_forgets_it() {
         let mut lessor = Lessor::new(2_000, 60_000);
         lessor.enter(5, 100_000);
-        let marked = lease(1, 101_000, true);
+        let marked = lease(1, 111_000, true);
+        assert_eq!(lessor.deadline(&marked), 112_000, "the whole TTL from the election");
         lessor.renew(&marked, 150_000);
         assert_eq!(lessor.deadline(&marked), 160_000);
         // An older renewal never shortens a promise.
@@ -188,5 +222,7 @@ mod tests {
         assert_eq!(lessor.checkpoint(&leases, 59_999), None);
         assert_eq!(lessor.checkpoint(&leases, 60_000), Some(vec![(2, 5_000)]));
         assert_eq!(lessor.checkpoint(&leases, 60_001), None, "not again before the next interval");
+        lessor.checkpoint_failed();
+        assert_eq!(lessor.checkpoint(&leases, 60_002), Some(vec![(2, 4_998)]), "again at once");
     }
 }

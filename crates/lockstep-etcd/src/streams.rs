@@ -73,34 +73,64 @@ impl Gateway {
                     continue;
                 };
                 let Response::LeaseDeadlines(leases) = answer.response else { continue };
-                let now = now_millis();
-                let (expired, checkpoint) = {
+                let expired = {
                     let mut lessor = gateway.lessor();
+                    let now = now_millis();
                     if !lessor.enter(term, now) {
                         continue;
                     }
-                    (lessor.expired(&leases, now), lessor.checkpoint(&leases, now))
+                    lessor.expired(&leases, now)
                 };
+                // Each expiry names the term that decided it: written in another term's entry
+                // (retried at a later leader, say), the store ignores it.
                 for id in expired {
-                    let expire = Request::LeaseExpire(kv::LeaseIdRequest { id });
-                    if let Err(error) = gateway.write(expire).await {
+                    if gateway.leading_term() != Some(term) {
+                        break;
+                    }
+                    let end = Request::LeaseEnd(kv::LeaseEndRequest { id, term });
+                    if let Err(error) = gateway.write(end).await {
                         tracing::debug!(lease = id, "expiring a lease failed: {error}");
                     }
                 }
-                for chunk in checkpoint.unwrap_or_default().chunks(CHECKPOINT_LEASES_MAX) {
-                    let leases = chunk.to_vec();
-                    let record = Request::LeaseCheckpoint(kv::LeaseCheckpointRequest { leases });
-                    if let Err(error) = gateway.write(record).await {
-                        tracing::debug!("a lease checkpoint failed: {error}");
-                    }
-                }
+                gateway.checkpoint_leases(term, &leases).await;
             }
         });
+    }
+
+    /// If a checkpoint is due: records in the log what remains of each lease marked renewed
+    /// (in entries of `term` only, like expiries). Renewals wait meanwhile: one that read a
+    /// lease as marked and promised after the checkpoint measured it would promise more than
+    /// the log then records.
+    async fn checkpoint_leases(&self, term: u64, leases: &[kv::LeaseDeadline]) {
+        let _renewals_wait = self.lease_gate().write().await;
+        let due = {
+            let mut lessor = self.lessor();
+            let now = now_millis();
+            if !lessor.enter(term, now) {
+                return;
+            }
+            lessor.checkpoint(leases, now)
+        };
+        for chunk in due.unwrap_or_default().chunks(CHECKPOINT_LEASES_MAX) {
+            let leases = chunk.to_vec();
+            let record = Request::LeaseCheckpoint(kv::LeaseCheckpointRequest { term, leases });
+            let written = match self.leading_term() == Some(term) {
+                true => self.write(record).await.map(|_| ()),
+                false => Err(crate::gateway::not_leading()),
+            };
+            if let Err(error) = written {
+                tracing::debug!("a lease checkpoint failed: {error}");
+                self.lessor().checkpoint_failed();
+                return;
+            }
+        }
     }
 
     /// Renews lease `id` as the leader in `term`: its TTL in seconds from now, or 0 if it is
     /// gone or expired.
     async fn renew_as_leader(&self, term: u64, id: i64) -> Result<i64, Status> {
+        // No checkpoint is measured between this read of the lease and the promise.
+        let _checkpoint_waits = self.lease_gate().read().await;
         let mut lease = match self.lease_as_leader(term, id).await? {
             Some(lease) => lease,
             None => return Ok(0),
@@ -108,7 +138,7 @@ impl Gateway {
         if !lease.renewed {
             // The first renewal since the deadline was recorded goes through the log, which
             // marks the lease: a later leader then gives it its whole TTL. Too late, it revokes.
-            let renew = Request::LeaseKeepAlive(kv::LeaseIdRequest { id });
+            let renew = Request::LeaseMark(kv::LeaseIdRequest { id });
             match self.write(renew).await {
                 Ok(Answer { response: Response::Lease(_), .. }) => {}
                 Ok(_) => return Ok(0),

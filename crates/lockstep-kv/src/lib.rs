@@ -342,20 +342,39 @@ pub enum Request {
     /// The changes to a range from a revision on, in revision order (read-only): what a watch
     /// delivers.
     Events(EventsRequest),
-    /// Record how long each listed lease has left: its deadline becomes this request's log
-    /// time plus what remains, and it is no longer marked renewed (the leader's lease
-    /// checkpoint; see [`LeaseInfo::renewed`]).
+    /// Record how long each listed lease has left, as the leader of `term` measured it: its
+    /// deadline becomes this entry's log time plus what remains, and it is no longer marked
+    /// renewed (the leader's lease checkpoint; see [`LeaseInfo::renewed`]). Ignored in an entry
+    /// of another term: a later leader may have promised more.
     LeaseCheckpoint(LeaseCheckpointRequest),
     /// Every lease's id, TTL, deadline and mark, without its keys (read-only): what the
     /// leader's lessor looks through.
     LeaseDeadlines,
+    /// Renew a lease through the log, as [`Request::LeaseKeepAlive`], and mark it renewed: its
+    /// leader may renew it further in memory from now on.
+    LeaseMark(LeaseIdRequest),
+    /// The leader of `term` found the lease past its deadline: revoke it, if this entry is of
+    /// that term and the recorded deadline has passed by its log time. In an entry of another
+    /// term it is ignored: a later leader may have promised more than the log recorded.
+    LeaseEnd(LeaseEndRequest),
 }
 
-/// How long leases have left, as the leader measured it.
+/// How long leases have left, as the leader of `term` measured it.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LeaseCheckpointRequest {
+    /// The term of the leader that measured.
+    pub term: u64,
     /// (lease id, milliseconds left); a lease no longer held is passed over.
     pub leases: Vec<(i64, u64)>,
+}
+
+/// A lease the leader of `term` found expired.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LeaseEndRequest {
+    /// The lease.
+    pub id: i64,
+    /// The term of the leader that found it expired.
+    pub term: u64,
 }
 
 /// Grant lease `id` (which the caller chose, nonzero and unused) for `ttl` seconds.
@@ -446,7 +465,9 @@ impl Request {
             | Request::LeaseRevoke(_)
             | Request::LeaseKeepAlive(_)
             | Request::LeaseExpire(_)
-            | Request::LeaseCheckpoint(_) => false,
+            | Request::LeaseCheckpoint(_)
+            | Request::LeaseMark(_)
+            | Request::LeaseEnd(_) => false,
         }
     }
 }
@@ -776,9 +797,15 @@ impl Kv {
         self.execute_at(request, 0)
     }
 
-    /// Executes a request: reads read, writes write (at most one new revision per request).
-    /// `now_millis` is the request's log time, which lease deadlines are measured in.
+    /// Executes a request in an entry of term 0 (see [`Kv::execute_in`]).
     pub fn execute_at(&mut self, request: Request, now_millis: u64) -> Response {
+        self.execute_in(request, now_millis, 0)
+    }
+
+    /// Executes a request: reads read, writes write (at most one new revision per request).
+    /// `now_millis` is the request's log time, which lease deadlines are measured in; `term`
+    /// the term of its entry (requests that only the leader of a term may decide check it).
+    pub fn execute_in(&mut self, request: Request, now_millis: u64, term: u64) -> Response {
         match request {
             Request::Range(range) => self.range(&range),
             Request::Put(put) => match check_put(&put) {
@@ -793,23 +820,17 @@ impl Kv {
             Request::Compact(compact) => self.compact(compact.revision),
             Request::LeaseGrant(grant) => self.grant(grant, now_millis),
             Request::LeaseRevoke(lease) => self.revoke(lease.id),
-            Request::LeaseKeepAlive(lease) => match self.leases.get(&lease.id) {
-                // Too late: the lease expired (its expiry was not yet ordered); it goes now.
-                Some(held) if held.deadline_millis <= now_millis => self.revoke(lease.id),
-                Some(_) => {
-                    let info = self.change_lease(lease.id, |held| {
-                        held.deadline_millis = deadline(now_millis, held.ttl);
-                        held.renewed = true;
-                    });
-                    info.map_or(Response::Error(KvError::LeaseNotFound), Response::Lease)
-                }
+            Request::LeaseKeepAlive(lease) => self.renew(lease.id, now_millis, false),
+            Request::LeaseMark(lease) => self.renew(lease.id, now_millis, true),
+            Request::LeaseEnd(end) if end.term != term => match self.leases.get(&end.id) {
+                Some(held) => Response::Lease(lease_info(end.id, held)),
                 None => Response::Error(KvError::LeaseNotFound),
             },
-            Request::LeaseExpire(lease) => match self.leases.get(&lease.id) {
-                Some(held) if held.deadline_millis <= now_millis => self.revoke(lease.id),
-                Some(held) => Response::Lease(lease_info(lease.id, held)),
-                None => Response::Error(KvError::LeaseNotFound),
-            },
+            Request::LeaseEnd(end) => self.expire(end.id, now_millis),
+            Request::LeaseCheckpoint(checkpoint) if checkpoint.term != term => {
+                Response::LeasesCheckpointed(0)
+            }
+            Request::LeaseExpire(lease) => self.expire(lease.id, now_millis),
             Request::LeaseCheckpoint(checkpoint) => {
                 let mut recorded = 0;
                 for (id, remaining_millis) in checkpoint.leases {
@@ -882,6 +903,31 @@ impl Kv {
         self.elements.add(&lease_element(grant.id, &lease));
         self.leases.insert(grant.id, lease);
         Response::Lease(info)
+    }
+
+    /// Renews lease `id` through the log at `now_millis` (marking it renewed if `mark`); a
+    /// renewal after its deadline revokes it instead (its expiry was not yet ordered).
+    fn renew(&mut self, id: i64, now_millis: u64, mark: bool) -> Response {
+        match self.leases.get(&id) {
+            Some(held) if held.deadline_millis <= now_millis => self.revoke(id),
+            Some(_) => {
+                let info = self.change_lease(id, |held| {
+                    held.deadline_millis = deadline(now_millis, held.ttl);
+                    held.renewed |= mark;
+                });
+                info.map_or(Response::Error(KvError::LeaseNotFound), Response::Lease)
+            }
+            None => Response::Error(KvError::LeaseNotFound),
+        }
+    }
+
+    /// Revokes lease `id` if its recorded deadline has passed by `now_millis`.
+    fn expire(&mut self, id: i64, now_millis: u64) -> Response {
+        match self.leases.get(&id) {
+            Some(held) if held.deadline_millis <= now_millis => self.revoke(id),
+            Some(held) => Response::Lease(lease_info(id, held)),
+            None => Response::Error(KvError::LeaseNotFound),
+        }
     }
 
     /// Changes lease `id` (if held), keeping the digest's element for it current; returns the
@@ -1604,7 +1650,7 @@ impl StateMachine for Kv {
     type Snapshot = KvSnapshot;
 
     fn apply(&mut self, input: Request, context: &ApplyContext) -> Answer {
-        let response = self.execute_at(input, context.timestamp_millis);
+        let response = self.execute_in(input, context.timestamp_millis, context.term.0);
         Answer { revision: self.revision(), response }
     }
 

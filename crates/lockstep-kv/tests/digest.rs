@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 use bytes::Bytes;
 use lockstep_core::{ApplyContext, LogIndex, StateMachine, StateSnapshot, Term};
 use lockstep_kv::{
-    CompactRequest, DeleteRequest, KeyRange, KeyValue, Kv, LeaseCheckpointRequest,
+    CompactRequest, DeleteRequest, KeyRange, KeyValue, Kv, LeaseCheckpointRequest, LeaseEndRequest,
     LeaseGrantRequest, LeaseIdRequest, PutRequest, Request, Response,
 };
 use proptest::prelude::*;
@@ -35,8 +35,11 @@ fn change() -> impl Strategy<Value = Request> {
         lease.clone().prop_map(|id| Request::LeaseKeepAlive(LeaseIdRequest { id })),
         lease.clone().prop_map(|id| Request::LeaseRevoke(LeaseIdRequest { id })),
         lease.clone().prop_map(|id| Request::LeaseExpire(LeaseIdRequest { id })),
-        (lease, 0u64..20_000).prop_map(|(id, remaining)| {
-            Request::LeaseCheckpoint(LeaseCheckpointRequest { leases: vec![(id, remaining)] })
+        lease.clone().prop_map(|id| Request::LeaseMark(LeaseIdRequest { id })),
+        (lease.clone(), 0u64..3)
+            .prop_map(|(id, term)| Request::LeaseEnd(LeaseEndRequest { id, term })),
+        (lease, 0u64..20_000, 0u64..3).prop_map(|(id, remaining, term)| {
+            Request::LeaseCheckpoint(LeaseCheckpointRequest { term, leases: vec![(id, remaining)] })
         }),
     ]
 }

@@ -646,8 +646,10 @@ fn a_late_keep_alive_does_not_revive_an_expired_lease() {
 }
 
 #[test]
-fn a_lease_checkpoint_records_what_remains_and_a_renewal_through_the_log_marks_it() {
-    use lockstep_kv::{LeaseCheckpointRequest, LeaseDeadline, LeaseGrantRequest, LeaseIdRequest};
+fn a_lease_checkpoint_records_what_remains_and_a_marked_renewal_marks_it() {
+    use lockstep_kv::{
+        LeaseCheckpointRequest, LeaseDeadline, LeaseEndRequest, LeaseGrantRequest, LeaseIdRequest,
+    };
     let mut kv = Kv::new();
     let deadlines = |kv: &Kv| match kv.query(&Request::LeaseDeadlines).response {
         Response::LeaseDeadlines(deadlines) => deadlines,
@@ -657,33 +659,39 @@ fn a_lease_checkpoint_records_what_remains_and_a_renewal_through_the_log_marks_i
     kv.execute_at(Request::LeaseGrant(LeaseGrantRequest { id: 2, ttl: 10 }), 1_000);
     let granted = LeaseDeadline { id: 1, ttl: 10, deadline_millis: 11_000, renewed: false };
     assert_eq!(deadlines(&kv)[0], granted);
-    // A renewal through the log: its leader may promise more from memory from now on.
-    kv.execute_at(Request::LeaseKeepAlive(LeaseIdRequest { id: 1 }), 3_000);
+    // A plain renewal through the log (as older logs hold them) renews without marking.
+    kv.execute_at(Request::LeaseKeepAlive(LeaseIdRequest { id: 1 }), 2_000);
+    assert_eq!(deadlines(&kv)[0], LeaseDeadline { deadline_millis: 12_000, ..granted });
+    // A marked renewal: its leader may promise more from memory from now on.
+    kv.execute_at(Request::LeaseMark(LeaseIdRequest { id: 1 }), 3_000);
     assert_eq!(
         deadlines(&kv)[0],
         LeaseDeadline { deadline_millis: 13_000, renewed: true, ..granted }
     );
-    // A checkpoint records what the leader measured as remaining, and clears the mark; a
-    // lease no longer held is passed over.
-    let checkpoint = LeaseCheckpointRequest { leases: vec![(1, 9_500), (2, 4_000), (3, 1)] };
+    // A checkpoint in an entry of another term than its leader's changes nothing.
+    let checkpoint = |term| {
+        Request::LeaseCheckpoint(LeaseCheckpointRequest {
+            term,
+            leases: vec![(1, 9_500), (2, 4_000), (3, 1)],
+        })
+    };
+    assert_eq!(kv.execute_in(checkpoint(4), 5_000, 5), Response::LeasesCheckpointed(0));
+    assert!(deadlines(&kv)[0].renewed);
+    // In its own term it records what the leader measured as remaining, and clears the mark;
+    // a lease no longer held is passed over.
     let before = kv.revision();
-    assert_eq!(
-        kv.execute_at(Request::LeaseCheckpoint(checkpoint), 5_000),
-        Response::LeasesCheckpointed(2)
-    );
+    assert_eq!(kv.execute_in(checkpoint(5), 5_000, 5), Response::LeasesCheckpointed(2));
     assert_eq!(kv.revision(), before, "a checkpoint changes no key");
     let after = deadlines(&kv);
     assert_eq!(after[0], LeaseDeadline { deadline_millis: 14_500, ..granted });
     assert_eq!(after[1], LeaseDeadline { id: 2, deadline_millis: 9_000, ..granted });
-    // An expiry the leader proposes is checked against the recorded deadline.
-    assert!(matches!(
-        kv.execute_at(Request::LeaseExpire(LeaseIdRequest { id: 2 }), 8_999),
-        Response::Lease(_)
-    ));
-    assert_eq!(
-        kv.execute_at(Request::LeaseExpire(LeaseIdRequest { id: 2 }), 9_000),
-        Response::LeaseRevoked
-    );
+    // An expiry is decided by the leader of its entry's term, and checked against the
+    // recorded deadline.
+    let end = |term| Request::LeaseEnd(LeaseEndRequest { id: 2, term });
+    assert!(matches!(kv.execute_in(end(5), 9_500, 6), Response::Lease(_)), "another term's");
+    assert!(matches!(kv.execute_in(end(6), 8_999, 6), Response::Lease(_)), "before the deadline");
+    assert_eq!(kv.execute_in(end(6), 9_000, 6), Response::LeaseRevoked);
     assert!(Request::LeaseDeadlines.is_read_only());
     assert!(!Request::LeaseCheckpoint(LeaseCheckpointRequest::default()).is_read_only());
+    assert!(!Request::LeaseMark(LeaseIdRequest { id: 1 }).is_read_only());
 }

@@ -327,6 +327,11 @@ impl<M: StateMachine> Replica<M> {
                 return Ok(());
             }
             self.propose_writes();
+            // Progress is published before this turn's answers leave: whoever sees an answer
+            // then sees the term and leader it was given in, or later ones (the etcd
+            // gateway's lessor relies on it: a replica that stepped down in this turn must not
+            // look like the leader to the reader of an answer it gave in this turn).
+            self.publish_progress();
             self.answer();
             self.settle_changes();
             self.sync_peers();
@@ -806,7 +811,7 @@ impl<M: StateMachine> Replica<M> {
         }
     }
 
-    fn observe(&mut self) {
+    fn publish_progress(&self) {
         let node = self.driver.node();
         if let Some(published) = &self.progress {
             let now = Progress {
@@ -820,6 +825,11 @@ impl<M: StateMachine> Replica<M> {
                 changed
             });
         }
+    }
+
+    fn observe(&mut self) {
+        self.publish_progress();
+        let node = self.driver.node();
         let leader = node.role() == Role::Leader;
         if leader != self.was_leader {
             match leader {

@@ -22,6 +22,7 @@ use hdrhistogram::Histogram;
 use lockstep_client::ReadConsistency;
 use lockstep_etcd::proto::etcdserverpb as pb;
 use lockstep_etcd::rpc::k_v_client::KVClient;
+use lockstep_etcd::rpc::lease_client::LeaseClient;
 use lockstep_kv::{Compare, CompareOp, CompareTarget, KeyRange, Operation, PutRequest, Request};
 use serde_json::json;
 use tonic::transport::Channel;
@@ -42,6 +43,10 @@ pub enum Workload {
     Mixed,
     /// Compare-and-set transactions: if the key's version is what was last seen, put.
     Cas,
+    /// Lease keep-alives (`--target etcd` only): `--keys` leases are granted first (60 s
+    /// each), then each request keeps one alive, each worker on a stream of its own as etcd's
+    /// clients do. With `--rate` equal to `--keys`, every lease is renewed once a second.
+    KeepAlive,
 }
 
 /// Which API the load goes through.
@@ -111,7 +116,7 @@ pub struct BenchArgs {
 #[derive(Clone)]
 enum Backend {
     Native(Vec<KvClient>),
-    Etcd(Vec<KVClient<Channel>>),
+    Etcd(Vec<KVClient<Channel>>, KeepAlives),
 }
 
 /// One request's kind.
@@ -120,6 +125,55 @@ enum Op {
     Put,
     Get { serializable: bool },
     Cas,
+    KeepAlive,
+}
+
+/// Keep-alive streams, one per worker (opened when first used, again after a failure).
+#[derive(Clone)]
+struct KeepAlives {
+    clients: Vec<LeaseClient<Channel>>,
+    streams: Arc<Vec<tokio::sync::Mutex<Option<KeepAliveStream>>>>,
+}
+
+/// An open keep-alive stream: requests in, their answers out in the same order.
+struct KeepAliveStream {
+    requests: tokio::sync::mpsc::Sender<pb::LeaseKeepAliveRequest>,
+    answers: tonic::Streaming<pb::LeaseKeepAliveResponse>,
+}
+
+impl KeepAlives {
+    /// Keeps lease `id` alive on worker `lane`'s stream.
+    async fn keep_alive(&self, lane: usize, id: i64) -> Result<(), String> {
+        let mut slot = self.streams[lane % self.streams.len()].lock().await;
+        if slot.is_none() {
+            let (requests, receiver) = tokio::sync::mpsc::channel(1);
+            let inbound = tonic::codegen::tokio_stream::wrappers::ReceiverStream::new(receiver);
+            let mut client = self.clients[lane % self.clients.len()].clone();
+            let answers = client
+                .lease_keep_alive(inbound)
+                .await
+                .map_err(|status| status.to_string())?
+                .into_inner();
+            *slot = Some(KeepAliveStream { requests, answers });
+        }
+        let Some(stream) = slot.as_mut() else { return Err("no stream".to_string()) };
+        let answer = match stream.requests.send(pb::LeaseKeepAliveRequest { id }).await {
+            Ok(()) => stream.answers.message().await.map_err(|status| status.to_string()),
+            Err(_) => Err("the keep-alive stream closed".to_string()),
+        };
+        match answer {
+            Ok(Some(answer)) if answer.ttl > 0 => Ok(()),
+            Ok(Some(_)) => Err(format!("lease {id} is gone")),
+            Ok(None) => {
+                *slot = None;
+                Err("the keep-alive stream ended".to_string())
+            }
+            Err(error) => {
+                *slot = None;
+                Err(error)
+            }
+        }
+    }
 }
 
 impl Backend {
@@ -133,6 +187,7 @@ impl Backend {
             }
             Target::Etcd => {
                 let mut clients = Vec::new();
+                let mut leases = Vec::new();
                 for n in 0..connections {
                     let endpoint = &args.client.endpoints[n % args.client.endpoints.len()];
                     let url = if endpoint.contains("://") {
@@ -145,9 +200,12 @@ impl Backend {
                         .connect()
                         .await
                         .map_err(|error| format!("cannot connect to {url}: {error}"))?;
+                    leases.push(LeaseClient::new(channel.clone()));
                     clients.push(KVClient::new(channel));
                 }
-                Ok(Backend::Etcd(clients))
+                let streams = (0..args.concurrency).map(|_| Default::default()).collect();
+                let keep_alives = KeepAlives { clients: leases, streams: Arc::new(streams) };
+                Ok(Backend::Etcd(clients, keep_alives))
             }
         }
     }
@@ -166,6 +224,9 @@ impl Backend {
                             ReadConsistency::Linearizable
                         };
                         client.read_with(Request::get(key), consistency).await
+                    }
+                    Op::KeepAlive => {
+                        return Err("keep-alives need --target etcd".to_string());
                     }
                     Op::Cas => {
                         let current = client.read(Request::get(key.clone())).await;
@@ -193,9 +254,19 @@ impl Backend {
                 };
                 outcome.map(|_| ()).map_err(|error| error.to_string())
             }
-            Backend::Etcd(clients) => {
+            Backend::Etcd(_, keep_alives) if matches!(op, Op::KeepAlive) => {
+                // The lease for key number n is n + 1 (granted when the run starts).
+                let n = u64::from_str_radix(
+                    std::str::from_utf8(&key[6..16]).map_err(|error| error.to_string())?,
+                    10,
+                )
+                .map_err(|error| error.to_string())?;
+                keep_alives.keep_alive(lane, n as i64 + 1).await
+            }
+            Backend::Etcd(clients, _) => {
                 let mut client = clients[lane % clients.len()].clone();
                 let outcome = match op {
+                    Op::KeepAlive => unreachable!("answered above"),
                     Op::Put => {
                         let put = pb::PutRequest {
                             key: key.to_vec(),
@@ -249,6 +320,32 @@ impl Backend {
     }
 }
 
+/// Grants leases 1..=count, 60 s each, unless they are held already (from an earlier run: a
+/// benchmark script grants them in a run of its own, so that a measured run only renews).
+async fn grant_leases(keep_alives: &KeepAlives, count: u64) -> Result<(), String> {
+    let mut leases = keep_alives.clients.first().ok_or("no endpoint")?.clone();
+    let held = leases
+        .lease_leases(pb::LeaseLeasesRequest {})
+        .await
+        .map_err(|status| format!("listing leases: {status}"))?
+        .into_inner()
+        .leases
+        .iter()
+        .filter(|lease| (1..=count as i64).contains(&lease.id))
+        .count();
+    if held as u64 == count {
+        return Ok(());
+    }
+    for id in 1..=count as i64 {
+        match leases.lease_grant(pb::LeaseGrantRequest { ttl: 60, id }).await {
+            Ok(_) => {}
+            Err(status) if status.message().contains("lease already exists") => {}
+            Err(status) => return Err(format!("granting lease {id}: {status}")),
+        }
+    }
+    Ok(())
+}
+
 /// A key of `size` bytes for number `n`.
 fn key(n: u64, size: usize) -> Bytes {
     let mut key = format!("bench/{n:010}").into_bytes();
@@ -286,7 +383,15 @@ pub async fn run(args: BenchArgs) -> Result<(), String> {
             floor.put_ms()
         );
     }
+    if args.workload == Workload::KeepAlive && args.target != Target::Etcd {
+        return Err("--workload keep-alive needs --target etcd".to_string());
+    }
     let backend = Backend::connect(&args).await?;
+    if let Backend::Etcd(_, keep_alives) = &backend {
+        if args.workload == Workload::KeepAlive {
+            grant_leases(keep_alives, args.keys).await?;
+        }
+    }
     let value = Bytes::from(vec![b'x'; args.value_size]);
     if matches!(
         args.workload,
@@ -356,6 +461,7 @@ pub async fn run(args: BenchArgs) -> Result<(), String> {
                     Workload::Get => Op::Get { serializable: false },
                     Workload::GetSerializable => Op::Get { serializable: true },
                     Workload::Cas => Op::Cas,
+                    Workload::KeepAlive => Op::KeepAlive,
                     Workload::Mixed => {
                         if random.next() % 100 < u64::from(args.read_percent) {
                             Op::Get { serializable: false }

@@ -298,9 +298,10 @@ pub async fn run(args: ServeArgs) -> Result<(), String> {
                 link: in_process(me.client.clone(), inbox.local()),
                 progress: progress.clone(),
             }),
-            // The longest election timeout: a deposed leader has learned it by then.
+            // Twice the longest election timeout: a deposed leader steps down within two of the
+            // shortest (check-quorum), and a margin for clocks and delays.
             lease_extension: std::time::Duration::from_millis(
-                config.tick_millis.saturating_mul(config.election_ticks).saturating_mul(2),
+                config.tick_millis.saturating_mul(config.election_ticks).saturating_mul(4),
             ),
             lease_checkpoint_every: std::time::Duration::from_millis(
                 config.lease_checkpoint_millis,

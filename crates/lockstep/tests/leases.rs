@@ -108,6 +108,10 @@ fn keep_alives_cost_no_log_entries_and_a_lease_outlives_its_leader_but_not_its_h
             tokio::time::sleep(Duration::from_millis(1000)).await;
         }
         assert!(present(&mut at_survivor, "held").await, "the lease expired while kept alive");
+        // A lease granted long after the election (more than a TTL) is renewed as any other.
+        let late = grant_with_key(&mut at_survivor, 2, "late").await;
+        assert_eq!(keep_alive(&mut at_survivor, late).await.expect("renewed"), 2);
+        assert_eq!(keep_alive(&mut at_survivor, late).await.expect("renewed"), 2);
         assert_eq!(keep_alive(&mut at_survivor, lease).await.expect("renewed"), 5);
         let last_renewal = Instant::now();
 

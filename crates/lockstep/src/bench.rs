@@ -125,8 +125,12 @@ enum Op {
     Put,
     Get { serializable: bool },
     Cas,
-    KeepAlive,
+    /// Keep a lease alive (the lease for key number n is n + 1, granted when the run starts).
+    KeepAlive { lease: i64 },
 }
+
+/// How long a keep-alive may wait for its answer (then the stream is opened afresh).
+const KEEP_ALIVE_WAIT: Duration = Duration::from_secs(10);
 
 /// Keep-alive streams, one per worker (opened when first used, again after a failure).
 #[derive(Clone)]
@@ -145,21 +149,32 @@ impl KeepAlives {
     /// Keeps lease `id` alive on worker `lane`'s stream.
     async fn keep_alive(&self, lane: usize, id: i64) -> Result<(), String> {
         let mut slot = self.streams[lane % self.streams.len()].lock().await;
-        if slot.is_none() {
-            let (requests, receiver) = tokio::sync::mpsc::channel(1);
-            let inbound = tonic::codegen::tokio_stream::wrappers::ReceiverStream::new(receiver);
-            let mut client = self.clients[lane % self.clients.len()].clone();
-            let answers = client
-                .lease_keep_alive(inbound)
-                .await
-                .map_err(|status| status.to_string())?
-                .into_inner();
-            *slot = Some(KeepAliveStream { requests, answers });
-        }
+        let request = pb::LeaseKeepAliveRequest { id };
+        let sent = match slot.as_mut() {
+            Some(stream) => stream.requests.send(request).await.is_ok(),
+            None => {
+                // The first request goes in before the call: a server may send the stream's
+                // headers only with its first answer (etcd does).
+                let (requests, receiver) = tokio::sync::mpsc::channel(1);
+                requests.try_send(request).map_err(|error| error.to_string())?;
+                let inbound = tonic::codegen::tokio_stream::wrappers::ReceiverStream::new(receiver);
+                let mut client = self.clients[lane % self.clients.len()].clone();
+                let answers = client
+                    .lease_keep_alive(inbound)
+                    .await
+                    .map_err(|status| status.to_string())?
+                    .into_inner();
+                *slot = Some(KeepAliveStream { requests, answers });
+                true
+            }
+        };
         let Some(stream) = slot.as_mut() else { return Err("no stream".to_string()) };
-        let answer = match stream.requests.send(pb::LeaseKeepAliveRequest { id }).await {
-            Ok(()) => stream.answers.message().await.map_err(|status| status.to_string()),
-            Err(_) => Err("the keep-alive stream closed".to_string()),
+        let answer = match sent {
+            true => match tokio::time::timeout(KEEP_ALIVE_WAIT, stream.answers.message()).await {
+                Ok(answer) => answer.map_err(|status| status.to_string()),
+                Err(_) => Err(format!("no answer to a keep-alive in {KEEP_ALIVE_WAIT:?}")),
+            },
+            false => Err("the keep-alive stream closed".to_string()),
         };
         match answer {
             Ok(Some(answer)) if answer.ttl > 0 => Ok(()),
@@ -225,7 +240,7 @@ impl Backend {
                         };
                         client.read_with(Request::get(key), consistency).await
                     }
-                    Op::KeepAlive => {
+                    Op::KeepAlive { .. } => {
                         return Err("keep-alives need --target etcd".to_string());
                     }
                     Op::Cas => {
@@ -254,19 +269,14 @@ impl Backend {
                 };
                 outcome.map(|_| ()).map_err(|error| error.to_string())
             }
-            Backend::Etcd(_, keep_alives) if matches!(op, Op::KeepAlive) => {
-                // The lease for key number n is n + 1 (granted when the run starts).
-                let n = u64::from_str_radix(
-                    std::str::from_utf8(&key[6..16]).map_err(|error| error.to_string())?,
-                    10,
-                )
-                .map_err(|error| error.to_string())?;
-                keep_alives.keep_alive(lane, n as i64 + 1).await
+            Backend::Etcd(_, keep_alives) if matches!(op, Op::KeepAlive { .. }) => {
+                let Op::KeepAlive { lease } = op else { unreachable!("matched above") };
+                keep_alives.keep_alive(lane, lease).await
             }
             Backend::Etcd(clients, _) => {
                 let mut client = clients[lane % clients.len()].clone();
                 let outcome = match op {
-                    Op::KeepAlive => unreachable!("answered above"),
+                    Op::KeepAlive { .. } => unreachable!("answered above"),
                     Op::Put => {
                         let put = pb::PutRequest {
                             key: key.to_vec(),
@@ -461,7 +471,7 @@ pub async fn run(args: BenchArgs) -> Result<(), String> {
                     Workload::Get => Op::Get { serializable: false },
                     Workload::GetSerializable => Op::Get { serializable: true },
                     Workload::Cas => Op::Cas,
-                    Workload::KeepAlive => Op::KeepAlive,
+                    Workload::KeepAlive => Op::KeepAlive { lease: n as i64 + 1 },
                     Workload::Mixed => {
                         if random.next() % 100 < u64::from(args.read_percent) {
                             Op::Get { serializable: false }

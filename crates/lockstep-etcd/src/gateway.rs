@@ -115,6 +115,9 @@ pub(crate) struct Shared {
     lessor: std::sync::Mutex<Lessor>,
     /// Renewals hold it shared, a lease checkpoint exclusively (see `checkpoint_leases`).
     lease_gate: tokio::sync::RwLock<()>,
+    /// The term this replica was last confirmed leader in by a quorum, and when the round
+    /// that confirmed it started.
+    confirmed: tokio::sync::Mutex<Option<(u64, std::time::Instant)>>,
     /// The leader's Lease service, where keep-alives go while this replica does not lead
     /// (with the leader's id: a new leader needs a new client).
     leader_leases: tokio::sync::Mutex<Option<(u64, LeaseClient<Channel>)>>,
@@ -161,6 +164,7 @@ impl Gateway {
                 term: AtomicU64::new(0),
                 lessor: std::sync::Mutex::new(lessor),
                 lease_gate: tokio::sync::RwLock::new(()),
+                confirmed: tokio::sync::Mutex::new(None),
                 leader_leases: tokio::sync::Mutex::new(None),
                 config,
             }),
@@ -234,6 +238,25 @@ impl Gateway {
         // A panic while it was held left nothing half-changed that matters: every change is
         // one insert or one clear.
         self.shared.lessor.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Makes sure a quorum confirmed this replica as leader in `term` in a round that started
+    /// within the last quarter of the lease extension (one round serves every caller in that
+    /// time; callers meanwhile wait for the one in progress). A promise made that soon after
+    /// is safe: a leader elected after this one gives renewed leases their whole TTL from its
+    /// election plus the extension, and it cannot have been elected before the round started.
+    pub(crate) async fn confirm_leadership(&self, term: u64) -> Result<(), Status> {
+        let fresh = self.shared.config.lease_extension / 4;
+        let mut confirmed = self.shared.confirmed.lock().await;
+        if let Some((at_term, started)) = *confirmed {
+            if at_term == term && started.elapsed() < fresh {
+                return Ok(());
+            }
+        }
+        let started = std::time::Instant::now();
+        self.read_as_leader(term, Request::Revisions).await?;
+        *confirmed = Some((term, started));
+        Ok(())
     }
 
     /// Renewals hold it shared, a lease checkpoint exclusively.

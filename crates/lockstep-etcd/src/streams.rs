@@ -131,9 +131,20 @@ impl Gateway {
     async fn renew_as_leader(&self, term: u64, id: i64) -> Result<i64, Status> {
         // No checkpoint is measured between this read of the lease and the promise.
         let _checkpoint_waits = self.lease_gate().read().await;
-        let mut lease = match self.lease_as_leader(term, id).await? {
-            Some(lease) => lease,
-            None => return Ok(0),
+        // Confirmed leader lately (one read-index round serves every renewal for a while),
+        // the lease as this replica applied it: what the leader applied is what its clients
+        // were answered.
+        self.confirm_leadership(term).await?;
+        let query = Request::LeaseTimeToLive(kv::LeaseIdRequest { id });
+        let mut lease = match self.read_local(query).await? {
+            Answer { response: Response::Lease(info), .. } => kv::LeaseDeadline {
+                id,
+                ttl: info.ttl,
+                deadline_millis: info.deadline_millis,
+                renewed: info.renewed,
+            },
+            Answer { response: Response::Error(kv::KvError::LeaseNotFound), .. } => return Ok(0),
+            _ => return Err(Status::internal("lockstep: not a lease")),
         };
         if !lease.renewed {
             // The first renewal since the deadline was recorded goes through the log, which
@@ -153,6 +164,9 @@ impl Gateway {
             };
         }
         let now = now_millis();
+        if self.leading_term() != Some(term) {
+            return Err(crate::gateway::not_leading());
+        }
         let mut lessor = self.lessor();
         if !lessor.enter(term, now) {
             return Err(crate::gateway::not_leading());
@@ -185,25 +199,63 @@ impl Gateway {
         }
     }
 
-    /// Renews lease `id` here if this replica leads, else at the leader (unless `forwarded`:
-    /// a member passes a keep-alive on once at most).
-    async fn renew(&self, id: i64, forwarded: bool) -> Result<i64, Status> {
+    /// Renews lease `id` here if this replica leads, else at the leader over `upstream` (a
+    /// stream to the leader, opened when first needed; unless `forwarded`: a member passes a
+    /// keep-alive on once at most).
+    async fn renew(
+        &self,
+        id: i64,
+        forwarded: bool,
+        upstream: &mut Option<Upstream>,
+    ) -> Result<i64, Status> {
         if let Some(term) = self.leading_term() {
+            *upstream = None;
             return self.renew_as_leader(term, id).await;
         }
         if forwarded {
             return Err(crate::gateway::not_leading());
         }
-        let mut leader = self.leader_leases().await?;
-        let once = tonic::codegen::tokio_stream::once(pb::LeaseKeepAliveRequest { id });
-        let mut request = GrpcRequest::new(once);
-        request.metadata_mut().insert(FORWARDED, tonic::metadata::MetadataValue::from_static("1"));
-        let mut answers = leader.lease_keep_alive(request).await?.into_inner();
-        match answers.message().await? {
-            Some(answer) => Ok(answer.ttl),
-            None => Err(Status::unavailable("etcdserver: the leader ended the keep-alive")),
+        let request = pb::LeaseKeepAliveRequest { id };
+        let sent = match upstream.as_mut() {
+            Some(open) => open.requests.send(request).await.is_ok(),
+            None => {
+                // The request goes in before the call: a leader may send the stream's headers
+                // only with its first answer.
+                let (requests, receiver) = mpsc::channel(1);
+                let _ = requests.try_send(request);
+                let inbound = tonic::codegen::tokio_stream::wrappers::ReceiverStream::new(receiver);
+                let mut call = GrpcRequest::new(inbound);
+                call.metadata_mut()
+                    .insert(FORWARDED, tonic::metadata::MetadataValue::from_static("1"));
+                let mut leader = self.leader_leases().await?;
+                let answers = leader.lease_keep_alive(call).await?.into_inner();
+                *upstream = Some(Upstream { requests, answers });
+                true
+            }
+        };
+        let answer = match (sent, upstream.as_mut()) {
+            (true, Some(open)) => open.answers.message().await,
+            _ => Err(Status::unavailable("etcdserver: the keep-alive stream to the leader closed")),
+        };
+        match answer {
+            Ok(Some(answer)) => Ok(answer.ttl),
+            Ok(None) => {
+                *upstream = None;
+                Err(Status::unavailable("etcdserver: the leader ended the keep-alive"))
+            }
+            Err(status) => {
+                // Opened afresh for the next keep-alive (the leader may have changed).
+                *upstream = None;
+                Err(status)
+            }
         }
     }
+}
+
+/// A keep-alive stream to the leader, for the keep-alives of one client stream.
+pub(crate) struct Upstream {
+    requests: mpsc::Sender<pb::LeaseKeepAliveRequest>,
+    answers: Streaming<pb::LeaseKeepAliveResponse>,
 }
 
 #[tonic::async_trait]
@@ -261,8 +313,10 @@ impl Lease for Gateway {
         let (sender, receiver) = mpsc::channel(64);
         let gateway = self.clone();
         tokio::spawn(async move {
+            let mut upstream = None;
             while let Ok(Some(keep_alive)) = inbound.message().await {
-                let response = match gateway.renew(keep_alive.id, forwarded).await {
+                let response = match gateway.renew(keep_alive.id, forwarded, &mut upstream).await
+                {
                     Ok(ttl) => gateway.current().await.map(|answer| pb::LeaseKeepAliveResponse {
                         header: gateway.header(answer.revision),
                         id: keep_alive.id,

@@ -89,6 +89,11 @@ pub struct GatewayConfig {
     pub lease_extension: Duration,
     /// How often the leader records in the log what remains of leases renewed in its memory.
     pub lease_checkpoint_every: Duration,
+    /// How long a quorum's confirmation that this replica leads serves lease renewals: at most
+    /// a quarter of `lease_extension`, and less than the shortest election timeout (voters
+    /// that confirmed a leader refuse other candidates that long, with check-quorum), so that
+    /// a deposed leader's answers are at most that stale.
+    pub leader_confirmed_for: Duration,
 }
 
 /// The gateway's replica in its own process.
@@ -241,22 +246,39 @@ impl Gateway {
     }
 
     /// Makes sure a quorum confirmed this replica as leader in `term` in a round that started
-    /// within the last quarter of the lease extension (one round serves every caller in that
-    /// time; callers meanwhile wait for the one in progress). A promise made that soon after
-    /// is safe: a leader elected after this one gives renewed leases their whole TTL from its
-    /// election plus the extension, and it cannot have been elected before the round started.
-    pub(crate) async fn confirm_leadership(&self, term: u64) -> Result<(), Status> {
-        let fresh = self.shared.config.lease_extension / 4;
+    /// less than `leader_confirmed_for` ago (one round serves every caller in that time;
+    /// callers meanwhile wait for the one in progress); returns when that round started. A
+    /// promise made while it is fresh ([`Gateway::confirmation_fresh`]) is safe: a leader
+    /// elected after this one cannot have been elected before the round started, and gives
+    /// renewed leases their whole TTL from its election plus the extension.
+    pub(crate) async fn confirm_leadership(&self, term: u64) -> Result<std::time::Instant, Status> {
         let mut confirmed = self.shared.confirmed.lock().await;
         if let Some((at_term, started)) = *confirmed {
-            if at_term == term && started.elapsed() < fresh {
-                return Ok(());
+            // Reused for the first half of its life, so that it is still fresh when the
+            // caller makes its promise.
+            if at_term == term && started.elapsed() < self.shared.config.leader_confirmed_for / 2 {
+                return Ok(started);
             }
         }
         let started = std::time::Instant::now();
         self.read_as_leader(term, Request::Revisions).await?;
         *confirmed = Some((term, started));
-        Ok(())
+        Ok(started)
+    }
+
+    /// Whether a confirmation whose round started at `started` still serves.
+    pub(crate) fn confirmation_fresh(&self, started: std::time::Instant) -> bool {
+        started.elapsed() < self.shared.config.leader_confirmed_for
+    }
+
+    /// The next renewal confirms leadership with a round of its own.
+    pub(crate) async fn forget_confirmation(&self) {
+        *self.shared.confirmed.lock().await = None;
+    }
+
+    /// How long a request may take.
+    pub(crate) fn timeout(&self) -> Duration {
+        self.shared.config.timeout
     }
 
     /// Renewals hold it shared, a lease checkpoint exclusively.

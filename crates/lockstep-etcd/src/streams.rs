@@ -114,16 +114,26 @@ impl Gateway {
         for chunk in due.unwrap_or_default().chunks(CHECKPOINT_LEASES_MAX) {
             let leases = chunk.to_vec();
             let record = Request::LeaseCheckpoint(kv::LeaseCheckpointRequest { term, leases });
-            let written = match self.leading_term() == Some(term) {
-                true => self.write(record).await.map(|_| ()),
-                false => Err(crate::gateway::not_leading()),
-            };
-            if let Err(error) = written {
-                tracing::debug!("a lease checkpoint failed: {error}");
-                self.lessor().checkpoint_failed();
-                return;
+            // Renewals stay held off until the checkpoint is applied, or this replica no
+            // longer leads in `term` (then it promises nothing more in it): a write that
+            // failed may still be committed later in this term, and must find no promise
+            // made after its measure.
+            loop {
+                if self.leading_term() != Some(term) {
+                    self.lessor().checkpoint_failed();
+                    return;
+                }
+                match self.write(record.clone()).await {
+                    Ok(_) => break,
+                    Err(error) => {
+                        tracing::debug!("a lease checkpoint failed, trying again: {error}");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                }
             }
         }
+        // The next renewal confirms leadership afresh, after the checkpoint is applied here.
+        self.forget_confirmation().await;
     }
 
     /// Renews lease `id` as the leader in `term`: its TTL in seconds from now, or 0 if it is
@@ -131,71 +141,70 @@ impl Gateway {
     async fn renew_as_leader(&self, term: u64, id: i64) -> Result<i64, Status> {
         // No checkpoint is measured between this read of the lease and the promise.
         let _checkpoint_waits = self.lease_gate().read().await;
-        // Confirmed leader lately (one read-index round serves every renewal for a while),
-        // the lease as this replica applied it: what the leader applied is what its clients
-        // were answered.
-        self.confirm_leadership(term).await?;
-        let query = Request::LeaseTimeToLive(kv::LeaseIdRequest { id });
-        let mut lease = match self.read_local(query).await? {
-            Answer { response: Response::Lease(info), .. } => kv::LeaseDeadline {
-                id,
-                ttl: info.ttl,
-                deadline_millis: info.deadline_millis,
-                renewed: info.renewed,
-            },
-            Answer { response: Response::Error(kv::KvError::LeaseNotFound), .. } => return Ok(0),
-            _ => return Err(Status::internal("lockstep: not a lease")),
-        };
-        if !lease.renewed {
-            // The first renewal since the deadline was recorded goes through the log, which
-            // marks the lease: a later leader then gives it its whole TTL. Too late, it revokes.
-            let renew = Request::LeaseMark(kv::LeaseIdRequest { id });
-            match self.write(renew).await {
-                Ok(Answer { response: Response::Lease(_), .. }) => {}
-                Ok(_) => return Ok(0),
-                Err(status) if status.code() == tonic::Code::NotFound => return Ok(0),
-                Err(status) => return Err(status),
-            }
-            // Leadership confirmed again after the mark, so no leader elected meanwhile can
-            // have missed it.
-            lease = match self.lease_as_leader(term, id).await? {
-                Some(lease) => lease,
-                None => return Ok(0),
+        let mut marked = false;
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            // Confirmed leader lately (one read-index round serves every renewal for a
+            // while); the lease as this replica applied it: what the leader applied is what
+            // its clients were answered.
+            let confirmed = self.confirm_leadership(term).await?;
+            let query = Request::LeaseTimeToLive(kv::LeaseIdRequest { id });
+            let lease = match self.read_local(query).await? {
+                Answer { response: Response::Lease(info), .. } => kv::LeaseDeadline {
+                    id,
+                    ttl: info.ttl,
+                    deadline_millis: info.deadline_millis,
+                    renewed: info.renewed,
+                },
+                Answer { response: Response::Error(kv::KvError::LeaseNotFound), .. } => {
+                    return Ok(0)
+                }
+                _ => return Err(Status::internal("lockstep: not a lease")),
             };
-        }
-        let now = now_millis();
-        if self.leading_term() != Some(term) {
-            return Err(crate::gateway::not_leading());
-        }
-        let mut lessor = self.lessor();
-        if !lessor.enter(term, now) {
-            return Err(crate::gateway::not_leading());
-        }
-        if lessor.deadline(&lease) <= now || !lease.renewed {
-            // Expired (the reaper revokes it), or revoked and granted again meanwhile.
-            return Ok(0);
-        }
-        lessor.renew(&lease, now);
-        Ok(lease.ttl)
-    }
-
-    /// Lease `id` as the log records it, read as the leader in `term` (`None`: not held).
-    async fn lease_as_leader(
-        &self,
-        term: u64,
-        id: i64,
-    ) -> Result<Option<kv::LeaseDeadline>, Status> {
-        let query = Request::LeaseTimeToLive(kv::LeaseIdRequest { id });
-        match self.read_as_leader(term, query).await {
-            Ok(Answer { response: Response::Lease(info), .. }) => Ok(Some(kv::LeaseDeadline {
-                id,
-                ttl: info.ttl,
-                deadline_millis: info.deadline_millis,
-                renewed: info.renewed,
-            })),
-            Ok(_) => Err(Status::internal("lockstep: not a lease")),
-            Err(status) if status.code() == tonic::Code::NotFound => Ok(None),
-            Err(status) => Err(status),
+            if !lease.renewed && !marked {
+                // Expired as this leader sees it: the reaper revokes it.
+                if self.lessor().deadline(&lease) <= now_millis() {
+                    return Ok(0);
+                }
+                // The first renewal since the deadline was recorded goes through the log,
+                // which marks the lease: a later leader then gives it its whole TTL.
+                let mark = Request::LeaseMark(kv::LeaseIdRequest { id });
+                match self.write(mark).await {
+                    Ok(Answer { response: Response::Lease(_), .. }) => {}
+                    Ok(_) => return Ok(0),
+                    Err(status) if status.code() == tonic::Code::NotFound => return Ok(0),
+                    Err(status) => return Err(status),
+                }
+                // Confirmed afresh once the mark is applied here, so that no leader elected
+                // meanwhile can have missed it, and read again.
+                self.forget_confirmation().await;
+                marked = true;
+                continue;
+            }
+            let mut lessor = self.lessor();
+            let now = now_millis();
+            // The promise is made while the confirmation is fresh (a pause here would let a
+            // leader be elected meanwhile), by the leader of `term` as it last published.
+            if self.leading_term() != Some(term) {
+                return Err(crate::gateway::not_leading());
+            }
+            if !self.confirmation_fresh(confirmed) {
+                // The confirmation grew stale meanwhile: confirm again (a few times at most).
+                if attempts >= 4 {
+                    return Err(crate::gateway::not_leading());
+                }
+                continue;
+            }
+            if !lessor.enter(term, now) {
+                return Err(crate::gateway::not_leading());
+            }
+            if !lease.renewed || lessor.deadline(&lease) <= now {
+                // Expired (the reaper revokes it), or revoked and granted again meanwhile.
+                return Ok(0);
+            }
+            lessor.renew(&lease, now);
+            return Ok(lease.ttl);
         }
     }
 
@@ -234,7 +243,12 @@ impl Gateway {
             }
         };
         let answer = match (sent, upstream.as_mut()) {
-            (true, Some(open)) => open.answers.message().await,
+            (true, Some(open)) => {
+                match tokio::time::timeout(self.timeout(), open.answers.message()).await {
+                    Ok(answer) => answer,
+                    Err(_) => Err(Status::unavailable("etcdserver: request timed out")),
+                }
+            }
             _ => Err(Status::unavailable("etcdserver: the keep-alive stream to the leader closed")),
         };
         match answer {
@@ -315,8 +329,7 @@ impl Lease for Gateway {
         tokio::spawn(async move {
             let mut upstream = None;
             while let Ok(Some(keep_alive)) = inbound.message().await {
-                let response = match gateway.renew(keep_alive.id, forwarded, &mut upstream).await
-                {
+                let response = match gateway.renew(keep_alive.id, forwarded, &mut upstream).await {
                     Ok(ttl) => gateway.current().await.map(|answer| pb::LeaseKeepAliveResponse {
                         header: gateway.header(answer.revision),
                         id: keep_alive.id,

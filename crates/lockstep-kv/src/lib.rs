@@ -350,8 +350,9 @@ pub enum Request {
     /// Every lease's id, TTL, deadline and mark, without its keys (read-only): what the
     /// leader's lessor looks through.
     LeaseDeadlines,
-    /// Renew a lease through the log, as [`Request::LeaseKeepAlive`], and mark it renewed: its
-    /// leader may renew it further in memory from now on.
+    /// Renew a lease through the log and mark it renewed: its leader may renew it further in
+    /// memory from now on. Unlike [`Request::LeaseKeepAlive`] it renews a lease past its
+    /// recorded deadline too (only the leader decides expiries).
     LeaseMark(LeaseIdRequest),
     /// The leader of `term` found the lease past its deadline: revoke it, if this entry is of
     /// that term and the recorded deadline has passed by its log time. In an entry of another
@@ -905,11 +906,13 @@ impl Kv {
         Response::Lease(info)
     }
 
-    /// Renews lease `id` through the log at `now_millis` (marking it renewed if `mark`); a
-    /// renewal after its deadline revokes it instead (its expiry was not yet ordered).
+    /// Renews lease `id` through the log at `now_millis`. A plain renewal after the recorded
+    /// deadline revokes the lease instead (its expiry was not yet ordered); a marked one
+    /// (`mark`) renews any lease still held: its leader, which alone decides expiries, found it
+    /// alive (its deadline may have been recorded by an earlier leader, on another clock).
     fn renew(&mut self, id: i64, now_millis: u64, mark: bool) -> Response {
         match self.leases.get(&id) {
-            Some(held) if held.deadline_millis <= now_millis => self.revoke(id),
+            Some(held) if !mark && held.deadline_millis <= now_millis => self.revoke(id),
             Some(_) => {
                 let info = self.change_lease(id, |held| {
                     held.deadline_millis = deadline(now_millis, held.ttl);

@@ -691,6 +691,18 @@ fn a_lease_checkpoint_records_what_remains_and_a_marked_renewal_marks_it() {
     assert!(matches!(kv.execute_in(end(5), 9_500, 6), Response::Lease(_)), "another term's");
     assert!(matches!(kv.execute_in(end(6), 8_999, 6), Response::Lease(_)), "before the deadline");
     assert_eq!(kv.execute_in(end(6), 9_000, 6), Response::LeaseRevoked);
+    // A marked renewal renews a lease past its recorded deadline (its leader found it alive);
+    // a plain one revokes it.
+    kv.execute_at(Request::LeaseGrant(LeaseGrantRequest { id: 3, ttl: 10 }), 10_000);
+    kv.execute_at(Request::LeaseGrant(LeaseGrantRequest { id: 4, ttl: 10 }), 10_000);
+    assert!(matches!(
+        kv.execute_at(Request::LeaseMark(LeaseIdRequest { id: 3 }), 25_000),
+        Response::Lease(info) if info.deadline_millis == 35_000 && info.renewed
+    ));
+    assert_eq!(
+        kv.execute_at(Request::LeaseKeepAlive(LeaseIdRequest { id: 4 }), 25_000),
+        Response::LeaseRevoked
+    );
     assert!(Request::LeaseDeadlines.is_read_only());
     assert!(!Request::LeaseCheckpoint(LeaseCheckpointRequest::default()).is_read_only());
     assert!(!Request::LeaseMark(LeaseIdRequest { id: 1 }).is_read_only());

@@ -123,10 +123,14 @@ enum Backend {
 #[derive(Clone, Copy)]
 enum Op {
     Put,
-    Get { serializable: bool },
+    Get {
+        serializable: bool,
+    },
     Cas,
     /// Keep a lease alive (the lease for key number n is n + 1, granted when the run starts).
-    KeepAlive { lease: i64 },
+    KeepAlive {
+        lease: i64,
+    },
 }
 
 /// How long a keep-alive may wait for its answer (then the stream is opened afresh).

@@ -306,6 +306,11 @@ pub async fn run(args: ServeArgs) -> Result<(), String> {
             lease_checkpoint_every: std::time::Duration::from_millis(
                 config.lease_checkpoint_millis,
             ),
+            // A tick less than the shortest election timeout (a quarter of the extension is a
+            // whole one).
+            leader_confirmed_for: std::time::Duration::from_millis(
+                config.tick_millis.saturating_mul(config.election_ticks.saturating_sub(1)),
+            ),
         });
         let mut stopped = etcd_stopped.clone();
         tokio::spawn(lockstep_etcd::serve(listener, gateway, async move {

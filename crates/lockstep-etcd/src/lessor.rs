@@ -21,17 +21,23 @@
 //! extended at most once per leader change and never past the next checkpoint.
 //!
 //! What keeps the promises (the gateway's part, in `streams.rs` and `gateway.rs`):
-//! - a promise follows a read that this replica answered as leader, confirmed by a quorum in
-//!   its term (`read_as_leader`); the replica thread publishes its term and leader before the
-//!   answers of each turn leave, so an answer given after it stepped down is never taken as
-//!   the leader's;
+//! - a promise is made while a quorum's confirmation that this replica leads in its term is
+//!   fresh: the confirming round (a read-index read, `read_as_leader`) started less than
+//!   `leader_confirmed_for` before (a tick less than the shortest election timeout, at most a
+//!   quarter of the extension). A leader elected later was elected after that round started,
+//!   so it gives the lease its whole TTL from a later moment. One round serves the renewals of
+//!   half that time; the lease itself is read from the leader's applied state. The replica
+//!   thread publishes its term and leader before the answers of each turn leave, so an answer
+//!   given after it stepped down is never taken as the leader's;
 //! - expiries and checkpoints name the term whose leader decided them, and the store ignores
 //!   them in an entry of any other term: retried at a later leader, or left in a log a later
 //!   leader commits, they cannot undo that leader's promises (a later leader promises only
 //!   after its own first entry, so after any such entry, is applied);
 //! - no renewal reads a lease between the moment a checkpoint measures what remains and the
-//!   moment it is applied (the checkpoint holds renewals off), so the log never records less
-//!   than was promised;
+//!   moment it is applied, or the replica no longer leads (the checkpoint holds renewals off,
+//!   retrying a write that failed), so the log never records less than was promised;
+//! - the mark is written only for a lease this leader finds alive, and renews any lease still
+//!   held (the store does not judge it by a deadline an earlier leader recorded);
 //! - memory is per term: a replica that leads again after another did has forgotten what it
 //!   promised before, and starts as a new leader.
 

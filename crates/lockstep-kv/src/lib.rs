@@ -335,8 +335,6 @@ pub enum Request {
     LeaseTimeToLive(LeaseIdRequest),
     /// Every lease (read-only).
     LeaseList,
-    /// Leases whose deadline is at or before `now_millis` (read-only).
-    LeasesExpired(LeasesExpiredRequest),
     /// The current and compaction revisions (read-only, cheap).
     Revisions,
     /// The changes to a range from a revision on, in revision order (read-only): what a watch
@@ -394,13 +392,6 @@ pub struct LeaseIdRequest {
     pub id: i64,
 }
 
-/// Which leases have expired at a time.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct LeasesExpiredRequest {
-    /// The time, in milliseconds since the Unix epoch.
-    pub now_millis: u64,
-}
-
 /// The changes to `range` at revisions `from` and later.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EventsRequest {
@@ -450,7 +441,6 @@ impl Request {
             | Request::Hash(_)
             | Request::LeaseTimeToLive(_)
             | Request::LeaseList
-            | Request::LeasesExpired(_)
             | Request::Revisions
             | Request::Events(_)
             | Request::LeaseDeadlines => true,
@@ -859,13 +849,6 @@ impl Kv {
             },
             Request::LeaseList => Response::Leases(
                 self.leases.iter().map(|(&id, lease)| lease_info(id, lease)).collect(),
-            ),
-            Request::LeasesExpired(expired) => Response::Leases(
-                self.leases
-                    .iter()
-                    .filter(|(_, lease)| lease.deadline_millis <= expired.now_millis)
-                    .map(|(&id, lease)| lease_info(id, lease))
-                    .collect(),
             ),
             Request::Events(events) => self.events(events),
             Request::Revisions => {

@@ -499,7 +499,7 @@ fn etcd_rules_for_transactions_and_bad_requests() {
 
 #[test]
 fn leases_hold_keys_until_revoked_or_expired_in_log_time() {
-    use lockstep_kv::{LeaseGrantRequest, LeaseIdRequest, LeasesExpiredRequest};
+    use lockstep_kv::{LeaseGrantRequest, LeaseIdRequest};
     let mut kv = Kv::new();
     let grant = |id, ttl| Request::LeaseGrant(LeaseGrantRequest { id, ttl });
     let lease = |id| LeaseIdRequest { id };
@@ -528,12 +528,10 @@ fn leases_hold_keys_until_revoked_or_expired_in_log_time() {
     // Renewed at 5 s: the deadline moves; an expiry proposed at 12 s finds it alive.
     kv.execute_at(Request::LeaseKeepAlive(lease(7)), 5_000);
     assert!(matches!(kv.execute_at(Request::LeaseExpire(lease(7)), 12_000), Response::Lease(_)));
-    let Response::Leases(expired) =
-        kv.query(&Request::LeasesExpired(LeasesExpiredRequest { now_millis: 15_000 })).response
-    else {
+    let Response::LeaseDeadlines(leases) = kv.query(&Request::LeaseDeadlines).response else {
         panic!()
     };
-    assert_eq!(expired.len(), 1);
+    assert_eq!(leases[0].deadline_millis, 15_000);
     let before = kv.revision();
     assert_eq!(kv.execute_at(Request::LeaseExpire(lease(7)), 15_000), Response::LeaseRevoked);
     assert_eq!(kv.revision(), before + 1, "the lease's keys are deleted at one revision");

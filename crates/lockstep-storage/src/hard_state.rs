@@ -85,6 +85,10 @@ pub struct HardStateFile {
     /// The sequence number of the newest valid copy (0 if none).
     sequence: u64,
     state: DurableState,
+    /// Whether both copies are known to hold `state`'s term, vote and membership: true once a
+    /// store wrote both since the file was opened (what `open` read may never have reached the
+    /// disk, and the other copy may hold anything).
+    twin_current: bool,
 }
 
 impl HardStateFile {
@@ -125,7 +129,7 @@ impl HardStateFile {
         let Some((sequence, state)) = best else {
             return Err(HardStateError::Corrupt { path: path.to_path_buf() });
         };
-        Ok(HardStateFile { path: path.to_path_buf(), file, sequence, state })
+        Ok(HardStateFile { path: path.to_path_buf(), file, sequence, state, twin_current: false })
     }
 
     /// The state as last stored.
@@ -134,12 +138,13 @@ impl HardStateFile {
     }
 
     /// Stores `state` durably: written to one slot and synced, then to the other and synced,
-    /// so that after it returns both copies hold it, and damage to either one (a bit flip, a
-    /// bad sector) can never bring back an older term or vote. When only the commit index
-    /// (and its term) changed, which is every time the log is synced under load, only the
-    /// older copy is overwritten: the other already holds the same term, vote and membership,
-    /// and damage to the new one brings back only an older commit index, which is safe (a
-    /// replica learns the commit index from its leader). One sync instead of two.
+    /// so that after it returns both copies hold its term, vote and membership, and damage to
+    /// either one (a bit flip, a bad sector) can never bring back an older term or vote. When
+    /// only the commit index (and its term) changed since a store that wrote both, which is
+    /// every time the log is synced under load, only the older copy is overwritten: the other
+    /// holds the same term, vote and membership, and damage to the new one brings back only
+    /// an older commit index, which is safe (a replica learns the commit index from its
+    /// leader). One sync instead of two. The first store after `open` always writes both.
     pub fn store(&mut self, state: &DurableState) -> Result<(), HardStateError> {
         let body = postcard::to_stdvec(state).map_err(|_| HardStateError::TooLarge { bytes: 0 })?;
         let sequence = self.sequence + 1;
@@ -153,11 +158,13 @@ impl HardStateFile {
         };
         // A crash during the first write leaves the other slot with the previous state (this
         // one was never acknowledged); during the second, the first slot already has it.
-        let only_commit = state.hard_state.term == self.state.hard_state.term
+        let only_commit = self.twin_current
+            && state.hard_state.term == self.state.hard_state.term
             && state.hard_state.vote == self.state.hard_state.vote
             && state.membership == self.state.membership;
-        // Both copies hold the current term and vote: every change of them writes both, and
-        // a lone write overwrites the older copy (the newest is in slot `self.sequence % 2`).
+        // Both copies hold the current term and vote (`twin_current`: every change of them,
+        // and the first store after opening, writes both), and a lone write overwrites the
+        // older copy (the newest is in slot `self.sequence % 2`).
         let slots: &[u64] =
             if only_commit { &[sequence % 2] } else { &[sequence % 2, (sequence + 1) % 2] };
         for &slot in slots {
@@ -166,6 +173,7 @@ impl HardStateFile {
         }
         self.sequence = sequence;
         self.state = state.clone();
+        self.twin_current = true;
         Ok(())
     }
 }
@@ -293,7 +301,7 @@ mod tests {
     }
 
     #[test]
-    fn a_new_commit_index_alone_overwrites_the_older_copy_and_damage_brings_back_no_older_vote() {
+    fn a_new_commit_index_alone_overwrites_the_older_copy_and_damage_brings_back_an_older_commit() {
         let disk = Arc::new(SimDisk::new(2, Faults::default()));
         disk.create_dir_all(Path::new("/r")).expect("dir");
         let path = Path::new("/r/hard-state");
@@ -313,6 +321,44 @@ mod tests {
         assert_eq!(recovered.state().hard_state.term, Term(4));
         assert_eq!(recovered.state().hard_state.vote, Some(NodeId(2)));
         assert_eq!(recovered.state().hard_state.commit, LogIndex(9));
+    }
+
+    #[test]
+    fn the_first_store_after_opening_writes_both_copies_even_if_only_the_commit_changed() {
+        let disk = Arc::new(SimDisk::new(4, Faults::default()));
+        disk.create_dir_all(Path::new("/r")).expect("dir");
+        let path = Path::new("/r/hard-state");
+        let mut file = HardStateFile::open(disk.clone(), path, true).expect("open");
+        file.store(&state(3)).expect("store"); // sequence 1, both slots
+                                               // A store of term 4 that wrote its first copy (slot 0) and stopped: the other still
+                                               // holds term 3. What `open` reads is term 4.
+        let frame =
+            encode_frame(FrameKind::HardState, 2, &postcard::to_stdvec(&state(4)).expect("encode"));
+        let mut raw = disk.open(path, false).expect("open");
+        raw.write_at(0, &frame).expect("write");
+        raw.sync_data().expect("sync");
+        let mut reopened = HardStateFile::open(disk.clone(), path, false).expect("reopen");
+        assert_eq!(reopened.state().hard_state.term, Term(4));
+        // Storing what was read (as `LogStore::open` does), then a new commit index alone.
+        let read = reopened.state().clone();
+        reopened.store(&read).expect("store"); // sequence 3: both slots
+        let mut committed = read;
+        committed.hard_state.commit = LogIndex(9);
+        reopened.store(&committed).expect("store"); // sequence 4: slot 0 only
+        let contents = disk.contents(path).expect("the file");
+        let slot = |n: u64| decode_slot(&contents[(n * SLOT_BYTES) as usize..]).map(|(_, s)| s);
+        assert_eq!(slot(1).map(|s| s.hard_state.term), Some(Term(4)), "term 3 is gone");
+        // Either copy damaged: term 4 and its vote, never term 3.
+        for damaged in [0, 1] {
+            let copy = Arc::new(SimDisk::new(4, Faults::default()));
+            copy.create_dir_all(Path::new("/r")).expect("dir");
+            let mut raw = copy.open(path, true).expect("create");
+            raw.write_at(0, &contents).expect("write");
+            raw.sync_data().expect("sync");
+            copy.flip_bit(path, damaged * SLOT_BYTES + 30, 3).expect("flip");
+            let recovered = HardStateFile::open(copy, path, false).expect("the other copy");
+            assert_eq!(recovered.state().hard_state.term, Term(4), "slot {damaged} damaged");
+        }
     }
 
     #[test]

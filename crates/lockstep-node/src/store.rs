@@ -794,12 +794,47 @@ impl LogStore {
     /// Makes every write so far durable: the log first, then the hard state. After any
     /// failure the store refuses everything: reopen it.
     pub fn sync(&mut self) -> Result<(), StoreError> {
+        self.sync_log()?;
+        self.sync_commit()
+    }
+
+    /// Makes every write so far durable except a new commit index alone: the log, and the hard
+    /// state if its term or vote changed. What a replica acknowledges or votes needs no more;
+    /// the commit index need not be durable at all (a replica learns it again from its
+    /// leader), so [`LogStore::sync_commit`] may store it after the acknowledgement has gone.
+    pub fn sync_log(&mut self) -> Result<(), StoreError> {
         self.check_usable()?;
         if !self.dirty {
             return Ok(());
         }
         let synced = self.wal.sync();
         self.note_failure(synced)?;
+        let stored = self.hard_state.state().hard_state;
+        if self
+            .pending_hard_state
+            .is_some_and(|pending| pending.term != stored.term || pending.vote != stored.vote)
+        {
+            self.store_hard_state()?;
+        }
+        self.dirty = false;
+        let settled = self.settle_lost_note();
+        self.note_failure(settled)
+    }
+
+    /// Stores a new commit index that [`LogStore::sync_log`] left pending (the log it covers
+    /// is durable already).
+    pub fn sync_commit(&mut self) -> Result<(), StoreError> {
+        self.check_usable()?;
+        if self.dirty {
+            // Writes since the log was synced: the commit index may cover entries that are
+            // not durable yet.
+            return Ok(());
+        }
+        self.store_hard_state()
+    }
+
+    /// Stores the pending hard state, if any (the log it covers must be durable).
+    fn store_hard_state(&mut self) -> Result<(), StoreError> {
         if let Some(hard_state) = self.pending_hard_state {
             let membership = self.hard_state.state().membership.clone();
             // The entry at the commit index is durable now (the log was synced first): note
@@ -816,9 +851,7 @@ impl LogStore {
             self.note_failure(stored)?;
             self.pending_hard_state = None;
         }
-        self.dirty = false;
-        let settled = self.settle_lost_note();
-        self.note_failure(settled)
+        Ok(())
     }
 
     /// The largest command one entry may carry: a bigger one could never be written, so the

@@ -152,13 +152,35 @@ impl Drop for ThreadedStorage {
     }
 }
 
+/// A new commit index alone (no new term or vote) is stored at most this often.
+const COMMIT_STORE_EVERY: std::time::Duration = std::time::Duration::from_millis(50);
+
 fn log_thread(
     store: &Mutex<LogStore>,
     jobs: &mpsc::Receiver<Job>,
     report: &dyn Fn(StorageReport) -> bool,
     early_ack: bool,
 ) {
-    while let Ok(first) = jobs.recv() {
+    let mut commit_stored = Instant::now();
+    loop {
+        let first = match jobs.recv_timeout(COMMIT_STORE_EVERY) {
+            Ok(job) => job,
+            // Idle: the commit index the last batch left pending is stored now.
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                commit_stored = Instant::now();
+                if let Err(error) = lock(store).sync_commit() {
+                    report(StorageReport::Failed(error.to_string()));
+                    return;
+                }
+                continue;
+            }
+            Err(mpsc::RecvTimeoutError::Disconnected) => {
+                // Stopping: the last commit index goes to disk as well (a replica would learn
+                // it again from its leader, but a restart then replays less).
+                let _ = lock(store).sync_commit();
+                return;
+            }
+        };
         if early_ack {
             // The sabotage: what was acknowledged waits here, in memory, for a second.
             std::thread::sleep(std::time::Duration::from_secs(1));
@@ -192,7 +214,7 @@ fn log_thread(
                 newest = Some(id);
             }
             started = Instant::now();
-            if let Err(error) = guard.sync() {
+            if let Err(error) = guard.sync_log() {
                 drop(guard);
                 report(StorageReport::Failed(error.to_string()));
                 return;
@@ -203,6 +225,18 @@ fn log_thread(
         if let Some(id) = newest.filter(|_| !early_ack) {
             // Nobody may be listening any more (shutting down): the writes still finish.
             let _ = report(StorageReport::Durable(id));
+        }
+        // A new commit index alone is stored after the report, and at most every
+        // `COMMIT_STORE_EVERY` (or once the thread is idle that long): the acknowledgement
+        // does not wait for it, and under load most syncs of the log need no sync of the hard
+        // state (`LogStore::sync_log`). A commit index lost in a crash is learnt again from
+        // the leader.
+        if commit_stored.elapsed() >= COMMIT_STORE_EVERY {
+            commit_stored = Instant::now();
+            if let Err(error) = lock(store).sync_commit() {
+                report(StorageReport::Failed(error.to_string()));
+                return;
+            }
         }
         if let Some(index) = compact {
             // After the sync and its report: removing files never delays a commit. A failed

@@ -25,6 +25,9 @@ pub struct LocalStorage {
     failed: Option<String>,
     pending_checkpoint: Option<PendingCheckpoint>,
     sabotage_drop_votes: bool,
+    /// Syncs so far: a new commit index alone is stored at every third, as the server's log
+    /// thread stores it only now and then (so a crash finds it stale).
+    syncs: u64,
 }
 
 impl LocalStorage {
@@ -36,6 +39,7 @@ impl LocalStorage {
             failed: None,
             pending_checkpoint: None,
             sabotage_drop_votes: false,
+            syncs: 0,
         }
     }
 
@@ -60,9 +64,14 @@ impl LocalStorage {
         std::mem::take(&mut self.submitted)
     }
 
-    /// Makes every write so far durable.
+    /// Makes every write so far durable, but for a new commit index alone, which is stored at
+    /// every third sync only (see [`LogStore::sync_log`]).
     pub fn sync(&mut self) -> Result<(), StoreError> {
-        let synced = self.store.sync();
+        self.syncs += 1;
+        let synced = self.store.sync_log().and_then(|()| match self.syncs % 3 {
+            0 => self.store.sync_commit(),
+            _ => Ok(()),
+        });
         if let Err(error) = &synced {
             self.failed = Some(error.to_string());
         }

@@ -7,7 +7,10 @@
 //!    written, not yet durable. A new hard state is held back.
 //! 2. [`LogStore::sync`] syncs the log, and only then stores the newest hard state. The hard
 //!    state's commit index therefore never names an entry the log may have lost, which makes
-//!    it a valid bound for [`Wal::open_holding`] at recovery.
+//!    it a valid bound for [`Wal::open_holding`] at recovery. A driver may split it:
+//!    [`LogStore::sync_log`] (the log, and the hard state if its term or vote changed: what
+//!    acknowledgements and votes need) and later [`LogStore::sync_commit`] (a new commit index
+//!    alone, which need not be durable at all).
 //!
 //! Layout under the replica's directory: `hard-state` (two checksummed copies, see
 //! `docs/storage.md`), `wal/` (the log's segments) and `snapshots/` (the latest snapshot:
@@ -255,7 +258,8 @@ pub struct LogStore {
     latest: Option<StoredSnapshot>,
     /// The snapshot file being received from a leader, with its digest.
     receiving: Option<(SnapshotReceiver, [u8; 32])>,
-    /// The newest hard state written and not yet stored (it is stored after the next sync).
+    /// The newest hard state written and not yet stored (stored by the next `sync_log` if its
+    /// term or vote changed, else by `sync_commit`).
     pending_hard_state: Option<HardState>,
     /// Whether anything was written since the last sync.
     dirty: bool,

@@ -705,3 +705,38 @@ fn a_damaged_truncation_cannot_bring_replaced_entries_back_under_the_commit_inde
     let text = error.to_string();
     assert!(text.contains("committed there is of term 2"), "{text}");
 }
+
+#[test]
+fn sync_log_stores_a_new_term_or_vote_and_leaves_a_new_commit_index_alone_for_later() {
+    let disk = SimDisk::new(6, Faults::default());
+    let (mut store, _) = open(&disk, true).expect("bootstraps");
+    let voted = HardState { term: Term(2), vote: Some(NodeId(2)), commit: LogIndex(0) };
+    let write = |store: &mut LogStore, entries, hard_state| {
+        store
+            .write(&Persist { snapshot: None, truncate_from: None, entries, hard_state })
+            .expect("writes")
+    };
+    // A new term and vote: stored by `sync_log`, before anything is acknowledged.
+    write(&mut store, vec![noop(1, 2), noop(2, 2)], Some(voted));
+    store.sync_log().expect("syncs");
+    // A new commit index alone: the log is durable, the commit index not yet.
+    let committed = HardState { commit: LogIndex(2), ..voted };
+    write(&mut store, vec![noop(3, 2)], Some(committed));
+    store.sync_log().expect("syncs");
+    drop(store);
+    disk.crash();
+    let (mut store, initial) = open(&disk, false).expect("recovers");
+    assert_eq!(initial.hard_state.term, Term(2));
+    assert_eq!(initial.hard_state.vote, Some(NodeId(2)));
+    assert_eq!(initial.hard_state.commit, LogIndex(0), "the commit index was not stored");
+    let indexes: Vec<u64> = initial.entries.iter().map(|entry| entry.index.get()).collect();
+    assert_eq!(indexes, [1, 2, 3], "every entry synced is kept");
+    // `sync_commit` stores it.
+    write(&mut store, vec![], Some(committed));
+    store.sync_log().expect("syncs");
+    store.sync_commit().expect("stores the commit index");
+    drop(store);
+    disk.crash();
+    let (_, initial) = open(&disk, false).expect("recovers");
+    assert_eq!(initial.hard_state, committed);
+}

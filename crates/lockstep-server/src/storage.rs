@@ -2,8 +2,9 @@
 //!
 //! The driver hands each write to the log thread and goes on (sending what need not wait,
 //! applying, answering). The log thread takes every write queued since its last sync, writes
-//! them all, syncs once (the log, then the hard state), and reports the newest of them
-//! durable: under load one `fdatasync` covers many writes. Checkpoints are written on the same
+//! them all, syncs once (the log, and the hard state if its term or vote changed), and reports
+//! the newest of them durable: under load one `fdatasync` covers many writes. A new commit
+//! index alone is stored after the report, at most every 50 ms (see `LogStore::sync_log`). Checkpoints are written on the same
 //! checkpoint thread: the store is locked only to start one and to record it, never while the
 //! state is written out, so log syncs go on meanwhile.
 //!
@@ -177,7 +178,9 @@ fn log_thread(
             Err(mpsc::RecvTimeoutError::Disconnected) => {
                 // Stopping: the last commit index goes to disk as well (a replica would learn
                 // it again from its leader, but a restart then replays less).
-                let _ = lock(store).sync_commit();
+                if let Err(error) = lock(store).sync_commit() {
+                    tracing::warn!("storing the last commit index failed: {error}");
+                }
                 return;
             }
         };
@@ -240,8 +243,8 @@ fn log_thread(
         }
         if let Some(index) = compact {
             // After the sync and its report: removing files never delays a commit. A failed
-            // compaction leaves segments that recovery skips; the next write reports the
-            // store's failure.
+            // compaction leaves segments that recovery skips; the store's failure is reported
+            // by the next write, or within 50 ms by the idle store of the commit index.
             if let Err(error) = lock(store).compact(index) {
                 tracing::error!("compacting the log through {index} failed: {error}");
             }

@@ -269,7 +269,7 @@ fn every_sabotage_switch_is_caught() {
 /// A seed whose schedule builds Raft's figure 8. Found with
 /// `cargo run -p lockstep-sim --release -- --seeds 8000 --sabotage commit-previous-term`; if a
 /// change to the simulator or the protocol moves the schedules, find a new one the same way.
-const FIGURE_8_SEED: u64 = 1996;
+const FIGURE_8_SEED: u64 = 2963;
 
 #[test]
 fn committing_an_earlier_term_by_counting_is_caught() {

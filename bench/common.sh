@@ -58,3 +58,21 @@ proc_sum() {
     done
     echo "$total"
 }
+
+# wait_for_etcd_api ENDPOINTS...: waits (up to about 30 s) until each comma-separated list of
+# etcd endpoints answers a put through `lockstep bench`.
+wait_for_etcd_api() {
+    local endpoints ready
+    for _ in $(seq 1 100); do
+        ready=1
+        for endpoints in "$@"; do
+            if ! "$LOCKSTEP" bench --target etcd --endpoints "$endpoints" --duration 0.2 \
+                    --warmup 0 --concurrency 1 --output json >/dev/null 2>&1; then
+                ready=0
+                break
+            fi
+        done
+        [ "$ready" = 1 ] && return 0
+        sleep 0.3
+    done
+}

@@ -26,15 +26,7 @@ LOCKSTEP_ETCD="127.0.0.1:24379,127.0.0.1:34379,127.0.0.1:44379"
 LOCKSTEP_NATIVE="127.0.0.1:24101,127.0.0.1:24102,127.0.0.1:24103"
 
 echo "==> waiting for the clusters"
-for _ in $(seq 1 100); do
-    if "$LOCKSTEP" bench --target etcd --endpoints "$ETCD_ENDPOINTS" --duration 0.2 --warmup 0 \
-            --concurrency 1 --output json >/dev/null 2>&1 &&
-        "$LOCKSTEP" bench --target etcd --endpoints "$LOCKSTEP_ETCD" --duration 0.2 --warmup 0 \
-            --concurrency 1 --output json >/dev/null 2>&1; then
-        break
-    fi
-    sleep 0.3
-done
+wait_for_etcd_api "$ETCD_ENDPOINTS" "$LOCKSTEP_ETCD"
 
 lockstep_commit() {
     "$LOCKSTEP" status --endpoints "$LOCKSTEP_NATIVE" --output json | python3 -c '

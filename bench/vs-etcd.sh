@@ -55,15 +55,7 @@ redis-server --port 26379 --dir "$WORK" --appendonly yes --appendfsync always --
 PIDS+=($!)
 
 echo "==> waiting for the clusters"
-for _ in $(seq 1 100); do
-    if "$LOCKSTEP" bench --target etcd --endpoints "$ETCD_ENDPOINTS" --duration 0.2 --warmup 0 \
-            --concurrency 1 --output json >/dev/null 2>&1 &&
-        "$LOCKSTEP" bench --target etcd --endpoints "$LOCKSTEP_ETCD" --duration 0.2 --warmup 0 \
-            --concurrency 1 --output json >/dev/null 2>&1; then
-        break
-    fi
-    sleep 0.3
-done
+wait_for_etcd_api "$ETCD_ENDPOINTS" "$LOCKSTEP_ETCD"
 
 # name | bench arguments
 WORKLOADS=(

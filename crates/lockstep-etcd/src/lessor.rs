@@ -132,6 +132,11 @@ impl Lessor {
             .collect()
     }
 
+    /// Whether a checkpoint is due at `now`.
+    pub(crate) fn checkpoint_due(&self, now_millis: u64) -> bool {
+        now_millis >= self.checkpointed_millis.saturating_add(self.checkpoint_every_millis)
+    }
+
     /// If a checkpoint is due at `now`: what remains of each lease marked renewed (which the
     /// checkpoint records and unmarks). Leases not marked have their deadline in the log.
     pub(crate) fn checkpoint(
@@ -139,7 +144,7 @@ impl Lessor {
         leases: &[LeaseDeadline],
         now_millis: u64,
     ) -> Option<Vec<(i64, u64)>> {
-        if now_millis < self.checkpointed_millis.saturating_add(self.checkpoint_every_millis) {
+        if !self.checkpoint_due(now_millis) {
             return None;
         }
         // Due again a whole interval on, unless it fails (`checkpoint_failed`).

@@ -102,6 +102,10 @@ impl Gateway {
     /// lease as marked and promised after the checkpoint measured it would promise more than
     /// the log then records.
     async fn checkpoint_leases(&self, term: u64, leases: &[kv::LeaseDeadline]) {
+        if !self.lessor().checkpoint_due(now_millis()) {
+            // Renewals are held off only for a checkpoint.
+            return;
+        }
         let _renewals_wait = self.lease_gate().write().await;
         let due = {
             let mut lessor = self.lessor();

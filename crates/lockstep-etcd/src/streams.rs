@@ -155,12 +155,7 @@ impl Gateway {
             let confirmed = self.confirm_leadership(term).await?;
             let query = Request::LeaseTimeToLive(kv::LeaseIdRequest { id });
             let lease = match self.read_local(query).await? {
-                Answer { response: Response::Lease(info), .. } => kv::LeaseDeadline {
-                    id,
-                    ttl: info.ttl,
-                    deadline_millis: info.deadline_millis,
-                    renewed: info.renewed,
-                },
+                Answer { response: Response::Lease(info), .. } => info.deadline(),
                 Answer { response: Response::Error(kv::KvError::LeaseNotFound), .. } => {
                     return Ok(0)
                 }
@@ -380,12 +375,7 @@ impl Lease for Gateway {
                     if !lessor.enter(term, now) {
                         return Err(crate::gateway::not_leading());
                     }
-                    lessor.deadline(&kv::LeaseDeadline {
-                        id: request.id,
-                        ttl: lease.ttl,
-                        deadline_millis: lease.deadline_millis,
-                        renewed: lease.renewed,
-                    })
+                    lessor.deadline(&lease.deadline())
                 };
                 // Whole seconds left, truncated as etcd's.
                 let remaining = deadline.saturating_sub(now) / 1000;

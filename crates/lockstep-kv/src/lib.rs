@@ -644,6 +644,18 @@ pub struct LeaseInfo {
     pub renewed: bool,
 }
 
+impl LeaseInfo {
+    /// The lease without its keys.
+    pub fn deadline(&self) -> LeaseDeadline {
+        LeaseDeadline {
+            id: self.id,
+            ttl: self.ttl,
+            deadline_millis: self.deadline_millis,
+            renewed: self.renewed,
+        }
+    }
+}
+
 /// What happened to a key at a revision.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Event {

@@ -1019,12 +1019,15 @@ impl Kv {
         self.changes += 1;
         let version = Version::new(revision, sub, kv);
         self.elements.add(&version_element(&key, &version));
-        // The index shares the map's copy of the key, not the request's.
-        let key = self.keys.get_key_value(&key).map_or(key, |(kept, _)| kept.clone());
-        self.by_revision.push(revision, sub, key.clone());
-        match self.keys.get_mut(&key) {
-            Some(history) => history.push(version),
+        // One lookup for a key already kept; the index shares the map's copy of the key, not
+        // the request's.
+        match self.keys.get_key_value_mut(&key) {
+            Some((kept, history)) => {
+                self.by_revision.push(revision, sub, kept.clone());
+                history.push(version);
+            }
             None => {
+                self.by_revision.push(revision, sub, key.clone());
                 self.keys.insert(key, History::new(version));
             }
         }

@@ -44,6 +44,7 @@ use lockstep_wire::{Decoder, Kind};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use lockstep_tls::{rustls, Conn, Reloading};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 
@@ -59,6 +60,9 @@ pub struct ClientOptions {
     pub attempt_timeout: Duration,
     /// How reads are served unless a call says otherwise.
     pub consistency: ReadConsistency,
+    /// Connect with TLS (the configuration is taken anew for each connection, so certificates
+    /// rotated on disk are used from the next connection on).
+    pub tls: Option<Arc<Reloading<rustls::ClientConfig>>>,
 }
 
 impl Default for ClientOptions {
@@ -67,6 +71,7 @@ impl Default for ClientOptions {
             timeout: Duration::from_secs(30),
             attempt_timeout: Duration::from_secs(5),
             consistency: ReadConsistency::Linearizable,
+            tls: None,
         }
     }
 }
@@ -204,13 +209,15 @@ impl<I: Serialize, Q: Serialize, O: DeserializeOwned + Send + 'static> Connectio
         }
     }
 
-    async fn open(endpoint: &str, timeout: Duration) -> Result<Connection<I, Q, O>, String> {
-        let stream = tokio::time::timeout(timeout, TcpStream::connect(endpoint))
+    async fn open(
+        endpoint: &str,
+        timeout: Duration,
+        tls: Option<&Reloading<rustls::ClientConfig>>,
+    ) -> Result<Connection<I, Q, O>, String> {
+        let stream = tokio::time::timeout(timeout, connect(endpoint, tls))
             .await
-            .map_err(|_| format!("connecting to {endpoint} timed out"))?
-            .map_err(|error| format!("cannot connect to {endpoint}: {error}"))?;
-        let _ = stream.set_nodelay(true);
-        let (mut reader, mut writer) = stream.into_split();
+            .map_err(|_| format!("connecting to {endpoint} timed out"))??;
+        let (mut reader, mut writer) = tokio::io::split(stream);
         let (frames, mut outgoing) = mpsc::unbounded_channel::<Bytes>();
         let pending: Pending<O> = Arc::default();
         let alive = Arc::new(AtomicBool::new(true));
@@ -227,7 +234,8 @@ impl<I: Serialize, Q: Serialize, O: DeserializeOwned + Send + 'static> Connectio
                             Err(_) => break,
                         }
                     }
-                    if writer.write_all(&buffer).await.is_err() {
+                    // TLS holds what it encrypted until flushed.
+                    if writer.write_all(&buffer).await.is_err() || writer.flush().await.is_err() {
                         break;
                     }
                 }
@@ -327,6 +335,22 @@ struct Forget<'a, O> {
 impl<O> Drop for Forget<'_, O> {
     fn drop(&mut self) {
         lock(self.pending).remove(&self.id);
+    }
+}
+
+/// Connects to `endpoint` (`host:port`), in TLS when `tls` is given, checking that the
+/// server's certificate names the endpoint's host.
+async fn connect(endpoint: &str, tls: Option<&Reloading<rustls::ClientConfig>>) -> Result<Conn, String> {
+    let tcp = TcpStream::connect(endpoint)
+        .await
+        .map_err(|error| format!("cannot connect to {endpoint}: {error}"))?;
+    let _ = tcp.set_nodelay(true);
+    let Some(tls) = tls else { return Ok(Conn::Plain(tcp)) };
+    let name = lockstep_tls::server_name(endpoint)?;
+    let connector = lockstep_tls::tokio_rustls::TlsConnector::from(tls.current());
+    match connector.connect(name, tcp).await {
+        Ok(stream) => Ok(Conn::Client(Box::new(stream))),
+        Err(error) => Err(format!("TLS with {endpoint} failed: {error}")),
     }
 }
 
@@ -680,7 +704,7 @@ where
     async fn open(&self, endpoint: &str) -> Result<Connection<I, Q, O>, String> {
         match &self.shared.local {
             Some(local) if local.endpoint == endpoint => Ok(Connection::in_process(local)),
-            _ => Connection::open(endpoint, self.options.attempt_timeout).await,
+            _ => Connection::open(endpoint, self.options.attempt_timeout, self.options.tls.as_deref()).await,
         }
     }
 }

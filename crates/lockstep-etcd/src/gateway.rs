@@ -94,6 +94,22 @@ pub struct GatewayConfig {
     /// that confirmed a leader refuse other candidates that long, with check-quorum), so that
     /// a deposed leader's answers are at most that stale.
     pub leader_confirmed_for: Duration,
+    /// TLS for what the gateway dials: the members' client ports and the leader's etcd port
+    /// (`None`: plaintext).
+    pub tls: Option<GatewayTls>,
+}
+
+/// How the gateway dials other members over TLS.
+#[derive(Clone, Debug)]
+pub struct GatewayTls {
+    /// For the members' native client ports (re-read when its files change).
+    pub members: std::sync::Arc<lockstep_tls::Reloading<lockstep_tls::rustls::ClientConfig>>,
+    /// The authority that the leader's etcd port's certificate comes from (PEM).
+    pub ca_file: std::path::PathBuf,
+    /// This member's certificate and key, presented to the leader's etcd port.
+    pub cert_file: std::path::PathBuf,
+    /// See `cert_file`.
+    pub key_file: std::path::PathBuf,
 }
 
 /// The gateway's replica in its own process.
@@ -148,6 +164,7 @@ impl Gateway {
             timeout: config.timeout,
             attempt_timeout: config.timeout.min(Duration::from_secs(3)),
             consistency: ReadConsistency::Linearizable,
+            tls: config.tls.as_ref().map(|tls| tls.members.clone()),
         };
         let local_options =
             ClientOptions { consistency: ReadConsistency::Follower, ..options.clone() };
@@ -310,9 +327,15 @@ impl Gateway {
                     "etcdserver: the leader (member {leader:x}) serves no etcd API"
                 ))
             })?;
-        let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{address}"))
+        let scheme = if self.shared.config.tls.is_some() { "https" } else { "http" };
+        let mut endpoint = tonic::transport::Endpoint::from_shared(format!("{scheme}://{address}"))
             .map_err(|error| Status::internal(format!("the leader's etcd address: {error}")))?
             .connect_timeout(self.shared.config.timeout);
+        if let Some(tls) = &self.shared.config.tls {
+            endpoint = endpoint.tls_config(grpc_tls(tls, &address)?).map_err(|error| {
+                Status::unavailable(format!("TLS to the leader's etcd port: {error}"))
+            })?;
+        }
         let client = LeaseClient::new(endpoint.connect_lazy());
         *cached = Some((leader, client.clone()));
         Ok(client)
@@ -888,4 +911,24 @@ impl Cluster for Gateway {
         let (revision, members) = self.change(MemberRequest::Promote { id }).await?;
         Ok(GrpcResponse::new(pb::MemberPromoteResponse { header: self.header(revision), members }))
     }
+}
+
+/// The gRPC client's TLS for the leader's etcd port at `address`, read from the files now (a
+/// new leader's connection uses certificates rotated since).
+fn grpc_tls(tls: &GatewayTls, address: &str) -> Result<tonic::transport::ClientTlsConfig, Status> {
+    let read = |path: &std::path::Path| {
+        std::fs::read(path)
+            .map_err(|error| Status::unavailable(format!("cannot read {}: {error}", path.display())))
+    };
+    let host = match address.rsplit_once(':') {
+        Some((host, _)) => host.trim_start_matches('[').trim_end_matches(']'),
+        None => address,
+    };
+    Ok(tonic::transport::ClientTlsConfig::new()
+        .ca_certificate(tonic::transport::Certificate::from_pem(read(&tls.ca_file)?))
+        .identity(tonic::transport::Identity::from_pem(
+            read(&tls.cert_file)?,
+            read(&tls.key_file)?,
+        ))
+        .domain_name(host.to_string()))
 }

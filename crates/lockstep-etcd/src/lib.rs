@@ -23,15 +23,25 @@ pub mod gateway;
 mod lessor;
 pub mod streams;
 
-pub use gateway::{Gateway, GatewayConfig, GatewayMember, LocalReplica};
+pub use gateway::{Gateway, GatewayConfig, GatewayMember, GatewayTls, LocalReplica};
 
 use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
 
-/// Serves etcd's API on `listener` with `gateway` until `shutdown` completes.
+use lockstep_tls::{rustls, Conn, Reloading};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::transport::server::Connected;
+
+/// Serves etcd's API on `listener` with `gateway` until `shutdown` completes; in TLS with
+/// `tls` (offering HTTP/2 by ALPN; re-read when its files change).
 pub async fn serve(
     listener: tokio::net::TcpListener,
     gateway: Gateway,
     shutdown: impl Future<Output = ()>,
+    tls: Option<Arc<Reloading<rustls::ServerConfig>>>,
 ) -> Result<(), String> {
     gateway.start_refreshing();
     gateway.start_reaping();
@@ -52,10 +62,101 @@ pub async fn serve(
             rpc::lease_server::LeaseServer::new(gateway.clone()).max_decoding_message_size(limit),
         )
         .add_service(rpc::watch_server::WatchServer::new(gateway).max_decoding_message_size(limit))
-        .serve_with_incoming_shutdown(
-            tonic::transport::server::TcpIncoming::from(listener),
-            shutdown,
-        )
+        .serve_with_incoming_shutdown(incoming(listener, tls), shutdown)
         .await
         .map_err(|error| format!("the etcd API server failed: {error}"))
+}
+
+/// A connection to the etcd port, after its TLS handshake if the port has TLS.
+struct Accepted(Conn);
+
+impl Connected for Accepted {
+    type ConnectInfo = Option<std::net::SocketAddr>;
+
+    fn connect_info(&self) -> Self::ConnectInfo {
+        self.0.tcp().peer_addr().ok()
+    }
+}
+
+impl AsyncRead for Accepted {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().0).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Accepted {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.get_mut().0).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.get_mut().0).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.0.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().0).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().0).poll_shutdown(cx)
+    }
+}
+
+/// The etcd port's connections: each accepted and (with `tls`) put through its handshake on a
+/// task of its own, so that a slow or refused handshake holds up no other connection. A
+/// connection refused (plaintext on a TLS port, a TLS hello on a plaintext one, a certificate
+/// that does not verify) is logged and counted.
+fn incoming(
+    listener: tokio::net::TcpListener,
+    tls: Option<Arc<Reloading<rustls::ServerConfig>>>,
+) -> ReceiverStream<std::io::Result<Accepted>> {
+    let (sender, receiver) = tokio::sync::mpsc::channel(64);
+    tokio::spawn(async move {
+        loop {
+            let accepted = tokio::select! {
+                _ = sender.closed() => return,
+                accepted = listener.accept() => accepted,
+            };
+            let (tcp, address) = match accepted {
+                Ok(accepted) => accepted,
+                Err(error) => {
+                    tracing::warn!("accepting an etcd connection failed: {error}");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            };
+            let _ = tcp.set_nodelay(true);
+            let sender = sender.clone();
+            let tls = tls.clone();
+            tokio::spawn(async move {
+                match lockstep_tls::accept(tcp, tls.as_deref()).await {
+                    Ok(conn) => {
+                        let _ = sender.send(Ok(Accepted(conn))).await;
+                    }
+                    Err(reason) => {
+                        metrics::counter!("lockstep_connections_refused_total", "port" => "etcd")
+                            .increment(1);
+                        tracing::warn!(%address, "closed an etcd connection: {reason}");
+                    }
+                }
+            });
+        }
+    });
+    ReceiverStream::new(receiver)
 }

@@ -14,8 +14,10 @@ use lockstep_core::StateMachine;
 use lockstep_wire::{ClientError, ClientMessage, Decoder, Kind, ServerMessage};
 use serde::Serialize;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::tcp::OwnedWriteHalf;
-use tokio::net::{TcpListener, TcpStream};
+use lockstep_tls::rustls::ServerConfig as TlsServerConfig;
+use lockstep_tls::{Conn, Reloading};
+use tokio::io::WriteHalf;
+use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch, Notify};
 
 use crate::replica::{Event, Stamped};
@@ -28,20 +30,21 @@ pub async fn listen_clients<M>(
     listener: TcpListener,
     events: mpsc::Sender<Stamped<Event<M>>>,
     shutdown: watch::Receiver<bool>,
+    tls: Option<Arc<Reloading<TlsServerConfig>>>,
 ) where
     M: StateMachine + 'static,
     M::Input: Send,
     M::Query: Send,
     M::Output: Send + Serialize,
 {
-    crate::transport::accept(listener, shutdown, "client", move |stream, shutdown| {
+    crate::transport::accept(listener, shutdown, "client", tls, move |stream, shutdown| {
         serve_client::<M>(stream, events.clone(), shutdown)
     })
     .await;
 }
 
 async fn serve_client<M>(
-    stream: TcpStream,
+    stream: Conn,
     events: mpsc::Sender<Stamped<Event<M>>>,
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<(), String>
@@ -51,7 +54,7 @@ where
     M::Query: Send,
     M::Output: Send + Serialize,
 {
-    let (mut reader, writer) = stream.into_split();
+    let (mut reader, writer) = tokio::io::split(stream);
     let (reply, answers) = mpsc::unbounded_channel::<ServerMessage<M::Output>>();
     let window = Arc::new(Window::default());
     let writing = tokio::spawn(write_answers::<M::Output>(writer, answers, window.clone()));
@@ -155,7 +158,7 @@ impl Window {
 }
 
 async fn write_answers<O: Serialize>(
-    mut writer: OwnedWriteHalf,
+    mut writer: WriteHalf<Conn>,
     mut answers: mpsc::UnboundedReceiver<ServerMessage<O>>,
     window: Arc<Window>,
 ) {
@@ -173,7 +176,12 @@ async fn write_answers<O: Serialize>(
                 Err(_) => break,
             }
         }
-        if writer.write_all(&buffer).await.is_err() {
+        // TLS holds what it encrypted until flushed.
+        let written = async {
+            writer.write_all(&buffer).await?;
+            writer.flush().await
+        };
+        if written.await.is_err() {
             // The client is gone: its reader must not wait for room that never comes.
             window.shut();
             return;

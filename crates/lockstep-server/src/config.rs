@@ -110,6 +110,34 @@ pub struct ServerConfig {
     /// its entry (a divergent replica's output never reaches a client).
     #[serde(default)]
     pub verified_outputs: bool,
+    /// TLS for clients (the client, etcd and metrics ports): this replica's certificate
+    /// chain (PEM). With `key_file` and `trusted_ca_file`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cert_file: Option<PathBuf>,
+    /// The private key of `cert_file` (PEM; readable by its owner only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_file: Option<PathBuf>,
+    /// The authority that issued the members' and clients' certificates: checks the other
+    /// members' client ports (which this replica's gateway forwards to) and, with
+    /// `client_cert_auth`, clients.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trusted_ca_file: Option<PathBuf>,
+    /// Require clients to present a certificate from `trusted_ca_file`.
+    #[serde(default)]
+    pub client_cert_auth: bool,
+    /// TLS between replicas (mutual, always): this replica's peer certificate, which must
+    /// name it (`replica-<id>.cluster-<hex>.lockstep`; see docs/SECURITY.md).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peer_cert_file: Option<PathBuf>,
+    /// The private key of `peer_cert_file`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peer_key_file: Option<PathBuf>,
+    /// The authority that issued the replicas' peer certificates.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peer_trusted_ca_file: Option<PathBuf>,
+    /// Listen in plaintext on an address that is not loopback (refused otherwise).
+    #[serde(default)]
+    pub insecure_plaintext: bool,
     /// Test only: a deliberately broken server, for showing that fault tests catch it (only
     /// the hidden `--sabotage` flag sets it; a configuration file cannot).
     #[serde(skip)]
@@ -215,6 +243,14 @@ impl ServerConfig {
             audit_digest_interval: default_audit_digest_interval(),
             audit_repair: RepairSetting::Auto,
             verified_outputs: false,
+            cert_file: None,
+            key_file: None,
+            trusted_ca_file: None,
+            client_cert_auth: false,
+            peer_cert_file: None,
+            peer_key_file: None,
+            peer_trusted_ca_file: None,
+            insecure_plaintext: false,
             sabotage: None,
         }
     }
@@ -283,6 +319,7 @@ impl ServerConfig {
                 resolve(address).map_err(|error| ConfigError(format!("{field}: {error}")))?;
             }
         }
+        self.validate_tls()?;
         if self.tick_millis == 0 {
             return fail("tick_millis: must be at least 1".to_string());
         }
@@ -338,6 +375,76 @@ impl ServerConfig {
 }
 
 impl ServerConfig {
+    /// Whether the client ports speak TLS.
+    pub fn client_tls(&self) -> bool {
+        self.cert_file.is_some()
+    }
+
+    /// Whether the peer port speaks TLS.
+    pub fn peer_tls(&self) -> bool {
+        self.peer_cert_file.is_some()
+    }
+
+    fn validate_tls(&self) -> Result<(), ConfigError> {
+        let fail = |message: &str| Err(ConfigError(message.to_string()));
+        match (&self.cert_file, &self.key_file, &self.trusted_ca_file) {
+            (None, None, None) => {
+                if self.client_cert_auth {
+                    return fail(
+                        "client_cert_auth needs cert_file, key_file and trusted_ca_file \
+                         (--cert-file, --key-file, --trusted-ca-file)",
+                    );
+                }
+            }
+            (Some(_), Some(_), Some(_)) => {}
+            _ => {
+                return fail(
+                    "cert_file, key_file and trusted_ca_file go together (--cert-file, \
+                     --key-file, --trusted-ca-file)",
+                )
+            }
+        }
+        match (&self.peer_cert_file, &self.peer_key_file, &self.peer_trusted_ca_file) {
+            (None, None, None) | (Some(_), Some(_), Some(_)) => {}
+            _ => {
+                return fail(
+                    "peer_cert_file, peer_key_file and peer_trusted_ca_file go together \
+                     (--peer-cert-file, --peer-key-file, --peer-trusted-ca-file)",
+                )
+            }
+        }
+        if self.insecure_plaintext {
+            return Ok(());
+        }
+        let me = self.me()?;
+        let peer = self.listen_peer.clone().unwrap_or_else(|| me.peer.clone());
+        let mut clients = vec![
+            ("listen_client", Some(self.listen_client.clone().unwrap_or_else(|| me.client.clone()))),
+            ("listen_etcd", self.listen_etcd.clone().or_else(|| me.etcd.clone())),
+            ("listen_metrics", self.listen_metrics.clone()),
+        ];
+        if !self.peer_tls() && !is_loopback(&peer) {
+            return Err(ConfigError(format!(
+                "listen_peer: {peer} is not a loopback address and the peer port has no TLS: \
+                 give --peer-cert-file, --peer-key-file and --peer-trusted-ca-file (`lockstep \
+                 cert` makes them), or --insecure-plaintext to serve in the clear anyway"
+            )));
+        }
+        if !self.client_tls() {
+            for (field, address) in clients.drain(..) {
+                if let Some(address) = address.filter(|address| !is_loopback(address)) {
+                    return Err(ConfigError(format!(
+                        "{field}: {address} is not a loopback address and the client ports \
+                         have no TLS: give --cert-file, --key-file and --trusted-ca-file \
+                         (`lockstep cert` makes them), or --insecure-plaintext to serve in the \
+                         clear anyway"
+                    )));
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Where to serve etcd's API, if anywhere.
     pub fn etcd_listen_address(&self) -> Result<Option<SocketAddr>, ConfigError> {
         let address = match (&self.listen_etcd, self.me()?.etcd.as_ref()) {
@@ -345,6 +452,17 @@ impl ServerConfig {
             (None, None) => return Ok(None),
         };
         resolve(&address).map(Some).map_err(|error| ConfigError(format!("listen_etcd: {error}")))
+    }
+}
+
+/// Whether every address `address` (`host:port`) resolves to is a loopback address.
+pub fn is_loopback(address: &str) -> bool {
+    match address.to_socket_addrs() {
+        Ok(resolved) => {
+            let resolved: Vec<SocketAddr> = resolved.collect();
+            !resolved.is_empty() && resolved.iter().all(|address| address.ip().is_loopback())
+        }
+        Err(_) => false,
     }
 }
 

@@ -7,6 +7,7 @@
 
 use std::fs;
 use std::io::Write;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::Path;
 
 const FILE: &str = "identity";
@@ -53,7 +54,12 @@ pub fn claim(dir: &Path, cluster_id: u64, replica_id: u64) -> Result<bool, Strin
             let temporary = dir.join("identity.tmp");
             let text = format!("{HEADER}\ncluster_id = {cluster_id}\nreplica_id = {replica_id}\n");
             let write = || -> std::io::Result<()> {
-                let mut file = fs::File::create(&temporary)?;
+                let mut file = fs::OpenOptions::new()
+                    .write(true)
+                    .create(true)
+                    .truncate(true)
+                    .mode(0o600)
+                    .open(&temporary)?;
                 file.write_all(text.as_bytes())?;
                 file.sync_all()?;
                 fs::rename(&temporary, &path)?;
@@ -75,7 +81,8 @@ fn create_durably(dir: &Path) -> std::io::Result<()> {
     if let Some(parent) = dir.parent().filter(|parent| !parent.as_os_str().is_empty()) {
         create_durably(parent)?;
     }
-    match fs::create_dir(dir) {
+    // Readable by its owner only: a data directory holds every key and value.
+    match fs::DirBuilder::new().mode(0o700).create(dir) {
         Ok(()) => {}
         Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => {}
         Err(error) => return Err(error),
@@ -119,6 +126,18 @@ mod tests {
         assert!(other.contains("belongs to replica 1"), "{other}");
         fs::write(dir.join(FILE), "garbage").expect("write");
         assert!(claim(&dir, 7, 1).expect_err("damaged").contains("damaged"));
+        fs::remove_dir_all(&dir).expect("clean up");
+    }
+
+    #[test]
+    fn a_claimed_directory_and_its_files_are_its_owners_only() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = std::env::temp_dir().join(format!("lockstep-private-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        claim(&dir.join("replica"), 7, 1).expect("claims an empty directory");
+        let mode = |path: &Path| fs::metadata(path).expect("exists").permissions().mode() & 0o777;
+        assert_eq!(mode(&dir.join("replica")), 0o700);
+        assert_eq!(mode(&dir.join("replica").join(FILE)), 0o600);
         fs::remove_dir_all(&dir).expect("clean up");
     }
 }

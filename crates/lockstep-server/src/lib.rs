@@ -36,7 +36,9 @@ pub mod metrics;
 pub mod replica;
 pub mod server;
 pub mod storage;
+pub mod tls;
 pub mod transport;
 
 pub use config::{ConfigError, Member, RepairSetting, Sabotage, ServerConfig};
 pub use server::{BoundServer, Inbox, LocalLink};
+pub use tls::Security;

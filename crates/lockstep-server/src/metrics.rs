@@ -23,7 +23,7 @@ use std::time::Duration;
 
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
@@ -61,6 +61,7 @@ pub async fn serve(
     listener: TcpListener,
     handle: PrometheusHandle,
     mut shutdown: watch::Receiver<bool>,
+    tls: Option<std::sync::Arc<lockstep_tls::Reloading<lockstep_tls::rustls::ServerConfig>>>,
 ) {
     loop {
         let accepted = tokio::select! {
@@ -72,13 +73,21 @@ pub async fn serve(
             continue;
         };
         let handle = handle.clone();
+        let tls = tls.clone();
         tokio::spawn(async move {
+            let stream = match crate::tls::accept(stream, tls.as_deref()).await {
+                Ok(stream) => stream,
+                Err(reason) => {
+                    tracing::debug!("closed a metrics connection: {reason}");
+                    return;
+                }
+            };
             let _ = tokio::time::timeout(Duration::from_secs(5), answer(stream, &handle)).await;
         });
     }
 }
 
-async fn answer(mut stream: TcpStream, handle: &PrometheusHandle) -> std::io::Result<()> {
+async fn answer(mut stream: lockstep_tls::Conn, handle: &PrometheusHandle) -> std::io::Result<()> {
     let mut request = Vec::new();
     let mut buffer = [0u8; 1024];
     while !request.windows(4).any(|window| window == b"\r\n\r\n") {

@@ -22,6 +22,7 @@ use crate::hosted::{Hosted, MemberAddress};
 use crate::identity;
 use crate::replica::{Control, Event, Inputs, Replica, Reply, Stamped};
 use crate::storage::ThreadedStorage;
+use crate::tls::Security;
 use crate::transport::{bind, listen_peers, start_peers};
 
 /// Events queued for the replica thread before senders wait (back-pressure on clients and
@@ -35,6 +36,7 @@ pub struct BoundServer {
     client_listener: tokio::net::TcpListener,
     metrics_listener: Option<tokio::net::TcpListener>,
     progress: watch::Sender<Progress>,
+    security: Security,
 }
 
 /// The queue of the replica thread's requests from clients and peers, made before the server
@@ -105,8 +107,22 @@ impl BoundServer {
             }
             None => None,
         };
+        let security = Security::load(&config)?;
         let (progress, _) = watch::channel(Progress::default());
-        Ok(BoundServer { config, peer_listener, client_listener, metrics_listener, progress })
+        Ok(BoundServer {
+            config,
+            peer_listener,
+            client_listener,
+            metrics_listener,
+            progress,
+            security,
+        })
+    }
+
+    /// The TLS configurations of the replica's ports (for the etcd gateway in the same
+    /// process), re-read when their files change once the server runs.
+    pub fn security(&self) -> Security {
+        self.security.clone()
     }
 
     /// The replica's applied index, term and leader, published after every turn of its thread
@@ -149,8 +165,14 @@ impl BoundServer {
         M::Output: Send + Serialize,
         F: Future<Output = ()>,
     {
-        let BoundServer { config, peer_listener, client_listener, metrics_listener, progress } =
-            self;
+        let BoundServer {
+            config,
+            peer_listener,
+            client_listener,
+            metrics_listener,
+            progress,
+            security,
+        } = self;
         let claimed = identity::claim(&config.data_dir, config.cluster_id, config.id)?;
         // A replica joining a running cluster starts from the others' initial members, without
         // itself: it votes and campaigns only once the cluster's log makes it a voter.
@@ -250,6 +272,7 @@ impl BoundServer {
             &peers,
             stopped.clone(),
             peer_runtime.clone(),
+            security.peers_out.clone(),
         );
 
         let mut core = Config::new(NodeId(config.id));
@@ -311,8 +334,15 @@ impl BoundServer {
             config.cluster_id,
             events.clone(),
             stopped.clone(),
+            security.peers_in.clone(),
         ));
-        tokio::spawn(listen_clients(client_listener, events.clone(), stopped.clone()));
+        tokio::spawn(listen_clients(
+            client_listener,
+            events.clone(),
+            stopped.clone(),
+            security.clients.clone(),
+        ));
+        security.watch(stopped.clone());
         // The clock runs on its own thread, so no network work can delay it; ticks missed
         // while the thread was not scheduled are sent at once when it is, so the protocol's
         // clock never falls behind real time for long. It stops when the replica thread does.
@@ -336,7 +366,12 @@ impl BoundServer {
         if let Some(listener) = metrics_listener {
             match crate::metrics::install() {
                 Some(handle) => {
-                    tokio::spawn(crate::metrics::serve(listener, handle, stopped.clone()));
+                    tokio::spawn(crate::metrics::serve(
+                        listener,
+                        handle,
+                        stopped.clone(),
+                        security.clients.clone(),
+                    ));
                 }
                 None => tracing::warn!("the metrics endpoint is off: no recorder"),
             }

@@ -7,15 +7,24 @@
 //! version byte and a CRC32C (see `lockstep-wire`); a frame that is too large, fails its
 //! checksum or does not decode closes that connection with a logged reason.
 //!
+//! With TLS (the peer files in the configuration) every peer connection is mutual TLS: the
+//! dialler asks for the certificate of the replica it dials ([`lockstep_tls::replica_name`]),
+//! and the listener checks that the dialler's certificate names the replica its hello claims
+//! to be; a connection that fails either is refused, counted
+//! (`lockstep_connections_refused_total{port="peer"}`) and logged.
+//!
 //! Outbound messages are queued per peer and stream in bounded queues; a full queue drops the
 //! batch (the protocol retransmits), so a slow or dead peer never holds memory or the replica
 //! thread. A dropped connection is redialled with exponential backoff (50 ms to 1 s).
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use lockstep_core::{Message, MessageBody, NodeId, StateMachine};
+use lockstep_tls::rustls::{ClientConfig, ServerConfig as TlsServerConfig};
+use lockstep_tls::{Conn, Reloading};
 use lockstep_wire::{Decoder, Kind, PeerHello, PeerStream};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -49,6 +58,8 @@ pub struct PeerOutbox {
     cluster_id: u64,
     runtime: tokio::runtime::Handle,
     shutdown: watch::Receiver<bool>,
+    /// Dialling with TLS: this replica's peer certificate and the peers' authority.
+    tls: Option<Arc<Reloading<ClientConfig>>>,
 }
 
 impl lockstep_node::Transport for PeerOutbox {
@@ -110,7 +121,13 @@ impl PeerOutbox {
         for stream in [PeerStream::Consensus, PeerStream::Snapshots] {
             let (sender, receiver) = mpsc::channel(QUEUE_BATCHES);
             let hello = PeerHello { cluster_id: self.cluster_id, from: self.me, to: id.0, stream };
-            self.runtime.spawn(dial(hello, address.to_string(), receiver, self.shutdown.clone()));
+            self.runtime.spawn(dial(
+                hello,
+                address.to_string(),
+                receiver,
+                self.shutdown.clone(),
+                self.tls.clone(),
+            ));
             senders.push(sender);
         }
         let snapshots = senders.pop();
@@ -137,6 +154,7 @@ pub fn start_peers(
     peers: &BTreeMap<u64, String>,
     shutdown: watch::Receiver<bool>,
     runtime: tokio::runtime::Handle,
+    tls: Option<Arc<Reloading<ClientConfig>>>,
 ) -> PeerOutbox {
     let mut outbox = PeerOutbox {
         peers: BTreeMap::new(),
@@ -145,6 +163,7 @@ pub fn start_peers(
         cluster_id,
         runtime,
         shutdown,
+        tls,
     };
     for (&id, address) in peers {
         outbox.ensure_peer(NodeId(id), address);
@@ -158,6 +177,7 @@ async fn dial(
     address: String,
     mut batches: mpsc::Receiver<Vec<Message>>,
     mut shutdown: watch::Receiver<bool>,
+    tls: Option<Arc<Reloading<ClientConfig>>>,
 ) {
     let kind = match hello.stream {
         PeerStream::Consensus => Kind::Peer,
@@ -168,7 +188,10 @@ async fn dial(
     loop {
         let connected = tokio::select! {
             _ = shutdown.changed() => return,
-            connected = tokio::time::timeout(Duration::from_secs(1), TcpStream::connect(&address)) => connected,
+            connected = tokio::time::timeout(
+                Duration::from_secs(5),
+                connect(&address, hello.cluster_id, hello.to, tls.as_deref()),
+            ) => connected,
         };
         let mut stream = match connected {
             Ok(Ok(stream)) => stream,
@@ -176,10 +199,15 @@ async fn dial(
                 failures += 1;
                 if failures == 1 || failures % 64 == 0 {
                     let reason = match outcome {
-                        Ok(Err(error)) => error.to_string(),
+                        Ok(Err(error)) => error,
                         _ => "timed out".to_string(),
                     };
-                    tracing::debug!(to = hello.to, %address, "cannot reach replica: {reason}");
+                    if tls.is_some() && reason.starts_with("TLS") {
+                        // Certificates that do not fit are an operator's business: say so.
+                        tracing::warn!(to = hello.to, %address, "cannot reach replica: {reason}");
+                    } else {
+                        tracing::debug!(to = hello.to, %address, "cannot reach replica: {reason}");
+                    }
                 }
                 // Messages queued while the peer is unreachable are stale by the time it is
                 // back: drop them rather than replay them. A closed queue: no longer a peer.
@@ -203,7 +231,6 @@ async fn dial(
         }
         failures = 0;
         backoff = Duration::from_millis(50);
-        let _ = stream.set_nodelay(true);
         let Ok(greeting) = lockstep_wire::encode(Kind::Hello, &hello) else { return };
         if !matches!(
             tokio::time::timeout(WRITE_TIMEOUT, stream.write_all(&greeting)).await,
@@ -237,9 +264,30 @@ async fn dial(
     }
 }
 
+/// Dials replica `to` at `address`, in TLS asking for its certificate when `tls` is given.
+async fn connect(
+    address: &str,
+    cluster_id: u64,
+    to: u64,
+    tls: Option<&Reloading<ClientConfig>>,
+) -> Result<Conn, String> {
+    let tcp = TcpStream::connect(address).await.map_err(|error| error.to_string())?;
+    let _ = tcp.set_nodelay(true);
+    let Some(tls) = tls else { return Ok(Conn::Plain(tcp)) };
+    let name = lockstep_tls::rustls::pki_types::ServerName::try_from(lockstep_tls::replica_name(
+        cluster_id, to,
+    ))
+    .map_err(|error| format!("TLS: {error}"))?;
+    let connector = lockstep_tls::tokio_rustls::TlsConnector::from(tls.current());
+    match connector.connect(name, tcp).await {
+        Ok(stream) => Ok(Conn::Client(Box::new(stream))),
+        Err(error) => Err(format!("TLS: {error}")),
+    }
+}
+
 /// Writes `buffer` in pieces, each of which must go within [`WRITE_TIMEOUT`]: a slow link
 /// still makes progress, a peer that stopped reading is given up on.
-async fn write_with_progress(stream: &mut TcpStream, buffer: &[u8]) -> Result<(), String> {
+async fn write_with_progress(stream: &mut Conn, buffer: &[u8]) -> Result<(), String> {
     for piece in buffer.chunks(64 << 10) {
         match tokio::time::timeout(WRITE_TIMEOUT, stream.write_all(piece)).await {
             Ok(Ok(())) => {}
@@ -247,7 +295,12 @@ async fn write_with_progress(stream: &mut TcpStream, buffer: &[u8]) -> Result<()
             Err(_) => return Err("the peer stopped reading".to_string()),
         }
     }
-    Ok(())
+    // TLS buffers what it encrypts: push it out.
+    match tokio::time::timeout(WRITE_TIMEOUT, stream.flush()).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(error)) => Err(error.to_string()),
+        Err(_) => Err("the peer stopped reading".to_string()),
+    }
 }
 
 fn encode_batch(kind: Kind, batch: Vec<Message>, buffer: &mut Vec<u8>) {
@@ -259,17 +312,20 @@ fn encode_batch(kind: Kind, batch: Vec<Message>, buffer: &mut Vec<u8>) {
     }
 }
 
-/// Accepts connections until shut down, serving each on its own task with `serve`; a
-/// connection `serve` closes for bad input is logged and counted under `port`.
+/// Accepts connections until shut down, serving each on its own task with `serve` (after a
+/// TLS handshake, with `tls`); a connection refused in the handshake or closed by `serve` for
+/// bad input is logged and counted under `port`.
 pub async fn accept<F, Fut>(
     listener: TcpListener,
     mut shutdown: watch::Receiver<bool>,
     port: &'static str,
+    tls: Option<Arc<Reloading<TlsServerConfig>>>,
     serve: F,
 ) where
-    F: Fn(TcpStream, watch::Receiver<bool>) -> Fut,
+    F: Fn(Conn, watch::Receiver<bool>) -> Fut + Send + Sync + 'static,
     Fut: std::future::Future<Output = Result<(), String>> + Send + 'static,
 {
+    let serve = Arc::new(serve);
     loop {
         let accepted = tokio::select! {
             _ = shutdown.changed() => return,
@@ -279,9 +335,15 @@ pub async fn accept<F, Fut>(
             Ok((stream, address)) => {
                 metrics::counter!("lockstep_connections_total", "port" => port).increment(1);
                 let _ = stream.set_nodelay(true);
-                let serving = serve(stream, shutdown.clone());
+                let serve = serve.clone();
+                let tls = tls.clone();
+                let shutdown = shutdown.clone();
                 tokio::spawn(async move {
-                    if let Err(reason) = serving.await {
+                    let outcome = match crate::tls::accept(stream, tls.as_deref()).await {
+                        Ok(conn) => serve(conn, shutdown).await,
+                        Err(reason) => Err(reason),
+                    };
+                    if let Err(reason) = outcome {
                         metrics::counter!("lockstep_connections_refused_total", "port" => port)
                             .increment(1);
                         tracing::warn!(%address, "closed a {port} connection: {reason}");
@@ -303,12 +365,13 @@ pub async fn listen_peers<M: StateMachine + 'static>(
     cluster_id: u64,
     events: mpsc::Sender<Stamped<Event<M>>>,
     shutdown: watch::Receiver<bool>,
+    tls: Option<Arc<Reloading<TlsServerConfig>>>,
 ) where
     M::Input: Send,
     M::Query: Send,
     M::Output: Send,
 {
-    accept(listener, shutdown, "peer", move |stream, shutdown| {
+    accept(listener, shutdown, "peer", tls, move |stream, shutdown| {
         let events = events.clone();
         async move { serve_peer(stream, me, cluster_id, &events, shutdown).await }
     })
@@ -317,7 +380,7 @@ pub async fn listen_peers<M: StateMachine + 'static>(
 
 /// Reads one inbound peer connection; returns why it was closed, if for bad input.
 async fn serve_peer<M: StateMachine>(
-    mut stream: TcpStream,
+    mut stream: Conn,
     me: u64,
     cluster_id: u64,
     events: &mpsc::Sender<Stamped<Event<M>>>,
@@ -367,6 +430,20 @@ async fn serve_peer<M: StateMachine>(
                             "replica {} dialled replica {}, this is replica {me}",
                             greeting.from, greeting.to
                         ));
+                    }
+                    if stream.is_tls() {
+                        let named = stream.peer_certificate().is_some_and(|certificate| {
+                            lockstep_tls::certifies_replica(certificate, cluster_id, greeting.from)
+                        });
+                        if !named {
+                            metrics::counter!("lockstep_peer_identity_refused_total").increment(1);
+                            return Err(format!(
+                                "a peer claiming to be replica {} presented a certificate that \
+                                 does not name it ({})",
+                                greeting.from,
+                                lockstep_tls::replica_name(cluster_id, greeting.from)
+                            ));
+                        }
                     }
                     hello = Some(greeting);
                 }

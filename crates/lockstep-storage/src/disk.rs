@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{self, File, OpenOptions};
 use std::io;
-use std::os::unix::fs::FileExt;
+use std::os::unix::fs::{DirBuilderExt, FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -54,12 +54,16 @@ pub struct RealDisk;
 struct RealFile(File);
 
 impl Disk for RealDisk {
+    /// Directories are made readable by their owner only (0700), whatever the umask: they
+    /// hold every key and value.
     fn create_dir_all(&self, dir: &Path) -> io::Result<()> {
-        fs::create_dir_all(dir)
+        fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)
     }
 
+    /// Files are created readable by their owner only (0600).
     fn open(&self, path: &Path, create: bool) -> io::Result<Box<dyn DiskFile>> {
-        let file = OpenOptions::new().read(true).write(true).create(create).open(path)?;
+        let file =
+            OpenOptions::new().read(true).write(true).create(create).mode(0o600).open(path)?;
         Ok(Box::new(RealFile(file)))
     }
 

@@ -4,9 +4,16 @@ use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
+use std::time::Duration;
+
 use rustls::pki_types::CertificateDer;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
+
+use crate::Reloading;
+
+/// How long a connection has to finish its TLS handshake (or to send its first bytes).
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A connection accepted (or dialled) over TCP, in the clear or inside TLS.
 pub enum Conn {
@@ -112,4 +119,39 @@ impl AsyncWrite for Conn {
 /// TLS 1.x): a plaintext port uses it to say why it refuses the connection.
 pub fn looks_like_tls(bytes: &[u8]) -> bool {
     bytes.len() >= 3 && bytes[0] == 0x16 && bytes[1] == 0x03 && bytes[2] <= 0x04
+}
+
+/// A connection accepted on a port with `tls` (a handshake) or without (plain TCP), with a
+/// clear reason when the other end speaks the wrong one.
+pub async fn accept(
+    tcp: TcpStream,
+    tls: Option<&Reloading<rustls::ServerConfig>>,
+) -> Result<Conn, String> {
+    let mut first = [0u8; 3];
+    let peeked = tokio::time::timeout(HANDSHAKE_TIMEOUT, tcp.peek(&mut first)).await;
+    let Some(tls) = tls else {
+        if let Ok(Ok(count)) = peeked {
+            if looks_like_tls(&first[..count]) {
+                return Err("a TLS handshake on a port that serves plaintext (this server \
+                            has no certificate for it: see --cert-file)"
+                    .to_string());
+            }
+        }
+        return Ok(Conn::Plain(tcp));
+    };
+    match peeked {
+        Err(_) => return Err("no TLS handshake within 10 s".to_string()),
+        Ok(Err(error)) => return Err(format!("the connection failed: {error}")),
+        Ok(Ok(0)) => return Err("closed before a TLS handshake".to_string()),
+        Ok(Ok(count)) if !looks_like_tls(&first[..count]) => {
+            return Err("plaintext on a TLS port (the client must use TLS)".to_string());
+        }
+        Ok(Ok(_)) => {}
+    }
+    let acceptor = tokio_rustls::TlsAcceptor::from(tls.current());
+    match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+        Ok(Ok(stream)) => Ok(Conn::Server(Box::new(stream))),
+        Ok(Err(error)) => Err(format!("TLS handshake refused: {error}")),
+        Err(_) => Err("the TLS handshake took longer than 10 s".to_string()),
+    }
 }

@@ -22,7 +22,7 @@ mod reload;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-pub use conn::{looks_like_tls, Conn};
+pub use conn::{accept, looks_like_tls, Conn};
 pub use load::{load_certificates, load_key, load_roots};
 pub use reload::Reloading;
 pub use rustls;

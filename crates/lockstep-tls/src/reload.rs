@@ -67,6 +67,12 @@ impl<T> Reloading<T> {
     }
 }
 
+impl<T> std::fmt::Debug for Reloading<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Reloading").field("files", &self.files).finish()
+    }
+}
+
 fn read_all(files: &[PathBuf]) -> Vec<Option<Vec<u8>>> {
     files.iter().map(|path| std::fs::read(path).ok()).collect()
 }

@@ -200,8 +200,9 @@ impl Backend {
         let connections = args.connections.max(1) as usize;
         match args.target {
             Target::Native => {
-                let clients =
-                    (0..connections).map(|_| crate::commands::client(&args.client)).collect();
+                let clients = (0..connections)
+                    .map(|_| crate::commands::client(&args.client))
+                    .collect::<Result<_, _>>()?;
                 Ok(Backend::Native(clients))
             }
             Target::Etcd => {

@@ -15,7 +15,7 @@ use crate::{AuditAction, ClientArgs, Command, Consistency, MemberAction, Output}
 /// The client of the key-value service.
 pub type KvClient = Client<Request, Request, Answer>;
 
-pub fn client(args: &ClientArgs) -> KvClient {
+pub fn client(args: &ClientArgs) -> Result<KvClient, String> {
     let options = ClientOptions {
         timeout: args.timeout(),
         attempt_timeout: args.timeout().min(std::time::Duration::from_secs(3)),
@@ -24,8 +24,9 @@ pub fn client(args: &ClientArgs) -> KvClient {
             (false, Consistency::Lease) => ReadConsistency::Lease,
             (false, Consistency::Linearizable) => ReadConsistency::Linearizable,
         },
+        tls: args.tls()?,
     };
-    Client::new(args.endpoints.clone(), options)
+    Ok(Client::new(args.endpoints.clone(), options))
 }
 
 /// Runs a client command.
@@ -103,6 +104,7 @@ pub async fn run(command: Command) -> Result<(), String> {
         }
         Command::Up(_)
         | Command::Serve(_)
+        | Command::Cert(_)
         | Command::Bench(_)
         | Command::Chaos(_)
         | Command::ChaosProxy(_) => Err("not a client command".to_string()),
@@ -110,11 +112,11 @@ pub async fn run(command: Command) -> Result<(), String> {
 }
 
 async fn write(args: &ClientArgs, request: Request) -> Result<Answer, String> {
-    client(args).write(request).await.map_err(|error| error.to_string())
+    client(args)?.write(request).await.map_err(|error| error.to_string())
 }
 
 async fn read(args: &ClientArgs, request: Request) -> Result<Answer, String> {
-    client(args).read(request).await.map_err(|error| error.to_string())
+    client(args)?.read(request).await.map_err(|error| error.to_string())
 }
 
 /// Parses `value(KEY) = V`, `version(KEY) > N`, `create(KEY) = N`, `mod(KEY) != N`.
@@ -350,7 +352,7 @@ async fn member(action: MemberAction, args: &ClientArgs) -> Result<(), String> {
         MemberAction::Remove { id } => MemberRequest::Remove { id },
         MemberAction::Transfer { id } => MemberRequest::Transfer { id },
     };
-    let members = client(args).members(request).await.map_err(|error| error.to_string())?;
+    let members = client(args)?.members(request).await.map_err(|error| error.to_string())?;
     match args.output {
         Output::Json => {
             let members: Vec<Value> = members
@@ -397,7 +399,7 @@ pub async fn statuses(
         tasks.push((
             endpoint.clone(),
             tokio::spawn(async move {
-                client(&single).status_with(digest).await.map_err(|e| e.to_string())
+                client(&single)?.status_with(digest).await.map_err(|e| e.to_string())
             }),
         ));
     }
@@ -569,14 +571,14 @@ async fn audit(action: Option<AuditAction>, args: &ClientArgs) -> Result<(), Str
     let checked = match action {
         None => None,
         Some(AuditAction::Repair { id }) => {
-            client(args).audit(AuditRequest::Repair { id }).await.map_err(|e| e.to_string())?;
+            client(args)?.audit(AuditRequest::Repair { id }).await.map_err(|e| e.to_string())?;
             if args.output == Output::Text {
                 println!("repairing replica {id}");
             }
             return Ok(());
         }
         Some(AuditAction::Check) => {
-            let index = client(args).audit(AuditRequest::Check).await.map_err(|e| e.to_string())?;
+            let index = client(args)?.audit(AuditRequest::Check).await.map_err(|e| e.to_string())?;
             // Wait until every replica that answers has reported the point (or time is up).
             let started = std::time::Instant::now();
             while started.elapsed() < args.timeout() {

@@ -3,6 +3,7 @@
 //! `cargo run --release` runs) starts a local three-replica cluster.
 
 mod bench;
+mod cert;
 mod chaos;
 mod commands;
 mod serve;
@@ -10,9 +11,11 @@ mod up;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use lockstep_tls::{rustls, ClientTls, Reloading};
 
 /// lockstep: a replicated key-value store (state machine replication with Raft).
 ///
@@ -31,6 +34,8 @@ enum Command {
     Up(up::UpArgs),
     /// Run one replica (see `lockstep serve --help` for the configuration file).
     Serve(Box<serve::ServeArgs>),
+    /// Make a cluster's TLS certificates (docs/SECURITY.md).
+    Cert(cert::CertArgs),
     /// Write a key.
     Put {
         /// The key.
@@ -228,6 +233,16 @@ struct ClientArgs {
     /// Short for --consistency serializable.
     #[arg(long, global = true)]
     serializable: bool,
+    /// TLS: the authority that the servers' certificates come from (PEM). Without TLS flags,
+    /// `lockstep-data/tls/` is used if it exists (a cluster from `lockstep up --tls`).
+    #[arg(long, id = "tls_cacert", global = true, value_name = "FILE", env = "LOCKSTEP_CACERT")]
+    cacert: Option<PathBuf>,
+    /// TLS: this client's certificate (PEM), for servers that require one.
+    #[arg(long, id = "tls_cert", global = true, value_name = "FILE", env = "LOCKSTEP_CERT")]
+    cert: Option<PathBuf>,
+    /// TLS: the key of --cert (PEM, readable by its owner only).
+    #[arg(long = "key", id = "tls_key", global = true, value_name = "FILE", env = "LOCKSTEP_KEY")]
+    key_file: Option<PathBuf>,
 }
 
 /// How reads are served.
@@ -242,6 +257,32 @@ enum Consistency {
 }
 
 impl ClientArgs {
+    /// The TLS configuration the flags give, or the local cluster's (`lockstep-data/tls/`,
+    /// made by `lockstep up --tls`) when no flag is given and it exists; `None`: plaintext.
+    fn tls(&self) -> Result<Option<Arc<Reloading<rustls::ClientConfig>>>, String> {
+        let local = lockstep_tls::issue::ClusterFiles {
+            dir: lockstep_tls::cluster_dir(&default_data_dir()),
+        };
+        let tls = match (&self.cacert, &self.cert, &self.key_file) {
+            (None, None, None) if local.ca().exists() => ClientTls {
+                ca_file: local.ca(),
+                identity: Some((local.client(), local.client_key())),
+                alpn: Vec::new(),
+            },
+            (None, None, None) => return Ok(None),
+            (Some(ca), None, None) => {
+                ClientTls { ca_file: ca.clone(), identity: None, alpn: Vec::new() }
+            }
+            (Some(ca), Some(cert), Some(key)) => ClientTls {
+                ca_file: ca.clone(),
+                identity: Some((cert.clone(), key.clone())),
+                alpn: Vec::new(),
+            },
+            _ => return Err("TLS: give --cacert, with --cert and --key together".to_string()),
+        };
+        tls.reloading().map(Some).map_err(|error| format!("TLS: {error}"))
+    }
+
     fn timeout(&self) -> Duration {
         Duration::from_secs_f64(self.timeout.clamp(0.1, 3600.0))
     }
@@ -300,6 +341,10 @@ fn main() -> ExitCode {
             Command::Serve(args) => {
                 init_logging("info");
                 serve::run(*args).await
+            }
+            Command::Cert(args) => {
+                init_logging("error");
+                cert::run(args)
             }
             Command::Bench(args) => {
                 init_logging("error");

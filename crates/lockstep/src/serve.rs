@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use clap::Args;
-use lockstep_etcd::{Gateway, GatewayConfig, GatewayMember, LocalReplica};
+use lockstep_etcd::{Gateway, GatewayConfig, GatewayMember, GatewayTls, LocalReplica};
 use lockstep_kv::Kv;
 use lockstep_server::{BoundServer, Inbox, LocalLink, Member, ServerConfig};
 
@@ -27,7 +27,9 @@ use lockstep_server::{BoundServer, Inbox, LocalLink, Member, ServerConfig};
 /// checkpoint_growth_percent (100), lease_reads (false), audit (true),
 /// audit_report_interval (64), audit_digest_interval (16384), audit_repair ("auto"),
 /// verified_outputs (false),
-/// join (false), auto_compact_revisions (0: never), lease_checkpoint_millis (300000).
+/// join (false), auto_compact_revisions (0: never), lease_checkpoint_millis (300000);
+/// TLS (docs/SECURITY.md): cert_file, key_file, trusted_ca_file, client_cert_auth,
+/// peer_cert_file, peer_key_file, peer_trusted_ca_file, insecure_plaintext.
 #[derive(Args, Debug, Default, Clone)]
 pub struct ServeArgs {
     /// A TOML configuration file.
@@ -110,6 +112,30 @@ pub struct ServeArgs {
     /// show fault tests catch it.
     #[arg(long, hide = true, value_parser = parse_sabotage)]
     sabotage: Option<lockstep_server::Sabotage>,
+    /// TLS on the client ports (native, etcd, metrics): this replica's certificate (PEM).
+    #[arg(long, value_name = "FILE")]
+    cert_file: Option<PathBuf>,
+    /// The key of --cert-file (PEM, readable by its owner only).
+    #[arg(long, value_name = "FILE")]
+    key_file: Option<PathBuf>,
+    /// The authority of the members' and clients' certificates (PEM).
+    #[arg(long, value_name = "FILE")]
+    trusted_ca_file: Option<PathBuf>,
+    /// Require clients to present a certificate from --trusted-ca-file.
+    #[arg(long)]
+    client_cert_auth: bool,
+    /// Mutual TLS between replicas: this replica's peer certificate, which must name it.
+    #[arg(long, value_name = "FILE")]
+    peer_cert_file: Option<PathBuf>,
+    /// The key of --peer-cert-file.
+    #[arg(long, value_name = "FILE")]
+    peer_key_file: Option<PathBuf>,
+    /// The authority of the replicas' peer certificates.
+    #[arg(long, value_name = "FILE")]
+    peer_trusted_ca_file: Option<PathBuf>,
+    /// Serve in plaintext on addresses that are not loopback (refused otherwise).
+    #[arg(long)]
+    insecure_plaintext: bool,
     /// Print the resulting configuration as TOML and exit.
     #[arg(long)]
     print_config: bool,
@@ -250,6 +276,24 @@ pub fn config(args: &ServeArgs) -> Result<ServerConfig, String> {
     if let Some(keep) = args.auto_compact_revisions {
         config.auto_compact_revisions = keep;
     }
+    for (field, flag) in [
+        (&mut config.cert_file, &args.cert_file),
+        (&mut config.key_file, &args.key_file),
+        (&mut config.trusted_ca_file, &args.trusted_ca_file),
+        (&mut config.peer_cert_file, &args.peer_cert_file),
+        (&mut config.peer_key_file, &args.peer_key_file),
+        (&mut config.peer_trusted_ca_file, &args.peer_trusted_ca_file),
+    ] {
+        if let Some(path) = flag {
+            *field = Some(path.clone());
+        }
+    }
+    if args.client_cert_auth {
+        config.client_cert_auth = true;
+    }
+    if args.insecure_plaintext {
+        config.insecure_plaintext = true;
+    }
     config.validate().map_err(|error| format!("configuration: {error}"))?;
     Ok(config)
 }
@@ -262,6 +306,14 @@ pub async fn run(args: ServeArgs) -> Result<(), String> {
         return Ok(());
     }
     let server = BoundServer::bind(config.clone()).await?;
+    let security = server.security();
+    if config.insecure_plaintext && !(config.client_tls() && config.peer_tls()) {
+        tracing::warn!(
+            "--insecure-plaintext: ports off loopback serve without TLS; anyone who can reach \
+             them can read and change the data and the cluster"
+        );
+        metrics::gauge!("lockstep_insecure_plaintext").set(1.0);
+    }
     let etcd = match config.etcd_listen_address().map_err(|error| error.to_string())? {
         Some(address) => Some(
             tokio::net::TcpListener::bind(address)
@@ -311,11 +363,25 @@ pub async fn run(args: ServeArgs) -> Result<(), String> {
             leader_confirmed_for: std::time::Duration::from_millis(
                 config.tick_millis.saturating_mul(config.election_ticks.saturating_sub(1)),
             ),
+            tls: match (&security.members_out, &security.member_files) {
+                (Some(members), Some((ca, cert, key))) => Some(GatewayTls {
+                    members: members.clone(),
+                    ca_file: ca.clone(),
+                    cert_file: cert.clone(),
+                    key_file: key.clone(),
+                }),
+                _ => None,
+            },
         });
         let mut stopped = etcd_stopped.clone();
-        tokio::spawn(lockstep_etcd::serve(listener, gateway, async move {
-            let _ = stopped.changed().await;
-        }))
+        tokio::spawn(lockstep_etcd::serve(
+            listener,
+            gateway,
+            async move {
+                let _ = stopped.changed().await;
+            },
+            security.etcd.clone(),
+        ))
     });
     let result = server.run_with(Kv::new(), inbox, shutdown_signal()).await;
     let _ = stop_etcd.send(true);

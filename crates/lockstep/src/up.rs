@@ -1,6 +1,7 @@
 //! `lockstep up`: a local cluster of separate server processes on loopback.
 
 use std::io::{IsTerminal, Write};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
@@ -42,6 +43,11 @@ pub struct UpArgs {
     /// Turn the audit of replicas off.
     #[arg(long)]
     no_audit: bool,
+    /// TLS on every port, with certificates made under DATA_DIR/tls (kept: a cluster started
+    /// with --tls keeps TLS when restarted without it). Clients must present a certificate;
+    /// the client commands run from the same folder find DATA_DIR/tls by themselves.
+    #[arg(long)]
+    tls: bool,
 }
 
 impl Default for UpArgs {
@@ -55,6 +61,7 @@ impl Default for UpArgs {
             auto_compact_revisions: 0,
             verified_outputs: false,
             no_audit: false,
+            tls: false,
         }
     }
 }
@@ -68,12 +75,23 @@ fn cluster_id(dir: &Path) -> Result<u64, String> {
             .parse()
             .map_err(|_| format!("{} is damaged: it should hold a number", path.display())),
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
-            std::fs::create_dir_all(dir)
-                .map_err(|error| format!("cannot create {}: {error}", dir.display()))?;
-            let id = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(1, |elapsed| elapsed.as_nanos() as u64 % 1_000_000_007)
-                .max(1);
+            {
+                use std::os::unix::fs::DirBuilderExt;
+                std::fs::DirBuilder::new()
+                    .recursive(true)
+                    .mode(0o700)
+                    .create(dir)
+                    .map_err(|error| format!("cannot create {}: {error}", dir.display()))?;
+            }
+            // A random id (the operating system's randomness, through the standard library's
+            // hasher keys) of 63 bits, so that TOML, whose integers are signed, can hold it:
+            // two clusters made apart do not share one.
+            let id = {
+                use std::hash::BuildHasher;
+                let random = std::collections::hash_map::RandomState::new()
+                    .hash_one((std::process::id(), std::time::SystemTime::now()));
+                (random & (i64::MAX as u64)).max(1)
+            };
             std::fs::write(&path, format!("{id}\n"))
                 .map_err(|error| format!("cannot write {}: {error}", path.display()))?;
             Ok(id)
@@ -91,6 +109,21 @@ pub async fn run(args: UpArgs) -> Result<(), String> {
         return Err("--port: too high for that many replicas".to_string());
     }
     let cluster = cluster_id(&args.data_dir)?;
+    let tls_dir = lockstep_tls::cluster_dir(&args.data_dir);
+    let tls = if args.tls || tls_dir.join("ca.pem").exists() {
+        let replicas: Vec<u64> = (1..=args.replicas).collect();
+        let files = lockstep_tls::issue::ClusterFiles { dir: tls_dir.clone() };
+        // Certificates made once, then kept (made again only for a replica that has none).
+        let missing: Vec<u64> =
+            replicas.iter().copied().filter(|id| !files.replica(*id).exists()).collect();
+        if !missing.is_empty() || !files.client().exists() {
+            lockstep_tls::issue::write_cluster(&tls_dir, cluster, &missing, &[], 3650)
+                .map_err(|error| error.to_string())?;
+        }
+        Some(files)
+    } else {
+        None
+    };
     let exe = std::env::current_exe().map_err(|error| format!("cannot find myself: {error}"))?;
     let etcd_port = |id: u64| u64::from(args.etcd_port) + 10_000 * (id - 1);
     if args.etcd_port != 0 && etcd_port(args.replicas) > 65_535 {
@@ -115,6 +148,7 @@ pub async fn run(args: UpArgs) -> Result<(), String> {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
+            .mode(0o600)
             .open(&log_path)
             .map_err(|error| format!("cannot open {}: {error}", log_path.display()))?;
         let log_err = log.try_clone().map_err(|error| error.to_string())?;
@@ -141,6 +175,19 @@ pub async fn run(args: UpArgs) -> Result<(), String> {
         if args.no_audit {
             command.arg("--no-audit");
         }
+        if let Some(files) = &tls {
+            for (flag, path) in [
+                ("--cert-file", files.replica(id)),
+                ("--key-file", files.replica_key(id)),
+                ("--trusted-ca-file", files.ca()),
+                ("--peer-cert-file", files.replica(id)),
+                ("--peer-key-file", files.replica_key(id)),
+                ("--peer-trusted-ca-file", files.ca()),
+            ] {
+                command.arg(flag).arg(path);
+            }
+            command.arg("--client-cert-auth");
+        }
         command.stdin(Stdio::null()).stdout(log).stderr(log_err).kill_on_drop(true);
         command.spawn().map_err(|error| format!("cannot start replica {id}: {error}"))
     };
@@ -151,10 +198,19 @@ pub async fn run(args: UpArgs) -> Result<(), String> {
     // When each exited replica is due to be restarted.
     let mut restarts: Vec<(u64, std::time::Instant)> = Vec::new();
 
-    println!("lockstep: {} replicas of cluster {cluster} on loopback", args.replicas);
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    match &tls {
+        Some(_) => println!(
+            "lockstep: {} replicas of cluster {cluster} on loopback, TLS on every port \
+             (certificates in {})",
+            args.replicas,
+            tls_dir.display()
+        ),
+        None => println!("lockstep: {} replicas of cluster {cluster} on loopback", args.replicas),
+    }
     for (id, endpoint) in (1..=args.replicas).zip(&endpoints) {
         println!(
-            "  replica {id}: clients {endpoint}  metrics http://127.0.0.1:{}/metrics  data {}  log {}",
+            "  replica {id}: clients {endpoint}  metrics {scheme}://127.0.0.1:{}/metrics  data {}  log {}",
             u64::from(args.port) + 200 + id,
             args.data_dir.join(format!("replica-{id}")).display(),
             args.data_dir.join(format!("replica-{id}.log")).display()
@@ -163,11 +219,22 @@ pub async fn run(args: UpArgs) -> Result<(), String> {
     if args.etcd_port != 0 {
         let etcd: Vec<String> =
             (1..=args.replicas).map(|id| format!("127.0.0.1:{}", etcd_port(id))).collect();
-        println!(
-            "  etcd API: {} (etcdctl --endpoints {} get --prefix '')",
-            etcd.join(", "),
-            etcd.join(",")
-        );
+        match &tls {
+            Some(files) => println!(
+                "  etcd API: {} (etcdctl --endpoints {} --cacert {} --cert {} --key {} get \
+                 --prefix '')",
+                etcd.join(", "),
+                etcd.join(","),
+                files.ca().display(),
+                files.client().display(),
+                files.client_key().display()
+            ),
+            None => println!(
+                "  etcd API: {} (etcdctl --endpoints {} get --prefix '')",
+                etcd.join(", "),
+                etcd.join(",")
+            ),
+        }
     }
     println!("try:  lockstep put greeting hello   lockstep get greeting   lockstep status");
     println!("      (with --endpoints {} if not the default)", endpoints.join(","));
@@ -179,6 +246,9 @@ pub async fn run(args: UpArgs) -> Result<(), String> {
         timeout: 1.0,
         consistency: crate::Consistency::Linearizable,
         serializable: false,
+        cacert: tls.as_ref().map(|files| files.ca()),
+        cert: tls.as_ref().map(|files| files.client()),
+        key_file: tls.as_ref().map(|files| files.client_key()),
     };
     let terminal = std::io::stdout().is_terminal();
     let mut last_line = String::new();

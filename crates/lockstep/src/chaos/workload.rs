@@ -74,6 +74,7 @@ impl Backend {
             timeout,
             attempt_timeout: timeout / 4,
             consistency: ReadConsistency::Linearizable,
+            tls: None,
         };
         let readers = (0..endpoints.len())
             .map(|first| {

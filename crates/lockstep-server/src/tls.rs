@@ -1,0 +1,160 @@
+//! TLS on a replica's ports, from its configuration (see docs/SECURITY.md).
+//!
+//! The client ports (native, etcd, metrics) present `cert_file` and, with
+//! `client_cert_auth`, require a client certificate from `trusted_ca_file`. The peer port is
+//! mutual TLS with the peer files: a replica dials another asking for the name of the replica
+//! it wants ([`lockstep_tls::replica_name`]), and a listener accepts only a dialler whose
+//! certificate names the replica its hello claims to be (checked in the transport). Every
+//! configuration is re-read when its files change (looked at every 2 s, and at once on
+//! SIGHUP): connections made after a change use the new certificates; a change that does not
+//! load (a certificate without its new key, say) is logged and the previous one stays.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use lockstep_tls::rustls::{ClientConfig, ServerConfig as TlsServerConfig};
+use lockstep_tls::{ClientTls, Reloading, ServerTls};
+use tokio::sync::watch;
+
+use crate::config::ServerConfig;
+
+/// How often certificate files are looked at for changes.
+const RELOAD_EVERY: Duration = Duration::from_secs(2);
+
+/// The TLS configurations of one replica's ports, each re-read when its files change.
+#[derive(Clone, Default)]
+pub struct Security {
+    /// The native client port and the metrics endpoint.
+    pub clients: Option<Arc<Reloading<TlsServerConfig>>>,
+    /// The etcd port (the same files, offering HTTP/2 by ALPN).
+    pub etcd: Option<Arc<Reloading<TlsServerConfig>>>,
+    /// The peer port: requires a peer certificate.
+    pub peers_in: Option<Arc<Reloading<TlsServerConfig>>>,
+    /// Dialling peers, with this replica's peer certificate.
+    pub peers_out: Option<Arc<Reloading<ClientConfig>>>,
+    /// Dialling other members' client ports (the etcd gateway forwards there), with this
+    /// replica's certificate.
+    pub members_out: Option<Arc<Reloading<ClientConfig>>>,
+    /// The same files, for clients that read them themselves (the gateway's gRPC client to the
+    /// leader's etcd port): trusted authority, certificate, key.
+    pub member_files: Option<(std::path::PathBuf, std::path::PathBuf, std::path::PathBuf)>,
+}
+
+impl Security {
+    /// Loads every configuration `config` asks for; an error names the file and the flag.
+    pub fn load(config: &ServerConfig) -> Result<Security, String> {
+        let mut security = Security::default();
+        let fail = |error: lockstep_tls::Error| format!("TLS: {error}");
+        if let (Some(cert), Some(key), Some(ca)) =
+            (&config.cert_file, &config.key_file, &config.trusted_ca_file)
+        {
+            let client_ca = config.client_cert_auth.then(|| ca.clone());
+            let server = ServerTls {
+                cert_file: cert.clone(),
+                key_file: key.clone(),
+                client_ca_file: client_ca,
+                alpn: Vec::new(),
+            };
+            security.clients = Some(server.reloading().map_err(fail)?);
+            let etcd = ServerTls { alpn: vec![b"h2".to_vec()], ..server };
+            security.etcd = Some(etcd.reloading().map_err(fail)?);
+            let out = ClientTls {
+                ca_file: ca.clone(),
+                identity: Some((cert.clone(), key.clone())),
+                alpn: Vec::new(),
+            };
+            security.members_out = Some(out.reloading().map_err(fail)?);
+            security.member_files = Some((ca.clone(), cert.clone(), key.clone()));
+        }
+        if let (Some(cert), Some(key), Some(ca)) =
+            (&config.peer_cert_file, &config.peer_key_file, &config.peer_trusted_ca_file)
+        {
+            let server = ServerTls {
+                cert_file: cert.clone(),
+                key_file: key.clone(),
+                client_ca_file: Some(ca.clone()),
+                alpn: Vec::new(),
+            };
+            security.peers_in = Some(server.reloading().map_err(fail)?);
+            let out = ClientTls {
+                ca_file: ca.clone(),
+                identity: Some((cert.clone(), key.clone())),
+                alpn: Vec::new(),
+            };
+            security.peers_out = Some(out.reloading().map_err(fail)?);
+            // A peer certificate that does not name this replica would be refused by every
+            // peer: say so now rather than at the first connection.
+            let chain = lockstep_tls::load_certificates(cert).map_err(fail)?;
+            if !chain
+                .first()
+                .is_some_and(|c| lockstep_tls::certifies_replica(c, config.cluster_id, config.id))
+            {
+                return Err(format!(
+                    "TLS: {} does not name replica {} of cluster {} ({}): peers would refuse it",
+                    cert.display(),
+                    config.id,
+                    config.cluster_id,
+                    lockstep_tls::replica_name(config.cluster_id, config.id)
+                ));
+            }
+        }
+        Ok(security)
+    }
+
+    /// Re-reads every configuration whose files changed, every 2 s and on SIGHUP, until
+    /// `stopped`.
+    pub fn watch(&self, mut stopped: watch::Receiver<bool>) {
+        let mut all: Vec<(&'static str, Box<dyn Fn() -> Result<bool, lockstep_tls::Error> + Send + Sync>)> =
+            Vec::new();
+        macro_rules! add {
+            ($name:expr, $field:expr) => {
+                if let Some(reloading) = $field.clone() {
+                    all.push(($name, Box::new(move || reloading.reload_if_changed())));
+                }
+            };
+        }
+        add!("client ports", self.clients);
+        add!("etcd port", self.etcd);
+        add!("peer port", self.peers_in);
+        add!("peer connections", self.peers_out);
+        add!("connections to members", self.members_out);
+        if all.is_empty() {
+            return;
+        }
+        tokio::spawn(async move {
+            let mut hangups =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+            loop {
+                let hangup = async {
+                    match hangups.as_mut() {
+                        Some(signals) => signals.recv().await,
+                        None => std::future::pending().await,
+                    }
+                };
+                tokio::select! {
+                    _ = stopped.changed() => return,
+                    _ = tokio::time::sleep(RELOAD_EVERY) => {}
+                    _ = hangup => tracing::info!("SIGHUP: looking at the certificate files"),
+                }
+                for (name, reload) in &all {
+                    match reload() {
+                        Ok(true) => {
+                            metrics::counter!("lockstep_tls_reloads_total").increment(1);
+                            tracing::info!("TLS: new certificates for the {name}")
+                        }
+                        Ok(false) => {}
+                        Err(error) => {
+                            metrics::counter!("lockstep_tls_reload_failures_total").increment(1);
+                            tracing::warn!(
+                                "TLS: the {name} keep their certificates: the changed files do \
+                                 not load: {error}"
+                            )
+                        }
+                    }
+                }
+            }
+        });
+    }
+}
+
+pub use lockstep_tls::accept;

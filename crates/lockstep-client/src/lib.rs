@@ -36,6 +36,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use lockstep_tls::{rustls, Conn, Reloading};
 pub use lockstep_wire::{
     AuditRequest, AuditView, ClientError, ClientMessage, MemberInfo, MemberRequest, PeerAuditView,
     Progress, ReadConsistency, ReplicaStatus, ServerMessage,
@@ -44,7 +45,6 @@ use lockstep_wire::{Decoder, Kind};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use lockstep_tls::{rustls, Conn, Reloading};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 
@@ -340,7 +340,10 @@ impl<O> Drop for Forget<'_, O> {
 
 /// Connects to `endpoint` (`host:port`), in TLS when `tls` is given, checking that the
 /// server's certificate names the endpoint's host.
-async fn connect(endpoint: &str, tls: Option<&Reloading<rustls::ClientConfig>>) -> Result<Conn, String> {
+async fn connect(
+    endpoint: &str,
+    tls: Option<&Reloading<rustls::ClientConfig>>,
+) -> Result<Conn, String> {
     let tcp = TcpStream::connect(endpoint)
         .await
         .map_err(|error| format!("cannot connect to {endpoint}: {error}"))?;
@@ -704,7 +707,14 @@ where
     async fn open(&self, endpoint: &str) -> Result<Connection<I, Q, O>, String> {
         match &self.shared.local {
             Some(local) if local.endpoint == endpoint => Ok(Connection::in_process(local)),
-            _ => Connection::open(endpoint, self.options.attempt_timeout, self.options.tls.as_deref()).await,
+            _ => {
+                Connection::open(
+                    endpoint,
+                    self.options.attempt_timeout,
+                    self.options.tls.as_deref(),
+                )
+                .await
+            }
         }
     }
 }

@@ -917,8 +917,9 @@ impl Cluster for Gateway {
 /// new leader's connection uses certificates rotated since).
 fn grpc_tls(tls: &GatewayTls, address: &str) -> Result<tonic::transport::ClientTlsConfig, Status> {
     let read = |path: &std::path::Path| {
-        std::fs::read(path)
-            .map_err(|error| Status::unavailable(format!("cannot read {}: {error}", path.display())))
+        std::fs::read(path).map_err(|error| {
+            Status::unavailable(format!("cannot read {}: {error}", path.display()))
+        })
     };
     let host = match address.rsplit_once(':') {
         Some((host, _)) => host.trim_start_matches('[').trim_end_matches(']'),
@@ -926,9 +927,6 @@ fn grpc_tls(tls: &GatewayTls, address: &str) -> Result<tonic::transport::ClientT
     };
     Ok(tonic::transport::ClientTlsConfig::new()
         .ca_certificate(tonic::transport::Certificate::from_pem(read(&tls.ca_file)?))
-        .identity(tonic::transport::Identity::from_pem(
-            read(&tls.cert_file)?,
-            read(&tls.key_file)?,
-        ))
+        .identity(tonic::transport::Identity::from_pem(read(&tls.cert_file)?, read(&tls.key_file)?))
         .domain_name(host.to_string()))
 }

@@ -11,12 +11,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use lockstep_core::StateMachine;
-use lockstep_wire::{ClientError, ClientMessage, Decoder, Kind, ServerMessage};
-use serde::Serialize;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use lockstep_tls::rustls::ServerConfig as TlsServerConfig;
 use lockstep_tls::{Conn, Reloading};
+use lockstep_wire::{ClientError, ClientMessage, Decoder, Kind, ServerMessage};
+use serde::Serialize;
 use tokio::io::WriteHalf;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch, Notify};
 

@@ -419,7 +419,10 @@ impl ServerConfig {
         let me = self.me()?;
         let peer = self.listen_peer.clone().unwrap_or_else(|| me.peer.clone());
         let mut clients = vec![
-            ("listen_client", Some(self.listen_client.clone().unwrap_or_else(|| me.client.clone()))),
+            (
+                "listen_client",
+                Some(self.listen_client.clone().unwrap_or_else(|| me.client.clone())),
+            ),
             ("listen_etcd", self.listen_etcd.clone().or_else(|| me.etcd.clone())),
             ("listen_metrics", self.listen_metrics.clone()),
         ];

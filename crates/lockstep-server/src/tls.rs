@@ -21,6 +21,9 @@ use crate::config::ServerConfig;
 /// How often certificate files are looked at for changes.
 const RELOAD_EVERY: Duration = Duration::from_secs(2);
 
+/// Re-reads one configuration's files: whether it changed.
+type Reload = Box<dyn Fn() -> Result<bool, lockstep_tls::Error> + Send + Sync>;
+
 /// The TLS configurations of one replica's ports, each re-read when its files change.
 #[derive(Clone, Default)]
 pub struct Security {
@@ -104,8 +107,7 @@ impl Security {
     /// Re-reads every configuration whose files changed, every 2 s and on SIGHUP, until
     /// `stopped`.
     pub fn watch(&self, mut stopped: watch::Receiver<bool>) {
-        let mut all: Vec<(&'static str, Box<dyn Fn() -> Result<bool, lockstep_tls::Error> + Send + Sync>)> =
-            Vec::new();
+        let mut all: Vec<(&'static str, Reload)> = Vec::new();
         macro_rules! add {
             ($name:expr, $field:expr) => {
                 if let Some(reloading) = $field.clone() {

@@ -578,7 +578,8 @@ async fn audit(action: Option<AuditAction>, args: &ClientArgs) -> Result<(), Str
             return Ok(());
         }
         Some(AuditAction::Check) => {
-            let index = client(args)?.audit(AuditRequest::Check).await.map_err(|e| e.to_string())?;
+            let index =
+                client(args)?.audit(AuditRequest::Check).await.map_err(|e| e.to_string())?;
             // Wait until every replica that answers has reported the point (or time is up).
             let started = std::time::Instant::now();
             while started.elapsed() < args.timeout() {

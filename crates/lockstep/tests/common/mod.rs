@@ -96,6 +96,8 @@ pub struct Cluster {
     pub extra_args: Vec<String>,
     /// More arguments for one replica's `lockstep serve`.
     pub replica_args: BTreeMap<u64, Vec<String>>,
+    /// TLS on every port, with these certificates (see [`Cluster::with_tls`]).
+    pub tls: Option<lockstep_tls::issue::ClusterFiles>,
 }
 
 impl Cluster {
@@ -114,7 +116,36 @@ impl Cluster {
             replicas,
             extra_args: Vec::new(),
             replica_args: BTreeMap::new(),
+            tls: None,
         }
+    }
+
+    /// TLS on every port (client certificates required), with certificates made under the
+    /// cluster's directory; the clients below use them.
+    pub fn with_tls(&mut self) {
+        let ids: Vec<u64> = self.replicas.keys().copied().collect();
+        let files = lockstep_tls::issue::write_cluster(
+            &self.dir.0.join("tls"),
+            self.cluster_id,
+            &ids,
+            &[],
+            30,
+        )
+        .expect("certificates");
+        self.tls = Some(files);
+    }
+
+    /// The client side of TLS, if the cluster has it.
+    pub fn client_tls(
+        &self,
+    ) -> Option<Arc<lockstep_tls::Reloading<lockstep_tls::rustls::ClientConfig>>> {
+        let files = self.tls.as_ref()?;
+        let tls = lockstep_tls::ClientTls {
+            ca_file: files.ca(),
+            identity: Some((files.client(), files.client_key())),
+            alpn: Vec::new(),
+        };
+        Some(tls.reloading().expect("the client's TLS"))
     }
 
     pub fn data_dir(&self, id: u64) -> PathBuf {
@@ -141,6 +172,20 @@ impl Cluster {
             "--checkpoint-entries".to_string(),
             "5000".to_string(),
         ];
+        if let Some(files) = &self.tls {
+            for (flag, path) in [
+                ("--cert-file", files.replica(id)),
+                ("--key-file", files.replica_key(id)),
+                ("--trusted-ca-file", files.ca()),
+                ("--peer-cert-file", files.replica(id)),
+                ("--peer-key-file", files.replica_key(id)),
+                ("--peer-trusted-ca-file", files.ca()),
+            ] {
+                args.push(flag.to_string());
+                args.push(path.display().to_string());
+            }
+            args.push("--client-cert-auth".to_string());
+        }
         args.extend(self.extra_args.iter().cloned());
         args.extend(self.replica_args.get(&id).into_iter().flatten().cloned());
         let joined = self.replicas[&id].joined.clone();
@@ -230,15 +275,21 @@ impl Cluster {
     }
 
     pub fn client(&self) -> Client<Request, Request, Answer> {
-        let options =
-            ClientOptions { timeout: Duration::from_secs(60), ..ClientOptions::default() };
+        let options = ClientOptions {
+            timeout: Duration::from_secs(60),
+            tls: self.client_tls(),
+            ..ClientOptions::default()
+        };
         Client::new(self.endpoints(), options)
     }
 
     /// A client of the replicas `ids`.
     pub fn client_of(&self, ids: &[u64]) -> Client<Request, Request, Answer> {
-        let options =
-            ClientOptions { timeout: Duration::from_secs(60), ..ClientOptions::default() };
+        let options = ClientOptions {
+            timeout: Duration::from_secs(60),
+            tls: self.client_tls(),
+            ..ClientOptions::default()
+        };
         Client::new(ids.iter().map(|&id| self.endpoint(id)).collect(), options)
     }
 
@@ -247,6 +298,7 @@ impl Cluster {
         let options = ClientOptions {
             timeout: Duration::from_secs(5),
             consistency: ReadConsistency::Follower,
+            tls: self.client_tls(),
             ..ClientOptions::default()
         };
         Client::new(vec![self.endpoint(id)], options)
@@ -261,6 +313,7 @@ impl Cluster {
         let options = ClientOptions {
             timeout: Duration::from_millis(500),
             attempt_timeout: Duration::from_millis(500),
+            tls: self.client_tls(),
             ..ClientOptions::default()
         };
         let client: Client<Request, Request, Answer> =

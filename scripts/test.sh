@@ -17,8 +17,23 @@ bash scripts/ensure-packages.sh etcdctl=etcd-client etcd=etcd-server nft=nftable
 echo "==> cargo fmt --check"
 cargo fmt --all -- --check
 
-echo "==> cargo clippy (warnings are errors)"
+echo "==> cargo clippy (warnings are errors), as released and with the test-only switches"
 cargo clippy --workspace --all-targets --quiet -- -D warnings
+cargo clippy --workspace --all-targets --all-features --quiet -- -D warnings
 
-echo "==> cargo test --workspace"
-cargo test --workspace
+# The deliberately broken builds (`sabotage`) that show the checkers catch what they check
+# compile only with the `sabotage` feature: the tests turn it on, a release build does not.
+echo "==> cargo test --workspace --all-features"
+cargo test --workspace --all-features
+
+echo "==> a release build has no sabotage switches"
+cargo build --release --quiet
+if refused=$(./target/release/lockstep serve --sabotage early-ack 2>&1); then
+    echo "a release build accepted --sabotage" >&2
+    exit 1
+fi
+if ! grep -q "this build has no sabotage switches" <<<"$refused"; then
+    echo "a release build given --sabotage said: $refused" >&2
+    exit 1
+fi
+echo "refused: $refused" | head -1

@@ -25,7 +25,8 @@ pub enum ReadMode {
 }
 
 /// Deliberately broken behaviours, for tests that show the safety checkers catch a broken
-/// build. Never set outside tests.
+/// build. Only `None` exists unless the crate is built with the `sabotage` feature, which
+/// release builds leave off.
 #[doc(hidden)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Sabotage {
@@ -33,20 +34,39 @@ pub enum Sabotage {
     #[default]
     None,
     /// Grant every vote request, even after voting for someone else in the same term.
+    #[cfg(feature = "sabotage")]
     VoteTwice,
     /// Grant votes without checking that the candidate's log is up to date.
+    #[cfg(feature = "sabotage")]
     IgnoreLogUpToDate,
     /// Commit entries of earlier terms by counting replicas (the figure-8 bug).
+    #[cfg(feature = "sabotage")]
     CommitPreviousTerm,
     /// Confirm reads without a heartbeat round.
+    #[cfg(feature = "sabotage")]
     ReadWithoutQuorum,
     /// In a joint configuration, let the incoming voters decide alone (the old and the new
     /// configuration can then decide independently).
+    #[cfg(feature = "sabotage")]
     JointNewOnly,
     /// Campaign and vote at once after storage lost acknowledged entries
     /// ([`crate::InitialState::lost_through`]), instead of waiting to hold them again.
+    #[cfg(feature = "sabotage")]
     IgnoreLostEntries,
 }
+
+/// Whether `$config` has the sabotage `$variant`: always false in a build without the
+/// `sabotage` feature (the variant does not exist there).
+macro_rules! sabotaged {
+    ($config:expr, $variant:ident) => {{
+        #[cfg(feature = "sabotage")]
+        let sabotaged = $config.sabotage == $crate::config::Sabotage::$variant;
+        #[cfg(not(feature = "sabotage"))]
+        let sabotaged = false;
+        sabotaged
+    }};
+}
+pub(crate) use sabotaged;
 
 /// The configuration of one replica's consensus core.
 #[derive(Clone, Debug)]

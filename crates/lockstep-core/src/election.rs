@@ -11,7 +11,6 @@
 //!   timeout (dissertation §6.2 and §4.2.3);
 //! - leadership transfer brings the target up to date and sends it timeout-now (§3.10).
 
-use crate::config::Sabotage;
 use crate::membership::Membership;
 use crate::membership::VoteResult;
 use crate::message::{MessageBody, VoteRequest, VoteResponse};
@@ -230,9 +229,9 @@ impl Node {
         let can_vote = self.vote == Some(from)
             || (self.vote.is_none() && self.leader.is_none())
             || (pre_vote && term > self.term)
-            || self.config.sabotage == Sabotage::VoteTwice;
+            || crate::config::sabotaged!(self.config, VoteTwice);
         let up_to_date = self.log.is_up_to_date(request.last_log_index, request.last_log_term)
-            || self.config.sabotage == Sabotage::IgnoreLogUpToDate;
+            || crate::config::sabotaged!(self.config, IgnoreLogUpToDate);
         // A quarantined replica stays out of elections while the others can hold one without
         // it (`quarantine_holds`), except to elect the replica it hands leadership to.
         let quarantine_holds = self.quarantine_holds() && !request.leadership_transfer;
@@ -256,7 +255,7 @@ impl Node {
             self.send_with_term(from, reply_term, MessageBody::PreVoteResponse(response));
         } else {
             // (The double-voting sabotage grants without recording a second vote.)
-            if granted && (self.vote.is_none() || self.config.sabotage != Sabotage::VoteTwice) {
+            if granted && (self.vote.is_none() || !crate::config::sabotaged!(self.config, VoteTwice)) {
                 self.vote = Some(from);
                 self.election_elapsed = 0;
             }

@@ -708,7 +708,7 @@ impl Node {
     /// log reached the lost index again).
     pub(crate) fn holds_for_lost_entries(&mut self) -> bool {
         if self.lost_through.is_some_and(|through| self.log.last_index() >= through)
-            || self.config.sabotage == crate::config::Sabotage::IgnoreLostEntries
+            || crate::config::sabotaged!(self.config, IgnoreLostEntries)
         {
             self.lost_through = None;
         }
@@ -1052,7 +1052,7 @@ impl Node {
 
     /// The configuration whose quorums decide: the one in force (but see the sabotage).
     pub(crate) fn deciding_membership(&self) -> std::borrow::Cow<'_, Membership> {
-        if self.config.sabotage == crate::config::Sabotage::JointNewOnly
+        if crate::config::sabotaged!(self.config, JointNewOnly)
             && self.membership.is_joint()
         {
             let mut alone = self.membership.clone();

@@ -14,7 +14,7 @@
 
 use std::collections::{BTreeMap, VecDeque};
 
-use crate::config::{ReadMode, Sabotage};
+use crate::config::ReadMode;
 use crate::message::{MessageBody, ReadIndexRequest, ReadIndexResponse};
 use crate::node::{Node, VALUE_MAX};
 use crate::output::{Event, ReadError, ReadReady};
@@ -142,7 +142,7 @@ impl Node {
         let index = self.commit;
         if self.is_single_voter()
             || self.lease_is_valid()
-            || self.config.sabotage == Sabotage::ReadWithoutQuorum
+            || crate::config::sabotaged!(self.config, ReadWithoutQuorum)
         {
             return self.confirm_read(origin, index);
         }

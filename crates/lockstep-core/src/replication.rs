@@ -14,7 +14,6 @@
 //!   proposals are sent when the output is drained, so a burst of proposals leaves in one
 //!   append.
 
-use crate::config::Sabotage;
 use crate::message::{
     AppendRequest, AppendResponse, Heartbeat, HeartbeatResponse, LostCheck, MessageBody,
 };
@@ -421,7 +420,7 @@ impl Node {
         // Figure 8: an entry of an earlier term is never committed by counting replicas; it
         // commits when an entry of this term after it does.
         if self.log.term(quorum_index) != Some(self.term)
-            && self.config.sabotage != Sabotage::CommitPreviousTerm
+            && !crate::config::sabotaged!(self.config, CommitPreviousTerm)
         {
             return;
         }

@@ -271,6 +271,7 @@ fn sweep(first: u64, count: u64, scenario: Scenario) -> Vec<RunSummary> {
     summaries
 }
 
+#[cfg(feature = "sabotage")]
 /// Searches seeds for one where the sabotaged core breaks a property; returns the violation.
 fn find_violation(count: u64, scenario: Scenario) -> Option<(u64, String)> {
     (0..count).find_map(|seed| run(seed, scenario).err().map(|violation| (seed, violation)))
@@ -310,6 +311,7 @@ fn replicas_that_lose_acknowledged_entries_keep_every_property() {
     sweep(40_000, seeds(100), scenario);
 }
 
+#[cfg(feature = "sabotage")]
 #[test]
 fn leader_completeness_checker_catches_votes_after_lost_entries() {
     let scenario =
@@ -357,6 +359,7 @@ fn runs_replay_exactly_from_their_seed() {
 
 // ----- each checker catches a broken core -----------------------------------------------
 
+#[cfg(feature = "sabotage")]
 #[test]
 fn election_safety_checker_catches_double_votes() {
     let scenario = Scenario { sabotage: Sabotage::VoteTwice, ..Scenario::new(3) };
@@ -366,6 +369,7 @@ fn election_safety_checker_catches_double_votes() {
     assert!(violation.contains("election safety"), "{violation}");
 }
 
+#[cfg(feature = "sabotage")]
 #[test]
 fn leader_completeness_checker_catches_votes_for_stale_logs() {
     let scenario = Scenario { sabotage: Sabotage::IgnoreLogUpToDate, ..Scenario::new(3) };
@@ -418,6 +422,7 @@ fn a_cut_off_leader_serves_no_stale_read() {
     assert_eq!(stale_leader_read(Sabotage::None), None);
 }
 
+#[cfg(feature = "sabotage")]
 #[test]
 fn read_checker_catches_reads_without_a_quorum() {
     let violation =
@@ -504,6 +509,7 @@ fn figure8_scenario_is_safe() {
     assert_eq!(figure8(Sabotage::None), None);
 }
 
+#[cfg(feature = "sabotage")]
 #[test]
 fn state_machine_safety_checker_catches_commits_of_earlier_terms() {
     let violation = figure8(Sabotage::CommitPreviousTerm).expect("the figure-8 bug must be caught");

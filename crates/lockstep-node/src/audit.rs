@@ -313,6 +313,7 @@ impl<M: StateMachine, D: Storage, T: Transport> Driver<M, D, T> {
     /// Turns the comparison off (reports still flow, nothing is ever found divergent). Only for
     /// showing that the simulator's checkers catch it.
     #[doc(hidden)]
+    #[cfg(feature = "sabotage")]
     pub fn sabotage_audit_no_compare(&mut self) {
         self.audit.sabotage_no_compare = true;
     }
@@ -935,7 +936,7 @@ impl<M: StateMachine, D: Storage, T: Transport> Driver<M, D, T> {
     /// Judges the differences seen: a replica that differs where a majority agrees is
     /// divergent; a leader that a majority differs from is.
     fn evaluate(&mut self) {
-        if self.audit.sabotage_no_compare || self.audit.quarantined.is_some() {
+        if cfg!(feature = "sabotage") && self.audit.sabotage_no_compare || self.audit.quarantined.is_some() {
             return;
         }
         // Nothing differs and nobody is quarantined: nothing to judge.

@@ -242,6 +242,7 @@ impl<M: StateMachine, D: Storage, T: Transport> Driver<M, D, T> {
     /// Makes checkpoints wrong by one entry: taken before the last entry of a batch is
     /// applied, yet labelled as covering it. Only for showing the simulator catches it.
     #[doc(hidden)]
+    #[cfg(feature = "sabotage")]
     pub fn sabotage_checkpoint_off_by_one(&mut self) {
         self.checkpoints.sabotage_off_by_one = true;
     }

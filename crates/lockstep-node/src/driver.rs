@@ -441,7 +441,7 @@ impl<M: StateMachine> Replicated<M> {
             return (Applied::Malformed, CHAIN_MALFORMED);
         }
         let (client, sequence) = (decoded.client, decoded.sequence);
-        let check = if self.sabotage_skip_sessions {
+        let check = if cfg!(feature = "sabotage") && self.sabotage_skip_sessions {
             SessionCheck::New
         } else {
             self.sessions.check(client, sequence)
@@ -537,6 +537,7 @@ impl<M: StateMachine> Replicated<M> {
     /// Makes every request count as new, as if there were no session table: a retry of an
     /// applied request is applied again. Only for showing that the simulator catches it.
     #[doc(hidden)]
+    #[cfg(feature = "sabotage")]
     pub fn sabotage_skip_sessions(&mut self) {
         self.sabotage_skip_sessions = true;
     }
@@ -1152,7 +1153,7 @@ impl<M: StateMachine, D: Storage, T: Transport> Driver<M, D, T> {
         let batch: Vec<Entry> = self.apply_queue.drain(..count).collect();
         let last = batch[batch.len() - 1].index;
         self.count_applied(batch.len() as u64, bytes);
-        let early = self.checkpoints.sabotage_off_by_one && self.checkpoint_due();
+        let early = cfg!(feature = "sabotage") && self.checkpoints.sabotage_off_by_one && self.checkpoint_due();
         let mut expected = self.node.applied_index().next();
         for entry in &batch {
             assert!(

@@ -100,6 +100,7 @@ impl LocalStorage {
     /// Stores every hard state without its vote, so a restarted replica can vote twice in a
     /// term. Only for showing that the simulator catches it.
     #[doc(hidden)]
+    #[cfg(feature = "sabotage")]
     pub fn sabotage_drop_votes(&mut self) {
         self.sabotage_drop_votes = true;
     }
@@ -110,7 +111,7 @@ impl Storage for LocalStorage {
         if self.failed.is_some() {
             return;
         }
-        if self.sabotage_drop_votes {
+        if cfg!(feature = "sabotage") && self.sabotage_drop_votes {
             if let Some(hard_state) = &mut persist.hard_state {
                 hard_state.vote = None;
             }

@@ -156,19 +156,23 @@ pub enum RepairSetting {
     Manual,
 }
 
-/// Test only: how a deliberately broken server is broken.
+/// Test only: how a deliberately broken server is broken. No variant exists unless the crate
+/// is built with the `sabotage` feature, which release builds leave off.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 #[doc(hidden)]
 pub enum Sabotage {
     /// Answer linearizable reads from the local state on any replica, leader or not, without
     /// a read index.
+    #[cfg(feature = "sabotage")]
     UnsafeReads,
     /// Report writes durable when they are handed to the log thread, which writes and syncs
     /// them only once a second.
+    #[cfg(feature = "sabotage")]
     EarlyAck,
     /// Apply the client request at this index twice (once), as a state machine that is not
     /// deterministic would: this replica's state and outputs depart from the others'.
+    #[cfg(feature = "sabotage")]
     DivergeAt(u64),
 }
 

@@ -64,6 +64,7 @@ impl<M> Hosted<M> {
     /// Test only: apply the user request at `index` twice, once, as a state machine that is
     /// not deterministic would (this replica's state and outputs depart from the others').
     #[doc(hidden)]
+    #[cfg(feature = "sabotage")]
     pub fn sabotage_diverge_at(&mut self, index: u64) {
         self.diverge_at = Some(index);
     }

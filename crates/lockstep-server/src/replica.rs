@@ -411,7 +411,7 @@ impl<M: StateMachine> Replica<M> {
                     );
                     let _ = reply.send(ServerMessage::Refused { id, error });
                 }
-                _ if self.unsafe_reads => {
+                _ if cfg!(feature = "sabotage") && self.unsafe_reads => {
                     let output = self.driver.state().machine().machine().query(&query);
                     let _ = reply.send(ServerMessage::Done { id, output });
                 }

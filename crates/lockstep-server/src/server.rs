@@ -17,13 +17,27 @@ use serde::Serialize;
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::clients::listen_clients;
-use crate::config::{RepairSetting, Sabotage, ServerConfig};
+#[cfg(feature = "sabotage")]
+use crate::config::Sabotage;
+use crate::config::{RepairSetting, ServerConfig};
 use crate::hosted::{Hosted, MemberAddress};
 use crate::identity;
 use crate::replica::{Control, Event, Inputs, Replica, Reply, Stamped};
 use crate::storage::ThreadedStorage;
 use crate::tls::Security;
 use crate::transport::{bind, listen_peers, start_peers};
+
+/// Whether `$config` asks for the sabotage `$pattern`: always false in a build without the
+/// `sabotage` feature (no sabotage exists there).
+macro_rules! sabotaged {
+    ($config:expr, $pattern:pat) => {{
+        #[cfg(feature = "sabotage")]
+        let sabotaged = matches!($config.sabotage, Some($pattern));
+        #[cfg(not(feature = "sabotage"))]
+        let sabotaged = false;
+        sabotaged
+    }};
+}
 
 /// Events queued for the replica thread before senders wait (back-pressure on clients and
 /// peers).
@@ -208,7 +222,9 @@ impl BoundServer {
                 note.lost_through
             );
         }
+        #[cfg_attr(not(feature = "sabotage"), allow(unused_mut))]
         let mut hosted = Hosted::new(machine);
+        #[cfg(feature = "sabotage")]
         if let Some(Sabotage::DivergeAt(index)) = config.sabotage {
             hosted.sabotage_diverge_at(index);
         }
@@ -245,7 +261,7 @@ impl BoundServer {
             Arc::new(move |report| {
                 reports.send((Instant::now(), Control::Storage(report))).is_ok()
             }),
-            config.sabotage == Some(Sabotage::EarlyAck),
+            sabotaged!(config, Sabotage::EarlyAck),
         )
         .map_err(|error| format!("cannot start the log thread: {error}"))?;
         let peers: BTreeMap<u64, String> =
@@ -311,7 +327,7 @@ impl BoundServer {
         }
         let mut replica = Replica::new(driver, config.cluster_id, configured);
         replica.progress = Some(progress);
-        if config.sabotage == Some(Sabotage::UnsafeReads) {
+        if sabotaged!(config, Sabotage::UnsafeReads) {
             replica.unsafe_reads = true;
         }
         if let Some(sabotage) = config.sabotage {

@@ -91,6 +91,8 @@ impl ThreadedStorage {
         early_ack: bool,
     ) -> io::Result<ThreadedStorage> {
         let command_bytes_max = store.command_bytes_max();
+        // Compiled out of builds without the `sabotage` feature.
+        let early_ack = cfg!(feature = "sabotage") && early_ack;
         let early_ack_report = early_ack.then(|| report.clone());
         let latest = Arc::new(Mutex::new(store.latest_checkpoint()));
         let store = Arc::new(Mutex::new(store));

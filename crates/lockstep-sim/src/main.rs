@@ -3,7 +3,7 @@
 //! ```text
 //! cargo run -p lockstep-sim --release -- --seeds 500
 //! cargo run -p lockstep-sim --release -- --seed 1234 --seeds 1 --replicas 5 --verbose
-//! cargo run -p lockstep-sim --release -- --seeds 50 --sabotage skip-sessions
+//! cargo run -p lockstep-sim --release --features sabotage -- --seeds 50 --sabotage skip-sessions
 //! cargo run -p lockstep-sim --release -- --matrix --seeds 1000   # every mode combination
 //! ```
 
@@ -122,6 +122,12 @@ fn run_matrix(args: &Args, jobs: usize) -> ExitCode {
 fn parse_sabotage(name: &str) -> Result<Sabotage, String> {
     Sabotage::from_name(name).ok_or_else(|| {
         let names: Vec<&str> = Sabotage::ALL.iter().map(|switch| switch.name()).collect();
+        if names.is_empty() {
+            return format!(
+                "no sabotage named {name:?}: this build has no sabotage switches (they compile \
+                 only with the `sabotage` cargo feature: --features sabotage)"
+            );
+        }
         format!("no sabotage named {name:?}; choose one of: none, {}", names.join(", "))
     })
 }
@@ -194,6 +200,7 @@ fn main() -> ExitCode {
         }
         let sabotage = match args.sabotage {
             Sabotage::None => String::new(),
+            #[allow(unreachable_patterns)]
             other => format!(" --sabotage {other}"),
         };
         println!(

@@ -50,37 +50,67 @@ type Time = u64;
 
 const MILLIS: Time = 1_000;
 
-/// Deliberately broken builds, to show that the checkers catch them.
+/// Whether `$sabotage` is the switch `$variant`: always false in a build without the
+/// `sabotage` feature (the variant does not exist there).
+macro_rules! sabotaged {
+    ($sabotage:expr, $variant:ident) => {{
+        #[cfg(feature = "sabotage")]
+        let sabotaged = $sabotage == Sabotage::$variant;
+        #[cfg(not(feature = "sabotage"))]
+        let sabotaged = {
+            let _ = &$sabotage;
+            false
+        };
+        sabotaged
+    }};
+}
+
+/// Deliberately broken builds, to show that the checkers catch them. Only `None` exists
+/// unless the crate is built with the `sabotage` feature, which release builds leave off.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Sabotage {
     /// Nothing broken.
     None,
     /// Store the term but not the vote: a restarted replica can vote twice in one term.
+    #[cfg(feature = "sabotage")]
     VoteUnpersisted,
     /// Grant every vote request, even a second one in the same term.
+    #[cfg(feature = "sabotage")]
     VoteTwice,
     /// Commit an earlier term's entries by counting replicas (Raft's figure 8).
+    #[cfg(feature = "sabotage")]
     CommitPreviousTerm,
     /// Serve reads from the local state machine, without read-index.
+    #[cfg(feature = "sabotage")]
     ReadWithoutReadIndex,
     /// Report writes durable without syncing them.
+    #[cfg(feature = "sabotage")]
     AckBeforeSync,
     /// Apply every request as new, as if there were no session table.
+    #[cfg(feature = "sabotage")]
     SkipSessions,
     /// Take checkpoints one entry early, labelled as if after that entry.
+    #[cfg(feature = "sabotage")]
     CheckpointOffByOne,
     /// In a joint configuration, let the new voters decide alone.
+    #[cfg(feature = "sabotage")]
     JointNewOnly,
     /// The leader never compares the chains and digests replicas report (shows with
     /// divergence faults).
+    #[cfg(feature = "sabotage")]
     AuditNoCompare,
     /// A replica whose log was set aside for damage votes and campaigns at once, instead of
     /// waiting to hold what it lost again (shows with disk corruption).
+    #[cfg(feature = "sabotage")]
     IgnoreLostEntries,
 }
 
 impl Sabotage {
+    /// Every switch that breaks something (none in a build without the `sabotage` feature).
+    #[cfg(not(feature = "sabotage"))]
+    pub const ALL: [Sabotage; 0] = [];
     /// Every switch that breaks something.
+    #[cfg(feature = "sabotage")]
     pub const ALL: [Sabotage; 10] = [
         Sabotage::VoteUnpersisted,
         Sabotage::VoteTwice,
@@ -98,15 +128,25 @@ impl Sabotage {
     pub fn name(self) -> &'static str {
         match self {
             Sabotage::None => "none",
+            #[cfg(feature = "sabotage")]
             Sabotage::VoteUnpersisted => "vote-unpersisted",
+            #[cfg(feature = "sabotage")]
             Sabotage::VoteTwice => "vote-twice",
+            #[cfg(feature = "sabotage")]
             Sabotage::CommitPreviousTerm => "commit-previous-term",
+            #[cfg(feature = "sabotage")]
             Sabotage::ReadWithoutReadIndex => "read-without-read-index",
+            #[cfg(feature = "sabotage")]
             Sabotage::AckBeforeSync => "ack-before-sync",
+            #[cfg(feature = "sabotage")]
             Sabotage::SkipSessions => "skip-sessions",
+            #[cfg(feature = "sabotage")]
             Sabotage::CheckpointOffByOne => "checkpoint-off-by-one",
+            #[cfg(feature = "sabotage")]
             Sabotage::JointNewOnly => "joint-new-only",
+            #[cfg(feature = "sabotage")]
             Sabotage::AuditNoCompare => "audit-no-compare",
+            #[cfg(feature = "sabotage")]
             Sabotage::IgnoreLostEntries => "ignore-lost-entries",
         }
     }
@@ -547,10 +587,15 @@ impl World {
         // Some seeds send one entry per append, which splits a new leader's first entries.
         core_config.append_bytes_max = if rng.range(0, 3) == 0 { 1 } else { rng.range(64, 4096) };
         core_config.sabotage = match config.sabotage {
+            #[cfg(feature = "sabotage")]
             Sabotage::VoteTwice => CoreSabotage::VoteTwice,
+            #[cfg(feature = "sabotage")]
             Sabotage::CommitPreviousTerm => CoreSabotage::CommitPreviousTerm,
+            #[cfg(feature = "sabotage")]
             Sabotage::JointNewOnly => CoreSabotage::JointNewOnly,
+            #[cfg(feature = "sabotage")]
             Sabotage::IgnoreLostEntries => CoreSabotage::IgnoreLostEntries,
+            #[allow(unreachable_patterns)]
             _ => CoreSabotage::None,
         };
         let replicas = ids
@@ -603,7 +648,7 @@ impl World {
         let kill_per_mille = [0, 100, 300, 600, 900][rng.range(0, 5) as usize];
         // Checkpoints every few dozen entries, small chunks, a short trailing log: followers
         // that fall behind need state transfers.
-        let checkpoint_policy = (config.sabotage == Sabotage::CheckpointOffByOne
+        let checkpoint_policy = (sabotaged!(config.sabotage, CheckpointOffByOne)
             || rng.range(0, 5) != 0)
             .then(|| CheckpointPolicy {
                 entries: rng.range(16, 64),
@@ -963,7 +1008,8 @@ impl World {
         config.id = replica.id;
         config.random_seed = self.rng.next_u64();
         let mut state = Replicated::new(KvMachine::new(), SessionConfig::default());
-        if self.config.sabotage == Sabotage::SkipSessions {
+        #[cfg(feature = "sabotage")]
+        if sabotaged!(self.config.sabotage, SkipSessions) {
             state.sabotage_skip_sessions();
         }
         // Recovery starts from the latest snapshot, then replays the log after it.
@@ -981,8 +1027,10 @@ impl World {
                 return;
             }
         }
+        #[cfg_attr(not(feature = "sabotage"), allow(unused_mut))]
         let mut storage = LocalStorage::new(store);
-        if self.config.sabotage == Sabotage::VoteUnpersisted {
+        #[cfg(feature = "sabotage")]
+        if sabotaged!(self.config.sabotage, VoteUnpersisted) {
             storage.sabotage_drop_votes();
         }
         let mut driver = match Driver::new(config, initial, state, storage, Outbox::default()) {
@@ -1004,7 +1052,8 @@ impl World {
         if let Some(policy) = self.checkpoint_policy {
             driver.set_checkpoint_policy(policy);
         }
-        if self.config.sabotage == Sabotage::CheckpointOffByOne {
+        #[cfg(feature = "sabotage")]
+        if sabotaged!(self.config.sabotage, CheckpointOffByOne) {
             driver.sabotage_checkpoint_off_by_one();
         }
         if self.config.divergence || self.config.verified_outputs {
@@ -1015,7 +1064,8 @@ impl World {
                 verified_outputs: self.config.verified_outputs,
             });
         }
-        if self.config.sabotage == Sabotage::AuditNoCompare {
+        #[cfg(feature = "sabotage")]
+        if sabotaged!(self.config.sabotage, AuditNoCompare) {
             driver.sabotage_audit_no_compare();
         }
         replica.driver = Some(driver);
@@ -1228,7 +1278,7 @@ impl World {
         if write == 0 {
             return;
         }
-        if sabotage == Sabotage::AckBeforeSync {
+        if sabotaged!(sabotage, AckBeforeSync) {
             // Acknowledge now, sync a little later: a crash in between loses what was promised.
             driver.write_durable(write);
             self.pump(node);
@@ -1489,7 +1539,7 @@ impl World {
         let Some(driver) = self.replicas[node].driver.as_mut() else { return };
         let (client, operation) = (wire.client, wire.operation);
         if wire.request.input == Input::Get && !self.config.verified_outputs {
-            if sabotage == Sabotage::ReadWithoutReadIndex {
+            if sabotaged!(sabotage, ReadWithoutReadIndex) {
                 let output = driver.state().machine().get(wire.request.key);
                 self.answer(client, operation, Ok(Output::Value(output)));
                 return;

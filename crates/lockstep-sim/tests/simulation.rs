@@ -5,6 +5,8 @@
 //! - `LOCKSTEP_SEED=S`: run only seed `S` in the sweeps (prints what it finds);
 //! - `LOCKSTEP_SEEDS=N`: sweep `N` seeds instead of the default.
 
+#![cfg_attr(not(feature = "sabotage"), allow(unused_imports))]
+
 use std::collections::BTreeSet;
 
 use lockstep_sim::sim::{run, Report, Sabotage, SimConfig};
@@ -222,9 +224,11 @@ fn the_same_seed_gives_the_same_run() {
     assert_ne!(first.trace_hash, other.trace_hash, "the trace hash ignores the run");
 }
 
+#[cfg(feature = "sabotage")]
 /// Each switch must be caught within this many seeds (they are fixed, so this is exact).
 const SABOTAGE_SEEDS: u64 = 300;
 
+#[cfg(feature = "sabotage")]
 #[test]
 fn every_sabotage_switch_is_caught() {
     let mut summary = Vec::new();
@@ -266,11 +270,13 @@ fn every_sabotage_switch_is_caught() {
     }
 }
 
+#[cfg(feature = "sabotage")]
 /// A seed whose schedule builds Raft's figure 8. Found with
-/// `cargo run -p lockstep-sim --release -- --seeds 8000 --sabotage commit-previous-term`; if a
+/// `cargo run -p lockstep-sim --release --features sabotage -- --seeds 8000 --sabotage commit-previous-term`; if a
 /// change to the simulator or the protocol moves the schedules, find a new one the same way.
 const FIGURE_8_SEED: u64 = 2963;
 
+#[cfg(feature = "sabotage")]
 #[test]
 fn committing_an_earlier_term_by_counting_is_caught() {
     let report =

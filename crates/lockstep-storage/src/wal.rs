@@ -49,6 +49,7 @@ pub struct WalOptions {
     /// Tests only: acknowledge syncs without syncing, so the crash tests can show they
     /// catch a log that loses acknowledged writes.
     #[doc(hidden)]
+    #[cfg(feature = "sabotage")]
     pub sabotage_skip_sync: bool,
 }
 
@@ -59,6 +60,7 @@ impl Default for WalOptions {
             frame_bytes_max: 4 << 20,
             cache_bytes_max: 64 << 20,
             create_if_missing: true,
+            #[cfg(feature = "sabotage")]
             sabotage_skip_sync: false,
         }
     }
@@ -756,7 +758,9 @@ impl Wal {
             return Err(WalError::Poisoned(reason.clone()));
         }
         let numbers: Vec<u64> = self.unsynced.iter().copied().collect();
-        for number in numbers.into_iter().filter(|_| !self.options.sabotage_skip_sync) {
+        #[cfg(feature = "sabotage")]
+        let numbers = if self.options.sabotage_skip_sync { Vec::new() } else { numbers };
+        for number in numbers {
             let Some(segment) = self.segments.iter_mut().find(|segment| segment.number == number)
             else {
                 return Err(WalError::Invalid(format!("segment {number} was written but is gone")));

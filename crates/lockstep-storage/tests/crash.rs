@@ -23,6 +23,7 @@ fn options() -> WalOptions {
         frame_bytes_max: 4096,
         cache_bytes_max: 600,
         create_if_missing: true,
+        #[cfg(feature = "sabotage")]
         sabotage_skip_sync: false,
     }
 }
@@ -222,6 +223,7 @@ fn the_log_survives_random_crashes_with_exactly_what_was_acknowledged() {
     assert!(crashes > 1000, "the sweep must crash often: {crashes}");
 }
 
+#[cfg(feature = "sabotage")]
 #[test]
 fn the_crash_test_catches_a_log_that_acknowledges_unsynced_writes() {
     let broken = WalOptions { sabotage_skip_sync: true, ..options() };

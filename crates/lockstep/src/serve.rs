@@ -141,6 +141,17 @@ pub struct ServeArgs {
     print_config: bool,
 }
 
+/// The message for a sabotage asked of a build that has none.
+pub const NO_SABOTAGE: &str = "this build has no sabotage switches: they compile only with the \
+                               `sabotage` cargo feature (`cargo build --features sabotage`), \
+                               which release builds leave off";
+
+#[cfg(not(feature = "sabotage"))]
+fn parse_sabotage(_text: &str) -> Result<lockstep_server::Sabotage, String> {
+    Err(NO_SABOTAGE.to_string())
+}
+
+#[cfg(feature = "sabotage")]
 fn parse_sabotage(text: &str) -> Result<lockstep_server::Sabotage, String> {
     if let Some(index) = text.strip_prefix("diverge-at=") {
         let index = index.parse().map_err(|_| format!("diverge-at={index}: not an index"))?;

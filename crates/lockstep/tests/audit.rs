@@ -4,6 +4,9 @@
 //! it is repaired (by `lockstep audit repair` with manual repair, at once with automatic), its
 //! state equal to the others' again; no client request fails but for retried ones.
 
+// Every test here runs a replica built to diverge (`--sabotage diverge-at`).
+#![cfg(feature = "sabotage")]
+
 mod common;
 
 use std::time::{Duration, Instant};

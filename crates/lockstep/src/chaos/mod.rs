@@ -254,6 +254,9 @@ pub async fn run(args: ChaosArgs) -> Result<(), String> {
     if args.clients == 0 || args.rate <= 0.0 {
         return Err("--clients and --rate must be above 0".into());
     }
+    if args.sabotage.is_some() && !cfg!(feature = "sabotage") {
+        return Err(crate::serve::NO_SABOTAGE.into());
+    }
     if args.system == System::Etcd && args.sabotage.is_some() {
         return Err("--sabotage applies to lockstep only".into());
     }

@@ -255,7 +255,9 @@ impl Node {
             self.send_with_term(from, reply_term, MessageBody::PreVoteResponse(response));
         } else {
             // (The double-voting sabotage grants without recording a second vote.)
-            if granted && (self.vote.is_none() || !crate::config::sabotaged!(self.config, VoteTwice)) {
+            if granted
+                && (self.vote.is_none() || !crate::config::sabotaged!(self.config, VoteTwice))
+            {
                 self.vote = Some(from);
                 self.election_elapsed = 0;
             }

@@ -1052,9 +1052,7 @@ impl Node {
 
     /// The configuration whose quorums decide: the one in force (but see the sabotage).
     pub(crate) fn deciding_membership(&self) -> std::borrow::Cow<'_, Membership> {
-        if crate::config::sabotaged!(self.config, JointNewOnly)
-            && self.membership.is_joint()
-        {
+        if crate::config::sabotaged!(self.config, JointNewOnly) && self.membership.is_joint() {
             let mut alone = self.membership.clone();
             alone.voters_outgoing.clear();
             std::borrow::Cow::Owned(alone)

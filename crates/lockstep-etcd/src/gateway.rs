@@ -925,6 +925,9 @@ fn grpc_tls(tls: &GatewayTls, address: &str) -> Result<tonic::transport::ClientT
         Some((host, _)) => host.trim_start_matches('[').trim_end_matches(']'),
         None => address,
     };
+    // The key file must be readable by its owner only, as everywhere else.
+    lockstep_tls::load_key(&tls.key_file)
+        .map_err(|error| Status::unavailable(format!("TLS to the leader: {error}")))?;
     Ok(tonic::transport::ClientTlsConfig::new()
         .ca_certificate(tonic::transport::Certificate::from_pem(read(&tls.ca_file)?))
         .identity(tonic::transport::Identity::from_pem(read(&tls.cert_file)?, read(&tls.key_file)?))

@@ -936,7 +936,9 @@ impl<M: StateMachine, D: Storage, T: Transport> Driver<M, D, T> {
     /// Judges the differences seen: a replica that differs where a majority agrees is
     /// divergent; a leader that a majority differs from is.
     fn evaluate(&mut self) {
-        if cfg!(feature = "sabotage") && self.audit.sabotage_no_compare || self.audit.quarantined.is_some() {
+        if cfg!(feature = "sabotage") && self.audit.sabotage_no_compare
+            || self.audit.quarantined.is_some()
+        {
             return;
         }
         // Nothing differs and nobody is quarantined: nothing to judge.

@@ -1153,7 +1153,9 @@ impl<M: StateMachine, D: Storage, T: Transport> Driver<M, D, T> {
         let batch: Vec<Entry> = self.apply_queue.drain(..count).collect();
         let last = batch[batch.len() - 1].index;
         self.count_applied(batch.len() as u64, bytes);
-        let early = cfg!(feature = "sabotage") && self.checkpoints.sabotage_off_by_one && self.checkpoint_due();
+        let early = cfg!(feature = "sabotage")
+            && self.checkpoints.sabotage_off_by_one
+            && self.checkpoint_due();
         let mut expected = self.node.applied_index().next();
         for entry in &batch {
             assert!(

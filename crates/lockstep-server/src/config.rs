@@ -430,6 +430,28 @@ impl ServerConfig {
             ("listen_etcd", self.listen_etcd.clone().or_else(|| me.etcd.clone())),
             ("listen_metrics", self.listen_metrics.clone()),
         ];
+        // This replica dials the other members' peer ports, and its gateway their client
+        // ports: in the clear only on loopback too.
+        if !self.peer_tls() {
+            if let Some(member) = self.members.iter().find(|m| !is_loopback(&m.peer)) {
+                return Err(ConfigError(format!(
+                    "members: replica {}'s peer address {} is not a loopback address and the \
+                     peer port has no TLS: give --peer-cert-file, --peer-key-file and \
+                     --peer-trusted-ca-file, or --insecure-plaintext",
+                    member.id, member.peer
+                )));
+            }
+        }
+        if !self.client_tls() {
+            if let Some(member) = self.members.iter().find(|m| !is_loopback(&m.client)) {
+                return Err(ConfigError(format!(
+                    "members: replica {}'s client address {} is not a loopback address and the \
+                     client ports have no TLS: give --cert-file, --key-file and \
+                     --trusted-ca-file, or --insecure-plaintext",
+                    member.id, member.client
+                )));
+            }
+        }
         if !self.peer_tls() && !is_loopback(&peer) {
             return Err(ConfigError(format!(
                 "listen_peer: {peer} is not a loopback address and the peer port has no TLS: \

@@ -121,6 +121,27 @@ impl BoundServer {
             }
             None => None,
         };
+        // The addresses were checked as names; check what was bound too (a name may resolve
+        // differently from one lookup to the next).
+        if !config.insecure_plaintext {
+            let bound = [
+                (peer_listener.local_addr().ok(), config.peer_tls(), "peer"),
+                (client_listener.local_addr().ok(), config.client_tls(), "client"),
+                (
+                    metrics_listener.as_ref().and_then(|l| l.local_addr().ok()),
+                    config.client_tls(),
+                    "metrics",
+                ),
+            ];
+            for (address, tls, port) in bound {
+                if let Some(address) = address.filter(|a| !tls && !a.ip().is_loopback()) {
+                    return Err(format!(
+                        "configuration: the {port} port is bound to {address}, not a loopback \
+                         address, without TLS (see --insecure-plaintext)"
+                    ));
+                }
+            }
+        }
         let security = Security::load(&config)?;
         let (progress, _) = watch::channel(Progress::default());
         Ok(BoundServer {

@@ -78,28 +78,43 @@ impl Security {
                 client_ca_file: Some(ca.clone()),
                 alpn: Vec::new(),
             };
-            security.peers_in = Some(server.reloading().map_err(fail)?);
+            // A rotated peer certificate that no longer names this replica is refused like
+            // one that does not load: the previous one stays.
+            let (cluster_id, id) = (config.cluster_id, config.id);
+            let named = move |path: &std::path::Path| -> Result<(), lockstep_tls::Error> {
+                let chain = lockstep_tls::load_certificates(path)?;
+                if chain.first().is_some_and(|c| lockstep_tls::certifies_replica(c, cluster_id, id))
+                {
+                    return Ok(());
+                }
+                Err(lockstep_tls::Error::Rustls {
+                    what: path.display().to_string(),
+                    reason: format!(
+                        "it does not name replica {id} of cluster {cluster_id} ({}) with server \
+                         usage: peers would refuse it",
+                        lockstep_tls::replica_name(cluster_id, id)
+                    ),
+                })
+            };
+            let checked = {
+                let server = server.clone();
+                Reloading::new(server.files(), move || {
+                    named(&server.cert_file)?;
+                    server.build()
+                })
+            };
+            security.peers_in = Some(Arc::new(checked.map_err(|error| match error {
+                lockstep_tls::Error::Rustls { what, reason } => {
+                    format!("TLS: {what}: {reason}")
+                }
+                error => fail(error),
+            })?));
             let out = ClientTls {
                 ca_file: ca.clone(),
                 identity: Some((cert.clone(), key.clone())),
                 alpn: Vec::new(),
             };
             security.peers_out = Some(out.reloading().map_err(fail)?);
-            // A peer certificate that does not name this replica would be refused by every
-            // peer: say so now rather than at the first connection.
-            let chain = lockstep_tls::load_certificates(cert).map_err(fail)?;
-            if !chain
-                .first()
-                .is_some_and(|c| lockstep_tls::certifies_replica(c, config.cluster_id, config.id))
-            {
-                return Err(format!(
-                    "TLS: {} does not name replica {} of cluster {} ({}): peers would refuse it",
-                    cert.display(),
-                    config.id,
-                    config.cluster_id,
-                    lockstep_tls::replica_name(config.cluster_id, config.id)
-                ));
-            }
         }
         Ok(security)
     }

@@ -115,6 +115,11 @@ impl AsyncWrite for Conn {
     }
 }
 
+/// Whether `bytes` (fewer than three) could begin a TLS handshake record.
+fn looks_like_tls_start(bytes: &[u8]) -> bool {
+    bytes.first().is_none_or(|&byte| byte == 0x16) && bytes.get(1).is_none_or(|&byte| byte == 0x03)
+}
+
 /// Whether `bytes`, the first a client sent, begin a TLS handshake (a handshake record of
 /// TLS 1.x): a plaintext port uses it to say why it refuses the connection.
 pub fn looks_like_tls(bytes: &[u8]) -> bool {
@@ -127,8 +132,18 @@ pub async fn accept(
     tcp: TcpStream,
     tls: Option<&Reloading<rustls::ServerConfig>>,
 ) -> Result<Conn, String> {
+    // The first three bytes (a TLS record header), which may arrive in pieces.
     let mut first = [0u8; 3];
-    let peeked = tokio::time::timeout(HANDSHAKE_TIMEOUT, tcp.peek(&mut first)).await;
+    let peeked = tokio::time::timeout(HANDSHAKE_TIMEOUT, async {
+        loop {
+            let count = tcp.peek(&mut first).await?;
+            if count == 0 || count >= first.len() || !looks_like_tls_start(&first[..count]) {
+                return Ok::<usize, std::io::Error>(count);
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    })
+    .await;
     let Some(tls) = tls else {
         if let Ok(Ok(count)) = peeked {
             if looks_like_tls(&first[..count]) {

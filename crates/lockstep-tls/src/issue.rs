@@ -117,6 +117,15 @@ impl Authority {
         hosts: &[String],
         validity: Validity,
     ) -> Result<Issued, Error> {
+        if let Some(host) =
+            hosts.iter().find(|host| host.contains('*') || host.ends_with(".lockstep"))
+        {
+            return Err(Error::Rustls {
+                what: format!("host {host}"),
+                reason: "a wildcard, or a name under .lockstep, could name replicas to their peers"
+                    .to_string(),
+            });
+        }
         let mut names = vec![replica_name(cluster_id, replica_id)];
         for host in ["localhost", "127.0.0.1", "::1"]
             .iter()
@@ -159,8 +168,7 @@ impl Authority {
 
 pub use rcgen::ExtendedKeyUsagePurpose as Usage;
 
-/// Writes `contents` to `path`, readable by its owner only (and, with `private`, refusing to
-/// replace a file that exists).
+/// Writes `contents` to `path` (replacing it), readable by its owner only.
 pub fn write_private(path: &Path, contents: &str) -> Result<(), Error> {
     let error = |source| Error::Read { path: path.to_path_buf(), source };
     let mut options = std::fs::OpenOptions::new();
@@ -180,16 +188,18 @@ pub fn write_private(path: &Path, contents: &str) -> Result<(), Error> {
     file.sync_all().map_err(error)
 }
 
-/// Creates `dir` (and its parents) readable by its owner only.
+/// Creates `dir` (and its parents) readable by their owner only; a directory that exists
+/// already is left as it is.
 pub fn create_private_dir(dir: &Path) -> Result<(), Error> {
     let error = |source| Error::Read { path: dir.to_path_buf(), source };
-    std::fs::create_dir_all(dir).map_err(error)?;
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
     #[cfg(unix)]
     {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(error)?;
+        use std::os::unix::fs::DirBuilderExt;
+        builder.mode(0o700);
     }
-    Ok(())
+    builder.create(dir).map_err(error)
 }
 
 /// The files of a cluster's certificates in a directory written by [`write_cluster`].

@@ -85,18 +85,31 @@ pub fn replica_name(cluster_id: u64, replica_id: u64) -> String {
     format!("replica-{replica_id}.cluster-{cluster_id:x}.lockstep")
 }
 
-/// Whether `certificate` names replica `replica_id` of cluster `cluster_id` (its chain is
-/// checked by the TLS handshake; this checks the name).
+/// Whether `certificate` names replica `replica_id` of cluster `cluster_id`: one of its subject
+/// alternative names is exactly [`replica_name`] (a wildcard does not count), and it may serve
+/// (server usage), as every replica's certificate does and a client's does not. Its chain is
+/// checked by the TLS handshake; this checks what it claims.
 pub fn certifies_replica(
     certificate: &CertificateDer<'_>,
     cluster_id: u64,
     replica_id: u64,
 ) -> bool {
-    let Ok(certificate) = webpki::EndEntityCert::try_from(certificate) else { return false };
-    let Ok(name) = ServerName::try_from(replica_name(cluster_id, replica_id)) else {
+    use x509_parser::extensions::GeneralName;
+    let Ok((_, parsed)) = x509_parser::parse_x509_certificate(certificate.as_ref()) else {
         return false;
     };
-    certificate.verify_is_valid_for_subject_name(&name).is_ok()
+    let wanted = replica_name(cluster_id, replica_id);
+    let named = match parsed.subject_alternative_name() {
+        Ok(Some(names)) => names.value.general_names.iter().any(
+            |name| matches!(name, GeneralName::DNSName(dns) if dns.eq_ignore_ascii_case(&wanted)),
+        ),
+        _ => false,
+    };
+    let serves = match parsed.extended_key_usage() {
+        Ok(Some(usage)) => usage.value.server_auth,
+        _ => false,
+    };
+    named && serves
 }
 
 /// ring's provider: it builds with a C compiler alone (aws-lc-rs, which adds post-quantum key

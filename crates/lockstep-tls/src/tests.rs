@@ -47,6 +47,21 @@ fn a_replica_certificate_names_its_replica_and_no_other() {
     let der =
         rustls::pki_types::CertificateDer::from_pem_slice(client.cert_pem.as_bytes()).expect("PEM");
     assert!(!certifies_replica(&der, 0xabc, 2), "a client certificate names no replica");
+    let pem = |issued: Issued| {
+        rustls::pki_types::CertificateDer::from_pem_slice(issued.cert_pem.as_bytes()).expect("PEM")
+    };
+    let wildcard = authority
+        .custom(
+            vec!["*.cluster-abc.lockstep".into()],
+            vec![Usage::ServerAuth, Usage::ClientAuth],
+            year(),
+        )
+        .expect("issued");
+    assert!(!certifies_replica(&pem(wildcard), 0xabc, 2), "a wildcard names no replica");
+    let client_only = authority
+        .custom(vec![replica_name(0xabc, 2)], vec![Usage::ClientAuth], year())
+        .expect("issued");
+    assert!(!certifies_replica(&pem(client_only), 0xabc, 2), "a client-only certificate");
 }
 
 use rustls::pki_types::pem::PemObject;

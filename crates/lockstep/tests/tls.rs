@@ -313,3 +313,82 @@ fn certificates_rotate_on_a_running_cluster_without_losing_a_write() {
         assert!(log.contains("new certificates"), "the reload is logged: {log}");
     });
 }
+
+/// What `lockstep serve` and the client commands refuse at start, each with a clear error and
+/// a non-zero exit: plaintext off loopback, a key others may read, a peer certificate for
+/// another replica, a key that is not the certificate's.
+#[test]
+fn bad_tls_configurations_are_refused_at_start_with_a_clear_error() {
+    let mut cluster = Cluster::new("tls-refusals", 3);
+    cluster.with_tls();
+    let files = cluster.tls.clone().expect("certificates");
+    let data = cluster.dir.0.join("refused");
+    let ports = common::free_ports(2);
+    let member = format!("1=127.0.0.1:{},127.0.0.1:{}", ports[0], ports[1]);
+    let serve = |extra: &[String]| {
+        let mut args: Vec<String> = vec![
+            "serve".into(),
+            "--id".into(),
+            "1".into(),
+            "--cluster-id".into(),
+            cluster.cluster_id.to_string(),
+            "--data-dir".into(),
+            data.display().to_string(),
+            "--member".into(),
+            member.clone(),
+        ];
+        args.extend(extra.iter().cloned());
+        let output = common::lockstep().args(&args).output().expect("lockstep runs");
+        assert!(!output.status.success(), "{args:?} started");
+        String::from_utf8_lossy(&output.stderr).into_owned()
+    };
+    let path = |p: std::path::PathBuf| p.display().to_string();
+    let tls = |cert: String, key: String| -> Vec<String> {
+        vec![
+            "--cert-file".into(),
+            cert.clone(),
+            "--key-file".into(),
+            key.clone(),
+            "--trusted-ca-file".into(),
+            path(files.ca()),
+            "--peer-cert-file".into(),
+            cert,
+            "--peer-key-file".into(),
+            key,
+            "--peer-trusted-ca-file".into(),
+            path(files.ca()),
+        ]
+    };
+
+    let error = serve(&["--listen-client".into(), "0.0.0.0:0".into()]);
+    assert!(
+        error.contains("not a loopback address") && error.contains("--insecure-plaintext"),
+        "{error}"
+    );
+
+    let error = serve(&tls(path(files.replica(2)), path(files.replica_key(2))));
+    assert!(error.contains("does not name replica 1"), "{error}");
+
+    let error = serve(&tls(path(files.replica(1)), path(files.replica_key(2))));
+    assert!(error.contains("replica-1.pem with") && error.contains("TLS"), "{error}");
+
+    use std::os::unix::fs::PermissionsExt;
+    let exposed = cluster.dir.0.join("exposed-key.pem");
+    std::fs::copy(files.replica_key(1), &exposed).expect("copied");
+    std::fs::set_permissions(&exposed, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    let error = serve(&tls(path(files.replica(1)), path(exposed.clone())));
+    assert!(error.contains("readable by other users") && error.contains("chmod 600"), "{error}");
+    assert!(!data.join("identity").exists(), "nothing was written for a refused start");
+
+    let output = common::lockstep()
+        .args(["get", "k", "--cacert"])
+        .arg(files.ca())
+        .arg("--cert")
+        .arg(files.client())
+        .arg("--key")
+        .arg(&exposed)
+        .output()
+        .expect("lockstep runs");
+    let error = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success() && error.contains("readable by other users"), "{error}");
+}

@@ -79,6 +79,25 @@ fn lockstep_passes_under_every_kind_of_fault() {
 /// Without namespaces (no root): every server on loopback, the harness relaying every link
 /// between them, and the network faults applied in the relays.
 #[test]
+fn lockstep_passes_with_tls_on_every_port() {
+    let (passed, text) = chaos(&[
+        "--tls",
+        "--duration",
+        "30s",
+        "--interval",
+        "3s",
+        "--nemesis",
+        "kill,partition,member,loss",
+        "--seed",
+        "12",
+    ]);
+    assert!(passed, "lockstep with TLS failed the harness:\n{text}");
+    assert!(text.contains("tls: on every port"), "{text}");
+    assert!(text.contains("PASS linearizable"), "{text}");
+    assert!(text.contains("PASS no acknowledged write lost"), "{text}");
+}
+
+#[test]
 fn lockstep_passes_on_loopback_with_relayed_links() {
     let (passed, text) = chaos(&[
         "--network",

@@ -63,6 +63,8 @@ pub struct Cluster {
     /// The tmpfs mounted for the last server's data, for the full-disk fault.
     small_disk: Option<PathBuf>,
     cluster_id: u64,
+    /// TLS on every port: the run's certificates, and the hosts replicas' certificates name.
+    tls: Option<(lockstep_tls::issue::ClusterFiles, Vec<String>)>,
 }
 
 impl Cluster {
@@ -120,7 +122,28 @@ impl Cluster {
             servers,
             small_disk,
             cluster_id: seed | 1,
+            tls: None,
         })
+    }
+
+    /// Runs every server with TLS on every port (client certificates required), with
+    /// certificates made under the run's folder for the replicas at `hosts`; returns the
+    /// certificates, for the clients.
+    pub fn use_tls(
+        &mut self,
+        hosts: Vec<String>,
+    ) -> Result<lockstep_tls::issue::ClusterFiles, String> {
+        let ids: Vec<u64> = self.servers.iter().map(|server| server.id).collect();
+        let files = lockstep_tls::issue::write_cluster(
+            &self.dir.join("tls"),
+            self.cluster_id,
+            &ids,
+            &hosts,
+            30,
+        )
+        .map_err(|error| error.to_string())?;
+        self.tls = Some((files.clone(), hosts));
+        Ok(files)
     }
 
     /// How many servers.
@@ -190,6 +213,37 @@ impl Cluster {
                 }
                 if let Some(sabotage) = self.sabotage {
                     command.args(["--sabotage", sabotage.name()]);
+                }
+                match &self.tls {
+                    Some((files, hosts)) => {
+                        // A replica added by a membership change gets its certificate now.
+                        if !files.replica(server.id).exists() {
+                            lockstep_tls::issue::write_cluster(
+                                &files.dir,
+                                self.cluster_id,
+                                &[server.id],
+                                hosts,
+                                30,
+                            )
+                            .map_err(|error| error.to_string())?;
+                        }
+                        for (flag, path) in [
+                            ("--cert-file", files.replica(server.id)),
+                            ("--key-file", files.replica_key(server.id)),
+                            ("--trusted-ca-file", files.ca()),
+                            ("--peer-cert-file", files.replica(server.id)),
+                            ("--peer-key-file", files.replica_key(server.id)),
+                            ("--peer-trusted-ca-file", files.ca()),
+                        ] {
+                            command.arg(flag).arg(path);
+                        }
+                        command.arg("--client-cert-auth");
+                    }
+                    // The harness's own network namespaces (addresses off loopback, reachable
+                    // from nowhere else).
+                    None => {
+                        command.arg("--insecure-plaintext");
+                    }
                 }
                 command.env("RUST_LOG", "info");
             }

@@ -200,6 +200,10 @@ pub struct ChaosArgs {
     /// Test only: start lockstep deliberately broken; the run must fail.
     #[arg(long, value_enum, hide = true)]
     sabotage: Option<Sabotage>,
+    /// TLS on every port of every server, client certificates required (lockstep only):
+    /// certificates made for the run under its folder.
+    #[arg(long)]
+    tls: bool,
 }
 
 /// Where the servers run.
@@ -256,6 +260,9 @@ pub async fn run(args: ChaosArgs) -> Result<(), String> {
     }
     if args.sabotage.is_some() && !cfg!(feature = "sabotage") {
         return Err(crate::serve::NO_SABOTAGE.into());
+    }
+    if args.system == System::Etcd && args.tls {
+        return Err("--tls applies to lockstep only".into());
     }
     if args.system == System::Etcd && args.sabotage.is_some() {
         return Err("--sabotage applies to lockstep only".into());
@@ -335,7 +342,7 @@ pub async fn run(args: ChaosArgs) -> Result<(), String> {
     let folder = std::fs::canonicalize(&folder).map_err(|error| error.to_string())?;
     let rerun = format!(
         "lockstep chaos --system {system} --network {} --seed {seed} --duration {}s --nemesis {} \
-         --clients {} --rate {} --interval {}s{}",
+         --clients {} --rate {} --interval {}s{}{}",
         if namespaces { "namespaces" } else { "loopback" },
         args.duration.as_secs_f64(),
         args.nemesis,
@@ -343,6 +350,7 @@ pub async fn run(args: ChaosArgs) -> Result<(), String> {
         args.rate,
         args.interval.as_secs_f64(),
         args.sabotage.map_or(String::new(), |sabotage| format!(" --sabotage {}", sabotage.name())),
+        if args.tls { " --tls" } else { "" },
     );
     println!("chaos: {system}, seed {seed}, {:?} of faults ({})", args.duration, args.nemesis);
     println!("run folder: {}", folder.display());
@@ -366,6 +374,23 @@ pub async fn run(args: ChaosArgs) -> Result<(), String> {
     let small_disk = nemeses.contains(&Nemesis::DiskFull).then_some(256);
     let mut cluster =
         Cluster::new(args.system, binary, args.sabotage, &folder, 3, small_disk, seed)?;
+    if args.tls {
+        let hosts: Vec<String> = (0..3)
+            .filter_map(|index| {
+                let address = network.listen(index, Port::Client);
+                address.rsplit_once(':').map(|(host, _)| host.to_string())
+            })
+            .collect();
+        let files = cluster.use_tls(hosts)?;
+        let tls = lockstep_tls::ClientTls {
+            ca_file: files.ca(),
+            identity: Some((files.client(), files.client_key())),
+            alpn: Vec::new(),
+        };
+        let config = tls.reloading().map_err(|error| format!("TLS: {error}"))?;
+        let _ = CLIENT_TLS.set(config);
+        println!("tls: on every port ({})", files.dir.display());
+    }
     let outcome = {
         let interrupted = async {
             tokio::select! {
@@ -454,6 +479,17 @@ fn endpoint(system: System, network: &Network, index: usize) -> String {
     }
 }
 
+/// The clients' TLS, when the run has TLS (`--tls`).
+static CLIENT_TLS: std::sync::OnceLock<
+    std::sync::Arc<lockstep_tls::Reloading<lockstep_tls::rustls::ClientConfig>>,
+> = std::sync::OnceLock::new();
+
+/// The clients' TLS configuration, if the run has TLS.
+pub fn client_tls(
+) -> Option<std::sync::Arc<lockstep_tls::Reloading<lockstep_tls::rustls::ClientConfig>>> {
+    CLIENT_TLS.get().cloned()
+}
+
 /// A native client on exactly one replica (for status).
 fn pinned(network: &Network, index: usize) -> Client<Request, Request, Answer> {
     native(network, &[index], Duration::from_secs(2), Duration::from_millis(500))
@@ -466,7 +502,8 @@ fn native(
     timeout: Duration,
     attempt_timeout: Duration,
 ) -> Client<Request, Request, Answer> {
-    let options = ClientOptions { timeout, attempt_timeout, ..ClientOptions::default() };
+    let options =
+        ClientOptions { timeout, attempt_timeout, tls: client_tls(), ..ClientOptions::default() };
     let endpoints = indexes.iter().map(|&index| endpoint(System::Lockstep, network, index));
     Client::new(endpoints.collect(), options)
 }

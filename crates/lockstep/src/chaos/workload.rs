@@ -74,7 +74,7 @@ impl Backend {
             timeout,
             attempt_timeout: timeout / 4,
             consistency: ReadConsistency::Linearizable,
-            tls: None,
+            tls: super::client_tls(),
         };
         let readers = (0..endpoints.len())
             .map(|first| {

@@ -178,6 +178,8 @@ struct Connection<I, Q, O> {
     link: Link<I, Q, O>,
     pending: Pending<O>,
     alive: Arc<AtomicBool>,
+    /// Why the connection ended, when the reader knows.
+    lost: Arc<Mutex<Option<String>>>,
 }
 
 impl<I: Serialize, Q: Serialize, O: DeserializeOwned + Send + 'static> Connection<I, Q, O> {
@@ -206,6 +208,7 @@ impl<I: Serialize, Q: Serialize, O: DeserializeOwned + Send + 'static> Connectio
             },
             pending,
             alive: Arc::new(AtomicBool::new(true)),
+            lost: Arc::default(),
         }
     }
 
@@ -242,18 +245,35 @@ impl<I: Serialize, Q: Serialize, O: DeserializeOwned + Send + 'static> Connectio
                 alive.store(false, Ordering::Release);
             });
         }
+        let lost: Arc<Mutex<Option<String>>> = Arc::default();
         {
             let pending = pending.clone();
             let alive = alive.clone();
+            let lost = lost.clone();
             let endpoint = endpoint.to_string();
+            let plaintext = tls.is_none();
             tokio::spawn(async move {
                 let mut decoder = Decoder::new(FRAME_BYTES_MAX);
                 let mut buffer = vec![0u8; 64 << 10];
+                let mut answered = false;
                 'reading: loop {
                     let count = match reader.read(&mut buffer).await {
-                        Ok(0) | Err(_) => break,
+                        Ok(0) if plaintext && !answered => {
+                            *lock(&lost) = Some(format!(
+                                "{endpoint} closed the connection without answering (if it \
+                                 serves TLS, give --cacert, and --cert and --key if it asks \
+                                 for a client certificate)"
+                            ));
+                            break;
+                        }
+                        Ok(0) => break,
+                        Err(error) => {
+                            *lock(&lost) = Some(format!("the connection to {endpoint}: {error}"));
+                            break;
+                        }
                         Ok(count) => count,
                     };
+                    answered = true;
                     decoder.extend(&buffer[..count]);
                     loop {
                         let frame = match decoder.next_frame() {
@@ -273,6 +293,8 @@ impl<I: Serialize, Q: Serialize, O: DeserializeOwned + Send + 'static> Connectio
                         };
                         if let ServerMessage::Refused { id: 0, error } = &answer {
                             tracing::warn!(%endpoint, "the server closed the connection: {error:?}");
+                            *lock(&lost) =
+                                Some(format!("{endpoint} closed the connection: {error:?}"));
                             break 'reading;
                         }
                         let waiter = lock(&pending).remove(&answer.id());
@@ -291,6 +313,7 @@ impl<I: Serialize, Q: Serialize, O: DeserializeOwned + Send + 'static> Connectio
             link: Link::Socket(frames),
             pending,
             alive,
+            lost,
         })
     }
 
@@ -353,7 +376,10 @@ async fn connect(
     let connector = lockstep_tls::tokio_rustls::TlsConnector::from(tls.current());
     match connector.connect(name, tcp).await {
         Ok(stream) => Ok(Conn::Client(Box::new(stream))),
-        Err(error) => Err(format!("TLS with {endpoint} failed: {error}")),
+        Err(error) => Err(format!(
+            "TLS with {endpoint} failed: {error} (does it serve TLS, with a certificate from the \
+             authority given?)"
+        )),
     }
 }
 
@@ -625,7 +651,9 @@ where
         match tokio::time::timeout_at(deadline, answer).await {
             Ok(Ok(answer)) => Attempt::Answer(answer),
             Ok(Err(_)) => {
-                Attempt::Again(format!("the connection to {} was lost", connection.endpoint))
+                Attempt::Again(lock(&connection.lost).clone().unwrap_or_else(|| {
+                    format!("the connection to {} was lost", connection.endpoint)
+                }))
             }
             Err(_) => late(),
         }

@@ -403,6 +403,10 @@ impl BoundServer {
         if let Some(listener) = metrics_listener {
             match crate::metrics::install() {
                 Some(handle) => {
+                    // Says so where operators look: ports off loopback in the clear.
+                    if config.insecure_plaintext && !(config.client_tls() && config.peer_tls()) {
+                        metrics::gauge!("lockstep_insecure_plaintext").set(1.0);
+                    }
                     tokio::spawn(crate::metrics::serve(
                         listener,
                         handle,

@@ -208,15 +208,23 @@ impl Backend {
             Target::Etcd => {
                 let mut clients = Vec::new();
                 let mut leases = Vec::new();
+                let tls = args.client.tls_files()?;
                 for n in 0..connections {
                     let endpoint = &args.client.endpoints[n % args.client.endpoints.len()];
+                    let scheme = if tls.is_some() { "https" } else { "http" };
                     let url = if endpoint.contains("://") {
                         endpoint.clone()
                     } else {
-                        format!("http://{endpoint}")
+                        format!("{scheme}://{endpoint}")
                     };
-                    let channel = Channel::from_shared(url.clone())
-                        .map_err(|error| format!("{url}: {error}"))?
+                    let mut channel = Channel::from_shared(url.clone())
+                        .map_err(|error| format!("{url}: {error}"))?;
+                    if let Some(tls) = &tls {
+                        channel = channel
+                            .tls_config(grpc_tls(tls, endpoint)?)
+                            .map_err(|error| format!("TLS for {url}: {error}"))?;
+                    }
+                    let channel = channel
                         .connect()
                         .await
                         .map_err(|error| format!("cannot connect to {url}: {error}"))?;
@@ -796,4 +804,23 @@ fn report(
             }
         }
     }
+}
+
+/// The gRPC client's TLS from the client's files, for `endpoint`'s host.
+fn grpc_tls(
+    tls: &lockstep_tls::ClientTls,
+    endpoint: &str,
+) -> Result<tonic::transport::ClientTlsConfig, String> {
+    let read = |path: &std::path::Path| {
+        std::fs::read(path).map_err(|error| format!("cannot read {}: {error}", path.display()))
+    };
+    let host = endpoint.rsplit_once(':').map_or(endpoint, |(host, _)| host);
+    let mut config = tonic::transport::ClientTlsConfig::new()
+        .ca_certificate(tonic::transport::Certificate::from_pem(read(&tls.ca_file)?))
+        .domain_name(host.trim_start_matches('[').trim_end_matches(']').to_string());
+    if let Some((cert, key)) = &tls.identity {
+        lockstep_tls::load_key(key).map_err(|error| format!("TLS: {error}"))?;
+        config = config.identity(tonic::transport::Identity::from_pem(read(cert)?, read(key)?));
+    }
+    Ok(config)
 }

@@ -257,13 +257,14 @@ enum Consistency {
 }
 
 impl ClientArgs {
-    /// The TLS configuration the flags give, or the local cluster's (`lockstep-data/tls/`,
-    /// made by `lockstep up --tls`) when no flag is given and it exists; `None`: plaintext.
-    fn tls(&self) -> Result<Option<Arc<Reloading<rustls::ClientConfig>>>, String> {
+    /// The TLS files the flags give, or the local cluster's (`lockstep-data/tls/`, made by
+    /// `lockstep up --tls`) when no flag is given and it exists: the authority, and this
+    /// client's certificate and key. `None`: plaintext.
+    fn tls_files(&self) -> Result<Option<ClientTls>, String> {
         let local = lockstep_tls::issue::ClusterFiles {
             dir: lockstep_tls::cluster_dir(&default_data_dir()),
         };
-        let tls = match (&self.cacert, &self.cert, &self.key_file) {
+        Ok(Some(match (&self.cacert, &self.cert, &self.key_file) {
             (None, None, None) if local.ca().exists() => ClientTls {
                 ca_file: local.ca(),
                 identity: Some((local.client(), local.client_key())),
@@ -279,8 +280,15 @@ impl ClientArgs {
                 alpn: Vec::new(),
             },
             _ => return Err("TLS: give --cacert, with --cert and --key together".to_string()),
-        };
-        tls.reloading().map(Some).map_err(|error| format!("TLS: {error}"))
+        }))
+    }
+
+    /// The TLS configuration of [`ClientArgs::tls_files`].
+    fn tls(&self) -> Result<Option<Arc<Reloading<rustls::ClientConfig>>>, String> {
+        match self.tls_files()? {
+            Some(tls) => tls.reloading().map(Some).map_err(|error| format!("TLS: {error}")),
+            None => Ok(None),
+        }
     }
 
     fn timeout(&self) -> Duration {

@@ -323,7 +323,6 @@ pub async fn run(args: ServeArgs) -> Result<(), String> {
             "--insecure-plaintext: ports off loopback serve without TLS; anyone who can reach \
              them can read and change the data and the cluster"
         );
-        metrics::gauge!("lockstep_insecure_plaintext").set(1.0);
     }
     let etcd = match config.etcd_listen_address().map_err(|error| error.to_string())? {
         Some(address) => Some(

@@ -257,8 +257,11 @@ impl<I: Serialize, Q: Serialize, O: DeserializeOwned + Send + 'static> Connectio
                 let mut buffer = vec![0u8; 64 << 10];
                 let mut answered = false;
                 'reading: loop {
-                    let count = match reader.read(&mut buffer).await {
-                        Ok(0) if plaintext && !answered => {
+                    let read = reader.read(&mut buffer).await;
+                    let refused = matches!(&read, Ok(0))
+                        || matches!(&read, Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset);
+                    let count = match read {
+                        _ if refused && plaintext && !answered => {
                             *lock(&lost) = Some(format!(
                                 "{endpoint} closed the connection without answering (if it \
                                  serves TLS, give --cacert, and --cert and --key if it asks \

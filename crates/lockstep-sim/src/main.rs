@@ -198,13 +198,13 @@ fn main() -> ExitCode {
         for violation in &report.violations {
             println!("seed {}: {violation}", report.seed);
         }
-        let sabotage = match args.sabotage {
-            Sabotage::None => String::new(),
+        let (features, sabotage) = match args.sabotage {
+            Sabotage::None => ("", String::new()),
             #[allow(unreachable_patterns)]
-            other => format!(" --sabotage {other}"),
+            other => (" --features sabotage", format!(" --sabotage {other}")),
         };
         println!(
-            "  replay: cargo run -p lockstep-sim --release -- --seed {} --seeds 1 --replicas {} \
+            "  replay: cargo run -p lockstep-sim --release{features} -- --seed {} --seeds 1 --replicas {} \
              --clients {} --safety-millis {} --liveness-millis {}{sabotage}{}{} --verbose\n",
             report.seed,
             args.replicas,

@@ -689,6 +689,8 @@ impl KV for Gateway {
             failure: operations_in(request.failure)?,
         };
         let request = Request::Txn(txn);
+        // Refused here, before it takes a log entry (applying checks again).
+        request.check().map_err(|error| kv_status(&error))?;
         let answer = if request.is_read_only() {
             self.read(request, false).await?
         } else {

@@ -42,11 +42,13 @@ pub async fn serve(
     gateway: Gateway,
     shutdown: impl Future<Output = ()>,
     tls: Option<Arc<Reloading<rustls::ServerConfig>>>,
+    limits: EtcdLimits,
 ) -> Result<(), String> {
     gateway.start_refreshing();
     gateway.start_reaping();
     let limit = gateway::GRPC_DECODE_MAX;
     tonic::transport::Server::builder()
+        .max_concurrent_streams(limits.max_concurrent_streams)
         .add_service(
             rpc::k_v_server::KVServer::new(gateway.clone()).max_decoding_message_size(limit),
         )
@@ -62,19 +64,32 @@ pub async fn serve(
             rpc::lease_server::LeaseServer::new(gateway.clone()).max_decoding_message_size(limit),
         )
         .add_service(rpc::watch_server::WatchServer::new(gateway).max_decoding_message_size(limit))
-        .serve_with_incoming_shutdown(incoming(listener, tls), shutdown)
+        .serve_with_incoming_shutdown(incoming(listener, tls, limits.max_connections), shutdown)
         .await
         .map_err(|error| format!("the etcd API server failed: {error}"))
 }
 
-/// A connection to the etcd port, after its TLS handshake if the port has TLS.
-struct Accepted(Conn);
+/// What the etcd port admits.
+#[derive(Clone, Copy, Debug)]
+pub struct EtcdLimits {
+    /// Connections open at once; one more is closed at once (and counted).
+    pub max_connections: usize,
+    /// gRPC streams (requests, watches, keep-alive streams) open at once on one connection.
+    pub max_concurrent_streams: u32,
+}
+
+/// A connection to the etcd port, after its TLS handshake if the port has TLS; it holds its
+/// place among the port's connections until it is dropped.
+struct Accepted {
+    conn: Conn,
+    _place: tokio::sync::OwnedSemaphorePermit,
+}
 
 impl Connected for Accepted {
     type ConnectInfo = Option<std::net::SocketAddr>;
 
     fn connect_info(&self) -> Self::ConnectInfo {
-        self.0.tcp().peer_addr().ok()
+        self.conn.tcp().peer_addr().ok()
     }
 }
 
@@ -84,7 +99,7 @@ impl AsyncRead for Accepted {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.get_mut().0).poll_read(cx, buf)
+        Pin::new(&mut self.get_mut().conn).poll_read(cx, buf)
     }
 }
 
@@ -94,7 +109,7 @@ impl AsyncWrite for Accepted {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.get_mut().0).poll_write(cx, buf)
+        Pin::new(&mut self.get_mut().conn).poll_write(cx, buf)
     }
 
     fn poll_write_vectored(
@@ -102,19 +117,19 @@ impl AsyncWrite for Accepted {
         cx: &mut Context<'_>,
         bufs: &[std::io::IoSlice<'_>],
     ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.get_mut().0).poll_write_vectored(cx, bufs)
+        Pin::new(&mut self.get_mut().conn).poll_write_vectored(cx, bufs)
     }
 
     fn is_write_vectored(&self) -> bool {
-        self.0.is_write_vectored()
+        self.conn.is_write_vectored()
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.get_mut().0).poll_flush(cx)
+        Pin::new(&mut self.get_mut().conn).poll_flush(cx)
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.get_mut().0).poll_shutdown(cx)
+        Pin::new(&mut self.get_mut().conn).poll_shutdown(cx)
     }
 }
 
@@ -125,8 +140,10 @@ impl AsyncWrite for Accepted {
 fn incoming(
     listener: tokio::net::TcpListener,
     tls: Option<Arc<Reloading<rustls::ServerConfig>>>,
+    max_connections: usize,
 ) -> ReceiverStream<std::io::Result<Accepted>> {
     let (sender, receiver) = tokio::sync::mpsc::channel(64);
+    let open = Arc::new(tokio::sync::Semaphore::new(max_connections));
     tokio::spawn(async move {
         loop {
             let accepted = tokio::select! {
@@ -141,13 +158,23 @@ fn incoming(
                     continue;
                 }
             };
+            let Ok(permit) = open.clone().try_acquire_owned() else {
+                metrics::counter!(
+                    "lockstep_connections_refused_total",
+                    "port" => "etcd",
+                    "reason" => "limit"
+                )
+                .increment(1);
+                drop(tcp);
+                continue;
+            };
             let _ = tcp.set_nodelay(true);
             let sender = sender.clone();
             let tls = tls.clone();
             tokio::spawn(async move {
                 match lockstep_tls::accept(tcp, tls.as_deref()).await {
                     Ok(conn) => {
-                        let _ = sender.send(Ok(Accepted(conn))).await;
+                        let _ = sender.send(Ok(Accepted { conn, _place: permit })).await;
                     }
                     Err(reason) => {
                         metrics::counter!("lockstep_connections_refused_total", "port" => "etcd")

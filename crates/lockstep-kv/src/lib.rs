@@ -434,6 +434,19 @@ impl Request {
         Request::Delete(DeleteRequest { range: KeyRange::key(key), prev_kv: false })
     }
 
+    /// The checks that need no state (empty keys, ranges, a transaction's length and shape):
+    /// the replica that receives a request makes them before it takes a log entry, and
+    /// applying makes them again.
+    pub fn check(&self) -> Result<(), KvError> {
+        match self {
+            Request::Range(range) => check_range(&range.range),
+            Request::Put(put) => check_put(put),
+            Request::Delete(delete) => check_range(&delete.range),
+            Request::Txn(txn) => Kv::check_txn(txn),
+            _ => Ok(()),
+        }
+    }
+
     /// Whether the request only reads (and so may be served by a read-index read).
     pub fn is_read_only(&self) -> bool {
         match self {

@@ -31,22 +31,41 @@ pub async fn listen_clients<M>(
     events: mpsc::Sender<Stamped<Event<M>>>,
     shutdown: watch::Receiver<bool>,
     tls: Option<Arc<Reloading<TlsServerConfig>>>,
+    limits: ClientLimits,
 ) where
     M: StateMachine + 'static,
     M::Input: Send,
     M::Query: Send,
     M::Output: Send + Serialize,
 {
-    crate::transport::accept(listener, shutdown, "client", tls, move |stream, shutdown| {
-        serve_client::<M>(stream, events.clone(), shutdown)
-    })
+    let max_connections = limits.max_connections;
+    crate::transport::accept(
+        listener,
+        shutdown,
+        "client",
+        tls,
+        max_connections,
+        move |stream, shutdown| serve_client::<M>(stream, events.clone(), shutdown, limits),
+    )
     .await;
+}
+
+/// What one native client connection may take.
+#[derive(Clone, Copy, Debug)]
+pub struct ClientLimits {
+    /// Connections open at once on the port.
+    pub max_connections: usize,
+    /// A connection with nothing in flight that sends nothing this long is closed.
+    pub idle_timeout: Duration,
+    /// Requests waiting for answers on one connection.
+    pub max_requests: usize,
 }
 
 async fn serve_client<M>(
     stream: Conn,
     events: mpsc::Sender<Stamped<Event<M>>>,
     mut shutdown: watch::Receiver<bool>,
+    limits: ClientLimits,
 ) -> Result<(), String>
 where
     M: StateMachine + 'static,
@@ -63,7 +82,16 @@ where
     let outcome = 'reading: loop {
         let read = tokio::select! {
             _ = shutdown.changed() => break Ok(()),
-            read = reader.read(&mut buffer) => read,
+            read = tokio::time::timeout(limits.idle_timeout, reader.read(&mut buffer)) => read,
+        };
+        let read = match read {
+            Ok(read) => read,
+            // Idle: closed unless answers are still on their way.
+            Err(_) if window.in_flight.load(Ordering::Acquire) == 0 => {
+                metrics::counter!("lockstep_connections_idle_closed_total").increment(1);
+                break Ok(());
+            }
+            Err(_) => continue,
         };
         let count = match read {
             Ok(0) | Err(_) => break Ok(()),
@@ -88,7 +116,7 @@ where
             // it catches up: its answers never pile up without bound.
             let open = tokio::select! {
                 _ = shutdown.changed() => false,
-                open = window.open(REQUESTS_IN_FLIGHT_MAX) => open,
+                open = window.open(limits.max_requests) => open,
             };
             if !open {
                 break 'reading Ok(());
@@ -110,9 +138,6 @@ where
     }
     outcome
 }
-
-/// Requests of one connection that may wait for their answers at once.
-const REQUESTS_IN_FLIGHT_MAX: usize = 16_384;
 
 /// How many of a connection's requests wait for answers to be written.
 #[derive(Default)]

@@ -138,6 +138,25 @@ pub struct ServerConfig {
     /// Listen in plaintext on an address that is not loopback (refused otherwise).
     #[serde(default)]
     pub insecure_plaintext: bool,
+    /// Connections open at once on each client-facing port (native client, etcd, metrics);
+    /// one more is closed at once, and counted (`lockstep_connections_refused_total`).
+    #[serde(default = "default_max_connections")]
+    pub max_connections: u64,
+    /// Connections open at once on the peer port (two per peer; more are closed at once).
+    #[serde(default = "default_max_peer_connections")]
+    pub max_peer_connections: u64,
+    /// A native client connection with no request in flight that sends nothing for this long
+    /// is closed (clients reconnect when they need to).
+    #[serde(default = "default_client_idle_timeout_millis")]
+    pub client_idle_timeout_millis: u64,
+    /// Requests one native client connection may have waiting for answers; past it, the
+    /// connection is not read until answers are written.
+    #[serde(default = "default_max_requests_per_connection")]
+    pub max_requests_per_connection: u64,
+    /// gRPC streams open at once on one connection to the etcd port (etcd's
+    /// `--max-concurrent-streams`).
+    #[serde(default = "default_max_concurrent_streams")]
+    pub max_concurrent_streams: u32,
     /// Test only: a deliberately broken server, for showing that fault tests catch it (only
     /// the hidden `--sabotage` flag sets it; a configuration file cannot).
     #[serde(skip)]
@@ -174,6 +193,26 @@ pub enum Sabotage {
     /// deterministic would: this replica's state and outputs depart from the others'.
     #[cfg(feature = "sabotage")]
     DivergeAt(u64),
+}
+
+fn default_max_connections() -> u64 {
+    4096
+}
+
+fn default_max_peer_connections() -> u64 {
+    256
+}
+
+fn default_client_idle_timeout_millis() -> u64 {
+    600_000
+}
+
+fn default_max_requests_per_connection() -> u64 {
+    16_384
+}
+
+fn default_max_concurrent_streams() -> u32 {
+    4096
 }
 
 fn default_true() -> bool {
@@ -255,6 +294,11 @@ impl ServerConfig {
             peer_key_file: None,
             peer_trusted_ca_file: None,
             insecure_plaintext: false,
+            max_connections: default_max_connections(),
+            max_peer_connections: default_max_peer_connections(),
+            client_idle_timeout_millis: default_client_idle_timeout_millis(),
+            max_requests_per_connection: default_max_requests_per_connection(),
+            max_concurrent_streams: default_max_concurrent_streams(),
             sabotage: None,
         }
     }
@@ -324,6 +368,17 @@ impl ServerConfig {
             }
         }
         self.validate_tls()?;
+        for (field, value) in [
+            ("max_connections", self.max_connections),
+            ("max_peer_connections", self.max_peer_connections),
+            ("client_idle_timeout_millis", self.client_idle_timeout_millis),
+            ("max_requests_per_connection", self.max_requests_per_connection),
+            ("max_concurrent_streams", u64::from(self.max_concurrent_streams)),
+        ] {
+            if value == 0 {
+                return fail(format!("{field}: must be at least 1"));
+            }
+        }
         if self.tick_millis == 0 {
             return fail("tick_millis: must be at least 1".to_string());
         }

@@ -62,7 +62,9 @@ pub async fn serve(
     handle: PrometheusHandle,
     mut shutdown: watch::Receiver<bool>,
     tls: Option<std::sync::Arc<lockstep_tls::Reloading<lockstep_tls::rustls::ServerConfig>>>,
+    max_connections: usize,
 ) {
+    let open = std::sync::Arc::new(tokio::sync::Semaphore::new(max_connections));
     loop {
         let accepted = tokio::select! {
             _ = shutdown.changed() => return,
@@ -72,9 +74,19 @@ pub async fn serve(
             tokio::time::sleep(Duration::from_millis(50)).await;
             continue;
         };
+        let Ok(permit) = open.clone().try_acquire_owned() else {
+            metrics::counter!(
+                "lockstep_connections_refused_total",
+                "port" => "metrics",
+                "reason" => "limit"
+            )
+            .increment(1);
+            continue;
+        };
         let handle = handle.clone();
         let tls = tls.clone();
         tokio::spawn(async move {
+            let _permit = permit;
             let stream = match crate::tls::accept(stream, tls.as_deref()).await {
                 Ok(stream) => stream,
                 Err(reason) => {

@@ -143,6 +143,7 @@ impl BoundServer {
             }
         }
         let security = Security::load(&config)?;
+        open_files_for(&config);
         let (progress, _) = watch::channel(Progress::default());
         Ok(BoundServer {
             config,
@@ -372,12 +373,19 @@ impl BoundServer {
             events.clone(),
             stopped.clone(),
             security.peers_in.clone(),
+            usize::try_from(config.max_peer_connections).unwrap_or(usize::MAX),
         ));
         tokio::spawn(listen_clients(
             client_listener,
             events.clone(),
             stopped.clone(),
             security.clients.clone(),
+            crate::clients::ClientLimits {
+                max_connections: usize::try_from(config.max_connections).unwrap_or(usize::MAX),
+                idle_timeout: Duration::from_millis(config.client_idle_timeout_millis),
+                max_requests: usize::try_from(config.max_requests_per_connection)
+                    .unwrap_or(usize::MAX),
+            },
         ));
         security.watch(stopped.clone());
         // The clock runs on its own thread, so no network work can delay it; ticks missed
@@ -412,6 +420,7 @@ impl BoundServer {
                         handle,
                         stopped.clone(),
                         security.clients.clone(),
+                        usize::try_from(config.max_connections).unwrap_or(usize::MAX),
                     ));
                 }
                 None => tracing::warn!("the metrics endpoint is off: no recorder"),
@@ -443,6 +452,37 @@ impl BoundServer {
             Err(reason) => tracing::error!("stopped: {reason}"),
         }
         result
+    }
+}
+
+/// Raises the soft limit on open files to the hard one (connections are files), and warns when
+/// the connection limits could still use up what is left: a port that runs out of file
+/// descriptors cannot accept, and peers must always be able to connect.
+fn open_files_for(config: &ServerConfig) {
+    use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
+    let limit = getrlimit(Resource::Nofile);
+    if limit.current < limit.maximum || (limit.current.is_some() && limit.maximum.is_none()) {
+        let raised = Rlimit { current: limit.maximum, maximum: limit.maximum };
+        if let Err(error) = setrlimit(Resource::Nofile, raised) {
+            tracing::debug!("cannot raise the open files limit: {error}");
+        }
+    }
+    let Some(current) = getrlimit(Resource::Nofile).current else { return };
+    // Three client-facing ports, the peer port, and room for the log, checkpoints and
+    // the connections this replica dials.
+    let wanted = config
+        .max_connections
+        .saturating_mul(3)
+        .saturating_add(config.max_peer_connections)
+        .saturating_add(256);
+    if wanted > current {
+        tracing::warn!(
+            "the connection limits (max_connections {} on each of three ports, \
+             max_peer_connections {}) could use more file descriptors than the process may \
+             open ({current}): lower max_connections or raise `ulimit -n`",
+            config.max_connections,
+            config.max_peer_connections
+        );
     }
 }
 

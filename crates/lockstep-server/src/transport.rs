@@ -35,6 +35,12 @@ use crate::replica::{Event, Stamped};
 /// The largest peer frame accepted: a full append or snapshot chunk with room to spare.
 pub const PEER_FRAME_BYTES_MAX: u64 = 64 << 20;
 
+/// The largest frame accepted before a peer's hello: what a hello needs, with room to spare.
+const HELLO_FRAME_BYTES_MAX: u64 = 4 << 10;
+
+/// A peer connection must have said who it is within this long of being accepted.
+const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// A peer that takes no 64 KiB of a write within this long is dropped (and redialled).
 const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -315,17 +321,24 @@ fn encode_batch(kind: Kind, batch: Vec<Message>, buffer: &mut Vec<u8>) {
 /// Accepts connections until shut down, serving each on its own task with `serve` (after a
 /// TLS handshake, with `tls`); a connection refused in the handshake or closed by `serve` for
 /// bad input is logged and counted under `port`.
+///
+/// At most `max_connections` are open at once: one more is closed as soon as it is accepted
+/// (counted with `reason="limit"`), so that the connections open, and the other ports, keep
+/// their share of the process's file descriptors.
 pub async fn accept<F, Fut>(
     listener: TcpListener,
     mut shutdown: watch::Receiver<bool>,
     port: &'static str,
     tls: Option<Arc<Reloading<TlsServerConfig>>>,
+    max_connections: usize,
     serve: F,
 ) where
     F: Fn(Conn, watch::Receiver<bool>) -> Fut + Send + Sync + 'static,
     Fut: std::future::Future<Output = Result<(), String>> + Send + 'static,
 {
     let serve = Arc::new(serve);
+    let open = Arc::new(tokio::sync::Semaphore::new(max_connections));
+    let mut warned: Option<Instant> = None;
     loop {
         let accepted = tokio::select! {
             _ = shutdown.changed() => return,
@@ -334,11 +347,30 @@ pub async fn accept<F, Fut>(
         match accepted {
             Ok((stream, address)) => {
                 metrics::counter!("lockstep_connections_total", "port" => port).increment(1);
+                let Ok(permit) = open.clone().try_acquire_owned() else {
+                    metrics::counter!(
+                        "lockstep_connections_refused_total",
+                        "port" => port,
+                        "reason" => "limit"
+                    )
+                    .increment(1);
+                    if warned.is_none_or(|at| at.elapsed() >= Duration::from_secs(10)) {
+                        warned = Some(Instant::now());
+                        tracing::warn!(
+                            %address,
+                            "refusing {port} connections: {max_connections} are open (the \
+                             limit; see max_connections)"
+                        );
+                    }
+                    drop(stream);
+                    continue;
+                };
                 let _ = stream.set_nodelay(true);
                 let serve = serve.clone();
                 let tls = tls.clone();
                 let shutdown = shutdown.clone();
                 tokio::spawn(async move {
+                    let _permit = permit;
                     let outcome = match crate::tls::accept(stream, tls.as_deref()).await {
                         Ok(conn) => serve(conn, shutdown).await,
                         Err(reason) => Err(reason),
@@ -366,12 +398,13 @@ pub async fn listen_peers<M: StateMachine + 'static>(
     events: mpsc::Sender<Stamped<Event<M>>>,
     shutdown: watch::Receiver<bool>,
     tls: Option<Arc<Reloading<TlsServerConfig>>>,
+    max_connections: usize,
 ) where
     M::Input: Send,
     M::Query: Send,
     M::Output: Send,
 {
-    accept(listener, shutdown, "peer", tls, move |stream, shutdown| {
+    accept(listener, shutdown, "peer", tls, max_connections, move |stream, shutdown| {
         let events = events.clone();
         async move { serve_peer(stream, me, cluster_id, &events, shutdown).await }
     })
@@ -386,13 +419,15 @@ async fn serve_peer<M: StateMachine>(
     events: &mpsc::Sender<Stamped<Event<M>>>,
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<(), String> {
-    let mut decoder = Decoder::new(PEER_FRAME_BYTES_MAX);
+    // Until it has said who it is, a connection gets what a hello needs: a small frame, within
+    // a deadline for the whole hello (not for each read: a byte at a time does not extend it).
+    let mut decoder = Decoder::new(HELLO_FRAME_BYTES_MAX);
     let mut buffer = vec![0u8; 64 << 10];
     let mut hello: Option<PeerHello> = None;
+    let hello_due = tokio::time::Instant::now() + HELLO_TIMEOUT;
     loop {
         let read = if hello.is_none() {
-            // A connection must introduce itself promptly.
-            match tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buffer)).await {
+            match tokio::time::timeout_at(hello_due, stream.read(&mut buffer)).await {
                 Ok(read) => read,
                 Err(_) => return Err("no hello within 5 s".to_string()),
             }
@@ -446,6 +481,7 @@ async fn serve_peer<M: StateMachine>(
                         }
                     }
                     hello = Some(greeting);
+                    decoder.set_frame_bytes_max(PEER_FRAME_BYTES_MAX);
                 }
                 Some(greeting) => {
                     if kind != Kind::Peer && kind != Kind::Snapshot {

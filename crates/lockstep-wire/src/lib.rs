@@ -163,7 +163,13 @@ impl Decoder {
         Decoder { buffer: BytesMut::new(), frame_bytes_max }
     }
 
-    /// Adds bytes read from the connection.
+    /// Changes the largest frame accepted from now on (a connection that has identified
+    /// itself may send larger ones).
+    pub fn set_frame_bytes_max(&mut self, frame_bytes_max: u64) {
+        self.frame_bytes_max = frame_bytes_max;
+    }
+
+    /// Appends bytes read from the connection.
     pub fn extend(&mut self, bytes: &[u8]) {
         self.buffer.extend_from_slice(bytes);
     }

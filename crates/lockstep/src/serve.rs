@@ -29,7 +29,10 @@ use lockstep_server::{BoundServer, Inbox, LocalLink, Member, ServerConfig};
 /// verified_outputs (false),
 /// join (false), auto_compact_revisions (0: never), lease_checkpoint_millis (300000);
 /// TLS (docs/SECURITY.md): cert_file, key_file, trusted_ca_file, client_cert_auth,
-/// peer_cert_file, peer_key_file, peer_trusted_ca_file, insecure_plaintext.
+/// peer_cert_file, peer_key_file, peer_trusted_ca_file, insecure_plaintext; limits
+/// (docs/SECURITY.md): max_connections (4096 per port), max_peer_connections (256),
+/// client_idle_timeout_millis (600000), max_requests_per_connection (16384),
+/// max_concurrent_streams (4096).
 #[derive(Args, Debug, Default, Clone)]
 pub struct ServeArgs {
     /// A TOML configuration file.
@@ -136,6 +139,21 @@ pub struct ServeArgs {
     /// Serve in plaintext on addresses that are not loopback (refused otherwise).
     #[arg(long)]
     insecure_plaintext: bool,
+    /// Connections open at once on each client-facing port (client, etcd, metrics).
+    #[arg(long)]
+    max_connections: Option<u64>,
+    /// Connections open at once on the peer port.
+    #[arg(long)]
+    max_peer_connections: Option<u64>,
+    /// Close a native client connection idle (nothing in flight, nothing sent) this long.
+    #[arg(long)]
+    client_idle_timeout_millis: Option<u64>,
+    /// Requests one native client connection may have waiting for answers.
+    #[arg(long)]
+    max_requests_per_connection: Option<u64>,
+    /// gRPC streams open at once on one etcd connection.
+    #[arg(long)]
+    max_concurrent_streams: Option<u32>,
     /// Print the resulting configuration as TOML and exit.
     #[arg(long)]
     print_config: bool,
@@ -302,6 +320,21 @@ pub fn config(args: &ServeArgs) -> Result<ServerConfig, String> {
     if args.client_cert_auth {
         config.client_cert_auth = true;
     }
+    if let Some(value) = args.max_connections {
+        config.max_connections = value;
+    }
+    if let Some(value) = args.max_peer_connections {
+        config.max_peer_connections = value;
+    }
+    if let Some(value) = args.client_idle_timeout_millis {
+        config.client_idle_timeout_millis = value;
+    }
+    if let Some(value) = args.max_requests_per_connection {
+        config.max_requests_per_connection = value;
+    }
+    if let Some(value) = args.max_concurrent_streams {
+        config.max_concurrent_streams = value;
+    }
     if args.insecure_plaintext {
         config.insecure_plaintext = true;
     }
@@ -391,6 +424,10 @@ pub async fn run(args: ServeArgs) -> Result<(), String> {
                 let _ = stopped.changed().await;
             },
             security.etcd.clone(),
+            lockstep_etcd::EtcdLimits {
+                max_connections: usize::try_from(config.max_connections).unwrap_or(usize::MAX),
+                max_concurrent_streams: config.max_concurrent_streams,
+            },
         ))
     });
     let result = server.run_with(Kv::new(), inbox, shutdown_signal()).await;

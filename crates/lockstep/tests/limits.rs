@@ -1,0 +1,113 @@
+//! Admission limits on real processes: connections over a port's cap are closed at once while
+//! the cluster keeps its leader and serves; idle client connections are closed; a peer port
+//! gives an unidentified connection only what a hello needs, within a deadline; a transaction
+//! too long is refused before it takes a log entry.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::Cluster;
+use lockstep_etcd::proto::etcdserverpb as pb;
+use lockstep_etcd::rpc::k_v_client::KVClient;
+use lockstep_kv::Request;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// Whether the server closes `stream` within `within` (reads end or fail).
+async fn closed_within(stream: &mut TcpStream, within: Duration) -> bool {
+    let mut buffer = [0u8; 64];
+    matches!(tokio::time::timeout(within, stream.read(&mut buffer)).await, Ok(Ok(0)) | Ok(Err(_)))
+}
+
+#[test]
+fn connections_over_the_cap_idle_ones_and_unidentified_peers_are_closed_and_the_leader_stays() {
+    let mut cluster = Cluster::new("limits", 3);
+    cluster.extra_args = vec![
+        "--max-connections".into(),
+        "20".into(),
+        "--client-idle-timeout-millis".into(),
+        "1500".into(),
+    ];
+    cluster.start_all();
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    runtime.block_on(async {
+        let leader = cluster.leader(Duration::from_secs(20)).await;
+        let client = cluster.client();
+        client.write(Request::put("before", "x")).await.expect("a write");
+        let before = cluster.status(leader).await.expect("the leader answers");
+
+        // 40 idle connections to each client-facing port of the leader: the 20 over the cap
+        // are closed at once.
+        for port in [cluster.replicas[&leader].client, cluster.replicas[&leader].etcd] {
+            let mut idle = Vec::new();
+            for _ in 0..40 {
+                idle.push(TcpStream::connect(("127.0.0.1", port)).await.expect("connects"));
+            }
+            let mut refused = 0;
+            for stream in &mut idle {
+                if closed_within(stream, Duration::from_millis(300)).await {
+                    refused += 1;
+                }
+            }
+            assert!(refused >= 20, "port {port}: {refused} of 40 connections closed at once");
+            assert!(refused < 40, "port {port}: the cap admits 20 (some held by peers' gateways)");
+        }
+
+        // The idle native connections are closed after their timeout, and clients get in.
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        for n in 0..50 {
+            client.write(Request::put(format!("k{n}"), "v")).await.expect("writes go on");
+        }
+
+        // A peer connection that announces a large frame before its hello is closed at once.
+        let peer = cluster.replicas[&leader].peer;
+        let mut stream = TcpStream::connect(("127.0.0.1", peer)).await.expect("connects");
+        stream.write_all(&(64u32 << 20).to_le_bytes()).await.expect("written");
+        stream.write_all(&[0u8; 4096]).await.expect("written");
+        assert!(closed_within(&mut stream, Duration::from_secs(2)).await, "large pre-hello frame");
+
+        // One that trickles a byte at a time is closed at the hello's deadline (5 s), however
+        // often it sends.
+        let mut stream = TcpStream::connect(("127.0.0.1", peer)).await.expect("connects");
+        let started = Instant::now();
+        let mut closed = false;
+        while started.elapsed() < Duration::from_secs(10) {
+            if stream.write_all(&[1]).await.is_err() {
+                closed = true;
+                break;
+            }
+            if closed_within(&mut stream, Duration::from_millis(500)).await {
+                closed = true;
+                break;
+            }
+        }
+        assert!(closed, "a trickling connection was closed");
+        let took = started.elapsed();
+        assert!(took < Duration::from_secs(8), "closed at the hello deadline, not later: {took:?}");
+
+        // A transaction longer than 128 operations is refused before it takes a log entry.
+        let commit = cluster.status(leader).await.expect("the leader answers").commit;
+        let endpoint = format!("http://127.0.0.1:{}", cluster.replicas[&leader].etcd);
+        let mut kv = KVClient::connect(endpoint).await.expect("connects");
+        let put = |n: usize| pb::RequestOp {
+            request: Some(pb::request_op::Request::RequestPut(pb::PutRequest {
+                key: format!("t{n}").into_bytes(),
+                value: b"v".to_vec(),
+                ..Default::default()
+            })),
+        };
+        for _ in 0..5 {
+            let txn =
+                pb::TxnRequest { success: (0..10_000).map(put).collect(), ..Default::default() };
+            let status = kv.txn(txn).await.expect_err("refused");
+            assert!(status.message().contains("too many operations"), "{status:?}");
+        }
+        let after = cluster.status(leader).await.expect("the leader answers");
+        assert_eq!(after.commit, commit, "no log entry was taken for refused transactions");
+
+        // Through all of it, the same leader in the same term.
+        assert_eq!(after.term, before.term, "the term moved");
+        assert_eq!(cluster.leader(Duration::from_secs(5)).await, leader, "the leader changed");
+    });
+}

@@ -97,6 +97,10 @@ pub struct GatewayConfig {
     /// TLS for what the gateway dials: the members' client ports and the leader's etcd port
     /// (`None`: plaintext).
     pub tls: Option<GatewayTls>,
+    /// Watchers open at once on this member; one more is refused (canceled at creation).
+    pub max_watchers: usize,
+    /// Watchers open at once on one Watch stream.
+    pub max_watchers_per_stream: usize,
 }
 
 /// How the gateway dials other members over TLS.
@@ -142,6 +146,8 @@ pub(crate) struct Shared {
     /// The leader's Lease service, where keep-alives go while this replica does not lead
     /// (with the leader's id: a new leader needs a new client).
     leader_leases: tokio::sync::Mutex<Option<(u64, LeaseClient<Channel>)>>,
+    /// Watchers open on this member.
+    pub(crate) watchers_open: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 /// The gateway; clone it into each service.
@@ -188,6 +194,7 @@ impl Gateway {
                 lease_gate: tokio::sync::RwLock::new(()),
                 confirmed: tokio::sync::Mutex::new(None),
                 leader_leases: tokio::sync::Mutex::new(None),
+                watchers_open: Arc::default(),
                 config,
             }),
         }
@@ -339,6 +346,31 @@ impl Gateway {
         let client = LeaseClient::new(endpoint.connect_lazy());
         *cached = Some((leader, client.clone()));
         Ok(client)
+    }
+
+    /// A place for one more watcher, unless this member or `stream_watchers` (the watchers
+    /// of one stream) is at its limit: then why not.
+    pub(crate) fn watcher_place(&self, stream_watchers: usize) -> Result<WatcherPlace, String> {
+        let config = &self.shared.config;
+        if stream_watchers >= config.max_watchers_per_stream {
+            metrics::counter!("lockstep_watchers_refused_total").increment(1);
+            return Err(format!(
+                "etcdserver: too many watchers on this stream ({}; the limit: \
+                 max_watchers_per_stream)",
+                config.max_watchers_per_stream
+            ));
+        }
+        let open = &self.shared.watchers_open;
+        let taken = open.fetch_add(1, Ordering::AcqRel);
+        let place = WatcherPlace(open.clone());
+        if taken >= config.max_watchers {
+            metrics::counter!("lockstep_watchers_refused_total").increment(1);
+            return Err(format!(
+                "etcdserver: too many watchers on this member ({}; the limit: max_watchers)",
+                config.max_watchers
+            ));
+        }
+        Ok(place)
     }
 
     /// The replica's published progress, when the gateway runs beside it.
@@ -934,4 +966,13 @@ fn grpc_tls(tls: &GatewayTls, address: &str) -> Result<tonic::transport::ClientT
         .ca_certificate(tonic::transport::Certificate::from_pem(read(&tls.ca_file)?))
         .identity(tonic::transport::Identity::from_pem(read(&tls.cert_file)?, read(&tls.key_file)?))
         .domain_name(host.to_string()))
+}
+
+/// One watcher's place among the member's watchers, given back when dropped.
+pub(crate) struct WatcherPlace(Arc<std::sync::atomic::AtomicUsize>);
+
+impl Drop for WatcherPlace {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
 }

@@ -439,6 +439,8 @@ type Sender = mpsc::Sender<Result<pb::WatchResponse, Status>>;
 /// What a watch stream knows of one of its watchers.
 struct Handle {
     task: tokio::task::JoinHandle<()>,
+    /// Its place among the member's watchers.
+    _place: crate::gateway::WatcherPlace,
     /// Every change up to this revision has been sent (or filtered out).
     delivered: Arc<AtomicU64>,
     /// Set on cancel: the watcher sends nothing more.
@@ -602,6 +604,15 @@ impl Watch for Gateway {
                             }
                             continue;
                         }
+                        let place = match gateway.watcher_place(watchers.len()) {
+                            Ok(place) => place,
+                            Err(reason) => {
+                                if sender.send(Ok(refused(&reason, current))).await.is_err() {
+                                    break;
+                                }
+                                continue;
+                            }
+                        };
                         let start = if create.start_revision > 0 {
                             create.start_revision as u64
                         } else {
@@ -633,7 +644,7 @@ impl Watch for Gateway {
                             canceled: canceled.clone(),
                         };
                         let task = tokio::spawn(watcher.run(gateway.clone(), sender.clone()));
-                        watchers.insert(id, Handle { task, delivered, canceled });
+                        watchers.insert(id, Handle { task, _place: place, delivered, canceled });
                         continue;
                     }
                     Some(RequestUnion::CancelRequest(cancel)) => {

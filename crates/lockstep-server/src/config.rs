@@ -157,6 +157,12 @@ pub struct ServerConfig {
     /// `--max-concurrent-streams`).
     #[serde(default = "default_max_concurrent_streams")]
     pub max_concurrent_streams: u32,
+    /// etcd's API: watchers open at once on this member.
+    #[serde(default = "default_max_watchers")]
+    pub max_watchers: u64,
+    /// etcd's API: watchers open at once on one Watch stream.
+    #[serde(default = "default_max_watchers_per_stream")]
+    pub max_watchers_per_stream: u64,
     /// Test only: a deliberately broken server, for showing that fault tests catch it (only
     /// the hidden `--sabotage` flag sets it; a configuration file cannot).
     #[serde(skip)]
@@ -213,6 +219,14 @@ fn default_max_requests_per_connection() -> u64 {
 
 fn default_max_concurrent_streams() -> u32 {
     4096
+}
+
+fn default_max_watchers() -> u64 {
+    100_000
+}
+
+fn default_max_watchers_per_stream() -> u64 {
+    10_000
 }
 
 fn default_true() -> bool {
@@ -299,6 +313,8 @@ impl ServerConfig {
             client_idle_timeout_millis: default_client_idle_timeout_millis(),
             max_requests_per_connection: default_max_requests_per_connection(),
             max_concurrent_streams: default_max_concurrent_streams(),
+            max_watchers: default_max_watchers(),
+            max_watchers_per_stream: default_max_watchers_per_stream(),
             sabotage: None,
         }
     }
@@ -374,6 +390,8 @@ impl ServerConfig {
             ("client_idle_timeout_millis", self.client_idle_timeout_millis),
             ("max_requests_per_connection", self.max_requests_per_connection),
             ("max_concurrent_streams", u64::from(self.max_concurrent_streams)),
+            ("max_watchers", self.max_watchers),
+            ("max_watchers_per_stream", self.max_watchers_per_stream),
         ] {
             if value == 0 {
                 return fail(format!("{field}: must be at least 1"));

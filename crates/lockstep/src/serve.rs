@@ -32,7 +32,7 @@ use lockstep_server::{BoundServer, Inbox, LocalLink, Member, ServerConfig};
 /// peer_cert_file, peer_key_file, peer_trusted_ca_file, insecure_plaintext; limits
 /// (docs/SECURITY.md): max_connections (4096 per port), max_peer_connections (256),
 /// client_idle_timeout_millis (600000), max_requests_per_connection (16384),
-/// max_concurrent_streams (4096).
+/// max_concurrent_streams (4096), max_watchers (100000), max_watchers_per_stream (10000).
 #[derive(Args, Debug, Default, Clone)]
 pub struct ServeArgs {
     /// A TOML configuration file.
@@ -154,6 +154,12 @@ pub struct ServeArgs {
     /// gRPC streams open at once on one etcd connection.
     #[arg(long)]
     max_concurrent_streams: Option<u32>,
+    /// Watchers open at once on this member (etcd's API).
+    #[arg(long)]
+    max_watchers: Option<u64>,
+    /// Watchers open at once on one Watch stream (etcd's API).
+    #[arg(long)]
+    max_watchers_per_stream: Option<u64>,
     /// Print the resulting configuration as TOML and exit.
     #[arg(long)]
     print_config: bool,
@@ -335,6 +341,12 @@ pub fn config(args: &ServeArgs) -> Result<ServerConfig, String> {
     if let Some(value) = args.max_concurrent_streams {
         config.max_concurrent_streams = value;
     }
+    if let Some(value) = args.max_watchers {
+        config.max_watchers = value;
+    }
+    if let Some(value) = args.max_watchers_per_stream {
+        config.max_watchers_per_stream = value;
+    }
     if args.insecure_plaintext {
         config.insecure_plaintext = true;
     }
@@ -415,6 +427,9 @@ pub async fn run(args: ServeArgs) -> Result<(), String> {
                 }),
                 _ => None,
             },
+            max_watchers: usize::try_from(config.max_watchers).unwrap_or(usize::MAX),
+            max_watchers_per_stream: usize::try_from(config.max_watchers_per_stream)
+                .unwrap_or(usize::MAX),
         });
         let mut stopped = etcd_stopped.clone();
         tokio::spawn(lockstep_etcd::serve(

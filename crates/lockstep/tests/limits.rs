@@ -28,6 +28,10 @@ fn connections_over_the_cap_idle_ones_and_unidentified_peers_are_closed_and_the_
         "20".into(),
         "--client-idle-timeout-millis".into(),
         "1500".into(),
+        "--max-watchers-per-stream".into(),
+        "5".into(),
+        "--max-watchers".into(),
+        "8".into(),
     ];
     cluster.start_all();
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
@@ -106,8 +110,64 @@ fn connections_over_the_cap_idle_ones_and_unidentified_peers_are_closed_and_the_
         let after = cluster.status(leader).await.expect("the leader answers");
         assert_eq!(after.commit, commit, "no log entry was taken for refused transactions");
 
+        // Watchers: 5 on one stream, the 6th refused; 3 more on another, then the member's 8
+        // are taken; a stream closed gives its places back.
+        let endpoint = format!("http://127.0.0.1:{}", cluster.replicas[&leader].etcd);
+        let channel = tonic::transport::Channel::from_shared(endpoint)
+            .expect("an address")
+            .connect()
+            .await
+            .expect("connects");
+        let first = watch_stream(&channel).await;
+        let second = watch_stream(&channel).await;
+        let mut first = first;
+        let mut second = second;
+        for n in 0..5 {
+            assert_eq!(create_watcher(&mut first, n).await, None, "watcher {n} on the first");
+        }
+        let refused = create_watcher(&mut first, 5).await.expect("the 6th is refused");
+        assert!(refused.contains("on this stream"), "{refused}");
+        for n in 0..3 {
+            assert_eq!(create_watcher(&mut second, n).await, None, "watcher {n} on the second");
+        }
+        let refused = create_watcher(&mut second, 3).await.expect("the member's 9th is refused");
+        assert!(refused.contains("on this member"), "{refused}");
+        drop(first);
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert_eq!(create_watcher(&mut second, 4).await, None, "places are given back");
+
         // Through all of it, the same leader in the same term.
         assert_eq!(after.term, before.term, "the term moved");
         assert_eq!(cluster.leader(Duration::from_secs(5)).await, leader, "the leader changed");
     });
+}
+
+/// A Watch stream: where to send requests, and its responses.
+struct WatchStream {
+    requests: tokio::sync::mpsc::Sender<pb::WatchRequest>,
+    responses: tonic::Streaming<pb::WatchResponse>,
+}
+
+async fn watch_stream(channel: &tonic::transport::Channel) -> WatchStream {
+    let (requests, receiver) = tokio::sync::mpsc::channel(16);
+    let outbound = tonic::codegen::tokio_stream::wrappers::ReceiverStream::new(receiver);
+    let mut client = lockstep_etcd::rpc::watch_client::WatchClient::new(channel.clone());
+    let responses = client.watch(outbound).await.expect("a watch stream").into_inner();
+    WatchStream { requests, responses }
+}
+
+/// Creates watcher `n` on `stream`: `None` if created, else why it was refused.
+async fn create_watcher(stream: &mut WatchStream, n: usize) -> Option<String> {
+    use pb::watch_request::RequestUnion;
+    let create =
+        pb::WatchCreateRequest { key: format!("watched/{n}").into_bytes(), ..Default::default() };
+    let request = pb::WatchRequest { request_union: Some(RequestUnion::CreateRequest(create)) };
+    stream.requests.send(request).await.expect("sent");
+    let response = tokio::time::timeout(Duration::from_secs(10), stream.responses.message())
+        .await
+        .expect("an answer in time")
+        .expect("a response")
+        .expect("the stream is open");
+    assert!(response.created, "{response:?}");
+    response.canceled.then_some(response.cancel_reason)
 }

@@ -59,6 +59,8 @@ pub struct ClientLimits {
     pub idle_timeout: Duration,
     /// Requests waiting for answers on one connection.
     pub max_requests: usize,
+    /// A request frame must arrive whole within this long of its first byte.
+    pub frame_timeout: Duration,
 }
 
 async fn serve_client<M>(
@@ -79,15 +81,29 @@ where
     let writing = tokio::spawn(write_answers::<M::Output>(writer, answers, window.clone()));
     let mut decoder = Decoder::new(CLIENT_FRAME_BYTES_MAX);
     let mut buffer = vec![0u8; 64 << 10];
+    // Since when part of a frame has waited for the rest: a frame must arrive whole within
+    // `frame_timeout`, so that a connection cannot hold a large buffer by trickling.
+    let mut partial_since: Option<tokio::time::Instant> = None;
     let outcome = 'reading: loop {
+        let due = partial_since.map(|since| since + limits.frame_timeout);
+        let wait = due.map_or(limits.idle_timeout, |due| {
+            due.saturating_duration_since(tokio::time::Instant::now()).min(limits.idle_timeout)
+        });
         let read = tokio::select! {
             _ = shutdown.changed() => break Ok(()),
-            read = tokio::time::timeout(limits.idle_timeout, reader.read(&mut buffer)) => read,
+            read = tokio::time::timeout(wait, reader.read(&mut buffer)) => read,
         };
         let read = match read {
             Ok(read) => read,
+            Err(_) if due.is_some_and(|due| tokio::time::Instant::now() >= due) => {
+                metrics::counter!("lockstep_connections_slow_frame_closed_total").increment(1);
+                break Err(format!(
+                    "a request frame took longer than {} ms to arrive whole",
+                    limits.frame_timeout.as_millis()
+                ));
+            }
             // Idle: closed unless answers are still on their way.
-            Err(_) if window.in_flight.load(Ordering::Acquire) == 0 => {
+            Err(_) if partial_since.is_none() && window.in_flight.load(Ordering::Acquire) == 0 => {
                 metrics::counter!("lockstep_connections_idle_closed_total").increment(1);
                 break Ok(());
             }
@@ -125,6 +141,10 @@ where
                 break 'reading Ok(());
             }
         }
+        partial_since = match decoder.buffered() {
+            0 => None,
+            _ => Some(partial_since.unwrap_or_else(tokio::time::Instant::now)),
+        };
     };
     if let Err(reason) = &outcome {
         let refusal = ClientError::Malformed(format!("closing the connection: {reason}"));

@@ -153,6 +153,10 @@ pub struct ServerConfig {
     /// connection is not read until answers are written.
     #[serde(default = "default_max_requests_per_connection")]
     pub max_requests_per_connection: u64,
+    /// A native client's request frame must arrive whole within this long of its first byte
+    /// (a connection cannot hold a large buffer by sending it a byte at a time).
+    #[serde(default = "default_client_frame_timeout_millis")]
+    pub client_frame_timeout_millis: u64,
     /// gRPC streams open at once on one connection to the etcd port (etcd's
     /// `--max-concurrent-streams`).
     #[serde(default = "default_max_concurrent_streams")]
@@ -227,6 +231,10 @@ fn default_max_watchers() -> u64 {
 
 fn default_max_watchers_per_stream() -> u64 {
     10_000
+}
+
+fn default_client_frame_timeout_millis() -> u64 {
+    30_000
 }
 
 fn default_true() -> bool {
@@ -312,6 +320,7 @@ impl ServerConfig {
             max_peer_connections: default_max_peer_connections(),
             client_idle_timeout_millis: default_client_idle_timeout_millis(),
             max_requests_per_connection: default_max_requests_per_connection(),
+            client_frame_timeout_millis: default_client_frame_timeout_millis(),
             max_concurrent_streams: default_max_concurrent_streams(),
             max_watchers: default_max_watchers(),
             max_watchers_per_stream: default_max_watchers_per_stream(),
@@ -389,6 +398,7 @@ impl ServerConfig {
             ("max_peer_connections", self.max_peer_connections),
             ("client_idle_timeout_millis", self.client_idle_timeout_millis),
             ("max_requests_per_connection", self.max_requests_per_connection),
+            ("client_frame_timeout_millis", self.client_frame_timeout_millis),
             ("max_concurrent_streams", u64::from(self.max_concurrent_streams)),
             ("max_watchers", self.max_watchers),
             ("max_watchers_per_stream", self.max_watchers_per_stream),

@@ -51,6 +51,9 @@ pub struct BoundServer {
     metrics_listener: Option<tokio::net::TcpListener>,
     progress: watch::Sender<Progress>,
     security: Security,
+    /// Connections open at once on each client-facing port: `max_connections`, lowered if
+    /// the process may not open that many files and still leave the peers theirs.
+    max_connections: usize,
 }
 
 /// The queue of the replica thread's requests from clients and peers, made before the server
@@ -143,7 +146,7 @@ impl BoundServer {
             }
         }
         let security = Security::load(&config)?;
-        open_files_for(&config);
+        let max_connections = open_files_for(&config);
         let (progress, _) = watch::channel(Progress::default());
         Ok(BoundServer {
             config,
@@ -152,7 +155,14 @@ impl BoundServer {
             metrics_listener,
             progress,
             security,
+            max_connections,
         })
+    }
+
+    /// Connections open at once on each client-facing port (see `max_connections`; lowered
+    /// to what the open-files limit allows, leaving the peers theirs).
+    pub fn max_connections(&self) -> usize {
+        self.max_connections
     }
 
     /// The TLS configurations of the replica's ports (for the etcd gateway in the same
@@ -208,6 +218,7 @@ impl BoundServer {
             metrics_listener,
             progress,
             security,
+            max_connections,
         } = self;
         let claimed = identity::claim(&config.data_dir, config.cluster_id, config.id)?;
         // A replica joining a running cluster starts from the others' initial members, without
@@ -381,10 +392,11 @@ impl BoundServer {
             stopped.clone(),
             security.clients.clone(),
             crate::clients::ClientLimits {
-                max_connections: usize::try_from(config.max_connections).unwrap_or(usize::MAX),
+                max_connections,
                 idle_timeout: Duration::from_millis(config.client_idle_timeout_millis),
                 max_requests: usize::try_from(config.max_requests_per_connection)
                     .unwrap_or(usize::MAX),
+                frame_timeout: Duration::from_millis(config.client_frame_timeout_millis),
             },
         ));
         security.watch(stopped.clone());
@@ -420,7 +432,7 @@ impl BoundServer {
                         handle,
                         stopped.clone(),
                         security.clients.clone(),
-                        usize::try_from(config.max_connections).unwrap_or(usize::MAX),
+                        max_connections,
                     ));
                 }
                 None => tracing::warn!("the metrics endpoint is off: no recorder"),
@@ -455,11 +467,15 @@ impl BoundServer {
     }
 }
 
-/// Raises the soft limit on open files to the hard one (connections are files), and warns when
-/// the connection limits could still use up what is left: a port that runs out of file
-/// descriptors cannot accept, and peers must always be able to connect.
-fn open_files_for(config: &ServerConfig) {
+/// Raises the soft limit on open files to the hard one (connections are files), and returns
+/// how many connections each client-facing port may hold: `max_connections`, or less when the
+/// process may not open that many files on three ports and still leave the peer port its
+/// `max_peer_connections` and the log, checkpoints and outgoing connections their room (a port
+/// that runs out of file descriptors cannot accept: clients must never crowd out peers).
+fn open_files_for(config: &ServerConfig) -> usize {
     use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
+    const RESERVED: u64 = 256;
+    let configured = usize::try_from(config.max_connections).unwrap_or(usize::MAX);
     let limit = getrlimit(Resource::Nofile);
     if limit.current < limit.maximum || (limit.current.is_some() && limit.maximum.is_none()) {
         let raised = Rlimit { current: limit.maximum, maximum: limit.maximum };
@@ -467,23 +483,19 @@ fn open_files_for(config: &ServerConfig) {
             tracing::debug!("cannot raise the open files limit: {error}");
         }
     }
-    let Some(current) = getrlimit(Resource::Nofile).current else { return };
-    // Three client-facing ports, the peer port, and room for the log, checkpoints and
-    // the connections this replica dials.
-    let wanted = config
-        .max_connections
-        .saturating_mul(3)
-        .saturating_add(config.max_peer_connections)
-        .saturating_add(256);
-    if wanted > current {
+    let Some(files) = getrlimit(Resource::Nofile).current else { return configured };
+    let left = files.saturating_sub(config.max_peer_connections.saturating_add(RESERVED));
+    let fits = usize::try_from(left / 3).unwrap_or(usize::MAX).max(1);
+    if fits < configured {
         tracing::warn!(
-            "the connection limits (max_connections {} on each of three ports, \
-             max_peer_connections {}) could use more file descriptors than the process may \
-             open ({current}): lower max_connections or raise `ulimit -n`",
-            config.max_connections,
+            "the process may open {files} files: each client-facing port takes at most {fits} \
+             connections (not max_connections {configured}), leaving the peer port its {} and \
+             {RESERVED} for the rest; raise `ulimit -n` for more",
             config.max_peer_connections
         );
+        return fits;
     }
+    configured
 }
 
 /// The runtime of the peer connections, on a thread of its own ("lockstep-peers") until

@@ -32,6 +32,7 @@ use lockstep_server::{BoundServer, Inbox, LocalLink, Member, ServerConfig};
 /// peer_cert_file, peer_key_file, peer_trusted_ca_file, insecure_plaintext; limits
 /// (docs/SECURITY.md): max_connections (4096 per port), max_peer_connections (256),
 /// client_idle_timeout_millis (600000), max_requests_per_connection (16384),
+/// client_frame_timeout_millis (30000),
 /// max_concurrent_streams (4096), max_watchers (100000), max_watchers_per_stream (10000).
 #[derive(Args, Debug, Default, Clone)]
 pub struct ServeArgs {
@@ -151,6 +152,9 @@ pub struct ServeArgs {
     /// Requests one native client connection may have waiting for answers.
     #[arg(long)]
     max_requests_per_connection: Option<u64>,
+    /// A native client's request frame must arrive whole within this long.
+    #[arg(long)]
+    client_frame_timeout_millis: Option<u64>,
     /// gRPC streams open at once on one etcd connection.
     #[arg(long)]
     max_concurrent_streams: Option<u32>,
@@ -338,6 +342,9 @@ pub fn config(args: &ServeArgs) -> Result<ServerConfig, String> {
     if let Some(value) = args.max_requests_per_connection {
         config.max_requests_per_connection = value;
     }
+    if let Some(value) = args.client_frame_timeout_millis {
+        config.client_frame_timeout_millis = value;
+    }
     if let Some(value) = args.max_concurrent_streams {
         config.max_concurrent_streams = value;
     }
@@ -363,6 +370,7 @@ pub async fn run(args: ServeArgs) -> Result<(), String> {
     }
     let server = BoundServer::bind(config.clone()).await?;
     let security = server.security();
+    let max_connections = server.max_connections();
     if config.insecure_plaintext && !(config.client_tls() && config.peer_tls()) {
         tracing::warn!(
             "--insecure-plaintext: ports off loopback serve without TLS; anyone who can reach \
@@ -440,7 +448,7 @@ pub async fn run(args: ServeArgs) -> Result<(), String> {
             },
             security.etcd.clone(),
             lockstep_etcd::EtcdLimits {
-                max_connections: usize::try_from(config.max_connections).unwrap_or(usize::MAX),
+                max_connections,
                 max_concurrent_streams: config.max_concurrent_streams,
             },
         ))

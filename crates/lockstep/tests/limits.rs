@@ -171,3 +171,64 @@ async fn create_watcher(stream: &mut WatchStream, n: usize) -> Option<String> {
     assert!(response.created, "{response:?}");
     response.canceled.then_some(response.cancel_reason)
 }
+
+/// Under a low open-files limit, the client-facing ports take fewer connections than
+/// configured, so that clients cannot crowd out the peers; and a request frame trickled a byte
+/// at a time is closed at its deadline.
+#[test]
+fn client_ports_fit_the_open_files_limit_and_slow_frames_are_closed() {
+    let mut cluster = Cluster::new("limits-files", 1);
+    let args = cluster.serve_args(1);
+    let log = std::fs::File::create(cluster.log_path(1)).expect("a log");
+    let command = "ulimit -n 400 && exec \"$0\" \"$@\" --max-peer-connections 10 \
+                   --client-frame-timeout-millis 2000";
+    let child = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(command)
+        .arg(env!("CARGO_BIN_EXE_lockstep"))
+        .args(&args)
+        .stdout(log.try_clone().expect("a log"))
+        .stderr(log)
+        .spawn()
+        .expect("starts");
+    cluster.replicas.get_mut(&1).expect("replica 1").child = Some(child);
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    runtime.block_on(async {
+        cluster.leader(Duration::from_secs(20)).await;
+        let logged = cluster.log(1);
+        // 400 files, less 10 for peers and 256 for the rest: 44 on each of three ports.
+        assert!(logged.contains("takes at most 44 connections"), "{logged}");
+        let port = cluster.replicas[&1].client;
+        let mut open = Vec::new();
+        for _ in 0..60 {
+            open.push(TcpStream::connect(("127.0.0.1", port)).await.expect("connects"));
+        }
+        let mut refused = 0;
+        for stream in &mut open {
+            if closed_within(stream, Duration::from_millis(200)).await {
+                refused += 1;
+            }
+        }
+        assert!(refused >= 16, "{refused} of 60 connections closed at once");
+        drop(open);
+
+        // A frame announced as 1 MiB, sent a byte at a time: closed at the frame deadline.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let mut stream = TcpStream::connect(("127.0.0.1", port)).await.expect("connects");
+        stream.write_all(&(1u32 << 20).to_le_bytes()).await.expect("written");
+        let started = Instant::now();
+        let mut closed = false;
+        while started.elapsed() < Duration::from_secs(10) {
+            if stream.write_all(&[7]).await.is_err()
+                || closed_within(&mut stream, Duration::from_millis(300)).await
+            {
+                closed = true;
+                break;
+            }
+        }
+        let took = started.elapsed();
+        assert!(closed && took < Duration::from_secs(5), "closed after {took:?}");
+        let client = cluster.client();
+        client.write(Request::put("still", "serving")).await.expect("a write after");
+    });
+}

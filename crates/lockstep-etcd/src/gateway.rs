@@ -101,6 +101,10 @@ pub struct GatewayConfig {
     pub max_watchers: usize,
     /// Watchers open at once on one Watch stream.
     pub max_watchers_per_stream: usize,
+    /// The space quota in bytes of the store as it accounts its size (etcd's
+    /// `--quota-backend-bytes`; 0: none): past it, the leader raises a `NoSpace` alarm through
+    /// the log, and every member refuses what would grow the store until it is cleared.
+    pub quota_bytes: u64,
 }
 
 /// How the gateway dials other members over TLS.
@@ -217,6 +221,10 @@ impl Gateway {
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
         });
+    }
+
+    pub(crate) fn config(&self) -> &GatewayConfig {
+        &self.shared.config
     }
 
     pub(crate) fn downgrade(&self) -> std::sync::Weak<Shared> {
@@ -463,6 +471,7 @@ pub fn kv_status(error: &KvError) -> Status {
             Status::invalid_argument("etcdserver: too many operations in txn request")
         }
         KvError::NotReadOnly => Status::internal("etcdserver: a write was served as a read"),
+        KvError::NoSpace => Status::resource_exhausted("etcdserver: mvcc: database space exceeded"),
     }
 }
 
@@ -752,13 +761,44 @@ impl KV for Gateway {
 impl Maintenance for Gateway {
     async fn alarm(
         &self,
-        _: GrpcRequest<pb::AlarmRequest>,
+        request: GrpcRequest<pb::AlarmRequest>,
     ) -> Result<GrpcResponse<pb::AlarmResponse>, Status> {
-        // No alarms are raised (lockstep refuses writes it cannot store instead).
-        let answer = self.current().await?;
+        use pb::alarm_request::AlarmAction as Action;
+        let request = request.into_inner();
+        let kind = match pb::AlarmType::try_from(request.alarm) {
+            Ok(pb::AlarmType::Nospace) | Ok(pb::AlarmType::None) => kv::AlarmKind::NoSpace,
+            _ => {
+                return Err(Status::invalid_argument(
+                    "etcdserver: lockstep raises only the NOSPACE alarm",
+                ))
+            }
+        };
+        let action = match Action::try_from(request.action) {
+            Ok(Action::Get) => kv::AlarmAction::Get,
+            Ok(Action::Activate) => kv::AlarmAction::Activate,
+            Ok(Action::Deactivate) => kv::AlarmAction::Deactivate,
+            Err(_) => return Err(Status::invalid_argument("etcdserver: unknown alarm action")),
+        };
+        let alarm =
+            Request::Alarm(kv::AlarmRequest { action, member: request.member_id, alarm: kind });
+        let answer = if action == kv::AlarmAction::Get {
+            self.read(alarm, false).await?
+        } else {
+            self.write(alarm).await?
+        };
+        let Response::Alarms(listed) = answer.response else { return Err(unexpected()) };
         Ok(GrpcResponse::new(pb::AlarmResponse {
             header: self.header(answer.revision),
-            alarms: Vec::new(),
+            alarms: listed
+                .alarms
+                .into_iter()
+                .map(|alarm| pb::AlarmMember {
+                    member_id: alarm.member,
+                    alarm: match alarm.alarm {
+                        kv::AlarmKind::NoSpace => pb::AlarmType::Nospace as i32,
+                    },
+                })
+                .collect(),
         }))
     }
 
@@ -768,19 +808,24 @@ impl Maintenance for Gateway {
     ) -> Result<GrpcResponse<pb::StatusResponse>, Status> {
         let status = self.local_status().await?;
         let answer = self.current().await?;
+        let alarms = Request::Alarm(kv::AlarmRequest::default());
+        let size = match self.read(alarms, true).await?.response {
+            Response::Alarms(listed) => listed.size_bytes as i64,
+            _ => 0,
+        };
         Ok(GrpcResponse::new(pb::StatusResponse {
             header: self.header(answer.revision),
             version: API_VERSION.to_string(),
-            db_size: 0,
+            db_size: size,
             leader: status.leader.unwrap_or(0),
             raft_index: status.commit,
             raft_term: status.term,
             raft_applied_index: status.applied,
             errors: status.failure.into_iter().collect(),
-            db_size_in_use: 0,
+            db_size_in_use: size,
             is_learner: status.learners.contains(&status.id),
             storage_version: String::new(),
-            db_size_quota: 0,
+            db_size_quota: self.shared.config.quota_bytes as i64,
             downgrade_info: None,
         }))
     }

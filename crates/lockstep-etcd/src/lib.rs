@@ -46,6 +46,7 @@ pub async fn serve(
 ) -> Result<(), String> {
     gateway.start_refreshing();
     gateway.start_reaping();
+    gateway.start_quota_watch();
     let limit = gateway::GRPC_DECODE_MAX;
     tonic::transport::Server::builder()
         .max_concurrent_streams(limits.max_concurrent_streams)

@@ -97,6 +97,48 @@ impl Gateway {
         });
     }
 
+    /// While this replica leads, every 500 ms: if the store has grown past the quota and no
+    /// `NoSpace` alarm is raised, raises one through the log (as etcd's leader does), so that
+    /// every member refuses what would grow the store until an operator clears it (`etcdctl
+    /// alarm disarm`, after compacting); a quota still exceeded then raises it again.
+    pub(crate) fn start_quota_watch(&self) {
+        let quota = self.config().quota_bytes;
+        if quota == 0 {
+            return;
+        }
+        let gateway = self.downgrade();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                let Some(gateway) = Gateway::upgrade(&gateway) else { return };
+                let Some(term) = gateway.leading_term() else { continue };
+                let get = Request::Alarm(kv::AlarmRequest::default());
+                let Ok(answer) = gateway.read_as_leader(term, get).await else { continue };
+                let Response::Alarms(listed) = answer.response else { continue };
+                let raised =
+                    listed.alarms.iter().any(|alarm| alarm.alarm == kv::AlarmKind::NoSpace);
+                if raised || listed.size_bytes <= quota {
+                    continue;
+                }
+                tracing::warn!(
+                    size = listed.size_bytes,
+                    quota,
+                    "the store is past its space quota: raising the NOSPACE alarm (writes that \
+                     grow it are refused until `etcdctl alarm disarm`, after compaction)"
+                );
+                let member = gateway.config().member_id;
+                let raise = Request::Alarm(kv::AlarmRequest {
+                    action: kv::AlarmAction::Activate,
+                    member,
+                    alarm: kv::AlarmKind::NoSpace,
+                });
+                if let Err(error) = gateway.write(raise).await {
+                    tracing::debug!("raising the NOSPACE alarm failed: {error}");
+                }
+            }
+        });
+    }
+
     /// If a checkpoint is due: records in the log what remains of each lease marked renewed
     /// (in entries of `term` only, like expiries). Renewals wait meanwhile: one that read a
     /// lease as marked and promised after the checkpoint measured it would promise more than

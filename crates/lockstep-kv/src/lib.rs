@@ -356,6 +356,59 @@ pub enum Request {
     /// that term and the recorded deadline has passed by its log time. In an entry of another
     /// term it is ignored: a later leader may have promised more than the log recorded.
     LeaseEnd(LeaseEndRequest),
+    /// List, raise or clear alarms (etcd's Alarm): while a `NoSpace` alarm is raised every
+    /// request that would grow the store is refused ([`KvError::NoSpace`]). Listing is
+    /// read-only and also tells the store's size as it accounts it.
+    Alarm(AlarmRequest),
+}
+
+/// What to do with alarms.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum AlarmAction {
+    /// List them (read-only).
+    #[default]
+    Get,
+    /// Raise one.
+    Activate,
+    /// Clear one.
+    Deactivate,
+}
+
+/// An alarm request: `alarm` for `member` (both ignored for [`AlarmAction::Get`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AlarmRequest {
+    /// List, raise or clear.
+    pub action: AlarmAction,
+    /// The member that raised it.
+    pub member: u64,
+    /// Which alarm.
+    pub alarm: AlarmKind,
+}
+
+/// Which alarm.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum AlarmKind {
+    /// The store grew past a member's space quota: writes that grow it are refused.
+    #[default]
+    NoSpace,
+}
+
+/// A raised alarm.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Alarm {
+    /// The member that raised it.
+    pub member: u64,
+    /// Which.
+    pub alarm: AlarmKind,
+}
+
+/// The alarms raised, and the store's size.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AlarmResponse {
+    /// Every alarm raised.
+    pub alarms: Vec<Alarm>,
+    /// The store's size as it accounts it ([`Kv::size_bytes`]).
+    pub size_bytes: u64,
 }
 
 /// How long leases have left, as the leader of `term` measured it.
@@ -450,6 +503,7 @@ impl Request {
     /// Whether the request only reads (and so may be served by a read-index read).
     pub fn is_read_only(&self) -> bool {
         match self {
+            Request::Alarm(alarm) => alarm.action == AlarmAction::Get,
             Request::Range(_)
             | Request::Hash(_)
             | Request::LeaseTimeToLive(_)
@@ -554,6 +608,9 @@ pub enum KvError {
         /// The most allowed.
         max: usize,
     },
+    /// A `NoSpace` alarm is raised: requests that would grow the store are refused until it
+    /// is cleared.
+    NoSpace,
 }
 
 impl std::fmt::Display for KvError {
@@ -579,6 +636,7 @@ impl std::fmt::Display for KvError {
             KvError::TooManyOps { ops, max } => {
                 write!(f, "the transaction has {ops} operations; at most {max} are allowed")
             }
+            KvError::NoSpace => write!(f, "database space exceeded"),
         }
     }
 }
@@ -624,6 +682,8 @@ pub enum Response {
     LeaseDeadlines(Vec<LeaseDeadline>),
     /// A lease checkpoint was recorded for this many leases.
     LeasesCheckpointed(u64),
+    /// The alarms raised (after the request), and the store's size.
+    Alarms(AlarmResponse),
 }
 
 /// A lease without its keys.
@@ -732,6 +792,11 @@ pub struct Kv {
     /// Every kept version and every lease, hashed as a set (see the crate documentation);
     /// updated with each change.
     elements: LtHash,
+    /// The alarms raised (replicated: changed only through the log).
+    alarms: BTreeSet<Alarm>,
+    /// The size of every kept version as the store accounts it ([`Kv::size_bytes`]); derived
+    /// from `keys`, kept up to date with each change.
+    size_bytes: u64,
 }
 
 /// A lease: its time to live, its deadline in log time, its keys, and whether it was renewed
@@ -785,7 +850,21 @@ impl Kv {
             leases: BTreeMap::new(),
             by_revision: RevisionIndex::default(),
             elements: LtHash::new(),
+            alarms: BTreeSet::new(),
+            size_bytes: 0,
         }
+    }
+
+    /// The store's size as it accounts it: for every version kept, its key and value and
+    /// [`VERSION_OVERHEAD_BYTES`]. What a space quota is measured against (etcd's `dbSize`);
+    /// it falls when compaction forgets versions.
+    pub fn size_bytes(&self) -> u64 {
+        self.size_bytes
+    }
+
+    /// Whether a `NoSpace` alarm is raised.
+    pub fn out_of_space(&self) -> bool {
+        self.alarms.iter().any(|alarm| alarm.alarm == AlarmKind::NoSpace)
     }
 
     /// The current revision.
@@ -822,7 +901,11 @@ impl Kv {
     /// `now_millis` is the request's log time, which lease deadlines are measured in; `term`
     /// the term of its entry (requests that only the leader of a term may decide check it).
     pub fn execute_in(&mut self, request: Request, now_millis: u64, term: u64) -> Response {
+        if self.out_of_space() && grows(&request) {
+            return Response::Error(KvError::NoSpace);
+        }
         match request {
+            Request::Alarm(alarm) => self.alarm(alarm),
             Request::Range(range) => self.range(&range),
             Request::Put(put) => match check_put(&put) {
                 Ok(()) => self.write(|kv, revision| kv.put(put, revision)),
@@ -862,9 +945,36 @@ impl Kv {
         }
     }
 
+    /// Lists, raises or clears an alarm.
+    fn alarm(&mut self, request: AlarmRequest) -> Response {
+        let alarm = Alarm { member: request.member, alarm: request.alarm };
+        match request.action {
+            AlarmAction::Get => {}
+            AlarmAction::Activate => {
+                if self.alarms.insert(alarm) {
+                    self.elements.add(&alarm_element(&alarm));
+                }
+            }
+            AlarmAction::Deactivate => {
+                if self.alarms.remove(&alarm) {
+                    self.elements.remove(&alarm_element(&alarm));
+                }
+            }
+        }
+        self.alarms_response()
+    }
+
+    fn alarms_response(&self) -> Response {
+        Response::Alarms(AlarmResponse {
+            alarms: self.alarms.iter().copied().collect(),
+            size_bytes: self.size_bytes,
+        })
+    }
+
     /// Answers a request that only reads.
     fn read_only(&self, request: &Request) -> Response {
         match request {
+            Request::Alarm(alarm) if alarm.action == AlarmAction::Get => self.alarms_response(),
             Request::Range(range) => self.range(range),
             Request::Txn(txn) if request.is_read_only() => self.read_txn(txn),
             Request::Hash(hash) => self.hash(hash.revision),
@@ -1032,6 +1142,7 @@ impl Kv {
         self.changes += 1;
         let version = Version::new(revision, sub, kv);
         self.elements.add(&version_element(&key, &version));
+        self.size_bytes = self.size_bytes.saturating_add(version_size(&key, &version));
         // One lookup for a key already kept; the index shares the map's copy of the key, not
         // the request's.
         match self.keys.get_key_value_mut(&key) {
@@ -1261,6 +1372,7 @@ impl Kv {
             for gone in gone {
                 forgotten.insert((gone.revision, gone.sub));
                 self.elements.remove(&version_element(&key, &gone));
+                self.size_bytes = self.size_bytes.saturating_sub(version_size(&key, &gone));
             }
             if emptied {
                 self.keys.remove(&key);
@@ -1513,6 +1625,40 @@ fn version_element(key: &[u8], version: &Version) -> Vec<u8> {
 
 /// A lease as an element of the state's digest (its keys count; which keys follows from the
 /// versions). Unique: lease ids are.
+/// What a version counts for in [`Kv::size_bytes`] besides its key and value.
+pub const VERSION_OVERHEAD_BYTES: u64 = 48;
+
+/// A version's size as the store accounts it.
+fn version_size(key: &[u8], version: &Version) -> u64 {
+    let value = version.value.as_ref().map_or(0, |value| value.value.len());
+    (key.len() + value) as u64 + VERSION_OVERHEAD_BYTES
+}
+
+/// Whether `request` could grow the store: refused while a `NoSpace` alarm is raised (as
+/// etcd: puts, transactions that put, lease grants; deletes, reads and compaction go on).
+fn grows(request: &Request) -> bool {
+    match request {
+        Request::Put(_) | Request::LeaseGrant(_) => true,
+        Request::Txn(txn) => txn
+            .success
+            .iter()
+            .chain(&txn.failure)
+            .any(|operation| matches!(operation, Operation::Put(_))),
+        _ => false,
+    }
+}
+
+/// An alarm, as an element of the state's digest.
+fn alarm_element(alarm: &Alarm) -> [u8; 10] {
+    let mut out = [0u8; 10];
+    out[0] = b'a';
+    out[1..9].copy_from_slice(&alarm.member.to_le_bytes());
+    out[9] = match alarm.alarm {
+        AlarmKind::NoSpace => 1,
+    };
+    out
+}
+
 fn lease_element(id: i64, lease: &Lease) -> [u8; 33] {
     let mut out = [0u8; 33];
     // The mark is in the tag, so a lease never renewed hashes as snapshots before the mark
@@ -1533,12 +1679,25 @@ pub struct KvSnapshot {
     compacted: Revision,
     leases: BTreeMap<i64, Lease>,
     elements: LtHash,
+    alarms: BTreeSet<Alarm>,
 }
 
-/// The encoded form of a snapshot (version 5: with the digest's elements, checked at restore,
-/// and each lease's renewed mark).
+/// The encoded form of a snapshot (version 6: with the digest's elements, checked at restore,
+/// each lease's renewed mark, and the alarms raised).
 #[derive(Serialize, Deserialize)]
 struct Encoded {
+    version: u8,
+    revision: Revision,
+    compacted: Revision,
+    keys: Vec<(Bytes, Vec<Version>)>,
+    leases: Vec<(i64, Lease)>,
+    elements: Vec<u8>,
+    alarms: Vec<Alarm>,
+}
+
+/// The encoded form of a version 5 snapshot (no alarms), still read.
+#[derive(Deserialize)]
+struct EncodedV5 {
     version: u8,
     revision: Revision,
     compacted: Revision,
@@ -1577,7 +1736,7 @@ struct VersionV3 {
     kv: Option<KeyValue>,
 }
 
-const SNAPSHOT_VERSION: u8 = 5;
+const SNAPSHOT_VERSION: u8 = 6;
 
 /// The encoded form of a snapshot, borrowed from the view (it encodes as [`Encoded`]).
 #[derive(Serialize)]
@@ -1590,6 +1749,16 @@ struct EncodedView<'a> {
     #[serde(serialize_with = "serialize_leases")]
     leases: &'a BTreeMap<i64, Lease>,
     elements: Vec<u8>,
+    #[serde(serialize_with = "serialize_alarms")]
+    alarms: &'a BTreeSet<Alarm>,
+}
+
+/// The alarms as a sequence.
+fn serialize_alarms<S: serde::Serializer>(
+    alarms: &&BTreeSet<Alarm>,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    serializer.collect_seq(alarms.iter())
 }
 
 /// The keys and their histories as a sequence of pairs, streamed from the map.
@@ -1617,6 +1786,7 @@ impl StateSnapshot for KvSnapshot {
             keys: &self.keys,
             leases: &self.leases,
             elements: self.elements.to_bytes(),
+            alarms: &self.alarms,
         };
         // Streamed: the encoding is never held whole in memory.
         let mut buffered = io::BufWriter::new(out);
@@ -1637,6 +1807,9 @@ impl Kv {
         }
         for (id, lease) in &self.leases {
             elements.add(&lease_element(*id, lease));
+        }
+        for alarm in &self.alarms {
+            elements.add(&alarm_element(alarm));
         }
         elements
     }
@@ -1681,6 +1854,7 @@ impl StateMachine for Kv {
             compacted: self.compacted,
             leases: self.leases.clone(),
             elements: self.elements.clone(),
+            alarms: self.alarms.clone(),
         }
     }
 
@@ -1700,9 +1874,17 @@ impl StateMachine for Kv {
                 ))
             })
         };
+        let mut alarms = Vec::new();
         let (revision, compacted, keys, leases, written) = match bytes.first() {
             Some(&SNAPSHOT_VERSION) => {
                 let encoded: Encoded = postcard::from_bytes(&bytes).map_err(undecodable)?;
+                let elements = digest(&encoded.elements)?;
+                alarms = encoded.alarms;
+                (encoded.revision, encoded.compacted, encoded.keys, encoded.leases, Some(elements))
+            }
+            Some(5) => {
+                let encoded: EncodedV5 = postcard::from_bytes(&bytes).map_err(undecodable)?;
+                assert_eq!(encoded.version, 5, "the version byte was read as 5");
                 let elements = digest(&encoded.elements)?;
                 (encoded.revision, encoded.compacted, encoded.keys, encoded.leases, Some(elements))
             }
@@ -1750,7 +1932,16 @@ impl StateMachine for Kv {
             leases: leases.into_iter().collect(),
             by_revision: RevisionIndex::default(),
             elements: LtHash::new(),
+            alarms: alarms.into_iter().collect(),
+            size_bytes: 0,
         };
+        restored.size_bytes = restored
+            .keys
+            .iter()
+            .flat_map(|(key, history)| {
+                history.iter().map(move |version| version_size(key, version))
+            })
+            .sum();
         restored.by_revision = RevisionIndex::from_entries(
             restored
                 .keys

@@ -94,8 +94,10 @@ fn a_checkpoint_whose_state_does_not_match_its_digest_is_refused() {
     }
     let mut bytes = Vec::new();
     kv.snapshot().write_to(&mut bytes).expect("writes");
-    // The digest's lanes are the last bytes written: change one.
-    let last = bytes.len() - 1;
+    // The digest's lanes are the last bytes written but the alarms' count (none here):
+    // change one.
+    assert_eq!(bytes.last(), Some(&0), "no alarms");
+    let last = bytes.len() - 2;
     bytes[last] ^= 0x01;
     let error = Kv::new().restore(&mut bytes.as_slice()).expect_err("refused");
     assert!(error.to_string().contains("digest"), "{error}");
@@ -173,12 +175,14 @@ struct EncodedV4 {
 fn a_version_4_checkpoint_is_still_read() {
     let mut expected = Kv::new();
     expected.execute_at(Request::LeaseGrant(LeaseGrantRequest { id: 7, ttl: 10 }), 1_000);
-    // The digest's lanes are the last bytes of any checkpoint: a lease never renewed hashes
-    // as version 4 hashed it, so this store's lanes are what version 4 wrote.
+    // The digest's lanes end a checkpoint but for the alarms (here none: one byte, their
+    // count): a lease never renewed hashes as version 4 hashed it, so this store's lanes are
+    // what version 4 wrote.
     let mut current = Vec::new();
     expected.snapshot().write_to(&mut current).expect("writes");
     let lanes = lockstep_kv::lthash::LANES * 2;
-    let elements = current[current.len() - lanes..].to_vec();
+    assert_eq!(current.last(), Some(&0), "no alarms");
+    let elements = current[current.len() - 1 - lanes..current.len() - 1].to_vec();
     let old = EncodedV4 {
         version: 4,
         revision: 1,
@@ -196,4 +200,23 @@ fn a_version_4_checkpoint_is_still_read() {
         panic!("not lease deadlines")
     };
     assert!(!leases[0].renewed && leases[0].deadline_millis == 11_000, "{leases:?}");
+}
+
+/// A version 5 checkpoint (before alarms were kept): version 6's bytes without the alarms.
+#[test]
+fn a_version_5_checkpoint_is_still_read() {
+    let mut expected = Kv::new();
+    expected.execute(Request::put("a", "1"));
+    expected.execute_at(Request::LeaseGrant(LeaseGrantRequest { id: 7, ttl: 10 }), 1_000);
+    let mut current = Vec::new();
+    expected.snapshot().write_to(&mut current).expect("writes");
+    assert_eq!(current.first(), Some(&6));
+    assert_eq!(current.last(), Some(&0), "no alarms");
+    let mut old = current[..current.len() - 1].to_vec();
+    old[0] = 5;
+    let mut restored = Kv::new();
+    restored.restore(&mut old.as_slice()).expect("a version 5 checkpoint restores");
+    assert_eq!(restored.digest(), expected.digest());
+    assert_eq!(restored.verify_digest(), Ok(()));
+    assert_eq!(restored.size_bytes(), expected.size_bytes());
 }

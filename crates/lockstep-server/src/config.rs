@@ -167,6 +167,11 @@ pub struct ServerConfig {
     /// etcd's API: watchers open at once on one Watch stream.
     #[serde(default = "default_max_watchers_per_stream")]
     pub max_watchers_per_stream: u64,
+    /// For the key-value service: the space quota, in bytes of the store as it accounts its
+    /// size (etcd's `--quota-backend-bytes`; 2 GiB by default, as etcd's; 0: none). Past it
+    /// the leader raises a NOSPACE alarm and writes that grow the store are refused.
+    #[serde(default = "default_quota_backend_bytes")]
+    pub quota_backend_bytes: u64,
     /// Test only: a deliberately broken server, for showing that fault tests catch it (only
     /// the hidden `--sabotage` flag sets it; a configuration file cannot).
     #[serde(skip)]
@@ -235,6 +240,10 @@ fn default_max_watchers_per_stream() -> u64 {
 
 fn default_client_frame_timeout_millis() -> u64 {
     30_000
+}
+
+fn default_quota_backend_bytes() -> u64 {
+    2 << 30
 }
 
 fn default_true() -> bool {
@@ -324,6 +333,7 @@ impl ServerConfig {
             max_concurrent_streams: default_max_concurrent_streams(),
             max_watchers: default_max_watchers(),
             max_watchers_per_stream: default_max_watchers_per_stream(),
+            quota_backend_bytes: default_quota_backend_bytes(),
             sabotage: None,
         }
     }

@@ -253,6 +253,13 @@ fn response_json(response: &Response) -> Value {
             })).collect::<Vec<_>>(),
         }),
         Response::LeasesCheckpointed(count) => json!({ "checkpointed": count }),
+        Response::Alarms(listed) => json!({
+            "alarms": listed.alarms.iter().map(|alarm| json!({
+                "member": alarm.member,
+                "alarm": format!("{:?}", alarm.alarm),
+            })).collect::<Vec<_>>(),
+            "size_bytes": listed.size_bytes,
+        }),
         Response::Error(error) => json!({ "error": error.to_string() }),
     }
 }
@@ -315,6 +322,12 @@ fn print_response(response: &Response, lines: &mut Vec<String>) {
             }));
         }
         Response::LeasesCheckpointed(count) => lines.push(format!("checkpointed {count}")),
+        Response::Alarms(listed) => {
+            for alarm in &listed.alarms {
+                lines.push(format!("member {} alarm {:?}", alarm.member, alarm.alarm));
+            }
+            lines.push(format!("size {} bytes", listed.size_bytes));
+        }
         Response::Error(error) => lines.push(format!("error: {error}")),
     }
 }

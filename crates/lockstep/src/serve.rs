@@ -33,7 +33,8 @@ use lockstep_server::{BoundServer, Inbox, LocalLink, Member, ServerConfig};
 /// (docs/SECURITY.md): max_connections (4096 per port), max_peer_connections (256),
 /// client_idle_timeout_millis (600000), max_requests_per_connection (16384),
 /// client_frame_timeout_millis (30000),
-/// max_concurrent_streams (4096), max_watchers (100000), max_watchers_per_stream (10000).
+/// max_concurrent_streams (4096), max_watchers (100000), max_watchers_per_stream (10000);
+/// quota_backend_bytes (2147483648; 0: none).
 #[derive(Args, Debug, Default, Clone)]
 pub struct ServeArgs {
     /// A TOML configuration file.
@@ -164,6 +165,9 @@ pub struct ServeArgs {
     /// Watchers open at once on one Watch stream (etcd's API).
     #[arg(long)]
     max_watchers_per_stream: Option<u64>,
+    /// The space quota of the store, in bytes (etcd's flag; 0: none).
+    #[arg(long)]
+    quota_backend_bytes: Option<u64>,
     /// Print the resulting configuration as TOML and exit.
     #[arg(long)]
     print_config: bool,
@@ -354,6 +358,9 @@ pub fn config(args: &ServeArgs) -> Result<ServerConfig, String> {
     if let Some(value) = args.max_watchers_per_stream {
         config.max_watchers_per_stream = value;
     }
+    if let Some(value) = args.quota_backend_bytes {
+        config.quota_backend_bytes = value;
+    }
     if args.insecure_plaintext {
         config.insecure_plaintext = true;
     }
@@ -438,6 +445,7 @@ pub async fn run(args: ServeArgs) -> Result<(), String> {
             max_watchers: usize::try_from(config.max_watchers).unwrap_or(usize::MAX),
             max_watchers_per_stream: usize::try_from(config.max_watchers_per_stream)
                 .unwrap_or(usize::MAX),
+            quota_bytes: config.quota_backend_bytes,
         });
         let mut stopped = etcd_stopped.clone();
         tokio::spawn(lockstep_etcd::serve(

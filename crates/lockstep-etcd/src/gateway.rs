@@ -152,6 +152,10 @@ pub(crate) struct Shared {
     leader_leases: tokio::sync::Mutex<Option<(u64, LeaseClient<Channel>)>>,
     /// Watchers open on this member.
     pub(crate) watchers_open: Arc<std::sync::atomic::AtomicUsize>,
+    /// Whether this member's replica last showed a NOSPACE alarm, and the store's size then
+    /// (refreshed every 500 ms): requests that would grow the store are refused before they
+    /// take a log entry.
+    pub(crate) space: std::sync::Mutex<(bool, u64)>,
 }
 
 /// The gateway; clone it into each service.
@@ -199,6 +203,7 @@ impl Gateway {
                 confirmed: tokio::sync::Mutex::new(None),
                 leader_leases: tokio::sync::Mutex::new(None),
                 watchers_open: Arc::default(),
+                space: std::sync::Mutex::new((false, 0)),
                 config,
             }),
         }
@@ -221,6 +226,47 @@ impl Gateway {
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
         });
+    }
+
+    /// Refuses a request that would grow the store by about `cost` bytes when a NOSPACE
+    /// alarm is raised or the store would pass the quota (as etcd's quota check before it
+    /// proposes): it takes no log entry. Applying refuses again while the alarm is raised.
+    pub(crate) fn check_space(&self, cost: u64) -> Result<(), Status> {
+        let quota = self.shared.config.quota_bytes;
+        if quota == 0 {
+            return Ok(());
+        }
+        let (alarmed, size) =
+            *self.shared.space.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if alarmed {
+            metrics::counter!("lockstep_writes_refused_nospace_total").increment(1);
+            return Err(kv_status(&KvError::NoSpace));
+        }
+        if size.saturating_add(cost) > quota {
+            // As etcd: the member that finds no room raises the alarm through the log (once:
+            // its view says raised from now on, until its next look at the store).
+            self.set_space(true, size);
+            let gateway = self.clone();
+            let member = self.shared.config.member_id;
+            tokio::spawn(async move {
+                let raise = Request::Alarm(kv::AlarmRequest {
+                    action: kv::AlarmAction::Activate,
+                    member,
+                    alarm: kv::AlarmKind::NoSpace,
+                });
+                if let Err(error) = gateway.write(raise).await {
+                    tracing::debug!("raising the NOSPACE alarm failed: {error}");
+                }
+            });
+            metrics::counter!("lockstep_writes_refused_nospace_total").increment(1);
+            return Err(kv_status(&KvError::NoSpace));
+        }
+        Ok(())
+    }
+
+    pub(crate) fn set_space(&self, alarmed: bool, size: u64) {
+        *self.shared.space.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) =
+            (alarmed, size);
     }
 
     pub(crate) fn config(&self) -> &GatewayConfig {
@@ -696,6 +742,9 @@ impl KV for Gateway {
     ) -> Result<GrpcResponse<pb::PutResponse>, Status> {
         let request = request.into_inner();
         check_size(&request)?;
+        self.check_space(
+            (request.key.len() + request.value.len()) as u64 + kv::VERSION_OVERHEAD_BYTES,
+        )?;
         let answer = self.write(Request::Put(put_in(request))).await?;
         match answer.response {
             Response::Put(put) => Ok(GrpcResponse::new(put_out(put, self.header(answer.revision)))),
@@ -732,6 +781,22 @@ impl KV for Gateway {
         let request = Request::Txn(txn);
         // Refused here, before it takes a log entry (applying checks again).
         request.check().map_err(|error| kv_status(&error))?;
+        if let Request::Txn(txn) = &request {
+            let cost: u64 = txn
+                .success
+                .iter()
+                .chain(&txn.failure)
+                .map(|operation| match operation {
+                    kv::Operation::Put(put) => {
+                        (put.key.len() + put.value.len()) as u64 + kv::VERSION_OVERHEAD_BYTES
+                    }
+                    _ => 0,
+                })
+                .sum();
+            if cost > 0 {
+                self.check_space(cost)?;
+            }
+        }
         let answer = if request.is_read_only() {
             self.read(request, false).await?
         } else {
@@ -757,35 +822,15 @@ impl KV for Gateway {
     }
 }
 
-#[tonic::async_trait]
-impl Maintenance for Gateway {
-    async fn alarm(
-        &self,
-        request: GrpcRequest<pb::AlarmRequest>,
-    ) -> Result<GrpcResponse<pb::AlarmResponse>, Status> {
-        use pb::alarm_request::AlarmAction as Action;
-        let request = request.into_inner();
-        let kind = match pb::AlarmType::try_from(request.alarm) {
-            Ok(pb::AlarmType::Nospace) | Ok(pb::AlarmType::None) => kv::AlarmKind::NoSpace,
-            _ => {
-                return Err(Status::invalid_argument(
-                    "etcdserver: lockstep raises only the NOSPACE alarm",
-                ))
-            }
-        };
-        let action = match Action::try_from(request.action) {
-            Ok(Action::Get) => kv::AlarmAction::Get,
-            Ok(Action::Activate) => kv::AlarmAction::Activate,
-            Ok(Action::Deactivate) => kv::AlarmAction::Deactivate,
-            Err(_) => return Err(Status::invalid_argument("etcdserver: unknown alarm action")),
-        };
-        let alarm =
-            Request::Alarm(kv::AlarmRequest { action, member: request.member_id, alarm: kind });
-        let answer = if action == kv::AlarmAction::Get {
-            self.read(alarm, false).await?
-        } else {
-            self.write(alarm).await?
-        };
+impl Gateway {
+    /// Every alarm raised.
+    async fn alarm_list(&self) -> Result<GrpcResponse<pb::AlarmResponse>, Status> {
+        let get = Request::Alarm(kv::AlarmRequest::default());
+        let answer = self.read(get, false).await?;
+        self.alarm_response(answer)
+    }
+
+    fn alarm_response(&self, answer: Answer) -> Result<GrpcResponse<pb::AlarmResponse>, Status> {
         let Response::Alarms(listed) = answer.response else { return Err(unexpected()) };
         Ok(GrpcResponse::new(pb::AlarmResponse {
             header: self.header(answer.revision),
@@ -800,6 +845,63 @@ impl Maintenance for Gateway {
                 })
                 .collect(),
         }))
+    }
+}
+
+#[tonic::async_trait]
+impl Maintenance for Gateway {
+    async fn alarm(
+        &self,
+        request: GrpcRequest<pb::AlarmRequest>,
+    ) -> Result<GrpcResponse<pb::AlarmResponse>, Status> {
+        use pb::alarm_request::AlarmAction as Action;
+        let request = request.into_inner();
+        let action = match Action::try_from(request.action) {
+            Ok(Action::Get) => kv::AlarmAction::Get,
+            Ok(Action::Activate) => kv::AlarmAction::Activate,
+            Ok(Action::Deactivate) => kv::AlarmAction::Deactivate,
+            Err(_) => return Err(Status::invalid_argument("etcdserver: unknown alarm action")),
+        };
+        let kind = match (pb::AlarmType::try_from(request.alarm), action) {
+            (Ok(pb::AlarmType::Nospace), _) => kv::AlarmKind::NoSpace,
+            // Listing all, or clearing none: the kind does not matter.
+            (Ok(pb::AlarmType::None), kv::AlarmAction::Get | kv::AlarmAction::Deactivate) => {
+                kv::AlarmKind::NoSpace
+            }
+            _ => {
+                return Err(Status::invalid_argument(
+                    "etcdserver: lockstep raises only the NOSPACE alarm",
+                ))
+            }
+        };
+        if action == kv::AlarmAction::Activate
+            && !self.shared.config.members.iter().any(|member| member.id == request.member_id)
+        {
+            return Err(Status::invalid_argument(format!(
+                "etcdserver: member {:x} is not a member of this cluster",
+                request.member_id
+            )));
+        }
+        if action == kv::AlarmAction::Deactivate
+            && pb::AlarmType::try_from(request.alarm) == Ok(pb::AlarmType::None)
+        {
+            // etcd clears nothing for NONE; `etcdctl alarm disarm` names each alarm listed.
+            return self.alarm_list().await;
+        }
+        let alarm =
+            Request::Alarm(kv::AlarmRequest { action, member: request.member_id, alarm: kind });
+        let answer = if action == kv::AlarmAction::Get {
+            self.read(alarm, false).await?
+        } else {
+            self.write(alarm).await?
+        };
+        if let Response::Alarms(listed) = &answer.response {
+            // This member's view follows at once (the others' at their next look).
+            let raised = listed.alarms.iter().any(|alarm| alarm.alarm == kv::AlarmKind::NoSpace);
+            let size = self.shared.space.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).1;
+            self.set_space(raised, size);
+        }
+        self.alarm_response(answer)
     }
 
     async fn status(

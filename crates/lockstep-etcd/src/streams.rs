@@ -111,7 +111,18 @@ impl Gateway {
             loop {
                 tokio::time::sleep(Duration::from_millis(500)).await;
                 let Some(gateway) = Gateway::upgrade(&gateway) else { return };
+                // Every member keeps its own view, for refusing before proposing.
+                let get = Request::Alarm(kv::AlarmRequest::default());
+                let Ok(answer) = gateway.read(get, true).await else { continue };
+                let Response::Alarms(listed) = answer.response else { continue };
+                let raised =
+                    listed.alarms.iter().any(|alarm| alarm.alarm == kv::AlarmKind::NoSpace);
+                gateway.set_space(raised, listed.size_bytes);
+                // The leader alone raises it, from its applied state confirmed current.
                 let Some(term) = gateway.leading_term() else { continue };
+                if raised || listed.size_bytes <= quota {
+                    continue;
+                }
                 let get = Request::Alarm(kv::AlarmRequest::default());
                 let Ok(answer) = gateway.read_as_leader(term, get).await else { continue };
                 let Response::Alarms(listed) = answer.response else { continue };
@@ -321,6 +332,7 @@ impl Lease for Gateway {
     ) -> Result<GrpcResponse<pb::LeaseGrantResponse>, Status> {
         let request = request.into_inner();
         crate::gateway::check_size(&request)?;
+        self.check_space(0)?;
         let chosen = request.id == 0;
         for _ in 0..8 {
             let id = if chosen { lease_id() } else { request.id };

@@ -88,4 +88,8 @@ fn alarms_are_in_checkpoints_and_in_the_digest() {
         panic!("alarms")
     };
     assert!(listed.alarms.is_empty() && listed.size_bytes == kv.size_bytes());
+    let Response::Alarms(written) = kv.execute(alarm(AlarmAction::Activate)) else {
+        panic!("alarms")
+    };
+    assert_eq!(written.size_bytes, 0, "no size in answers through the log");
 }

@@ -247,21 +247,23 @@ impl Gateway {
             // its view says raised from now on, until its next look at the store).
             self.set_space(true, size);
             let gateway = self.clone();
-            let member = self.shared.config.member_id;
-            tokio::spawn(async move {
-                let raise = Request::Alarm(kv::AlarmRequest {
-                    action: kv::AlarmAction::Activate,
-                    member,
-                    alarm: kv::AlarmKind::NoSpace,
-                });
-                if let Err(error) = gateway.write(raise).await {
-                    tracing::debug!("raising the NOSPACE alarm failed: {error}");
-                }
-            });
+            tokio::spawn(async move { gateway.raise_nospace().await });
             metrics::counter!("lockstep_writes_refused_nospace_total").increment(1);
             return Err(kv_status(&KvError::NoSpace));
         }
         Ok(())
+    }
+
+    /// Raises the NOSPACE alarm through the log, in this member's name.
+    pub(crate) async fn raise_nospace(&self) {
+        let raise = Request::Alarm(kv::AlarmRequest {
+            action: kv::AlarmAction::Activate,
+            member: self.shared.config.member_id,
+            alarm: kv::AlarmKind::NoSpace,
+        });
+        if let Err(error) = self.write(raise).await {
+            tracing::debug!("raising the NOSPACE alarm failed: {error}");
+        }
     }
 
     pub(crate) fn set_space(&self, alarmed: bool, size: u64) {

@@ -137,15 +137,7 @@ impl Gateway {
                     "the store is past its space quota: raising the NOSPACE alarm (writes that \
                      grow it are refused until `etcdctl alarm disarm`, after compaction)"
                 );
-                let member = gateway.config().member_id;
-                let raise = Request::Alarm(kv::AlarmRequest {
-                    action: kv::AlarmAction::Activate,
-                    member,
-                    alarm: kv::AlarmKind::NoSpace,
-                });
-                if let Err(error) = gateway.write(raise).await {
-                    tracing::debug!("raising the NOSPACE alarm failed: {error}");
-                }
+                gateway.raise_nospace().await;
             }
         });
     }

@@ -234,6 +234,20 @@ impl ClusterFiles {
     pub fn client_key(&self) -> PathBuf {
         self.dir.join("client-key.pem")
     }
+
+    /// The `lockstep serve` flags that give replica `id` TLS on every port with these files
+    /// (its certificate for clients and peers alike); with `--client-cert-auth`, clients must
+    /// present a certificate too.
+    pub fn server_flags(&self, id: u64) -> [(&'static str, PathBuf); 6] {
+        [
+            ("--cert-file", self.replica(id)),
+            ("--key-file", self.replica_key(id)),
+            ("--trusted-ca-file", self.ca()),
+            ("--peer-cert-file", self.replica(id)),
+            ("--peer-key-file", self.replica_key(id)),
+            ("--peer-trusted-ca-file", self.ca()),
+        ]
+    }
 }
 
 /// Writes into `dir` an authority (or uses the one already there), a certificate for each of

@@ -176,14 +176,7 @@ pub async fn run(args: UpArgs) -> Result<(), String> {
             command.arg("--no-audit");
         }
         if let Some(files) = &tls {
-            for (flag, path) in [
-                ("--cert-file", files.replica(id)),
-                ("--key-file", files.replica_key(id)),
-                ("--trusted-ca-file", files.ca()),
-                ("--peer-cert-file", files.replica(id)),
-                ("--peer-key-file", files.replica_key(id)),
-                ("--peer-trusted-ca-file", files.ca()),
-            ] {
+            for (flag, path) in files.server_flags(id) {
                 command.arg(flag).arg(path);
             }
             command.arg("--client-cert-auth");

@@ -227,14 +227,7 @@ impl Cluster {
                             )
                             .map_err(|error| error.to_string())?;
                         }
-                        for (flag, path) in [
-                            ("--cert-file", files.replica(server.id)),
-                            ("--key-file", files.replica_key(server.id)),
-                            ("--trusted-ca-file", files.ca()),
-                            ("--peer-cert-file", files.replica(server.id)),
-                            ("--peer-key-file", files.replica_key(server.id)),
-                            ("--peer-trusted-ca-file", files.ca()),
-                        ] {
+                        for (flag, path) in files.server_flags(server.id) {
                             command.arg(flag).arg(path);
                         }
                         command.arg("--client-cert-auth");

@@ -173,14 +173,7 @@ impl Cluster {
             "5000".to_string(),
         ];
         if let Some(files) = &self.tls {
-            for (flag, path) in [
-                ("--cert-file", files.replica(id)),
-                ("--key-file", files.replica_key(id)),
-                ("--trusted-ca-file", files.ca()),
-                ("--peer-cert-file", files.replica(id)),
-                ("--peer-key-file", files.replica_key(id)),
-                ("--peer-trusted-ca-file", files.ca()),
-            ] {
+            for (flag, path) in files.server_flags(id) {
                 args.push(flag.to_string());
                 args.push(path.display().to_string());
             }

@@ -20,6 +20,21 @@ async fn closed_within(stream: &mut TcpStream, within: Duration) -> bool {
     matches!(tokio::time::timeout(within, stream.read(&mut buffer)).await, Ok(Ok(0)) | Ok(Err(_)))
 }
 
+/// Opens `count` connections to `port`; they, and how many the server closed within `within`.
+async fn open_many(port: u16, count: usize, within: Duration) -> (Vec<TcpStream>, usize) {
+    let mut open = Vec::new();
+    for _ in 0..count {
+        open.push(TcpStream::connect(("127.0.0.1", port)).await.expect("connects"));
+    }
+    let mut refused = 0;
+    for stream in &mut open {
+        if closed_within(stream, within).await {
+            refused += 1;
+        }
+    }
+    (open, refused)
+}
+
 #[test]
 fn connections_over_the_cap_idle_ones_and_unidentified_peers_are_closed_and_the_leader_stays() {
     let mut cluster = Cluster::new("limits", 3);
@@ -44,16 +59,7 @@ fn connections_over_the_cap_idle_ones_and_unidentified_peers_are_closed_and_the_
         // 40 idle connections to each client-facing port of the leader: the 20 over the cap
         // are closed at once.
         for port in [cluster.replicas[&leader].client, cluster.replicas[&leader].etcd] {
-            let mut idle = Vec::new();
-            for _ in 0..40 {
-                idle.push(TcpStream::connect(("127.0.0.1", port)).await.expect("connects"));
-            }
-            let mut refused = 0;
-            for stream in &mut idle {
-                if closed_within(stream, Duration::from_millis(300)).await {
-                    refused += 1;
-                }
-            }
+            let (_idle, refused) = open_many(port, 40, Duration::from_millis(300)).await;
             assert!(refused >= 20, "port {port}: {refused} of 40 connections closed at once");
             assert!(refused < 40, "port {port}: the cap admits 20 (some held by peers' gateways)");
         }
@@ -199,16 +205,7 @@ fn client_ports_fit_the_open_files_limit_and_slow_frames_are_closed() {
         // 400 files, less 10 for peers and 256 for the rest: 44 on each of three ports.
         assert!(logged.contains("takes at most 44 connections"), "{logged}");
         let port = cluster.replicas[&1].client;
-        let mut open = Vec::new();
-        for _ in 0..60 {
-            open.push(TcpStream::connect(("127.0.0.1", port)).await.expect("connects"));
-        }
-        let mut refused = 0;
-        for stream in &mut open {
-            if closed_within(stream, Duration::from_millis(200)).await {
-                refused += 1;
-            }
-        }
+        let (open, refused) = open_many(port, 60, Duration::from_millis(200)).await;
         assert!(refused >= 16, "{refused} of 60 connections closed at once");
         drop(open);
 

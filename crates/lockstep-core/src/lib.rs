@@ -78,7 +78,7 @@ pub use output::{
     SnapshotAnswer, SnapshotChunk, Stats,
 };
 pub use reconfigure::{ConfigError, MembershipChange, PROMOTION_HEARD_HEARTBEATS};
-pub use state_machine::{ApplyContext, StateDigest, StateMachine, StateSnapshot};
+pub use state_machine::{ApplyContext, Origin, StateDigest, StateMachine, StateSnapshot};
 pub use types::{
     Command, Entry, EntryPayload, HardState, LogIndex, NodeId, ReadId, Role, SnapshotMeta, Term,
 };

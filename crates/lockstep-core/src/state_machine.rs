@@ -36,6 +36,15 @@ pub trait StateSnapshot: Send + 'static {
     fn write_to(&self, out: &mut dyn io::Write) -> io::Result<()>;
 }
 
+/// Where a client's request was taken from, for [`StateMachine::admit`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Origin {
+    /// A client in the replica's own process (a gateway beside it).
+    Local,
+    /// A client over the network.
+    Remote,
+}
+
 /// A deterministic state machine that lockstep replicates.
 pub trait StateMachine {
     /// What clients send.
@@ -52,6 +61,35 @@ pub trait StateMachine {
 
     /// Answers a read-only question from the current state. Must not change the state.
     fn query(&self, query: &Self::Query) -> Self::Output;
+
+    /// Whether to take `input` from a client at all, decided from the current state by the
+    /// replica that takes it, before it is proposed: `Err` answers the client with that output
+    /// and takes no log entry. Only a client's first attempt at a request is asked (a retry
+    /// may already be in the log, and must meet the log's verdict, not this one), so the
+    /// answer is final. `now_millis` is the taking replica's clock. Applying must check
+    /// whatever it must again: a replica of another version may have let the input through,
+    /// and the state may change before it is applied. By default every input is taken.
+    fn admit(
+        &self,
+        input: &Self::Input,
+        origin: Origin,
+        now_millis: u64,
+    ) -> Result<(), Self::Output> {
+        let _ = (input, origin, now_millis);
+        Ok(())
+    }
+
+    /// Whether to answer `query` from a client at all (see [`StateMachine::admit`]), asked
+    /// before any read is served. By default every query is answered.
+    fn admit_query(
+        &self,
+        query: &Self::Query,
+        origin: Origin,
+        now_millis: u64,
+    ) -> Result<(), Self::Output> {
+        let _ = (query, origin, now_millis);
+        Ok(())
+    }
 
     /// Takes a consistent view of the current state. It should be cheap (a copy-on-write
     /// clone, for example): the expensive part, writing it out, happens off the apply path.

@@ -43,6 +43,7 @@
 
 #![deny(missing_docs)]
 
+pub mod auth;
 mod history;
 pub mod lthash;
 mod revision_index;
@@ -57,6 +58,7 @@ use bytes::Bytes;
 use lockstep_core::{ApplyContext, StateDigest, StateMachine, StateSnapshot};
 use serde::{Deserialize, Serialize};
 
+pub use auth::{AuthError, AuthRequest, AuthResponse, AuthStore, Permission, PermissionKind};
 use history::{History, Version};
 pub use lthash::LtHash;
 use revision_index::RevisionIndex;
@@ -360,7 +362,24 @@ pub enum Request {
     /// request that would grow the store is refused ([`KvError::NoSpace`]). Listing is
     /// read-only and also tells the store's size as it accounts it.
     Alarm(AlarmRequest),
+    /// Users, roles and permissions (etcd's Auth service; see [`auth`]).
+    Auth(AuthRequest),
+    /// A request made as the user a token names: with authentication on, checked against that
+    /// user's permissions where it is taken and again where it is applied.
+    As(Box<Authorized>),
 }
+
+/// A request and the token of the user who makes it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Authorized {
+    /// The token ([`AuthRequest::Issue`]).
+    pub token: String,
+    /// The request.
+    pub request: Request,
+}
+
+/// Where a request was taken from, for [`Kv::admit`].
+pub use lockstep_core::Origin;
 
 /// What to do with alarms.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -493,6 +512,12 @@ impl Request {
     /// applying makes them again.
     pub fn check(&self) -> Result<(), KvError> {
         match self {
+            Request::As(authorized) => match &authorized.request {
+                Request::As(_) => Err(KvError::Auth(AuthError::Invalid(
+                    "a request made as a user holds another".into(),
+                ))),
+                inner => inner.check(),
+            },
             Request::Range(range) => check_range(&range.range),
             Request::Put(put) => check_put(put),
             Request::Delete(delete) => check_range(&delete.range),
@@ -501,10 +526,29 @@ impl Request {
         }
     }
 
+    /// Whether the request is one the members make themselves (lease expiries and checkpoints,
+    /// alarms, what watchers poll): with authentication on, taken without a token only from a
+    /// client in the replica's own process.
+    pub fn is_members(&self) -> bool {
+        matches!(
+            self,
+            Request::LeaseExpire(_)
+                | Request::LeaseCheckpoint(_)
+                | Request::LeaseDeadlines
+                | Request::LeaseMark(_)
+                | Request::LeaseEnd(_)
+                | Request::Alarm(_)
+                | Request::Events(_)
+                | Request::Revisions
+        )
+    }
+
     /// Whether the request only reads (and so may be served by a read-index read).
     pub fn is_read_only(&self) -> bool {
         match self {
             Request::Alarm(alarm) => alarm.action == AlarmAction::Get,
+            Request::Auth(auth) => auth.is_read_only(),
+            Request::As(authorized) => authorized.request.is_read_only(),
             Request::Range(_)
             | Request::Hash(_)
             | Request::LeaseTimeToLive(_)
@@ -612,6 +656,8 @@ pub enum KvError {
     /// A `NoSpace` alarm is raised: requests that would grow the store are refused until it
     /// is cleared.
     NoSpace,
+    /// Refused by authentication or authorization, or by the auth store.
+    Auth(AuthError),
 }
 
 impl std::fmt::Display for KvError {
@@ -638,6 +684,7 @@ impl std::fmt::Display for KvError {
                 write!(f, "the transaction has {ops} operations; at most {max} are allowed")
             }
             KvError::NoSpace => write!(f, "database space exceeded"),
+            KvError::Auth(error) => write!(f, "{error}"),
         }
     }
 }
@@ -685,6 +732,8 @@ pub enum Response {
     LeasesCheckpointed(u64),
     /// The alarms raised (after the request), and the store's size.
     Alarms(AlarmResponse),
+    /// The auth store's answer.
+    Auth(AuthResponse),
 }
 
 /// A lease without its keys.
@@ -798,6 +847,11 @@ pub struct Kv {
     /// The size of every kept version as the store accounts it ([`Kv::size_bytes`]); derived
     /// from `keys`, kept up to date with each change.
     size_bytes: u64,
+    /// Users, roles and permissions (replicated).
+    auth: AuthStore,
+    /// The log time of the latest entry applied (derived from the log, not replicated): what
+    /// a token's expiry is measured against when a read is answered.
+    log_time_millis: u64,
 }
 
 /// A lease: its time to live, its deadline in log time, its keys, and whether it was renewed
@@ -853,7 +907,14 @@ impl Kv {
             elements: LtHash::new(),
             alarms: BTreeSet::new(),
             size_bytes: 0,
+            auth: AuthStore::default(),
+            log_time_millis: 0,
         }
+    }
+
+    /// The auth store.
+    pub fn auth(&self) -> &AuthStore {
+        &self.auth
     }
 
     /// The store's size as it accounts it: for every version kept, its key and value and
@@ -902,6 +963,18 @@ impl Kv {
     /// `now_millis` is the request's log time, which lease deadlines are measured in; `term`
     /// the term of its entry (requests that only the leader of a term may decide check it).
     pub fn execute_in(&mut self, request: Request, now_millis: u64, term: u64) -> Response {
+        self.log_time_millis = self.log_time_millis.max(now_millis);
+        let caller = match self.admission(&request, now_millis) {
+            Ok(caller) => caller,
+            Err(error) => return Response::Error(KvError::Auth(error)),
+        };
+        let request = match request {
+            Request::As(authorized) => authorized.request,
+            request => request,
+        };
+        if let Request::Auth(auth) = request {
+            return self.auth_change(auth, caller.as_deref());
+        }
         if self.out_of_space() && grows(&request) {
             return Response::Error(KvError::NoSpace);
         }
@@ -946,6 +1019,156 @@ impl Kv {
         }
     }
 
+    /// Who makes `request`, if authentication is on and it names a user: its token verified
+    /// at `now_millis` and its permissions checked. A request without a token is let through
+    /// only if it is one of the members' own ([`Request::is_members`]: whether the member
+    /// that took it may make it was decided there, by [`Kv::admit_request`]) or the auth store's
+    /// (which checks its own).
+    fn admission(&self, request: &Request, now_millis: u64) -> Result<Option<String>, AuthError> {
+        let (inner, token) = match request {
+            Request::As(authorized) => (&authorized.request, Some(authorized.token.as_str())),
+            request => (request, None),
+        };
+        if let Request::As(_) = inner {
+            return Err(AuthError::Invalid("a request made as a user holds another".into()));
+        }
+        if !self.auth.enabled() {
+            return Ok(None);
+        }
+        let Some(token) = token else {
+            return if matches!(inner, Request::Auth(_)) || inner.is_members() {
+                Ok(None)
+            } else {
+                Err(AuthError::UserEmpty)
+            };
+        };
+        let user = self.auth.verify(token, now_millis)?;
+        self.authorize(user, inner)?;
+        Ok(Some(user.to_string()))
+    }
+
+    /// Whether `user` may make `request` (the auth store's own requests are checked by it).
+    fn authorize(&self, user: &str, request: &Request) -> Result<(), AuthError> {
+        let allowed = |range: &KeyRange, kind| {
+            if self.auth.permits(user, range, kind) {
+                Ok(())
+            } else {
+                Err(AuthError::PermissionDenied)
+            }
+        };
+        let root = || {
+            if self.auth.is_root(user) {
+                Ok(())
+            } else {
+                Err(AuthError::PermissionDenied)
+            }
+        };
+        let operation = |operation: &Operation| match operation {
+            Operation::Range(range) => allowed(&range.range, PermissionKind::Read),
+            Operation::Put(put) => {
+                let key = KeyRange::key(put.key.clone());
+                allowed(&key, PermissionKind::Write)?;
+                if put.prev_kv {
+                    allowed(&key, PermissionKind::Read)?;
+                }
+                Ok(())
+            }
+            Operation::Delete(delete) => {
+                allowed(&delete.range, PermissionKind::Write)?;
+                if delete.prev_kv {
+                    allowed(&delete.range, PermissionKind::Read)?;
+                }
+                Ok(())
+            }
+        };
+        match request {
+            Request::Auth(_) => Ok(()),
+            Request::As(_) => Err(AuthError::PermissionDenied),
+            Request::Range(range) => operation(&Operation::Range(range.clone())),
+            Request::Events(events) => allowed(&events.range, PermissionKind::Read),
+            Request::Put(put) => operation(&Operation::Put(put.clone())),
+            Request::Delete(delete) => operation(&Operation::Delete(delete.clone())),
+            Request::Txn(txn) => {
+                for compare in &txn.compare {
+                    allowed(&compare.range, PermissionKind::Read)?;
+                }
+                txn.success.iter().chain(&txn.failure).try_for_each(operation)
+            }
+            Request::LeaseRevoke(lease) => match self.leases.get(&lease.id) {
+                Some(held) => held.keys.iter().try_for_each(|key| {
+                    allowed(&KeyRange::key(key.clone()), PermissionKind::Write)
+                }),
+                None => Ok(()),
+            },
+            Request::LeaseGrant(_)
+            | Request::LeaseKeepAlive(_)
+            | Request::LeaseTimeToLive(_)
+            | Request::LeaseList
+            | Request::Revisions => Ok(()),
+            Request::Compact(_)
+            | Request::Hash(_)
+            | Request::Alarm(_)
+            | Request::LeaseExpire(_)
+            | Request::LeaseCheckpoint(_)
+            | Request::LeaseDeadlines
+            | Request::LeaseMark(_)
+            | Request::LeaseEnd(_) => root(),
+        }
+    }
+
+    /// Changes (or reads) the auth store for `caller`, keeping the digest current.
+    fn auth_change(&mut self, request: AuthRequest, caller: Option<&str>) -> Response {
+        let before = (!self.auth.is_pristine()).then(|| self.auth.element());
+        let revision = self.auth.revision();
+        let outcome = self.auth.change(request, caller);
+        if self.auth.revision() != revision {
+            if let Some(before) = before {
+                self.elements.remove(&before);
+            }
+            self.elements.add(&self.auth.element());
+        }
+        match outcome {
+            Ok(response) => Response::Auth(response),
+            Err(error) => Response::Error(KvError::Auth(error)),
+        }
+    }
+
+    /// Whether to take `request` from a client at all, before it is proposed or answered
+    /// (at `now_millis` on the taking member's clock, which a token's expiry is measured
+    /// against): the checks that need no state, the space quota, and, with authentication
+    /// on, the user's token and permissions. The members' own requests (lease expiries and
+    /// checkpoints, alarms, watch polls, password checks and token issues) are taken only
+    /// from a client in the replica's own process ([`Origin::Local`]) once authentication is
+    /// on, and password checks and token issues always.
+    pub fn admit_request(
+        &self,
+        request: &Request,
+        origin: Origin,
+        now_millis: u64,
+    ) -> Result<(), KvError> {
+        request.check()?;
+        let inner = match request {
+            Request::As(authorized) => &authorized.request,
+            request => request,
+        };
+        if origin == Origin::Remote {
+            let members_only = match inner {
+                Request::Auth(auth) => auth.is_member_only(),
+                inner => {
+                    self.auth.enabled() && inner.is_members() && !matches!(request, Request::As(_))
+                }
+            };
+            if members_only {
+                return Err(KvError::Auth(AuthError::PermissionDenied));
+            }
+        }
+        self.admission(request, now_millis).map_err(KvError::Auth)?;
+        if self.out_of_space() && grows(inner) {
+            return Err(KvError::NoSpace);
+        }
+        Ok(())
+    }
+
     /// Lists, raises or clears an alarm.
     fn alarm(&mut self, request: AlarmRequest) -> Response {
         let alarm = Alarm { member: request.member, alarm: request.alarm };
@@ -976,6 +1199,17 @@ impl Kv {
             alarms: self.alarms.iter().copied().collect(),
             size_bytes: self.size_bytes,
         })
+    }
+
+    /// Answers a request that only reads, for `caller` (see [`Kv::admission`]).
+    fn read_as(&self, request: &Request, caller: Option<&str>) -> Response {
+        match request {
+            Request::Auth(auth) if auth.is_read_only() => match self.auth.read(auth, caller) {
+                Ok(response) => Response::Auth(response),
+                Err(error) => Response::Error(KvError::Auth(error)),
+            },
+            request => self.read_only(request),
+        }
     }
 
     /// Answers a request that only reads.
@@ -1687,12 +1921,28 @@ pub struct KvSnapshot {
     leases: BTreeMap<i64, Lease>,
     elements: LtHash,
     alarms: BTreeSet<Alarm>,
+    auth: AuthStore,
+    log_time_millis: u64,
 }
 
-/// The encoded form of a snapshot (version 6: with the digest's elements, checked at restore,
-/// each lease's renewed mark, and the alarms raised).
+/// The encoded form of a snapshot (version 7: with the digest's elements, checked at restore,
+/// each lease's renewed mark, the alarms raised, and the auth store).
 #[derive(Serialize, Deserialize)]
 struct Encoded {
+    version: u8,
+    revision: Revision,
+    compacted: Revision,
+    keys: Vec<(Bytes, Vec<Version>)>,
+    leases: Vec<(i64, Lease)>,
+    elements: Vec<u8>,
+    alarms: Vec<Alarm>,
+    auth: AuthStore,
+    log_time_millis: u64,
+}
+
+/// The encoded form of a version 6 snapshot (no auth store), still read.
+#[derive(Deserialize)]
+struct EncodedV6 {
     version: u8,
     revision: Revision,
     compacted: Revision,
@@ -1743,7 +1993,7 @@ struct VersionV3 {
     kv: Option<KeyValue>,
 }
 
-const SNAPSHOT_VERSION: u8 = 6;
+const SNAPSHOT_VERSION: u8 = 7;
 
 /// The encoded form of a snapshot, borrowed from the view (it encodes as [`Encoded`]).
 #[derive(Serialize)]
@@ -1758,6 +2008,8 @@ struct EncodedView<'a> {
     elements: Vec<u8>,
     #[serde(serialize_with = "serialize_alarms")]
     alarms: &'a BTreeSet<Alarm>,
+    auth: &'a AuthStore,
+    log_time_millis: u64,
 }
 
 /// The alarms as a sequence.
@@ -1794,6 +2046,8 @@ impl StateSnapshot for KvSnapshot {
             leases: &self.leases,
             elements: self.elements.to_bytes(),
             alarms: &self.alarms,
+            auth: &self.auth,
+            log_time_millis: self.log_time_millis,
         };
         // Streamed: the encoding is never held whole in memory.
         let mut buffered = io::BufWriter::new(out);
@@ -1817,6 +2071,10 @@ impl Kv {
         }
         for alarm in &self.alarms {
             elements.add(&alarm_element(alarm));
+        }
+        // A store that never used auth hashes as one from before it existed.
+        if !self.auth.is_pristine() {
+            elements.add(&self.auth.element());
         }
         elements
     }
@@ -1849,9 +2107,26 @@ impl StateMachine for Kv {
     }
 
     /// Answers a read; a request that would write is refused here (send it through the log).
+    /// A token's expiry is measured against the log time of the latest entry applied (the
+    /// member that took the read checked it against its clock: [`Kv::admit_request`]).
     fn query(&self, query: &Request) -> Answer {
-        let response = self.read_only(query);
+        let response = match self.admission(query, self.log_time_millis) {
+            Err(error) => Response::Error(KvError::Auth(error)),
+            Ok(caller) => match query {
+                Request::As(authorized) => self.read_as(&authorized.request, caller.as_deref()),
+                query => self.read_as(query, caller.as_deref()),
+            },
+        };
         Answer { revision: self.revision(), response }
+    }
+
+    fn admit(&self, input: &Request, origin: Origin, now_millis: u64) -> Result<(), Answer> {
+        self.admit_request(input, origin, now_millis)
+            .map_err(|error| Answer { revision: self.revision(), response: Response::Error(error) })
+    }
+
+    fn admit_query(&self, query: &Request, origin: Origin, now_millis: u64) -> Result<(), Answer> {
+        self.admit(query, origin, now_millis)
     }
 
     fn snapshot(&self) -> KvSnapshot {
@@ -1862,6 +2137,8 @@ impl StateMachine for Kv {
             leases: self.leases.clone(),
             elements: self.elements.clone(),
             alarms: self.alarms.clone(),
+            auth: self.auth.clone(),
+            log_time_millis: self.log_time_millis,
         }
     }
 
@@ -1882,9 +2159,20 @@ impl StateMachine for Kv {
             })
         };
         let mut alarms = Vec::new();
+        let mut auth = AuthStore::default();
+        let mut log_time_millis = 0;
         let (revision, compacted, keys, leases, written) = match bytes.first() {
             Some(&SNAPSHOT_VERSION) => {
                 let encoded: Encoded = postcard::from_bytes(&bytes).map_err(undecodable)?;
+                let elements = digest(&encoded.elements)?;
+                alarms = encoded.alarms;
+                auth = encoded.auth;
+                log_time_millis = encoded.log_time_millis;
+                (encoded.revision, encoded.compacted, encoded.keys, encoded.leases, Some(elements))
+            }
+            Some(6) => {
+                let encoded: EncodedV6 = postcard::from_bytes(&bytes).map_err(undecodable)?;
+                assert_eq!(encoded.version, 6, "the version byte was read as 6");
                 let elements = digest(&encoded.elements)?;
                 alarms = encoded.alarms;
                 (encoded.revision, encoded.compacted, encoded.keys, encoded.leases, Some(elements))
@@ -1941,6 +2229,8 @@ impl StateMachine for Kv {
             elements: LtHash::new(),
             alarms: alarms.into_iter().collect(),
             size_bytes: 0,
+            auth,
+            log_time_millis,
         };
         restored.size_bytes = restored
             .keys

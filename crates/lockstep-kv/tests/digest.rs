@@ -94,13 +94,26 @@ fn a_checkpoint_whose_state_does_not_match_its_digest_is_refused() {
     }
     let mut bytes = Vec::new();
     kv.snapshot().write_to(&mut bytes).expect("writes");
-    // The digest's lanes are the last bytes written but the alarms' count (none here):
-    // change one.
+    // The digest's lanes are the last bytes written but the alarms' count (none here), the
+    // auth store and the log time: change one.
+    let mut bytes = version_6(&bytes, 0);
     assert_eq!(bytes.last(), Some(&0), "no alarms");
     let last = bytes.len() - 2;
     bytes[last] ^= 0x01;
     let error = Kv::new().restore(&mut bytes.as_slice()).expect_err("refused");
     assert!(error.to_string().contains("digest"), "{error}");
+}
+
+/// A checkpoint of the current version as version 6 wrote it (before the auth store and the
+/// log time), for a store that never used auth and whose latest entry had log time `now`.
+fn version_6(current: &[u8], now_millis: u64) -> Vec<u8> {
+    assert_eq!(current.first(), Some(&7));
+    let mut suffix = postcard::to_stdvec(&lockstep_kv::AuthStore::default()).expect("encodes");
+    suffix.extend(postcard::to_stdvec(&now_millis).expect("encodes"));
+    assert!(current.ends_with(&suffix), "a pristine auth store and the log time end it");
+    let mut old = current[..current.len() - suffix.len()].to_vec();
+    old[0] = 6;
+    old
 }
 
 /// A version 3 checkpoint (written before the digest was kept in it) as it was encoded.
@@ -180,6 +193,7 @@ fn a_version_4_checkpoint_is_still_read() {
     // what version 4 wrote.
     let mut current = Vec::new();
     expected.snapshot().write_to(&mut current).expect("writes");
+    let current = version_6(&current, 1_000);
     let lanes = lockstep_kv::lthash::LANES * 2;
     assert_eq!(current.last(), Some(&0), "no alarms");
     let elements = current[current.len() - 1 - lanes..current.len() - 1].to_vec();
@@ -210,6 +224,7 @@ fn a_version_5_checkpoint_is_still_read() {
     expected.execute_at(Request::LeaseGrant(LeaseGrantRequest { id: 7, ttl: 10 }), 1_000);
     let mut current = Vec::new();
     expected.snapshot().write_to(&mut current).expect("writes");
+    let current = version_6(&current, 1_000);
     assert_eq!(current.first(), Some(&6));
     assert_eq!(current.last(), Some(&0), "no alarms");
     let mut old = current[..current.len() - 1].to_vec();
@@ -219,4 +234,39 @@ fn a_version_5_checkpoint_is_still_read() {
     assert_eq!(restored.digest(), expected.digest());
     assert_eq!(restored.verify_digest(), Ok(()));
     assert_eq!(restored.size_bytes(), expected.size_bytes());
+}
+
+/// A version 6 checkpoint (before the auth store was kept) is still read, and a store that
+/// never used auth has the digest it had then.
+#[test]
+fn a_version_6_checkpoint_is_still_read() {
+    let mut expected = Kv::new();
+    expected.execute(Request::put("a", "1"));
+    expected.execute_at(Request::LeaseGrant(LeaseGrantRequest { id: 7, ttl: 10 }), 1_000);
+    let mut current = Vec::new();
+    expected.snapshot().write_to(&mut current).expect("writes");
+    let old = version_6(&current, 1_000);
+    let mut restored = Kv::new();
+    restored.restore(&mut old.as_slice()).expect("a version 6 checkpoint restores");
+    assert_eq!(restored.digest(), expected.digest());
+    assert_eq!(restored.verify_digest(), Ok(()));
+}
+
+/// The auth store is part of the state: carried by checkpoints, covered by the digest.
+#[test]
+fn the_auth_store_is_in_checkpoints_and_the_digest() {
+    use lockstep_kv::{AuthRequest, AuthResponse};
+    let mut kv = Kv::new();
+    kv.execute(Request::put("a", "1"));
+    let before = kv.digest();
+    let add = AuthRequest::UserAdd { name: "root".into(), password_hash: None };
+    assert_eq!(kv.execute(Request::Auth(add)), Response::Auth(AuthResponse::Done));
+    assert_ne!(kv.digest(), before, "a user changes the digest");
+    assert_eq!(kv.verify_digest(), Ok(()));
+    let mut bytes = Vec::new();
+    kv.snapshot().write_to(&mut bytes).expect("writes");
+    let mut copy = Kv::new();
+    copy.restore(&mut bytes.as_slice()).expect("restores");
+    assert_eq!(copy.digest(), kv.digest());
+    assert_eq!(copy.auth(), kv.auth());
 }

@@ -1,0 +1,190 @@
+//! Authentication and authorization in the store: what a user's token lets it do, checked
+//! where a request is taken ([`Kv::admit_request`]) and again where it is applied.
+
+use bytes::Bytes;
+use lockstep_core::{Origin, StateMachine};
+use lockstep_kv::{
+    AuthError, AuthRequest, AuthResponse, Authorized, KeyRange, Kv, KvError, LeaseGrantRequest,
+    Permission, PermissionKind, Request, Response,
+};
+
+const NOW: u64 = 1_000_000;
+
+fn ok(response: Response) {
+    assert!(!matches!(response, Response::Error(_)), "{response:?}");
+}
+
+fn token(kv: &Kv, name: &str) -> String {
+    let revision = kv.auth().revision();
+    let issue = AuthRequest::Issue { name: name.into(), revision, expires_millis: NOW + 60_000 };
+    match kv.query(&Request::Auth(issue)).response {
+        Response::Auth(AuthResponse::Token(token)) => token,
+        other => panic!("no token: {other:?}"),
+    }
+}
+
+fn as_user(token: &str, request: Request) -> Request {
+    Request::As(Box::new(Authorized { token: token.to_string(), request }))
+}
+
+/// A store with auth on: root, and `alice` who may read and write `a/` and read `b/`.
+fn store() -> Kv {
+    let mut kv = Kv::new();
+    let auth = |request| Request::Auth(request);
+    ok(kv.execute(auth(AuthRequest::UserAdd { name: "root".into(), password_hash: None })));
+    ok(kv.execute(auth(AuthRequest::UserGrantRole { user: "root".into(), role: "root".into() })));
+    ok(kv.execute(auth(AuthRequest::UserAdd { name: "alice".into(), password_hash: None })));
+    ok(kv.execute(auth(AuthRequest::RoleAdd { name: "r".into() })));
+    for (kind, prefix) in [(PermissionKind::ReadWrite, "a/"), (PermissionKind::Read, "b/")] {
+        let range = KeyRange::prefix(prefix);
+        let permission = Permission { kind, key: range.key, range_end: range.range_end };
+        ok(kv.execute(auth(AuthRequest::RoleGrantPermission { name: "r".into(), permission })));
+    }
+    ok(kv.execute(auth(AuthRequest::UserGrantRole { user: "alice".into(), role: "r".into() })));
+    ok(kv.execute(Request::put("b/1", "x")));
+    ok(kv.execute(auth(AuthRequest::Enable { token_key: [5; 32] })));
+    kv
+}
+
+fn refused(response: Response) -> AuthError {
+    match response {
+        Response::Error(KvError::Auth(error)) => error,
+        other => panic!("not refused by auth: {other:?}"),
+    }
+}
+
+#[test]
+fn a_request_without_a_token_is_refused_once_auth_is_on() {
+    let mut kv = store();
+    let revision = kv.revision();
+    assert_eq!(refused(kv.execute_at(Request::put("a/1", "v"), NOW)), AuthError::UserEmpty);
+    assert_eq!(
+        kv.admit_request(&Request::put("a/1", "v"), Origin::Local, NOW),
+        Err(KvError::Auth(AuthError::UserEmpty))
+    );
+    assert_eq!(refused(kv.query(&Request::get("b/1")).response), AuthError::UserEmpty);
+    assert_eq!(kv.revision(), revision, "nothing changed");
+}
+
+#[test]
+fn permissions_decide_reads_and_writes_where_taken_and_where_applied() {
+    let mut kv = store();
+    let alice = token(&kv, "alice");
+    let put = as_user(&alice, Request::put("a/1", "v"));
+    assert_eq!(kv.admit_request(&put, Origin::Remote, NOW), Ok(()));
+    ok(kv.execute_at(put, NOW));
+    ok(kv.query(&as_user(&alice, Request::get("b/1"))).response);
+    let denied = as_user(&alice, Request::put("b/1", "v"));
+    assert_eq!(
+        kv.admit_request(&denied, Origin::Remote, NOW),
+        Err(KvError::Auth(AuthError::PermissionDenied))
+    );
+    let revision = kv.revision();
+    assert_eq!(refused(kv.execute_at(denied, NOW)), AuthError::PermissionDenied);
+    assert_eq!(kv.revision(), revision);
+    assert_eq!(
+        refused(kv.query(&as_user(&alice, Request::get("c"))).response),
+        AuthError::PermissionDenied
+    );
+    // Compaction and the auth store's changes need root.
+    let compact = Request::Compact(lockstep_kv::CompactRequest { revision: 1 });
+    assert_eq!(
+        refused(kv.execute_at(as_user(&alice, compact.clone()), NOW)),
+        AuthError::PermissionDenied
+    );
+    let root = token(&kv, "root");
+    ok(kv.execute_at(as_user(&root, compact), NOW));
+}
+
+#[test]
+fn a_change_to_the_auth_store_retires_older_tokens() {
+    let mut kv = store();
+    let alice = token(&kv, "alice");
+    let root = token(&kv, "root");
+    let revoke = AuthRequest::UserRevokeRole { user: "alice".into(), role: "r".into() };
+    ok(kv.execute_at(as_user(&root, Request::Auth(revoke)), NOW));
+    let put = as_user(&alice, Request::put("a/1", "v"));
+    assert_eq!(refused(kv.execute_at(put, NOW)), AuthError::OldRevision);
+    // A new token carries the user's permissions as they are now.
+    let alice = token(&kv, "alice");
+    let put = as_user(&alice, Request::put("a/1", "v"));
+    assert_eq!(refused(kv.execute_at(put, NOW)), AuthError::PermissionDenied);
+}
+
+#[test]
+fn expired_and_forged_tokens_are_refused() {
+    let mut kv = store();
+    let alice = token(&kv, "alice");
+    let late = NOW + 60_001;
+    assert_eq!(
+        refused(kv.execute_at(as_user(&alice, Request::put("a/1", "v")), late)),
+        AuthError::InvalidToken
+    );
+    let mut other = Kv::new();
+    ok(other
+        .execute(Request::Auth(AuthRequest::UserAdd { name: "root".into(), password_hash: None })));
+    ok(other.execute(Request::Auth(AuthRequest::UserGrantRole {
+        user: "root".into(),
+        role: "root".into(),
+    })));
+    ok(other.execute(Request::Auth(AuthRequest::UserAdd {
+        name: "alice".into(),
+        password_hash: None,
+    })));
+    ok(other.execute(Request::Auth(AuthRequest::Enable { token_key: [6; 32] })));
+    let forged = token(&other, "root");
+    assert_eq!(
+        refused(kv.execute_at(as_user(&forged, Request::put("b/1", "v")), NOW)),
+        AuthError::InvalidToken,
+        "a token under another key"
+    );
+}
+
+#[test]
+fn members_requests_come_only_from_the_replicas_own_process() {
+    let kv = store();
+    let issue = Request::Auth(AuthRequest::Issue {
+        name: "root".into(),
+        revision: kv.auth().revision(),
+        expires_millis: NOW,
+    });
+    assert_eq!(kv.admit_request(&issue, Origin::Local, NOW), Ok(()));
+    assert_eq!(
+        kv.admit_request(&issue, Origin::Remote, NOW),
+        Err(KvError::Auth(AuthError::PermissionDenied))
+    );
+    let password = Request::Auth(AuthRequest::Password { name: "root".into() });
+    assert!(kv.admit_request(&password, Origin::Remote, NOW).is_err());
+    // Even with a valid token: a user cannot have tokens issued for others.
+    let alice = token(&kv, "alice");
+    assert!(kv.admit_request(&as_user(&alice, issue), Origin::Remote, NOW).is_err());
+    // A lease expiry is the leader's own: from the network only with root's token.
+    let end = Request::LeaseDeadlines;
+    assert!(kv.admit_request(&end, Origin::Remote, NOW).is_err());
+    assert_eq!(kv.admit_request(&end, Origin::Local, NOW), Ok(()));
+    assert!(kv.admit_request(&as_user(&alice, end.clone()), Origin::Remote, NOW).is_err());
+    let root = token(&kv, "root");
+    assert_eq!(kv.admit_request(&as_user(&root, end), Origin::Remote, NOW), Ok(()));
+}
+
+#[test]
+fn revoking_a_lease_needs_write_on_its_keys() {
+    let mut kv = store();
+    let root = token(&kv, "root");
+    let alice = token(&kv, "alice");
+    let grant = Request::LeaseGrant(LeaseGrantRequest { id: 9, ttl: 60 });
+    ok(kv.execute_at(as_user(&alice, grant), NOW));
+    let put = lockstep_kv::PutRequest {
+        key: Bytes::from("b/2"),
+        value: Bytes::from("v"),
+        lease: 9,
+        ..Default::default()
+    };
+    ok(kv.execute_at(as_user(&root, Request::Put(put)), NOW));
+    let revoke = Request::LeaseRevoke(lockstep_kv::LeaseIdRequest { id: 9 });
+    assert_eq!(
+        refused(kv.execute_at(as_user(&alice, revoke.clone()), NOW)),
+        AuthError::PermissionDenied
+    );
+    ok(kv.execute_at(as_user(&root, revoke), NOW));
+}

@@ -125,6 +125,34 @@ fn main() {
             ),
         ],
     );
-    Builder::new().compile(&[kv, cluster, maintenance, watch, lease]);
+    let auth_methods: Vec<MethodSpec> = [
+        ("auth_enable", "AuthEnable", "AuthEnable"),
+        ("auth_disable", "AuthDisable", "AuthDisable"),
+        ("auth_status", "AuthStatus", "AuthStatus"),
+        ("authenticate", "Authenticate", "Authenticate"),
+        ("user_add", "UserAdd", "AuthUserAdd"),
+        ("user_get", "UserGet", "AuthUserGet"),
+        ("user_list", "UserList", "AuthUserList"),
+        ("user_delete", "UserDelete", "AuthUserDelete"),
+        ("user_change_password", "UserChangePassword", "AuthUserChangePassword"),
+        ("user_grant_role", "UserGrantRole", "AuthUserGrantRole"),
+        ("user_revoke_role", "UserRevokeRole", "AuthUserRevokeRole"),
+        ("role_add", "RoleAdd", "AuthRoleAdd"),
+        ("role_get", "RoleGet", "AuthRoleGet"),
+        ("role_list", "RoleList", "AuthRoleList"),
+        ("role_delete", "RoleDelete", "AuthRoleDelete"),
+        ("role_grant_permission", "RoleGrantPermission", "AuthRoleGrantPermission"),
+        ("role_revoke_permission", "RoleRevokePermission", "AuthRoleRevokePermission"),
+    ]
+    .iter()
+    .map(|&(rust, route, message)| {
+        // The strings live for the whole build script.
+        let request: &'static str = Box::leak(format!("{message}Request").into_boxed_str());
+        let response: &'static str = Box::leak(format!("{message}Response").into_boxed_str());
+        (rust, route, request, response, false, false)
+    })
+    .collect();
+    let auth = service("Auth", &auth_methods);
+    Builder::new().compile(&[kv, cluster, maintenance, watch, lease, auth]);
     println!("cargo:rerun-if-changed=build.rs");
 }

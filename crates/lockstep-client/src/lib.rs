@@ -487,22 +487,44 @@ where
         }
         .unwrap_or_else(|| Session { client: random_id(), next: 1, used: Instant::now() });
         let sequence = session.next;
+        let client = session.client;
+        let input = &input;
         let outcome = self
-            .call(|id| ClientMessage::<I, Q>::Write {
-                id,
-                client: session.client,
-                sequence,
-                input: input.clone(),
-            })
+            .call_attempts(
+                |id, first| match first {
+                    // No earlier attempt can be in the log: the replica may refuse this one
+                    // for good before proposing it.
+                    true => ClientMessage::<I, Q>::WriteFirst {
+                        id,
+                        client,
+                        sequence,
+                        input: input.clone(),
+                    },
+                    false => {
+                        ClientMessage::<I, Q>::Write { id, client, sequence, input: input.clone() }
+                    }
+                },
+                |answer| match answer {
+                    ServerMessage::Done { output, .. } => Ok((output, true)),
+                    ServerMessage::Denied { output, .. } => Ok((output, false)),
+                    _ => Err(Error::Malformed("a write was answered with something else".into())),
+                },
+            )
             .await;
-        if outcome.is_ok() {
-            session.next += 1;
-            session.used = Instant::now();
-            lock(&self.shared.sessions).push(session);
+        match outcome {
+            Ok((output, applied)) => {
+                // A denied request took no number: the next request may have it.
+                if applied {
+                    session.next += 1;
+                }
+                session.used = Instant::now();
+                lock(&self.shared.sessions).push(session);
+                Ok(output)
+            }
+            // After anything else the session's state is unknown (the request may yet
+            // apply): it is dropped, and a new one is started for the next request.
+            Err(error) => Err(error),
         }
-        // After anything else the session's state is unknown (the request may yet apply):
-        // it is dropped, and a new one is started for the next request.
-        outcome
     }
 
     /// The cluster's members, or changes them (a change goes to the leader and is made once,
@@ -578,7 +600,7 @@ where
 
     async fn call(&self, make: impl Fn(u64) -> ClientMessage<I, Q>) -> Result<O, Error> {
         self.call_for(make, |answer| match answer {
-            ServerMessage::Done { output, .. } => Ok(output),
+            ServerMessage::Done { output, .. } | ServerMessage::Denied { output, .. } => Ok(output),
             _ => Err(Error::Malformed("a request was answered with something else".to_string())),
         })
         .await
@@ -591,15 +613,36 @@ where
         make: impl Fn(u64) -> ClientMessage<I, Q>,
         accept: impl Fn(ServerMessage<O>) -> Result<T, Error>,
     ) -> Result<T, Error> {
+        self.call_attempts(|id, _| make(id), accept).await
+    }
+
+    /// [`Client::call_for`], telling `make` whether no earlier attempt can have been proposed
+    /// (every earlier one was refused by a replica that does not lead).
+    async fn call_attempts<T>(
+        &self,
+        make: impl Fn(u64, bool) -> ClientMessage<I, Q>,
+        accept: impl Fn(ServerMessage<O>) -> Result<T, Error>,
+    ) -> Result<T, Error> {
         if self.shared.endpoints.is_empty() {
             return Err(Error::NoEndpoints);
         }
         let started = Instant::now();
         let mut last = String::new();
         let mut backoff = Duration::from_millis(10);
+        let mut unsent = true;
         while started.elapsed() < self.options.timeout {
             let id = self.shared.next_id.fetch_add(1, Ordering::Relaxed);
-            let again = match self.attempt(make(id), id).await {
+            let outcome = self.attempt(make(id, unsent), id).await;
+            if !matches!(
+                outcome,
+                Attempt::Answer(ServerMessage::Refused {
+                    error: ClientError::NotLeader { .. },
+                    ..
+                })
+            ) {
+                unsent = false;
+            }
+            let again = match outcome {
                 Attempt::Answer(ServerMessage::Refused { error, .. }) => match error {
                     ClientError::NotLeader { leader, address } => {
                         let moved = self.move_on(address.as_deref()).await;

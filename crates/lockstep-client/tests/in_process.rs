@@ -30,9 +30,18 @@ fn request_id(message: &ClientMessage<u64, u64>) -> u64 {
 
 fn input(message: &ClientMessage<u64, u64>) -> u64 {
     match message {
-        ClientMessage::Write { input, .. } => *input,
+        ClientMessage::Write { input, .. } | ClientMessage::WriteFirst { input, .. } => *input,
         ClientMessage::Read { query, .. } => *query,
         _ => 0,
+    }
+}
+
+/// A write's session and number, whichever attempt it is.
+fn session_of(message: &ClientMessage<u64, u64>) -> Option<(u64, u64)> {
+    match message {
+        ClientMessage::Write { client, sequence, .. }
+        | ClientMessage::WriteFirst { client, sequence, .. } => Some((*client, *sequence)),
+        _ => None,
     }
 }
 
@@ -86,8 +95,8 @@ async fn remote_recording(count: Arc<AtomicU64>, sessions: Sessions) -> String {
                         let message: ClientMessage<u64, u64> =
                             lockstep_wire::decode(&body).expect("a request");
                         count.fetch_add(1, Ordering::Relaxed);
-                        if let ClientMessage::Write { client, sequence, .. } = &message {
-                            sessions.lock().expect("lock").push((*client, *sequence));
+                        if let Some(session) = session_of(&message) {
+                            sessions.lock().expect("lock").push(session);
                         }
                         let answer = ServerMessage::Done {
                             id: request_id(&message),
@@ -183,8 +192,8 @@ async fn a_write_retried_from_the_local_replica_elsewhere_keeps_its_session() {
     let address = leader.clone();
     let record = seen.clone();
     let link = local(Arc::new(AtomicU64::new(0)), move |message| {
-        if let ClientMessage::Write { client, sequence, .. } = message {
-            record.lock().expect("lock").push((*client, *sequence));
+        if let Some(session) = session_of(message) {
+            record.lock().expect("lock").push(session);
         }
         Some(ServerMessage::Refused {
             id: request_id(message),
@@ -198,4 +207,42 @@ async fn a_write_retried_from_the_local_replica_elsewhere_keeps_its_session() {
     let remote_seen = remote_seen.lock().expect("lock").clone();
     assert_eq!(seen.len(), 1);
     assert_eq!(remote_seen, seen, "the retry on the leader is the same request of one session");
+}
+
+/// A write refused before it was proposed keeps its number for the next request of its
+/// session; only a first attempt, or one after refusals from replicas that do not lead, is
+/// sent as one the replica may refuse for good.
+#[tokio::test]
+async fn a_denied_write_leaves_its_number_and_only_first_attempts_may_be_denied() {
+    let seen: Arc<std::sync::Mutex<Vec<(bool, u64, u64)>>> = Arc::default();
+    let record = seen.clone();
+    let calls = Arc::new(AtomicU64::new(0));
+    let counter = calls.clone();
+    let link = local(Arc::new(AtomicU64::new(0)), move |message| {
+        let call = counter.fetch_add(1, Ordering::Relaxed);
+        let (first, client, sequence) = match message {
+            ClientMessage::WriteFirst { client, sequence, .. } => (true, *client, *sequence),
+            ClientMessage::Write { client, sequence, .. } => (false, *client, *sequence),
+            _ => return None,
+        };
+        record.lock().expect("lock").push((first, client, sequence));
+        let id = request_id(message);
+        Some(match call {
+            // The first write is denied; the second refused as a retry would be; then done.
+            0 => ServerMessage::Denied { id, output: 1 },
+            1 => ServerMessage::Refused { id, error: ClientError::Retry("busy".into()) },
+            _ => ServerMessage::Done { id, output: 2 },
+        })
+    });
+    let client: Client<u64, u64, u64> =
+        Client::with_local(vec![UNREACHABLE.to_string()], options(), link);
+    assert_eq!(client.write(7).await, Ok(1), "the denial is the answer");
+    assert_eq!(client.write(8).await, Ok(2));
+    let seen = seen.lock().expect("lock").clone();
+    assert_eq!(seen.len(), 3, "{seen:?}");
+    assert!(seen[0].0 && seen[1].0, "each request's first attempt may be denied: {seen:?}");
+    assert!(!seen[2].0, "a retry after an ambiguous refusal may not: {seen:?}");
+    assert_eq!(seen[0].1, seen[1].1, "one session");
+    assert_eq!(seen[0].2, seen[1].2, "the denied request's number is used again");
+    assert_eq!(seen[1].2, seen[2].2);
 }

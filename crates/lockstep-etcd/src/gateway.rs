@@ -156,6 +156,8 @@ pub(crate) struct Shared {
     /// (refreshed every 500 ms): requests that would grow the store are refused before they
     /// take a log entry.
     pub(crate) space: std::sync::Mutex<(bool, u64)>,
+    /// Tokens issued for certificates, failed authentications, password hashing.
+    auth: crate::auth::AuthState,
 }
 
 /// The gateway; clone it into each service.
@@ -204,6 +206,7 @@ impl Gateway {
                 leader_leases: tokio::sync::Mutex::new(None),
                 watchers_open: Arc::default(),
                 space: std::sync::Mutex::new((false, 0)),
+                auth: crate::auth::AuthState::default(),
                 config,
             }),
         }
@@ -475,6 +478,19 @@ impl Gateway {
         self.shared.local.read(request).await.map_err(client_status)
     }
 
+    /// A linearizable read answered by this replica, with the store's refusals as they are.
+    pub(crate) async fn read_local_linearizable(&self, request: Request) -> Result<Answer, Status> {
+        self.shared
+            .local
+            .read_with(request, ReadConsistency::Linearizable)
+            .await
+            .map_err(client_status)
+    }
+
+    pub(crate) fn auth_state(&self) -> &crate::auth::AuthState {
+        &self.shared.auth
+    }
+
     async fn local_status(&self) -> Result<ReplicaStatus, Status> {
         let status = self.shared.local.status_with(false).await.map_err(client_status)?;
         self.shared.term.store(status.term, Ordering::Relaxed);
@@ -520,6 +536,7 @@ pub fn kv_status(error: &KvError) -> Status {
         }
         KvError::NotReadOnly => Status::internal("etcdserver: a write was served as a read"),
         KvError::NoSpace => Status::resource_exhausted("etcdserver: mvcc: database space exceeded"),
+        KvError::Auth(error) => crate::auth::auth_status(error),
     }
 }
 
@@ -726,10 +743,11 @@ impl KV for Gateway {
         &self,
         request: GrpcRequest<pb::RangeRequest>,
     ) -> Result<GrpcResponse<pb::RangeResponse>, Status> {
+        let caller = self.caller(&request)?;
         let request = request.into_inner();
         check_size(&request)?;
         let serializable = request.serializable;
-        let answer = self.read(Request::Range(range_in(request)), serializable).await?;
+        let answer = self.read_as(&caller, Request::Range(range_in(request)), serializable).await?;
         match answer.response {
             Response::Range(range) => {
                 Ok(GrpcResponse::new(range_out(range, self.header(answer.revision))))
@@ -742,12 +760,13 @@ impl KV for Gateway {
         &self,
         request: GrpcRequest<pb::PutRequest>,
     ) -> Result<GrpcResponse<pb::PutResponse>, Status> {
+        let caller = self.caller(&request)?;
         let request = request.into_inner();
         check_size(&request)?;
         self.check_space(
             (request.key.len() + request.value.len()) as u64 + kv::VERSION_OVERHEAD_BYTES,
         )?;
-        let answer = self.write(Request::Put(put_in(request))).await?;
+        let answer = self.write_as(&caller, Request::Put(put_in(request))).await?;
         match answer.response {
             Response::Put(put) => Ok(GrpcResponse::new(put_out(put, self.header(answer.revision)))),
             _ => Err(unexpected()),
@@ -758,9 +777,10 @@ impl KV for Gateway {
         &self,
         request: GrpcRequest<pb::DeleteRangeRequest>,
     ) -> Result<GrpcResponse<pb::DeleteRangeResponse>, Status> {
+        let caller = self.caller(&request)?;
         let request = request.into_inner();
         check_size(&request)?;
-        let answer = self.write(Request::Delete(delete_in(request))).await?;
+        let answer = self.write_as(&caller, Request::Delete(delete_in(request))).await?;
         match answer.response {
             Response::Delete(delete) => {
                 Ok(GrpcResponse::new(delete_out(delete, self.header(answer.revision))))
@@ -773,6 +793,7 @@ impl KV for Gateway {
         &self,
         request: GrpcRequest<pb::TxnRequest>,
     ) -> Result<GrpcResponse<pb::TxnResponse>, Status> {
+        let caller = self.caller(&request)?;
         let request = request.into_inner();
         check_size(&request)?;
         let txn = kv::TxnRequest {
@@ -800,9 +821,9 @@ impl KV for Gateway {
             }
         }
         let answer = if request.is_read_only() {
-            self.read(request, false).await?
+            self.read_as(&caller, request, false).await?
         } else {
-            self.write(request).await?
+            self.write_as(&caller, request).await?
         };
         match answer.response {
             Response::Txn(txn) => {
@@ -818,17 +839,22 @@ impl KV for Gateway {
         &self,
         request: GrpcRequest<pb::CompactionRequest>,
     ) -> Result<GrpcResponse<pb::CompactionResponse>, Status> {
+        let caller = self.caller(&request)?;
         let revision = revision(request.into_inner().revision);
-        let answer = self.write(Request::Compact(kv::CompactRequest { revision })).await?;
+        let compact = Request::Compact(kv::CompactRequest { revision });
+        let answer = self.write_as(&caller, compact).await?;
         Ok(GrpcResponse::new(pb::CompactionResponse { header: self.header(answer.revision) }))
     }
 }
 
 impl Gateway {
     /// Every alarm raised.
-    async fn alarm_list(&self) -> Result<GrpcResponse<pb::AlarmResponse>, Status> {
+    async fn alarm_list(
+        &self,
+        caller: &crate::auth::Caller,
+    ) -> Result<GrpcResponse<pb::AlarmResponse>, Status> {
         let get = Request::Alarm(kv::AlarmRequest::default());
-        let answer = self.read(get, false).await?;
+        let answer = self.read_as(caller, get, false).await?;
         self.alarm_response(answer)
     }
 
@@ -857,6 +883,8 @@ impl Maintenance for Gateway {
         request: GrpcRequest<pb::AlarmRequest>,
     ) -> Result<GrpcResponse<pb::AlarmResponse>, Status> {
         use pb::alarm_request::AlarmAction as Action;
+        let caller = self.caller(&request)?;
+        self.require_root(&caller).await?;
         let request = request.into_inner();
         let action = match Action::try_from(request.action) {
             Ok(Action::Get) => kv::AlarmAction::Get,
@@ -888,14 +916,14 @@ impl Maintenance for Gateway {
             && pb::AlarmType::try_from(request.alarm) == Ok(pb::AlarmType::None)
         {
             // etcd clears nothing for NONE; `etcdctl alarm disarm` names each alarm listed.
-            return self.alarm_list().await;
+            return self.alarm_list(&caller).await;
         }
         let alarm =
             Request::Alarm(kv::AlarmRequest { action, member: request.member_id, alarm: kind });
         let answer = if action == kv::AlarmAction::Get {
-            self.read(alarm, false).await?
+            self.read_as(&caller, alarm, false).await?
         } else {
-            self.write(alarm).await?
+            self.write_as(&caller, alarm).await?
         };
         if let Response::Alarms(listed) = &answer.response {
             // This member's view follows at once (the others' at their next look).
@@ -936,9 +964,12 @@ impl Maintenance for Gateway {
 
     async fn hash(
         &self,
-        _: GrpcRequest<pb::HashRequest>,
+        request: GrpcRequest<pb::HashRequest>,
     ) -> Result<GrpcResponse<pb::HashResponse>, Status> {
-        let answer = self.read(Request::Hash(kv::HashRequest { revision: 0 }), true).await?;
+        let caller = self.caller(&request)?;
+        self.require_root(&caller).await?;
+        let hash = Request::Hash(kv::HashRequest { revision: 0 });
+        let answer = self.read_as(&caller, hash, true).await?;
         match answer.response {
             Response::Hash(hash) => Ok(GrpcResponse::new(pb::HashResponse {
                 header: self.header(answer.revision),
@@ -952,8 +983,11 @@ impl Maintenance for Gateway {
         &self,
         request: GrpcRequest<pb::HashKvRequest>,
     ) -> Result<GrpcResponse<pb::HashKvResponse>, Status> {
+        let caller = self.caller(&request)?;
+        self.require_root(&caller).await?;
         let revision = revision(request.into_inner().revision);
-        let answer = self.read(Request::Hash(kv::HashRequest { revision }), true).await?;
+        let answer =
+            self.read_as(&caller, Request::Hash(kv::HashRequest { revision }), true).await?;
         match answer.response {
             Response::Hash(hash) => Ok(GrpcResponse::new(pb::HashKvResponse {
                 header: self.header(answer.revision),
@@ -1009,6 +1043,7 @@ impl Cluster for Gateway {
         &self,
         request: GrpcRequest<pb::MemberAddRequest>,
     ) -> Result<GrpcResponse<pb::MemberAddResponse>, Status> {
+        self.require_root(&self.caller(&request)?).await?;
         let request = request.into_inner();
         let Some(peer) = request.peer_urls.first().map(|url| address_of(url)) else {
             return Err(Status::invalid_argument("etcdserver: no peer URL given"));
@@ -1054,6 +1089,7 @@ impl Cluster for Gateway {
         &self,
         request: GrpcRequest<pb::MemberRemoveRequest>,
     ) -> Result<GrpcResponse<pb::MemberRemoveResponse>, Status> {
+        self.require_root(&self.caller(&request)?).await?;
         let id = request.into_inner().id;
         let known =
             self.shared.cluster.members(MemberRequest::List).await.map_err(client_status)?;
@@ -1090,6 +1126,7 @@ impl Cluster for Gateway {
         &self,
         request: GrpcRequest<pb::MemberPromoteRequest>,
     ) -> Result<GrpcResponse<pb::MemberPromoteResponse>, Status> {
+        self.require_root(&self.caller(&request)?).await?;
         let id = request.into_inner().id;
         let (revision, members) = self.change(MemberRequest::Promote { id }).await?;
         Ok(GrpcResponse::new(pb::MemberPromoteResponse { header: self.header(revision), members }))

@@ -17,8 +17,10 @@ pub mod rpc {
     include!(concat!(env!("OUT_DIR"), "/etcdserverpb.Maintenance.rs"));
     include!(concat!(env!("OUT_DIR"), "/etcdserverpb.Watch.rs"));
     include!(concat!(env!("OUT_DIR"), "/etcdserverpb.Lease.rs"));
+    include!(concat!(env!("OUT_DIR"), "/etcdserverpb.Auth.rs"));
 }
 
+mod auth;
 pub mod gateway;
 mod lessor;
 pub mod streams;
@@ -64,6 +66,9 @@ pub async fn serve(
         .add_service(
             rpc::lease_server::LeaseServer::new(gateway.clone()).max_decoding_message_size(limit),
         )
+        .add_service(
+            rpc::auth_server::AuthServer::new(gateway.clone()).max_decoding_message_size(limit),
+        )
         .add_service(rpc::watch_server::WatchServer::new(gateway).max_decoding_message_size(limit))
         .serve_with_incoming_shutdown(incoming(listener, tls, limits.max_connections), shutdown)
         .await
@@ -86,11 +91,24 @@ struct Accepted {
     _place: tokio::sync::OwnedSemaphorePermit,
 }
 
+/// Who is at the other end of an etcd connection.
+#[derive(Clone, Debug, Default)]
+pub struct Peer {
+    /// Its address.
+    pub address: Option<std::net::SocketAddr>,
+    /// The common name of its client certificate, if it presented one: the user it names
+    /// when a request carries no token (as etcd's `--client-cert-auth`).
+    pub common_name: Option<String>,
+}
+
 impl Connected for Accepted {
-    type ConnectInfo = Option<std::net::SocketAddr>;
+    type ConnectInfo = Peer;
 
     fn connect_info(&self) -> Self::ConnectInfo {
-        self.conn.tcp().peer_addr().ok()
+        Peer {
+            address: self.conn.tcp().peer_addr().ok(),
+            common_name: self.conn.peer_certificate().and_then(lockstep_tls::common_name),
+        }
     }
 }
 

@@ -938,4 +938,306 @@ pub mod etcdserverpb {
         #[prost(message, repeated, tag = "2")]
         pub alarms: Vec<AlarmMember>,
     }
+
+    // The Auth service's messages (etcd's `rpc.proto`, Auth* messages).
+
+    /// Turns authentication on.
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct AuthEnableRequest {}
+
+    /// Authentication is on.
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct AuthEnableResponse {
+        #[prost(message, optional, tag = "1")]
+        pub header: Option<ResponseHeader>,
+    }
+
+    /// Turns authentication off.
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct AuthDisableRequest {}
+
+    /// Authentication is off.
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct AuthDisableResponse {
+        #[prost(message, optional, tag = "1")]
+        pub header: Option<ResponseHeader>,
+    }
+
+    /// Asks whether authentication is on.
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct AuthStatusRequest {}
+
+    /// Whether authentication is on, and the auth store's revision.
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct AuthStatusResponse {
+        #[prost(message, optional, tag = "1")]
+        pub header: Option<ResponseHeader>,
+        #[prost(bool, tag = "2")]
+        pub enabled: bool,
+        #[prost(uint64, tag = "3")]
+        pub auth_revision: u64,
+    }
+
+    /// A user's name and password, for a token.
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct AuthenticateRequest {
+        #[prost(string, tag = "1")]
+        pub name: String,
+        #[prost(string, tag = "2")]
+        pub password: String,
+    }
+
+    /// A token for the user.
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct AuthenticateResponse {
+        #[prost(message, optional, tag = "1")]
+        pub header: Option<ResponseHeader>,
+        #[prost(string, tag = "2")]
+        pub token: String,
+    }
+
+    /// Adds a user.
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct AuthUserAddRequest {
+        #[prost(string, tag = "1")]
+        pub name: String,
+        #[prost(string, tag = "2")]
+        pub password: String,
+        #[prost(message, optional, tag = "3")]
+        pub options: Option<super::authpb::UserAddOptions>,
+        #[prost(string, tag = "4")]
+        pub hashed_password: String,
+    }
+
+    /// The user was added.
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct AuthUserAddResponse {
+        #[prost(message, optional, tag = "1")]
+        pub header: Option<ResponseHeader>,
+    }
+
+    /// Asks a user's roles.
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct AuthUserGetRequest {
+        #[prost(string, tag = "1")]
+        pub name: String,
+    }
+
+    /// A user's roles.
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct AuthUserGetResponse {
+        #[prost(message, optional, tag = "1")]
+        pub header: Option<ResponseHeader>,
+        #[prost(string, repeated, tag = "2")]
+        pub roles: Vec<String>,
+    }
+
+    /// Deletes a user.
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct AuthUserDeleteRequest {
+        #[prost(string, tag = "1")]
+        pub name: String,
+    }
+
+    /// The user was deleted.
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct AuthUserDeleteResponse {
+        #[prost(message, optional, tag = "1")]
+        pub header: Option<ResponseHeader>,
+    }
+
+    /// Changes a user's password.
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct AuthUserChangePasswordRequest {
+        #[prost(string, tag = "1")]
+        pub name: String,
+        #[prost(string, tag = "2")]
+        pub password: String,
+        #[prost(string, tag = "3")]
+        pub hashed_password: String,
+    }
+
+    /// The password was changed.
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct AuthUserChangePasswordResponse {
+        #[prost(message, optional, tag = "1")]
+        pub header: Option<ResponseHeader>,
+    }
+
+    /// Gives a user a role.
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct AuthUserGrantRoleRequest {
+        #[prost(string, tag = "1")]
+        pub user: String,
+        #[prost(string, tag = "2")]
+        pub role: String,
+    }
+
+    /// The role was given.
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct AuthUserGrantRoleResponse {
+        #[prost(message, optional, tag = "1")]
+        pub header: Option<ResponseHeader>,
+    }
+
+    /// Takes a role from a user.
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct AuthUserRevokeRoleRequest {
+        #[prost(string, tag = "1")]
+        pub name: String,
+        #[prost(string, tag = "2")]
+        pub role: String,
+    }
+
+    /// The role was taken.
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct AuthUserRevokeRoleResponse {
+        #[prost(message, optional, tag = "1")]
+        pub header: Option<ResponseHeader>,
+    }
+
+    /// Adds a role.
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct AuthRoleAddRequest {
+        #[prost(string, tag = "1")]
+        pub name: String,
+    }
+
+    /// The role was added.
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct AuthRoleAddResponse {
+        #[prost(message, optional, tag = "1")]
+        pub header: Option<ResponseHeader>,
+    }
+
+    /// Asks a role's permissions.
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct AuthRoleGetRequest {
+        #[prost(string, tag = "1")]
+        pub role: String,
+    }
+
+    /// A role's permissions.
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct AuthRoleGetResponse {
+        #[prost(message, optional, tag = "1")]
+        pub header: Option<ResponseHeader>,
+        #[prost(message, repeated, tag = "2")]
+        pub perm: Vec<super::authpb::Permission>,
+    }
+
+    /// Asks every user's name.
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct AuthUserListRequest {}
+
+    /// Every user's name.
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct AuthUserListResponse {
+        #[prost(message, optional, tag = "1")]
+        pub header: Option<ResponseHeader>,
+        #[prost(string, repeated, tag = "2")]
+        pub users: Vec<String>,
+    }
+
+    /// Asks every role's name.
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct AuthRoleListRequest {}
+
+    /// Every role's name.
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct AuthRoleListResponse {
+        #[prost(message, optional, tag = "1")]
+        pub header: Option<ResponseHeader>,
+        #[prost(string, repeated, tag = "2")]
+        pub roles: Vec<String>,
+    }
+
+    /// Deletes a role.
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct AuthRoleDeleteRequest {
+        #[prost(string, tag = "1")]
+        pub role: String,
+    }
+
+    /// The role was deleted.
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct AuthRoleDeleteResponse {
+        #[prost(message, optional, tag = "1")]
+        pub header: Option<ResponseHeader>,
+    }
+
+    /// Gives a role a permission.
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct AuthRoleGrantPermissionRequest {
+        #[prost(string, tag = "1")]
+        pub name: String,
+        #[prost(message, optional, tag = "2")]
+        pub perm: Option<super::authpb::Permission>,
+    }
+
+    /// The permission was given.
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct AuthRoleGrantPermissionResponse {
+        #[prost(message, optional, tag = "1")]
+        pub header: Option<ResponseHeader>,
+    }
+
+    /// Takes a permission from a role.
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct AuthRoleRevokePermissionRequest {
+        #[prost(string, tag = "1")]
+        pub role: String,
+        #[prost(bytes = "vec", tag = "2")]
+        pub key: Vec<u8>,
+        #[prost(bytes = "vec", tag = "3")]
+        pub range_end: Vec<u8>,
+    }
+
+    /// The permission was taken.
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct AuthRoleRevokePermissionResponse {
+        #[prost(message, optional, tag = "1")]
+        pub header: Option<ResponseHeader>,
+    }
+}
+
+/// Users' and roles' records (protobuf package `authpb`).
+#[allow(missing_docs)]
+pub mod authpb {
+    /// Options of a new user.
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct UserAddOptions {
+        /// The user has no password (only a client certificate names it).
+        #[prost(bool, tag = "1")]
+        pub no_password: bool,
+    }
+
+    /// A permission on a key or a range of keys.
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct Permission {
+        /// What it allows; see [`permission::Type`].
+        #[prost(enumeration = "permission::Type", tag = "1")]
+        pub perm_type: i32,
+        /// The first key.
+        #[prost(bytes = "vec", tag = "2")]
+        pub key: Vec<u8>,
+        /// The end of the range (empty: the key alone; `[0]`: every key from it on).
+        #[prost(bytes = "vec", tag = "3")]
+        pub range_end: Vec<u8>,
+    }
+
+    /// Types nested in [`Permission`].
+    pub mod permission {
+        /// What a permission allows.
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, prost::Enumeration)]
+        #[repr(i32)]
+        pub enum Type {
+            /// Reading.
+            Read = 0,
+            /// Writing.
+            Write = 1,
+            /// Both.
+            Readwrite = 2,
+        }
+    }
 }

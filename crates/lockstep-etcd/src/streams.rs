@@ -322,6 +322,7 @@ impl Lease for Gateway {
         &self,
         request: GrpcRequest<pb::LeaseGrantRequest>,
     ) -> Result<GrpcResponse<pb::LeaseGrantResponse>, Status> {
+        let caller = self.caller(&request)?;
         let request = request.into_inner();
         crate::gateway::check_size(&request)?;
         self.check_space(0)?;
@@ -329,7 +330,7 @@ impl Lease for Gateway {
         for _ in 0..8 {
             let id = if chosen { lease_id() } else { request.id };
             let grant = Request::LeaseGrant(kv::LeaseGrantRequest { id, ttl: request.ttl });
-            match self.write(grant).await {
+            match self.write_as(&caller, grant).await {
                 Ok(answer) => {
                     let Response::Lease(lease) = answer.response else {
                         return Err(Status::internal("lockstep: not a lease"));
@@ -353,8 +354,10 @@ impl Lease for Gateway {
         &self,
         request: GrpcRequest<pb::LeaseRevokeRequest>,
     ) -> Result<GrpcResponse<pb::LeaseRevokeResponse>, Status> {
+        let caller = self.caller(&request)?;
         let id = request.into_inner().id;
-        let answer = self.write(Request::LeaseRevoke(kv::LeaseIdRequest { id })).await?;
+        let revoke = Request::LeaseRevoke(kv::LeaseIdRequest { id });
+        let answer = self.write_as(&caller, revoke).await?;
         Ok(GrpcResponse::new(pb::LeaseRevokeResponse { header: self.header(answer.revision) }))
     }
 
@@ -397,6 +400,7 @@ impl Lease for Gateway {
         request: GrpcRequest<pb::LeaseTimeToLiveRequest>,
     ) -> Result<GrpcResponse<pb::LeaseTimeToLiveResponse>, Status> {
         let forwarded = request.metadata().contains_key(FORWARDED);
+        let caller = self.caller(&request)?;
         let request = request.into_inner();
         let Some(term) = self.leading_term() else {
             if forwarded {
@@ -407,9 +411,17 @@ impl Lease for Gateway {
             passed
                 .metadata_mut()
                 .insert(FORWARDED, tonic::metadata::MetadataValue::from_static("1"));
+            // The leader checks the caller as this member would.
+            if let Some(token) = self.token_of(&caller).await? {
+                if let Ok(value) = tonic::metadata::MetadataValue::try_from(token.as_str()) {
+                    passed.metadata_mut().insert("token", value);
+                }
+            }
             return leader.lease_time_to_live(passed).await;
         };
-        let query = Request::LeaseTimeToLive(kv::LeaseIdRequest { id: request.id });
+        let query = self
+            .wrap(&caller, Request::LeaseTimeToLive(kv::LeaseIdRequest { id: request.id }))
+            .await?;
         match self.read_as_leader(term, query).await {
             Ok(answer) => {
                 let Response::Lease(lease) = answer.response else {
@@ -454,9 +466,10 @@ impl Lease for Gateway {
 
     async fn lease_leases(
         &self,
-        _: GrpcRequest<pb::LeaseLeasesRequest>,
+        request: GrpcRequest<pb::LeaseLeasesRequest>,
     ) -> Result<GrpcResponse<pb::LeaseLeasesResponse>, Status> {
-        let answer = self.read(Request::LeaseList, false).await?;
+        let caller = self.caller(&request)?;
+        let answer = self.read_as(&caller, Request::LeaseList, false).await?;
         let Response::Leases(leases) = answer.response else {
             return Err(Status::internal("lockstep: not leases"));
         };
@@ -607,6 +620,7 @@ impl Watch for Gateway {
     ) -> Result<GrpcResponse<Self::WatchStream>, Status> {
         use crate::proto::etcdserverpb::watch_create_request::FilterType;
         use crate::proto::etcdserverpb::watch_request::RequestUnion;
+        let caller = self.caller(&request)?;
         let mut inbound = request.into_inner();
         let (sender, receiver) = mpsc::channel(64);
         let gateway = self.clone();
@@ -659,6 +673,18 @@ impl Watch for Gateway {
                                 continue;
                             }
                         };
+                        let range = kv::KeyRange {
+                            key: Bytes::from(create.key.clone()),
+                            range_end: Bytes::from(create.range_end.clone()),
+                        };
+                        let read = kv::PermissionKind::Read;
+                        if let Err(status) = gateway.require_permission(&caller, range, read).await
+                        {
+                            if sender.send(Ok(refused(status.message(), current))).await.is_err() {
+                                break;
+                            }
+                            continue;
+                        }
                         let start = if create.start_revision > 0 {
                             create.start_revision as u64
                         } else {

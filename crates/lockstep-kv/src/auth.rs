@@ -191,6 +191,14 @@ pub enum AuthRequest {
     },
     /// Whether the caller holds the root role (answers `Done`, or refuses).
     RequireRoot,
+    /// Whether the caller may do `kind` on the range (answers `Done`, or refuses): what a
+    /// watch is checked with when it is created.
+    RequirePermission {
+        /// The range.
+        range: KeyRange,
+        /// What the caller would do.
+        kind: PermissionKind,
+    },
     /// A user's password hash and the store's revision: for the member that checks a
     /// password (taken only from a client in the same process as the replica).
     Password {
@@ -221,6 +229,7 @@ impl AuthRequest {
                 | AuthRequest::RoleGet { .. }
                 | AuthRequest::RoleList
                 | AuthRequest::RequireRoot
+                | AuthRequest::RequirePermission { .. }
                 | AuthRequest::Password { .. }
                 | AuthRequest::Issue { .. }
         )
@@ -530,6 +539,12 @@ impl AuthStore {
             },
             AuthRequest::RoleList => Ok(AuthResponse::Names(self.roles.keys().cloned().collect())),
             AuthRequest::RequireRoot => Ok(AuthResponse::Done),
+            AuthRequest::RequirePermission { range, kind } => match caller {
+                Some(caller) if self.enabled && !self.permits(caller, range, *kind) => {
+                    Err(AuthError::PermissionDenied)
+                }
+                _ => Ok(AuthResponse::Done),
+            },
             AuthRequest::Password { name } => match self.users.get(name) {
                 Some(user) => Ok(AuthResponse::Password {
                     hash: user.password_hash.clone(),
@@ -564,6 +579,7 @@ impl AuthStore {
             {
                 Ok(())
             }
+            AuthRequest::RequirePermission { .. } => Ok(()),
             _ if self.is_root(caller) => Ok(()),
             _ => Err(AuthError::PermissionDenied),
         }

@@ -137,7 +137,14 @@ where
             if !open {
                 break 'reading Ok(());
             }
-            if events.send((Instant::now(), Event::Client(message, reply.clone()))).await.is_err() {
+            if events
+                .send((
+                    Instant::now(),
+                    Event::Client(message, reply.clone(), lockstep_core::Origin::Remote),
+                ))
+                .await
+                .is_err()
+            {
                 break 'reading Ok(());
             }
         }

@@ -9,7 +9,7 @@
 use std::collections::BTreeMap;
 use std::io::{self, Read};
 
-use lockstep_core::{ApplyContext, StateDigest, StateMachine, StateSnapshot};
+use lockstep_core::{ApplyContext, Origin, StateDigest, StateMachine, StateSnapshot};
 use serde::{Deserialize, Serialize};
 
 /// Where a member is reached.
@@ -144,6 +144,30 @@ impl<M: StateMachine> StateMachine for Hosted<M> {
 
     fn query(&self, query: &Self::Query) -> Self::Output {
         HostOutput::User(self.machine.query(query))
+    }
+
+    fn admit(
+        &self,
+        input: &Self::Input,
+        origin: Origin,
+        now_millis: u64,
+    ) -> Result<(), Self::Output> {
+        match input {
+            HostInput::User(input) => {
+                self.machine.admit(input, origin, now_millis).map_err(HostOutput::User)
+            }
+            // Made by the server itself.
+            HostInput::Address(_) => Ok(()),
+        }
+    }
+
+    fn admit_query(
+        &self,
+        query: &Self::Query,
+        origin: Origin,
+        now_millis: u64,
+    ) -> Result<(), Self::Output> {
+        self.machine.admit_query(query, origin, now_millis).map_err(HostOutput::User)
     }
 
     fn snapshot(&self) -> Self::Snapshot {

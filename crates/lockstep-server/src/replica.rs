@@ -16,7 +16,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use lockstep_core::message::{Divergence, DivergenceKind};
 use lockstep_core::{
-    ConfigError, LogIndex, MembershipChange, Message, NodeId, Role, StateMachine, Term,
+    ConfigError, LogIndex, MembershipChange, Message, NodeId, Origin, Role, StateMachine, Term,
 };
 use lockstep_node::{ClientId, ClientRequest, Completion, Driver, Refusal, RequestId};
 use lockstep_wire::{
@@ -99,8 +99,8 @@ pub type Reply<O> = mpsc::UnboundedSender<ServerMessage<O>>;
 pub enum Event<M: StateMachine> {
     /// A message from a peer.
     Peer(Message),
-    /// A client's request, and where to answer it.
-    Client(ClientMessage<M::Input, M::Query>, Reply<M::Output>),
+    /// A client's request, where to answer it, and where the client is.
+    Client(ClientMessage<M::Input, M::Query>, Reply<M::Output>, Origin),
 }
 
 /// A control input to the replica thread, taken before any waiting [`Event`].
@@ -268,7 +268,7 @@ impl<M: StateMachine> Replica<M> {
         // Requests still queued are answered too (a client in this process would otherwise
         // wait out its attempt), and no component here goes on believing this replica leads.
         while let Ok((_, event)) = inputs.events.try_recv() {
-            if let Event::Client(message, reply) = event {
+            if let Event::Client(message, reply, _) = event {
                 let error = ClientError::Retry(reason.to_string());
                 let _ = reply.send(ServerMessage::Refused { id: message.id(), error });
             }
@@ -369,7 +369,7 @@ impl<M: StateMachine> Replica<M> {
     fn handle(&mut self, event: Event<M>) {
         match event {
             Event::Peer(message) => self.driver.receive(message),
-            Event::Client(message, reply) => self.client(message, reply),
+            Event::Client(message, reply, origin) => self.client(message, reply, origin),
         }
     }
 
@@ -396,40 +396,41 @@ impl<M: StateMachine> Replica<M> {
         Ok(true)
     }
 
-    fn client(&mut self, message: ClientMessage<M::Input, M::Query>, reply: Reply<M::Output>) {
+    fn client(
+        &mut self,
+        message: ClientMessage<M::Input, M::Query>,
+        reply: Reply<M::Output>,
+        origin: Origin,
+    ) {
         match message {
+            ClientMessage::WriteFirst { id, client, sequence, input } => {
+                // Only the leader proposes, so only it decides: a follower's refusal (from a
+                // state further behind) would be no better than the leader's.
+                if self.driver.node().role() == Role::Leader {
+                    let machine = self.driver.state().machine().machine();
+                    if let Err(output) = machine.admit(&input, origin, now_millis()) {
+                        metrics::counter!("lockstep_requests_denied_total").increment(1);
+                        let _ = reply.send(ServerMessage::Denied { id, output });
+                        return;
+                    }
+                }
+                self.client(ClientMessage::Write { id, client, sequence, input }, reply, origin);
+            }
             ClientMessage::Write { id, client, sequence, input } => {
                 metrics::counter!("lockstep_proposals_total").increment(1);
                 let input = HostInput::User(input);
                 let request = ClientRequest { client: ClientId(client), sequence, input };
                 self.writes.push((request, id, reply));
             }
-            ClientMessage::Read { id, query, consistency } => match consistency {
-                ReadConsistency::Follower if self.driver.quarantined() => {
-                    let error = ClientError::Retry(
-                        "this replica is quarantined (its state differs); ask another".into(),
-                    );
-                    let _ = reply.send(ServerMessage::Refused { id, error });
+            ClientMessage::Read { id, query, consistency } => {
+                let machine = self.driver.state().machine().machine();
+                if let Err(output) = machine.admit_query(&query, origin, now_millis()) {
+                    metrics::counter!("lockstep_requests_denied_total").increment(1);
+                    let _ = reply.send(ServerMessage::Denied { id, output });
+                    return;
                 }
-                _ if cfg!(feature = "sabotage") && self.unsafe_reads => {
-                    let output = self.driver.state().machine().machine().query(&query);
-                    let _ = reply.send(ServerMessage::Done { id, output });
-                }
-                ReadConsistency::Follower => {
-                    let output = self.driver.state().machine().machine().query(&query);
-                    metrics::counter!("lockstep_reads_total", "consistency" => "follower")
-                        .increment(1);
-                    let _ = reply.send(ServerMessage::Done { id, output });
-                }
-                // Lease reads are the core's choice (`lease_reads` in the configuration);
-                // both are linearizable.
-                ReadConsistency::Linearizable | ReadConsistency::Lease => {
-                    metrics::counter!("lockstep_reads_total", "consistency" => "linearizable")
-                        .increment(1);
-                    let request = self.driver.read(query);
-                    self.waiting.insert(request, Waiting::Client(id, reply));
-                }
-            },
+                self.read(id, query, consistency, reply);
+            }
             ClientMessage::Status { id, digest } => {
                 let _ =
                     reply.send(ServerMessage::Status { id, status: Box::new(self.status(digest)) });
@@ -438,6 +439,41 @@ impl<M: StateMachine> Replica<M> {
                 self.members_request(id, client, sequence, request, reply);
             }
             ClientMessage::Audit { id, request } => self.audit_request(id, request, reply),
+        }
+    }
+
+    /// Serves a read the state machine admitted.
+    fn read(
+        &mut self,
+        id: u64,
+        query: M::Query,
+        consistency: ReadConsistency,
+        reply: Reply<M::Output>,
+    ) {
+        match consistency {
+            ReadConsistency::Follower if self.driver.quarantined() => {
+                let error = ClientError::Retry(
+                    "this replica is quarantined (its state differs); ask another".into(),
+                );
+                let _ = reply.send(ServerMessage::Refused { id, error });
+            }
+            _ if cfg!(feature = "sabotage") && self.unsafe_reads => {
+                let output = self.driver.state().machine().machine().query(&query);
+                let _ = reply.send(ServerMessage::Done { id, output });
+            }
+            ReadConsistency::Follower => {
+                let output = self.driver.state().machine().machine().query(&query);
+                metrics::counter!("lockstep_reads_total", "consistency" => "follower").increment(1);
+                let _ = reply.send(ServerMessage::Done { id, output });
+            }
+            // Lease reads are the core's choice (`lease_reads` in the configuration);
+            // both are linearizable.
+            ReadConsistency::Linearizable | ReadConsistency::Lease => {
+                metrics::counter!("lockstep_reads_total", "consistency" => "linearizable")
+                    .increment(1);
+                let request = self.driver.read(query);
+                self.waiting.insert(request, Waiting::Client(id, reply));
+            }
         }
     }
 

@@ -103,7 +103,10 @@ impl<M: StateMachine> LocalLink<M> {
         message: ClientMessage<M::Input, M::Query>,
         reply: Reply<M::Output>,
     ) -> bool {
-        self.events.send((Instant::now(), Event::Client(message, reply))).await.is_ok()
+        self.events
+            .send((Instant::now(), Event::Client(message, reply, lockstep_core::Origin::Local)))
+            .await
+            .is_ok()
     }
 }
 

@@ -112,6 +112,14 @@ pub fn certifies_replica(
     named && serves
 }
 
+/// The common name of `certificate`'s subject, if it has one (etcd takes it for the user a
+/// client certificate names).
+pub fn common_name(certificate: &CertificateDer<'_>) -> Option<String> {
+    let (_, parsed) = x509_parser::parse_x509_certificate(certificate.as_ref()).ok()?;
+    let name = parsed.subject().iter_common_name().next()?.as_str().ok()?.to_string();
+    Some(name)
+}
+
 /// ring's provider: it builds with a C compiler alone (aws-lc-rs, which adds post-quantum key
 /// exchange, needs more on some platforms).
 #[allow(deprecated)]

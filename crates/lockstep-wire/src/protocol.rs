@@ -92,6 +92,19 @@ pub enum ClientMessage<I, Q> {
         /// What is asked.
         request: AuditRequest,
     },
+    /// A write's first attempt, as [`ClientMessage::Write`] otherwise: the replica may refuse
+    /// it before it takes a log entry ([`ServerMessage::Denied`]), and that refusal is final,
+    /// since no earlier attempt can be in the log. Retries are sent as `Write`.
+    WriteFirst {
+        /// The client's id for this request on this connection.
+        id: u64,
+        /// The session.
+        client: u64,
+        /// The request's number in the session.
+        sequence: u64,
+        /// What to apply.
+        input: I,
+    },
 }
 
 impl<I, Q> ClientMessage<I, Q> {
@@ -102,7 +115,8 @@ impl<I, Q> ClientMessage<I, Q> {
             | ClientMessage::Read { id, .. }
             | ClientMessage::Status { id, .. }
             | ClientMessage::Members { id, .. }
-            | ClientMessage::Audit { id, .. } => *id,
+            | ClientMessage::Audit { id, .. }
+            | ClientMessage::WriteFirst { id, .. } => *id,
         }
     }
 }
@@ -341,6 +355,15 @@ pub enum ServerMessage<O> {
         /// The digest point's index.
         index: u64,
     },
+    /// Refused before it was proposed or read, with the state machine's answer (a permission
+    /// denied, a quota reached): nothing was applied, and the request's number in its session
+    /// was not used.
+    Denied {
+        /// The request's id.
+        id: u64,
+        /// The state machine's answer.
+        output: O,
+    },
 }
 
 impl<O> ServerMessage<O> {
@@ -351,7 +374,8 @@ impl<O> ServerMessage<O> {
             | ServerMessage::Refused { id, .. }
             | ServerMessage::Status { id, .. }
             | ServerMessage::Members { id, .. }
-            | ServerMessage::Audit { id, .. } => *id,
+            | ServerMessage::Audit { id, .. }
+            | ServerMessage::Denied { id, .. } => *id,
         }
     }
 }

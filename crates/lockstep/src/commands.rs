@@ -260,7 +260,31 @@ fn response_json(response: &Response) -> Value {
             })).collect::<Vec<_>>(),
             "size_bytes": listed.size_bytes,
         }),
+        Response::Auth(auth) => auth_json(auth),
         Response::Error(error) => json!({ "error": error.to_string() }),
+    }
+}
+
+fn auth_json(response: &lockstep_kv::AuthResponse) -> Value {
+    use lockstep_kv::AuthResponse;
+    match response {
+        AuthResponse::Done => json!({}),
+        AuthResponse::Status { enabled, revision } => {
+            json!({ "enabled": enabled, "auth_revision": revision })
+        }
+        AuthResponse::User(roles) => json!({ "roles": roles }),
+        AuthResponse::Names(names) => json!({ "names": names }),
+        AuthResponse::Role(permissions) => json!({
+            "permissions": permissions.iter().map(|permission| json!({
+                "kind": format!("{:?}", permission.kind),
+                "key": text(&permission.key),
+                "range_end": text(&permission.range_end),
+            })).collect::<Vec<_>>(),
+        }),
+        // Neither is ever asked through the command line (members ask them of their own
+        // replica): shown without their secrets.
+        AuthResponse::Password { revision, .. } => json!({ "auth_revision": revision }),
+        AuthResponse::Token(_) => json!({ "token": "(issued)" }),
     }
 }
 
@@ -328,6 +352,7 @@ fn print_response(response: &Response, lines: &mut Vec<String>) {
             }
             lines.push(format!("size {} bytes", listed.size_bytes));
         }
+        Response::Auth(auth) => lines.push(auth_json(auth).to_string()),
         Response::Error(error) => lines.push(format!("error: {error}")),
     }
 }

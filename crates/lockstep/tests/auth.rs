@@ -1,0 +1,245 @@
+//! Authentication and authorization through etcd's API, driven by `etcdctl` against three
+//! real servers: users, roles, permissions on prefixes granted and revoked, `auth enable`;
+//! what a user may and may not read, write, watch, lease, compact; membership changes and
+//! maintenance refused without root; requests refused take no log entry.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use common::Cluster;
+
+fn etcdctl(cluster: &Cluster, user: Option<&str>, args: &[&str]) -> Output {
+    let mut command = Command::new("etcdctl");
+    command
+        .env("ETCDCTL_API", "3")
+        .arg("--endpoints")
+        .arg(cluster.etcd_endpoints())
+        .arg("--command-timeout=10s");
+    if let Some(user) = user {
+        command.arg(format!("--user={user}"));
+    }
+    command.args(args).output().unwrap_or_else(|error| {
+        panic!("etcdctl cannot run ({error}): `bash scripts/test.sh` installs Debian's etcd-client")
+    })
+}
+
+/// Runs etcdctl and expects success; its standard output.
+fn ok(cluster: &Cluster, user: Option<&str>, args: &[&str]) -> String {
+    let output = etcdctl(cluster, user, args);
+    assert!(output.status.success(), "etcdctl {args:?} as {user:?} failed: {}", tail(&output));
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// Runs etcdctl and expects it to fail with `message` on its standard error.
+fn refused(cluster: &Cluster, user: Option<&str>, args: &[&str], message: &str) {
+    let output = etcdctl(cluster, user, args);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        !output.status.success() && stderr.contains(message),
+        "etcdctl {args:?} as {user:?}: expected a refusal with {message:?}, got {}",
+        tail(&output)
+    );
+}
+
+/// The end of what etcdctl printed (its retries can print pages).
+fn tail(output: &Output) -> String {
+    let text = format!(
+        "{}\n{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let start = text.len().saturating_sub(1500);
+    let start = (start..text.len()).find(|&index| text.is_char_boundary(index)).unwrap_or(0);
+    format!("{:?}: ...{}", output.status, &text[start..])
+}
+
+/// The log's commit index, as root sees it on member 1.
+fn raft_index(cluster: &Cluster) -> u64 {
+    let endpoint = cluster.etcd_endpoints();
+    let first = endpoint.split(',').next().expect("an endpoint").to_string();
+    let output = Command::new("etcdctl")
+        .env("ETCDCTL_API", "3")
+        .args(["--endpoints", &first, "--user=root:rootpw", "endpoint", "status", "-w", "json"])
+        .output()
+        .expect("etcdctl");
+    assert!(output.status.success(), "{output:?}");
+    let status: serde_json::Value = serde_json::from_slice(&output.stdout).expect("JSON");
+    status[0]["Status"]["raftIndex"].as_u64().unwrap_or_else(|| panic!("no raft index in {status}"))
+}
+
+/// The commit index once it has stayed put for a second.
+fn settled_index(cluster: &Cluster) -> u64 {
+    let mut last = raft_index(cluster);
+    for _ in 0..10 {
+        std::thread::sleep(Duration::from_secs(1));
+        let now = raft_index(cluster);
+        if now == last {
+            return now;
+        }
+        last = now;
+    }
+    panic!("the log kept growing with nothing asked of it");
+}
+
+#[test]
+fn users_roles_and_permissions_through_etcdctl() {
+    let mut cluster = Cluster::new("auth-etcdctl", 3);
+    cluster.start_all();
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    runtime.block_on(cluster.leader(Duration::from_secs(20)));
+    let root = Some("root:rootpw");
+    let alice = Some("alice:alicepw");
+
+    // Before auth is on, anyone manages users and roles, as in etcd.
+    assert_eq!(ok(&cluster, None, &["user", "add", "root:rootpw"]), "User root created\n");
+    assert_eq!(ok(&cluster, None, &["user", "add", "alice:alicepw"]), "User alice created\n");
+    assert_eq!(ok(&cluster, None, &["role", "add", "reader"]), "Role reader created\n");
+    ok(&cluster, None, &["role", "grant-permission", "reader", "read", "--prefix", "a/"]);
+    ok(&cluster, None, &["role", "grant-permission", "reader", "readwrite", "--prefix", "w/"]);
+    ok(&cluster, None, &["user", "grant-role", "alice", "reader"]);
+    ok(&cluster, None, &["put", "a/1", "one"]);
+    ok(&cluster, None, &["put", "b/1", "secret"]);
+    // etcdctl grants root the root role itself when the store asks for it.
+    assert_eq!(ok(&cluster, None, &["auth", "enable"]), "Authentication Enabled\n");
+
+    // No credentials, wrong ones, and a user that does not exist.
+    refused(&cluster, None, &["put", "a/1", "x"], "user name is empty");
+    refused(&cluster, None, &["get", "a/1"], "user name is empty");
+    refused(&cluster, Some("alice:wrong"), &["get", "a/1"], "authentication failed");
+    refused(&cluster, Some("mallory:pw"), &["get", "a/1"], "authentication failed");
+
+    // What alice may do: read a/, read and write w/; nothing else.
+    assert_eq!(ok(&cluster, alice, &["get", "a/1"]), "a/1\none\n");
+    assert_eq!(ok(&cluster, alice, &["put", "w/1", "mine"]), "OK\n");
+    refused(&cluster, alice, &["put", "a/1", "x"], "permission denied");
+    refused(&cluster, alice, &["get", "b/1"], "permission denied");
+    refused(&cluster, alice, &["get", "--prefix", "a"], "permission denied");
+    refused(&cluster, alice, &["del", "a/1"], "permission denied");
+    refused(&cluster, alice, &["compaction", "1"], "permission denied");
+    refused(
+        &cluster,
+        alice,
+        &["member", "add", "intruder", "--peer-urls=http://127.0.0.1:1"],
+        "permission denied",
+    );
+    refused(&cluster, alice, &["alarm", "list"], "permission denied");
+    refused(&cluster, alice, &["endpoint", "hashkv"], "permission denied");
+    refused(&cluster, alice, &["user", "add", "eve:pw"], "permission denied");
+    refused(
+        &cluster,
+        alice,
+        &["role", "grant-permission", "reader", "readwrite", "b/"],
+        "permission denied",
+    );
+    // A transaction is checked operation by operation.
+    let denied_txn = etcdctl_txn(&cluster, alice, "\n\nput b/1 stolen\n\n\n");
+    assert!(denied_txn.contains("permission denied"), "{denied_txn}");
+    // A lease may be granted; its keys need permission of their own.
+    let granted = ok(&cluster, alice, &["lease", "grant", "60"]);
+    let lease = granted.split_whitespace().nth(1).expect("lease id").to_string();
+    assert_eq!(ok(&cluster, alice, &["put", "--lease", &lease, "w/leased", "v"]), "OK\n");
+
+    // Refusals take no log entry.
+    // (Once the log is still: the servers' own entries, such as a lease's first record, are
+    // not the requests'.)
+    let before = settled_index(&cluster);
+    for _ in 0..10 {
+        refused(&cluster, alice, &["put", "b/1", "x"], "permission denied");
+        refused(&cluster, None, &["put", "b/1", "x"], "user name is empty");
+    }
+    assert_eq!(raft_index(&cluster), before, "no refused request took a log entry");
+
+    // A watch on what alice may not read is canceled; on what she may, it sees the writes.
+    let denied_watch = watch_lines(&cluster, alice, "b/", None, 1);
+    assert!(denied_watch.is_empty(), "a watch on b/ delivered {denied_watch:?}");
+    let seen = watch_lines(&cluster, alice, "w/", Some(("w/2", "two")), 3);
+    assert_eq!(seen, ["PUT", "w/2", "two"]);
+
+    // Root may do all of it; a permission taken back is gone at once.
+    assert_eq!(ok(&cluster, root, &["put", "a/1", "uno"]), "OK\n");
+    ok(&cluster, root, &["member", "list"]);
+    ok(&cluster, root, &["endpoint", "hashkv"]);
+    ok(&cluster, root, &["role", "revoke-permission", "reader", "a/", "--prefix"]);
+    refused(&cluster, alice, &["get", "a/1"], "permission denied");
+    let roles = ok(&cluster, root, &["user", "get", "alice"]);
+    assert!(roles.contains("reader"), "{roles}");
+    ok(&cluster, root, &["user", "delete", "alice"]);
+    refused(&cluster, alice, &["get", "w/1"], "authentication failed");
+    // Root cannot lock everyone out.
+    refused(&cluster, root, &["user", "delete", "root"], "invalid auth management");
+
+    // Off again: anyone may write.
+    assert_eq!(ok(&cluster, root, &["auth", "disable"]), "Authentication Disabled\n");
+    assert_eq!(ok(&cluster, None, &["put", "b/1", "public"]), "OK\n");
+}
+
+fn etcdctl_txn(cluster: &Cluster, user: Option<&str>, script: &str) -> String {
+    use std::io::Write;
+    let mut command = Command::new("etcdctl");
+    command.env("ETCDCTL_API", "3").arg("--endpoints").arg(cluster.etcd_endpoints());
+    if let Some(user) = user {
+        command.arg(format!("--user={user}"));
+    }
+    let mut child = command
+        .arg("txn")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("etcdctl txn");
+    child.stdin.take().expect("stdin").write_all(script.as_bytes()).expect("write");
+    let output = child.wait_with_output().expect("wait");
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
+
+/// Runs `etcdctl watch --prefix prefix` as `user`, puts `write` (as root) once it is set up,
+/// and returns the first `wanted` lines it printed within a few seconds.
+fn watch_lines(
+    cluster: &Cluster,
+    user: Option<&str>,
+    prefix: &str,
+    write: Option<(&str, &str)>,
+    wanted: usize,
+) -> Vec<String> {
+    let mut command = Command::new("etcdctl");
+    command.env("ETCDCTL_API", "3").arg("--endpoints").arg(cluster.etcd_endpoints());
+    if let Some(user) = user {
+        command.arg(format!("--user={user}"));
+    }
+    let mut watch = command
+        .args(["watch", "--prefix", prefix])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("etcdctl watch");
+    let (lines, seen) = std::sync::mpsc::channel();
+    let out = watch.stdout.take().expect("stdout");
+    std::thread::spawn(move || {
+        for line in BufReader::new(out).lines().map_while(Result::ok) {
+            if lines.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    std::thread::sleep(Duration::from_millis(700));
+    if let Some((key, value)) = write {
+        ok(cluster, Some("root:rootpw"), &["put", key, value]);
+    }
+    let mut received = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while received.len() < wanted && Instant::now() < deadline {
+        if let Ok(line) = seen.recv_timeout(Duration::from_millis(100)) {
+            received.push(line);
+        }
+    }
+    let _ = watch.kill();
+    let _ = watch.wait();
+    received
+}

@@ -63,6 +63,10 @@ pub struct ClientOptions {
     /// Connect with TLS (the configuration is taken anew for each connection, so certificates
     /// rotated on disk are used from the next connection on).
     pub tls: Option<Arc<Reloading<rustls::ClientConfig>>>,
+    /// A user's credential (a token the state machine issued), sent with membership changes
+    /// and audit actions, which need one once the state machine checks users. Requests to
+    /// the state machine carry theirs in their input.
+    pub token: Option<String>,
 }
 
 impl Default for ClientOptions {
@@ -72,6 +76,7 @@ impl Default for ClientOptions {
             attempt_timeout: Duration::from_secs(5),
             consistency: ReadConsistency::Linearizable,
             tls: None,
+            token: None,
         }
     }
 }
@@ -532,11 +537,13 @@ where
     pub async fn members(&self, request: MemberRequest) -> Result<Vec<MemberInfo>, Error> {
         let session = Session { client: random_id(), next: 1, used: Instant::now() };
         self.call_for(
-            |id| ClientMessage::<I, Q>::Members {
-                id,
-                client: session.client,
-                sequence: session.next,
-                request: request.clone(),
+            |id| {
+                self.with_credential(ClientMessage::<I, Q>::Members {
+                    id,
+                    client: session.client,
+                    sequence: session.next,
+                    request: request.clone(),
+                })
             },
             |answer| match answer {
                 ServerMessage::Members { members, .. } => Ok(members),
@@ -550,13 +557,25 @@ where
     /// placed (every replica reports its state digest there); for a repair, 0.
     pub async fn audit(&self, request: AuditRequest) -> Result<u64, Error> {
         self.call_for(
-            |id| ClientMessage::<I, Q>::Audit { id, request: request.clone() },
+            |id| {
+                self.with_credential(ClientMessage::<I, Q>::Audit { id, request: request.clone() })
+            },
             |answer| match answer {
                 ServerMessage::Audit { index, .. } => Ok(index),
                 _ => Err(Error::Malformed("not an audit answer".to_string())),
             },
         )
         .await
+    }
+
+    /// `message` with this client's credential, if it has one.
+    fn with_credential(&self, message: ClientMessage<I, Q>) -> ClientMessage<I, Q> {
+        match &self.options.token {
+            Some(token) => {
+                ClientMessage::Authenticated { token: token.clone(), message: Box::new(message) }
+            }
+            None => message,
+        }
     }
 
     /// Answers `query` with the client's default consistency.

@@ -79,6 +79,18 @@ pub trait StateMachine {
         Ok(())
     }
 
+    /// Whether a client may change the cluster's members or run audit actions, given the
+    /// credential it sent, if any (`Err`: why not). By default anyone may.
+    fn admit_admin(
+        &self,
+        credential: Option<&str>,
+        origin: Origin,
+        now_millis: u64,
+    ) -> Result<(), String> {
+        let _ = (credential, origin, now_millis);
+        Ok(())
+    }
+
     /// Whether to answer `query` from a client at all (see [`StateMachine::admit`]), asked
     /// before any read is served. By default every query is answered.
     fn admit_query(

@@ -181,6 +181,7 @@ impl Gateway {
             attempt_timeout: config.timeout.min(Duration::from_secs(3)),
             consistency: ReadConsistency::Linearizable,
             tls: config.tls.as_ref().map(|tls| tls.members.clone()),
+            token: None,
         };
         let local_options =
             ClientOptions { consistency: ReadConsistency::Follower, ..options.clone() };

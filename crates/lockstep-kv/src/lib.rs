@@ -2129,6 +2129,27 @@ impl StateMachine for Kv {
         self.admit(query, origin, now_millis)
     }
 
+    /// With authentication on, only root changes members and runs audit actions: a client in
+    /// the replica's own process (the etcd gateway) has checked that itself.
+    fn admit_admin(
+        &self,
+        credential: Option<&str>,
+        origin: Origin,
+        now_millis: u64,
+    ) -> Result<(), String> {
+        if !self.auth.enabled() || origin == Origin::Local {
+            return Ok(());
+        }
+        let Some(token) = credential else {
+            return Err(format!("{}: this needs the root role", AuthError::UserEmpty));
+        };
+        let user = self.auth.verify(token, now_millis).map_err(|error| error.to_string())?;
+        if !self.auth.is_root(user) {
+            return Err(format!("{}: this needs the root role", AuthError::PermissionDenied));
+        }
+        Ok(())
+    }
+
     fn snapshot(&self) -> KvSnapshot {
         KvSnapshot {
             keys: self.keys.clone(),

@@ -170,6 +170,15 @@ impl<M: StateMachine> StateMachine for Hosted<M> {
         self.machine.admit_query(query, origin, now_millis).map_err(HostOutput::User)
     }
 
+    fn admit_admin(
+        &self,
+        credential: Option<&str>,
+        origin: Origin,
+        now_millis: u64,
+    ) -> Result<(), String> {
+        self.machine.admit_admin(credential, origin, now_millis)
+    }
+
     fn snapshot(&self) -> Self::Snapshot {
         let addresses: Vec<&MemberAddress> = self.addresses.values().collect();
         HostedSnapshot {

@@ -402,7 +402,40 @@ impl<M: StateMachine> Replica<M> {
         reply: Reply<M::Output>,
         origin: Origin,
     ) {
+        self.client_as(message, reply, origin, None);
+    }
+
+    /// Handles a client's request, made with `credential` if it sent one.
+    fn client_as(
+        &mut self,
+        message: ClientMessage<M::Input, M::Query>,
+        reply: Reply<M::Output>,
+        origin: Origin,
+        credential: Option<String>,
+    ) {
+        let administers = match &message {
+            ClientMessage::Members { request, .. } => *request != MemberRequest::List,
+            ClientMessage::Audit { .. } => true,
+            _ => false,
+        };
+        if administers {
+            let machine = self.driver.state().machine().machine();
+            if let Err(reason) = machine.admit_admin(credential.as_deref(), origin, now_millis()) {
+                metrics::counter!("lockstep_requests_denied_total").increment(1);
+                let error = ClientError::Rejected(reason);
+                let _ = reply.send(ServerMessage::Refused { id: message.id(), error });
+                return;
+            }
+        }
         match message {
+            ClientMessage::Authenticated { token, message } => {
+                if let ClientMessage::Authenticated { .. } = *message {
+                    let error = ClientError::Malformed("a credential inside a credential".into());
+                    let _ = reply.send(ServerMessage::Refused { id: message.id(), error });
+                    return;
+                }
+                self.client_as(*message, reply, origin, Some(token));
+            }
             ClientMessage::WriteFirst { id, client, sequence, input } => {
                 // Only the leader proposes, so only it decides: a follower's refusal (from a
                 // state further behind) would be no better than the leader's.
@@ -414,7 +447,8 @@ impl<M: StateMachine> Replica<M> {
                         return;
                     }
                 }
-                self.client(ClientMessage::Write { id, client, sequence, input }, reply, origin);
+                let write = ClientMessage::Write { id, client, sequence, input };
+                self.client_as(write, reply, origin, credential);
             }
             ClientMessage::Write { id, client, sequence, input } => {
                 metrics::counter!("lockstep_proposals_total").increment(1);

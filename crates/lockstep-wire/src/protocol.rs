@@ -105,6 +105,14 @@ pub enum ClientMessage<I, Q> {
         /// What to apply.
         input: I,
     },
+    /// A request made with a user's credential (a token the state machine issued): what
+    /// membership changes and audit actions need once the state machine checks users.
+    Authenticated {
+        /// The credential.
+        token: String,
+        /// The request (not itself `Authenticated`).
+        message: Box<ClientMessage<I, Q>>,
+    },
 }
 
 impl<I, Q> ClientMessage<I, Q> {
@@ -117,6 +125,7 @@ impl<I, Q> ClientMessage<I, Q> {
             | ClientMessage::Members { id, .. }
             | ClientMessage::Audit { id, .. }
             | ClientMessage::WriteFirst { id, .. } => *id,
+            ClientMessage::Authenticated { message, .. } => message.id(),
         }
     }
 }

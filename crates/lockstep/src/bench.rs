@@ -807,7 +807,7 @@ fn report(
 }
 
 /// The gRPC client's TLS from the client's files, for `endpoint`'s host.
-fn grpc_tls(
+pub(crate) fn grpc_tls(
     tls: &lockstep_tls::ClientTls,
     endpoint: &str,
 ) -> Result<tonic::transport::ClientTlsConfig, String> {

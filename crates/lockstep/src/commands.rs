@@ -16,6 +16,11 @@ use crate::{AuditAction, ClientArgs, Command, Consistency, MemberAction, Output}
 pub type KvClient = Client<Request, Request, Answer>;
 
 pub fn client(args: &ClientArgs) -> Result<KvClient, String> {
+    client_with(args, None)
+}
+
+/// The client, sending `token` with membership changes and audit actions.
+fn client_with(args: &ClientArgs, token: Option<String>) -> Result<KvClient, String> {
     let options = ClientOptions {
         timeout: args.timeout(),
         attempt_timeout: args.timeout().min(std::time::Duration::from_secs(3)),
@@ -25,8 +30,77 @@ pub fn client(args: &ClientArgs) -> Result<KvClient, String> {
             (false, Consistency::Linearizable) => ReadConsistency::Linearizable,
         },
         tls: args.tls()?,
+        token,
     };
     Ok(Client::new(args.endpoints.clone(), options))
+}
+
+/// With `--user`, a token for that user: its password is checked by a member's etcd port
+/// (found in the member list), which issues the token, as `etcdctl --user` does.
+async fn token(args: &ClientArgs) -> Result<Option<String>, String> {
+    let Some(user) = &args.user else { return Ok(None) };
+    let (name, password) = match user.split_once(':') {
+        Some((name, password)) => (name.to_string(), password.to_string()),
+        None => {
+            let prompt = format!("Password for {user}: ");
+            let password = rpassword::prompt_password(prompt)
+                .map_err(|error| format!("reading the password: {error}"))?;
+            (user.clone(), password)
+        }
+    };
+    let members = client(args)?
+        .members(MemberRequest::List)
+        .await
+        .map_err(|error| format!("finding the members' etcd ports: {error}"))?;
+    let addresses: Vec<String> = members.into_iter().filter_map(|member| member.etcd).collect();
+    if addresses.is_empty() {
+        return Err("--user needs a member that serves etcd's API, and none does".to_string());
+    }
+    let tls = args.tls_files()?;
+    let mut last = String::new();
+    for address in addresses {
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        let mut endpoint = tonic::transport::Endpoint::from_shared(format!("{scheme}://{address}"))
+            .map_err(|error| format!("{address}: {error}"))?
+            .connect_timeout(args.timeout())
+            .timeout(args.timeout());
+        if let Some(tls) = &tls {
+            endpoint = endpoint
+                .tls_config(crate::bench::grpc_tls(tls, &address)?)
+                .map_err(|error| format!("TLS to {address}: {error}"))?;
+        }
+        let channel = match endpoint.connect().await {
+            Ok(channel) => channel,
+            Err(error) => {
+                last = format!("{address}: {error}");
+                continue;
+            }
+        };
+        let mut auth = lockstep_etcd::rpc::auth_client::AuthClient::new(channel);
+        let request = lockstep_etcd::proto::etcdserverpb::AuthenticateRequest {
+            name: name.clone(),
+            password: password.clone(),
+        };
+        match auth.authenticate(request).await {
+            Ok(answer) => return Ok(Some(answer.into_inner().token)),
+            // A refusal is the cluster's answer; only a member that cannot answer is passed.
+            Err(status) if status.code() != tonic::Code::Unavailable => {
+                return Err(status.message().to_string())
+            }
+            Err(status) => last = format!("{address}: {}", status.message()),
+        }
+    }
+    Err(format!("no member could authenticate {name}: {last}"))
+}
+
+/// `request` made as the user of `token`.
+fn as_user(token: &Option<String>, request: Request) -> Request {
+    match token {
+        Some(token) => {
+            Request::As(Box::new(lockstep_kv::Authorized { token: token.clone(), request }))
+        }
+        None => request,
+    }
 }
 
 /// Runs a client command.
@@ -112,10 +186,14 @@ pub async fn run(command: Command) -> Result<(), String> {
 }
 
 async fn write(args: &ClientArgs, request: Request) -> Result<Answer, String> {
+    let token = token(args).await?;
+    let request = as_user(&token, request);
     client(args)?.write(request).await.map_err(|error| error.to_string())
 }
 
 async fn read(args: &ClientArgs, request: Request) -> Result<Answer, String> {
+    let token = token(args).await?;
+    let request = as_user(&token, request);
     client(args)?.read(request).await.map_err(|error| error.to_string())
 }
 
@@ -390,7 +468,9 @@ async fn member(action: MemberAction, args: &ClientArgs) -> Result<(), String> {
         MemberAction::Remove { id } => MemberRequest::Remove { id },
         MemberAction::Transfer { id } => MemberRequest::Transfer { id },
     };
-    let members = client(args)?.members(request).await.map_err(|error| error.to_string())?;
+    let token = if request == MemberRequest::List { None } else { token(args).await? };
+    let members =
+        client_with(args, token)?.members(request).await.map_err(|error| error.to_string())?;
     match args.output {
         Output::Json => {
             let members: Vec<Value> = members
@@ -609,15 +689,16 @@ async fn audit(action: Option<AuditAction>, args: &ClientArgs) -> Result<(), Str
     let checked = match action {
         None => None,
         Some(AuditAction::Repair { id }) => {
-            client(args)?.audit(AuditRequest::Repair { id }).await.map_err(|e| e.to_string())?;
+            let client = client_with(args, token(args).await?)?;
+            client.audit(AuditRequest::Repair { id }).await.map_err(|e| e.to_string())?;
             if args.output == Output::Text {
                 println!("repairing replica {id}");
             }
             return Ok(());
         }
         Some(AuditAction::Check) => {
-            let index =
-                client(args)?.audit(AuditRequest::Check).await.map_err(|e| e.to_string())?;
+            let client = client_with(args, token(args).await?)?;
+            let index = client.audit(AuditRequest::Check).await.map_err(|e| e.to_string())?;
             // Wait until every replica that answers has reported the point (or time is up).
             let started = std::time::Instant::now();
             while started.elapsed() < args.timeout() {

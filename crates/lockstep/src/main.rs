@@ -243,6 +243,10 @@ struct ClientArgs {
     /// TLS: the key of --cert (PEM, readable by its owner only).
     #[arg(long = "key", id = "tls_key", global = true, value_name = "FILE", env = "LOCKSTEP_KEY")]
     key_file: Option<PathBuf>,
+    /// Authenticate as this user, `name:password` (prompted for when left out), as etcdctl's
+    /// --user: needed once authentication is on (`etcdctl auth enable`).
+    #[arg(long, global = true, value_name = "NAME[:PASSWORD]", env = "LOCKSTEP_USER")]
+    user: Option<String>,
 }
 
 /// How reads are served.

@@ -242,6 +242,7 @@ pub async fn run(args: UpArgs) -> Result<(), String> {
         cacert: tls.as_ref().map(|files| files.ca()),
         cert: tls.as_ref().map(|files| files.client()),
         key_file: tls.as_ref().map(|files| files.client_key()),
+        user: None,
     };
     let terminal = std::io::stdout().is_terminal();
     let mut last_line = String::new();

@@ -158,6 +158,34 @@ fn users_roles_and_permissions_through_etcdctl() {
     let seen = watch_lines(&cluster, alice, "w/", Some(("w/2", "two")), 3);
     assert_eq!(seen, ["PUT", "w/2", "two"]);
 
+    // The same through lockstep's own command line and native protocol.
+    let native_ok = |user: Option<&str>, args: &[&str]| {
+        let output = native(&cluster, user, args);
+        assert!(output.status.success(), "lockstep {args:?} as {user:?}: {}", tail(&output));
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    };
+    let native_refused = |user: Option<&str>, args: &[&str], message: &str| {
+        let output = native(&cluster, user, args);
+        let text = tail(&output);
+        assert!(
+            !output.status.success() && text.contains(message),
+            "lockstep {args:?} as {user:?}: expected {message:?}, got {text}"
+        );
+    };
+    native_refused(None, &["get", "a/1"], "user name is empty");
+    native_refused(None, &["put", "w/n", "x"], "user name is empty");
+    assert_eq!(native_ok(alice, &["get", "a/1"]), "a/1\tone\n");
+    assert_eq!(native_ok(alice, &["put", "w/n", "x"]), "OK\n");
+    native_refused(alice, &["put", "b/1", "x"], "permission denied");
+    native_refused(Some("alice:wrong"), &["get", "a/1"], "authentication failed");
+    native_ok(None, &["member", "list"]);
+    native_refused(None, &["member", "remove", "3"], "user name is empty");
+    native_refused(alice, &["member", "remove", "3"], "permission denied");
+    native_refused(alice, &["audit", "check"], "permission denied");
+    native_refused(None, &["compact", "1"], "user name is empty");
+    native_ok(root, &["audit", "check"]);
+    assert_eq!(native_ok(root, &["put", "b/1", "root's"]), "OK\n");
+
     // Root may do all of it; a permission taken back is gone at once.
     assert_eq!(ok(&cluster, root, &["put", "a/1", "uno"]), "OK\n");
     ok(&cluster, root, &["member", "list"]);
@@ -174,6 +202,16 @@ fn users_roles_and_permissions_through_etcdctl() {
     // Off again: anyone may write.
     assert_eq!(ok(&cluster, root, &["auth", "disable"]), "Authentication Disabled\n");
     assert_eq!(ok(&cluster, None, &["put", "b/1", "public"]), "OK\n");
+}
+
+/// Runs `lockstep` (the native client) against the cluster as `user`.
+fn native(cluster: &Cluster, user: Option<&str>, args: &[&str]) -> Output {
+    let mut command = common::lockstep();
+    command.args(args).arg("--endpoints").arg(cluster.endpoints().join(","));
+    if let Some(user) = user {
+        command.arg(format!("--user={user}"));
+    }
+    command.output().expect("run lockstep")
 }
 
 fn etcdctl_txn(cluster: &Cluster, user: Option<&str>, script: &str) -> String {

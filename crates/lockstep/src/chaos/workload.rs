@@ -75,6 +75,7 @@ impl Backend {
             attempt_timeout: timeout / 4,
             consistency: ReadConsistency::Linearizable,
             tls: super::client_tls(),
+            token: None,
         };
         let readers = (0..endpoints.len())
             .map(|first| {

@@ -518,11 +518,12 @@ where
             .await;
         match outcome {
             Ok((output, applied)) => {
-                // A denied request took no number: the next request may have it.
+                // A denied request took no number (the next request may have it) and left
+                // the session as idle as it was.
                 if applied {
                     session.next += 1;
+                    session.used = Instant::now();
                 }
-                session.used = Instant::now();
                 lock(&self.shared.sessions).push(session);
                 Ok(output)
             }

@@ -79,6 +79,15 @@ pub trait StateMachine {
         Ok(())
     }
 
+    /// Whether `origin` may send `input` at all, whatever the state holds (`Err`: why not):
+    /// asked on every attempt of every write on every replica, before anything else. A
+    /// refusal ends the request without an answer from the state machine, so the client
+    /// cannot tell whether an earlier attempt was applied. By default anything is taken.
+    fn screen(&self, input: &Self::Input, origin: Origin) -> Result<(), String> {
+        let _ = (input, origin);
+        Ok(())
+    }
+
     /// Whether a client may change the cluster's members or run audit actions, given the
     /// credential it sent, if any (`Err`: why not). By default anyone may.
     fn admit_admin(

@@ -465,10 +465,30 @@ macro_rules! change {
 
 #[tonic::async_trait]
 impl Auth for Gateway {
+    /// Proposed by the leader's own process (the token key must come from a member, never a
+    /// client): a member that does not lead passes the request on to the leader's etcd port.
     async fn auth_enable(
         &self,
         request: GrpcRequest<pb::AuthEnableRequest>,
     ) -> Result<GrpcResponse<pb::AuthEnableResponse>, Status> {
+        if self.leading_term().is_none() {
+            if request.metadata().contains_key(crate::streams::FORWARDED) {
+                return Err(crate::gateway::not_leading());
+            }
+            let caller = self.caller(&request)?;
+            let mut passed = GrpcRequest::new(request.into_inner());
+            passed.metadata_mut().insert(
+                crate::streams::FORWARDED,
+                tonic::metadata::MetadataValue::from_static("1"),
+            );
+            if let Some(token) = self.token_of(&caller).await? {
+                if let Ok(value) = tonic::metadata::MetadataValue::try_from(token.as_str()) {
+                    passed.metadata_mut().insert("token", value);
+                }
+            }
+            let mut leader = crate::rpc::auth_client::AuthClient::new(self.leader_channel().await?);
+            return leader.auth_enable(passed).await;
+        }
         let mut token_key = [0u8; 32];
         getrandom::fill(&mut token_key)
             .map_err(|error| Status::internal(format!("no random token key: {error}")))?;

@@ -147,9 +147,10 @@ pub(crate) struct Shared {
     /// The term this replica was last confirmed leader in by a quorum, and when the round
     /// that confirmed it started.
     confirmed: tokio::sync::Mutex<Option<(u64, std::time::Instant)>>,
-    /// The leader's Lease service, where keep-alives go while this replica does not lead
-    /// (with the leader's id: a new leader needs a new client).
-    leader_leases: tokio::sync::Mutex<Option<(u64, LeaseClient<Channel>)>>,
+    /// A channel to the leader's etcd port, where keep-alives and what only the leader's own
+    /// process may propose go while this replica does not lead (with the leader's id: a new
+    /// leader needs a new channel).
+    leader_channel: tokio::sync::Mutex<Option<(u64, Channel)>>,
     /// Watchers open on this member.
     pub(crate) watchers_open: Arc<std::sync::atomic::AtomicUsize>,
     /// Whether this member's replica last showed a NOSPACE alarm, and the store's size then
@@ -204,7 +205,7 @@ impl Gateway {
                 lessor: std::sync::Mutex::new(lessor),
                 lease_gate: tokio::sync::RwLock::new(()),
                 confirmed: tokio::sync::Mutex::new(None),
-                leader_leases: tokio::sync::Mutex::new(None),
+                leader_channel: tokio::sync::Mutex::new(None),
                 watchers_open: Arc::default(),
                 space: std::sync::Mutex::new((false, 0)),
                 auth: crate::auth::AuthState::default(),
@@ -372,15 +373,20 @@ impl Gateway {
 
     /// A client of the leader's Lease service (its etcd address from the member list).
     pub(crate) async fn leader_leases(&self) -> Result<LeaseClient<Channel>, Status> {
+        Ok(LeaseClient::new(self.leader_channel().await?))
+    }
+
+    /// A channel to the leader's etcd port (its address from the member list).
+    pub(crate) async fn leader_channel(&self) -> Result<Channel, Status> {
         let leader = match &self.shared.config.local {
             Some(local) => local.progress.borrow().leader,
             None => self.local_status().await?.leader,
         }
         .ok_or_else(|| Status::unavailable("etcdserver: no leader"))?;
-        let mut cached = self.shared.leader_leases.lock().await;
-        if let Some((id, client)) = cached.as_ref() {
+        let mut cached = self.shared.leader_channel.lock().await;
+        if let Some((id, channel)) = cached.as_ref() {
             if *id == leader {
-                return Ok(client.clone());
+                return Ok(channel.clone());
             }
         }
         let members =
@@ -403,9 +409,9 @@ impl Gateway {
                 Status::unavailable(format!("TLS to the leader's etcd port: {error}"))
             })?;
         }
-        let client = LeaseClient::new(endpoint.connect_lazy());
-        *cached = Some((leader, client.clone()));
-        Ok(client)
+        let channel = endpoint.connect_lazy();
+        *cached = Some((leader, channel.clone()));
+        Ok(channel)
     }
 
     /// A place for one more watcher, unless this member or `stream_watchers` (the watchers
@@ -538,6 +544,7 @@ pub fn kv_status(error: &KvError) -> Status {
         KvError::NotReadOnly => Status::internal("etcdserver: a write was served as a read"),
         KvError::NoSpace => Status::resource_exhausted("etcdserver: mvcc: database space exceeded"),
         KvError::Auth(error) => crate::auth::auth_status(error),
+        KvError::TooManyLeases { .. } => Status::resource_exhausted(format!("etcdserver: {error}")),
     }
 }
 

@@ -53,7 +53,7 @@ fn lease_id() -> i64 {
 
 /// Marks a request a member passed to the leader: a member that does not lead answers it
 /// with an error rather than passing it on again (leaders in flux could otherwise bounce it).
-const FORWARDED: &str = "lockstep-forwarded";
+pub(crate) const FORWARDED: &str = "lockstep-forwarded";
 
 /// Leases per checkpoint entry at most.
 const CHECKPOINT_LEASES_MAX: usize = 1_000;
@@ -198,9 +198,11 @@ impl Gateway {
             // while); the lease as this replica applied it: what the leader applied is what
             // its clients were answered.
             let confirmed = self.confirm_leadership(term).await?;
-            let query = Request::LeaseTimeToLive(kv::LeaseIdRequest { id });
+            let query = Request::LeaseOf(kv::LeaseIdRequest { id });
             let lease = match self.read_local(query).await? {
-                Answer { response: Response::Lease(info), .. } => info.deadline(),
+                Answer { response: Response::LeaseDeadlines(leases), .. } if leases.len() == 1 => {
+                    leases[0]
+                }
                 Answer { response: Response::Error(kv::KvError::LeaseNotFound), .. } => {
                     return Ok(0)
                 }

@@ -235,9 +235,13 @@ impl AuthRequest {
         )
     }
 
-    /// Whether only a client in the replica's own process may ask it.
+    /// Whether only a client in the replica's own process may ask it: password hashes and
+    /// tokens for any user, and turning authentication on (whose token key a member chooses).
     pub fn is_member_only(&self) -> bool {
-        matches!(self, AuthRequest::Password { .. } | AuthRequest::Issue { .. })
+        matches!(
+            self,
+            AuthRequest::Password { .. } | AuthRequest::Issue { .. } | AuthRequest::Enable { .. }
+        )
     }
 }
 
@@ -421,9 +425,12 @@ impl AuthStore {
         *self == AuthStore::default()
     }
 
-    /// Checks `token` at log time `now_millis`: the user it names, if it verifies and is
-    /// current.
-    pub fn verify(&self, token: &str, now_millis: u64) -> Result<&str, AuthError> {
+    /// Checks `token` at `now_millis`: the user it names, if it verifies and is current. A
+    /// replica behind the one that issued a token sees a revision ahead of its own, and takes
+    /// it; applying an entry never can (a token is issued at a revision some member applied,
+    /// so every entry proposed after it applies at that revision or later): there, with
+    /// `applying`, a revision ahead is refused.
+    pub fn verify(&self, token: &str, now_millis: u64, applying: bool) -> Result<&str, AuthError> {
         let (claims, mac) = split_token(token).ok_or(AuthError::InvalidToken)?;
         let expected = self.mac(&claims);
         if !constant_time_eq(&mac, &expected) {
@@ -437,6 +444,9 @@ impl AuthStore {
         };
         if claims.revision < self.revision {
             return Err(AuthError::OldRevision);
+        }
+        if applying && claims.revision > self.revision {
+            return Err(AuthError::InvalidToken);
         }
         Ok(name)
     }
@@ -772,18 +782,18 @@ mod tests {
         store.change(AuthRequest::Enable { token_key: [9; 32] }, None).expect("enables");
         let revision = store.revision();
         let token = store.issue("root", revision, 1_000).expect("issues");
-        assert_eq!(store.verify(&token, 999), Ok("root"));
-        assert_eq!(store.verify(&token, 1_001), Err(AuthError::InvalidToken), "expired");
+        assert_eq!(store.verify(&token, 999, false), Ok("root"));
+        assert_eq!(store.verify(&token, 1_001, false), Err(AuthError::InvalidToken), "expired");
         let mut forged = token.clone();
         forged.pop();
         forged.push(if token.ends_with('0') { '1' } else { '0' });
-        assert_eq!(store.verify(&forged, 0), Err(AuthError::InvalidToken), "bad MAC");
-        assert_eq!(store.verify("garbage", 0), Err(AuthError::InvalidToken));
+        assert_eq!(store.verify(&forged, 0, false), Err(AuthError::InvalidToken), "bad MAC");
+        assert_eq!(store.verify("garbage", 0, false), Err(AuthError::InvalidToken));
         let mut other = store.clone();
         other.token_key = [1; 32];
-        assert_eq!(other.verify(&token, 0), Err(AuthError::InvalidToken), "another key");
+        assert_eq!(other.verify(&token, 0, false), Err(AuthError::InvalidToken), "another key");
         store.change(AuthRequest::RoleAdd { name: "r".into() }, Some("root")).expect("adds");
-        assert_eq!(store.verify(&token, 0), Err(AuthError::OldRevision));
+        assert_eq!(store.verify(&token, 0, false), Err(AuthError::OldRevision));
         assert_eq!(store.issue("root", revision, 1), Err(AuthError::OldRevision));
     }
 

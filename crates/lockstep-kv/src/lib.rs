@@ -367,6 +367,9 @@ pub enum Request {
     /// A request made as the user a token names: with authentication on, checked against that
     /// user's permissions where it is taken and again where it is applied.
     As(Box<Authorized>),
+    /// One lease without its keys (read-only; answered as [`Response::LeaseDeadlines`] of
+    /// one): what the leader's lessor reads at each renewal.
+    LeaseOf(LeaseIdRequest),
 }
 
 /// A request and the token of the user who makes it.
@@ -537,6 +540,7 @@ impl Request {
                 | Request::LeaseDeadlines
                 | Request::LeaseMark(_)
                 | Request::LeaseEnd(_)
+                | Request::LeaseOf(_)
                 | Request::Alarm(_)
                 | Request::Events(_)
                 | Request::Revisions
@@ -555,6 +559,7 @@ impl Request {
             | Request::LeaseList
             | Request::Revisions
             | Request::Events(_)
+            | Request::LeaseOf(_)
             | Request::LeaseDeadlines => true,
             Request::Txn(txn) => txn
                 .success
@@ -658,6 +663,11 @@ pub enum KvError {
     NoSpace,
     /// Refused by authentication or authorization, or by the auth store.
     Auth(AuthError),
+    /// A lease grant past the most leases a member holds (refused before the log).
+    TooManyLeases {
+        /// The most allowed.
+        max: usize,
+    },
 }
 
 impl std::fmt::Display for KvError {
@@ -685,6 +695,9 @@ impl std::fmt::Display for KvError {
             }
             KvError::NoSpace => write!(f, "database space exceeded"),
             KvError::Auth(error) => write!(f, "{error}"),
+            KvError::TooManyLeases { max } => {
+                write!(f, "too many leases (at most {max}: the limit is max_leases)")
+            }
         }
     }
 }
@@ -852,6 +865,9 @@ pub struct Kv {
     /// The log time of the latest entry applied (derived from the log, not replicated): what
     /// a token's expiry is measured against when a read is answered.
     log_time_millis: u64,
+    /// Leases held at once; a grant past it is refused where it is taken (this member's
+    /// limit, not replicated).
+    leases_max: usize,
 }
 
 /// A lease: its time to live, its deadline in log time, its keys, and whether it was renewed
@@ -909,7 +925,15 @@ impl Kv {
             size_bytes: 0,
             auth: AuthStore::default(),
             log_time_millis: 0,
+            leases_max: usize::MAX,
         }
+    }
+
+    /// The store, refusing lease grants past `max` leases where they are taken
+    /// ([`Kv::admit_request`]).
+    pub fn with_leases_max(mut self, max: usize) -> Kv {
+        self.leases_max = max;
+        self
     }
 
     /// The auth store.
@@ -964,7 +988,7 @@ impl Kv {
     /// the term of its entry (requests that only the leader of a term may decide check it).
     pub fn execute_in(&mut self, request: Request, now_millis: u64, term: u64) -> Response {
         self.log_time_millis = self.log_time_millis.max(now_millis);
-        let caller = match self.admission(&request, now_millis) {
+        let caller = match self.admission(&request, now_millis, true) {
             Ok(caller) => caller,
             Err(error) => return Response::Error(KvError::Auth(error)),
         };
@@ -973,6 +997,11 @@ impl Kv {
             request => request,
         };
         if let Request::Auth(auth) = request {
+            if auth.is_read_only() && auth.is_member_only() {
+                // Password hashes and tokens are never answers through the log (which any
+                // client can write to, and whose answers every replica keeps).
+                return Response::Error(KvError::Auth(AuthError::PermissionDenied));
+            }
             return self.auth_change(auth, caller.as_deref());
         }
         if self.out_of_space() && grows(&request) {
@@ -1024,7 +1053,12 @@ impl Kv {
     /// only if it is one of the members' own ([`Request::is_members`]: whether the member
     /// that took it may make it was decided there, by [`Kv::admit_request`]) or the auth store's
     /// (which checks its own).
-    fn admission(&self, request: &Request, now_millis: u64) -> Result<Option<String>, AuthError> {
+    fn admission(
+        &self,
+        request: &Request,
+        now_millis: u64,
+        applying: bool,
+    ) -> Result<Option<String>, AuthError> {
         let (inner, token) = match request {
             Request::As(authorized) => (&authorized.request, Some(authorized.token.as_str())),
             request => (request, None),
@@ -1042,7 +1076,7 @@ impl Kv {
                 Err(AuthError::UserEmpty)
             };
         };
-        let user = self.auth.verify(token, now_millis)?;
+        let user = self.auth.verify(token, now_millis, applying)?;
         self.authorize(user, inner)?;
         Ok(Some(user.to_string()))
     }
@@ -1111,6 +1145,7 @@ impl Kv {
             | Request::LeaseExpire(_)
             | Request::LeaseCheckpoint(_)
             | Request::LeaseDeadlines
+            | Request::LeaseOf(_)
             | Request::LeaseMark(_)
             | Request::LeaseEnd(_) => root(),
         }
@@ -1147,24 +1182,41 @@ impl Kv {
         now_millis: u64,
     ) -> Result<(), KvError> {
         request.check()?;
+        self.screen_request(request, origin)?;
         let inner = match request {
             Request::As(authorized) => &authorized.request,
             request => request,
         };
-        if origin == Origin::Remote {
-            let members_only = match inner {
-                Request::Auth(auth) => auth.is_member_only(),
-                inner => {
-                    self.auth.enabled() && inner.is_members() && !matches!(request, Request::As(_))
-                }
-            };
-            if members_only {
-                return Err(KvError::Auth(AuthError::PermissionDenied));
-            }
-        }
-        self.admission(request, now_millis).map_err(KvError::Auth)?;
+        self.admission(request, now_millis, false).map_err(KvError::Auth)?;
         if self.out_of_space() && grows(inner) {
             return Err(KvError::NoSpace);
+        }
+        if let Request::LeaseGrant(_) = inner {
+            if self.leases.len() >= self.leases_max {
+                return Err(KvError::TooManyLeases { max: self.leases_max });
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether `origin` may send `request` at all, whatever the store holds then: the
+    /// members' own requests only from the replica's own process while authentication is
+    /// on, and password hashes, tokens and turning authentication on only from there, ever.
+    /// Checked on every attempt of every request on every replica.
+    pub fn screen_request(&self, request: &Request, origin: Origin) -> Result<(), KvError> {
+        if origin == Origin::Local {
+            return Ok(());
+        }
+        let members_only = match request {
+            Request::Auth(auth) => auth.is_member_only(),
+            Request::As(authorized) => match &authorized.request {
+                Request::Auth(auth) => auth.is_member_only(),
+                _ => false,
+            },
+            request => self.auth.enabled() && request.is_members(),
+        };
+        if members_only {
+            return Err(KvError::Auth(AuthError::PermissionDenied));
         }
         Ok(())
     }
@@ -1221,6 +1273,15 @@ impl Kv {
             Request::Hash(hash) => self.hash(hash.revision),
             Request::LeaseTimeToLive(lease) => match self.leases.get(&lease.id) {
                 Some(held) => Response::Lease(lease_info(lease.id, held)),
+                None => Response::Error(KvError::LeaseNotFound),
+            },
+            Request::LeaseOf(lease) => match self.leases.get(&lease.id) {
+                Some(held) => Response::LeaseDeadlines(vec![LeaseDeadline {
+                    id: lease.id,
+                    ttl: held.ttl,
+                    deadline_millis: held.deadline_millis,
+                    renewed: held.renewed,
+                }]),
                 None => Response::Error(KvError::LeaseNotFound),
             },
             Request::LeaseList => Response::Leases(
@@ -2110,7 +2171,7 @@ impl StateMachine for Kv {
     /// A token's expiry is measured against the log time of the latest entry applied (the
     /// member that took the read checked it against its clock: [`Kv::admit_request`]).
     fn query(&self, query: &Request) -> Answer {
-        let response = match self.admission(query, self.log_time_millis) {
+        let response = match self.admission(query, self.log_time_millis, false) {
             Err(error) => Response::Error(KvError::Auth(error)),
             Ok(caller) => match query {
                 Request::As(authorized) => self.read_as(&authorized.request, caller.as_deref()),
@@ -2129,6 +2190,10 @@ impl StateMachine for Kv {
         self.admit(query, origin, now_millis)
     }
 
+    fn screen(&self, input: &Request, origin: Origin) -> Result<(), String> {
+        self.screen_request(input, origin).map_err(|error| error.to_string())
+    }
+
     /// With authentication on, only root changes members and runs audit actions: a client in
     /// the replica's own process (the etcd gateway) has checked that itself.
     fn admit_admin(
@@ -2143,7 +2208,7 @@ impl StateMachine for Kv {
         let Some(token) = credential else {
             return Err(format!("{}: this needs the root role", AuthError::UserEmpty));
         };
-        let user = self.auth.verify(token, now_millis).map_err(|error| error.to_string())?;
+        let user = self.auth.verify(token, now_millis, false).map_err(|error| error.to_string())?;
         if !self.auth.is_root(user) {
             return Err(format!("{}: this needs the root role", AuthError::PermissionDenied));
         }
@@ -2252,6 +2317,7 @@ impl StateMachine for Kv {
             size_bytes: 0,
             auth,
             log_time_millis,
+            leases_max: self.leases_max,
         };
         restored.size_bytes = restored
             .keys

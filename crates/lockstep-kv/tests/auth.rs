@@ -188,3 +188,46 @@ fn revoking_a_lease_needs_write_on_its_keys() {
     );
     ok(kv.execute_at(as_user(&root, revoke), NOW));
 }
+
+/// What only the replica's own process may send is refused from the network on every attempt
+/// ([`Kv::screen_request`]), and password hashes and tokens are never answered through the
+/// log, whoever wrote the entry.
+#[test]
+fn tokens_and_hashes_never_leave_through_the_log_or_the_network() {
+    let mut kv = store();
+    let revision = kv.auth().revision();
+    let issue = Request::Auth(AuthRequest::Issue {
+        name: "root".into(),
+        revision,
+        expires_millis: u64::MAX,
+    });
+    assert_eq!(refused(kv.execute_at(issue.clone(), NOW)), AuthError::PermissionDenied);
+    let password = Request::Auth(AuthRequest::Password { name: "root".into() });
+    assert_eq!(refused(kv.execute_at(password.clone(), NOW)), AuthError::PermissionDenied);
+    let enable = Request::Auth(AuthRequest::Enable { token_key: [1; 32] });
+    for request in [&issue, &password, &enable, &Request::LeaseDeadlines] {
+        assert!(kv.screen_request(request, Origin::Remote).is_err(), "{request:?}");
+        assert_eq!(kv.screen_request(request, Origin::Local), Ok(()));
+    }
+    let alice = token(&kv, "alice");
+    assert!(kv.screen_request(&as_user(&alice, issue), Origin::Remote).is_err());
+    assert_eq!(kv.screen_request(&Request::put("a/1", "v"), Origin::Remote), Ok(()));
+}
+
+/// A token names the store's revision it was issued at: an entry applied at an older one
+/// cannot carry it (only a forged token could), though a replica behind may read with it.
+#[test]
+fn a_token_from_ahead_of_the_store_is_refused_when_applied() {
+    let mut kv = store();
+    let mut ahead = kv.clone();
+    let root = token(&ahead, "root");
+    let add = Request::Auth(AuthRequest::RoleAdd { name: "new".into() });
+    ok(ahead.execute_at(as_user(&root, add), NOW));
+    let alice = token(&ahead, "alice");
+    let read = as_user(&alice, Request::get("a/1"));
+    assert_eq!(kv.admit_request(&read, Origin::Remote, NOW), Ok(()));
+    assert_eq!(
+        refused(kv.execute_at(as_user(&alice, Request::put("a/1", "v")), NOW)),
+        AuthError::InvalidToken
+    );
+}

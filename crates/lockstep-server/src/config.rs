@@ -167,6 +167,10 @@ pub struct ServerConfig {
     /// etcd's API: watchers open at once on one Watch stream.
     #[serde(default = "default_max_watchers_per_stream")]
     pub max_watchers_per_stream: u64,
+    /// For the key-value service: leases held at once; a grant past it is refused before it
+    /// takes a log entry.
+    #[serde(default = "default_max_leases")]
+    pub max_leases: u64,
     /// For the key-value service: the space quota, in bytes of the store as it accounts its
     /// size (etcd's `--quota-backend-bytes`; 2 GiB by default, as etcd's; 0: none). Past it
     /// the leader raises a NOSPACE alarm and writes that grow the store are refused.
@@ -236,6 +240,10 @@ fn default_max_watchers() -> u64 {
 
 fn default_max_watchers_per_stream() -> u64 {
     10_000
+}
+
+fn default_max_leases() -> u64 {
+    1_000_000
 }
 
 fn default_client_frame_timeout_millis() -> u64 {
@@ -333,6 +341,7 @@ impl ServerConfig {
             max_concurrent_streams: default_max_concurrent_streams(),
             max_watchers: default_max_watchers(),
             max_watchers_per_stream: default_max_watchers_per_stream(),
+            max_leases: default_max_leases(),
             quota_backend_bytes: default_quota_backend_bytes(),
             sabotage: None,
         }
@@ -412,6 +421,7 @@ impl ServerConfig {
             ("max_concurrent_streams", u64::from(self.max_concurrent_streams)),
             ("max_watchers", self.max_watchers),
             ("max_watchers_per_stream", self.max_watchers_per_stream),
+            ("max_leases", self.max_leases),
         ] {
             if value == 0 {
                 return fail(format!("{field}: must be at least 1"));

@@ -170,6 +170,13 @@ impl<M: StateMachine> StateMachine for Hosted<M> {
         self.machine.admit_query(query, origin, now_millis).map_err(HostOutput::User)
     }
 
+    fn screen(&self, input: &Self::Input, origin: Origin) -> Result<(), String> {
+        match input {
+            HostInput::User(input) => self.machine.screen(input, origin),
+            HostInput::Address(_) => Ok(()),
+        }
+    }
+
     fn admit_admin(
         &self,
         credential: Option<&str>,

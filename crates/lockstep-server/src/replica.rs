@@ -18,7 +18,9 @@ use lockstep_core::message::{Divergence, DivergenceKind};
 use lockstep_core::{
     ConfigError, LogIndex, MembershipChange, Message, NodeId, Origin, Role, StateMachine, Term,
 };
-use lockstep_node::{ClientId, ClientRequest, Completion, Driver, Refusal, RequestId};
+use lockstep_node::{
+    ClientId, ClientRequest, Completion, Driver, Refusal, RequestId, SessionCheck,
+};
 use lockstep_wire::{
     AuditRequest, AuditView, ClientError, ClientMessage, MemberInfo, MemberRequest, PeerAuditView,
     Progress, ReadConsistency, ReplicaStatus, ServerMessage,
@@ -405,6 +407,22 @@ impl<M: StateMachine> Replica<M> {
         self.client_as(message, reply, origin, None);
     }
 
+    /// Whether this replica may refuse a request for good from its state (a write's first
+    /// attempt, numbered `sequence` in session `client`): only a leader proposes, so only it
+    /// decides, and only once it has applied everything committed and an entry of its own
+    /// term (a new leader's applied state may lag what its predecessor acknowledged), while
+    /// its state is not in doubt (quarantined), and if the session has not seen the number
+    /// (a client that broke the first-attempt rule gets the log's verdict, not this one).
+    fn may_deny(&self, client: u64, sequence: u64) -> bool {
+        let node = self.driver.node();
+        let applied = node.applied_index();
+        node.role() == Role::Leader
+            && !self.driver.quarantined()
+            && applied == node.commit_index()
+            && node.log_term(applied) == Some(node.term())
+            && self.driver.state().sessions().check(ClientId(client), sequence) == SessionCheck::New
+    }
+
     /// Handles a client's request, made with `credential` if it sent one.
     fn client_as(
         &mut self,
@@ -437,9 +455,7 @@ impl<M: StateMachine> Replica<M> {
                 self.client_as(*message, reply, origin, Some(token));
             }
             ClientMessage::WriteFirst { id, client, sequence, input } => {
-                // Only the leader proposes, so only it decides: a follower's refusal (from a
-                // state further behind) would be no better than the leader's.
-                if self.driver.node().role() == Role::Leader {
+                if self.may_deny(client, sequence) {
                     let machine = self.driver.state().machine().machine();
                     if let Err(output) = machine.admit(&input, origin, now_millis()) {
                         metrics::counter!("lockstep_requests_denied_total").increment(1);
@@ -451,6 +467,13 @@ impl<M: StateMachine> Replica<M> {
                 self.client_as(write, reply, origin, credential);
             }
             ClientMessage::Write { id, client, sequence, input } => {
+                if let Err(reason) = self.driver.state().machine().machine().screen(&input, origin)
+                {
+                    metrics::counter!("lockstep_requests_denied_total").increment(1);
+                    let error = ClientError::Rejected(reason);
+                    let _ = reply.send(ServerMessage::Refused { id, error });
+                    return;
+                }
                 metrics::counter!("lockstep_proposals_total").increment(1);
                 let input = HostInput::User(input);
                 let request = ClientRequest { client: ClientId(client), sequence, input };

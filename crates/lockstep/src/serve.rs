@@ -33,7 +33,8 @@ use lockstep_server::{BoundServer, Inbox, LocalLink, Member, ServerConfig};
 /// (docs/SECURITY.md): max_connections (4096 per port), max_peer_connections (256),
 /// client_idle_timeout_millis (600000), max_requests_per_connection (16384),
 /// client_frame_timeout_millis (30000),
-/// max_concurrent_streams (4096), max_watchers (100000), max_watchers_per_stream (10000);
+/// max_concurrent_streams (4096), max_watchers (100000), max_watchers_per_stream (10000),
+/// max_leases (1000000);
 /// quota_backend_bytes (2147483648; 0: none).
 #[derive(Args, Debug, Default, Clone)]
 pub struct ServeArgs {
@@ -165,6 +166,9 @@ pub struct ServeArgs {
     /// Watchers open at once on one Watch stream (etcd's API).
     #[arg(long)]
     max_watchers_per_stream: Option<u64>,
+    /// Leases held at once in the store; a grant past it is refused.
+    #[arg(long)]
+    max_leases: Option<u64>,
     /// The space quota of the store, in bytes (etcd's flag; 0: none).
     #[arg(long)]
     quota_backend_bytes: Option<u64>,
@@ -358,6 +362,9 @@ pub fn config(args: &ServeArgs) -> Result<ServerConfig, String> {
     if let Some(value) = args.max_watchers_per_stream {
         config.max_watchers_per_stream = value;
     }
+    if let Some(value) = args.max_leases {
+        config.max_leases = value;
+    }
     if let Some(value) = args.quota_backend_bytes {
         config.quota_backend_bytes = value;
     }
@@ -461,7 +468,8 @@ pub async fn run(args: ServeArgs) -> Result<(), String> {
             },
         ))
     });
-    let result = server.run_with(Kv::new(), inbox, shutdown_signal()).await;
+    let kv = Kv::new().with_leases_max(usize::try_from(config.max_leases).unwrap_or(usize::MAX));
+    let result = server.run_with(kv, inbox, shutdown_signal()).await;
     let _ = stop_etcd.send(true);
     if let Some(task) = etcd_task {
         let _ = tokio::time::timeout(std::time::Duration::from_secs(5), task).await;

@@ -142,6 +142,41 @@ fn users_roles_and_permissions_through_etcdctl() {
     let lease = granted.split_whitespace().nth(1).expect("lease id").to_string();
     assert_eq!(ok(&cluster, alice, &["put", "--lease", &lease, "w/leased", "v"]), "OK\n");
 
+    // Keep-alives still renew (the leader reads the lease as a member does).
+    let kept = ok(&cluster, alice, &["lease", "keep-alive", "--once", &lease]);
+    assert!(kept.contains("keepalived with TTL("), "{kept}");
+
+    // A client of the native protocol cannot have the members' own requests served: tokens
+    // for any user and password hashes stay inside a member's process, on every path (a
+    // first attempt at the leader, a write at a follower, a read).
+    runtime.block_on(async {
+        use lockstep_kv::{AuthError, AuthRequest, KvError, Request, Response};
+        let leader = cluster.leader(Duration::from_secs(10)).await;
+        let follower = (1..=3).find(|&id| id != leader).expect("a follower");
+        let issue = || {
+            Request::Auth(AuthRequest::Issue {
+                name: "root".into(),
+                revision: 1,
+                expires_millis: u64::MAX,
+            })
+        };
+        let denied = Response::Error(KvError::Auth(AuthError::PermissionDenied));
+        let at_leader = cluster.client_of(&[leader]).write(issue()).await.expect("answered");
+        assert_eq!(at_leader.response, denied);
+        match cluster.client_of(&[follower]).write(issue()).await {
+            Err(lockstep_client::Error::Rejected(reason)) => {
+                assert!(reason.contains("permission denied"), "{reason}")
+            }
+            other => panic!("a member's request from the network was taken: {other:?}"),
+        }
+        let hash = Request::Auth(AuthRequest::Password { name: "root".into() });
+        let read = cluster.client().read(hash).await.expect("answered");
+        assert_eq!(read.response, denied);
+        let enable = Request::Auth(AuthRequest::Enable { token_key: [0; 32] });
+        let enabled = cluster.client_of(&[leader]).write(enable).await.expect("answered");
+        assert_eq!(enabled.response, denied, "a token key chosen by a client");
+    });
+
     // Refusals take no log entry.
     // (Once the log is still: the servers' own entries, such as a lease's first record, are
     // not the requests'.)

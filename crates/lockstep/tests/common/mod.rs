@@ -98,6 +98,8 @@ pub struct Cluster {
     pub replica_args: BTreeMap<u64, Vec<String>>,
     /// TLS on every port, with these certificates (see [`Cluster::with_tls`]).
     pub tls: Option<lockstep_tls::issue::ClusterFiles>,
+    /// The replicas' tick (20 ms: elections settle fast; the servers' default is 50).
+    pub tick_millis: u64,
 }
 
 impl Cluster {
@@ -117,6 +119,7 @@ impl Cluster {
             extra_args: Vec::new(),
             replica_args: BTreeMap::new(),
             tls: None,
+            tick_millis: 20,
         }
     }
 
@@ -167,7 +170,7 @@ impl Cluster {
             "--data-dir".to_string(),
             self.data_dir(id).display().to_string(),
             "--tick-millis".to_string(),
-            "20".to_string(),
+            self.tick_millis.to_string(),
             // Checkpoints (and recovery from them) happen within the tests' few thousand writes.
             "--checkpoint-entries".to_string(),
             "5000".to_string(),

@@ -1,8 +1,9 @@
 //! # lockstep-etcd: etcd's v3 API over lockstep
 //!
-//! A gateway that serves etcd's v3 gRPC API (KV, Watch, Lease, Maintenance, Cluster) from
+//! A gateway that serves etcd's v3 gRPC API (KV, Watch, Lease, Maintenance, Cluster, Auth) from
 //! lockstep's replicated key-value store, so `etcdctl` and etcd client libraries work
-//! unchanged. [`gateway`] holds KV, Maintenance and Cluster; [`streams`] Lease and Watch;
+//! unchanged. [`gateway`] holds KV, Maintenance and Cluster; [`streams`] Lease and Watch; `auth`
+//! users, roles and who makes each request;
 //! [`proto`] the messages, defined by hand with field numbers matching etcd's.
 
 #![deny(missing_docs)]

@@ -38,8 +38,8 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use lockstep_tls::{rustls, Conn, Reloading};
 pub use lockstep_wire::{
-    AuditRequest, AuditView, ClientError, ClientMessage, MemberInfo, MemberRequest, PeerAuditView,
-    Progress, ReadConsistency, ReplicaStatus, ServerMessage,
+    AdminRequest, AuditRequest, AuditView, ClientError, ClientMessage, MemberInfo, MemberRequest,
+    PeerAuditView, Progress, ReadConsistency, ReplicaStatus, ServerMessage,
 };
 use lockstep_wire::{Decoder, Kind};
 use serde::de::DeserializeOwned;
@@ -571,11 +571,10 @@ where
 
     /// `message` with this client's credential, if it has one.
     fn with_credential(&self, message: ClientMessage<I, Q>) -> ClientMessage<I, Q> {
-        match &self.options.token {
-            Some(token) => {
-                ClientMessage::Authenticated { token: token.clone(), message: Box::new(message) }
-            }
-            None => message,
+        let Some(token) = &self.options.token else { return message };
+        match AdminRequest::from_message(message) {
+            Ok(request) => ClientMessage::Authenticated { token: token.clone(), request },
+            Err(message) => *message,
         }
     }
 

@@ -33,7 +33,7 @@ use crate::Peer;
 /// Passwords checked or hashed at once on one member; more wait their turn.
 pub const HASHING_MAX: usize = 2;
 
-/// How long a token lives (etcd's `--auth-token-ttl` default).
+/// How long a token lives by default (etcd's `--auth-token-ttl` default).
 pub const TOKEN_TTL: Duration = Duration::from_secs(300);
 
 /// Failed authentications from one address, within [`FAILURES_REMEMBERED`], before the next
@@ -187,8 +187,9 @@ impl Gateway {
     async fn certificate_token(&self, user: &str) -> Result<Option<String>, Status> {
         let state = self.auth_state();
         let now = now_millis();
+        let ttl_millis = self.config().tokens.ttl.as_millis() as u64;
         if let Some((token, expires)) = lock(&state.certificate_tokens).get(user) {
-            if *expires > now + TOKEN_TTL.as_millis() as u64 / 2 {
+            if *expires > now + ttl_millis / 2 {
                 return Ok(Some(token.clone()));
             }
         }
@@ -200,10 +201,9 @@ impl Gateway {
         if !enabled {
             return Ok(None);
         }
-        let expires_millis = now + TOKEN_TTL.as_millis() as u64;
-        let issue = AuthRequest::Issue { name: user.to_string(), revision, expires_millis };
-        match self.read_local(Request::Auth(issue)).await?.response {
-            Response::Auth(AuthResponse::Token(token)) => {
+        let expires_millis = now + ttl_millis;
+        match self.issue(user, revision, expires_millis).await? {
+            Some(token) => {
                 let mut tokens = lock(&state.certificate_tokens);
                 if tokens.len() >= ADDRESSES_MAX {
                     tokens.clear();
@@ -211,6 +211,25 @@ impl Gateway {
                 tokens.insert(user.to_string(), (token.clone(), expires_millis));
                 Ok(Some(token))
             }
+            None => Ok(None),
+        }
+    }
+
+    /// A token for `user` at the auth store's `revision`: a JWT signed here if this member
+    /// issues them, else one issued by its replica (`None` if it refuses: no such user, or
+    /// the store moved on).
+    async fn issue(
+        &self,
+        user: &str,
+        revision: u64,
+        expires_millis: u64,
+    ) -> Result<Option<String>, Status> {
+        if let Some(key) = &self.config().tokens.jwt {
+            return Ok(Some(kv::auth::jwt::sign(key, user, revision, expires_millis)));
+        }
+        let issue = AuthRequest::Issue { name: user.to_string(), revision, expires_millis };
+        match self.read_local(Request::Auth(issue)).await?.response {
+            Response::Auth(AuthResponse::Token(token)) => Ok(Some(token)),
             _ => Ok(None),
         }
     }
@@ -360,18 +379,16 @@ impl Gateway {
                 self.record_failure(address);
                 return Err(auth_status(&AuthError::AuthFailed));
             }
-            let expires_millis = now_millis() + TOKEN_TTL.as_millis() as u64;
-            let issue = AuthRequest::Issue { name: name.to_string(), revision, expires_millis };
-            match self.read_local(Request::Auth(issue)).await?.response {
-                Response::Auth(AuthResponse::Token(token)) => {
+            let expires_millis = now_millis() + self.config().tokens.ttl.as_millis() as u64;
+            match self.issue(name, revision, expires_millis).await? {
+                Some(token) => {
                     if let Some(address) = address {
                         lock(&self.auth_state().failures).remove(&address);
                     }
                     return Ok((token, revision));
                 }
-                Response::Error(KvError::Auth(AuthError::OldRevision)) => continue,
-                Response::Error(error) => return Err(kv_status(&error)),
-                _ => return Err(Status::internal("lockstep: not a token")),
+                // The store moved on (or the user went) since the hash was read: again.
+                None => continue,
             }
         }
         Err(Status::unavailable("etcdserver: the auth store kept changing; retry"))
@@ -489,10 +506,14 @@ impl Auth for Gateway {
             let mut leader = crate::rpc::auth_client::AuthClient::new(self.leader_channel().await?);
             return leader.auth_enable(passed).await;
         }
+        let jwt_key = self.config().tokens.jwt.as_ref().map(|key| key.verifying_key().to_bytes());
         let mut token_key = [0u8; 32];
         getrandom::fill(&mut token_key)
             .map_err(|error| Status::internal(format!("no random token key: {error}")))?;
-        change!(self, request, AuthEnableResponse, |_inner| AuthRequest::Enable { token_key })
+        let caller = self.caller(&request)?;
+        let enable = Request::Auth(AuthRequest::Enable { token_key, jwt_key });
+        let answer = self.write_local(self.wrap(&caller, enable).await?).await?;
+        Ok(GrpcResponse::new(pb::AuthEnableResponse { header: self.header(answer.revision) }))
     }
 
     async fn auth_disable(

@@ -105,6 +105,24 @@ pub struct GatewayConfig {
     /// `--quota-backend-bytes`; 0: none): past it, the leader raises a `NoSpace` alarm through
     /// the log, and every member refuses what would grow the store until it is cleared.
     pub quota_bytes: u64,
+    /// The tokens it issues.
+    pub tokens: TokenConfig,
+}
+
+/// The tokens a member issues when a client authenticates.
+#[derive(Clone, Debug)]
+pub struct TokenConfig {
+    /// How long a token lives (etcd's `--auth-token-ttl`).
+    pub ttl: Duration,
+    /// Sign JWTs with this Ed25519 key (etcd's `--auth-token jwt`; every member must have the
+    /// same); `None`: tokens MAC'd under the auth store's own key.
+    pub jwt: Option<std::sync::Arc<ed25519_dalek::SigningKey>>,
+}
+
+impl Default for TokenConfig {
+    fn default() -> TokenConfig {
+        TokenConfig { ttl: crate::auth::TOKEN_TTL, jwt: None }
+    }
 }
 
 /// How the gateway dials other members over TLS.
@@ -266,7 +284,7 @@ impl Gateway {
             member: self.shared.config.member_id,
             alarm: kv::AlarmKind::NoSpace,
         });
-        if let Err(error) = self.write(raise).await {
+        if let Err(error) = self.write_local(raise).await {
             tracing::debug!("raising the NOSPACE alarm failed: {error}");
         }
     }
@@ -478,6 +496,13 @@ impl Gateway {
     /// This replica's current revision, in the answer's `revision` (a cheap read).
     pub(crate) async fn current(&self) -> Result<Answer, Status> {
         self.read(Request::Revisions, true).await
+    }
+
+    /// A write that only this member's own process may propose (a lease's bookkeeping, an
+    /// alarm it raises, `auth enable`): handed to its replica, which must lead.
+    pub(crate) async fn write_local(&self, request: Request) -> Result<Answer, Status> {
+        let answer = self.shared.local.write(request).await.map_err(client_status)?;
+        check(answer)
     }
 
     /// A read of this replica's state, with the store's refusals as they are.

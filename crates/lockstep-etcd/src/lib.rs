@@ -26,7 +26,7 @@ pub mod gateway;
 mod lessor;
 pub mod streams;
 
-pub use gateway::{Gateway, GatewayConfig, GatewayMember, GatewayTls, LocalReplica};
+pub use gateway::{Gateway, GatewayConfig, GatewayMember, GatewayTls, LocalReplica, TokenConfig};
 
 use std::future::Future;
 use std::pin::Pin;

@@ -88,7 +88,7 @@ impl Gateway {
                         break;
                     }
                     let end = Request::LeaseEnd(kv::LeaseEndRequest { id, term });
-                    if let Err(error) = gateway.write(end).await {
+                    if let Err(error) = gateway.write_local(end).await {
                         tracing::debug!(lease = id, "expiring a lease failed: {error}");
                     }
                 }
@@ -172,7 +172,7 @@ impl Gateway {
                     self.lessor().checkpoint_failed();
                     return;
                 }
-                match self.write(record.clone()).await {
+                match self.write_local(record.clone()).await {
                     Ok(_) => break,
                     Err(error) => {
                         tracing::debug!("a lease checkpoint failed, trying again: {error}");
@@ -216,7 +216,7 @@ impl Gateway {
                 // The first renewal since the deadline was recorded goes through the log,
                 // which marks the lease: a later leader then gives it its whole TTL.
                 let mark = Request::LeaseMark(kv::LeaseIdRequest { id });
-                match self.write(mark).await {
+                match self.write_local(mark).await {
                     Ok(Answer { response: Response::Lease(_), .. }) => {}
                     Ok(_) => return Ok(0),
                     Err(status) if status.code() == tonic::Code::NotFound => return Ok(0),

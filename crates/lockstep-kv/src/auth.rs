@@ -111,6 +111,8 @@ pub enum AuthRequest {
     Enable {
         /// The key tokens are signed with from now on.
         token_key: [u8; 32],
+        /// The Ed25519 public key of the members' JWT signing key, if they issue JWTs.
+        jwt_key: Option<[u8; 32]>,
     },
     /// Turn authentication off (root only).
     Disable,
@@ -351,6 +353,9 @@ const CLAIMS_VERSION: u8 = 1;
 /// The claims of a token, without checking it: what a member reads to refuse an expired token
 /// before it costs anything else. `None` if it is not a token at all.
 pub fn token_expiry_millis(token: &str) -> Option<u64> {
+    if token.matches('.').count() == 2 {
+        return jwt::expiry_millis(token);
+    }
     let (claims, _) = split_token(token)?;
     Some(claims.expires_millis)
 }
@@ -388,6 +393,77 @@ fn from_hex(text: &str) -> Option<Vec<u8>> {
     text.as_bytes().chunks(2).map(|pair| Some(digit(pair[0])? << 4 | digit(pair[1])?)).collect()
 }
 
+/// JSON Web Tokens signed with Ed25519 (`EdDSA`), as etcd's `--auth-token jwt` issues them:
+/// the claims `username`, `revision` and `exp` (seconds since the Unix epoch).
+pub mod jwt {
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use base64::Engine;
+    use ed25519_dalek::{Signer, SigningKey, Verifier, VerifyingKey};
+    use serde::{Deserialize, Serialize};
+
+    use super::{Claims, CLAIMS_VERSION};
+
+    const HEADER: &str = r#"{"alg":"EdDSA","typ":"JWT"}"#;
+
+    /// Tokens longer than this are not read.
+    const TOKEN_BYTES_MAX: usize = 4096;
+
+    #[derive(Serialize, Deserialize)]
+    struct JwtClaims {
+        username: String,
+        revision: u64,
+        exp: u64,
+    }
+
+    /// A token for `user` at the auth store's `revision`, expiring at `expires_millis`
+    /// (rounded down to the second), signed with `key`.
+    pub fn sign(key: &SigningKey, user: &str, revision: u64, expires_millis: u64) -> String {
+        let claims = JwtClaims { username: user.to_string(), revision, exp: expires_millis / 1000 };
+        // Encoding a string and two integers cannot fail.
+        let payload = serde_json::to_vec(&claims).unwrap_or_default();
+        let signed =
+            format!("{}.{}", URL_SAFE_NO_PAD.encode(HEADER), URL_SAFE_NO_PAD.encode(payload));
+        let signature = key.sign(signed.as_bytes());
+        format!("{signed}.{}", URL_SAFE_NO_PAD.encode(signature.to_bytes()))
+    }
+
+    /// When `token` expires, read without checking its signature.
+    pub(super) fn expiry_millis(token: &str) -> Option<u64> {
+        if token.len() > TOKEN_BYTES_MAX {
+            return None;
+        }
+        let payload = token.split('.').nth(1)?;
+        let claims: JwtClaims =
+            serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload).ok()?).ok()?;
+        Some(claims.exp.saturating_mul(1000))
+    }
+
+    /// The claims of `token` if it is an EdDSA JWT whose signature `key` verifies.
+    pub(super) fn verify(key: &[u8; 32], token: &str) -> Option<Claims> {
+        if token.len() > TOKEN_BYTES_MAX {
+            return None;
+        }
+        let (signed, signature) = token.rsplit_once('.')?;
+        let (header, payload) = signed.split_once('.')?;
+        let header: serde_json::Value =
+            serde_json::from_slice(&URL_SAFE_NO_PAD.decode(header).ok()?).ok()?;
+        if header.get("alg")?.as_str()? != "EdDSA" {
+            return None;
+        }
+        let signature: [u8; 64] = URL_SAFE_NO_PAD.decode(signature).ok()?.try_into().ok()?;
+        let key = VerifyingKey::from_bytes(key).ok()?;
+        key.verify(signed.as_bytes(), &ed25519_dalek::Signature::from_bytes(&signature)).ok()?;
+        let claims: JwtClaims =
+            serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload).ok()?).ok()?;
+        Some(Claims {
+            version: CLAIMS_VERSION,
+            user: claims.username,
+            revision: claims.revision,
+            expires_millis: claims.exp.saturating_mul(1000),
+        })
+    }
+}
+
 /// The auth store. See the module documentation.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AuthStore {
@@ -395,6 +471,8 @@ pub struct AuthStore {
     /// Raised by every change (etcd's auth revision).
     revision: u64,
     token_key: [u8; 32],
+    /// The Ed25519 public key JWTs are checked with, if the members issue them.
+    jwt_key: Option<[u8; 32]>,
     users: BTreeMap<String, User>,
     /// Each role's permissions.
     roles: BTreeMap<String, BTreeSet<Permission>>,
@@ -431,11 +509,17 @@ impl AuthStore {
     /// so every entry proposed after it applies at that revision or later): there, with
     /// `applying`, a revision ahead is refused.
     pub fn verify(&self, token: &str, now_millis: u64, applying: bool) -> Result<&str, AuthError> {
-        let (claims, mac) = split_token(token).ok_or(AuthError::InvalidToken)?;
-        let expected = self.mac(&claims);
-        if !constant_time_eq(&mac, &expected) {
-            return Err(AuthError::InvalidToken);
-        }
+        let claims = if token.matches('.').count() == 2 {
+            let key = self.jwt_key.as_ref().ok_or(AuthError::InvalidToken)?;
+            jwt::verify(key, token).ok_or(AuthError::InvalidToken)?
+        } else {
+            let (claims, mac) = split_token(token).ok_or(AuthError::InvalidToken)?;
+            let expected = self.mac(&claims);
+            if !constant_time_eq(&mac, &expected) {
+                return Err(AuthError::InvalidToken);
+            }
+            claims
+        };
         if claims.expires_millis < now_millis {
             return Err(AuthError::InvalidToken);
         }
@@ -619,7 +703,7 @@ impl AuthStore {
 
     fn apply_change(&mut self, request: AuthRequest) -> Result<(), AuthError> {
         match request {
-            AuthRequest::Enable { token_key } => {
+            AuthRequest::Enable { token_key, jwt_key } => {
                 let Some(root) = self.users.get(ROOT_USER) else {
                     return Err(AuthError::RootUserMissing);
                 };
@@ -628,6 +712,7 @@ impl AuthStore {
                 }
                 self.enabled = true;
                 self.token_key = token_key;
+                self.jwt_key = jwt_key;
             }
             AuthRequest::Disable => {
                 if !self.enabled {
@@ -761,7 +846,7 @@ mod tests {
     #[test]
     fn enabling_needs_root_with_its_role() {
         let mut store = AuthStore::default();
-        let enable = AuthRequest::Enable { token_key: [7; 32] };
+        let enable = AuthRequest::Enable { token_key: [7; 32], jwt_key: None };
         assert_eq!(store.change(enable.clone(), None), Err(AuthError::RootUserMissing));
         store
             .change(AuthRequest::UserAdd { name: "root".into(), password_hash: None }, None)
@@ -779,7 +864,9 @@ mod tests {
     #[test]
     fn tokens_verify_only_with_the_key_in_time_and_at_the_revision() {
         let mut store = store_with_root();
-        store.change(AuthRequest::Enable { token_key: [9; 32] }, None).expect("enables");
+        store
+            .change(AuthRequest::Enable { token_key: [9; 32], jwt_key: None }, None)
+            .expect("enables");
         let revision = store.revision();
         let token = store.issue("root", revision, 1_000).expect("issues");
         assert_eq!(store.verify(&token, 999, false), Ok("root"));
@@ -795,6 +882,25 @@ mod tests {
         store.change(AuthRequest::RoleAdd { name: "r".into() }, Some("root")).expect("adds");
         assert_eq!(store.verify(&token, 0, false), Err(AuthError::OldRevision));
         assert_eq!(store.issue("root", revision, 1), Err(AuthError::OldRevision));
+    }
+
+    #[test]
+    fn jwts_verify_only_under_the_replicated_key() {
+        let mut store = store_with_root();
+        let key = ed25519_dalek::SigningKey::from_bytes(&[4; 32]);
+        let public = key.verifying_key().to_bytes();
+        let enable = AuthRequest::Enable { token_key: [9; 32], jwt_key: Some(public) };
+        store.change(enable, None).expect("enables");
+        let token = jwt::sign(&key, "root", store.revision(), 5_000);
+        assert_eq!(token_expiry_millis(&token), Some(5_000));
+        assert_eq!(store.verify(&token, 4_000, true), Ok("root"));
+        assert_eq!(store.verify(&token, 6_000, true), Err(AuthError::InvalidToken), "expired");
+        let other = ed25519_dalek::SigningKey::from_bytes(&[5; 32]);
+        let forged = jwt::sign(&other, "root", store.revision(), 5_000);
+        assert_eq!(store.verify(&forged, 0, true), Err(AuthError::InvalidToken));
+        let mut without = store.clone();
+        without.jwt_key = None;
+        assert_eq!(without.verify(&token, 0, true), Err(AuthError::InvalidToken));
     }
 
     #[test]
@@ -840,7 +946,9 @@ mod tests {
         store
             .change(AuthRequest::UserAdd { name: "u".into(), password_hash: None }, None)
             .expect("adds");
-        store.change(AuthRequest::Enable { token_key: [3; 32] }, None).expect("enables");
+        store
+            .change(AuthRequest::Enable { token_key: [3; 32], jwt_key: None }, None)
+            .expect("enables");
         let add = AuthRequest::RoleAdd { name: "r".into() };
         assert_eq!(store.change(add.clone(), None), Err(AuthError::UserEmpty));
         assert_eq!(store.change(add.clone(), Some("u")), Err(AuthError::PermissionDenied));

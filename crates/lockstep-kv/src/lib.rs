@@ -372,13 +372,48 @@ pub enum Request {
     LeaseOf(LeaseIdRequest),
 }
 
-/// A request and the token of the user who makes it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+/// A request and the token of the user who makes it. It never holds another: decoding refuses
+/// one inside another (so that a crafted request cannot nest without bound and exhaust the
+/// decoder's stack).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Authorized {
     /// The token ([`AuthRequest::Issue`]).
     pub token: String,
     /// The request.
     pub request: Request,
+}
+
+impl<'de> Deserialize<'de> for Authorized {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Authorized, D::Error> {
+        use std::cell::Cell;
+        thread_local! {
+            /// How many `Authorized` are being decoded on this thread, one inside another.
+            static DEPTH: Cell<u32> = const { Cell::new(0) };
+        }
+        /// Leaves one level when dropped, however decoding ends.
+        struct Level;
+        impl Drop for Level {
+            fn drop(&mut self) {
+                DEPTH.with(|depth| depth.set(depth.get().saturating_sub(1)));
+            }
+        }
+        #[derive(Deserialize)]
+        struct Fields {
+            token: String,
+            request: Request,
+        }
+        let outer = DEPTH.with(|depth| {
+            let level = depth.get();
+            depth.set(level + 1);
+            level
+        });
+        let _level = Level;
+        if outer > 0 {
+            return Err(serde::de::Error::custom("a request made as a user holds another"));
+        }
+        let fields = Fields::deserialize(deserializer)?;
+        Ok(Authorized { token: fields.token, request: fields.request })
+    }
 }
 
 /// Where a request was taken from, for [`Kv::admit`].
@@ -1199,10 +1234,10 @@ impl Kv {
         Ok(())
     }
 
-    /// Whether `origin` may send `request` at all, whatever the store holds then: the
-    /// members' own requests only from the replica's own process while authentication is
-    /// on, and password hashes, tokens and turning authentication on only from there, ever.
-    /// Checked on every attempt of every request on every replica.
+    /// Whether `origin` may send `request` at all: the members' own requests only from the
+    /// replica's own process while authentication is on, and the lease's bookkeeping,
+    /// password hashes, tokens and turning authentication on only from there, ever. Checked
+    /// on every attempt of every request by the leader, and on every read.
     pub fn screen_request(&self, request: &Request, origin: Origin) -> Result<(), KvError> {
         if origin == Origin::Local {
             return Ok(());
@@ -1213,7 +1248,17 @@ impl Kv {
                 Request::Auth(auth) => auth.is_member_only(),
                 _ => false,
             },
-            request => self.auth.enabled() && request.is_members(),
+            // What watchers poll, the revisions and alarms are for anyone while authentication
+            // is off (as every request is); the lease's bookkeeping (expiries, checkpoints,
+            // marks, deadlines) only a member makes, ever.
+            request => {
+                request.is_members()
+                    && (self.auth.enabled()
+                        || !matches!(
+                            request,
+                            Request::Events(_) | Request::Revisions | Request::Alarm(_)
+                        ))
+            }
         };
         if members_only {
             return Err(KvError::Auth(AuthError::PermissionDenied));

@@ -42,7 +42,7 @@ fn store() -> Kv {
     }
     ok(kv.execute(auth(AuthRequest::UserGrantRole { user: "alice".into(), role: "r".into() })));
     ok(kv.execute(Request::put("b/1", "x")));
-    ok(kv.execute(auth(AuthRequest::Enable { token_key: [5; 32] })));
+    ok(kv.execute(auth(AuthRequest::Enable { token_key: [5; 32], jwt_key: None })));
     kv
 }
 
@@ -131,7 +131,7 @@ fn expired_and_forged_tokens_are_refused() {
         name: "alice".into(),
         password_hash: None,
     })));
-    ok(other.execute(Request::Auth(AuthRequest::Enable { token_key: [6; 32] })));
+    ok(other.execute(Request::Auth(AuthRequest::Enable { token_key: [6; 32], jwt_key: None })));
     let forged = token(&other, "root");
     assert_eq!(
         refused(kv.execute_at(as_user(&forged, Request::put("b/1", "v")), NOW)),
@@ -204,7 +204,7 @@ fn tokens_and_hashes_never_leave_through_the_log_or_the_network() {
     assert_eq!(refused(kv.execute_at(issue.clone(), NOW)), AuthError::PermissionDenied);
     let password = Request::Auth(AuthRequest::Password { name: "root".into() });
     assert_eq!(refused(kv.execute_at(password.clone(), NOW)), AuthError::PermissionDenied);
-    let enable = Request::Auth(AuthRequest::Enable { token_key: [1; 32] });
+    let enable = Request::Auth(AuthRequest::Enable { token_key: [1; 32], jwt_key: None });
     for request in [&issue, &password, &enable, &Request::LeaseDeadlines] {
         assert!(kv.screen_request(request, Origin::Remote).is_err(), "{request:?}");
         assert_eq!(kv.screen_request(request, Origin::Local), Ok(()));
@@ -230,4 +230,24 @@ fn a_token_from_ahead_of_the_store_is_refused_when_applied() {
         refused(kv.execute_at(as_user(&alice, Request::put("a/1", "v")), NOW)),
         AuthError::InvalidToken
     );
+}
+
+/// A request made as a user never holds another: one nested a hundred thousand times deep is
+/// refused at the first level inside, not decoded until the stack runs out.
+#[test]
+fn nested_requests_are_refused_when_decoded() {
+    let one = Request::As(Box::new(Authorized { token: "t".into(), request: Request::Revisions }));
+    let bytes = postcard::to_stdvec(&one).expect("encodes");
+    let revisions = postcard::to_stdvec(&Request::Revisions).expect("encodes");
+    assert!(bytes.ends_with(&revisions));
+    let prefix = &bytes[..bytes.len() - revisions.len()];
+    let mut nested = Vec::new();
+    for _ in 0..100_000 {
+        nested.extend_from_slice(prefix);
+    }
+    nested.extend_from_slice(&revisions);
+    let decoded: Result<Request, _> = postcard::from_bytes(&nested);
+    assert!(decoded.is_err(), "a nested request was taken");
+    let decoded: Request = postcard::from_bytes(&bytes).expect("one level decodes");
+    assert_eq!(decoded, one);
 }

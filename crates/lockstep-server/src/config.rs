@@ -167,6 +167,15 @@ pub struct ServerConfig {
     /// etcd's API: watchers open at once on one Watch stream.
     #[serde(default = "default_max_watchers_per_stream")]
     pub max_watchers_per_stream: u64,
+    /// etcd's API: the tokens a member issues, as etcd's `--auth-token`: `simple` (tokens MAC'd
+    /// under a key the auth store replicates), or `jwt,priv-key=FILE[,sign-method=EdDSA]`
+    /// (JWTs signed with that Ed25519 key, PKCS#8 PEM, readable by its owner only; every
+    /// member must have the same).
+    #[serde(default = "default_auth_token")]
+    pub auth_token: String,
+    /// etcd's API: how long a token lives, in seconds (etcd's `--auth-token-ttl`).
+    #[serde(default = "default_auth_token_ttl")]
+    pub auth_token_ttl: u64,
     /// For the key-value service: leases held at once; a grant past it is refused before it
     /// takes a log entry.
     #[serde(default = "default_max_leases")]
@@ -244,6 +253,14 @@ fn default_max_watchers_per_stream() -> u64 {
 
 fn default_max_leases() -> u64 {
     1_000_000
+}
+
+fn default_auth_token() -> String {
+    "simple".to_string()
+}
+
+fn default_auth_token_ttl() -> u64 {
+    300
 }
 
 fn default_client_frame_timeout_millis() -> u64 {
@@ -342,6 +359,8 @@ impl ServerConfig {
             max_watchers: default_max_watchers(),
             max_watchers_per_stream: default_max_watchers_per_stream(),
             max_leases: default_max_leases(),
+            auth_token: default_auth_token(),
+            auth_token_ttl: default_auth_token_ttl(),
             quota_backend_bytes: default_quota_backend_bytes(),
             sabotage: None,
         }
@@ -422,6 +441,7 @@ impl ServerConfig {
             ("max_watchers", self.max_watchers),
             ("max_watchers_per_stream", self.max_watchers_per_stream),
             ("max_leases", self.max_leases),
+            ("auth_token_ttl", self.auth_token_ttl),
         ] {
             if value == 0 {
                 return fail(format!("{field}: must be at least 1"));

@@ -208,6 +208,8 @@ struct PendingChange<O> {
 pub struct Replica<M: StateMachine> {
     pub(crate) driver: Driver<Hosted<M>, ThreadedStorage, PeerOutbox>,
     waiting: BTreeMap<RequestId, Waiting<M::Output>>,
+    /// Linearizable reads from the network, admitted when answered (see `client_as`).
+    rechecks: BTreeMap<RequestId, M::Query>,
     /// The address book as the configuration gave it (the replicated one adds to it).
     configured: BTreeMap<u64, MemberAddress>,
     /// The address book's change count and the configuration index when the transport was
@@ -245,6 +247,7 @@ impl<M: StateMachine> Replica<M> {
         Replica {
             driver,
             waiting: BTreeMap::new(),
+            rechecks: BTreeMap::new(),
             configured,
             peers_seen: None,
             changing: Vec::new(),
@@ -446,13 +449,8 @@ impl<M: StateMachine> Replica<M> {
             }
         }
         match message {
-            ClientMessage::Authenticated { token, message } => {
-                if let ClientMessage::Authenticated { .. } = *message {
-                    let error = ClientError::Malformed("a credential inside a credential".into());
-                    let _ = reply.send(ServerMessage::Refused { id: message.id(), error });
-                    return;
-                }
-                self.client_as(*message, reply, origin, Some(token));
+            ClientMessage::Authenticated { token, request } => {
+                self.client_as(request.into_message(), reply, origin, Some(token));
             }
             ClientMessage::WriteFirst { id, client, sequence, input } => {
                 if self.may_deny(client, sequence) {
@@ -467,8 +465,11 @@ impl<M: StateMachine> Replica<M> {
                 self.client_as(write, reply, origin, credential);
             }
             ClientMessage::Write { id, client, sequence, input } => {
-                if let Err(reason) = self.driver.state().machine().machine().screen(&input, origin)
-                {
+                // Screened by the one that proposes (a follower refuses every write alike).
+                let leads = self.driver.node().role() == Role::Leader;
+                let machine = self.driver.state().machine().machine();
+                let screened = if leads { machine.screen(&input, origin) } else { Ok(()) };
+                if let Err(reason) = screened {
                     metrics::counter!("lockstep_requests_denied_total").increment(1);
                     let error = ClientError::Rejected(reason);
                     let _ = reply.send(ServerMessage::Refused { id, error });
@@ -480,13 +481,21 @@ impl<M: StateMachine> Replica<M> {
                 self.writes.push((request, id, reply));
             }
             ClientMessage::Read { id, query, consistency } => {
-                let machine = self.driver.state().machine().machine();
-                if let Err(output) = machine.admit_query(&query, origin, now_millis()) {
-                    metrics::counter!("lockstep_requests_denied_total").increment(1);
-                    let _ = reply.send(ServerMessage::Denied { id, output });
-                    return;
+                // A read served from the state as it is now is admitted now; a linearizable
+                // one from the network when it is answered, from the state it is answered
+                // from (not a lagging follower's, nor one from before a change such as
+                // authentication turned on).
+                let now = matches!(consistency, ReadConsistency::Follower)
+                    || cfg!(feature = "sabotage") && self.unsafe_reads;
+                if now {
+                    let machine = self.driver.state().machine().machine();
+                    if let Err(output) = machine.admit_query(&query, origin, now_millis()) {
+                        metrics::counter!("lockstep_requests_denied_total").increment(1);
+                        let _ = reply.send(ServerMessage::Denied { id, output });
+                        return;
+                    }
                 }
-                self.read(id, query, consistency, reply);
+                self.read(id, query, consistency, reply, origin);
             }
             ClientMessage::Status { id, digest } => {
                 let _ =
@@ -506,6 +515,7 @@ impl<M: StateMachine> Replica<M> {
         query: M::Query,
         consistency: ReadConsistency,
         reply: Reply<M::Output>,
+        origin: Origin,
     ) {
         match consistency {
             ReadConsistency::Follower if self.driver.quarantined() => {
@@ -528,7 +538,22 @@ impl<M: StateMachine> Replica<M> {
             ReadConsistency::Linearizable | ReadConsistency::Lease => {
                 metrics::counter!("lockstep_reads_total", "consistency" => "linearizable")
                     .increment(1);
+                // A copy through its encoding (queries need not be `Clone`).
+                let recheck = match origin {
+                    Origin::Remote => postcard::to_stdvec(&query)
+                        .ok()
+                        .and_then(|bytes| postcard::from_bytes::<M::Query>(&bytes).ok()),
+                    Origin::Local => None,
+                };
+                if origin == Origin::Remote && recheck.is_none() {
+                    let error = ClientError::Malformed("the query does not encode".into());
+                    let _ = reply.send(ServerMessage::Refused { id, error });
+                    return;
+                }
                 let request = self.driver.read(query);
+                if let Some(query) = recheck {
+                    self.rechecks.insert(request, query);
+                }
                 self.waiting.insert(request, Waiting::Client(id, reply));
             }
         }
@@ -773,6 +798,7 @@ impl<M: StateMachine> Replica<M> {
         for (_, id, reply) in std::mem::take(&mut self.writes) {
             refuse(id, &reply);
         }
+        self.rechecks.clear();
         for waiting in std::mem::take(&mut self.waiting).into_values() {
             match waiting {
                 Waiting::Client(id, reply) | Waiting::MemberAdd(id, reply, _) => refuse(id, &reply),
@@ -805,11 +831,20 @@ impl<M: StateMachine> Replica<M> {
                 Completion::Done { request, output } => (request, Ok(output)),
                 Completion::Refused { request, refusal } => (request, Err(refusal)),
             };
+            let recheck = self.rechecks.remove(&request);
             let Some(waiting) = self.waiting.remove(&request) else { continue };
             let (id, reply, adding) = match waiting {
                 Waiting::Client(id, reply) => (id, reply, None),
                 Waiting::MemberAdd(id, reply, member) => (id, reply, Some(member)),
             };
+            if let (Some(query), Ok(HostOutput::User(_))) = (&recheck, &message) {
+                let machine = self.driver.state().machine().machine();
+                if let Err(output) = machine.admit_query(query, Origin::Remote, now_millis()) {
+                    metrics::counter!("lockstep_requests_denied_total").increment(1);
+                    let _ = reply.send(ServerMessage::Denied { id, output });
+                    continue;
+                }
+            }
             let message = match (message, adding) {
                 (Ok(HostOutput::User(output)), _) => {
                     metrics::counter!("lockstep_answered_total").increment(1);

@@ -31,8 +31,8 @@
 
 pub mod protocol;
 pub use protocol::{
-    AuditRequest, AuditView, ClientError, ClientMessage, MemberInfo, MemberRequest, PeerAuditView,
-    PeerHello, PeerStream, Progress, ReadConsistency, ReplicaStatus, ServerMessage,
+    AdminRequest, AuditRequest, AuditView, ClientError, ClientMessage, MemberInfo, MemberRequest,
+    PeerAuditView, PeerHello, PeerStream, Progress, ReadConsistency, ReplicaStatus, ServerMessage,
 };
 
 use std::fmt;

@@ -110,9 +110,57 @@ pub enum ClientMessage<I, Q> {
     Authenticated {
         /// The credential.
         token: String,
-        /// The request (not itself `Authenticated`).
-        message: Box<ClientMessage<I, Q>>,
+        /// The request (one that needs a credential: no nesting, so that decoding is bounded).
+        request: AdminRequest,
     },
+}
+
+/// A request that may need a user's credential ([`ClientMessage::Authenticated`]).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum AdminRequest {
+    /// As [`ClientMessage::Members`].
+    Members {
+        /// The client's id for this request on this connection.
+        id: u64,
+        /// The session.
+        client: u64,
+        /// The request's number in the session.
+        sequence: u64,
+        /// What to do.
+        request: MemberRequest,
+    },
+    /// As [`ClientMessage::Audit`].
+    Audit {
+        /// The client's id for this request on this connection.
+        id: u64,
+        /// What is asked.
+        request: AuditRequest,
+    },
+}
+
+impl AdminRequest {
+    /// The request as a message of its own.
+    pub fn into_message<I, Q>(self) -> ClientMessage<I, Q> {
+        match self {
+            AdminRequest::Members { id, client, sequence, request } => {
+                ClientMessage::Members { id, client, sequence, request }
+            }
+            AdminRequest::Audit { id, request } => ClientMessage::Audit { id, request },
+        }
+    }
+
+    /// `message` as an admin request, if it is one (else it is given back).
+    pub fn from_message<I, Q>(
+        message: ClientMessage<I, Q>,
+    ) -> Result<AdminRequest, Box<ClientMessage<I, Q>>> {
+        match message {
+            ClientMessage::Members { id, client, sequence, request } => {
+                Ok(AdminRequest::Members { id, client, sequence, request })
+            }
+            ClientMessage::Audit { id, request } => Ok(AdminRequest::Audit { id, request }),
+            other => Err(Box::new(other)),
+        }
+    }
 }
 
 impl<I, Q> ClientMessage<I, Q> {
@@ -125,7 +173,9 @@ impl<I, Q> ClientMessage<I, Q> {
             | ClientMessage::Members { id, .. }
             | ClientMessage::Audit { id, .. }
             | ClientMessage::WriteFirst { id, .. } => *id,
-            ClientMessage::Authenticated { message, .. } => message.id(),
+            ClientMessage::Authenticated { request, .. } => match request {
+                AdminRequest::Members { id, .. } | AdminRequest::Audit { id, .. } => *id,
+            },
         }
     }
 }

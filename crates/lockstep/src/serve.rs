@@ -34,7 +34,7 @@ use lockstep_server::{BoundServer, Inbox, LocalLink, Member, ServerConfig};
 /// client_idle_timeout_millis (600000), max_requests_per_connection (16384),
 /// client_frame_timeout_millis (30000),
 /// max_concurrent_streams (4096), max_watchers (100000), max_watchers_per_stream (10000),
-/// max_leases (1000000);
+/// max_leases (1000000); auth_token ("simple"), auth_token_ttl (300);
 /// quota_backend_bytes (2147483648; 0: none).
 #[derive(Args, Debug, Default, Clone)]
 pub struct ServeArgs {
@@ -169,6 +169,14 @@ pub struct ServeArgs {
     /// Leases held at once in the store; a grant past it is refused.
     #[arg(long)]
     max_leases: Option<u64>,
+    /// The tokens issued when a client authenticates (etcd's flag): `simple`, or
+    /// `jwt,priv-key=FILE[,sign-method=EdDSA]` (an Ed25519 key in PKCS#8 PEM, the same on
+    /// every member).
+    #[arg(long)]
+    auth_token: Option<String>,
+    /// How long a token lives, in seconds (etcd's flag).
+    #[arg(long)]
+    auth_token_ttl: Option<u64>,
     /// The space quota of the store, in bytes (etcd's flag; 0: none).
     #[arg(long)]
     quota_backend_bytes: Option<u64>,
@@ -365,6 +373,12 @@ pub fn config(args: &ServeArgs) -> Result<ServerConfig, String> {
     if let Some(value) = args.max_leases {
         config.max_leases = value;
     }
+    if let Some(value) = &args.auth_token {
+        config.auth_token = value.clone();
+    }
+    if let Some(value) = args.auth_token_ttl {
+        config.auth_token_ttl = value;
+    }
     if let Some(value) = args.quota_backend_bytes {
         config.quota_backend_bytes = value;
     }
@@ -382,6 +396,7 @@ pub async fn run(args: ServeArgs) -> Result<(), String> {
         print!("{}", config.to_toml());
         return Ok(());
     }
+    let tokens = token_config(&config)?;
     let server = BoundServer::bind(config.clone()).await?;
     let security = server.security();
     let max_connections = server.max_connections();
@@ -453,6 +468,7 @@ pub async fn run(args: ServeArgs) -> Result<(), String> {
             max_watchers_per_stream: usize::try_from(config.max_watchers_per_stream)
                 .unwrap_or(usize::MAX),
             quota_bytes: config.quota_backend_bytes,
+            tokens: tokens.clone(),
         });
         let mut stopped = etcd_stopped.clone();
         tokio::spawn(lockstep_etcd::serve(
@@ -536,5 +552,51 @@ pub async fn shutdown_signal() {
                 None => std::future::pending::<()>().await,
             }
         } => {}
+    }
+}
+
+/// The tokens this member issues, from `auth_token` (etcd's `--auth-token`) and
+/// `auth_token_ttl`.
+fn token_config(config: &ServerConfig) -> Result<lockstep_etcd::TokenConfig, String> {
+    let ttl = std::time::Duration::from_secs(config.auth_token_ttl);
+    let mut parts = config.auth_token.split(',');
+    match parts.next().map(str::trim) {
+        Some("simple") if parts.next().is_none() => {
+            Ok(lockstep_etcd::TokenConfig { ttl, jwt: None })
+        }
+        Some("jwt") => {
+            let mut key_file = None;
+            for part in parts {
+                match part.split_once('=') {
+                    Some(("priv-key", path)) => key_file = Some(PathBuf::from(path)),
+                    Some(("sign-method", "EdDSA")) => {}
+                    Some(("sign-method", other)) => {
+                        return Err(format!(
+                            "auth_token: sign-method {other} is not offered (only EdDSA)"
+                        ))
+                    }
+                    // etcd's key names that need nothing here: the public key follows from
+                    // the private one, and the TTL is auth_token_ttl.
+                    Some(("pub-key" | "ttl", _)) => {}
+                    _ => return Err(format!("auth_token: {part:?} is not understood")),
+                }
+            }
+            let key_file = key_file.ok_or("auth_token: jwt needs priv-key=FILE")?;
+            let key = lockstep_tls::load_key(&key_file)
+                .map_err(|error| format!("auth_token: {error}"))?;
+            use ed25519_dalek::pkcs8::DecodePrivateKey;
+            let key =
+                ed25519_dalek::SigningKey::from_pkcs8_der(key.secret_der()).map_err(|error| {
+                    format!(
+                        "auth_token: {} is not an Ed25519 key in PKCS#8 ({error})",
+                        key_file.display()
+                    )
+                })?;
+            Ok(lockstep_etcd::TokenConfig { ttl, jwt: Some(std::sync::Arc::new(key)) })
+        }
+        _ => Err(format!(
+            "auth_token: {:?} is neither simple nor jwt,priv-key=FILE",
+            config.auth_token
+        )),
     }
 }

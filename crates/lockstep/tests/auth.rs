@@ -163,16 +163,34 @@ fn users_roles_and_permissions_through_etcdctl() {
         let denied = Response::Error(KvError::Auth(AuthError::PermissionDenied));
         let at_leader = cluster.client_of(&[leader]).write(issue()).await.expect("answered");
         assert_eq!(at_leader.response, denied);
-        match cluster.client_of(&[follower]).write(issue()).await {
-            Err(lockstep_client::Error::Rejected(reason)) => {
-                assert!(reason.contains("permission denied"), "{reason}")
-            }
+        let at_follower = cluster.client_of(&[follower]).write(issue()).await.expect("answered");
+        assert_eq!(at_follower.response, denied, "passed on to the leader, and refused there");
+        // A retry's form (a plain `Write`, which the leader proposes unless it screens it
+        // out), sent by hand.
+        let port = cluster.replicas[&leader].client;
+        match raw_write(port, issue()).await {
+            lockstep_wire::ServerMessage::Refused {
+                error: lockstep_wire::ClientError::Rejected(reason),
+                ..
+            } => assert!(reason.contains("permission denied"), "{reason}"),
             other => panic!("a member's request from the network was taken: {other:?}"),
+        }
+        // A lease's bookkeeping too (a checkpoint could end any lease early).
+        let checkpoint = Request::LeaseCheckpoint(lockstep_kv::LeaseCheckpointRequest {
+            term: 0,
+            leases: vec![(1, 0)],
+        });
+        match raw_write(port, checkpoint).await {
+            lockstep_wire::ServerMessage::Refused {
+                error: lockstep_wire::ClientError::Rejected(reason),
+                ..
+            } => assert!(reason.contains("permission denied"), "{reason}"),
+            other => panic!("a lease checkpoint from the network was taken: {other:?}"),
         }
         let hash = Request::Auth(AuthRequest::Password { name: "root".into() });
         let read = cluster.client().read(hash).await.expect("answered");
         assert_eq!(read.response, denied);
-        let enable = Request::Auth(AuthRequest::Enable { token_key: [0; 32] });
+        let enable = Request::Auth(AuthRequest::Enable { token_key: [0; 32], jwt_key: None });
         let enabled = cluster.client_of(&[leader]).write(enable).await.expect("answered");
         assert_eq!(enabled.response, denied, "a token key chosen by a client");
     });
@@ -237,6 +255,35 @@ fn users_roles_and_permissions_through_etcdctl() {
     // Off again: anyone may write.
     assert_eq!(ok(&cluster, root, &["auth", "disable"]), "Authentication Disabled\n");
     assert_eq!(ok(&cluster, None, &["put", "b/1", "public"]), "OK\n");
+}
+
+/// Sends `input` to the native client port `port` as a plain `Write` (a retry's form) and
+/// returns the answer.
+async fn raw_write(
+    port: u16,
+    input: lockstep_kv::Request,
+) -> lockstep_wire::ServerMessage<lockstep_kv::Answer> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.expect("connects");
+    let message =
+        lockstep_wire::ClientMessage::<lockstep_kv::Request, lockstep_kv::Request>::Write {
+            id: 1,
+            client: 0x5eed,
+            sequence: 1,
+            input,
+        };
+    let frame = lockstep_wire::encode(lockstep_wire::Kind::Client, &message).expect("encodes");
+    stream.write_all(&frame).await.expect("sent");
+    let mut decoder = lockstep_wire::Decoder::new(1 << 20);
+    let mut buffer = vec![0u8; 4096];
+    loop {
+        if let Some((_, body)) = decoder.next_frame().expect("a frame") {
+            return lockstep_wire::decode(&body).expect("an answer");
+        }
+        let read = stream.read(&mut buffer).await.expect("reads");
+        assert!(read > 0, "the connection closed without an answer");
+        decoder.extend(&buffer[..read]);
+    }
 }
 
 /// Runs `lockstep` (the native client) against the cluster as `user`.
@@ -315,4 +362,74 @@ fn watch_lines(
     let _ = watch.kill();
     let _ = watch.wait();
     received
+}
+
+/// With `--auth-token jwt,priv-key=FILE`, members issue EdDSA JWTs (etcd's format) that any
+/// member checks; a JWT signed with another key, or a token of the other kind, is refused.
+#[test]
+fn jwt_tokens_signed_by_the_members_key() {
+    use ed25519_dalek::pkcs8::{spki::der::pem::LineEnding, EncodePrivateKey};
+    use lockstep_etcd::proto::etcdserverpb as pb;
+    let mut cluster = Cluster::new("auth-jwt", 3);
+    let key = ed25519_dalek::SigningKey::from_bytes(&[7; 32]);
+    let pem = key.to_pkcs8_pem(LineEnding::LF).expect("PEM");
+    let key_file = cluster.data_dir(0).with_file_name("jwt-key.pem");
+    lockstep_tls::issue::write_private(&key_file, &pem).expect("written");
+    cluster.extra_args = vec![
+        "--auth-token".into(),
+        format!("jwt,priv-key={},sign-method=EdDSA", key_file.display()),
+    ];
+    cluster.start_all();
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    runtime.block_on(cluster.leader(Duration::from_secs(20)));
+    ok(&cluster, None, &["user", "add", "root:rootpw"]);
+    ok(&cluster, None, &["user", "add", "bob:bobpw"]);
+    ok(&cluster, None, &["auth", "enable"]);
+    assert_eq!(ok(&cluster, Some("root:rootpw"), &["put", "k", "v"]), "OK\n");
+    refused(&cluster, Some("bob:bobpw"), &["get", "k"], "permission denied");
+    refused(&cluster, Some("bob:wrong"), &["get", "k"], "authentication failed");
+
+    runtime.block_on(async {
+        let mut tokens = Vec::new();
+        for id in 1..=3 {
+            let endpoint = format!("http://127.0.0.1:{}", cluster.replicas[&id].etcd);
+            let channel = tonic::transport::Channel::from_shared(endpoint)
+                .expect("an address")
+                .connect()
+                .await
+                .expect("connects");
+            let mut auth = lockstep_etcd::rpc::auth_client::AuthClient::new(channel.clone());
+            let request =
+                pb::AuthenticateRequest { name: "root".into(), password: "rootpw".into() };
+            let token = auth.authenticate(request).await.expect("authenticated").into_inner().token;
+            assert_eq!(token.matches('.').count(), 2, "a JWT: {token}");
+            tokens.push((channel, token));
+        }
+        let get = |channel: tonic::transport::Channel, token: String| async move {
+            let mut kv = lockstep_etcd::rpc::k_v_client::KVClient::new(channel);
+            let mut request =
+                tonic::Request::new(pb::RangeRequest { key: b"k".to_vec(), ..Default::default() });
+            request.metadata_mut().insert("token", token.parse().expect("ascii"));
+            kv.range(request).await
+        };
+        // Any member's token works on any member.
+        let (first, _) = tokens[0].clone();
+        for (_, token) in &tokens {
+            let answer = get(first.clone(), token.clone()).await.expect("read with a JWT");
+            assert_eq!(answer.into_inner().kvs[0].value, b"v");
+        }
+        // Signed with another key, or tampered with: refused.
+        let other = ed25519_dalek::SigningKey::from_bytes(&[8; 32]);
+        let forged = lockstep_kv::auth::jwt::sign(&other, "root", 100, u64::MAX / 2);
+        let refusal = get(first.clone(), forged).await.expect_err("refused");
+        assert_eq!(refusal.code(), tonic::Code::Unauthenticated, "{refusal:?}");
+        assert!(refusal.message().contains("invalid auth token"), "{refusal:?}");
+        // One character of the signature changed.
+        let mut tampered: Vec<char> = tokens[0].1.chars().collect();
+        let at = tampered.len() - 10;
+        tampered[at] = if tampered[at] == 'A' { 'B' } else { 'A' };
+        let tampered: String = tampered.into_iter().collect();
+        let refusal = get(first.clone(), tampered).await.expect_err("refused");
+        assert_eq!(refusal.code(), tonic::Code::Unauthenticated, "{refusal:?}");
+    });
 }

@@ -90,6 +90,14 @@ impl Caller {
     fn is_anonymous(&self) -> bool {
         self.token.is_none() && self.certificate.is_none()
     }
+
+    /// The user it names (its token's, read unchecked: for a caller already checked), if any.
+    pub(crate) fn user(&self) -> Option<String> {
+        match &self.token {
+            Some(token) => kv::auth::token_user(token),
+            None => self.certificate.clone(),
+        }
+    }
 }
 
 /// The gRPC status etcd answers for each of its auth errors (codes and messages as etcd's:

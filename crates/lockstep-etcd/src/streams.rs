@@ -516,6 +516,9 @@ struct Watcher {
     no_put: bool,
     no_delete: bool,
     progress_notify: bool,
+    /// The user who watches: with authentication on, each look checks it may still read the
+    /// range, and a permission taken away ends the watch.
+    user: Option<String>,
     delivered: Arc<AtomicU64>,
     canceled: Arc<AtomicBool>,
 }
@@ -541,6 +544,7 @@ impl Watcher {
                 range: self.range.clone(),
                 from: self.next,
                 limit: EVENTS_PER_RESPONSE,
+                user: self.user.clone(),
             };
             let Ok(answer) = gateway.read_local(Request::Events(request)).await else {
                 tokio::time::sleep(POLL).await;
@@ -557,6 +561,17 @@ impl Watcher {
                         compact_revision: compacted as i64,
                         cancel_reason: "etcdserver: mvcc: required revision has been compacted"
                             .to_string(),
+                        ..Default::default()
+                    };
+                    self.send(&sender, canceled).await;
+                    return;
+                }
+                Response::Error(kv::KvError::Auth(error)) => {
+                    let canceled = pb::WatchResponse {
+                        header: gateway.header(answer.revision),
+                        watch_id: self.id,
+                        canceled: true,
+                        cancel_reason: format!("etcdserver: {error}"),
                         ..Default::default()
                     };
                     self.send(&sender, canceled).await;
@@ -714,6 +729,7 @@ impl Watch for Gateway {
                             no_put: create.filters.contains(&(FilterType::Noput as i32)),
                             no_delete: create.filters.contains(&(FilterType::Nodelete as i32)),
                             progress_notify: create.progress_notify,
+                            user: caller.user(),
                             delivered: delivered.clone(),
                             canceled: canceled.clone(),
                         };

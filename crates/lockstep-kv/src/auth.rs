@@ -360,6 +360,14 @@ pub fn token_expiry_millis(token: &str) -> Option<u64> {
     Some(claims.expires_millis)
 }
 
+/// The user a token names, read without checking it (for a token already checked).
+pub fn token_user(token: &str) -> Option<String> {
+    if token.matches('.').count() == 2 {
+        return jwt::user(token);
+    }
+    split_token(token).map(|(claims, _)| claims.user)
+}
+
 fn split_token(token: &str) -> Option<(Claims, [u8; 32])> {
     let (claims_hex, mac_hex) = token.split_once('.')?;
     let claims_bytes = from_hex(claims_hex)?;
@@ -429,13 +437,20 @@ pub mod jwt {
 
     /// When `token` expires, read without checking its signature.
     pub(super) fn expiry_millis(token: &str) -> Option<u64> {
+        unchecked(token).map(|claims| claims.exp.saturating_mul(1000))
+    }
+
+    /// The user `token` names, read without checking its signature.
+    pub(super) fn user(token: &str) -> Option<String> {
+        unchecked(token).map(|claims| claims.username)
+    }
+
+    fn unchecked(token: &str) -> Option<JwtClaims> {
         if token.len() > TOKEN_BYTES_MAX {
             return None;
         }
         let payload = token.split('.').nth(1)?;
-        let claims: JwtClaims =
-            serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload).ok()?).ok()?;
-        Some(claims.exp.saturating_mul(1000))
+        serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload).ok()?).ok()
     }
 
     /// The claims of `token` if it is an EdDSA JWT whose signature `key` verifies.

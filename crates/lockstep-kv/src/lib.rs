@@ -512,6 +512,9 @@ pub struct EventsRequest {
     pub from: Revision,
     /// Stop after the revision holding the `limit`th event (0: no limit).
     pub limit: u64,
+    /// For this user's watch: refused unless the user may read `range` now (checked at each
+    /// request, so a permission taken away ends the watch; see [`auth`]).
+    pub user: Option<String>,
 }
 
 /// Forget every version of every key that is not current at `revision` (the history before
@@ -1429,6 +1432,12 @@ impl Kv {
     /// The changes to a range from a revision on, in revision order (found through the
     /// revision index: the cost is the changes since `from`, not the keys in the range).
     fn events(&self, request: &EventsRequest) -> Response {
+        if let Some(user) = &request.user {
+            if self.auth.enabled() && !self.auth.permits(user, &request.range, PermissionKind::Read)
+            {
+                return Response::Error(KvError::Auth(AuthError::PermissionDenied));
+            }
+        }
         if request.from < self.compacted {
             return Response::Error(KvError::Compacted {
                 requested: request.from,

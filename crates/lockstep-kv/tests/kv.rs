@@ -333,6 +333,7 @@ fn request() -> impl Strategy<Value = Request> {
             range: KeyRange { key: Bytes::from_static(&[0]), range_end: Bytes::from_static(&[0]) },
             from,
             limit,
+            user: None,
         })),
     ]
 }
@@ -561,7 +562,7 @@ fn events_come_in_revision_order_with_previous_values() {
     })); // 4: b=2 then a deleted
     let all = KeyRange { key: Bytes::from_static(&[0]), range_end: Bytes::from_static(&[0]) };
     let events = |from, limit| match kv
-        .query(&Request::Events(EventsRequest { range: all.clone(), from, limit }))
+        .query(&Request::Events(EventsRequest { range: all.clone(), from, limit, user: None }))
         .response
     {
         Response::Events(events) => events,
@@ -608,7 +609,12 @@ fn overlapping_deletes_in_one_transaction_delete_once() {
     assert_eq!(deleted, vec![1, 0], "the second delete finds nothing left");
     let all = KeyRange { key: Bytes::from_static(&[0]), range_end: Bytes::from_static(&[0]) };
     let Response::Events(events) = kv
-        .query(&Request::Events(EventsRequest { range: all, from: before + 1, limit: 0 }))
+        .query(&Request::Events(EventsRequest {
+            range: all,
+            from: before + 1,
+            limit: 0,
+            user: None,
+        }))
         .response
     else {
         panic!()

@@ -247,6 +247,41 @@ fn users_roles_and_permissions_through_etcdctl() {
     refused(&cluster, alice, &["get", "a/1"], "permission denied");
     let roles = ok(&cluster, root, &["user", "get", "alice"]);
     assert!(roles.contains("reader"), "{roles}");
+
+    // A watch open when its permission is taken away is canceled at once.
+    runtime.block_on(async {
+        use lockstep_etcd::proto::etcdserverpb as pb;
+        use pb::watch_request::RequestUnion;
+        let endpoint = format!("http://127.0.0.1:{}", cluster.replicas[&1].etcd);
+        let channel = tonic::transport::Channel::from_shared(endpoint)
+            .expect("an address")
+            .connect()
+            .await
+            .expect("connects");
+        let mut auth = lockstep_etcd::rpc::auth_client::AuthClient::new(channel.clone());
+        let login = pb::AuthenticateRequest { name: "alice".into(), password: "alicepw".into() };
+        let token = auth.authenticate(login).await.expect("alice").into_inner().token;
+        let (requests, receiver) = tokio::sync::mpsc::channel(4);
+        let mut watch = tonic::Request::new(
+            tonic::codegen::tokio_stream::wrappers::ReceiverStream::new(receiver),
+        );
+        watch.metadata_mut().insert("token", token.parse().expect("ascii"));
+        let mut client = lockstep_etcd::rpc::watch_client::WatchClient::new(channel);
+        let mut responses = client.watch(watch).await.expect("a watch stream").into_inner();
+        let create = pb::WatchCreateRequest {
+            key: b"w/".to_vec(),
+            range_end: b"w0".to_vec(),
+            ..Default::default()
+        };
+        let create = pb::WatchRequest { request_union: Some(RequestUnion::CreateRequest(create)) };
+        requests.send(create).await.expect("sent");
+        let created = next_watch_response(&mut responses).await;
+        assert!(created.created && !created.canceled, "{created:?}");
+        ok(&cluster, root, &["role", "revoke-permission", "reader", "w/", "--prefix"]);
+        let canceled = next_watch_response(&mut responses).await;
+        assert!(canceled.canceled, "the watch went on: {canceled:?}");
+        assert!(canceled.cancel_reason.contains("permission denied"), "{canceled:?}");
+    });
     ok(&cluster, root, &["user", "delete", "alice"]);
     refused(&cluster, alice, &["get", "w/1"], "authentication failed");
     // Root cannot lock everyone out.
@@ -255,6 +290,17 @@ fn users_roles_and_permissions_through_etcdctl() {
     // Off again: anyone may write.
     assert_eq!(ok(&cluster, root, &["auth", "disable"]), "Authentication Disabled\n");
     assert_eq!(ok(&cluster, None, &["put", "b/1", "public"]), "OK\n");
+}
+
+/// The next response on a watch stream, within 10 s.
+async fn next_watch_response(
+    responses: &mut tonic::Streaming<lockstep_etcd::proto::etcdserverpb::WatchResponse>,
+) -> lockstep_etcd::proto::etcdserverpb::WatchResponse {
+    tokio::time::timeout(Duration::from_secs(10), responses.message())
+        .await
+        .expect("in time")
+        .expect("a response")
+        .expect("the stream is open")
 }
 
 /// Sends `input` to the native client port `port` as a plain `Write` (a retry's form) and

@@ -61,6 +61,7 @@ pub async fn applied_lockstep(
             range: KeyRange::prefix(PREFIX.as_bytes().to_vec()),
             from,
             limit: 10_000,
+            user: None,
         });
         let answer = client.read(request).await.map_err(|error| error.to_string())?;
         let Response::Events(events) = answer.response else {

@@ -266,15 +266,27 @@ impl Gateway {
             return Err(kv_status(&KvError::NoSpace));
         }
         if size.saturating_add(cost) > quota {
-            // As etcd: the member that finds no room raises the alarm through the log (once:
-            // its view says raised from now on, until its next look at the store).
-            self.set_space(true, size);
-            let gateway = self.clone();
-            tokio::spawn(async move { gateway.raise_nospace().await });
-            metrics::counter!("lockstep_writes_refused_nospace_total").increment(1);
+            self.found_no_room();
             return Err(kv_status(&KvError::NoSpace));
         }
         Ok(())
+    }
+
+    /// As etcd: the member that finds no room raises the alarm through the log (once: its
+    /// view says raised from now on, until its next look at the store).
+    fn found_no_room(&self) {
+        metrics::counter!("lockstep_writes_refused_nospace_total").increment(1);
+        if self.shared.config.quota_bytes == 0 {
+            return;
+        }
+        let (alarmed, size) =
+            *self.shared.space.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if alarmed {
+            return;
+        }
+        self.set_space(true, size);
+        let gateway = self.clone();
+        tokio::spawn(async move { gateway.raise_nospace().await });
     }
 
     /// Raises the NOSPACE alarm through the log, in this member's name.
@@ -477,6 +489,10 @@ impl Gateway {
 
     pub(crate) async fn write(&self, request: Request) -> Result<Answer, Status> {
         let answer = self.shared.cluster.write(request).await.map_err(client_status)?;
+        if answer.response == Response::Error(KvError::NoSpace) {
+            // The leader found no room before this member's view of the store did.
+            self.found_no_room();
+        }
         check(answer)
     }
 

@@ -906,6 +906,10 @@ pub struct Kv {
     /// Leases held at once; a grant past it is refused where it is taken (this member's
     /// limit, not replicated).
     leases_max: usize,
+    /// The space quota (0: none): a request that would take the store past it is refused
+    /// where it is taken (this member's limit, not replicated; the NOSPACE alarm is what
+    /// every replica applies alike).
+    quota_bytes: u64,
 }
 
 /// A lease: its time to live, its deadline in log time, its keys, and whether it was renewed
@@ -964,7 +968,15 @@ impl Kv {
             auth: AuthStore::default(),
             log_time_millis: 0,
             leases_max: usize::MAX,
+            quota_bytes: 0,
         }
+    }
+
+    /// The store, refusing where they are taken requests that would grow it past
+    /// `quota_bytes` as it accounts its size ([`Kv::size_bytes`]; 0: no quota).
+    pub fn with_quota_bytes(mut self, quota_bytes: u64) -> Kv {
+        self.quota_bytes = quota_bytes;
+        self
     }
 
     /// The store, refusing lease grants past `max` leases where they are taken
@@ -1228,6 +1240,25 @@ impl Kv {
         self.admission(request, now_millis, false).map_err(KvError::Auth)?;
         if self.out_of_space() && grows(inner) {
             return Err(KvError::NoSpace);
+        }
+        if self.quota_bytes > 0 && grows(inner) {
+            // As etcd's quota: the store's size now and what the request would add.
+            let added: u64 = match inner {
+                Request::Put(put) => put_size(put),
+                Request::Txn(txn) => txn
+                    .success
+                    .iter()
+                    .chain(&txn.failure)
+                    .map(|operation| match operation {
+                        Operation::Put(put) => put_size(put),
+                        _ => 0,
+                    })
+                    .sum(),
+                _ => 0,
+            };
+            if self.size_bytes.saturating_add(added) > self.quota_bytes {
+                return Err(KvError::NoSpace);
+            }
         }
         if let Request::LeaseGrant(_) = inner {
             if self.leases.len() >= self.leases_max {
@@ -1990,6 +2021,12 @@ fn version_size(key: &[u8], version: &Version) -> u64 {
 
 /// Whether `request` could grow the store: refused while a `NoSpace` alarm is raised (as
 /// etcd: puts, transactions that put, lease grants; deletes, reads and compaction go on).
+/// What a put adds to the store's size as it accounts it (at most: a put of an unchanged
+/// value adds a version all the same).
+fn put_size(put: &PutRequest) -> u64 {
+    (put.key.len() + put.value.len()) as u64 + VERSION_OVERHEAD_BYTES
+}
+
 fn grows(request: &Request) -> bool {
     match request {
         Request::Put(_) | Request::LeaseGrant(_) => true,
@@ -2372,6 +2409,7 @@ impl StateMachine for Kv {
             auth,
             log_time_millis,
             leases_max: self.leases_max,
+            quota_bytes: self.quota_bytes,
         };
         restored.size_bytes = restored
             .keys

@@ -93,3 +93,21 @@ fn alarms_are_in_checkpoints_and_in_the_digest() {
     };
     assert_eq!(written.size_bytes, 0, "no size in answers through the log");
 }
+
+/// With a quota, a request that would take the store past it is refused where it is taken
+/// (before the log), whatever the alarm; one that fits is taken.
+#[test]
+fn a_write_past_the_quota_is_refused_where_it_is_taken() {
+    use lockstep_core::Origin;
+    let mut kv = Kv::new().with_quota_bytes(10_000);
+    let small = Request::put("small", "x".repeat(100));
+    assert_eq!(kv.admit_request(&small, Origin::Remote, 0), Ok(()));
+    kv.execute(small);
+    let big = Request::put("big", "x".repeat(20_000));
+    assert_eq!(kv.admit_request(&big, Origin::Remote, 0), Err(KvError::NoSpace));
+    // Reads and deletes are never refused for space.
+    assert_eq!(kv.admit_request(&Request::delete("small"), Origin::Remote, 0), Ok(()));
+    assert_eq!(kv.admit_request(&Request::get("small"), Origin::Remote, 0), Ok(()));
+    // The limit is this member's: a store without one takes the same request.
+    assert_eq!(Kv::new().admit_request(&big, Origin::Remote, 0), Ok(()));
+}

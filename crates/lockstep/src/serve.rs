@@ -484,7 +484,9 @@ pub async fn run(args: ServeArgs) -> Result<(), String> {
             },
         ))
     });
-    let kv = Kv::new().with_leases_max(usize::try_from(config.max_leases).unwrap_or(usize::MAX));
+    let kv = Kv::new()
+        .with_leases_max(usize::try_from(config.max_leases).unwrap_or(usize::MAX))
+        .with_quota_bytes(config.quota_backend_bytes);
     let result = server.run_with(kv, inbox, shutdown_signal()).await;
     let _ = stop_etcd.send(true);
     if let Some(task) = etcd_task {

@@ -107,6 +107,9 @@ pub struct GatewayConfig {
     pub quota_bytes: u64,
     /// The tokens it issues.
     pub tokens: TokenConfig,
+    /// Bytes of large responses (ranges, transactions) held at once, built and not yet read
+    /// by their clients (0: no bound); see `budget.rs`.
+    pub response_bytes_max: u64,
 }
 
 /// The tokens a member issues when a client authenticates.
@@ -177,6 +180,8 @@ pub(crate) struct Shared {
     pub(crate) space: std::sync::Mutex<(bool, u64)>,
     /// Tokens issued for certificates, failed authentications, password hashing.
     auth: crate::auth::AuthState,
+    /// Room for large responses.
+    responses: crate::budget::ResponseBudget,
 }
 
 /// The gateway; clone it into each service.
@@ -227,6 +232,7 @@ impl Gateway {
                 watchers_open: Arc::default(),
                 space: std::sync::Mutex::new((false, 0)),
                 auth: crate::auth::AuthState::default(),
+                responses: crate::budget::ResponseBudget::new(config.response_bytes_max),
                 config,
             }),
         }
@@ -514,6 +520,37 @@ impl Gateway {
         self.read(Request::Revisions, true).await
     }
 
+    /// A read whose answer, if large, has room in the member's budget (see `budget.rs`): an
+    /// answer that finds none is dropped while it waits for room, then read again, so that
+    /// what waits holds no memory.
+    pub(crate) async fn read_in_budget(
+        &self,
+        caller: &crate::auth::Caller,
+        request: Request,
+        serializable: bool,
+    ) -> Result<(Answer, Option<crate::budget::Held>), Status> {
+        let answer = self.read_as(caller, request.clone(), serializable).await?;
+        let bytes = response_bytes(&answer.response);
+        match self.shared.responses.try_hold(bytes) {
+            Ok(held) => return Ok((answer, held)),
+            Err(Some(refused)) => return Err(refused),
+            Err(None) => {}
+        }
+        drop(answer);
+        let held = self.shared.responses.hold(bytes, self.shared.config.timeout).await?;
+        let answer = self.read_as(caller, request, serializable).await?;
+        Ok((answer, held))
+    }
+
+    /// Room in the member's budget for the gRPC response to `response` (see `budget.rs`).
+    pub(crate) async fn hold_room(
+        &self,
+        response: &Response,
+    ) -> Result<Option<crate::budget::Held>, Status> {
+        let bytes = response_bytes(response);
+        self.shared.responses.hold(bytes, self.shared.config.timeout).await
+    }
+
     /// A write that only this member's own process may propose (a lease's bookkeeping, an
     /// alarm it raises, `auth enable`): handed to its replica, which must lead.
     pub(crate) async fn write_local(&self, request: Request) -> Result<Answer, Status> {
@@ -735,6 +772,17 @@ fn operations_in(operations: Vec<pb::RequestOp>) -> Result<Vec<kv::Operation>, S
         .collect()
 }
 
+/// About how many bytes a response's encoding takes (keys, values and their metadata).
+fn response_bytes(response: &Response) -> u64 {
+    let kv_bytes = |kv: &kv::KeyValue| (kv.key.len() + kv.value.len()) as u64 + 48;
+    match response {
+        Response::Range(range) => range.kvs.iter().map(kv_bytes).sum(),
+        Response::Txn(txn) => txn.responses.iter().map(response_bytes).sum(),
+        Response::Delete(delete) => delete.prev_kvs.iter().map(kv_bytes).sum(),
+        _ => 0,
+    }
+}
+
 fn range_out(range: kv::RangeResponse, header: Option<pb::ResponseHeader>) -> pb::RangeResponse {
     pb::RangeResponse {
         header,
@@ -796,10 +844,16 @@ impl KV for Gateway {
         let request = request.into_inner();
         check_size(&request)?;
         let serializable = request.serializable;
-        let answer = self.read_as(&caller, Request::Range(range_in(request)), serializable).await?;
+        let request = Request::Range(range_in(request));
+        let (answer, held) = self.read_in_budget(&caller, request, serializable).await?;
         match answer.response {
             Response::Range(range) => {
-                Ok(GrpcResponse::new(range_out(range, self.header(answer.revision))))
+                let mut response =
+                    GrpcResponse::new(range_out(range, self.header(answer.revision)));
+                if let Some(held) = held {
+                    response.extensions_mut().insert(held);
+                }
+                Ok(response)
             }
             _ => Err(unexpected()),
         }
@@ -869,16 +923,24 @@ impl KV for Gateway {
                 self.check_space(cost)?;
             }
         }
-        let answer = if request.is_read_only() {
-            self.read_as(&caller, request, false).await?
+        let (answer, held) = if request.is_read_only() {
+            self.read_in_budget(&caller, request, false).await?
         } else {
-            self.write_as(&caller, request).await?
+            // A write is not read again: its answer waits for room.
+            let answer = self.write_as(&caller, request).await?;
+            let held = self.hold_room(&answer.response).await?;
+            (answer, held)
         };
         match answer.response {
             Response::Txn(txn) => {
+                let held = held;
                 let revision = answer.revision;
                 let inner = || self.header(revision);
-                Ok(GrpcResponse::new(txn_out(txn, self.header(revision), &inner)))
+                let mut response = GrpcResponse::new(txn_out(txn, self.header(revision), &inner));
+                if let Some(held) = held {
+                    response.extensions_mut().insert(held);
+                }
+                Ok(response)
             }
             _ => Err(unexpected()),
         }

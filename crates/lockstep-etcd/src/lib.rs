@@ -22,6 +22,7 @@ pub mod rpc {
 }
 
 mod auth;
+mod budget;
 pub mod gateway;
 mod lessor;
 pub mod streams;
@@ -53,6 +54,7 @@ pub async fn serve(
     let limit = gateway::GRPC_DECODE_MAX;
     tonic::transport::Server::builder()
         .max_concurrent_streams(limits.max_concurrent_streams)
+        .layer(budget::HoldLayer)
         .add_service(
             rpc::k_v_server::KVServer::new(gateway.clone()).max_decoding_message_size(limit),
         )

@@ -167,6 +167,10 @@ pub struct ServerConfig {
     /// etcd's API: watchers open at once on one Watch stream.
     #[serde(default = "default_max_watchers_per_stream")]
     pub max_watchers_per_stream: u64,
+    /// etcd's API: bytes of large responses (ranges, transactions) a member holds at once,
+    /// built and not yet read by their clients (0: no bound).
+    #[serde(default = "default_max_response_bytes_in_flight")]
+    pub max_response_bytes_in_flight: u64,
     /// etcd's API: the tokens a member issues, as etcd's `--auth-token`: `simple` (tokens MAC'd
     /// under a key the auth store replicates), or `jwt,priv-key=FILE[,sign-method=EdDSA]`
     /// (JWTs signed with that Ed25519 key, PKCS#8 PEM, readable by its owner only; every
@@ -253,6 +257,10 @@ fn default_max_watchers_per_stream() -> u64 {
 
 fn default_max_leases() -> u64 {
     1_000_000
+}
+
+fn default_max_response_bytes_in_flight() -> u64 {
+    256 << 20
 }
 
 fn default_auth_token() -> String {
@@ -359,6 +367,7 @@ impl ServerConfig {
             max_watchers: default_max_watchers(),
             max_watchers_per_stream: default_max_watchers_per_stream(),
             max_leases: default_max_leases(),
+            max_response_bytes_in_flight: default_max_response_bytes_in_flight(),
             auth_token: default_auth_token(),
             auth_token_ttl: default_auth_token_ttl(),
             quota_backend_bytes: default_quota_backend_bytes(),

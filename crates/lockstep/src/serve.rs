@@ -34,7 +34,8 @@ use lockstep_server::{BoundServer, Inbox, LocalLink, Member, ServerConfig};
 /// client_idle_timeout_millis (600000), max_requests_per_connection (16384),
 /// client_frame_timeout_millis (30000),
 /// max_concurrent_streams (4096), max_watchers (100000), max_watchers_per_stream (10000),
-/// max_leases (1000000); auth_token ("simple"), auth_token_ttl (300);
+/// max_leases (1000000); max_response_bytes_in_flight (268435456; 0: none);
+/// auth_token ("simple"), auth_token_ttl (300);
 /// quota_backend_bytes (2147483648; 0: none).
 #[derive(Args, Debug, Default, Clone)]
 pub struct ServeArgs {
@@ -169,6 +170,10 @@ pub struct ServeArgs {
     /// Leases held at once in the store; a grant past it is refused.
     #[arg(long)]
     max_leases: Option<u64>,
+    /// Bytes of large responses through etcd's API held at once, built and not yet read by
+    /// their clients (0: no bound).
+    #[arg(long)]
+    max_response_bytes_in_flight: Option<u64>,
     /// The tokens issued when a client authenticates (etcd's flag): `simple`, or
     /// `jwt,priv-key=FILE[,sign-method=EdDSA]` (an Ed25519 key in PKCS#8 PEM, the same on
     /// every member).
@@ -373,6 +378,9 @@ pub fn config(args: &ServeArgs) -> Result<ServerConfig, String> {
     if let Some(value) = args.max_leases {
         config.max_leases = value;
     }
+    if let Some(value) = args.max_response_bytes_in_flight {
+        config.max_response_bytes_in_flight = value;
+    }
     if let Some(value) = &args.auth_token {
         config.auth_token = value.clone();
     }
@@ -468,6 +476,7 @@ pub async fn run(args: ServeArgs) -> Result<(), String> {
             max_watchers_per_stream: usize::try_from(config.max_watchers_per_stream)
                 .unwrap_or(usize::MAX),
             quota_bytes: config.quota_backend_bytes,
+            response_bytes_max: config.max_response_bytes_in_flight,
             tokens: tokens.clone(),
         });
         let mut stopped = etcd_stopped.clone();

@@ -348,3 +348,81 @@ fn attacks_replayed_leave_the_leader_serving() {
         println!("{line}");
     }
 }
+
+/// A server's resident memory now, from /proc.
+fn resident_bytes(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map_or(0, |kib| kib * 1024)
+}
+
+/// Twelve `Range` requests for 20 MB each on streams whose client never reads: the member holds
+/// about its budget of large responses (32 MiB here), not all twelve (240 MB), and writes go
+/// on.
+#[test]
+fn unread_large_responses_hold_at_most_the_budget() {
+    let mut cluster = Cluster::new("attacks-unread", 3);
+    cluster.tick_millis = 50;
+    cluster.extra_args = vec!["--max-response-bytes-in-flight".into(), (32u64 << 20).to_string()];
+    cluster.start_all();
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    let report = runtime.block_on(async {
+        let leader = cluster.leader(Duration::from_secs(20)).await;
+        let client = cluster.client();
+        let value = "v".repeat(100_000);
+        for n in 0..200 {
+            client.write(Request::put(format!("big/{n:03}"), value.clone())).await.expect("put");
+        }
+        let pid = cluster.replicas[&leader].child.as_ref().expect("running").id();
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let before = resident_bytes(pid);
+        let endpoint = format!("http://127.0.0.1:{}", cluster.replicas[&leader].etcd);
+        let mut calls = Vec::new();
+        for _ in 0..12 {
+            // A client whose streams never open their windows: nothing it is sent is read.
+            let channel = tonic::transport::Endpoint::from_shared(endpoint.clone())
+                .expect("an address")
+                .initial_stream_window_size(Some(0))
+                .initial_connection_window_size(Some(65_535))
+                .connect()
+                .await
+                .expect("connects");
+            let mut kv = lockstep_etcd::rpc::k_v_client::KVClient::new(channel);
+            calls.push(tokio::spawn(async move {
+                let request = pb::RangeRequest {
+                    key: b"big/".to_vec(),
+                    range_end: b"big0".to_vec(),
+                    ..Default::default()
+                };
+                tokio::time::timeout(Duration::from_secs(6), kv.range(request)).await
+            }));
+        }
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let during = resident_bytes(pid);
+        let write = Instant::now();
+        client.write(Request::put("still", "writing")).await.expect("a write during");
+        let write_took = write.elapsed();
+        let mut unanswered = 0;
+        for call in calls {
+            if call.await.expect("joined").is_err() {
+                unanswered += 1;
+            }
+        }
+        format!(
+            "leader resident before {} MiB, with 12 unread 20 MB responses {} MiB (growth {} \
+             MiB); a write meanwhile took {write_took:?}; {unanswered} of 12 calls unanswered",
+            before >> 20,
+            during >> 20,
+            during.saturating_sub(before) >> 20
+        )
+        .to_string()
+            + &format!("|{}", during.saturating_sub(before))
+    });
+    let (line, growth) = report.rsplit_once('|').expect("a report");
+    println!("{line}");
+    let growth: u64 = growth.parse().expect("a number");
+    assert!(growth < 100 << 20, "far more than the budget is held: {line}");
+}

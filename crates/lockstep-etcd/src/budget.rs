@@ -106,9 +106,9 @@ pub(crate) struct Hold<S> {
     inner: S,
 }
 
-impl<S, Request, Body> tower_service::Service<Request> for Hold<S>
+impl<S, RequestBody, Body> tower_service::Service<http::Request<RequestBody>> for Hold<S>
 where
-    S: tower_service::Service<Request, Response = http::Response<Body>>,
+    S: tower_service::Service<http::Request<RequestBody>, Response = http::Response<Body>>,
     S::Future: Send + 'static,
 {
     type Response = http::Response<HeldBody<Body>>;
@@ -119,12 +119,18 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, request: Request) -> Self::Future {
+    fn call(&mut self, request: http::Request<RequestBody>) -> Self::Future {
+        // The stream is open until its response body is dropped (for a watch: until it ends).
+        let stream = request
+            .extensions()
+            .get::<crate::Peer>()
+            .and_then(|peer| peer.activity.as_ref())
+            .map(|activity| activity.open());
         let future = self.inner.call(request);
         Box::pin(async move {
             let mut response = future.await?;
             let held = response.extensions_mut().remove::<Held>();
-            Ok(response.map(|body| HeldBody { body: Box::pin(body), _held: held }))
+            Ok(response.map(|body| HeldBody { body: Box::pin(body), _held: held, _stream: stream }))
         })
     }
 }
@@ -133,6 +139,7 @@ where
 pub(crate) struct HeldBody<B> {
     body: Pin<Box<B>>,
     _held: Option<Held>,
+    _stream: Option<crate::idle::Stream>,
 }
 
 impl<B: http_body::Body> http_body::Body for HeldBody<B> {

@@ -24,6 +24,7 @@ pub mod rpc {
 mod auth;
 mod budget;
 pub mod gateway;
+mod idle;
 mod lessor;
 pub mod streams;
 
@@ -73,7 +74,7 @@ pub async fn serve(
             rpc::auth_server::AuthServer::new(gateway.clone()).max_decoding_message_size(limit),
         )
         .add_service(rpc::watch_server::WatchServer::new(gateway).max_decoding_message_size(limit))
-        .serve_with_incoming_shutdown(incoming(listener, tls, limits.max_connections), shutdown)
+        .serve_with_incoming_shutdown(incoming(listener, tls, limits), shutdown)
         .await
         .map_err(|error| format!("the etcd API server failed: {error}"))
 }
@@ -85,6 +86,8 @@ pub struct EtcdLimits {
     pub max_connections: usize,
     /// gRPC streams (requests, watches, keep-alive streams) open at once on one connection.
     pub max_concurrent_streams: u32,
+    /// A connection with no stream open that moves no byte this long is closed (zero: never).
+    pub idle_timeout: std::time::Duration,
 }
 
 /// A connection to the etcd port, after its TLS handshake if the port has TLS; it holds its
@@ -92,6 +95,9 @@ pub struct EtcdLimits {
 struct Accepted {
     conn: Conn,
     _place: tokio::sync::OwnedSemaphorePermit,
+    activity: Arc<idle::Activity>,
+    idle_timeout: std::time::Duration,
+    idle_timer: Option<Pin<Box<tokio::time::Sleep>>>,
 }
 
 /// Who is at the other end of an etcd connection.
@@ -102,6 +108,8 @@ pub struct Peer {
     /// The common name of its client certificate, if it presented one: the user it names
     /// when a request carries no token (as etcd's `--client-cert-auth`).
     pub common_name: Option<String>,
+    /// What the connection has been doing (its open streams keep it from being idle).
+    pub(crate) activity: Option<Arc<idle::Activity>>,
 }
 
 impl Connected for Accepted {
@@ -111,6 +119,7 @@ impl Connected for Accepted {
         Peer {
             address: self.conn.tcp().peer_addr().ok(),
             common_name: self.conn.peer_certificate().and_then(lockstep_tls::common_name),
+            activity: Some(self.activity.clone()),
         }
     }
 }
@@ -121,7 +130,16 @@ impl AsyncRead for Accepted {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.get_mut().conn).poll_read(cx, buf)
+        let this = self.get_mut();
+        let before = buf.filled().len();
+        if let Poll::Ready(outcome) = Pin::new(&mut this.conn).poll_read(cx, buf) {
+            idle::moved(&this.activity, buf.filled().len() - before);
+            return Poll::Ready(outcome);
+        }
+        match idle::poll_idle(&this.activity, this.idle_timeout, &mut this.idle_timer, cx) {
+            Some(error) => Poll::Ready(Err(error)),
+            None => Poll::Pending,
+        }
     }
 }
 
@@ -131,7 +149,12 @@ impl AsyncWrite for Accepted {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.get_mut().conn).poll_write(cx, buf)
+        let this = self.get_mut();
+        let outcome = Pin::new(&mut this.conn).poll_write(cx, buf);
+        if let Poll::Ready(Ok(written)) = &outcome {
+            idle::moved(&this.activity, *written);
+        }
+        outcome
     }
 
     fn poll_write_vectored(
@@ -139,7 +162,12 @@ impl AsyncWrite for Accepted {
         cx: &mut Context<'_>,
         bufs: &[std::io::IoSlice<'_>],
     ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.get_mut().conn).poll_write_vectored(cx, bufs)
+        let this = self.get_mut();
+        let outcome = Pin::new(&mut this.conn).poll_write_vectored(cx, bufs);
+        if let Poll::Ready(Ok(written)) = &outcome {
+            idle::moved(&this.activity, *written);
+        }
+        outcome
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -162,8 +190,9 @@ impl AsyncWrite for Accepted {
 fn incoming(
     listener: tokio::net::TcpListener,
     tls: Option<Arc<Reloading<rustls::ServerConfig>>>,
-    max_connections: usize,
+    limits: EtcdLimits,
 ) -> ReceiverStream<std::io::Result<Accepted>> {
+    let max_connections = limits.max_connections;
     let (sender, receiver) = tokio::sync::mpsc::channel(64);
     let open = Arc::new(tokio::sync::Semaphore::new(max_connections));
     tokio::spawn(async move {
@@ -196,7 +225,14 @@ fn incoming(
             tokio::spawn(async move {
                 match lockstep_tls::accept(tcp, tls.as_deref()).await {
                     Ok(conn) => {
-                        let _ = sender.send(Ok(Accepted { conn, _place: permit })).await;
+                        let accepted = Accepted {
+                            conn,
+                            _place: permit,
+                            activity: idle::Activity::new(),
+                            idle_timeout: limits.idle_timeout,
+                            idle_timer: None,
+                        };
+                        let _ = sender.send(Ok(accepted)).await;
                     }
                     Err(reason) => {
                         metrics::counter!("lockstep_connections_refused_total", "port" => "etcd")

@@ -104,7 +104,8 @@ where
             }
             // Idle: closed unless answers are still on their way.
             Err(_) if partial_since.is_none() && window.in_flight.load(Ordering::Acquire) == 0 => {
-                metrics::counter!("lockstep_connections_idle_closed_total").increment(1);
+                metrics::counter!("lockstep_connections_idle_closed_total", "port" => "client")
+                    .increment(1);
                 break Ok(());
             }
             Err(_) => continue,

@@ -490,6 +490,7 @@ pub async fn run(args: ServeArgs) -> Result<(), String> {
             lockstep_etcd::EtcdLimits {
                 max_connections,
                 max_concurrent_streams: config.max_concurrent_streams,
+                idle_timeout: std::time::Duration::from_millis(config.client_idle_timeout_millis),
             },
         ))
     });

@@ -64,8 +64,25 @@ fn connections_over_the_cap_idle_ones_and_unidentified_peers_are_closed_and_the_
             assert!(refused < 40, "port {port}: the cap admits 20 (some held by peers' gateways)");
         }
 
-        // The idle native connections are closed after their timeout, and clients get in.
-        tokio::time::sleep(Duration::from_secs(3)).await;
+        // The idle native connections are closed after their timeout, and clients get in; so
+        // is an idle connection to the etcd port.
+        let mut idle_etcd =
+            TcpStream::connect(("127.0.0.1", cluster.replicas[&leader].etcd)).await.expect("in");
+        // HTTP/2's preface and an empty SETTINGS frame, then nothing.
+        idle_etcd.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n").await.expect("written");
+        idle_etcd.write_all(&[0, 0, 0, 4, 0, 0, 0, 0, 0]).await.expect("written");
+        // What the server sends (its settings) is read; then the connection must end.
+        let ended = tokio::time::timeout(Duration::from_secs(5), async {
+            let mut buffer = [0u8; 256];
+            loop {
+                match idle_etcd.read(&mut buffer).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(_) => {}
+                }
+            }
+        })
+        .await;
+        assert!(ended.is_ok(), "an idle etcd connection stayed open");
         for n in 0..50 {
             client.write(Request::put(format!("k{n}"), "v")).await.expect("writes go on");
         }
@@ -141,6 +158,9 @@ fn connections_over_the_cap_idle_ones_and_unidentified_peers_are_closed_and_the_
         drop(first);
         tokio::time::sleep(Duration::from_millis(500)).await;
         assert_eq!(create_watcher(&mut second, 4).await, None, "places are given back");
+        // A connection with watches open is not idle, however quiet (past the 1.5 s timeout).
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        assert_eq!(create_watcher(&mut second, 5).await, None, "a watching connection stays");
 
         // Through all of it, the same leader in the same term.
         assert_eq!(after.term, before.term, "the term moved");

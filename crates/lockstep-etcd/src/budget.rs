@@ -110,6 +110,7 @@ impl<S, RequestBody, Body> tower_service::Service<http::Request<RequestBody>> fo
 where
     S: tower_service::Service<http::Request<RequestBody>, Response = http::Response<Body>>,
     S::Future: Send + 'static,
+    Body: http_body::Body<Data = bytes::Bytes>,
 {
     type Response = http::Response<HeldBody<Body>>;
     type Error = S::Error;
@@ -130,31 +131,54 @@ where
         Box::pin(async move {
             let mut response = future.await?;
             let held = response.extensions_mut().remove::<Held>();
-            Ok(response.map(|body| HeldBody { body: Box::pin(body), _held: held, _stream: stream }))
+            Ok(response.map(|body| HeldBody {
+                body: Box::pin(body),
+                rest: bytes::Bytes::new(),
+                _held: held,
+                _stream: stream,
+            }))
         })
     }
 }
 
+/// The most bytes handed to HTTP/2 at once: it takes a slice only when the stream has room
+/// in its send window, so a response whose client does not read stays in this body (and
+/// holds its room) instead of leaving it whole for HTTP/2's buffer.
+const SLICE_BYTES: usize = 64 << 10;
+
 /// A response body and the room its response holds.
 pub(crate) struct HeldBody<B> {
     body: Pin<Box<B>>,
+    /// What is left of the data frame being handed out in slices.
+    rest: bytes::Bytes,
     _held: Option<Held>,
     _stream: Option<crate::idle::Stream>,
 }
 
-impl<B: http_body::Body> http_body::Body for HeldBody<B> {
-    type Data = B::Data;
+impl<B: http_body::Body<Data = bytes::Bytes>> http_body::Body for HeldBody<B> {
+    type Data = bytes::Bytes;
     type Error = B::Error;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<http_body::Frame<B::Data>, B::Error>>> {
-        self.get_mut().body.as_mut().poll_frame(cx)
+    ) -> Poll<Option<Result<http_body::Frame<bytes::Bytes>, B::Error>>> {
+        let this = self.get_mut();
+        if this.rest.is_empty() {
+            match this.body.as_mut().poll_frame(cx) {
+                Poll::Ready(Some(Ok(frame))) => match frame.into_data() {
+                    Ok(data) => this.rest = data,
+                    Err(frame) => return Poll::Ready(Some(Ok(frame))),
+                },
+                other => return other,
+            }
+        }
+        let slice = this.rest.split_to(this.rest.len().min(SLICE_BYTES));
+        Poll::Ready(Some(Ok(http_body::Frame::data(slice))))
     }
 
     fn is_end_stream(&self) -> bool {
-        self.body.is_end_stream()
+        self.rest.is_empty() && self.body.is_end_stream()
     }
 
     fn size_hint(&self) -> http_body::SizeHint {

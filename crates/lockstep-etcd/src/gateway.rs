@@ -779,6 +779,7 @@ fn response_bytes(response: &Response) -> u64 {
         Response::Range(range) => range.kvs.iter().map(kv_bytes).sum(),
         Response::Txn(txn) => txn.responses.iter().map(response_bytes).sum(),
         Response::Delete(delete) => delete.prev_kvs.iter().map(kv_bytes).sum(),
+        Response::Put(put) => put.prev_kv.as_ref().map_or(0, kv_bytes),
         _ => 0,
     }
 }
@@ -884,9 +885,16 @@ impl KV for Gateway {
         let request = request.into_inner();
         check_size(&request)?;
         let answer = self.write_as(&caller, Request::Delete(delete_in(request))).await?;
+        // Applied: never reported failed for want of room (see `txn`).
+        let held = self.hold_room(&answer.response).await.unwrap_or(None);
         match answer.response {
             Response::Delete(delete) => {
-                Ok(GrpcResponse::new(delete_out(delete, self.header(answer.revision))))
+                let mut response =
+                    GrpcResponse::new(delete_out(delete, self.header(answer.revision)));
+                if let Some(held) = held {
+                    response.extensions_mut().insert(held);
+                }
+                Ok(response)
             }
             _ => Err(unexpected()),
         }
@@ -926,9 +934,10 @@ impl KV for Gateway {
         let (answer, held) = if request.is_read_only() {
             self.read_in_budget(&caller, request, false).await?
         } else {
-            // A write is not read again: its answer waits for room.
+            // A write is not read again, and is never reported failed once it is applied:
+            // its answer waits for room, and goes without if none comes.
             let answer = self.write_as(&caller, request).await?;
-            let held = self.hold_room(&answer.response).await?;
+            let held = self.hold_room(&answer.response).await.unwrap_or(None);
             (answer, held)
         };
         match answer.response {

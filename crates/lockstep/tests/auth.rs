@@ -479,3 +479,58 @@ fn jwt_tokens_signed_by_the_members_key() {
         assert_eq!(refusal.code(), tonic::Code::Unauthenticated, "{refusal:?}");
     });
 }
+
+/// With client certificates required, a request with no token is made as the user its
+/// certificate's common name names (as etcd's `--client-cert-auth`); a token, when given,
+/// names the user instead.
+#[test]
+fn a_client_certificate_names_the_user() {
+    let mut cluster = Cluster::new("auth-cn", 3);
+    cluster.with_tls();
+    cluster.start_all();
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    runtime.block_on(cluster.leader(Duration::from_secs(20)));
+    let files = cluster.tls.clone().expect("TLS files");
+    let run = |user: Option<&str>, args: &[&str]| {
+        let mut command = Command::new("etcdctl");
+        command
+            .env("ETCDCTL_API", "3")
+            .arg("--endpoints")
+            .arg(cluster.etcd_endpoints())
+            .arg("--cacert")
+            .arg(files.ca())
+            .arg("--cert")
+            .arg(files.client())
+            .arg("--key")
+            .arg(files.client_key())
+            .arg("--command-timeout=10s");
+        if let Some(user) = user {
+            command.arg(format!("--user={user}"));
+        }
+        command.args(args).output().expect("etcdctl runs")
+    };
+    let succeeds = |user: Option<&str>, args: &[&str]| {
+        let output = run(user, args);
+        assert!(output.status.success(), "etcdctl {args:?}: {}", tail(&output));
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    };
+    // The certificates `Cluster::with_tls` makes name the client "lockstep client".
+    succeeds(None, &["user", "add", "root:rootpw"]);
+    succeeds(None, &["user", "add", "lockstep client", "--no-password"]);
+    succeeds(None, &["role", "add", "app"]);
+    succeeds(None, &["role", "grant-permission", "app", "readwrite", "--prefix", "app/"]);
+    succeeds(None, &["user", "grant-role", "lockstep client", "app"]);
+    assert_eq!(succeeds(None, &["auth", "enable"]), "Authentication Enabled\n");
+
+    assert_eq!(succeeds(None, &["put", "app/1", "by certificate"]), "OK\n");
+    assert_eq!(succeeds(None, &["get", "app/1", "--print-value-only"]), "by certificate\n");
+    let denied = run(None, &["put", "other", "x"]);
+    let text = tail(&denied);
+    assert!(!denied.status.success() && text.contains("permission denied"), "{text}");
+    // A token names its own user, over the certificate's.
+    assert_eq!(succeeds(Some("root:rootpw"), &["put", "other", "by root"]), "OK\n");
+    // A user without a password cannot authenticate with one.
+    let login = run(Some("lockstep client:anything"), &["get", "app/1"]);
+    let text = tail(&login);
+    assert!(!login.status.success() && text.contains("authentication failed"), "{text}");
+}

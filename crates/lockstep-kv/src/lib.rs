@@ -1147,31 +1147,33 @@ impl Kv {
                 Err(AuthError::PermissionDenied)
             }
         };
+        let put_allowed = |put: &PutRequest| {
+            let key = KeyRange::key(put.key.clone());
+            allowed(&key, PermissionKind::Write)?;
+            if put.prev_kv {
+                allowed(&key, PermissionKind::Read)?;
+            }
+            Ok(())
+        };
+        let delete_allowed = |delete: &DeleteRequest| {
+            allowed(&delete.range, PermissionKind::Write)?;
+            if delete.prev_kv {
+                allowed(&delete.range, PermissionKind::Read)?;
+            }
+            Ok(())
+        };
         let operation = |operation: &Operation| match operation {
             Operation::Range(range) => allowed(&range.range, PermissionKind::Read),
-            Operation::Put(put) => {
-                let key = KeyRange::key(put.key.clone());
-                allowed(&key, PermissionKind::Write)?;
-                if put.prev_kv {
-                    allowed(&key, PermissionKind::Read)?;
-                }
-                Ok(())
-            }
-            Operation::Delete(delete) => {
-                allowed(&delete.range, PermissionKind::Write)?;
-                if delete.prev_kv {
-                    allowed(&delete.range, PermissionKind::Read)?;
-                }
-                Ok(())
-            }
+            Operation::Put(put) => put_allowed(put),
+            Operation::Delete(delete) => delete_allowed(delete),
         };
         match request {
             Request::Auth(_) => Ok(()),
             Request::As(_) => Err(AuthError::PermissionDenied),
-            Request::Range(range) => operation(&Operation::Range(range.clone())),
+            Request::Range(range) => allowed(&range.range, PermissionKind::Read),
             Request::Events(events) => allowed(&events.range, PermissionKind::Read),
-            Request::Put(put) => operation(&Operation::Put(put.clone())),
-            Request::Delete(delete) => operation(&Operation::Delete(delete.clone())),
+            Request::Put(put) => put_allowed(put),
+            Request::Delete(delete) => delete_allowed(delete),
             Request::Txn(txn) => {
                 for compare in &txn.compare {
                     allowed(&compare.range, PermissionKind::Read)?;

@@ -26,10 +26,20 @@ const RESIDENT_BYTES_MAX: u64 = 400 << 20;
 
 /// A server's peak resident memory, from /proc.
 fn peak_resident_bytes(pid: u32) -> u64 {
+    proc_status_bytes(pid, "VmHWM:")
+}
+
+/// A server's resident memory now, from /proc.
+fn resident_bytes(pid: u32) -> u64 {
+    proc_status_bytes(pid, "VmRSS:")
+}
+
+/// A size in bytes from /proc/PID/status (`field` as it is written there, in kB).
+fn proc_status_bytes(pid: u32, field: &str) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     status
         .lines()
-        .find_map(|line| line.strip_prefix("VmHWM:"))
+        .find_map(|line| line.strip_prefix(field))
         .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
         .map_or(0, |kib| kib * 1024)
 }
@@ -383,16 +393,6 @@ async fn unread_range(port: u16, no_window: bool) -> impl Sized {
     (client, response, body)
 }
 
-/// A server's resident memory now, from /proc.
-fn resident_bytes(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find_map(|line| line.strip_prefix("VmRSS:"))
-        .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-        .map_or(0, |kib| kib * 1024)
-}
-
 /// Twelve `Range` requests for 20 MB each on streams whose client never reads (half of them
 /// with HTTP/2's default window, half with none): the member holds about its budget of large
 /// responses (32 MiB here), not all twelve (240 MB), and writes go on.
@@ -427,18 +427,17 @@ fn unread_large_responses_hold_at_most_the_budget() {
         let write_took = write.elapsed();
         let unanswered = calls.len();
         drop(calls);
-        format!(
+        let growth = during.saturating_sub(before);
+        let line = format!(
             "leader resident before {} MiB, with 12 unread 20 MB responses {} MiB (growth {} \
              MiB); a write meanwhile took {write_took:?}; {unanswered} calls left unread",
             before >> 20,
             during >> 20,
-            during.saturating_sub(before) >> 20
-        )
-        .to_string()
-            + &format!("|{}", during.saturating_sub(before))
+            growth >> 20
+        );
+        (line, growth)
     });
-    let (line, growth) = report.rsplit_once('|').expect("a report");
+    let (line, growth) = report;
     println!("{line}");
-    let growth: u64 = growth.parse().expect("a number");
     assert!(growth < 100 << 20, "far more than the budget is held: {line}");
 }

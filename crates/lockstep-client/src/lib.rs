@@ -67,6 +67,10 @@ pub struct ClientOptions {
     /// and audit actions, which need one once the state machine checks users. Requests to
     /// the state machine carry theirs in their input.
     pub token: Option<String>,
+    /// Talk only to the endpoints given, never to a leader a replica names instead: a client
+    /// of one replica (for what only that replica may answer). A write that its replica
+    /// cannot take, since another leads, fails at once with [`Error::NotLeader`].
+    pub stay: bool,
 }
 
 impl Default for ClientOptions {
@@ -77,6 +81,7 @@ impl Default for ClientOptions {
             consistency: ReadConsistency::Linearizable,
             tls: None,
             token: None,
+            stay: false,
         }
     }
 }
@@ -108,6 +113,11 @@ pub enum Error {
     /// The cluster will never carry out the request as asked (a membership change the
     /// configuration does not allow, say).
     Rejected(String),
+    /// Another replica leads, and the client stays with its own ([`ClientOptions::stay`]).
+    NotLeader {
+        /// The replica that leads.
+        leader: Option<u64>,
+    },
 }
 
 impl fmt::Display for Error {
@@ -123,6 +133,10 @@ impl fmt::Display for Error {
             Error::Malformed(reason) => write!(f, "malformed: {reason}"),
             Error::NoEndpoints => f.write_str("no endpoints given"),
             Error::Rejected(reason) => write!(f, "refused: {reason}"),
+            Error::NotLeader { leader: Some(leader) } => {
+                write!(f, "replica {leader} leads, and this client stays with its own")
+            }
+            Error::NotLeader { leader: None } => f.write_str("this client's replica does not lead"),
         }
     }
 }
@@ -664,6 +678,9 @@ where
             let again = match outcome {
                 Attempt::Answer(ServerMessage::Refused { error, .. }) => match error {
                     ClientError::NotLeader { leader, address } => {
+                        if self.options.stay && address.is_some() {
+                            return Err(Error::NotLeader { leader });
+                        }
                         let moved = self.move_on(address.as_deref()).await;
                         if moved {
                             backoff = Duration::from_millis(10);

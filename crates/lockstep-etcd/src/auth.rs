@@ -40,6 +40,9 @@ pub const TOKEN_TTL: Duration = Duration::from_secs(300);
 /// attempts from it are slowed down.
 const FAILURES_FREE: u32 = 3;
 
+/// How long a member's own token lives (one is issued for each request it makes so).
+const MEMBER_TOKEN_TTL: Duration = Duration::from_secs(60);
+
 /// How long a failed authentication counts against its address.
 const FAILURES_REMEMBERED: Duration = Duration::from_secs(300);
 
@@ -239,6 +242,19 @@ impl Gateway {
         match self.read_local(Request::Auth(issue)).await?.response {
             Response::Auth(AuthResponse::Token(token)) => Ok(Some(token)),
             _ => Ok(None),
+        }
+    }
+
+    /// A token for this member's own requests through other members, issued by its replica
+    /// (`None` while authentication is off there, or if it is not in this process).
+    pub(crate) async fn member_token(&self) -> Option<String> {
+        let issue = AuthRequest::MemberToken {
+            member: self.config().member_id,
+            expires_millis: now_millis() + MEMBER_TOKEN_TTL.as_millis() as u64,
+        };
+        match self.read_local(Request::Auth(issue)).await.ok()?.response {
+            Response::Auth(AuthResponse::Token(token)) => Some(token),
+            _ => None,
         }
     }
 

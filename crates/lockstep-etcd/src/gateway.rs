@@ -101,6 +101,9 @@ pub struct GatewayConfig {
     pub max_watchers: usize,
     /// Watchers open at once on one Watch stream.
     pub max_watchers_per_stream: usize,
+    /// Operations in one branch of a transaction (etcd's `--max-txn-ops`); a longer one is
+    /// refused here, before it takes a log entry.
+    pub max_txn_ops: usize,
     /// The space quota in bytes of the store as it accounts its size (etcd's
     /// `--quota-backend-bytes`; 0: none): past it, the leader raises a `NoSpace` alarm through
     /// the log, and every member refuses what would grow the store until it is cleared.
@@ -206,9 +209,12 @@ impl Gateway {
             consistency: ReadConsistency::Linearizable,
             tls: config.tls.as_ref().map(|tls| tls.members.clone()),
             token: None,
+            stay: false,
         };
+        // The local client never follows a leader elsewhere: what it asks (password hashes,
+        // tokens, the members' own requests) only this replica's own process may ask it.
         let local_options =
-            ClientOptions { consistency: ReadConsistency::Follower, ..options.clone() };
+            ClientOptions { consistency: ReadConsistency::Follower, stay: true, ..options.clone() };
         let (cluster, local) = match &config.local {
             Some(local) => (
                 Client::with_local(endpoints, options, local.link.clone()),
@@ -295,14 +301,21 @@ impl Gateway {
         tokio::spawn(async move { gateway.raise_nospace().await });
     }
 
-    /// Raises the NOSPACE alarm through the log, in this member's name.
+    /// Raises the NOSPACE alarm through the log, in this member's name (with authentication
+    /// on, with a member's token: a member that does not lead sends it to the leader).
     pub(crate) async fn raise_nospace(&self) {
         let raise = Request::Alarm(kv::AlarmRequest {
             action: kv::AlarmAction::Activate,
             member: self.shared.config.member_id,
             alarm: kv::AlarmKind::NoSpace,
         });
-        if let Err(error) = self.write_local(raise).await {
+        let raise = match self.member_token().await {
+            Some(token) => Request::As(Box::new(kv::Authorized { token, request: raise })),
+            None => raise,
+        };
+        // Through the leader, wherever it is.
+        let raised = self.shared.cluster.write(raise).await.map_err(client_status);
+        if let Err(error) = raised.and_then(check) {
             tracing::debug!("raising the NOSPACE alarm failed: {error}");
         }
     }
@@ -635,6 +648,7 @@ fn client_status(error: ClientError) -> Status {
         ClientError::Stale => Status::unavailable("etcdserver: request timed out"),
         ClientError::Malformed(reason) => Status::internal(reason),
         ClientError::NoEndpoints => Status::unavailable("etcdserver: no leader"),
+        ClientError::NotLeader { .. } => not_leading(),
         ClientError::Rejected(reason) => {
             Status::failed_precondition(format!("etcdserver: {reason}"))
         }
@@ -914,7 +928,7 @@ impl KV for Gateway {
         };
         let request = Request::Txn(txn);
         // Refused here, before it takes a log entry (applying checks again).
-        request.check().map_err(|error| kv_status(&error))?;
+        request.check_with(self.config().max_txn_ops).map_err(|error| kv_status(&error))?;
         if let Request::Txn(txn) = &request {
             let cost: u64 = txn
                 .success

@@ -13,6 +13,13 @@
 //! proposed `auth enable` and replicated with it. Whoever can read a member's data directory
 //! can forge tokens, as they can read every key; see docs/SECURITY.md.
 //!
+//! **Members' tokens** let a member make its own requests (raising an alarm, a lease's
+//! bookkeeping, what watchers poll) through another member, once authentication is on: a
+//! member that does not lead sends them to the leader as any client would. Such a token names
+//! the member and an expiry, MAC'd under a key derived from the token key (so it is never
+//! mistaken for a user's); every member can issue one, and it is good only for the members'
+//! own requests ([`crate::Request::is_members`]) and its automatic compaction.
+//!
 //! **Passwords** are never in the log: the member that takes a password hashes it (argon2id,
 //! salted) before it proposes the user, and checks one against the hash off the replica
 //! thread. The store keeps the hash as a PHC string.
@@ -218,6 +225,14 @@ pub enum AuthRequest {
         /// When it expires (milliseconds since the Unix epoch).
         expires_millis: u64,
     },
+    /// A token for this member itself, expiring at `expires_millis`, for its own requests
+    /// through other members (taken only from a client in the same process as the replica).
+    MemberToken {
+        /// The member.
+        member: u64,
+        /// When it expires (milliseconds since the Unix epoch).
+        expires_millis: u64,
+    },
 }
 
 impl AuthRequest {
@@ -234,15 +249,20 @@ impl AuthRequest {
                 | AuthRequest::RequirePermission { .. }
                 | AuthRequest::Password { .. }
                 | AuthRequest::Issue { .. }
+                | AuthRequest::MemberToken { .. }
         )
     }
 
     /// Whether only a client in the replica's own process may ask it: password hashes and
-    /// tokens for any user, and turning authentication on (whose token key a member chooses).
+    /// tokens for any user or member, and turning authentication on (whose token key a
+    /// member chooses).
     pub fn is_member_only(&self) -> bool {
         matches!(
             self,
-            AuthRequest::Password { .. } | AuthRequest::Issue { .. } | AuthRequest::Enable { .. }
+            AuthRequest::Password { .. }
+                | AuthRequest::Issue { .. }
+                | AuthRequest::MemberToken { .. }
+                | AuthRequest::Enable { .. }
         )
     }
 }
@@ -349,6 +369,24 @@ struct Claims {
 }
 
 const CLAIMS_VERSION: u8 = 1;
+
+/// What a member's token says; MAC'd under the member token key ([`AuthStore::member_key`]).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+struct MemberClaims {
+    version: u8,
+    member: u64,
+    expires_millis: u64,
+}
+
+/// How a member's token begins (a user's token is hexadecimal digits, a JWT base64: neither
+/// begins so).
+const MEMBER_TOKEN_PREFIX: &str = "member-";
+
+/// Whether `token` is a member's (see the module documentation), not a user's. It says
+/// nothing of whether the token is good.
+pub fn is_member_token(token: &str) -> bool {
+    token.starts_with(MEMBER_TOKEN_PREFIX)
+}
 
 /// The claims of a token, without checking it: what a member reads to refuse an expired token
 /// before it costs anything else. `None` if it is not a token at all.
@@ -555,6 +593,46 @@ impl AuthStore {
         *blake3::keyed_hash(&self.token_key, &bytes).as_bytes()
     }
 
+    /// The key members' tokens are MAC'd under: derived from the token key, so that no user's
+    /// token is ever a member's.
+    fn member_key(&self) -> [u8; 32] {
+        blake3::derive_key("lockstep 2026-12 member token key", &self.token_key)
+    }
+
+    /// A token for `member`'s own requests, good until `expires_millis`.
+    fn issue_member(&self, member: u64, expires_millis: u64) -> Result<String, AuthError> {
+        if !self.enabled {
+            return Err(AuthError::NotEnabled);
+        }
+        let claims = MemberClaims { version: CLAIMS_VERSION, member, expires_millis };
+        let bytes = postcard::to_stdvec(&claims).unwrap_or_default();
+        let mac = blake3::keyed_hash(&self.member_key(), &bytes);
+        Ok(format!("{MEMBER_TOKEN_PREFIX}{}.{}", to_hex(&bytes), to_hex(mac.as_bytes())))
+    }
+
+    /// Checks a member's token at `now_millis`: the member it names, if it verifies under
+    /// this store's key and has not expired.
+    pub fn verify_member(&self, token: &str, now_millis: u64) -> Result<u64, AuthError> {
+        if !self.enabled {
+            return Err(AuthError::NotEnabled);
+        }
+        let rest = token.strip_prefix(MEMBER_TOKEN_PREFIX).ok_or(AuthError::InvalidToken)?;
+        let (claims_hex, mac_hex) = rest.split_once('.').ok_or(AuthError::InvalidToken)?;
+        let bytes = from_hex(claims_hex).ok_or(AuthError::InvalidToken)?;
+        let mac: [u8; 32] =
+            from_hex(mac_hex).and_then(|mac| mac.try_into().ok()).ok_or(AuthError::InvalidToken)?;
+        let expected = blake3::keyed_hash(&self.member_key(), &bytes);
+        if !constant_time_eq(&mac, expected.as_bytes()) {
+            return Err(AuthError::InvalidToken);
+        }
+        let claims: MemberClaims =
+            postcard::from_bytes(&bytes).map_err(|_| AuthError::InvalidToken)?;
+        if claims.version != CLAIMS_VERSION || claims.expires_millis < now_millis {
+            return Err(AuthError::InvalidToken);
+        }
+        Ok(claims.member)
+    }
+
     fn issue(&self, name: &str, revision: u64, expires_millis: u64) -> Result<String, AuthError> {
         if !self.enabled {
             return Err(AuthError::NotEnabled);
@@ -663,6 +741,9 @@ impl AuthStore {
             },
             AuthRequest::Issue { name, revision, expires_millis } => {
                 self.issue(name, *revision, *expires_millis).map(AuthResponse::Token)
+            }
+            AuthRequest::MemberToken { member, expires_millis } => {
+                self.issue_member(*member, *expires_millis).map(AuthResponse::Token)
             }
             _ => Err(AuthError::Invalid("a change to the auth store was sent as a read".into())),
         }

@@ -550,19 +550,25 @@ impl Request {
 
     /// The checks that need no state (empty keys, ranges, a transaction's length and shape):
     /// the replica that receives a request makes them before it takes a log entry, and
-    /// applying makes them again.
+    /// applying makes them again. A transaction may hold up to [`TXN_OPS_MAX`] operations in a
+    /// branch.
     pub fn check(&self) -> Result<(), KvError> {
+        self.check_with(TXN_OPS_MAX)
+    }
+
+    /// [`Request::check`], with a transaction allowed `txn_ops_max` operations in a branch.
+    pub fn check_with(&self, txn_ops_max: usize) -> Result<(), KvError> {
         match self {
             Request::As(authorized) => match &authorized.request {
                 Request::As(_) => Err(KvError::Auth(AuthError::Invalid(
                     "a request made as a user holds another".into(),
                 ))),
-                inner => inner.check(),
+                inner => inner.check_with(txn_ops_max),
             },
             Request::Range(range) => check_range(&range.range),
             Request::Put(put) => check_put(put),
             Request::Delete(delete) => check_range(&delete.range),
-            Request::Txn(txn) => Kv::check_txn(txn),
+            Request::Txn(txn) => Kv::check_txn(txn, txn_ops_max),
             _ => Ok(()),
         }
     }
@@ -742,8 +748,15 @@ impl std::fmt::Display for KvError {
 
 impl std::error::Error for KvError {}
 
-/// The most operations in one branch of a transaction (etcd's default).
+/// The most operations in one branch of a transaction that a member takes by default
+/// (etcd's `--max-txn-ops` default); each member may set its own, up to [`TXN_OPS_CEILING`].
 pub const TXN_OPS_MAX: usize = 128;
+
+/// The most operations in one branch of a transaction that is applied. Members refuse longer
+/// ones where they take them, by their own `max_txn_ops` (at most this); applying checks this
+/// ceiling, the same on every replica, so that the members' differing limits never make
+/// replicas differ.
+pub const TXN_OPS_CEILING: usize = 8192;
 
 /// The answer to a request.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -906,6 +919,9 @@ pub struct Kv {
     /// Leases held at once; a grant past it is refused where it is taken (this member's
     /// limit, not replicated).
     leases_max: usize,
+    /// Operations in a transaction's branch; a longer one is refused where it is taken (this
+    /// member's limit, at most [`TXN_OPS_CEILING`], which applying checks).
+    txn_ops_max: usize,
     /// The space quota (0: none): a request that would take the store past it is refused
     /// where it is taken (this member's limit, not replicated; the NOSPACE alarm is what
     /// every replica applies alike).
@@ -968,6 +984,7 @@ impl Kv {
             auth: AuthStore::default(),
             log_time_millis: 0,
             leases_max: usize::MAX,
+            txn_ops_max: TXN_OPS_MAX,
             quota_bytes: 0,
         }
     }
@@ -983,6 +1000,18 @@ impl Kv {
     /// ([`Kv::admit_request`]).
     pub fn with_leases_max(mut self, max: usize) -> Kv {
         self.leases_max = max;
+        self
+    }
+
+    /// The store, refusing where they are taken transactions with more than `max` operations
+    /// in a branch (etcd's `--max-txn-ops`; 128 by default). `max` is at most
+    /// [`TXN_OPS_CEILING`], what applying allows.
+    pub fn with_txn_ops_max(mut self, max: usize) -> Kv {
+        assert!(
+            (1..=TXN_OPS_CEILING).contains(&max),
+            "max_txn_ops must be between 1 and {TXN_OPS_CEILING}, not {max}"
+        );
+        self.txn_ops_max = max;
         self
     }
 
@@ -1126,6 +1155,13 @@ impl Kv {
                 Err(AuthError::UserEmpty)
             };
         };
+        if auth::is_member_token(token) {
+            // A member's own request (or its automatic compaction) made through another
+            // member: its token is good for nothing else.
+            self.auth.verify_member(token, now_millis)?;
+            let members = inner.is_members() || matches!(inner, Request::Compact(_));
+            return if members { Ok(None) } else { Err(AuthError::PermissionDenied) };
+        }
         let user = self.auth.verify(token, now_millis, applying)?;
         self.authorize(user, inner)?;
         Ok(Some(user.to_string()))
@@ -1233,7 +1269,7 @@ impl Kv {
         origin: Origin,
         now_millis: u64,
     ) -> Result<(), KvError> {
-        request.check()?;
+        request.check_with(self.txn_ops_max)?;
         self.screen_request(request, origin)?;
         let inner = match request {
             Request::As(authorized) => &authorized.request,
@@ -1843,9 +1879,9 @@ impl Kv {
 
     /// Checks a transaction before comparing anything, as etcd does: no empty keys, no branch
     /// too long, and in each branch no key put twice nor put inside a range it deletes.
-    fn check_txn(txn: &TxnRequest) -> Result<(), KvError> {
-        if txn.compare.len() > TXN_OPS_MAX {
-            return Err(KvError::TooManyOps { ops: txn.compare.len(), max: TXN_OPS_MAX });
+    fn check_txn(txn: &TxnRequest, max: usize) -> Result<(), KvError> {
+        if txn.compare.len() > max {
+            return Err(KvError::TooManyOps { ops: txn.compare.len(), max });
         }
         for compare in &txn.compare {
             if compare.range.key.is_empty() {
@@ -1853,8 +1889,8 @@ impl Kv {
             }
         }
         for branch in [&txn.success, &txn.failure] {
-            if branch.len() > TXN_OPS_MAX {
-                return Err(KvError::TooManyOps { ops: branch.len(), max: TXN_OPS_MAX });
+            if branch.len() > max {
+                return Err(KvError::TooManyOps { ops: branch.len(), max });
             }
             let mut puts: Vec<&Bytes> = Vec::new();
             let mut deletes: Vec<&KeyRange> = Vec::new();
@@ -1901,7 +1937,7 @@ impl Kv {
 
     /// A transaction that only reads, answered without changing anything.
     fn read_txn(&self, txn: &TxnRequest) -> Response {
-        if let Err(error) = Kv::check_txn(txn) {
+        if let Err(error) = Kv::check_txn(txn, TXN_OPS_CEILING) {
             return Response::Error(error);
         }
         let succeeded = txn.compare.iter().all(|compare| self.compare(compare));
@@ -1922,7 +1958,7 @@ impl Kv {
     }
 
     fn txn(&mut self, txn: TxnRequest) -> Response {
-        if let Err(error) = Kv::check_txn(&txn) {
+        if let Err(error) = Kv::check_txn(&txn, TXN_OPS_CEILING) {
             return Response::Error(error);
         }
         let succeeded = txn.compare.iter().all(|compare| self.compare(compare));
@@ -2411,6 +2447,7 @@ impl StateMachine for Kv {
             auth,
             log_time_millis,
             leases_max: self.leases_max,
+            txn_ops_max: self.txn_ops_max,
             quota_bytes: self.quota_bytes,
         };
         restored.size_bytes = restored

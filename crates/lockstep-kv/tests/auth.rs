@@ -251,3 +251,87 @@ fn nested_requests_are_refused_when_decoded() {
     let decoded: Request = postcard::from_bytes(&bytes).expect("one level decodes");
     assert_eq!(decoded, one);
 }
+
+fn member_token(kv: &Kv, member: u64, expires_millis: u64) -> String {
+    let issue = AuthRequest::MemberToken { member, expires_millis };
+    match kv.query(&Request::Auth(issue)).response {
+        Response::Auth(AuthResponse::Token(token)) => token,
+        other => panic!("no member token: {other:?}"),
+    }
+}
+
+/// A member that does not lead makes its own requests (raising an alarm) through the leader
+/// with a member's token: taken from the network and applied, good for nothing else, never
+/// issued to the network, and dead once expired, forged or from an earlier token key.
+#[test]
+fn a_members_token_carries_its_own_requests_and_nothing_else() {
+    let mut kv = store();
+    let raise = Request::Alarm(lockstep_kv::AlarmRequest {
+        action: lockstep_kv::AlarmAction::Activate,
+        member: 2,
+        alarm: lockstep_kv::AlarmKind::NoSpace,
+    });
+    assert!(kv.admit_request(&raise, Origin::Remote, NOW).is_err(), "no token, from the network");
+    let member = member_token(&kv, 2, NOW + 60_000);
+    assert!(lockstep_kv::auth::is_member_token(&member));
+    assert_eq!(kv.auth().verify_member(&member, NOW), Ok(2));
+    let raised = as_user(&member, raise.clone());
+    assert_eq!(kv.admit_request(&raised, Origin::Remote, NOW), Ok(()));
+    ok(kv.execute_at(raised, NOW));
+    assert!(kv.out_of_space(), "the alarm was raised");
+
+    // A member's automatic compaction.
+    let compact = as_user(&member, Request::Compact(lockstep_kv::CompactRequest { revision: 1 }));
+    assert_eq!(kv.admit_request(&compact, Origin::Remote, NOW), Ok(()));
+
+    // Nothing but the members' own requests.
+    for request in
+        [Request::get("a/1"), Request::put("a/1", "v"), Request::Hash(Default::default())]
+    {
+        let made = as_user(&member, request);
+        assert_eq!(
+            kv.admit_request(&made, Origin::Remote, NOW),
+            Err(KvError::Auth(AuthError::PermissionDenied))
+        );
+        assert_eq!(refused(kv.execute_at(made, NOW)), AuthError::PermissionDenied);
+    }
+    let issue = AuthRequest::MemberToken { member: 2, expires_millis: NOW + 60_000 };
+    assert!(kv.admit_request(&Request::Auth(issue.clone()), Origin::Remote, NOW).is_err());
+    assert!(kv
+        .admit_request(&as_user(&member, Request::Auth(issue)), Origin::Remote, NOW)
+        .is_err());
+    // Not a user's token, nor a user's token a member's.
+    assert!(kv.auth().verify(&member, NOW, false).is_err());
+    assert!(kv.auth().verify_member(&token(&kv, "root"), NOW).is_err());
+
+    // Expired, forged, or from before the token key changed.
+    let clear = Request::Alarm(lockstep_kv::AlarmRequest {
+        action: lockstep_kv::AlarmAction::Deactivate,
+        member: 2,
+        alarm: lockstep_kv::AlarmKind::NoSpace,
+    });
+    let expired = member_token(&kv, 2, NOW - 1);
+    assert_eq!(
+        refused(kv.execute_at(as_user(&expired, clear.clone()), NOW)),
+        AuthError::InvalidToken
+    );
+    let mut forged = member.clone().into_bytes();
+    let last = forged.len() - 1;
+    forged[last] = if forged[last] == b'0' { b'1' } else { b'0' };
+    let forged = String::from_utf8(forged).expect("hex");
+    assert_eq!(
+        refused(kv.execute_at(as_user(&forged, clear.clone()), NOW)),
+        AuthError::InvalidToken
+    );
+    let root = token(&kv, "root");
+    ok(kv.execute_at(as_user(&root, Request::Auth(AuthRequest::Disable)), NOW));
+    ok(kv
+        .execute_at(Request::Auth(AuthRequest::Enable { token_key: [6; 32], jwt_key: None }), NOW));
+    assert_eq!(
+        refused(kv.execute_at(as_user(&member, clear.clone()), NOW)),
+        AuthError::InvalidToken
+    );
+    assert!(kv.out_of_space(), "nothing refused cleared the alarm");
+    ok(kv.execute_at(as_user(&member_token(&kv, 2, NOW + 1), clear), NOW));
+    assert!(!kv.out_of_space());
+}

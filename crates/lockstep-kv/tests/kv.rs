@@ -475,12 +475,27 @@ fn etcd_rules_for_transactions_and_bad_requests() {
         ..Default::default()
     });
     assert_eq!(kv.execute(provided), Response::Error(KvError::ValueProvided));
-    let long = TxnRequest {
-        success: (0..200).map(|i| put(&format!("k{i}"))).collect(),
+    // A transaction longer than a member takes (`max_txn_ops`, 128 by default) is refused
+    // where it is taken; applying allows what any member could have taken, and no more.
+    let long = |ops: usize| TxnRequest {
+        success: (0..ops).map(|i| put(&format!("k{i}"))).collect(),
         ..Default::default()
     };
-    assert!(matches!(succeeds(&mut kv, long), Err(KvError::TooManyOps { ops: 200, .. })));
+    let taken = |kv: &Kv, ops: usize| {
+        kv.admit_request(&Request::Txn(long(ops)), lockstep_core::Origin::Remote, 0)
+    };
+    assert_eq!(taken(&kv, 128), Ok(()));
+    assert_eq!(taken(&kv, 129), Err(KvError::TooManyOps { ops: 129, max: 128 }));
+    let generous = kv.clone().with_txn_ops_max(300);
+    assert_eq!(taken(&generous, 300), Ok(()));
+    assert_eq!(taken(&generous, 301), Err(KvError::TooManyOps { ops: 301, max: 300 }));
+    let ceiling = lockstep_kv::TXN_OPS_CEILING;
+    assert!(matches!(
+        succeeds(&mut kv, long(ceiling + 1)),
+        Err(KvError::TooManyOps { max, .. }) if max == ceiling
+    ));
     assert_eq!(kv, before, "nothing refused changed anything");
+    assert_eq!(succeeds(&mut kv.clone(), long(200)), Ok(true), "applying allows more than 128");
     // A read-only transaction served as a query changes nothing and answers like a write would.
     let read = TxnRequest {
         compare: vec![Compare {

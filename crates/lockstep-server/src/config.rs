@@ -184,6 +184,11 @@ pub struct ServerConfig {
     /// takes a log entry.
     #[serde(default = "default_max_leases")]
     pub max_leases: u64,
+    /// For the key-value service: operations in one branch of a transaction (etcd's
+    /// `--max-txn-ops`, 128 by default); a longer one is refused before it takes a log entry.
+    /// At most what every replica applies (8192, the key-value service's ceiling).
+    #[serde(default = "default_max_txn_ops")]
+    pub max_txn_ops: u64,
     /// For the key-value service: the space quota, in bytes of the store as it accounts its
     /// size (etcd's `--quota-backend-bytes`; 2 GiB by default, as etcd's; 0: none). Past it
     /// the leader raises a NOSPACE alarm and writes that grow the store are refused.
@@ -257,6 +262,10 @@ fn default_max_watchers_per_stream() -> u64 {
 
 fn default_max_leases() -> u64 {
     1_000_000
+}
+
+fn default_max_txn_ops() -> u64 {
+    128
 }
 
 fn default_max_response_bytes_in_flight() -> u64 {
@@ -367,6 +376,7 @@ impl ServerConfig {
             max_watchers: default_max_watchers(),
             max_watchers_per_stream: default_max_watchers_per_stream(),
             max_leases: default_max_leases(),
+            max_txn_ops: default_max_txn_ops(),
             max_response_bytes_in_flight: default_max_response_bytes_in_flight(),
             auth_token: default_auth_token(),
             auth_token_ttl: default_auth_token_ttl(),
@@ -450,6 +460,7 @@ impl ServerConfig {
             ("max_watchers", self.max_watchers),
             ("max_watchers_per_stream", self.max_watchers_per_stream),
             ("max_leases", self.max_leases),
+            ("max_txn_ops", self.max_txn_ops),
             ("auth_token_ttl", self.auth_token_ttl),
         ] {
             if value == 0 {

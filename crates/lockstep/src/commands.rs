@@ -31,6 +31,7 @@ fn client_with(args: &ClientArgs, token: Option<String>) -> Result<KvClient, Str
         },
         tls: args.tls()?,
         token,
+        stay: false,
     };
     Ok(Client::new(args.endpoints.clone(), options))
 }

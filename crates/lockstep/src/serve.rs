@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use clap::Args;
 use lockstep_etcd::{Gateway, GatewayConfig, GatewayMember, GatewayTls, LocalReplica};
-use lockstep_kv::Kv;
+use lockstep_kv::{self as kv, Kv};
 use lockstep_server::{BoundServer, Inbox, LocalLink, Member, ServerConfig};
 
 /// Run one replica of the key-value service.
@@ -34,7 +34,7 @@ use lockstep_server::{BoundServer, Inbox, LocalLink, Member, ServerConfig};
 /// client_idle_timeout_millis (600000), max_requests_per_connection (16384),
 /// client_frame_timeout_millis (30000),
 /// max_concurrent_streams (4096), max_watchers (100000), max_watchers_per_stream (10000),
-/// max_leases (1000000); max_response_bytes_in_flight (268435456; 0: none);
+/// max_leases (1000000), max_txn_ops (128); max_response_bytes_in_flight (268435456; 0: none);
 /// auth_token ("simple"), auth_token_ttl (300);
 /// quota_backend_bytes (2147483648; 0: none).
 #[derive(Args, Debug, Default, Clone)]
@@ -170,6 +170,10 @@ pub struct ServeArgs {
     /// Leases held at once in the store; a grant past it is refused.
     #[arg(long)]
     max_leases: Option<u64>,
+    /// Operations in one branch of a transaction (etcd's flag; at most 8192); a longer one is
+    /// refused before it takes a log entry.
+    #[arg(long)]
+    max_txn_ops: Option<u64>,
     /// Bytes of large responses through etcd's API held at once, built and not yet read by
     /// their clients (0: no bound).
     #[arg(long)]
@@ -378,6 +382,9 @@ pub fn config(args: &ServeArgs) -> Result<ServerConfig, String> {
     if let Some(value) = args.max_leases {
         config.max_leases = value;
     }
+    if let Some(value) = args.max_txn_ops {
+        config.max_txn_ops = value;
+    }
     if let Some(value) = args.max_response_bytes_in_flight {
         config.max_response_bytes_in_flight = value;
     }
@@ -394,6 +401,13 @@ pub fn config(args: &ServeArgs) -> Result<ServerConfig, String> {
         config.insecure_plaintext = true;
     }
     config.validate().map_err(|error| format!("configuration: {error}"))?;
+    if config.max_txn_ops > kv::TXN_OPS_CEILING as u64 {
+        return Err(format!(
+            "configuration: max_txn_ops: at most {} (what every replica applies), not {}",
+            kv::TXN_OPS_CEILING,
+            config.max_txn_ops
+        ));
+    }
     Ok(config)
 }
 
@@ -433,8 +447,9 @@ pub async fn run(args: ServeArgs) -> Result<(), String> {
         "listening"
     );
     let (stop_etcd, etcd_stopped) = tokio::sync::watch::channel(false);
-    if config.auto_compact_revisions > 0 {
-        tokio::spawn(auto_compact(config.clone(), etcd_stopped.clone()));
+    if let (true, Ok(me)) = (config.auto_compact_revisions > 0, config.me()) {
+        let link = in_process(me.client.clone(), inbox.local());
+        tokio::spawn(auto_compact(config.clone(), link, etcd_stopped.clone()));
     }
     let etcd_task = etcd.map(|listener| {
         let gateway = Gateway::new(GatewayConfig {
@@ -475,6 +490,7 @@ pub async fn run(args: ServeArgs) -> Result<(), String> {
             max_watchers: usize::try_from(config.max_watchers).unwrap_or(usize::MAX),
             max_watchers_per_stream: usize::try_from(config.max_watchers_per_stream)
                 .unwrap_or(usize::MAX),
+            max_txn_ops: usize::try_from(config.max_txn_ops).unwrap_or(kv::TXN_OPS_CEILING),
             quota_bytes: config.quota_backend_bytes,
             response_bytes_max: config.max_response_bytes_in_flight,
             tokens: tokens.clone(),
@@ -496,6 +512,7 @@ pub async fn run(args: ServeArgs) -> Result<(), String> {
     });
     let kv = Kv::new()
         .with_leases_max(usize::try_from(config.max_leases).unwrap_or(usize::MAX))
+        .with_txn_ops_max(usize::try_from(config.max_txn_ops).unwrap_or(kv::TXN_OPS_CEILING))
         .with_quota_bytes(config.quota_backend_bytes);
     let result = server.run_with(kv, inbox, shutdown_signal()).await;
     let _ = stop_etcd.send(true);
@@ -520,15 +537,25 @@ fn in_process(
 }
 
 /// While this replica leads, compacts the history older than the newest
-/// `auto_compact_revisions` revisions, every 5 seconds (a compaction goes through the log).
-async fn auto_compact(config: ServerConfig, mut stopped: tokio::sync::watch::Receiver<bool>) {
+/// `auto_compact_revisions` revisions, every 5 seconds (a compaction goes through the log),
+/// through `link` to the replica in this process; with authentication on, with a member's
+/// token.
+async fn auto_compact(
+    config: ServerConfig,
+    link: lockstep_client::InProcess<kv::Request, kv::Request, kv::Answer>,
+    mut stopped: tokio::sync::watch::Receiver<bool>,
+) {
     use lockstep_client::{Client, ClientOptions, ReadConsistency};
-    use lockstep_kv::{Answer, CompactRequest, Request, Response};
+    use lockstep_kv::{Answer, AuthRequest, AuthResponse, CompactRequest, Request, Response};
     let keep = config.auto_compact_revisions;
     let Ok(me) = config.me() else { return };
-    let options =
-        ClientOptions { consistency: ReadConsistency::Follower, ..ClientOptions::default() };
-    let local: Client<Request, Request, Answer> = Client::new(vec![me.client.clone()], options);
+    let options = ClientOptions {
+        consistency: ReadConsistency::Follower,
+        stay: true,
+        ..ClientOptions::default()
+    };
+    let local: Client<Request, Request, Answer> =
+        Client::with_local(vec![me.client.clone()], options, link);
     loop {
         tokio::select! {
             _ = stopped.changed() => return,
@@ -544,6 +571,18 @@ async fn auto_compact(config: ServerConfig, mut stopped: tokio::sync::watch::Rec
         let target = current.saturating_sub(keep);
         if target > compacted && target - compacted >= (keep / 10).max(1) {
             let compact = Request::Compact(CompactRequest { revision: target });
+            let expires_millis = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |since| since.as_millis() as u64)
+                .saturating_add(60_000);
+            let issue = AuthRequest::MemberToken { member: config.id, expires_millis };
+            let compact = match local.read(Request::Auth(issue)).await.map(|answer| answer.response)
+            {
+                Ok(Response::Auth(AuthResponse::Token(token))) => {
+                    Request::As(Box::new(kv::Authorized { token, request: compact }))
+                }
+                _ => compact,
+            };
             match local.write(compact).await {
                 Ok(_) => tracing::info!(revision = target, "compacted the history"),
                 Err(error) => tracing::debug!("automatic compaction failed: {error}"),

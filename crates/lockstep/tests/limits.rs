@@ -47,6 +47,8 @@ fn connections_over_the_cap_idle_ones_and_unidentified_peers_are_closed_and_the_
         "5".into(),
         "--max-watchers".into(),
         "8".into(),
+        "--max-txn-ops".into(),
+        "200".into(),
     ];
     cluster.start_all();
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
@@ -113,8 +115,8 @@ fn connections_over_the_cap_idle_ones_and_unidentified_peers_are_closed_and_the_
         let took = started.elapsed();
         assert!(took < Duration::from_secs(8), "closed at the hello deadline, not later: {took:?}");
 
-        // A transaction longer than 128 operations is refused before it takes a log entry.
-        let commit = cluster.status(leader).await.expect("the leader answers").commit;
+        // A transaction longer than `--max-txn-ops` (200 here) is refused before it takes a
+        // log entry; one of 200 is taken.
         let endpoint = format!("http://127.0.0.1:{}", cluster.replicas[&leader].etcd);
         let mut kv = KVClient::connect(endpoint).await.expect("connects");
         let put = |n: usize| pb::RequestOp {
@@ -124,9 +126,11 @@ fn connections_over_the_cap_idle_ones_and_unidentified_peers_are_closed_and_the_
                 ..Default::default()
             })),
         };
-        for _ in 0..5 {
-            let txn =
-                pb::TxnRequest { success: (0..10_000).map(put).collect(), ..Default::default() };
+        let txn = pb::TxnRequest { success: (0..200).map(put).collect(), ..Default::default() };
+        assert!(kv.txn(txn).await.expect("200 operations are taken").into_inner().succeeded);
+        let commit = cluster.status(leader).await.expect("the leader answers").commit;
+        for ops in [201, 10_000, 10_000, 10_000, 10_000] {
+            let txn = pb::TxnRequest { success: (0..ops).map(put).collect(), ..Default::default() };
             let status = kv.txn(txn).await.expect_err("refused");
             assert!(status.message().contains("too many operations"), "{status:?}");
         }

@@ -76,6 +76,7 @@ impl Backend {
             consistency: ReadConsistency::Linearizable,
             tls: super::client_tls(),
             token: None,
+            stay: false,
         };
         let readers = (0..endpoints.len())
             .map(|first| {

@@ -116,7 +116,7 @@ pub enum Error {
     /// Another replica leads, and the client stays with its own ([`ClientOptions::stay`]).
     NotLeader {
         /// The replica that leads.
-        leader: Option<u64>,
+        leader: u64,
     },
 }
 
@@ -133,10 +133,9 @@ impl fmt::Display for Error {
             Error::Malformed(reason) => write!(f, "malformed: {reason}"),
             Error::NoEndpoints => f.write_str("no endpoints given"),
             Error::Rejected(reason) => write!(f, "refused: {reason}"),
-            Error::NotLeader { leader: Some(leader) } => {
+            Error::NotLeader { leader } => {
                 write!(f, "replica {leader} leads, and this client stays with its own")
             }
-            Error::NotLeader { leader: None } => f.write_str("this client's replica does not lead"),
         }
     }
 }
@@ -665,7 +664,9 @@ where
         let mut unsent = true;
         while started.elapsed() < self.options.timeout {
             let id = self.shared.next_id.fetch_add(1, Ordering::Relaxed);
-            let outcome = self.attempt(make(id, unsent), id).await;
+            let message = make(id, unsent);
+            let reads = matches!(message, ClientMessage::Read { .. });
+            let outcome = self.attempt(message, id).await;
             if !matches!(
                 outcome,
                 Attempt::Answer(ServerMessage::Refused {
@@ -677,10 +678,19 @@ where
             }
             let again = match outcome {
                 Attempt::Answer(ServerMessage::Refused { error, .. }) => match error {
+                    // A client that stays asks its replica again: a read forwarded to a leader
+                    // that changed or had too many, or anything during an election. A write
+                    // there is for another replica to take.
+                    ClientError::NotLeader { leader: Some(leader), .. }
+                        if self.options.stay && !reads =>
+                    {
+                        return Err(Error::NotLeader { leader });
+                    }
+                    ClientError::NotLeader { leader, .. } if self.options.stay => match leader {
+                        Some(leader) => format!("replica {leader} leads"),
+                        None => "no leader yet".to_string(),
+                    },
                     ClientError::NotLeader { leader, address } => {
-                        if self.options.stay && address.is_some() {
-                            return Err(Error::NotLeader { leader });
-                        }
                         let moved = self.move_on(address.as_deref()).await;
                         if moved {
                             backoff = Duration::from_millis(10);

@@ -150,28 +150,33 @@ async fn a_local_follower_sends_the_client_to_the_leader_over_the_network() {
 }
 
 /// A client that stays with its replica is never sent to the leader: a write its follower
-/// cannot take fails at once, and its reads are still that follower's.
+/// cannot take fails at once, and a read the follower could not serve this time (the leader
+/// it forwarded it to changed) is asked of the follower again.
 #[tokio::test]
 async fn a_client_that_stays_is_not_sent_to_the_leader() {
     let local_count = Arc::new(AtomicU64::new(0));
     let remote_count = Arc::new(AtomicU64::new(0));
     let leader = remote(remote_count.clone()).await;
-    let address = leader.clone();
+    let reads = Arc::new(AtomicU64::new(0));
+    let not_leader = move |id| ServerMessage::Refused {
+        id,
+        error: ClientError::NotLeader { leader: Some(2), address: Some(leader.clone()) },
+    };
     let link = local(local_count.clone(), move |message| match message {
+        ClientMessage::Read { id, .. } if reads.fetch_add(1, Ordering::Relaxed) == 0 => {
+            Some(not_leader(*id))
+        }
         ClientMessage::Read { id, query, .. } => {
             Some(ServerMessage::Done { id: *id, output: *query })
         }
-        message => Some(ServerMessage::Refused {
-            id: request_id(message),
-            error: ClientError::NotLeader { leader: Some(2), address: Some(address.clone()) },
-        }),
+        message => Some(not_leader(request_id(message))),
     });
     let options = ClientOptions { stay: true, ..options() };
     let client: Client<u64, u64, u64> =
         Client::with_local(vec![UNREACHABLE.to_string()], options, link);
-    assert_eq!(client.write(7).await, Err(lockstep_client::Error::NotLeader { leader: Some(2) }));
+    assert_eq!(client.write(7).await, Err(lockstep_client::Error::NotLeader { leader: 2 }));
     assert_eq!(client.read(5).await, Ok(5), "read by the follower, not the leader");
-    assert_eq!(local_count.load(Ordering::Relaxed), 2);
+    assert_eq!(local_count.load(Ordering::Relaxed), 3, "the write once, the read twice");
     assert_eq!(remote_count.load(Ordering::Relaxed), 0, "the leader was never asked");
 }
 

@@ -1308,9 +1308,17 @@ impl Kv {
 
     /// Whether `origin` may send `request` at all: the members' own requests only from the
     /// replica's own process while authentication is on, and the lease's bookkeeping,
-    /// password hashes, tokens and turning authentication on only from there, ever. Checked
-    /// on every attempt of every request by the leader, and on every read.
+    /// password hashes, tokens and turning authentication on only from there, ever; and a
+    /// transaction no longer than this member takes (`max_txn_ops`). Checked on every attempt
+    /// of every request by the leader, and on every read.
     pub fn screen_request(&self, request: &Request, origin: Origin) -> Result<(), KvError> {
+        let inner = match request {
+            Request::As(authorized) => &authorized.request,
+            request => request,
+        };
+        if let Request::Txn(txn) = inner {
+            Kv::check_txn(txn, self.txn_ops_max)?;
+        }
         if origin == Origin::Local {
             return Ok(());
         }
@@ -1911,7 +1919,13 @@ impl Kv {
             if puts.windows(2).any(|pair| pair[0] == pair[1]) {
                 return Err(KvError::DuplicateKey);
             }
-            if puts.iter().any(|key| deletes.iter().any(|range| range.contains(key))) {
+            // The first key put at or after each deleted range's start is in the range if any
+            // is: sorted, this stays quick for the longest branches allowed.
+            let inside = |range: &&KeyRange| {
+                let first = puts.partition_point(|key| key.as_ref() < range.key.as_ref());
+                puts.get(first).is_some_and(|key| range.contains(key))
+            };
+            if deletes.iter().any(inside) {
                 return Err(KvError::DuplicateKey);
             }
         }

@@ -489,6 +489,14 @@ fn etcd_rules_for_transactions_and_bad_requests() {
     let generous = kv.clone().with_txn_ops_max(300);
     assert_eq!(taken(&generous, 300), Ok(()));
     assert_eq!(taken(&generous, 301), Err(KvError::TooManyOps { ops: 301, max: 300 }));
+    // The leader screens every attempt of a write with it too (a retried write is not
+    // admitted again), from the network and from its own process.
+    for origin in [lockstep_core::Origin::Remote, lockstep_core::Origin::Local] {
+        assert_eq!(
+            kv.screen_request(&Request::Txn(long(129)), origin),
+            Err(KvError::TooManyOps { ops: 129, max: 128 })
+        );
+    }
     let ceiling = lockstep_kv::TXN_OPS_CEILING;
     assert!(matches!(
         succeeds(&mut kv, long(ceiling + 1)),

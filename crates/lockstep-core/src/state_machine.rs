@@ -112,6 +112,15 @@ pub trait StateMachine {
         Ok(())
     }
 
+    /// Whether `output` is a refusal that [`StateMachine::admit`] or
+    /// [`StateMachine::admit_query`] would have given had they been asked at that state (a
+    /// permission, a quota, a limit): such a refusal given where a request was applied or
+    /// answered is counted, since a member let it through. By default none is.
+    fn refuses(&self, output: &Self::Output) -> bool {
+        let _ = output;
+        false
+    }
+
     /// Takes a consistent view of the current state. It should be cheap (a copy-on-write
     /// clone, for example): the expensive part, writing it out, happens off the apply path.
     fn snapshot(&self) -> Self::Snapshot;

@@ -2337,6 +2337,19 @@ impl StateMachine for Kv {
         self.screen_request(input, origin).map_err(|error| error.to_string())
     }
 
+    /// Authentication's refusals and the limits' (space, a transaction's length, leases).
+    fn refuses(&self, output: &Answer) -> bool {
+        matches!(
+            output.response,
+            Response::Error(
+                KvError::Auth(_)
+                    | KvError::NoSpace
+                    | KvError::TooManyOps { .. }
+                    | KvError::TooManyLeases { .. }
+            )
+        )
+    }
+
     /// With authentication on, only root changes members and runs audit actions: a client in
     /// the replica's own process (the etcd gateway) has checked that itself.
     fn admit_admin(

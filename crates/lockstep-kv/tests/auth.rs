@@ -62,7 +62,10 @@ fn a_request_without_a_token_is_refused_once_auth_is_on() {
         kv.admit_request(&Request::put("a/1", "v"), Origin::Local, NOW),
         Err(KvError::Auth(AuthError::UserEmpty))
     );
-    assert_eq!(refused(kv.query(&Request::get("b/1")).response), AuthError::UserEmpty);
+    let answer = kv.query(&Request::get("b/1"));
+    assert!(kv.refuses(&answer), "counted as a refusal where it was answered");
+    assert_eq!(refused(answer.response), AuthError::UserEmpty);
+    assert!(!kv.refuses(&kv.query(&as_user(&token(&kv, "alice"), Request::get("b/1")))));
     assert_eq!(kv.revision(), revision, "nothing changed");
 }
 

@@ -186,6 +186,13 @@ impl<M: StateMachine> StateMachine for Hosted<M> {
         self.machine.admit_admin(credential, origin, now_millis)
     }
 
+    fn refuses(&self, output: &Self::Output) -> bool {
+        match output {
+            HostOutput::User(output) => self.machine.refuses(output),
+            HostOutput::Recorded(_) | HostOutput::Taken(_) => false,
+        }
+    }
+
     fn snapshot(&self) -> Self::Snapshot {
         let addresses: Vec<&MemberAddress> = self.addresses.values().collect();
         HostedSnapshot {

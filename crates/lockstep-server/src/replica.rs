@@ -848,6 +848,11 @@ impl<M: StateMachine> Replica<M> {
             let message = match (message, adding) {
                 (Ok(HostOutput::User(output)), _) => {
                     metrics::counter!("lockstep_answered_total").increment(1);
+                    let machine = self.driver.state().machine().machine();
+                    if machine.refuses(&output) {
+                        // Refused where it was applied or answered, not before.
+                        metrics::counter!("lockstep_requests_denied_late_total").increment(1);
+                    }
                     ServerMessage::Done { id, output }
                 }
                 (Ok(HostOutput::Recorded(recorded)), Some(member)) if recorded == member => {

@@ -61,6 +61,20 @@ async fn the_leader_holds_under_a_minute_of_puts() {
         "{} puts, {} errors; replica {after_leader} leads, terms {after:?}",
         report["requests"], report["errors"]
     );
+    if after != terms || after_leader != leader {
+        // Why, as the replicas saw it: long turns of a replica thread, and who led when.
+        for id in 1..=3 {
+            let log = cluster.log(id);
+            let noted: Vec<&str> = log
+                .lines()
+                .filter(|line| line.contains("WARN") || line.contains("leads"))
+                .collect();
+            eprintln!("replica {id}'s log, {} lines noted:", noted.len());
+            for line in noted.iter().rev().take(30).rev() {
+                eprintln!("  {line}");
+            }
+        }
+    }
     assert_eq!(report["errors"], 0, "requests failed: {}", report["first_error"]);
     assert!(report["requests"].as_u64().unwrap_or(0) > 0, "no request was answered");
     assert_eq!(after, terms, "the term changed under load: a leader was lost");

@@ -83,6 +83,8 @@ fn main() {
             ("status", "Status", "StatusRequest", "StatusResponse", false, false),
             ("hash", "Hash", "HashRequest", "HashResponse", false, false),
             ("hash_kv", "HashKV", "HashKvRequest", "HashKvResponse", false, false),
+            ("defragment", "Defragment", "DefragmentRequest", "DefragmentResponse", false, false),
+            ("move_leader", "MoveLeader", "MoveLeaderRequest", "MoveLeaderResponse", false, false),
         ],
     );
     let watch =

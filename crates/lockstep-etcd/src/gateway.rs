@@ -1136,6 +1136,60 @@ impl Maintenance for Gateway {
             _ => Err(unexpected()),
         }
     }
+
+    /// Nothing to do: the store lives in memory, and each checkpoint writes it out whole and
+    /// compact (and removes the one before). Answered as etcd answers a defragmentation, for
+    /// root, so that etcd's tooling that defragments on a schedule works unchanged.
+    async fn defragment(
+        &self,
+        request: GrpcRequest<pb::DefragmentRequest>,
+    ) -> Result<GrpcResponse<pb::DefragmentResponse>, Status> {
+        self.require_root(&self.caller(&request)?).await?;
+        let answer = self.current().await?;
+        Ok(GrpcResponse::new(pb::DefragmentResponse { header: self.header(answer.revision) }))
+    }
+
+    /// Hands leadership to another voter (etcd's `move-leader`), answered once it leads: only
+    /// the leader takes it (`etcdserver: not leader` elsewhere, as etcd), and only for a voter.
+    async fn move_leader(
+        &self,
+        request: GrpcRequest<pb::MoveLeaderRequest>,
+    ) -> Result<GrpcResponse<pb::MoveLeaderResponse>, Status> {
+        self.require_root(&self.caller(&request)?).await?;
+        let target = request.into_inner().target_id;
+        if self.leading_term().is_none() {
+            return Err(not_leading());
+        }
+        let members =
+            self.shared.local.members(MemberRequest::List).await.map_err(client_status)?;
+        if !members.iter().any(|member| member.id == target && member.voter) {
+            return Err(Status::failed_precondition("etcdserver: bad leader transferee"));
+        }
+        if target != self.shared.config.member_id {
+            // The replica of this process: it leads (a client that stays fails at once if it
+            // no longer does).
+            self.shared
+                .local
+                .members(MemberRequest::Transfer { id: target })
+                .await
+                .map_err(client_status)?;
+            let started = std::time::Instant::now();
+            loop {
+                let leader = self.progress().map(|progress| progress.borrow().leader);
+                if leader == Some(Some(target)) {
+                    break;
+                }
+                if started.elapsed() > self.shared.config.timeout {
+                    return Err(Status::unavailable(
+                        "etcdserver: request timed out, leader transfer took too long",
+                    ));
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+        let answer = self.current().await?;
+        Ok(GrpcResponse::new(pb::MoveLeaderResponse { header: self.header(answer.revision) }))
+    }
 }
 
 /// A member id for etcd's MemberAdd: random, above every id an operator would choose.

@@ -777,6 +777,34 @@ pub mod etcdserverpb {
 
     // ---------------------------------------------------------------- Maintenance
 
+    /// Asks a member to defragment its store.
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct DefragmentRequest {}
+
+    /// The store was defragmented.
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct DefragmentResponse {
+        /// Response metadata.
+        #[prost(message, optional, tag = "1")]
+        pub header: Option<ResponseHeader>,
+    }
+
+    /// Asks the leader to hand leadership to another voter.
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct MoveLeaderRequest {
+        /// The member to lead.
+        #[prost(uint64, tag = "1")]
+        pub target_id: u64,
+    }
+
+    /// Leadership moved.
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct MoveLeaderResponse {
+        /// Response metadata.
+        #[prost(message, optional, tag = "1")]
+        pub header: Option<ResponseHeader>,
+    }
+
     /// Asks a member for its status.
     #[derive(Clone, PartialEq, prost::Message)]
     pub struct StatusRequest {}

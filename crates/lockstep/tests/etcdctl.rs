@@ -1,7 +1,7 @@
 //! etcd's own command-line client, `etcdctl` (Debian's etcd-client package, which
 //! `scripts/test.sh` installs), against a three-replica lockstep cluster: put, get with prefix
 //! and revision, del, txn in its interactive form, watch, leases with attached keys, member
-//! list, endpoint status and endpoint hashkv.
+//! list, endpoint status and endpoint hashkv, move-leader and defrag.
 
 mod common;
 
@@ -250,4 +250,37 @@ fn a_cluster_past_its_quota_raises_nospace_and_recovers_after_compaction_and_dis
     // Each member looks at the store every 500 ms: within a second every one takes writes.
     std::thread::sleep(Duration::from_secs(1));
     assert_eq!(stdout(&etcdctl(&cluster, &["put", "small", "1"])), "OK\n");
+}
+
+/// `etcdctl move-leader` hands leadership to the voter named (answered once it leads; refused
+/// for an id that is not a member), and `etcdctl defrag` is answered on every member.
+#[test]
+fn move_leader_and_defrag() {
+    let mut cluster = Cluster::new("etcdctl-move-leader", 3);
+    cluster.start_all();
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    let leader = runtime.block_on(cluster.leader(Duration::from_secs(20)));
+    let target = (1..=3).find(|id| *id != leader).expect("another member");
+    let moved = stdout(&etcdctl(&cluster, &["move-leader", &format!("{target:x}")]));
+    assert!(
+        moved.contains(&format!("Leadership transferred from {leader:x} to {target:x}")),
+        "{moved}"
+    );
+    let now = runtime.block_on(cluster.leader(Duration::from_secs(5)));
+    assert_eq!(now, target, "the member named leads");
+    assert_eq!(stdout(&etcdctl(&cluster, &["put", "after", "move"])), "OK\n");
+
+    let refused = etcdctl(&cluster, &["move-leader", "abc"]);
+    assert!(!refused.status.success(), "a move to no member was taken: {refused:?}");
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("bad leader transferee"),
+        "{refused:?}"
+    );
+
+    let defragmented = stdout(&etcdctl(&cluster, &["defrag"]));
+    assert_eq!(
+        defragmented.matches("Finished defragmenting etcd member").count(),
+        3,
+        "{defragmented}"
+    );
 }

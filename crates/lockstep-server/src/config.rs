@@ -194,6 +194,14 @@ pub struct ServerConfig {
     /// the leader raises a NOSPACE alarm and writes that grow the store are refused.
     #[serde(default = "default_quota_backend_bytes")]
     pub quota_backend_bytes: u64,
+    /// What the log shows: a filter of `tracing`'s (`info`, `warn`, `lockstep_server=debug,
+    /// info`, ...). Re-read from the configuration file on SIGHUP.
+    #[serde(default = "default_log_level")]
+    pub log_level: String,
+    /// How log lines are written: `text` for people, `json` (one object per line) for log
+    /// shippers.
+    #[serde(default = "default_log_format")]
+    pub log_format: String,
     /// Test only: a deliberately broken server, for showing that fault tests catch it (only
     /// the hidden `--sabotage` flag sets it; a configuration file cannot).
     #[serde(skip)]
@@ -286,6 +294,14 @@ fn default_client_frame_timeout_millis() -> u64 {
 
 fn default_quota_backend_bytes() -> u64 {
     2 << 30
+}
+
+fn default_log_level() -> String {
+    "info".to_string()
+}
+
+fn default_log_format() -> String {
+    "text".to_string()
 }
 
 fn default_true() -> bool {
@@ -381,6 +397,8 @@ impl ServerConfig {
             auth_token: default_auth_token(),
             auth_token_ttl: default_auth_token_ttl(),
             quota_backend_bytes: default_quota_backend_bytes(),
+            log_level: default_log_level(),
+            log_format: default_log_format(),
             sabotage: None,
         }
     }
@@ -469,6 +487,9 @@ impl ServerConfig {
         }
         if self.tick_millis == 0 {
             return fail("tick_millis: must be at least 1".to_string());
+        }
+        if !matches!(self.log_format.as_str(), "text" | "json") {
+            return fail(format!("log_format: `text` or `json`, not {:?}", self.log_format));
         }
         if self.heartbeat_ticks == 0 || self.election_ticks <= self.heartbeat_ticks {
             return fail(

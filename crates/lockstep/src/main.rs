@@ -350,10 +350,8 @@ fn main() -> ExitCode {
                 init_logging("warn");
                 up::run(args).await
             }
-            Command::Serve(args) => {
-                init_logging("info");
-                serve::run(*args).await
-            }
+            // Its log is set up from its configuration.
+            Command::Serve(args) => serve::run(*args).await,
             Command::Cert(args) => {
                 init_logging("error");
                 cert::run(args)

@@ -36,7 +36,8 @@ use lockstep_server::{BoundServer, Inbox, LocalLink, Member, ServerConfig};
 /// max_concurrent_streams (4096), max_watchers (100000), max_watchers_per_stream (10000),
 /// max_leases (1000000), max_txn_ops (128); max_response_bytes_in_flight (268435456; 0: none);
 /// auth_token ("simple"), auth_token_ttl (300);
-/// quota_backend_bytes (2147483648; 0: none).
+/// quota_backend_bytes (2147483648; 0: none); log_level ("info"; re-read on SIGHUP), log_format
+/// ("text" or "json").
 #[derive(Args, Debug, Default, Clone)]
 pub struct ServeArgs {
     /// A TOML configuration file.
@@ -192,6 +193,14 @@ pub struct ServeArgs {
     /// Print the resulting configuration as TOML and exit.
     #[arg(long)]
     print_config: bool,
+    /// What the log shows (a `tracing` filter: `info`, `debug`, `lockstep_server=debug,info`);
+    /// without it, `RUST_LOG` if set, else the file's `log_level`. The file's is re-read on
+    /// SIGHUP while this flag is not given.
+    #[arg(long)]
+    log_level: Option<String>,
+    /// How log lines are written: `text` or `json` (one object per line).
+    #[arg(long)]
+    log_format: Option<String>,
 }
 
 /// The message for a sabotage asked of a build that has none.
@@ -257,6 +266,12 @@ pub fn config(args: &ServeArgs) -> Result<ServerConfig, String> {
             }
             if let Some(dir) = &args.data_dir {
                 table.insert("data_dir".into(), toml::Value::String(dir.display().to_string()));
+            }
+            if !args.members.is_empty() {
+                let members: Vec<Member> =
+                    args.members.iter().map(|text| parse_member(text)).collect::<Result<_, _>>()?;
+                let members = toml::Value::try_from(&members).map_err(|error| error.to_string())?;
+                table.insert("members".into(), members);
             }
             let merged = toml::to_string(&table).map_err(|error| error.to_string())?;
             let parsed: ServerConfig =
@@ -400,6 +415,12 @@ pub fn config(args: &ServeArgs) -> Result<ServerConfig, String> {
     if args.insecure_plaintext {
         config.insecure_plaintext = true;
     }
+    if let Some(value) = &args.log_level {
+        config.log_level = value.clone();
+    }
+    if let Some(value) = &args.log_format {
+        config.log_format = value.clone();
+    }
     config.validate().map_err(|error| format!("configuration: {error}"))?;
     if config.max_txn_ops > kv::TXN_OPS_CEILING as u64 {
         return Err(format!(
@@ -418,6 +439,8 @@ pub async fn run(args: ServeArgs) -> Result<(), String> {
         print!("{}", config.to_toml());
         return Ok(());
     }
+    let levels = init_logging(&args, &config)?;
+    tokio::spawn(reload_on_hangup(args.clone(), levels));
     let tokens = token_config(&config)?;
     let server = BoundServer::bind(config.clone()).await?;
     let security = server.security();
@@ -587,6 +610,63 @@ async fn auto_compact(
                 Ok(_) => tracing::info!(revision = target, "compacted the history"),
                 Err(error) => tracing::debug!("automatic compaction failed: {error}"),
             }
+        }
+    }
+}
+
+/// Where a server's log level can be changed while it runs.
+type Levels =
+    tracing_subscriber::reload::Handle<tracing_subscriber::EnvFilter, tracing_subscriber::Registry>;
+
+/// The server's log: the level from `--log-level`, else `RUST_LOG`, else the configuration's
+/// `log_level`; lines as text or JSON (`log_format`).
+fn init_logging(args: &ServeArgs, config: &ServerConfig) -> Result<Levels, String> {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    let level = match (&args.log_level, std::env::var("RUST_LOG")) {
+        (None, Ok(from_env)) if !from_env.is_empty() => from_env,
+        _ => config.log_level.clone(),
+    };
+    let filter = tracing_subscriber::EnvFilter::try_new(&level)
+        .map_err(|error| format!("configuration: log_level {level:?}: {error}"))?;
+    let (filter, levels) = tracing_subscriber::reload::Layer::new(filter);
+    let registry = tracing_subscriber::registry().with(filter);
+    let lines = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let initialized = if config.log_format == "json" {
+        registry.with(lines.json().flatten_event(true)).try_init()
+    } else {
+        let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+        registry.with(lines.with_ansi(ansi)).try_init()
+    };
+    initialized.map_err(|error| format!("cannot start the log: {error}"))?;
+    Ok(levels)
+}
+
+/// On each SIGHUP, re-reads the configuration file's `log_level` (unless `--log-level` fixed
+/// it) and shows from then on what it asks for; a file that does not parse is reported and
+/// changes nothing. (Certificates are re-read on SIGHUP too, by the TLS layer.)
+async fn reload_on_hangup(args: ServeArgs, levels: Levels) {
+    let Ok(mut hangups) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+    else {
+        return;
+    };
+    while hangups.recv().await.is_some() {
+        if args.log_level.is_some() || args.config.is_none() {
+            continue;
+        }
+        let level = match config(&args) {
+            Ok(config) => config.log_level,
+            Err(error) => {
+                tracing::warn!("SIGHUP: the configuration file was not re-read: {error}");
+                continue;
+            }
+        };
+        match tracing_subscriber::EnvFilter::try_new(&level) {
+            Ok(filter) => match levels.reload(filter) {
+                Ok(()) => tracing::warn!(log_level = %level, "SIGHUP: the log level is now this"),
+                Err(error) => tracing::warn!("SIGHUP: the log level was not changed: {error}"),
+            },
+            Err(error) => tracing::warn!("SIGHUP: log_level {level:?} is not a filter: {error}"),
         }
     }
 }

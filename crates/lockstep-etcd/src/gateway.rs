@@ -301,14 +301,16 @@ impl Gateway {
         tokio::spawn(async move { gateway.raise_nospace().await });
     }
 
-    /// Raises the NOSPACE alarm through the log, in this member's name (with authentication
-    /// on, with a member's token: a member that does not lead sends it to the leader).
+    /// Raises the NOSPACE alarm through the log, in this member's name.
     pub(crate) async fn raise_nospace(&self) {
-        let raise = Request::Alarm(kv::AlarmRequest {
-            action: kv::AlarmAction::Activate,
-            member: self.shared.config.member_id,
-            alarm: kv::AlarmKind::NoSpace,
-        });
+        self.raise_alarm(kv::AlarmKind::NoSpace, self.shared.config.member_id).await;
+    }
+
+    /// Raises `alarm` for `member` through the log (with authentication on, with a member's
+    /// token: a member that does not lead sends it to the leader).
+    pub(crate) async fn raise_alarm(&self, alarm: kv::AlarmKind, member: u64) {
+        let raise =
+            Request::Alarm(kv::AlarmRequest { action: kv::AlarmAction::Activate, member, alarm });
         let raise = match self.member_token().await {
             Some(token) => Request::As(Box::new(kv::Authorized { token, request: raise })),
             None => raise,
@@ -316,7 +318,7 @@ impl Gateway {
         // Through the leader, wherever it is.
         let raised = self.shared.cluster.write(raise).await.map_err(client_status);
         if let Err(error) = raised.and_then(check) {
-            tracing::debug!("raising the NOSPACE alarm failed: {error}");
+            tracing::debug!("raising the {alarm:?} alarm failed: {error}");
         }
     }
 
@@ -589,7 +591,7 @@ impl Gateway {
         &self.shared.auth
     }
 
-    async fn local_status(&self) -> Result<ReplicaStatus, Status> {
+    pub(crate) async fn local_status(&self) -> Result<ReplicaStatus, Status> {
         let status = self.shared.local.status_with(false).await.map_err(client_status)?;
         self.shared.term.store(status.term, Ordering::Relaxed);
         Ok(status)
@@ -1003,6 +1005,7 @@ impl Gateway {
                     member_id: alarm.member,
                     alarm: match alarm.alarm {
                         kv::AlarmKind::NoSpace => pb::AlarmType::Nospace as i32,
+                        kv::AlarmKind::Corrupt => pb::AlarmType::Corrupt as i32,
                     },
                 })
                 .collect(),
@@ -1028,15 +1031,12 @@ impl Maintenance for Gateway {
         };
         let kind = match (pb::AlarmType::try_from(request.alarm), action) {
             (Ok(pb::AlarmType::Nospace), _) => kv::AlarmKind::NoSpace,
+            (Ok(pb::AlarmType::Corrupt), _) => kv::AlarmKind::Corrupt,
             // Listing all, or clearing none: the kind does not matter.
             (Ok(pb::AlarmType::None), kv::AlarmAction::Get | kv::AlarmAction::Deactivate) => {
                 kv::AlarmKind::NoSpace
             }
-            _ => {
-                return Err(Status::invalid_argument(
-                    "etcdserver: lockstep raises only the NOSPACE alarm",
-                ))
-            }
+            _ => return Err(Status::invalid_argument("etcdserver: no such alarm")),
         };
         if action == kv::AlarmAction::Activate
             && !self.shared.config.members.iter().any(|member| member.id == request.member_id)

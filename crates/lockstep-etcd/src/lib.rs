@@ -52,6 +52,7 @@ pub async fn serve(
     gateway.start_refreshing();
     gateway.start_reaping();
     gateway.start_quota_watch();
+    gateway.start_corruption_watch();
     let limit = gateway::GRPC_DECODE_MAX;
     tonic::transport::Server::builder()
         .max_concurrent_streams(limits.max_concurrent_streams)

@@ -142,6 +142,53 @@ impl Gateway {
         });
     }
 
+    /// Every second: each replica the audit has quarantined (as this replica sees it: itself,
+    /// and the others too while it leads) gets a `CORRUPT` alarm through the log, once, so
+    /// that etcd's tooling (`etcdctl alarm list`) sees what the audit found. The audit repairs
+    /// the replica; the alarm stays until an operator clears it (`etcdctl alarm disarm`), as
+    /// etcd's does, and refuses nothing meanwhile.
+    pub(crate) fn start_corruption_watch(&self) {
+        if self.progress().is_none() {
+            return;
+        }
+        let gateway = self.downgrade();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                let Some(gateway) = Gateway::upgrade(&gateway) else { return };
+                let Ok(status) = gateway.local_status().await else { continue };
+                let mut quarantined: Vec<u64> = Vec::new();
+                if status.audit.quarantined.is_some() {
+                    quarantined.push(status.id);
+                }
+                if status.role == "leader" {
+                    quarantined.extend(
+                        status.audit.peers.iter().filter(|peer| peer.quarantined).map(|p| p.id),
+                    );
+                }
+                if quarantined.is_empty() {
+                    continue;
+                }
+                let get = Request::Alarm(kv::AlarmRequest::default());
+                let Ok(answer) = gateway.read(get, true).await else { continue };
+                let Response::Alarms(listed) = answer.response else { continue };
+                for member in quarantined {
+                    let raised = listed.alarms.iter().any(|alarm| {
+                        alarm.alarm == kv::AlarmKind::Corrupt && alarm.member == member
+                    });
+                    if !raised {
+                        tracing::warn!(
+                            member,
+                            "the audit quarantined this replica: raising the CORRUPT alarm \
+                             (`etcdctl alarm disarm` clears it once the replica is repaired)"
+                        );
+                        gateway.raise_alarm(kv::AlarmKind::Corrupt, member).await;
+                    }
+                }
+            }
+        });
+    }
+
     /// If a checkpoint is due: records in the log what remains of each lease marked renewed
     /// (in entries of `term` only, like expiries). Renewals wait meanwhile: one that read a
     /// lease as marked and promised after the checkpoint measured it would promise more than

@@ -448,6 +448,10 @@ pub enum AlarmKind {
     /// The store grew past a member's space quota: writes that grow it are refused.
     #[default]
     NoSpace,
+    /// The audit found the member's state or outputs differ from the others' (it is
+    /// quarantined and repaired from them): a record for the operator, who clears it; nothing
+    /// is refused for it.
+    Corrupt,
 }
 
 /// A raised alarm.
@@ -2098,6 +2102,7 @@ fn alarm_element(alarm: &Alarm) -> [u8; 10] {
     out[1..9].copy_from_slice(&alarm.member.to_le_bytes());
     out[9] = match alarm.alarm {
         AlarmKind::NoSpace => 1,
+        AlarmKind::Corrupt => 2,
     };
     out
 }

@@ -111,3 +111,30 @@ fn a_write_past_the_quota_is_refused_where_it_is_taken() {
     // The limit is this member's: a store without one takes the same request.
     assert_eq!(Kv::new().admit_request(&big, Origin::Remote, 0), Ok(()));
 }
+
+/// A `Corrupt` alarm (raised for a replica the audit quarantined) is a record for the
+/// operator: it refuses nothing, is in checkpoints and in the digest like any alarm, and is
+/// told apart from `NoSpace`.
+#[test]
+fn a_corrupt_alarm_refuses_nothing() {
+    let mut kv = Kv::new();
+    let corrupt =
+        |action| Request::Alarm(AlarmRequest { action, member: 3, alarm: AlarmKind::Corrupt });
+    let before = kv.digest();
+    kv.execute(corrupt(AlarmAction::Activate));
+    assert_ne!(kv.digest(), before);
+    assert!(!kv.out_of_space());
+    assert!(!refused(kv.execute(Request::put("a", "1"))), "writes go on");
+    let mut bytes = Vec::new();
+    kv.snapshot().write_to(&mut bytes).expect("writes");
+    let mut restored = Kv::new();
+    restored.restore(&mut bytes.as_slice()).expect("restores");
+    assert_eq!(restored.digest(), kv.digest());
+    let Response::Alarms(listed) = restored.query(&corrupt(AlarmAction::Get)).response else {
+        panic!("alarms")
+    };
+    assert_eq!(listed.alarms, vec![Alarm { member: 3, alarm: AlarmKind::Corrupt }]);
+    kv.execute(alarm(AlarmAction::Activate));
+    kv.execute(corrupt(AlarmAction::Deactivate));
+    assert!(kv.out_of_space(), "clearing one kind leaves the other");
+}

@@ -90,6 +90,26 @@ async fn digests_agree(cluster: &Cluster) {
     }
 }
 
+/// The members with a CORRUPT alarm raised, through etcd's API (at replica 1).
+async fn corrupt_alarms(cluster: &Cluster) -> Vec<u64> {
+    use lockstep_etcd::proto::etcdserverpb as pb;
+    let endpoint = format!("http://127.0.0.1:{}", cluster.replicas[&1].etcd);
+    let Ok(mut maintenance) =
+        lockstep_etcd::rpc::maintenance_client::MaintenanceClient::connect(endpoint).await
+    else {
+        return Vec::new();
+    };
+    let list = pb::AlarmRequest::default();
+    let Ok(listed) = maintenance.alarm(list).await else { return Vec::new() };
+    listed
+        .into_inner()
+        .alarms
+        .iter()
+        .filter(|alarm| alarm.alarm == pb::AlarmType::Corrupt as i32)
+        .map(|alarm| alarm.member_id)
+        .collect()
+}
+
 /// The commit index at which the leader found replica 3, from its history line.
 fn found_at(statuses: &[Value]) -> Option<u64> {
     statuses
@@ -148,6 +168,12 @@ async fn a_divergent_replica_is_quarantined_then_repaired_by_the_operator() {
         .expect("lockstep status");
     let table = String::from_utf8_lossy(&table.stdout).to_string();
     assert!(table.contains("QUARANTINED"), "{table}");
+    // etcd's tooling sees it too: a CORRUPT alarm for replica 3.
+    let started = Instant::now();
+    while !corrupt_alarms(&cluster).await.contains(&3) {
+        assert!(started.elapsed() < Duration::from_secs(10), "no CORRUPT alarm for replica 3");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 
     // The operator repairs it; it serves again, with the same state as the others.
     let repaired = lockstep()

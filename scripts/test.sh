@@ -11,8 +11,9 @@ if ! command -v cargo >/dev/null 2>&1; then
 fi
 
 # etcdctl (etcd-client) and etcd (etcd-server): the etcd compatibility tests drive them;
-# nft (nftables): the fault harness cuts and drops traffic between network namespaces with it.
-bash scripts/ensure-packages.sh etcdctl=etcd-client etcd=etcd-server nft=nftables
+# nft (nftables): the fault harness cuts and drops traffic between network namespaces with it;
+# curl: the etcd port's plain HTTP paths are tested with it.
+bash scripts/ensure-packages.sh etcdctl=etcd-client etcd=etcd-server nft=nftables curl=curl
 
 # A one-shot run gains nothing from incremental compilation's caches, which double the disk used.
 export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"

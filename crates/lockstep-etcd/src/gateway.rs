@@ -427,13 +427,18 @@ impl Gateway {
         Ok(LeaseClient::new(self.leader_channel().await?))
     }
 
-    /// A channel to the leader's etcd port (its address from the member list).
-    pub(crate) async fn leader_channel(&self) -> Result<Channel, Status> {
-        let leader = match &self.shared.config.local {
+    /// The leader this member's replica knows of.
+    pub(crate) async fn leader(&self) -> Result<Option<u64>, Status> {
+        Ok(match &self.shared.config.local {
             Some(local) => local.progress.borrow().leader,
             None => self.local_status().await?.leader,
-        }
-        .ok_or_else(|| Status::unavailable("etcdserver: no leader"))?;
+        })
+    }
+
+    /// A channel to the leader's etcd port (its address from the member list).
+    pub(crate) async fn leader_channel(&self) -> Result<Channel, Status> {
+        let leader =
+            self.leader().await?.ok_or_else(|| Status::unavailable("etcdserver: no leader"))?;
         let mut cached = self.shared.leader_channel.lock().await;
         if let Some((id, channel)) = cached.as_ref() {
             if *id == leader {

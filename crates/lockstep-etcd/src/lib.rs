@@ -24,6 +24,7 @@ pub mod rpc {
 mod auth;
 mod budget;
 pub mod gateway;
+pub mod http;
 mod idle;
 mod lessor;
 pub mod streams;
@@ -48,33 +49,40 @@ pub async fn serve(
     shutdown: impl Future<Output = ()>,
     tls: Option<Arc<Reloading<rustls::ServerConfig>>>,
     limits: EtcdLimits,
+    metrics: Option<http::RenderMetrics>,
 ) -> Result<(), String> {
     gateway.start_refreshing();
     gateway.start_reaping();
     gateway.start_quota_watch();
     gateway.start_corruption_watch();
     let limit = gateway::GRPC_DECODE_MAX;
+    let grpc = tonic::service::Routes::new(
+        rpc::k_v_server::KVServer::new(gateway.clone()).max_decoding_message_size(limit),
+    )
+    .add_service(
+        rpc::maintenance_server::MaintenanceServer::new(gateway.clone())
+            .max_decoding_message_size(limit),
+    )
+    .add_service(
+        rpc::cluster_server::ClusterServer::new(gateway.clone()).max_decoding_message_size(limit),
+    )
+    .add_service(
+        rpc::lease_server::LeaseServer::new(gateway.clone()).max_decoding_message_size(limit),
+    )
+    .add_service(
+        rpc::auth_server::AuthServer::new(gateway.clone()).max_decoding_message_size(limit),
+    )
+    .add_service(
+        rpc::watch_server::WatchServer::new(gateway.clone()).max_decoding_message_size(limit),
+    );
+    // The plain HTTP paths beside the gRPC services (tonic's router is axum's).
+    let routes =
+        grpc.into_axum_router().merge(http::routes(gateway, metrics)).fallback(http::not_found);
     tonic::transport::Server::builder()
+        .accept_http1(true)
         .max_concurrent_streams(limits.max_concurrent_streams)
         .layer(budget::HoldLayer)
-        .add_service(
-            rpc::k_v_server::KVServer::new(gateway.clone()).max_decoding_message_size(limit),
-        )
-        .add_service(
-            rpc::maintenance_server::MaintenanceServer::new(gateway.clone())
-                .max_decoding_message_size(limit),
-        )
-        .add_service(
-            rpc::cluster_server::ClusterServer::new(gateway.clone())
-                .max_decoding_message_size(limit),
-        )
-        .add_service(
-            rpc::lease_server::LeaseServer::new(gateway.clone()).max_decoding_message_size(limit),
-        )
-        .add_service(
-            rpc::auth_server::AuthServer::new(gateway.clone()).max_decoding_message_size(limit),
-        )
-        .add_service(rpc::watch_server::WatchServer::new(gateway).max_decoding_message_size(limit))
+        .add_routes(tonic::service::Routes::from(routes))
         .serve_with_incoming_shutdown(incoming(listener, tls, limits), shutdown)
         .await
         .map_err(|error| format!("the etcd API server failed: {error}"))

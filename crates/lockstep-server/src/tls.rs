@@ -59,7 +59,8 @@ impl Security {
                 alpn: Vec::new(),
             };
             security.clients = Some(server.reloading().map_err(fail)?);
-            let etcd = ServerTls { alpn: vec![b"h2".to_vec()], ..server };
+            // HTTP/2 for gRPC; HTTP/1.1 for the health, version and metrics paths.
+            let etcd = ServerTls { alpn: vec![b"h2".to_vec(), b"http/1.1".to_vec()], ..server };
             security.etcd = Some(etcd.reloading().map_err(fail)?);
             let out = ClientTls {
                 ca_file: ca.clone(),

@@ -531,6 +531,12 @@ pub async fn run(args: ServeArgs) -> Result<(), String> {
                 max_concurrent_streams: config.max_concurrent_streams,
                 idle_timeout: std::time::Duration::from_millis(config.client_idle_timeout_millis),
             },
+            // `/metrics` on the etcd port too, as etcd serves it.
+            lockstep_server::metrics::install().map(|handle| {
+                let render: lockstep_etcd::http::RenderMetrics =
+                    std::sync::Arc::new(move || handle.render());
+                render
+            }),
         ))
     });
     let kv = Kv::new()

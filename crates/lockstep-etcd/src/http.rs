@@ -1,6 +1,7 @@
 //! Plain HTTP on the etcd port, beside gRPC, as etcd serves it: `/health`, `/livez`,
 //! `/readyz`, `/version` and `/metrics`, over HTTP/1.1 or HTTP/2, so that load balancers,
-//! high-availability tools and `etcdctl check datascale` find what they look for.
+//! high-availability tools and `etcdctl check datascale` find what they look for; and part
+//! of etcd's JSON gateway (see [`json_gateway`]).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -44,6 +45,7 @@ pub(crate) fn routes(gateway: Gateway, metrics: Option<RenderMetrics>) -> Router
                 }
             }),
         )
+        .merge(json_gateway())
         .with_state(gateway)
 }
 
@@ -125,4 +127,375 @@ async fn version() -> Response {
         StatusCode::OK,
         serde_json::json!({ "etcdserver": API_VERSION, "etcdcluster": API_VERSION }).to_string(),
     )
+}
+
+// ------------------------------------------------------------------ etcd's JSON gateway
+
+/// A JSON request body over this is refused (etcd's request limit, with room for base64).
+const JSON_BODY_MAX: usize = 4 << 20;
+
+/// etcd's JSON gateway (grpc-gateway's mapping): a POST of the request as JSON (fields by
+/// their proto names or in camelCase, bytes in base64, 64-bit integers as numbers or strings)
+/// to `/v3/<service>/<method>`, answered with the response as JSON (proto names, bytes in
+/// base64, 64-bit integers as strings, fields at their default left out); the token, if any,
+/// in the `Authorization` header. Served: `kv/range`, `kv/put`, `kv/deleterange`,
+/// `kv/compaction`, `maintenance/status`.
+pub(crate) fn json_gateway() -> Router<Gateway> {
+    use axum::routing::post;
+    Router::new()
+        .route("/v3/kv/range", post(kv_range))
+        .route("/v3/kv/put", post(kv_put))
+        .route("/v3/kv/deleterange", post(kv_delete_range))
+        .route("/v3/kv/compaction", post(kv_compaction))
+        .route("/v3/maintenance/status", post(maintenance_status))
+}
+
+type Json = serde_json::Value;
+
+/// The request's body as JSON (empty: `{}`), and its parts as a gRPC request of `make`'s
+/// message would have them (metadata from the headers, the connection's extensions).
+async fn json_request<T>(
+    request: axum::extract::Request,
+    make: impl FnOnce(&Json) -> Result<T, String>,
+) -> Result<tonic::Request<T>, Response> {
+    let (parts, body) = request.into_parts();
+    let bytes = axum::body::to_bytes(body, JSON_BODY_MAX).await.map_err(|error| {
+        gateway_error(&tonic::Status::invalid_argument(format!("the body: {error}")))
+    })?;
+    let json: Json = if bytes.iter().all(u8::is_ascii_whitespace) {
+        Json::Object(Default::default())
+    } else {
+        serde_json::from_slice(&bytes).map_err(|error| {
+            gateway_error(&tonic::Status::invalid_argument(format!("not JSON: {error}")))
+        })?
+    };
+    let message =
+        make(&json).map_err(|error| gateway_error(&tonic::Status::invalid_argument(error)))?;
+    Ok(tonic::Request::from_http(http::Request::from_parts(parts, message)))
+}
+
+/// A field by its proto name or its camelCase one.
+fn field<'a>(json: &'a Json, name: &str) -> Option<&'a Json> {
+    json.get(name).or_else(|| {
+        let mut camel = String::with_capacity(name.len());
+        let mut upper = false;
+        for c in name.chars() {
+            if c == '_' {
+                upper = true;
+            } else if upper {
+                camel.extend(c.to_uppercase());
+                upper = false;
+            } else {
+                camel.push(c);
+            }
+        }
+        json.get(&camel)
+    })
+}
+
+fn bytes_field(json: &Json, name: &str) -> Result<Vec<u8>, String> {
+    use base64::Engine;
+    match field(json, name) {
+        None | Some(Json::Null) => Ok(Vec::new()),
+        Some(Json::String(text)) => base64::engine::general_purpose::STANDARD
+            .decode(text)
+            .map_err(|error| format!("{name}: not base64: {error}")),
+        Some(other) => Err(format!("{name}: base64 text expected, not {other}")),
+    }
+}
+
+fn int_field(json: &Json, name: &str) -> Result<i64, String> {
+    match field(json, name) {
+        None | Some(Json::Null) => Ok(0),
+        Some(Json::Number(number)) => {
+            number.as_i64().ok_or_else(|| format!("{name}: not a 64-bit integer"))
+        }
+        Some(Json::String(text)) => {
+            text.parse().map_err(|_| format!("{name}: not a 64-bit integer: {text:?}"))
+        }
+        Some(other) => Err(format!("{name}: an integer expected, not {other}")),
+    }
+}
+
+fn bool_field(json: &Json, name: &str) -> Result<bool, String> {
+    match field(json, name) {
+        None | Some(Json::Null) => Ok(false),
+        Some(Json::Bool(value)) => Ok(*value),
+        Some(other) => Err(format!("{name}: true or false expected, not {other}")),
+    }
+}
+
+/// An enum field by its name or its number.
+fn enum_field(json: &Json, name: &str, names: &[&str]) -> Result<i32, String> {
+    match field(json, name) {
+        None | Some(Json::Null) => Ok(0),
+        Some(Json::String(text)) => names
+            .iter()
+            .position(|known| known == text)
+            .map(|index| index as i32)
+            .ok_or_else(|| format!("{name}: one of {names:?} expected, not {text:?}")),
+        Some(Json::Number(number)) => number
+            .as_i64()
+            .and_then(|value| i32::try_from(value).ok())
+            .ok_or_else(|| format!("{name}: not an enum value")),
+        Some(other) => Err(format!("{name}: an enum expected, not {other}")),
+    }
+}
+
+/// Puts what is not at its default into `object`, as grpc-gateway leaves defaults out.
+struct Out(serde_json::Map<String, Json>);
+
+impl Out {
+    fn new() -> Out {
+        Out(serde_json::Map::new())
+    }
+    fn int(mut self, name: &str, value: i64) -> Out {
+        if value != 0 {
+            self.0.insert(name.into(), Json::String(value.to_string()));
+        }
+        self
+    }
+    fn uint(mut self, name: &str, value: u64) -> Out {
+        if value != 0 {
+            self.0.insert(name.into(), Json::String(value.to_string()));
+        }
+        self
+    }
+    fn bytes(mut self, name: &str, value: &[u8]) -> Out {
+        use base64::Engine;
+        if !value.is_empty() {
+            let text = base64::engine::general_purpose::STANDARD.encode(value);
+            self.0.insert(name.into(), Json::String(text));
+        }
+        self
+    }
+    fn flag(mut self, name: &str, value: bool) -> Out {
+        if value {
+            self.0.insert(name.into(), Json::Bool(true));
+        }
+        self
+    }
+    fn text(mut self, name: &str, value: &str) -> Out {
+        if !value.is_empty() {
+            self.0.insert(name.into(), Json::String(value.to_string()));
+        }
+        self
+    }
+    fn value(mut self, name: &str, value: Option<Json>) -> Out {
+        if let Some(value) = value {
+            self.0.insert(name.into(), value);
+        }
+        self
+    }
+    fn list(mut self, name: &str, values: Vec<Json>) -> Out {
+        if !values.is_empty() {
+            self.0.insert(name.into(), Json::Array(values));
+        }
+        self
+    }
+    fn done(self) -> Json {
+        Json::Object(self.0)
+    }
+}
+
+fn header_out(header: Option<&crate::proto::etcdserverpb::ResponseHeader>) -> Option<Json> {
+    header.map(|header| {
+        Out::new()
+            .uint("cluster_id", header.cluster_id)
+            .uint("member_id", header.member_id)
+            .int("revision", header.revision)
+            .uint("raft_term", header.raft_term)
+            .done()
+    })
+}
+
+fn kv_out(kv: &crate::proto::mvccpb::KeyValue) -> Json {
+    Out::new()
+        .bytes("key", &kv.key)
+        .int("create_revision", kv.create_revision)
+        .int("mod_revision", kv.mod_revision)
+        .int("version", kv.version)
+        .bytes("value", &kv.value)
+        .int("lease", kv.lease)
+        .done()
+}
+
+/// A gRPC failure as grpc-gateway answers it: the HTTP status for its code, and
+/// `{"error", "code", "message"}`.
+fn gateway_error(status: &tonic::Status) -> Response {
+    use tonic::Code;
+    let http = match status.code() {
+        Code::InvalidArgument | Code::FailedPrecondition | Code::OutOfRange => {
+            StatusCode::BAD_REQUEST
+        }
+        Code::Unauthenticated => StatusCode::UNAUTHORIZED,
+        Code::PermissionDenied => StatusCode::FORBIDDEN,
+        Code::NotFound => StatusCode::NOT_FOUND,
+        Code::AlreadyExists | Code::Aborted => StatusCode::CONFLICT,
+        Code::ResourceExhausted => StatusCode::TOO_MANY_REQUESTS,
+        Code::Unimplemented => StatusCode::NOT_IMPLEMENTED,
+        Code::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+        Code::DeadlineExceeded => StatusCode::GATEWAY_TIMEOUT,
+        Code::Cancelled => StatusCode::REQUEST_TIMEOUT,
+        _ => StatusCode::INTERNAL_SERVER_ERROR,
+    };
+    let body = serde_json::json!({
+        "error": status.message(),
+        "code": status.code() as i32,
+        "message": status.message(),
+    });
+    json(http, body.to_string())
+}
+
+fn answer<T>(
+    outcome: Result<tonic::Response<T>, tonic::Status>,
+    out: impl Fn(&T) -> Json,
+) -> Response {
+    match outcome {
+        Ok(response) => json(StatusCode::OK, out(response.get_ref()).to_string()),
+        Err(status) => gateway_error(&status),
+    }
+}
+
+async fn kv_range(State(gateway): State<Gateway>, request: axum::extract::Request) -> Response {
+    use crate::proto::etcdserverpb as pb;
+    use crate::rpc::k_v_server::KV;
+    let request = match json_request(request, |json| {
+        Ok(pb::RangeRequest {
+            key: bytes_field(json, "key")?,
+            range_end: bytes_field(json, "range_end")?,
+            limit: int_field(json, "limit")?,
+            revision: int_field(json, "revision")?,
+            sort_order: enum_field(json, "sort_order", &["NONE", "ASCEND", "DESCEND"])?,
+            sort_target: enum_field(
+                json,
+                "sort_target",
+                &["KEY", "VERSION", "CREATE", "MOD", "VALUE"],
+            )?,
+            serializable: bool_field(json, "serializable")?,
+            keys_only: bool_field(json, "keys_only")?,
+            count_only: bool_field(json, "count_only")?,
+            min_mod_revision: int_field(json, "min_mod_revision")?,
+            max_mod_revision: int_field(json, "max_mod_revision")?,
+            min_create_revision: int_field(json, "min_create_revision")?,
+            max_create_revision: int_field(json, "max_create_revision")?,
+        })
+    })
+    .await
+    {
+        Ok(request) => request,
+        Err(refused) => return refused,
+    };
+    answer(gateway.range(request).await, |response: &pb::RangeResponse| {
+        Out::new()
+            .value("header", header_out(response.header.as_ref()))
+            .list("kvs", response.kvs.iter().map(kv_out).collect())
+            .flag("more", response.more)
+            .int("count", response.count)
+            .done()
+    })
+}
+
+async fn kv_put(State(gateway): State<Gateway>, request: axum::extract::Request) -> Response {
+    use crate::proto::etcdserverpb as pb;
+    use crate::rpc::k_v_server::KV;
+    let request = match json_request(request, |json| {
+        Ok(pb::PutRequest {
+            key: bytes_field(json, "key")?,
+            value: bytes_field(json, "value")?,
+            lease: int_field(json, "lease")?,
+            prev_kv: bool_field(json, "prev_kv")?,
+            ignore_value: bool_field(json, "ignore_value")?,
+            ignore_lease: bool_field(json, "ignore_lease")?,
+        })
+    })
+    .await
+    {
+        Ok(request) => request,
+        Err(refused) => return refused,
+    };
+    answer(gateway.put(request).await, |response: &pb::PutResponse| {
+        Out::new()
+            .value("header", header_out(response.header.as_ref()))
+            .value("prev_kv", response.prev_kv.as_ref().map(kv_out))
+            .done()
+    })
+}
+
+async fn kv_delete_range(
+    State(gateway): State<Gateway>,
+    request: axum::extract::Request,
+) -> Response {
+    use crate::proto::etcdserverpb as pb;
+    use crate::rpc::k_v_server::KV;
+    let request = match json_request(request, |json| {
+        Ok(pb::DeleteRangeRequest {
+            key: bytes_field(json, "key")?,
+            range_end: bytes_field(json, "range_end")?,
+            prev_kv: bool_field(json, "prev_kv")?,
+        })
+    })
+    .await
+    {
+        Ok(request) => request,
+        Err(refused) => return refused,
+    };
+    answer(gateway.delete_range(request).await, |response: &pb::DeleteRangeResponse| {
+        Out::new()
+            .value("header", header_out(response.header.as_ref()))
+            .int("deleted", response.deleted)
+            .list("prev_kvs", response.prev_kvs.iter().map(kv_out).collect())
+            .done()
+    })
+}
+
+async fn kv_compaction(
+    State(gateway): State<Gateway>,
+    request: axum::extract::Request,
+) -> Response {
+    use crate::proto::etcdserverpb as pb;
+    use crate::rpc::k_v_server::KV;
+    let request = match json_request(request, |json| {
+        Ok(pb::CompactionRequest {
+            revision: int_field(json, "revision")?,
+            physical: bool_field(json, "physical")?,
+        })
+    })
+    .await
+    {
+        Ok(request) => request,
+        Err(refused) => return refused,
+    };
+    answer(gateway.compact(request).await, |response: &pb::CompactionResponse| {
+        Out::new().value("header", header_out(response.header.as_ref())).done()
+    })
+}
+
+async fn maintenance_status(
+    State(gateway): State<Gateway>,
+    request: axum::extract::Request,
+) -> Response {
+    use crate::proto::etcdserverpb as pb;
+    use crate::rpc::maintenance_server::Maintenance;
+    let request = match json_request(request, |_| Ok(pb::StatusRequest {})).await {
+        Ok(request) => request,
+        Err(refused) => return refused,
+    };
+    answer(gateway.status(request).await, |response: &pb::StatusResponse| {
+        Out::new()
+            .value("header", header_out(response.header.as_ref()))
+            .text("version", &response.version)
+            .int("dbSize", response.db_size)
+            .uint("leader", response.leader)
+            .uint("raftIndex", response.raft_index)
+            .uint("raftTerm", response.raft_term)
+            .uint("raftAppliedIndex", response.raft_applied_index)
+            .list(
+                "errors",
+                response.errors.iter().map(|error| Json::String(error.clone())).collect(),
+            )
+            .int("dbSizeInUse", response.db_size_in_use)
+            .flag("isLearner", response.is_learner)
+            .done()
+    })
 }

@@ -1,6 +1,7 @@
 //! The etcd port's plain HTTP paths, with `curl` as HTTP clients and high-availability tools
 //! use them: `/health`, `/readyz`, `/livez`, `/version`, `/metrics`, over HTTP/1.1 and HTTP/2
-//! beside gRPC on the same port; `/health` says 503 and why while an alarm is raised.
+//! beside gRPC on the same port; `/health` says 503 and why while an alarm is raised; and
+//! etcd's JSON gateway (`/v3/kv/...`, `/v3/maintenance/status`).
 
 mod common;
 
@@ -73,4 +74,73 @@ fn health_version_and_metrics_over_http() {
     assert!(body.contains(r#""health":"false""#) && body.contains("ALARM NOSPACE"), "{body}");
     // Ready all the same: the member serves reads.
     assert_eq!(curl(&cluster, "--http1.1", "/readyz").0, 200);
+}
+
+/// `curl -X POST` of `body` to `path`: the status code and the body as JSON.
+fn post(cluster: &Cluster, path: &str, body: &str) -> (u16, serde_json::Value) {
+    let url = format!("http://127.0.0.1:{}{path}", cluster.replicas[&1].etcd);
+    let output = Command::new("curl")
+        .args(["-s", "--max-time", "10", "-X", "POST", "-d", body, "-w", "\n%{http_code}", &url])
+        .output()
+        .expect("curl: `bash scripts/test.sh` installs it");
+    let text = String::from_utf8_lossy(&output.stdout).into_owned();
+    let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
+    let json = serde_json::from_str(body).unwrap_or_else(|_| panic!("not JSON: {body:?}"));
+    (code.trim().parse().unwrap_or(0), json)
+}
+
+/// etcd's JSON gateway as its documentation uses it with curl: keys and values in base64,
+/// revisions as strings, defaults left out, errors as `{"error", "code", "message"}`.
+#[test]
+fn the_json_gateway() {
+    let mut cluster = Cluster::new("etcd-json", 3);
+    cluster.start_all();
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    runtime.block_on(cluster.leader(Duration::from_secs(20)));
+
+    // foo = bar, then foo = baz with the previous value.
+    let (code, put) = post(&cluster, "/v3/kv/put", r#"{"key": "Zm9v", "value": "YmFy"}"#);
+    assert_eq!(code, 200, "{put}");
+    let first: i64 =
+        put["header"]["revision"].as_str().expect("a string").parse().expect("a number");
+    assert!(put["header"]["cluster_id"].is_string() && put.get("prev_kv").is_none(), "{put}");
+    let (code, put) =
+        post(&cluster, "/v3/kv/put", r#"{"key": "Zm9v", "value": "YmF6", "prevKv": true}"#);
+    assert_eq!(code, 200, "{put}");
+    assert_eq!(put["prev_kv"]["value"], "YmFy", "{put}");
+    assert_eq!(put["prev_kv"]["version"], "1", "{put}");
+
+    let (code, range) = post(&cluster, "/v3/kv/range", r#"{"key": "Zm9v"}"#);
+    assert_eq!(code, 200, "{range}");
+    assert_eq!(range["count"], "1", "{range}");
+    let kv = &range["kvs"][0];
+    assert_eq!((kv["key"].as_str(), kv["value"].as_str()), (Some("Zm9v"), Some("YmF6")), "{range}");
+    assert_eq!(kv["create_revision"], first.to_string(), "{range}");
+    assert_eq!(kv["version"], "2", "{range}");
+    assert!(kv.get("lease").is_none(), "no lease: left out: {range}");
+    // An older revision, as a number.
+    let older = format!(r#"{{"key": "Zm9v", "revision": {first}}}"#);
+    let (_, range) = post(&cluster, "/v3/kv/range", &older);
+    assert_eq!(range["kvs"][0]["value"], "YmFy", "{range}");
+
+    let (code, status) = post(&cluster, "/v3/maintenance/status", "{}");
+    assert_eq!(code, 200, "{status}");
+    assert!(status["version"].is_string() && status["raftIndex"].is_string(), "{status}");
+
+    let (code, deleted) = post(&cluster, "/v3/kv/deleterange", r#"{"key": "Zm9v"}"#);
+    assert_eq!((code, deleted["deleted"].as_str()), (200, Some("1")), "{deleted}");
+    let revision = deleted["header"]["revision"].as_str().expect("a revision").to_string();
+    let compact = format!(r#"{{"revision": "{revision}"}}"#);
+    let (code, compacted) = post(&cluster, "/v3/kv/compaction", &compact);
+    assert_eq!(code, 200, "{compacted}");
+
+    // Errors as grpc-gateway gives them.
+    let (code, error) = post(&cluster, "/v3/kv/range", &older);
+    assert_eq!(code, 400, "{error}");
+    assert_eq!(error["code"], 11, "OutOfRange: {error}");
+    assert!(error["error"].as_str().is_some_and(|e| e.contains("compacted")), "{error}");
+    let (code, error) = post(&cluster, "/v3/kv/put", r#"{"key": "not base64!"}"#);
+    assert_eq!((code, error["code"].as_i64()), (400, Some(3)), "{error}");
+    let (code, _) = post(&cluster, "/v3/kv/put", "{not json");
+    assert_eq!(code, 400);
 }

@@ -139,7 +139,8 @@ const JSON_BODY_MAX: usize = 4 << 20;
 /// to `/v3/<service>/<method>`, answered with the response as JSON (proto names, bytes in
 /// base64, 64-bit integers as strings, fields at their default left out); the token, if any,
 /// in the `Authorization` header. Served: `kv/range`, `kv/put`, `kv/deleterange`,
-/// `kv/compaction`, `maintenance/status`.
+/// `kv/compaction`, `maintenance/status`, `lease/grant`, `lease/revoke`, `lease/timetolive`,
+/// `lease/leases` (also under `kv/lease/`, as etcd 3.4 has them), `auth/authenticate`.
 pub(crate) fn json_gateway() -> Router<Gateway> {
     use axum::routing::post;
     Router::new()
@@ -148,6 +149,14 @@ pub(crate) fn json_gateway() -> Router<Gateway> {
         .route("/v3/kv/deleterange", post(kv_delete_range))
         .route("/v3/kv/compaction", post(kv_compaction))
         .route("/v3/maintenance/status", post(maintenance_status))
+        .route("/v3/lease/grant", post(lease_grant))
+        .route("/v3/lease/revoke", post(lease_revoke))
+        .route("/v3/kv/lease/revoke", post(lease_revoke))
+        .route("/v3/lease/timetolive", post(lease_time_to_live))
+        .route("/v3/kv/lease/timetolive", post(lease_time_to_live))
+        .route("/v3/lease/leases", post(lease_leases))
+        .route("/v3/kv/lease/leases", post(lease_leases))
+        .route("/v3/auth/authenticate", post(authenticate))
 }
 
 type Json = serde_json::Value;
@@ -325,9 +334,8 @@ fn kv_out(kv: &crate::proto::mvccpb::KeyValue) -> Json {
 fn gateway_error(status: &tonic::Status) -> Response {
     use tonic::Code;
     let http = match status.code() {
-        Code::InvalidArgument | Code::FailedPrecondition | Code::OutOfRange => {
-            StatusCode::BAD_REQUEST
-        }
+        Code::InvalidArgument | Code::OutOfRange => StatusCode::BAD_REQUEST,
+        Code::FailedPrecondition => StatusCode::PRECONDITION_FAILED,
         Code::Unauthenticated => StatusCode::UNAUTHORIZED,
         Code::PermissionDenied => StatusCode::FORBIDDEN,
         Code::NotFound => StatusCode::NOT_FOUND,
@@ -496,6 +504,118 @@ async fn maintenance_status(
             )
             .int("dbSizeInUse", response.db_size_in_use)
             .flag("isLearner", response.is_learner)
+            .done()
+    })
+}
+
+async fn lease_grant(State(gateway): State<Gateway>, request: axum::extract::Request) -> Response {
+    use crate::proto::etcdserverpb as pb;
+    use crate::rpc::lease_server::Lease;
+    let request = match json_request(request, |json| {
+        Ok(pb::LeaseGrantRequest { ttl: int_field(json, "TTL")?, id: int_field(json, "ID")? })
+    })
+    .await
+    {
+        Ok(request) => request,
+        Err(refused) => return refused,
+    };
+    answer(gateway.lease_grant(request).await, |response: &pb::LeaseGrantResponse| {
+        Out::new()
+            .value("header", header_out(response.header.as_ref()))
+            .int("ID", response.id)
+            .int("TTL", response.ttl)
+            .text("error", &response.error)
+            .done()
+    })
+}
+
+async fn lease_revoke(State(gateway): State<Gateway>, request: axum::extract::Request) -> Response {
+    use crate::proto::etcdserverpb as pb;
+    use crate::rpc::lease_server::Lease;
+    let request = match json_request(request, |json| {
+        Ok(pb::LeaseRevokeRequest { id: int_field(json, "ID")? })
+    })
+    .await
+    {
+        Ok(request) => request,
+        Err(refused) => return refused,
+    };
+    answer(gateway.lease_revoke(request).await, |response: &pb::LeaseRevokeResponse| {
+        Out::new().value("header", header_out(response.header.as_ref())).done()
+    })
+}
+
+async fn lease_time_to_live(
+    State(gateway): State<Gateway>,
+    request: axum::extract::Request,
+) -> Response {
+    use crate::proto::etcdserverpb as pb;
+    use crate::rpc::lease_server::Lease;
+    let request = match json_request(request, |json| {
+        Ok(pb::LeaseTimeToLiveRequest {
+            id: int_field(json, "ID")?,
+            keys: bool_field(json, "keys")?,
+        })
+    })
+    .await
+    {
+        Ok(request) => request,
+        Err(refused) => return refused,
+    };
+    answer(gateway.lease_time_to_live(request).await, |response: &pb::LeaseTimeToLiveResponse| {
+        use base64::Engine;
+        let keys = response
+            .keys
+            .iter()
+            .map(|key| Json::String(base64::engine::general_purpose::STANDARD.encode(key)))
+            .collect();
+        Out::new()
+            .value("header", header_out(response.header.as_ref()))
+            .int("ID", response.id)
+            .int("TTL", response.ttl)
+            .int("grantedTTL", response.granted_ttl)
+            .list("keys", keys)
+            .done()
+    })
+}
+
+async fn lease_leases(State(gateway): State<Gateway>, request: axum::extract::Request) -> Response {
+    use crate::proto::etcdserverpb as pb;
+    use crate::rpc::lease_server::Lease;
+    let request = match json_request(request, |_| Ok(pb::LeaseLeasesRequest {})).await {
+        Ok(request) => request,
+        Err(refused) => return refused,
+    };
+    answer(gateway.lease_leases(request).await, |response: &pb::LeaseLeasesResponse| {
+        let leases =
+            response.leases.iter().map(|lease| Out::new().int("ID", lease.id).done()).collect();
+        Out::new()
+            .value("header", header_out(response.header.as_ref()))
+            .list("leases", leases)
+            .done()
+    })
+}
+
+async fn authenticate(State(gateway): State<Gateway>, request: axum::extract::Request) -> Response {
+    use crate::proto::etcdserverpb as pb;
+    use crate::rpc::auth_server::Auth;
+    let text = |json: &Json, name: &str| match field(json, name) {
+        None | Some(Json::Null) => Ok(String::new()),
+        Some(Json::String(text)) => Ok(text.clone()),
+        Some(other) => Err(format!("{name}: text expected, not {other}")),
+    };
+    let request = match json_request(request, |json| {
+        Ok(pb::AuthenticateRequest { name: text(json, "name")?, password: text(json, "password")? })
+    })
+    .await
+    {
+        Ok(request) => request,
+        Err(refused) => return refused,
+    };
+    answer(gateway.authenticate(request).await, |response: &pb::AuthenticateResponse| {
+        Out::new()
+            .value("header", header_out(response.header.as_ref()))
+            .text("token", &response.token)
             .done()
     })
 }

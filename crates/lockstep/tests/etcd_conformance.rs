@@ -515,7 +515,7 @@ async fn lockstep_answers_as_etcd_does() {
 
     // etcd's JSON gateway: the same POSTs to both, the JSON compared with the headers' ids and
     // terms set aside (and errors' HTTP status, code and message).
-    let json_steps: [(&str, &str); 9] = [
+    let json_steps: &[(&str, &str)] = &[
         ("/v3/kv/put", r#"{"key": "ai9h", "value": "MQ=="}"#),
         ("/v3/kv/put", r#"{"key": "ai9h", "value": "Mg==", "prev_kv": true}"#),
         ("/v3/kv/put", r#"{"key": "ai9i", "value": "Mw==", "lease": "0"}"#),
@@ -525,9 +525,14 @@ async fn lockstep_answers_as_etcd_does() {
         ("/v3/kv/deleterange", r#"{"key": "ai9i", "prev_kv": true}"#),
         ("/v3/kv/range", r#"{"key": "bm9uZQ=="}"#),
         ("/v3/kv/put", r#"{"value": "eA=="}"#),
+        ("/v3/lease/grant", r#"{"ID": 4242, "TTL": 60}"#),
+        ("/v3/lease/grant", r#"{"ID": "4242", "TTL": 60}"#),
+        ("/v3/kv/lease/revoke", r#"{"ID": 4242}"#),
+        ("/v3/lease/revoke", r#"{"ID": 4242}"#),
+        ("/v3/auth/authenticate", r#"{"name": "nobody", "password": "x"}"#),
     ];
     let lockstep_http = format!("http://127.0.0.1:{first}");
-    for (path, body) in json_steps {
+    for &(path, body) in json_steps {
         let expected = json_post(&etcd.clients[0], path, body);
         let got = json_post(&lockstep_http, path, body);
         if expected != got {

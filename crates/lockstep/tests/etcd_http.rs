@@ -78,11 +78,23 @@ fn health_version_and_metrics_over_http() {
 
 /// `curl -X POST` of `body` to `path`: the status code and the body as JSON.
 fn post(cluster: &Cluster, path: &str, body: &str) -> (u16, serde_json::Value) {
+    post_as(cluster, None, path, body)
+}
+
+/// [`post`] with `token` in the `Authorization` header.
+fn post_as(
+    cluster: &Cluster,
+    token: Option<&str>,
+    path: &str,
+    body: &str,
+) -> (u16, serde_json::Value) {
     let url = format!("http://127.0.0.1:{}{path}", cluster.replicas[&1].etcd);
-    let output = Command::new("curl")
-        .args(["-s", "--max-time", "10", "-X", "POST", "-d", body, "-w", "\n%{http_code}", &url])
-        .output()
-        .expect("curl: `bash scripts/test.sh` installs it");
+    let mut command = Command::new("curl");
+    command.args(["-s", "--max-time", "10", "-X", "POST", "-d", body, "-w", "\n%{http_code}"]);
+    if let Some(token) = token {
+        command.args(["-H", &format!("Authorization: {token}")]);
+    }
+    let output = command.arg(&url).output().expect("curl: `bash scripts/test.sh` installs it");
     let text = String::from_utf8_lossy(&output.stdout).into_owned();
     let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
     let json = serde_json::from_str(body).unwrap_or_else(|_| panic!("not JSON: {body:?}"));
@@ -143,4 +155,52 @@ fn the_json_gateway() {
     assert_eq!((code, error["code"].as_i64()), (400, Some(3)), "{error}");
     let (code, _) = post(&cluster, "/v3/kv/put", "{not json");
     assert_eq!(code, 400);
+
+    // Leases: granted, a key put under one, its time to live with its keys, listed, revoked.
+    let (code, granted) = post(&cluster, "/v3/lease/grant", r#"{"TTL": 60}"#);
+    assert_eq!(code, 200, "{granted}");
+    assert_eq!(granted["TTL"], "60", "{granted}");
+    let id = granted["ID"].as_str().expect("an id").to_string();
+    let put = format!(r#"{{"key": "bGVhc2Vk", "value": "eA==", "lease": "{id}"}}"#);
+    assert_eq!(post(&cluster, "/v3/kv/put", &put).0, 200);
+    let ask = format!(r#"{{"ID": "{id}", "keys": true}}"#);
+    let (code, alive) = post(&cluster, "/v3/lease/timetolive", &ask);
+    assert_eq!(code, 200, "{alive}");
+    assert_eq!(
+        (alive["ID"].as_str(), alive["grantedTTL"].as_str()),
+        (Some(id.as_str()), Some("60"))
+    );
+    assert_eq!(alive["keys"], serde_json::json!(["bGVhc2Vk"]), "{alive}");
+    let (_, leases) = post(&cluster, "/v3/kv/lease/leases", "{}");
+    assert_eq!(leases["leases"], serde_json::json!([{ "ID": id }]), "{leases}");
+    let revoke = format!(r#"{{"ID": "{id}"}}"#);
+    assert_eq!(post(&cluster, "/v3/lease/revoke", &revoke).0, 200);
+    let (_, gone) = post(&cluster, "/v3/kv/range", r#"{"key": "bGVhc2Vk"}"#);
+    assert!(gone.get("kvs").is_none(), "the lease took its key: {gone}");
+    let (code, error) = post(&cluster, "/v3/lease/revoke", &revoke);
+    assert_eq!((code, error["code"].as_i64()), (404, Some(5)), "{error}");
+
+    // With authentication on, a token from /v3/auth/authenticate in `Authorization`.
+    for args in [&["user", "add", "root:rootpw"][..], &["auth", "enable"][..]] {
+        let output = Command::new("etcdctl")
+            .env("ETCDCTL_API", "3")
+            .args(["--endpoints", &cluster.etcd_endpoints()])
+            .args(args)
+            .output()
+            .expect("etcdctl");
+        assert!(output.status.success(), "{output:?}");
+    }
+    let (code, refused) = post(&cluster, "/v3/kv/put", r#"{"key": "YQ==", "value": "Yg=="}"#);
+    assert_eq!(code, 400, "{refused}");
+    assert!(refused["error"].as_str().is_some_and(|e| e.contains("user name is empty")));
+    let (code, wrong) =
+        post(&cluster, "/v3/auth/authenticate", r#"{"name": "root", "password": "nope"}"#);
+    assert_eq!(code, 400, "{wrong}");
+    let (code, authenticated) =
+        post(&cluster, "/v3/auth/authenticate", r#"{"name": "root", "password": "rootpw"}"#);
+    assert_eq!(code, 200, "{authenticated}");
+    let token = authenticated["token"].as_str().expect("a token");
+    let (code, put) =
+        post_as(&cluster, Some(token), "/v3/kv/put", r#"{"key": "YQ==", "value": "Yg=="}"#);
+    assert_eq!(code, 200, "{put}");
 }

@@ -138,7 +138,7 @@ const JSON_BODY_MAX: usize = 4 << 20;
 /// their proto names or in camelCase, bytes in base64, 64-bit integers as numbers or strings)
 /// to `/v3/<service>/<method>`, answered with the response as JSON (proto names, bytes in
 /// base64, 64-bit integers as strings, fields at their default left out); the token, if any,
-/// in the `Authorization` header. Served: `kv/range`, `kv/put`, `kv/deleterange`,
+/// in the `Authorization` header. Served: `kv/range`, `kv/put`, `kv/deleterange`, `kv/txn`,
 /// `kv/compaction`, `maintenance/status`, `lease/grant`, `lease/revoke`, `lease/timetolive`,
 /// `lease/leases` (also under `kv/lease/`, as etcd 3.4 has them), `auth/authenticate`.
 pub(crate) fn json_gateway() -> Router<Gateway> {
@@ -147,6 +147,7 @@ pub(crate) fn json_gateway() -> Router<Gateway> {
         .route("/v3/kv/range", post(kv_range))
         .route("/v3/kv/put", post(kv_put))
         .route("/v3/kv/deleterange", post(kv_delete_range))
+        .route("/v3/kv/txn", post(kv_txn))
         .route("/v3/kv/compaction", post(kv_compaction))
         .route("/v3/maintenance/status", post(maintenance_status))
         .route("/v3/lease/grant", post(lease_grant))
@@ -366,95 +367,200 @@ fn answer<T>(
 }
 
 async fn kv_range(State(gateway): State<Gateway>, request: axum::extract::Request) -> Response {
-    use crate::proto::etcdserverpb as pb;
     use crate::rpc::k_v_server::KV;
-    let request = match json_request(request, |json| {
-        Ok(pb::RangeRequest {
-            key: bytes_field(json, "key")?,
-            range_end: bytes_field(json, "range_end")?,
-            limit: int_field(json, "limit")?,
-            revision: int_field(json, "revision")?,
-            sort_order: enum_field(json, "sort_order", &["NONE", "ASCEND", "DESCEND"])?,
-            sort_target: enum_field(
-                json,
-                "sort_target",
-                &["KEY", "VERSION", "CREATE", "MOD", "VALUE"],
-            )?,
-            serializable: bool_field(json, "serializable")?,
-            keys_only: bool_field(json, "keys_only")?,
-            count_only: bool_field(json, "count_only")?,
-            min_mod_revision: int_field(json, "min_mod_revision")?,
-            max_mod_revision: int_field(json, "max_mod_revision")?,
-            min_create_revision: int_field(json, "min_create_revision")?,
-            max_create_revision: int_field(json, "max_create_revision")?,
-        })
-    })
-    .await
-    {
+    let request = match json_request(request, range_in).await {
         Ok(request) => request,
         Err(refused) => return refused,
     };
-    answer(gateway.range(request).await, |response: &pb::RangeResponse| {
-        Out::new()
-            .value("header", header_out(response.header.as_ref()))
-            .list("kvs", response.kvs.iter().map(kv_out).collect())
-            .flag("more", response.more)
-            .int("count", response.count)
-            .done()
+    answer(gateway.range(request).await, range_out)
+}
+
+fn range_in(json: &Json) -> Result<crate::proto::etcdserverpb::RangeRequest, String> {
+    Ok(crate::proto::etcdserverpb::RangeRequest {
+        key: bytes_field(json, "key")?,
+        range_end: bytes_field(json, "range_end")?,
+        limit: int_field(json, "limit")?,
+        revision: int_field(json, "revision")?,
+        sort_order: enum_field(json, "sort_order", &["NONE", "ASCEND", "DESCEND"])?,
+        sort_target: enum_field(
+            json,
+            "sort_target",
+            &["KEY", "VERSION", "CREATE", "MOD", "VALUE"],
+        )?,
+        serializable: bool_field(json, "serializable")?,
+        keys_only: bool_field(json, "keys_only")?,
+        count_only: bool_field(json, "count_only")?,
+        min_mod_revision: int_field(json, "min_mod_revision")?,
+        max_mod_revision: int_field(json, "max_mod_revision")?,
+        min_create_revision: int_field(json, "min_create_revision")?,
+        max_create_revision: int_field(json, "max_create_revision")?,
     })
 }
 
+fn range_out(response: &crate::proto::etcdserverpb::RangeResponse) -> Json {
+    Out::new()
+        .value("header", header_out(response.header.as_ref()))
+        .list("kvs", response.kvs.iter().map(kv_out).collect())
+        .flag("more", response.more)
+        .int("count", response.count)
+        .done()
+}
+
 async fn kv_put(State(gateway): State<Gateway>, request: axum::extract::Request) -> Response {
-    use crate::proto::etcdserverpb as pb;
     use crate::rpc::k_v_server::KV;
-    let request = match json_request(request, |json| {
-        Ok(pb::PutRequest {
-            key: bytes_field(json, "key")?,
-            value: bytes_field(json, "value")?,
-            lease: int_field(json, "lease")?,
-            prev_kv: bool_field(json, "prev_kv")?,
-            ignore_value: bool_field(json, "ignore_value")?,
-            ignore_lease: bool_field(json, "ignore_lease")?,
-        })
-    })
-    .await
-    {
+    let request = match json_request(request, put_in).await {
         Ok(request) => request,
         Err(refused) => return refused,
     };
-    answer(gateway.put(request).await, |response: &pb::PutResponse| {
-        Out::new()
-            .value("header", header_out(response.header.as_ref()))
-            .value("prev_kv", response.prev_kv.as_ref().map(kv_out))
-            .done()
+    answer(gateway.put(request).await, put_out)
+}
+
+fn put_in(json: &Json) -> Result<crate::proto::etcdserverpb::PutRequest, String> {
+    Ok(crate::proto::etcdserverpb::PutRequest {
+        key: bytes_field(json, "key")?,
+        value: bytes_field(json, "value")?,
+        lease: int_field(json, "lease")?,
+        prev_kv: bool_field(json, "prev_kv")?,
+        ignore_value: bool_field(json, "ignore_value")?,
+        ignore_lease: bool_field(json, "ignore_lease")?,
     })
+}
+
+fn put_out(response: &crate::proto::etcdserverpb::PutResponse) -> Json {
+    Out::new()
+        .value("header", header_out(response.header.as_ref()))
+        .value("prev_kv", response.prev_kv.as_ref().map(kv_out))
+        .done()
 }
 
 async fn kv_delete_range(
     State(gateway): State<Gateway>,
     request: axum::extract::Request,
 ) -> Response {
-    use crate::proto::etcdserverpb as pb;
     use crate::rpc::k_v_server::KV;
-    let request = match json_request(request, |json| {
-        Ok(pb::DeleteRangeRequest {
-            key: bytes_field(json, "key")?,
-            range_end: bytes_field(json, "range_end")?,
-            prev_kv: bool_field(json, "prev_kv")?,
-        })
-    })
-    .await
-    {
+    let request = match json_request(request, delete_in).await {
         Ok(request) => request,
         Err(refused) => return refused,
     };
-    answer(gateway.delete_range(request).await, |response: &pb::DeleteRangeResponse| {
-        Out::new()
-            .value("header", header_out(response.header.as_ref()))
-            .int("deleted", response.deleted)
-            .list("prev_kvs", response.prev_kvs.iter().map(kv_out).collect())
-            .done()
+    answer(gateway.delete_range(request).await, delete_out)
+}
+
+fn delete_in(json: &Json) -> Result<crate::proto::etcdserverpb::DeleteRangeRequest, String> {
+    Ok(crate::proto::etcdserverpb::DeleteRangeRequest {
+        key: bytes_field(json, "key")?,
+        range_end: bytes_field(json, "range_end")?,
+        prev_kv: bool_field(json, "prev_kv")?,
     })
+}
+
+fn delete_out(response: &crate::proto::etcdserverpb::DeleteRangeResponse) -> Json {
+    Out::new()
+        .value("header", header_out(response.header.as_ref()))
+        .int("deleted", response.deleted)
+        .list("prev_kvs", response.prev_kvs.iter().map(kv_out).collect())
+        .done()
+}
+
+/// Transactions nested deeper than this are refused (etcd's own limit is the gRPC decoder's).
+const TXN_DEPTH_MAX: usize = 16;
+
+fn txn_in(json: &Json) -> Result<crate::proto::etcdserverpb::TxnRequest, String> {
+    txn_in_at(json, 0)
+}
+
+fn txn_in_at(json: &Json, depth: usize) -> Result<crate::proto::etcdserverpb::TxnRequest, String> {
+    use crate::proto::etcdserverpb as pb;
+    use pb::compare::TargetUnion;
+    use pb::request_op::Request as Op;
+    if depth > TXN_DEPTH_MAX {
+        return Err(format!("transactions nested more than {TXN_DEPTH_MAX} deep"));
+    }
+    let list = |name: &str| match field(json, name) {
+        None | Some(Json::Null) => Ok(Vec::new()),
+        Some(Json::Array(items)) => Ok(items.clone()),
+        Some(other) => Err(format!("{name}: a list expected, not {other}")),
+    };
+    let compare = list("compare")?
+        .iter()
+        .map(|item| {
+            let target =
+                enum_field(item, "target", &["VERSION", "CREATE", "MOD", "VALUE", "LEASE"])?;
+            let union = if field(item, "version").is_some() {
+                Some(TargetUnion::Version(int_field(item, "version")?))
+            } else if field(item, "create_revision").is_some() {
+                Some(TargetUnion::CreateRevision(int_field(item, "create_revision")?))
+            } else if field(item, "mod_revision").is_some() {
+                Some(TargetUnion::ModRevision(int_field(item, "mod_revision")?))
+            } else if field(item, "value").is_some() {
+                Some(TargetUnion::Value(bytes_field(item, "value")?))
+            } else if field(item, "lease").is_some() {
+                Some(TargetUnion::Lease(int_field(item, "lease")?))
+            } else {
+                None
+            };
+            Ok(pb::Compare {
+                result: enum_field(item, "result", &["EQUAL", "GREATER", "LESS", "NOT_EQUAL"])?,
+                target,
+                key: bytes_field(item, "key")?,
+                target_union: union,
+                range_end: bytes_field(item, "range_end")?,
+            })
+        })
+        .collect::<Result<Vec<_>, String>>()?;
+    let ops = |name: &str| {
+        list(name)?
+            .iter()
+            .map(|item| {
+                let request = if let Some(range) = field(item, "request_range") {
+                    Some(Op::RequestRange(range_in(range)?))
+                } else if let Some(put) = field(item, "request_put") {
+                    Some(Op::RequestPut(put_in(put)?))
+                } else if let Some(delete) = field(item, "request_delete_range") {
+                    Some(Op::RequestDeleteRange(delete_in(delete)?))
+                } else if let Some(txn) = field(item, "request_txn") {
+                    Some(Op::RequestTxn(txn_in_at(txn, depth + 1)?))
+                } else {
+                    None
+                };
+                Ok(pb::RequestOp { request })
+            })
+            .collect::<Result<Vec<_>, String>>()
+    };
+    Ok(pb::TxnRequest { compare, success: ops("success")?, failure: ops("failure")? })
+}
+
+fn txn_out(response: &crate::proto::etcdserverpb::TxnResponse) -> Json {
+    use crate::proto::etcdserverpb::response_op::Response as Op;
+    let responses = response
+        .responses
+        .iter()
+        .map(|op| match &op.response {
+            Some(Op::ResponseRange(range)) => {
+                Out::new().value("response_range", Some(range_out(range)))
+            }
+            Some(Op::ResponsePut(put)) => Out::new().value("response_put", Some(put_out(put))),
+            Some(Op::ResponseDeleteRange(delete)) => {
+                Out::new().value("response_delete_range", Some(delete_out(delete)))
+            }
+            Some(Op::ResponseTxn(txn)) => Out::new().value("response_txn", Some(txn_out(txn))),
+            None => Out::new(),
+        })
+        .map(Out::done)
+        .collect();
+    Out::new()
+        .value("header", header_out(response.header.as_ref()))
+        .flag("succeeded", response.succeeded)
+        .list("responses", responses)
+        .done()
+}
+
+async fn kv_txn(State(gateway): State<Gateway>, request: axum::extract::Request) -> Response {
+    use crate::rpc::k_v_server::KV;
+    let request = match json_request(request, txn_in).await {
+        Ok(request) => request,
+        Err(refused) => return refused,
+    };
+    answer(gateway.txn(request).await, txn_out)
 }
 
 async fn kv_compaction(

@@ -966,9 +966,8 @@ impl KV for Gateway {
                 let held = held;
                 let revision = answer.revision;
                 // As etcd's: the operations' own headers carry the revision alone.
-                let inner = || {
-                    Some(pb::ResponseHeader { revision: revision as i64, ..Default::default() })
-                };
+                let inner =
+                    || Some(pb::ResponseHeader { revision: revision as i64, ..Default::default() });
                 let mut response = GrpcResponse::new(txn_out(txn, self.header(revision), &inner));
                 if let Some(held) = held {
                     response.extensions_mut().insert(held);

@@ -4,7 +4,6 @@
 
 mod common;
 
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::Cluster;
@@ -80,15 +79,7 @@ async fn compacts_old_history(name: &str, auth: bool) {
 
 /// Adds root, turns authentication on with etcdctl, and returns a token for root.
 async fn enable_auth(cluster: &Cluster) -> String {
-    for args in [&["user", "add", "root:rootpw"][..], &["auth", "enable"][..]] {
-        let output = Command::new("etcdctl")
-            .env("ETCDCTL_API", "3")
-            .args(["--endpoints", &cluster.etcd_endpoints()])
-            .args(args)
-            .output()
-            .expect("etcdctl: `bash scripts/test.sh` installs Debian's etcd-client");
-        assert!(output.status.success(), "etcdctl {args:?}: {output:?}");
-    }
+    cluster.enable_auth();
     let first = cluster.etcd_endpoints().split(',').next().expect("an endpoint").to_string();
     let mut auth = lockstep_etcd::rpc::auth_client::AuthClient::connect(format!("http://{first}"))
         .await

@@ -181,15 +181,7 @@ fn the_json_gateway() {
     assert_eq!((code, error["code"].as_i64()), (404, Some(5)), "{error}");
 
     // With authentication on, a token from /v3/auth/authenticate in `Authorization`.
-    for args in [&["user", "add", "root:rootpw"][..], &["auth", "enable"][..]] {
-        let output = Command::new("etcdctl")
-            .env("ETCDCTL_API", "3")
-            .args(["--endpoints", &cluster.etcd_endpoints()])
-            .args(args)
-            .output()
-            .expect("etcdctl");
-        assert!(output.status.success(), "{output:?}");
-    }
+    cluster.enable_auth();
     let (code, refused) = post(&cluster, "/v3/kv/put", r#"{"key": "YQ==", "value": "Yg=="}"#);
     assert_eq!(code, 400, "{refused}");
     assert!(refused["error"].as_str().is_some_and(|e| e.contains("user name is empty")));

@@ -22,6 +22,16 @@ fn wait_for_line(cluster: &Cluster, id: u64, what: &str, found: impl Fn(&str) ->
     }
 }
 
+/// Sends SIGHUP to replica `id`.
+fn hang_up(cluster: &Cluster, id: u64) {
+    let pid = cluster.replicas[&id].child.as_ref().expect("running").id();
+    let signalled = std::process::Command::new("kill")
+        .args(["-HUP", &pid.to_string()])
+        .status()
+        .expect("kill runs");
+    assert!(signalled.success());
+}
+
 #[test]
 fn json_lines_and_a_level_changed_on_sighup() {
     let mut cluster = Cluster::new("logging", 1);
@@ -47,12 +57,7 @@ fn json_lines_and_a_level_changed_on_sighup() {
 
     // The file now asks for debug lines; SIGHUP makes them appear.
     std::fs::write(&file, "log_level = \"debug\"\nlog_format = \"json\"\n").expect("written");
-    let pid = cluster.replicas[&1].child.as_ref().expect("running").id();
-    let signalled = std::process::Command::new("kill")
-        .args(["-HUP", &pid.to_string()])
-        .status()
-        .expect("kill runs");
-    assert!(signalled.success());
+    hang_up(&cluster, 1);
     wait_for_line(&cluster, 1, "note of the new level", |line| line.contains("the log level"));
     // Through etcd's API: its HTTP/2 stack says what it does at the debug level.
     runtime.block_on(async {
@@ -67,11 +72,7 @@ fn json_lines_and_a_level_changed_on_sighup() {
 
     // A level that is not a filter is reported and changes nothing; the server goes on.
     std::fs::write(&file, "log_level = \"no=such=level\"\n").expect("written");
-    let signalled = std::process::Command::new("kill")
-        .args(["-HUP", &pid.to_string()])
-        .status()
-        .expect("kill runs");
-    assert!(signalled.success());
+    hang_up(&cluster, 1);
     wait_for_line(&cluster, 1, "refusal of the bad level", |line| line.contains("is not a filter"));
     runtime.block_on(async {
         cluster.client().write(Request::put("k", "w")).await.expect("still serving");

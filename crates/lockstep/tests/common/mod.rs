@@ -260,6 +260,19 @@ impl Cluster {
     }
 
     /// Every replica's etcd API address, comma-separated (for etcdctl's --endpoints).
+    /// Adds `root` (password `rootpw`) and turns authentication on, with etcdctl.
+    pub fn enable_auth(&self) {
+        for args in [&["user", "add", "root:rootpw"][..], &["auth", "enable"][..]] {
+            let output = Command::new("etcdctl")
+                .env("ETCDCTL_API", "3")
+                .args(["--endpoints", &self.etcd_endpoints()])
+                .args(args)
+                .output()
+                .expect("etcdctl: `bash scripts/test.sh` installs Debian's etcd-client");
+            assert!(output.status.success(), "etcdctl {args:?}: {output:?}");
+        }
+    }
+
     pub fn etcd_endpoints(&self) -> String {
         let addresses: Vec<String> =
             self.replicas.values().map(|replica| format!("127.0.0.1:{}", replica.etcd)).collect();
